@@ -1,0 +1,1 @@
+"""PostgreSQL: migrations and one query module per table group."""

@@ -1,0 +1,1 @@
+"""require2fa: the service behind an organization's Require Two-Factor Authentication switch."""
