@@ -9,7 +9,7 @@ from datetime import timedelta
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
-DEV_SECRET_KEY = "development-only-secret-key-do-not-use-in-production"
+DEV_SECRET_KEY = "development-only-secret-key-do-not-use-in-production"  # noqa: S105
 _DURATION = re.compile(r"^\s*(\d+)\s*([smhd]?)\s*$")
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "": 1}
 

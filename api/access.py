@@ -1,0 +1,57 @@
+"""Organization access: who may see an organization and what their role lets them do."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import asyncpg
+from aiohttp import web
+
+from api.auth import Auth, require_user
+from api.errors import api_error
+from api.keys import PG
+from db import members, organizations
+
+MANAGERS = ("owner", "manager")
+
+
+@dataclass(frozen=True)
+class OrgAccess:
+    auth: Auth
+    org: asyncpg.Record
+    member: asyncpg.Record | None  # None only for a superuser who is not a member
+
+    @property
+    def role(self) -> str:
+        if self.member is None:
+            return "owner"  # superusers act with an owner's rights
+        return self.member["role"]
+
+    def require_role(self, *roles: str) -> None:
+        if self.role not in roles:
+            raise api_error(403)
+
+
+async def org_access(request: web.Request, *, roles: tuple[str, ...] | None = None) -> OrgAccess:
+    """The organization named in the path, as the caller may see it.
+
+    404 when it does not exist or the caller is not an active member (so that slugs do not
+    leak); 401 `2fa-required` while the organization requires 2FA and the caller has none.
+    """
+    auth = await require_user(request)
+    slug = request.match_info["org"]
+    async with request.app[PG].acquire() as conn:
+        org = await organizations.by_slug(conn, slug)
+        member = await members.of_user(conn, org["id"], auth.user_id) if org else None
+    if org is None or (member is None and not auth.user["is_superuser"]):
+        raise api_error(404, "The requested organization does not exist.")
+    if org["require_2fa"] and member is not None and not member["has2fa"]:
+        raise api_error(
+            401,
+            "This organization requires two-factor authentication; set it up to continue.",
+            code="2fa-required",
+        )
+    access = OrgAccess(auth=auth, org=org, member=member)
+    if roles is not None:
+        access.require_role(*roles)
+    return access

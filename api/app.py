@@ -1,0 +1,35 @@
+"""The aiohttp application factory."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import redis.asyncio as aioredis
+from aiohttp import web
+
+from api import auth
+from api.errors import error_middleware
+from api.keys import PG, REDIS, SETTINGS
+from api.routes import add_routes
+from db.pool import create_pool
+from require2fa.settings import Settings
+
+
+def create_app(settings: Settings) -> web.Application:
+    app = web.Application(middlewares=[error_middleware], client_max_size=1024 * 1024)
+    app[SETTINGS] = settings
+    auth.setup(app, settings)
+    app.cleanup_ctx.append(_resources)
+    add_routes(app)
+    return app
+
+
+async def _resources(app: web.Application) -> AsyncIterator[None]:
+    """Opens the PostgreSQL pool and the Redis client for the app's lifetime."""
+    settings = app[SETTINGS]
+    assert settings.database_url and settings.redis_url, "resolve services before create_app"
+    app[PG] = await create_pool(settings.database_url, max_size=20)
+    app[REDIS] = aioredis.Redis.from_url(settings.redis_url)
+    yield
+    await app[REDIS].aclose()
+    await app[PG].close()

@@ -1,0 +1,92 @@
+"""JSON errors: every error answer is `{"detail": sentence, ...}`, never HTML or a traceback."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from typing import Any, TypeVar
+
+import structlog
+from aiohttp import web
+from aiohttp.typedefs import Handler
+from pydantic import BaseModel, ValidationError
+
+log = structlog.get_logger(__name__)
+M = TypeVar("M", bound=BaseModel)
+
+_DEFAULT_DETAIL = {
+    400: "Bad request.",
+    401: "Authentication credentials were not provided.",
+    403: "You do not have permission to perform this action.",
+    404: "The requested resource does not exist.",
+    405: "Method not allowed.",
+    409: "Conflict.",
+    410: "Gone.",
+    413: "The request body is too large.",
+    429: "Too many requests.",
+}
+
+
+def api_error(status: int, detail: str | None = None, **extra: Any) -> web.HTTPException:
+    """An exception to raise: answers `status` with a JSON body."""
+    body = {"detail": detail or _DEFAULT_DETAIL.get(status, "Error."), **extra}
+    exc = web.HTTPException(text=json.dumps(body), content_type="application/json")
+    exc.set_status(status)
+    return exc
+
+
+def rate_limited(
+    retry_after: int, detail: str = "Too many attempts; try again later."
+) -> web.HTTPException:
+    exc = api_error(429, detail)
+    exc.headers["Retry-After"] = str(max(1, retry_after))
+    return exc
+
+
+def validation_error(err: ValidationError) -> web.HTTPException:
+    errors: dict[str, list[str]] = {}
+    for item in err.errors():
+        field = ".".join(str(part) for part in item["loc"]) or "non_field_errors"
+        errors.setdefault(field, []).append(item["msg"])
+    return api_error(400, "Invalid request.", errors=errors)
+
+
+async def parse_body(request: web.Request, model: type[M]) -> M:
+    """The JSON body validated against `model`; 400 with `errors` when it does not fit."""
+    if not request.can_read_body:
+        data: Any = {}
+    else:
+        try:
+            data = await request.json()
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            raise api_error(400, "The request body is not valid JSON.") from None
+    if not isinstance(data, dict):
+        raise api_error(400, "The request body must be a JSON object.")
+    try:
+        return model.model_validate(data)
+    except ValidationError as err:
+        raise validation_error(err) from None
+
+
+@web.middleware
+async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    request_id = request.headers.get("X-Request-ID", "")[:64] or uuid.uuid4().hex
+    structlog.contextvars.bind_contextvars(request_id=request_id)
+    try:
+        response = await handler(request)
+    except web.HTTPException as exc:
+        if exc.status < 400 or exc.content_type == "application/json" or _is_page(request):
+            raise
+        raise api_error(exc.status, _DEFAULT_DETAIL.get(exc.status, exc.reason)) from None
+    except Exception:
+        log.exception("unhandled error", path=request.path, method=request.method)
+        raise api_error(500, "Internal server error.", requestId=request_id) from None
+    finally:
+        structlog.contextvars.unbind_contextvars("request_id")
+    response.headers.setdefault("X-Request-ID", request_id)
+    return response
+
+
+def _is_page(request: web.Request) -> bool:
+    """Pages for people keep aiohttp's own redirects and error pages."""
+    return not (request.path.startswith("/api/") or request.path in ("/healthz", "/metrics"))

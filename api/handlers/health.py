@@ -1,0 +1,38 @@
+"""Operations: health and metrics."""
+
+from __future__ import annotations
+
+import asyncio
+
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from api.keys import PG, REDIS
+
+
+async def healthz(request: web.Request) -> web.Response:
+    """200 when PostgreSQL and Redis answer, 503 naming what does not."""
+    checks: dict[str, str] = {}
+    try:
+        async with asyncio.timeout(2), request.app[PG].acquire() as conn:
+            await conn.fetchval("select 1")
+        checks["database"] = "ok"
+    except Exception as err:  # any failure means unhealthy; say which
+        checks["database"] = f"error: {type(err).__name__}"
+    try:
+        async with asyncio.timeout(2):
+            await request.app[REDIS].ping()
+        checks["redis"] = "ok"
+    except Exception as err:
+        checks["redis"] = f"error: {type(err).__name__}"
+    healthy = all(value == "ok" for value in checks.values())
+    body = {"status": "ok" if healthy else "unavailable", "checks": checks}
+    if not healthy:
+        body["detail"] = "A dependency is unreachable."
+    return web.json_response(body, status=200 if healthy else 503)
+
+
+async def metrics(request: web.Request) -> web.Response:
+    response = web.Response(body=generate_latest())
+    response.content_type = CONTENT_TYPE_LATEST.split(";")[0]
+    return response

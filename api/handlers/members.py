@@ -1,0 +1,217 @@
+"""Members: invite, list, get, update, remove."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+import asyncpg
+from aiohttp import web
+from pydantic import BaseModel, EmailStr, Field
+
+from api.access import MANAGERS, OrgAccess, org_access
+from api.auth import actor
+from api.errors import api_error, parse_body
+from api.handlers.invites import reinvite
+from api.keys import PG, SETTINGS
+from api.pagination import link_header, page_args
+from api.serializers import serialize_member
+from db import audit, members, organizations, outbox
+from db.members import MemberFilter
+from require2fa.security import new_token, token_hash
+
+Role = Literal["owner", "manager", "admin", "member", "billing"]
+ROLES: tuple[str, ...] = Role.__args__  # type: ignore[attr-defined]
+
+
+class InviteIn(BaseModel):
+    email: EmailStr
+    role: Role = "member"
+    teams: list[str] = Field(default_factory=list, max_length=100)
+
+
+class MemberUpdate(BaseModel):
+    role: Role | None = None
+    teams: list[str] | None = Field(default=None, max_length=100)
+    settings: dict[str, Any] | None = None
+    reinvite: bool | None = None
+
+
+def parse_query(text: str) -> MemberFilter:
+    """`has2fa:false is:pending role:admin alice` → a filter; unknown keys are a 400."""
+    has2fa = pending = role = None
+    words: list[str] = []
+    for term in text.split():
+        key, sep, value = term.partition(":")
+        if not sep:
+            words.append(term)
+        elif key == "has2fa" and value in ("true", "false"):
+            has2fa = value == "true"
+        elif key == "is" and value in ("pending", "active"):
+            pending = value == "pending"
+        elif key == "role" and value in ROLES:
+            role = value
+        else:
+            raise api_error(400, f"Unknown search term {term!r}.")
+    return MemberFilter(has2fa=has2fa, pending=pending, role=role, text=" ".join(words) or None)
+
+
+def member_id(request: web.Request) -> int:
+    try:
+        return int(request.match_info["member_id"])
+    except ValueError:
+        raise api_error(404, "The requested member does not exist.") from None
+
+
+async def resolve_teams(conn: asyncpg.Connection, org_id: int, slugs: list[str]) -> list[int]:
+    found = await organizations.team_ids(conn, org_id, slugs)
+    missing = sorted(set(slugs) - found.keys())
+    if missing:
+        raise api_error(400, "Invalid request.", errors={"teams": [f"Unknown team: {missing[0]}"]})
+    return list(found.values())
+
+
+def check_grant(access: OrgAccess, role: str) -> None:
+    """Managers may hand out any role but owner."""
+    if role == "owner" and access.role != "owner":
+        raise api_error(403, "Only an owner can grant the owner role.")
+
+
+async def list_members(request: web.Request) -> web.Response:
+    access = await org_access(request)
+    where = parse_query(request.query.get("query", ""))
+    cursor, per_page = page_args(request)
+    async with request.app[PG].acquire() as conn:
+        rows = await members.page(
+            conn, access.org["id"], where=where, after_id=cursor, limit=per_page + 1
+        )
+    more = len(rows) > per_page
+    rows = rows[:per_page]
+    response = web.json_response([serialize_member(row) for row in rows])
+    response.headers["Link"] = link_header(request, next_cursor=rows[-1]["id"] if more else None)
+    return response
+
+
+async def invite_member(request: web.Request) -> web.Response:
+    """Invites by email: writes the pending member, its teams, `member.invite` and the email."""
+    access = await org_access(request, roles=MANAGERS)
+    body = await parse_body(request, InviteIn)
+    check_grant(access, body.role)
+    settings = request.app[SETTINGS]
+    token = new_token()
+    org = access.org
+    async with request.app[PG].acquire() as conn, conn.transaction():
+        team_ids = await resolve_teams(conn, org["id"], body.teams)
+        new_id = await members.insert_pending(
+            conn,
+            organization_id=org["id"],
+            email=str(body.email),
+            role=body.role,
+            token_hash=token_hash(token),
+            invited_by=access.auth.user_id,
+        )
+        if new_id is None:
+            raise api_error(409, "This email is already a member or invited.")
+        await members.set_teams(conn, new_id, team_ids)
+        await audit.record(
+            conn,
+            organization_id=org["id"],
+            event="member.invite",
+            actor=actor(request, access.auth),
+            target_member_id=new_id,
+            data={"email": str(body.email).lower(), "role": body.role, "teams": body.teams},
+        )
+        await outbox.enqueue(
+            conn,
+            template="invite",
+            to=str(body.email).lower(),
+            context={
+                "org_name": org["name"],
+                "org_slug": org["slug"],
+                "inviter": access.auth.user["name"] or access.auth.user["email"],
+                "accept_url": f"{settings.base_url}/accept/{new_id}/{token}/",
+            },
+            dedupe_key=f"invite:{new_id}:{token_hash(token).hex()[:16]}",
+            organization_id=org["id"],
+            member_id=new_id,
+        )
+        row = await members.get(conn, org["id"], new_id)
+    assert row is not None
+    return web.json_response(serialize_member(row), status=201)
+
+
+async def get_member(request: web.Request) -> web.Response:
+    access = await org_access(request)
+    async with request.app[PG].acquire() as conn:
+        row = await members.get(conn, access.org["id"], member_id(request))
+    if row is None:
+        raise api_error(404, "The requested member does not exist.")
+    return web.json_response(serialize_member(row))
+
+
+async def update_member(request: web.Request) -> web.Response:
+    """Role and teams (owners, managers) or one's own settings; writes `member.edit`."""
+    access = await org_access(request)
+    body = await parse_body(request, MemberUpdate)
+    if body.reinvite:
+        return await reinvite(request, access, member_id(request))
+    org_id = access.org["id"]
+    async with request.app[PG].acquire() as conn, conn.transaction():
+        row = await members.get(conn, org_id, member_id(request))
+        if row is None:
+            raise api_error(404, "The requested member does not exist.")
+        is_self = row["user_id"] == access.auth.user_id
+        if body.settings is not None and not is_self:
+            raise api_error(403, "Only the member can change their own notification settings.")
+        if body.role is not None or body.teams is not None:
+            access.require_role(*MANAGERS)
+            if row["role"] == "owner" and access.role != "owner":
+                raise api_error(403, "Only an owner can change an owner.")
+        if body.role is not None:
+            check_grant(access, body.role)
+            demotes_owner = row["role"] == "owner" and body.role != "owner" and row["user_id"]
+            if demotes_owner and await members.count_owners(conn, org_id) <= 1:
+                raise api_error(409, "An organization needs at least one owner.")
+        await members.update(conn, row["id"], role=body.role, settings=body.settings)
+        if body.teams is not None:
+            await members.set_teams(conn, row["id"], await resolve_teams(conn, org_id, body.teams))
+        changed = body.model_dump(exclude_none=True, exclude={"reinvite"})
+        await audit.record(
+            conn,
+            organization_id=org_id,
+            event="member.edit",
+            actor=actor(request, access.auth),
+            target_member_id=row["id"],
+            target_user_id=row["user_id"],
+            data={"email": row["email"], **changed},
+        )
+        updated = await members.get(conn, org_id, row["id"])
+    assert updated is not None
+    return web.json_response(serialize_member(updated))
+
+
+async def delete_member(request: web.Request) -> web.Response:
+    """Removes a member (owners, managers; anyone may leave); writes `member.remove`."""
+    access = await org_access(request)
+    org_id = access.org["id"]
+    async with request.app[PG].acquire() as conn, conn.transaction():
+        row = await members.get(conn, org_id, member_id(request))
+        if row is None:
+            raise api_error(404, "The requested member does not exist.")
+        if row["user_id"] != access.auth.user_id:
+            access.require_role(*MANAGERS)
+            if row["role"] == "owner" and access.role != "owner":
+                raise api_error(403, "Only an owner can remove an owner.")
+        removes_owner = row["role"] == "owner" and row["user_id"] is not None
+        if removes_owner and await members.count_owners(conn, org_id) <= 1:
+            raise api_error(409, "An organization needs at least one owner.")
+        await members.delete(conn, row["id"])
+        await audit.record(
+            conn,
+            organization_id=org_id,
+            event="member.remove",
+            actor=actor(request, access.auth),
+            target_member_id=row["id"],
+            target_user_id=row["user_id"],
+            data={"email": row["email"], "role": row["role"]},
+        )
+    return web.Response(status=204)

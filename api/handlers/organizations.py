@@ -1,0 +1,89 @@
+"""Organizations and teams."""
+
+from __future__ import annotations
+
+import re
+
+from aiohttp import web
+from pydantic import BaseModel, Field
+
+from api.access import MANAGERS, org_access
+from api.auth import require_user
+from api.errors import api_error, parse_body
+from api.keys import PG
+from api.serializers import serialize_org, serialize_team
+from db import members, organizations
+
+SLUG = r"^[a-z0-9][a-z0-9-]{0,49}$"
+
+
+class OrganizationIn(BaseModel):
+    name: str = Field(min_length=1, max_length=200)
+    slug: str | None = Field(default=None, pattern=SLUG)
+
+
+class TeamIn(BaseModel):
+    slug: str | None = Field(default=None, pattern=SLUG)
+    name: str = Field(min_length=1, max_length=200)
+
+
+def slugify(name: str) -> str:
+    slug = re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")[:50]
+    if not slug:
+        raise api_error(400, "Invalid request.", errors={"slug": ["Choose a slug."]})
+    return slug
+
+
+async def create_organization(request: web.Request) -> web.Response:
+    """Creates an organization with the caller as its owner."""
+    auth = await require_user(request)
+    body = await parse_body(request, OrganizationIn)
+    slug = body.slug or slugify(body.name)
+    async with request.app[PG].acquire() as conn, conn.transaction():
+        org = await organizations.create(conn, slug=slug, name=body.name)
+        if org is None:
+            raise api_error(409, "An organization with this slug already exists.")
+        await members.insert_active(
+            conn,
+            organization_id=org["id"],
+            user_id=auth.user_id,
+            email=auth.user["email"],
+            role="owner",
+        )
+    return web.json_response(serialize_org(org, role="owner"), status=201)
+
+
+async def list_organizations(request: web.Request) -> web.Response:
+    """The caller's organizations."""
+    auth = await require_user(request)
+    async with request.app[PG].acquire() as conn:
+        rows = await organizations.for_user(conn, auth.user_id)
+    return web.json_response([serialize_org(row, role=row["role"]) for row in rows])
+
+
+async def get_organization(request: web.Request) -> web.Response:
+    access = await org_access(request)
+    return web.json_response(serialize_org(access.org, role=access.role))
+
+
+async def create_team(request: web.Request) -> web.Response:
+    """Creates a team (owners, managers, admins)."""
+    access = await org_access(request, roles=(*MANAGERS, "admin"))
+    body = await parse_body(request, TeamIn)
+    async with request.app[PG].acquire() as conn:
+        team = await organizations.create_team(
+            conn,
+            organization_id=access.org["id"],
+            slug=body.slug or slugify(body.name),
+            name=body.name,
+        )
+    if team is None:
+        raise api_error(409, "A team with this slug already exists.")
+    return web.json_response(serialize_team(team), status=201)
+
+
+async def list_teams(request: web.Request) -> web.Response:
+    access = await org_access(request)
+    async with request.app[PG].acquire() as conn:
+        rows = await organizations.teams(conn, access.org["id"])
+    return web.json_response([serialize_team(row) for row in rows])

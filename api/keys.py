@@ -1,0 +1,13 @@
+"""Typed application keys: everything the handlers share lives under one of these."""
+
+from __future__ import annotations
+
+import asyncpg
+import redis.asyncio as aioredis
+from aiohttp import web
+
+from require2fa.settings import Settings
+
+SETTINGS = web.AppKey("settings", Settings)
+PG = web.AppKey("pg", asyncpg.Pool)
+REDIS = web.AppKey("redis", aioredis.Redis)

@@ -1,0 +1,33 @@
+"""Cursor pagination in Sentry's form: `?cursor=` and a `Link` header with previous/next."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from api.errors import api_error
+
+MAX_PER_PAGE = 1000
+
+
+def page_args(request: web.Request, *, default: int = 100) -> tuple[int | None, int]:
+    """(cursor, per_page) from the query string; the cursor is the last id of the page before."""
+    cursor_text = request.query.get("cursor", "")
+    per_page_text = request.query.get("per_page", str(default))
+    try:
+        cursor = int(cursor_text.split(":")[0]) if cursor_text else None
+        per_page = int(per_page_text)
+    except ValueError:
+        raise api_error(400, "Invalid cursor or per_page.") from None
+    if not 1 <= per_page <= MAX_PER_PAGE or (cursor is not None and cursor < 0):
+        raise api_error(400, f"per_page must be between 1 and {MAX_PER_PAGE}.")
+    return cursor, per_page
+
+
+def link_header(request: web.Request, *, next_cursor: int | None) -> str:
+    """A Link header: `next` carries the cursor and whether more results exist."""
+    base = request.url.with_query({k: v for k, v in request.query.items() if k != "cursor"})
+    first = f'<{base}>; rel="previous"; results="false"; cursor=""'
+    if next_cursor is None:
+        return f'{first}, <{base}>; rel="next"; results="false"; cursor=""'
+    url = base.update_query(cursor=str(next_cursor))
+    return f'{first}, <{url}>; rel="next"; results="true"; cursor="{next_cursor}"'

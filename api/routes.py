@@ -1,0 +1,79 @@
+"""Every URL the web process answers, in one table. `openapi.json` is generated from it."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+from aiohttp import web
+from pydantic import BaseModel
+
+from api.handlers import accounts, health, invites, members, organizations
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+@dataclass(frozen=True)
+class Route:
+    method: str
+    path: str
+    handler: Handler
+    body: type[BaseModel] | None = None  # the JSON body it validates, for the OpenAPI document
+    tag: str = "api"
+
+
+API = "/api/0"
+ORG = f"{API}/organizations/{{org}}"
+
+ROUTES: list[Route] = [
+    # Accounts and 2FA
+    Route("POST", f"{API}/auth/register/", accounts.register, accounts.RegisterIn, "accounts"),
+    Route("POST", f"{API}/auth/login/", accounts.login, accounts.LoginIn, "accounts"),
+    Route("POST", f"{API}/auth/logout/", accounts.logout, tag="accounts"),
+    Route("POST", f"{API}/api-tokens/", accounts.create_api_token, accounts.TokenIn, "accounts"),
+    Route("GET", f"{API}/users/me/", accounts.me, tag="accounts"),
+    # Organizations, teams, members
+    Route("GET", f"{API}/organizations/", organizations.list_organizations, tag="organizations"),
+    Route(
+        "POST",
+        f"{API}/organizations/",
+        organizations.create_organization,
+        organizations.OrganizationIn,
+        "organizations",
+    ),
+    Route("GET", f"{ORG}/", organizations.get_organization, tag="organizations"),
+    Route("GET", f"{ORG}/teams/", organizations.list_teams, tag="teams"),
+    Route("POST", f"{ORG}/teams/", organizations.create_team, organizations.TeamIn, "teams"),
+    Route("GET", f"{ORG}/members/", members.list_members, tag="members"),
+    Route("POST", f"{ORG}/members/", members.invite_member, members.InviteIn, "members"),
+    Route("GET", f"{ORG}/members/{{member_id}}/", members.get_member, tag="members"),
+    Route(
+        "PUT",
+        f"{ORG}/members/{{member_id}}/",
+        members.update_member,
+        members.MemberUpdate,
+        "members",
+    ),
+    Route("DELETE", f"{ORG}/members/{{member_id}}/", members.delete_member, tag="members"),
+    # Invitations and rejoining
+    Route(
+        "GET", f"{API}/accept-invite/{{member_id}}/{{token}}/", invites.get_invite, tag="invites"
+    ),
+    Route(
+        "POST",
+        f"{API}/accept-invite/{{member_id}}/{{token}}/",
+        invites.accept_invite,
+        tag="invites",
+    ),
+    # Operations
+    Route("GET", "/healthz", health.healthz, tag="operations"),
+    Route("GET", "/metrics", health.metrics, tag="operations"),
+]
+
+
+def add_routes(app: web.Application) -> None:
+    from api.openapi import openapi_json
+
+    for route in ROUTES:
+        app.router.add_route(route.method, route.path, route.handler)
+    app.router.add_get(f"{API}/openapi.json", openapi_json)

@@ -1,0 +1,53 @@
+"""JSON shapes of our rows, in the API's camelCase with string ids."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import asyncpg
+
+
+def serialize_org(org: asyncpg.Record, **extra: Any) -> dict[str, Any]:
+    return {
+        "id": str(org["id"]),
+        "slug": org["slug"],
+        "name": org["name"],
+        "require2FA": org["require_2fa"],
+        "ssoEnabled": org["sso_enabled"],
+        "dateCreated": org["created_at"].isoformat(),
+        **extra,
+    }
+
+
+def serialize_team(team: asyncpg.Record) -> dict[str, Any]:
+    return {
+        "id": str(team["id"]),
+        "slug": team["slug"],
+        "name": team["name"],
+        "memberCount": team.get("member_count", 0),
+        "dateCreated": team["created_at"].isoformat(),
+    }
+
+
+def serialize_member(row: asyncpg.Record) -> dict[str, Any]:
+    user = None
+    if row["user_id"] is not None:
+        user = {
+            "id": str(row["user_id"]),
+            "email": row["user_email"],
+            "name": row["user_name"],
+            "has2fa": row["has2fa"],
+        }
+    return {
+        "id": str(row["id"]),
+        "email": row["email"],
+        "name": row["user_name"] or row["email"],
+        "role": row["role"],
+        "teams": list(row["team_slugs"]),
+        "settings": row["settings"],
+        "pending": row["user_id"] is None,
+        "pendingReason": row["pending_reason"],
+        "reinstateBy": row["reinstate_by"].isoformat() if row["reinstate_by"] else None,
+        "dateCreated": row["created_at"].isoformat(),
+        "user": user,
+    }

@@ -1,0 +1,82 @@
+"""The append-only audit log (CONTRACT §8)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import asyncpg
+
+EVENTS = (
+    "org.edit",
+    "member.invite",
+    "member.accept",
+    "member.pending",
+    "member.reinvite",
+    "member.remove",
+    "member.edit",
+)
+
+
+@dataclass(frozen=True)
+class Actor:
+    """Who did it: a user (through a session or one of their API tokens), or the system."""
+
+    user_id: int | None = None
+    token_id: int | None = None
+    label: str = ""
+    ip_address: str | None = None
+
+
+SYSTEM = Actor(label="require2fa")
+
+
+async def record(
+    conn: asyncpg.Connection,
+    *,
+    organization_id: int,
+    event: str,
+    actor: Actor,
+    target_member_id: int | None = None,
+    target_user_id: int | None = None,
+    data: dict[str, Any] | None = None,
+) -> int:
+    assert event in EVENTS, event
+    return await conn.fetchval(
+        """insert into audit_log (organization_id, event, actor_user_id, actor_token_id,
+                                  actor_label, target_member_id, target_user_id, ip_address, data)
+           values ($1, $2, $3, $4, $5, $6, $7, $8::inet, $9) returning id""",
+        organization_id,
+        event,
+        actor.user_id,
+        actor.token_id,
+        actor.label,
+        target_member_id,
+        target_user_id,
+        actor.ip_address,
+        data or {},
+    )
+
+
+async def page(
+    conn: asyncpg.Connection,
+    *,
+    organization_id: int,
+    event: str | None,
+    before_id: int | None,
+    limit: int,
+) -> list[asyncpg.Record]:
+    """Newest first, keyset on id."""
+    return await conn.fetch(
+        """select l.*, u.email as actor_email, u.name as actor_name
+           from audit_log l left join users u on u.id = l.actor_user_id
+           where l.organization_id = $1
+             and ($2::text is null or l.event = $2)
+             and ($3::bigint is null or l.id < $3)
+           order by l.id desc
+           limit $4""",
+        organization_id,
+        event,
+        before_id,
+        limit,
+    )

@@ -1,0 +1,183 @@
+"""Members: active (user set) or pending (invited, or removed for having no second factor)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import asyncpg
+
+from db.users import HAS_2FA_SQL
+
+# One member row as the API shows it: joined with its user, its 2FA state and its team slugs.
+_SELECT = f"""
+    select m.*, u.name as user_name, u.email as user_email,
+           case when u.id is null then null else {HAS_2FA_SQL} end as has2fa,
+           coalesce((select array_agg(t.slug order by t.slug) from member_teams mt
+                     join teams t on t.id = mt.team_id where mt.member_id = m.id),
+                    '{{}}') as team_slugs
+    from members m left join users u on u.id = m.user_id
+"""
+
+
+@dataclass(frozen=True)
+class MemberFilter:
+    """What `?query=` can ask for: `has2fa:true|false`, `is:pending|active`, `role:X`, text."""
+
+    has2fa: bool | None = None
+    pending: bool | None = None
+    role: str | None = None
+    text: str | None = None
+
+
+async def get(
+    conn: asyncpg.Connection, organization_id: int, member_id: int
+) -> asyncpg.Record | None:
+    return await conn.fetchrow(
+        _SELECT + " where m.organization_id = $1 and m.id = $2", organization_id, member_id
+    )
+
+
+async def of_user(
+    conn: asyncpg.Connection, organization_id: int, user_id: int
+) -> asyncpg.Record | None:
+    return await conn.fetchrow(
+        _SELECT + " where m.organization_id = $1 and m.user_id = $2", organization_id, user_id
+    )
+
+
+async def page(
+    conn: asyncpg.Connection,
+    organization_id: int,
+    *,
+    where: MemberFilter,
+    after_id: int | None,
+    limit: int,
+) -> list[asyncpg.Record]:
+    """Members in id order after `after_id` (keyset), filtered."""
+    return await conn.fetch(
+        _SELECT
+        + f"""
+        where m.organization_id = $1
+          and ($2::bigint is null or m.id > $2)
+          and ($3::boolean is null or (u.id is not null and {HAS_2FA_SQL}) = $3)
+          and ($4::boolean is null or (m.user_id is null) = $4)
+          and ($5::text is null or m.role = $5)
+          and ($6::text is null or m.email like '%' || $6 || '%'
+               or coalesce(u.name, '') ilike '%' || $6 || '%')
+        order by m.id
+        limit $7""",
+        organization_id,
+        after_id,
+        where.has2fa,
+        where.pending,
+        where.role,
+        where.text,
+        limit,
+    )
+
+
+async def insert_pending(
+    conn: asyncpg.Connection,
+    *,
+    organization_id: int,
+    email: str,
+    role: str,
+    token_hash: bytes,
+    invited_by: int | None,
+) -> int | None:
+    """An invitation; None when that email is already a member or invited."""
+    return await conn.fetchval(
+        """insert into members (organization_id, email, role, token_hash, pending_reason,
+                                invited_by)
+           values ($1, $2, $3, $4, 'invite', $5)
+           on conflict do nothing returning id""",
+        organization_id,
+        email.lower(),
+        role,
+        token_hash,
+        invited_by,
+    )
+
+
+async def insert_active(
+    conn: asyncpg.Connection, *, organization_id: int, user_id: int, email: str, role: str
+) -> int:
+    return await conn.fetchval(
+        """insert into members (organization_id, user_id, email, role)
+           values ($1, $2, $3, $4) returning id""",
+        organization_id,
+        user_id,
+        email.lower(),
+        role,
+    )
+
+
+async def set_teams(conn: asyncpg.Connection, member_id: int, team_ids: list[int]) -> None:
+    await conn.execute(
+        "delete from member_teams where member_id = $1 and team_id <> all($2::bigint[])",
+        member_id,
+        team_ids,
+    )
+    await conn.execute(
+        """insert into member_teams (member_id, team_id) select $1, unnest($2::bigint[])
+           on conflict do nothing""",
+        member_id,
+        team_ids,
+    )
+
+
+async def update(
+    conn: asyncpg.Connection,
+    member_id: int,
+    *,
+    role: str | None = None,
+    settings: dict[str, Any] | None = None,
+) -> None:
+    await conn.execute(
+        """update members set role = coalesce($2, role), settings = coalesce($3, settings)
+           where id = $1""",
+        member_id,
+        role,
+        settings,
+    )
+
+
+async def delete(conn: asyncpg.Connection, member_id: int) -> None:
+    await conn.execute("delete from members where id = $1", member_id)
+
+
+async def count_owners(conn: asyncpg.Connection, organization_id: int) -> int:
+    return await conn.fetchval(
+        """select count(*) from members
+           where organization_id = $1 and role = 'owner' and user_id is not null""",
+        organization_id,
+    )
+
+
+async def for_accept(conn: asyncpg.Connection, member_id: int) -> asyncpg.Record | None:
+    """The pending member behind an invite link, locked, with its organization."""
+    return await conn.fetchrow(
+        """select m.*, o.slug as org_slug, o.name as org_name, o.require_2fa
+           from members m join organizations o on o.id = m.organization_id
+           where m.id = $1 for update of m""",
+        member_id,
+    )
+
+
+async def reinstate(conn: asyncpg.Connection, member_id: int, *, user_id: int, email: str) -> None:
+    """Give a pending member its user back; role, teams and settings are the row's own."""
+    await conn.execute(
+        """update members set user_id = $2, email = $3, pending_reason = null, token_hash = null,
+                              reinstate_by = null, removed_at = null, removed_by_run = null,
+                              expiry_reminded_at = null
+           where id = $1""",
+        member_id,
+        user_id,
+        email.lower(),
+    )
+
+
+def is_expired(member: asyncpg.Record, now: datetime) -> bool:
+    return member["reinstate_by"] is not None and member["reinstate_by"] <= now

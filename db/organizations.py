@@ -1,0 +1,59 @@
+"""Organizations and teams."""
+
+from __future__ import annotations
+
+import asyncpg
+
+
+async def create(conn: asyncpg.Connection, *, slug: str, name: str) -> asyncpg.Record | None:
+    """Insert an organization; None when the slug is taken."""
+    return await conn.fetchrow(
+        """insert into organizations (slug, name) values ($1, $2)
+           on conflict (slug) do nothing returning *""",
+        slug,
+        name,
+    )
+
+
+async def by_slug(conn: asyncpg.Connection, slug: str) -> asyncpg.Record | None:
+    return await conn.fetchrow("select * from organizations where slug = $1", slug)
+
+
+async def for_user(conn: asyncpg.Connection, user_id: int) -> list[asyncpg.Record]:
+    return await conn.fetch(
+        """select o.*, m.role from organizations o join members m on m.organization_id = o.id
+           where m.user_id = $1 order by o.name""",
+        user_id,
+    )
+
+
+async def create_team(
+    conn: asyncpg.Connection, *, organization_id: int, slug: str, name: str
+) -> asyncpg.Record | None:
+    return await conn.fetchrow(
+        """insert into teams (organization_id, slug, name) values ($1, $2, $3)
+           on conflict (organization_id, slug) do nothing returning *""",
+        organization_id,
+        slug,
+        name,
+    )
+
+
+async def teams(conn: asyncpg.Connection, organization_id: int) -> list[asyncpg.Record]:
+    return await conn.fetch(
+        """select t.*, (select count(*) from member_teams mt join members m on m.id = mt.member_id
+                         where mt.team_id = t.id and m.user_id is not null) as member_count
+           from teams t where t.organization_id = $1 order by t.slug""",
+        organization_id,
+    )
+
+
+async def team_ids(
+    conn: asyncpg.Connection, organization_id: int, slugs: list[str]
+) -> dict[str, int]:
+    rows = await conn.fetch(
+        "select slug, id from teams where organization_id = $1 and slug = any($2::text[])",
+        organization_id,
+        slugs,
+    )
+    return {row["slug"]: row["id"] for row in rows}

@@ -1,0 +1,81 @@
+"""Users and API tokens."""
+
+from __future__ import annotations
+
+import asyncpg
+
+# The has2fa rule (a confirmed TOTP or SMS factor) as a SQL condition on a users alias `u`.
+# Written inline (not as a function) so that the planner can turn NOT EXISTS into an anti-join.
+HAS_2FA_SQL = """exists (select 1 from authenticators a
+                        where a.user_id = u.id and a.confirmed_at is not null
+                          and a.type in ('totp', 'sms'))"""
+
+
+async def create(
+    conn: asyncpg.Connection,
+    *,
+    email: str,
+    name: str,
+    password_hash: str | None,
+    is_superuser: bool = False,
+) -> asyncpg.Record | None:
+    """Insert a user; None when the email is taken."""
+    return await conn.fetchrow(
+        """insert into users (email, name, password_hash, is_superuser)
+           values ($1, $2, $3, $4) on conflict (email) do nothing returning *""",
+        email.lower(),
+        name,
+        password_hash,
+        is_superuser,
+    )
+
+
+async def by_email(conn: asyncpg.Connection, email: str) -> asyncpg.Record | None:
+    return await conn.fetchrow("select * from users where email = $1", email.lower())
+
+
+async def by_id(conn: asyncpg.Connection, user_id: int) -> asyncpg.Record | None:
+    return await conn.fetchrow(
+        f"select u.*, {HAS_2FA_SQL} as has2fa from users u where u.id = $1", user_id
+    )
+
+
+async def has_2fa(conn: asyncpg.Connection, user_id: int) -> bool:
+    return await conn.fetchval(f"select {HAS_2FA_SQL} from users u where u.id = $1", user_id)
+
+
+async def lock(conn: asyncpg.Connection, user_ids: list[int]) -> None:
+    """Row-lock users (in id order, so that two lockers cannot deadlock).
+
+    Enrolling a factor and removing a member for having none both take this lock first, so the
+    one that commits second sees what the first one did.
+    """
+    await conn.execute(
+        "select 1 from users where id = any($1::bigint[]) order by id for update", user_ids
+    )
+
+
+async def create_token(
+    conn: asyncpg.Connection, *, user_id: int, token_hash: bytes, name: str = ""
+) -> int:
+    return await conn.fetchval(
+        "insert into api_tokens (user_id, token_hash, name) values ($1, $2, $3) returning id",
+        user_id,
+        token_hash,
+        name,
+    )
+
+
+async def by_token(conn: asyncpg.Connection, token_hash: bytes) -> asyncpg.Record | None:
+    """The token's user, marking the token used (at most once a minute, to spare writes)."""
+    return await conn.fetchrow(
+        """with t as (
+               update api_tokens set last_used_at = now()
+               where token_hash = $1
+                 and (last_used_at is null or last_used_at < now() - interval '1 minute')
+               returning id)
+           select k.id as token_id, u.*
+           from api_tokens k join users u on u.id = k.user_id
+           where k.token_hash = $1""",
+        token_hash,
+    )

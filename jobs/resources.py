@@ -1,0 +1,56 @@
+"""What async actors share in a worker process: settings, the asyncpg pool, a Redis client.
+
+Created on Dramatiq's event-loop thread when the worker boots, closed when it shuts down.
+"""
+
+from __future__ import annotations
+
+import asyncpg
+import dramatiq
+import redis.asyncio as aioredis
+from dramatiq.asyncio import get_event_loop_thread
+
+from db.pool import create_pool
+from require2fa.settings import Settings
+
+
+class Resources(dramatiq.Middleware):
+    current: Resources | None = None
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self._pool: asyncpg.Pool | None = None
+        self._redis: aioredis.Redis | None = None
+
+    def before_worker_boot(self, broker: dramatiq.Broker, worker: dramatiq.Worker) -> None:
+        if not self.settings.database_url:
+            raise RuntimeError("DATABASE_URL is not set; the workers need PostgreSQL")
+        loop_thread = get_event_loop_thread()
+        assert loop_thread is not None, "the AsyncIO middleware must come first"
+        self._pool = loop_thread.run_coroutine(create_pool(self.settings.database_url, max_size=10))
+        self._redis = aioredis.Redis.from_url(self.settings.redis_url or "redis://127.0.0.1:6379/0")
+        Resources.current = self
+
+    def after_worker_shutdown(self, broker: dramatiq.Broker, worker: dramatiq.Worker) -> None:
+        loop_thread = get_event_loop_thread()
+        if loop_thread is not None and self._pool is not None:
+            loop_thread.run_coroutine(self._pool.close())
+            loop_thread.run_coroutine(self._redis.aclose())  # type: ignore[union-attr]
+        self._pool = self._redis = None
+        Resources.current = None
+
+    @property
+    def pool(self) -> asyncpg.Pool:
+        assert self._pool is not None, "worker not booted"
+        return self._pool
+
+    @property
+    def redis(self) -> aioredis.Redis:
+        assert self._redis is not None, "worker not booted"
+        return self._redis
+
+
+def current() -> Resources:
+    """The booted worker's resources (inside an actor)."""
+    assert Resources.current is not None, "no worker has booted in this process"
+    return Resources.current

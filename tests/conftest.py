@@ -1,0 +1,166 @@
+"""Real services for the tests: PostgreSQL (a fresh database per run), Redis, an SMTP server.
+
+Targets come from DATABASE_URL / REDIS_URL, else 127.0.0.1:5432 / :6379 (`make test` starts
+embedded servers when neither answers). A missing service skips locally and fails under CI=true.
+The environment is set here, before any test module imports `jobs`, so the Dramatiq broker
+of this run has its own Redis namespace and its workers use this run's database.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from email import message_from_bytes, policy
+from email.message import EmailMessage
+from urllib.parse import urlsplit, urlunsplit
+
+import asyncpg
+import pytest
+import redis as sync_redis
+from aiohttp.test_utils import TestClient
+from aiosmtpd.controller import Controller
+
+from db.migrate import migrate
+from db.pool import create_pool
+from require2fa.settings import Settings
+
+RUN_ID = uuid.uuid4().hex[:10]
+ADMIN_DSN = os.environ.get("DATABASE_URL") or "postgresql://postgres@127.0.0.1:5432/postgres"
+REDIS_URL = os.environ.get("REDIS_URL") or "redis://127.0.0.1:6379/0"
+TEST_DB = f"require2fa_test_{RUN_ID}"
+TEST_DSN = urlunsplit(urlsplit(ADMIN_DSN)._replace(path=f"/{TEST_DB}"))
+NAMESPACE = f"require2fa-test-{RUN_ID}"
+
+os.environ.update(
+    ENVIRONMENT="development",
+    DATABASE_URL=TEST_DSN,
+    REDIS_URL=REDIS_URL,
+    REDIS_NAMESPACE=NAMESPACE,
+    BASE_URL="http://testserver",
+)
+
+TABLES = (
+    "users, api_tokens, authenticators, recovery_codes, organizations, teams, members, "
+    "member_teams, audit_log, enforcement_runs, enforcement_batches, email_outbox"
+)
+
+
+def _unavailable(what: str, err: Exception) -> None:
+    message = f"{what} is not reachable: {err}"
+    if os.environ.get("CI") == "true":
+        pytest.fail(message)
+    pytest.skip(message)
+
+
+# --- PostgreSQL ---------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+async def database() -> AsyncIterator[str]:
+    """A fresh, migrated database for this test run; dropped at the end."""
+    try:
+        admin = await asyncpg.connect(ADMIN_DSN, timeout=5)
+    except (OSError, asyncpg.PostgresError) as err:
+        _unavailable("PostgreSQL", err)
+    await admin.execute(f'create database "{TEST_DB}"')
+    conn = await asyncpg.connect(TEST_DSN)
+    await migrate(conn)
+    await conn.close()
+    yield TEST_DSN
+    await admin.execute(f'drop database if exists "{TEST_DB}" with (force)')
+    await admin.close()
+
+
+@pytest.fixture(scope="session")
+async def pool(database: str) -> AsyncIterator[asyncpg.Pool]:
+    pool = await create_pool(database, max_size=10)
+    yield pool
+    await pool.close()
+
+
+@pytest.fixture(autouse=True)
+async def _clean_tables(request: pytest.FixtureRequest) -> AsyncIterator[None]:
+    """Each test starts from empty tables (only when the test uses the database)."""
+    yield
+    if "pool" in request.fixturenames:
+        pool = request.getfixturevalue("pool")
+        async with pool.acquire() as conn:
+            await conn.execute(f"truncate {TABLES} restart identity cascade")
+
+
+# --- Redis --------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def redis_url() -> Iterator[str]:
+    client = sync_redis.Redis.from_url(REDIS_URL)
+    try:
+        client.ping()
+    except sync_redis.RedisError as err:
+        _unavailable("Redis", err)
+    yield REDIS_URL
+    for key in client.scan_iter(f"{NAMESPACE}*"):
+        client.delete(key)
+    client.close()
+
+
+# --- SMTP ---------------------------------------------------------------------------------
+
+
+class Mailbox:
+    """An aiosmtpd handler that keeps every message it accepts."""
+
+    def __init__(self) -> None:
+        self.messages: list[EmailMessage] = []
+
+    async def handle_DATA(self, server, session, envelope) -> str:  # noqa: N802 (aiosmtpd's name)
+        message = message_from_bytes(envelope.content, policy=policy.default)
+        assert isinstance(message, EmailMessage)
+        self.messages.append(message)
+        return "250 OK"
+
+    def to(self, address: str) -> list[EmailMessage]:
+        return [m for m in self.messages if address in str(m["To"])]
+
+
+@pytest.fixture(scope="session")
+def smtp_server() -> Iterator[tuple[Controller, Mailbox]]:
+    mailbox = Mailbox()
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    controller = Controller(mailbox, hostname="127.0.0.1", port=port)
+    controller.start()
+    yield controller, mailbox
+    controller.stop()
+
+
+@pytest.fixture
+def mailbox(smtp_server: tuple[Controller, Mailbox]) -> Mailbox:
+    smtp_server[1].messages.clear()
+    return smtp_server[1]
+
+
+# --- The application ----------------------------------------------------------------------
+
+
+@pytest.fixture
+def settings(database: str, redis_url: str, smtp_server: tuple[Controller, Mailbox]) -> Settings:
+    controller = smtp_server[0]
+    return Settings(
+        environment="development",
+        database_url=database,
+        redis_url=redis_url,
+        redis_namespace=NAMESPACE,
+        smtp_url=f"smtp://127.0.0.1:{controller.port}",
+        base_url="http://testserver",
+    )
+
+
+@pytest.fixture
+async def client(aiohttp_client, settings: Settings, pool: asyncpg.Pool) -> TestClient:
+    from api.app import create_app
+
+    return await aiohttp_client(create_app(settings))
