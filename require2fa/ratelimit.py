@@ -1,0 +1,47 @@
+"""Rate limits kept in Redis, so that every process shares them.
+
+A fixed window per key: the first hit starts the window, `limit` hits fit in it. Callers name
+their keys (`"2fa:user:42"`), the namespace keeps test runs and deployments apart.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import redis.asyncio as aioredis
+
+# INCR and set the expiry on the first hit, atomically; returns (count, ms left in the window).
+_HIT = """
+local count = redis.call('INCR', KEYS[1])
+if count == 1 then redis.call('PEXPIRE', KEYS[1], ARGV[1]) end
+local ttl = redis.call('PTTL', KEYS[1])
+if ttl < 0 then redis.call('PEXPIRE', KEYS[1], ARGV[1]); ttl = tonumber(ARGV[1]) end
+return {count, ttl}
+"""
+
+
+@dataclass(frozen=True)
+class Limit:
+    name: str
+    limit: int
+    window_seconds: int
+
+
+@dataclass(frozen=True)
+class Verdict:
+    allowed: bool
+    retry_after: int  # seconds until the window resets (0 when allowed)
+
+
+async def hit(redis: aioredis.Redis, namespace: str, rule: Limit, key: str) -> Verdict:
+    """Count one attempt under `rule` for `key`; refused once the window holds `limit`."""
+    count, ttl_ms = await redis.eval(  # type: ignore[misc]
+        _HIT, 1, f"{namespace}:rl:{rule.name}:{key}", rule.window_seconds * 1000
+    )
+    if int(count) <= rule.limit:
+        return Verdict(True, 0)
+    return Verdict(False, max(1, -(-int(ttl_ms) // 1000)))
+
+
+async def reset(redis: aioredis.Redis, namespace: str, rule: Limit, key: str) -> None:
+    await redis.delete(f"{namespace}:rl:{rule.name}:{key}")
