@@ -9,7 +9,7 @@ from aiohttp import web
 
 from api.access import MANAGERS, OrgAccess
 from api.auth import actor, authenticate, require_user
-from api.errors import api_error
+from api.errors import api_error, path_id
 from api.keys import PG, SETTINGS
 from api.serializers import serialize_member
 from db import audit, members, outbox, users
@@ -22,8 +22,8 @@ EXPIRED = "This invitation has expired"
 async def _pending_member(conn: asyncpg.Connection, request: web.Request) -> asyncpg.Record:
     """The pending member the link names, locked; 400 for any bad link, 410 once expired."""
     try:
-        member_id = int(request.match_info["member_id"])
-    except ValueError:
+        member_id = path_id(request, "member_id")
+    except web.HTTPException:
         raise api_error(400, INVALID) from None
     row = await members.for_accept(conn, member_id)
     if row is None or not token_matches(request.match_info["token"], row["token_hash"]):
