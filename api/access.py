@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 import asyncpg
@@ -13,6 +14,7 @@ from api.keys import PG
 from db import members, organizations
 
 MANAGERS = ("owner", "manager")
+_SLUG = re.compile(r"^[a-z0-9][a-z0-9-]{0,49}$")
 
 
 @dataclass(frozen=True)
@@ -41,7 +43,7 @@ async def org_access(request: web.Request, *, roles: tuple[str, ...] | None = No
     auth = await require_user(request)
     slug = request.match_info["org"]
     async with request.app[PG].acquire() as conn:
-        org = await organizations.by_slug(conn, slug)
+        org = await organizations.by_slug(conn, slug) if _SLUG.match(slug) else None
         member = await members.of_user(conn, org["id"], auth.user_id) if org else None
     if org is None or (member is None and not auth.user["is_superuser"]):
         raise api_error(404, "The requested organization does not exist.")

@@ -62,10 +62,37 @@ async def parse_body(request: web.Request, model: type[M]) -> M:
             raise api_error(400, "The request body is not valid JSON.") from None
     if not isinstance(data, dict):
         raise api_error(400, "The request body must be a JSON object.")
+    if _has_nul(data):
+        # PostgreSQL cannot store NUL in text or jsonb; refuse it here rather than fail later.
+        raise api_error(400, "Text must not contain NUL characters.")
     try:
         return model.model_validate(data)
     except ValidationError as err:
         raise validation_error(err) from None
+
+
+MAX_ID = 2**63 - 1
+
+
+def path_id(request: web.Request, name: str, *, not_found: str | None = None) -> int:
+    """An id from the URL; anything that cannot be one of our ids is a 404 (or `not_found`)."""
+    try:
+        value = int(request.match_info[name])
+    except ValueError:
+        value = 0
+    if not 0 < value <= MAX_ID:
+        raise api_error(404, not_found or "The requested resource does not exist.")
+    return value
+
+
+def _has_nul(value: Any) -> bool:
+    if isinstance(value, str):
+        return "\x00" in value
+    if isinstance(value, dict):
+        return any(_has_nul(k) or _has_nul(v) for k, v in value.items())
+    if isinstance(value, list):
+        return any(_has_nul(v) for v in value)
+    return False
 
 
 @web.middleware

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from api.errors import api_error
+from api.errors import MAX_ID, api_error
 
 MAX_PER_PAGE = 1000
 
@@ -18,7 +18,9 @@ def page_args(request: web.Request, *, default: int = 100) -> tuple[int | None, 
         per_page = int(per_page_text)
     except ValueError:
         raise api_error(400, "Invalid cursor or per_page.") from None
-    if not 1 <= per_page <= MAX_PER_PAGE or (cursor is not None and cursor < 0):
+    if cursor is not None and not 0 <= cursor <= MAX_ID:
+        raise api_error(400, "Invalid cursor.")
+    if not 1 <= per_page <= MAX_PER_PAGE:
         raise api_error(400, f"per_page must be between 1 and {MAX_PER_PAGE}.")
     return cursor, per_page
 

@@ -23,7 +23,10 @@ _SELECT = f"""
 
 @dataclass(frozen=True)
 class MemberFilter:
-    """What `?query=` can ask for: `has2fa:true|false`, `is:pending|active`, `role:X`, text."""
+    """What `?query=` can ask for: `has2fa:true|false`, `is:pending|active`, `role:X`, text.
+
+    `has2fa` speaks of members with a user; pending members have none and match neither value.
+    """
 
     has2fa: bool | None = None
     pending: bool | None = None
@@ -61,7 +64,7 @@ async def page(
         + f"""
         where m.organization_id = $1
           and ($2::bigint is null or m.id > $2)
-          and ($3::boolean is null or (u.id is not null and {HAS_2FA_SQL}) = $3)
+          and ($3::boolean is null or (u.id is not null and {HAS_2FA_SQL} = $3))
           and ($4::boolean is null or (m.user_id is null) = $4)
           and ($5::text is null or m.role = $5)
           and ($6::text is null or m.email like '%' || $6 || '%'

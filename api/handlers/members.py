@@ -10,7 +10,7 @@ from pydantic import BaseModel, EmailStr, Field
 
 from api.access import MANAGERS, OrgAccess, org_access
 from api.auth import actor
-from api.errors import api_error, parse_body
+from api.errors import api_error, parse_body, path_id
 from api.handlers.invites import reinvite
 from api.keys import PG, SETTINGS
 from api.pagination import link_header, page_args
@@ -56,10 +56,7 @@ def parse_query(text: str) -> MemberFilter:
 
 
 def member_id(request: web.Request) -> int:
-    try:
-        return int(request.match_info["member_id"])
-    except ValueError:
-        raise api_error(404, "The requested member does not exist.") from None
+    return path_id(request, "member_id", not_found="The requested member does not exist.")
 
 
 async def resolve_teams(conn: asyncpg.Connection, org_id: int, slugs: list[str]) -> list[int]:

@@ -1,0 +1,65 @@
+"""Whatever a client sends, every endpoint answers with JSON and never with a 500."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from api.routes import ROUTES
+from tests.factories import create_org, create_user, token_for
+
+HOSTILE_BODIES: list[tuple[str, bytes]] = [
+    ("not json", b"{not json"),
+    ("a list", b"[1, 2, 3]"),
+    ("a string", b'"hello"'),
+    ("null", b"null"),
+    ("latin-1", '{"name": "caf\xe9"}'.encode("latin-1")),
+    (
+        "wrong types",
+        b'{"email": 5, "password": [], "name": {}, "slug": 7, "role": 1, '
+        b'"teams": "x", "settings": "x", "require2FA": "yes", "otp": 123456, "phone": 5}',
+    ),
+    ("huge numbers", b'{"email": 1e999, "per_page": 99999999999999999999999}'),
+    ("nul bytes", b'{"email": "a\\u0000@example.com", "name": "\\u0000", "slug": "a\\u0000"}'),
+]
+PATH_VALUES = {
+    "org": ["acme", "no-such-org", "%00", "a" * 300],
+    "member_id": ["1", "abc", "-1", "99999999999999999999999", "0"],
+    "token": ["x", "%00"],
+    "id": ["1", "abc", "99999999999999999999999"],
+    "enforcement_id": ["1", "abc", "99999999999999999999999"],
+}
+SKIP = {"/metrics"}
+
+
+def _paths(template: str) -> list[str]:
+    paths = [template]
+    for name, values in PATH_VALUES.items():
+        if "{" + name + "}" in template:
+            paths = [p.replace("{" + name + "}", v) for p in paths for v in values]
+    assert not re.search(r"{\w+}", paths[0]), f"no test values for a parameter in {template}"
+    return paths
+
+
+@pytest.mark.parametrize(
+    "route", [r for r in ROUTES if r.path not in SKIP], ids=lambda r: f"{r.method} {r.path}"
+)
+async def test_no_server_errors(client, pool, route) -> None:
+    owner = await create_user(pool, "owner@example.com", has2fa=True)
+    await create_org(pool, "acme", owner["id"], teams=("backend",))
+    headers = await token_for(pool, owner["id"])
+    for path in _paths(route.path):
+        for what, body in HOSTILE_BODIES:
+            for auth in (headers, {}):
+                response = await client.request(
+                    route.method,
+                    path,
+                    data=body,
+                    headers={**auth, "Content-Type": "application/json"},
+                    params={"query": "has2fa:maybe", "cursor": "zz", "per_page": "-1"},
+                )
+                assert response.status < 500, f"{route.method} {path} with {what}"
+                if response.status >= 400:
+                    payload = await response.json()
+                    assert isinstance(payload.get("detail"), str), (path, what, payload)
