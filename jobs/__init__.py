@@ -7,3 +7,6 @@ Queues:
 """
 
 from jobs.broker import broker  # noqa: F401  (must come before any actor module)
+
+# isort: split
+from jobs import maintenance  # noqa: F401
