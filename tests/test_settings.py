@@ -1,0 +1,74 @@
+"""Settings: read once from the environment, refused with one line naming the variable."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+
+from require2fa.settings import DEV_SECRET_KEY, Settings, SettingsError, parse_duration
+
+PROD = {"SECRET_KEY": "s" * 40}
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("90d", timedelta(days=90)),
+        ("2s", timedelta(seconds=2)),
+        ("12h", timedelta(hours=12)),
+        ("30m", timedelta(minutes=30)),
+        ("45", timedelta(seconds=45)),
+    ],
+)
+def test_durations(text: str, expected: timedelta) -> None:
+    assert parse_duration(text) == expected
+
+
+def test_defaults_in_production_with_a_secret() -> None:
+    settings = Settings.from_env(PROD)
+    assert settings.environment == "production"
+    assert settings.reinstatement_window == timedelta(days=90)
+    assert settings.port == 8000
+
+
+def test_default_secret_refused_outside_development() -> None:
+    with pytest.raises(SettingsError) as err:
+        Settings.from_env({})
+    assert err.value.variable == "SECRET_KEY"
+    assert Settings.from_env({"ENVIRONMENT": "development"}).secret_key == DEV_SECRET_KEY
+
+
+@pytest.mark.parametrize(
+    ("variable", "value"),
+    [
+        ("REINSTATEMENT_WINDOW", "three months"),
+        ("REINSTATEMENT_WINDOW", "0d"),
+        ("PORT", "eighty"),
+        ("PORT", "70000"),
+        ("SMTP_URL", "http://mail.example.com"),
+        ("SMTP_URL", "smtp://host:notaport"),
+        ("DATABASE_URL", "mysql://db/x"),
+        ("REDIS_URL", "http://localhost"),
+        ("LOG_FORMAT", "xml"),
+        ("BASE_URL", "example.com"),
+        ("SMS_URL", "http://insecure.example.com"),
+        ("EMAIL_RATE", "-1"),
+        ("ENVIRONMENT", "staging"),
+        ("SECRET_KEY", "short"),
+    ],
+)
+def test_bad_values_name_their_variable(variable: str, value: str) -> None:
+    with pytest.raises(SettingsError) as err:
+        Settings.from_env({**PROD, variable: value})
+    assert err.value.variable == variable
+    assert str(err.value).startswith(f"{variable}: ")
+    assert "\n" not in str(err.value)
+
+
+def test_smtp_url_forms() -> None:
+    plain = Settings.from_env({**PROD, "SMTP_URL": "smtp://u:p@mail:2525?starttls=1"}).smtp
+    assert (plain.host, plain.port, plain.username, plain.password) == ("mail", 2525, "u", "p")
+    assert plain.start_tls and not plain.use_tls
+    implicit = Settings.from_env({**PROD, "SMTP_URL": "smtps://mail"}).smtp
+    assert implicit.use_tls and implicit.port == 465
