@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from aiohttp import web
 from pydantic import BaseModel
 
-from api.handlers import accounts, health, invites, members, organizations
+from api.handlers import accounts, authenticators, health, invites, members, organizations
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -24,14 +24,41 @@ class Route:
 
 API = "/api/0"
 ORG = f"{API}/organizations/{{org}}"
+ME = f"{API}/users/me"
 
 ROUTES: list[Route] = [
     # Accounts and 2FA
     Route("POST", f"{API}/auth/register/", accounts.register, accounts.RegisterIn, "accounts"),
     Route("POST", f"{API}/auth/login/", accounts.login, accounts.LoginIn, "accounts"),
     Route("POST", f"{API}/auth/logout/", accounts.logout, tag="accounts"),
+    Route("POST", f"{API}/auth/2fa/", accounts.second_factor, accounts.SecondFactorIn, "accounts"),
+    Route("POST", f"{API}/auth/2fa/sms/", accounts.send_sms_code, tag="accounts"),
     Route("POST", f"{API}/api-tokens/", accounts.create_api_token, accounts.TokenIn, "accounts"),
+    Route("GET", f"{API}/api-tokens/", accounts.list_api_tokens, tag="accounts"),
+    Route("DELETE", f"{API}/api-tokens/{{id}}/", accounts.revoke_api_token, tag="accounts"),
     Route("GET", f"{API}/users/me/", accounts.me, tag="accounts"),
+    Route("GET", f"{ME}/authenticators/", authenticators.list_authenticators, tag="2fa"),
+    Route(
+        "POST",
+        f"{ME}/authenticators/totp/enroll/",
+        authenticators.enroll_totp,
+        authenticators.TotpEnrollIn,
+        "2fa",
+    ),
+    Route(
+        "POST",
+        f"{ME}/authenticators/sms/enroll/",
+        authenticators.enroll_sms,
+        authenticators.SmsEnrollIn,
+        "2fa",
+    ),
+    Route(
+        "POST",
+        f"{ME}/authenticators/recovery/regenerate/",
+        authenticators.regenerate_recovery_codes,
+        tag="2fa",
+    ),
+    Route("DELETE", f"{ME}/authenticators/{{id}}/", authenticators.delete_authenticator, tag="2fa"),
     # Organizations, teams, members
     Route("GET", f"{API}/organizations/", organizations.list_organizations, tag="organizations"),
     Route(

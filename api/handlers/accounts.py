@@ -1,17 +1,27 @@
-"""Accounts: register, sign in and out, API tokens, the current user."""
+"""Accounts: register, sign in (password, then the second factor) and out, API tokens, the
+current user."""
 
 from __future__ import annotations
 
 from typing import Any
 
+import redis.asyncio as aioredis
 from aiohttp import web
 from pydantic import BaseModel, EmailStr, Field
 
 from api.auth import require_user, sign_in, sign_out
-from api.errors import api_error, parse_body
-from api.keys import PG
-from db import users
+from api.errors import api_error, parse_body, path_id, rate_limited
+from api.handlers import authenticators as factors
+from api.keys import PG, REDIS, SETTINGS
+from db import authenticators, users
+from require2fa import ratelimit, sms
+from require2fa.ratelimit import Limit
 from require2fa.security import hash_password, new_token, token_hash, verify_password
+
+# Failed password attempts: per account (the email as typed, so unknown accounts count too)
+# and per client address.
+LOGIN_PER_ACCOUNT = Limit("login-account", 10, 900)
+LOGIN_PER_IP = Limit("login-ip", 50, 900)
 
 
 class RegisterIn(BaseModel):
@@ -27,6 +37,10 @@ class LoginIn(BaseModel):
 
 class TokenIn(BaseModel):
     name: str = Field(default="", max_length=200)
+
+
+class SecondFactorIn(BaseModel):
+    otp: str = Field(min_length=1, max_length=64)
 
 
 def serialize_user(user: Any) -> dict[str, Any]:
@@ -54,24 +68,95 @@ async def register(request: web.Request) -> web.Response:
     return web.json_response(serialize_user(user), status=201)
 
 
+def _login_keys(request: web.Request, email: str) -> list[tuple[Limit, str]]:
+    return [(LOGIN_PER_ACCOUNT, email.strip().lower()), (LOGIN_PER_IP, request.remote or "-")]
+
+
+async def _failures_retry_after(
+    redis: aioredis.Redis, namespace: str, keys: list[tuple[Limit, str]]
+) -> int:
+    """Seconds until sign-in may be tried again (0: now). Only failures are counted (with
+    `ratelimit.hit`), so a blocked caller is recognised by reading the counter it wrote."""
+    for rule, key in keys:
+        name = f"{namespace}:rl:{rule.name}:{key}"
+        count, ttl_ms = await redis.get(name), await redis.pttl(name)
+        if count is not None and int(count) >= rule.limit and ttl_ms > 0:
+            return max(1, -(-int(ttl_ms) // 1000))
+    return 0
+
+
 async def login(request: web.Request) -> web.Response:
-    """Checks the password; a user with 2FA is only half signed in until `auth/2fa/`."""
+    """Checks the password; a user with 2FA is only half signed in until `auth/2fa/` (and when
+    a backup phone is their only factor, it is sent a code). Failures count against the account
+    and the client address (429 once over)."""
     body = await parse_body(request, LoginIn)
+    settings = request.app[SETTINGS]
+    redis = request.app[REDIS]
+    keys = _login_keys(request, body.email)
+    retry_after = await _failures_retry_after(redis, settings.redis_namespace, keys)
+    if retry_after:
+        raise rate_limited(retry_after, "Too many failed sign-in attempts; try again later.")
     async with request.app[PG].acquire() as conn:
         user = await users.by_email(conn, body.email)
         if not verify_password(user["password_hash"] if user else None, body.password):
+            for rule, key in keys:
+                await ratelimit.hit(redis, settings.redis_namespace, rule, key)
             raise api_error(401, "Invalid email or password.")
         assert user is not None
         user = await users.by_id(conn, user["id"])
+    await ratelimit.reset(redis, settings.redis_namespace, *keys[0])
     if user["has2fa"]:
         await sign_in(request, user["id"], half=True)
-        raise api_error(
-            401,
-            "Enter a code from your second factor.",
-            **{"2faRequired": True, "interfaces": await _interfaces(request, user["id"])},
-        )
+        interfaces = await _interfaces(request, user["id"])
+        extra: dict[str, Any] = {"2faRequired": True, "interfaces": interfaces}
+        if "sms" in interfaces and "totp" not in interfaces:
+            extra["smsSent"] = await _try_send_login_code(request, user["id"])
+        raise api_error(401, "Enter a code from your second factor.", **extra)
     await sign_in(request, user["id"], half=False)
     return web.json_response(serialize_user(user))
+
+
+async def _try_send_login_code(request: web.Request, user_id: int) -> bool:
+    """Sign-in goes on even when the text cannot be sent now; `auth/2fa/sms/` resends."""
+    try:
+        sent = await factors.send_login_code(
+            request.app[PG], request.app[REDIS], request.app[SETTINGS], user_id
+        )
+    except web.HTTPException:
+        return False
+    return sent is not None
+
+
+async def second_factor(request: web.Request) -> web.Response:
+    """Checks a TOTP, SMS or recovery code for a half-signed-in session (rate limited); on
+    success the session is fully signed in, under a new cookie."""
+    auth = await require_user(request, allow_half=True)
+    if not auth.half_signed_in:
+        raise api_error(400, "You are already signed in.")
+    body = await parse_body(request, SecondFactorIn)
+    pool, redis, settings = request.app[PG], request.app[REDIS], request.app[SETTINGS]
+    await factors.count_attempt(redis, settings, auth.user_id)
+    factor = await factors.verify_second_factor(pool, redis, settings, auth.user_id, body.otp)
+    if factor is None:
+        raise api_error(401, factors.INVALID_CODE, **{"2faRequired": True})
+    await factors.attempt_succeeded(redis, settings, auth.user_id)
+    await sign_in(request, auth.user_id, half=False)
+    async with pool.acquire() as conn:
+        user = await users.by_id(conn, auth.user_id)
+    return web.json_response(serialize_user(user))
+
+
+async def send_sms_code(request: web.Request) -> web.Response:
+    """Texts a sign-in code to the backup phone of a half-signed-in session (rate limited)."""
+    auth = await require_user(request, allow_half=True)
+    if not auth.half_signed_in:
+        raise api_error(400, "You are already signed in.")
+    factor = await factors.send_login_code(
+        request.app[PG], request.app[REDIS], request.app[SETTINGS], auth.user_id
+    )
+    if factor is None:
+        raise api_error(400, "No backup phone is set up for this account.")
+    return web.json_response({"sent": True, "phone": sms.mask_phone(factor["phone"])})
 
 
 async def _interfaces(request: web.Request, user_id: int) -> list[str]:
@@ -104,3 +189,31 @@ async def create_api_token(request: web.Request) -> web.Response:
             conn, user_id=auth.user_id, token_hash=token_hash(token), name=body.name
         )
     return web.json_response({"id": str(token_id), "token": token, "name": body.name}, status=201)
+
+
+async def list_api_tokens(request: web.Request) -> web.Response:
+    """The caller's API tokens: names and dates (a token itself is only ever shown once)."""
+    auth = await require_user(request)
+    async with request.app[PG].acquire() as conn:
+        rows = await authenticators.tokens(conn, auth.user_id)
+    return web.json_response(
+        [
+            {
+                "id": str(row["id"]),
+                "name": row["name"],
+                "dateCreated": row["created_at"].isoformat(),
+                "lastUsedAt": row["last_used_at"].isoformat() if row["last_used_at"] else None,
+            }
+            for row in rows
+        ]
+    )
+
+
+async def revoke_api_token(request: web.Request) -> web.Response:
+    """Deletes one of the caller's API tokens; it stops working at once."""
+    auth = await require_user(request)
+    token_id = path_id(request, "id")
+    async with request.app[PG].acquire() as conn:
+        if not await authenticators.revoke_token(conn, auth.user_id, token_id):
+            raise api_error(404, "The requested token does not exist.")
+    return web.Response(status=204)

@@ -1,0 +1,389 @@
+"""The signed-in user's second factors: TOTP, backup phone (SMS) and recovery codes.
+
+The plain async functions here (checking a code, sending a sign-in SMS, the rate limits) are
+what both the API handlers and the pages call.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import asyncpg
+import redis.asyncio as aioredis
+import structlog
+from aiohttp import web
+from pydantic import BaseModel, Field
+
+from api.auth import Auth, require_user
+from api.errors import api_error, parse_body, path_id, rate_limited
+from api.keys import PG, REDIS, SETTINGS
+from db import authenticators, outbox, users
+from require2fa import ratelimit, sms, totp
+from require2fa.ratelimit import Limit
+from require2fa.settings import Settings
+
+log = structlog.get_logger(__name__)
+
+# Second-factor attempts (sign-in step and enrollment confirmations), per user.
+SECOND_FACTOR_BURST = Limit("2fa-burst", 5, 20)
+SECOND_FACTOR_HOURLY = Limit("2fa-hour", 20, 3600)
+# Text messages sent, per user.
+SMS_SENDS = Limit("sms-send", 5, 3600)
+
+LAST_FACTOR = "Cannot delete authenticator because organization requires 2FA"
+INVALID_CODE = "Invalid verification code."
+SMS_FAILED = "The text message could not be sent; try again later."
+
+
+class TotpEnrollIn(BaseModel):
+    secret: str | None = Field(default=None, max_length=64)
+    otp: str | None = Field(default=None, max_length=16)
+    name: str = Field(default="Authenticator app", min_length=1, max_length=100)
+
+
+class SmsEnrollIn(BaseModel):
+    phone: str = Field(min_length=1, max_length=32)
+    otp: str | None = Field(default=None, max_length=16)
+
+
+def serialize_authenticator(row: Any) -> dict[str, Any]:
+    data: dict[str, Any] = {
+        "id": str(row["id"]),
+        "type": row["type"],
+        "name": row["name"],
+        "createdAt": row["created_at"].isoformat(),
+        "lastUsedAt": row["last_used_at"].isoformat() if row["last_used_at"] else None,
+    }
+    if row["type"] == "sms":
+        data["phone"] = sms.mask_phone(row["phone"])
+    if row["type"] == "recovery":
+        data["unusedCodes"] = row["unused_codes"]
+    return data
+
+
+# --- Rate limits --------------------------------------------------------------------------
+
+
+async def count_attempt(redis: aioredis.Redis, settings: Settings, user_id: int) -> None:
+    """Counts one second-factor attempt of the user; 429 once over either limit."""
+    for rule in (SECOND_FACTOR_BURST, SECOND_FACTOR_HOURLY):
+        verdict = await ratelimit.hit(redis, settings.redis_namespace, rule, str(user_id))
+        if not verdict.allowed:
+            raise rate_limited(verdict.retry_after, "Too many codes tried; try again later.")
+
+
+async def attempt_succeeded(redis: aioredis.Redis, settings: Settings, user_id: int) -> None:
+    """A right code clears the counters (only the owner of the factor can produce one)."""
+    for rule in (SECOND_FACTOR_BURST, SECOND_FACTOR_HOURLY):
+        await ratelimit.reset(redis, settings.redis_namespace, rule, str(user_id))
+
+
+async def count_sms_send(redis: aioredis.Redis, settings: Settings, user_id: int) -> None:
+    verdict = await ratelimit.hit(redis, settings.redis_namespace, SMS_SENDS, str(user_id))
+    if not verdict.allowed:
+        raise rate_limited(verdict.retry_after, "Too many text messages sent; try again later.")
+
+
+# --- Codes --------------------------------------------------------------------------------
+
+
+async def verify_second_factor(
+    pool: asyncpg.Pool, redis: aioredis.Redis, settings: Settings, user_id: int, otp: str
+) -> asyncpg.Record | None:
+    """The factor that `otp` is a good code of (TOTP, sign-in SMS or recovery code), now used
+    up so that it cannot be used again; None when it is no good."""
+    otp = "".join(otp.split())
+    async with pool.acquire() as conn:
+        if len(otp) == totp.DIGITS and otp.isdigit():
+            for factor in await authenticators.of_type(conn, user_id, "totp"):
+                secret = totp.decrypt_secret(settings.secret_key, factor["secret_encrypted"])
+                step = totp.matching_step(secret, otp) if secret else None
+                if step is not None and await authenticators.claim_totp_step(
+                    conn, factor["id"], step
+                ):
+                    return factor
+            for factor in await authenticators.of_type(conn, user_id, "sms"):
+                if await sms.take_code(
+                    redis,
+                    settings,
+                    purpose="login",
+                    user_id=user_id,
+                    binding=str(factor["id"]),
+                    code=otp,
+                ):
+                    await authenticators.touch(conn, factor["id"])
+                    return factor
+            return None
+        code = totp.normalize_recovery_code(otp)
+        if code is None:
+            return None
+        used = await authenticators.use_recovery_code(
+            conn, user_id, totp.recovery_code_hash(settings.secret_key, code)
+        )
+        return await authenticators.get(conn, user_id, used) if used else None
+
+
+async def send_login_code(
+    pool: asyncpg.Pool, redis: aioredis.Redis, settings: Settings, user_id: int
+) -> asyncpg.Record | None:
+    """Texts a sign-in code to the user's backup phone; the SMS factor, or None if they have
+    none. Rate limited (429); 503 when the gateway fails."""
+    async with pool.acquire() as conn:
+        factors = await authenticators.of_type(conn, user_id, "sms")
+    if not factors:
+        return None
+    factor = factors[0]
+    await count_sms_send(redis, settings, user_id)
+    code = sms.new_code()
+    await sms.store_code(
+        redis, settings, purpose="login", user_id=user_id, binding=str(factor["id"]), code=code
+    )
+    await _send(settings, factor["phone"], code)
+    return factor
+
+
+async def _send(settings: Settings, phone: str, code: str) -> None:
+    body = f"Your require2fa verification code is {code}. It expires in 5 minutes."
+    try:
+        await sms.send(settings, phone, body)
+    except sms.SmsError as err:
+        log.warning("sms.failed", error=str(err))
+        raise api_error(503, SMS_FAILED) from None
+
+
+async def _new_recovery_codes(
+    conn: asyncpg.Connection, settings: Settings, user_id: int
+) -> tuple[int, list[str]]:
+    codes = totp.new_recovery_codes()
+    hashes = [
+        totp.recovery_code_hash(settings.secret_key, totp.normalize_recovery_code(c) or "")
+        for c in codes
+    ]
+    authenticator_id = await authenticators.replace_recovery_codes(
+        conn, user_id=user_id, code_hashes=hashes
+    )
+    return authenticator_id, codes
+
+
+async def _security_notice(
+    conn: asyncpg.Connection,
+    settings: Settings,
+    *,
+    email: str,
+    authenticator_id: int,
+    action: str,
+    factor: str,
+    factor_name: str,
+) -> None:
+    """Queues the "Security notice" email, in the caller's transaction."""
+    await outbox.enqueue(
+        conn,
+        template="security_notice",
+        to=email,
+        context={
+            "action": action,
+            "factor": factor,
+            "factor_name": factor_name,
+            "security_url": f"{settings.base_url}/account/security/",
+        },
+        dedupe_key=f"security:{authenticator_id}:{action}",
+    )
+
+
+# --- Handlers -----------------------------------------------------------------------------
+
+
+async def list_authenticators(request: web.Request) -> web.Response:
+    """The caller's confirmed factors."""
+    auth = await require_user(request)
+    async with request.app[PG].acquire() as conn:
+        rows = await authenticators.for_user(conn, auth.user_id)
+    return web.json_response([serialize_authenticator(row) for row in rows])
+
+
+@dataclass(frozen=True)
+class Enrolled:
+    """A factor whose confirmation has committed."""
+
+    factor: asyncpg.Record
+    recovery_codes: list[str] | None  # set when this enrollment created the user's first set
+
+
+async def _enrolled(request: web.Request, auth: Auth, enrolled: Enrolled) -> web.Response:
+    """The answer to a confirmed enrollment (TOTP or SMS), once its transaction has committed."""
+    body = serialize_authenticator(enrolled.factor)
+    if enrolled.recovery_codes is not None:
+        body["recoveryCodes"] = enrolled.recovery_codes
+    return web.json_response(body, status=201)
+
+
+async def _confirm_factor(
+    conn: asyncpg.Connection, settings: Settings, auth: Auth, factor: asyncpg.Record
+) -> Enrolled:
+    """The rest of a confirmation's transaction: recovery codes if the user has none yet, and
+    the security notice."""
+    codes = None
+    if await authenticators.recovery(conn, auth.user_id) is None:
+        _, codes = await _new_recovery_codes(conn, settings, auth.user_id)
+    await _security_notice(
+        conn,
+        settings,
+        email=auth.user["email"],
+        authenticator_id=factor["id"],
+        action="added",
+        factor=factor["type"],
+        factor_name=factor["name"],
+    )
+    row = await authenticators.get(conn, auth.user_id, factor["id"])
+    return Enrolled(factor=row, recovery_codes=codes)
+
+
+async def _refuse_second(conn: asyncpg.Connection, user_id: int, type_: str) -> None:
+    if await authenticators.of_type(conn, user_id, type_):
+        what = "An authenticator app" if type_ == "totp" else "A backup phone"
+        raise api_error(409, f"{what} is already set up; remove it first to replace it.")
+
+
+async def enroll_totp(request: web.Request) -> web.Response:
+    """`{}`: a new secret with its otpauth URL and QR code (nothing stored). `{secret, otp}`:
+    confirms it, writing the factor, recovery codes on the first factor and a security notice."""
+    auth = await require_user(request)
+    body = await parse_body(request, TotpEnrollIn)
+    settings = request.app[SETTINGS]
+    pool = request.app[PG]
+    if body.otp is None:
+        async with pool.acquire() as conn:
+            await _refuse_second(conn, auth.user_id, "totp")
+        secret = totp.new_secret()
+        url = totp.otpauth_url(secret, auth.user["email"])
+        return web.json_response(
+            {"secret": secret, "otpauthUrl": url, "qrcode": totp.qrcode_svg(url)}
+        )
+
+    secret = totp.normalize_secret(body.secret or "")
+    if secret is None:
+        raise api_error(
+            400,
+            "Invalid request.",
+            errors={"secret": ["Send back the secret from the first step."]},
+        )
+    redis = request.app[REDIS]
+    await count_attempt(redis, settings, auth.user_id)
+    step = totp.matching_step(secret, body.otp)
+    if step is None:
+        raise api_error(400, INVALID_CODE, errors={"otp": [INVALID_CODE]})
+    async with pool.acquire() as conn, conn.transaction():
+        # The same lock as enforcement's removal: whichever commits second sees the other.
+        await users.lock(conn, [auth.user_id])
+        await _refuse_second(conn, auth.user_id, "totp")
+        factor = await authenticators.insert_totp(
+            conn,
+            user_id=auth.user_id,
+            name=body.name,
+            secret_encrypted=totp.encrypt_secret(settings.secret_key, secret),
+            step=step,
+        )
+        enrolled = await _confirm_factor(conn, settings, auth, factor)
+    await attempt_succeeded(redis, settings, auth.user_id)
+    return await _enrolled(request, auth, enrolled)
+
+
+async def enroll_sms(request: web.Request) -> web.Response:
+    """`{phone}`: texts a code to the number (stored hashed for 5 minutes). `{phone, otp}`:
+    confirms it, writing the factor, recovery codes on the first factor and a security notice."""
+    auth = await require_user(request)
+    body = await parse_body(request, SmsEnrollIn)
+    settings = request.app[SETTINGS]
+    pool = request.app[PG]
+    redis = request.app[REDIS]
+    phone = sms.normalize_phone(body.phone)
+    if phone is None:
+        raise api_error(
+            400,
+            "Invalid request.",
+            errors={"phone": ["Enter the number in international format, such as +14155550123."]},
+        )
+    if body.otp is None:
+        async with pool.acquire() as conn:
+            await _refuse_second(conn, auth.user_id, "sms")
+        await count_sms_send(redis, settings, auth.user_id)
+        code = sms.new_code()
+        await sms.store_code(
+            redis, settings, purpose="enroll", user_id=auth.user_id, binding=phone, code=code
+        )
+        await _send(settings, phone, code)
+        return web.json_response({"phone": phone, "sent": True, "expiresIn": sms.CODE_TTL_SECONDS})
+
+    await count_attempt(redis, settings, auth.user_id)
+    taken = await sms.take_code(
+        redis, settings, purpose="enroll", user_id=auth.user_id, binding=phone, code=body.otp
+    )
+    if not taken:
+        raise api_error(400, INVALID_CODE, errors={"otp": [INVALID_CODE]})
+    async with pool.acquire() as conn, conn.transaction():
+        await users.lock(conn, [auth.user_id])
+        await _refuse_second(conn, auth.user_id, "sms")
+        factor = await authenticators.insert_sms(
+            conn, user_id=auth.user_id, name="Backup phone", phone=phone
+        )
+        enrolled = await _confirm_factor(conn, settings, auth, factor)
+    await attempt_succeeded(redis, settings, auth.user_id)
+    return await _enrolled(request, auth, enrolled)
+
+
+async def regenerate_recovery_codes(request: web.Request) -> web.Response:
+    """A new set of recovery codes, voiding the old one; queues a security notice."""
+    auth = await require_user(request)
+    settings = request.app[SETTINGS]
+    async with request.app[PG].acquire() as conn, conn.transaction():
+        await users.lock(conn, [auth.user_id])
+        if await authenticators.count_second_factors(conn, auth.user_id) == 0:
+            raise api_error(
+                400, "Set up an authenticator app or a backup phone before recovery codes."
+            )
+        authenticator_id, codes = await _new_recovery_codes(conn, settings, auth.user_id)
+        await _security_notice(
+            conn,
+            settings,
+            email=auth.user["email"],
+            authenticator_id=authenticator_id,
+            action="added",
+            factor="recovery",
+            factor_name="Recovery codes",
+        )
+    return web.json_response({"recoveryCodes": codes})
+
+
+async def delete_authenticator(request: web.Request) -> web.Response:
+    """Removes one of the caller's factors (with the recovery codes when it was the last TOTP or
+    SMS factor); refused while an organization of theirs requires 2FA. Queues a security
+    notice."""
+    auth = await require_user(request)
+    authenticator_id = path_id(request, "id")
+    settings = request.app[SETTINGS]
+    async with request.app[PG].acquire() as conn, conn.transaction():
+        # Locked like an enrollment, so two deletions cannot each leave the other as the last.
+        await users.lock(conn, [auth.user_id])
+        factor = await authenticators.get(conn, auth.user_id, authenticator_id, lock=True)
+        if factor is None:
+            raise api_error(404, "The requested authenticator does not exist.")
+        if factor["type"] in authenticators.SECOND_FACTORS:
+            others = await authenticators.count_second_factors(
+                conn, auth.user_id, excluding=factor["id"]
+            )
+            if others == 0:
+                if await authenticators.org_requires_2fa(conn, auth.user_id):
+                    raise api_error(403, LAST_FACTOR)
+                await authenticators.delete_recovery(conn, auth.user_id)
+        await authenticators.delete(conn, factor["id"])
+        await _security_notice(
+            conn,
+            settings,
+            email=auth.user["email"],
+            authenticator_id=factor["id"],
+            action="removed",
+            factor=factor["type"],
+            factor_name=factor["name"],
+        )
+    return web.Response(status=204)

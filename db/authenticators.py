@@ -1,0 +1,203 @@
+"""The credentials a user manages: second factors, recovery codes and API tokens.
+
+Every decision that must hold under parallel requests is one statement: a TOTP step is claimed
+with a conditional UPDATE, a recovery code is spent with an UPDATE ... WHERE used_at IS NULL.
+"""
+
+from __future__ import annotations
+
+import asyncpg
+
+SECOND_FACTORS = ("totp", "sms")
+
+_SELECT = """
+    select a.id, a.user_id, a.type, a.name, a.phone, a.secret_encrypted, a.last_used_step,
+           a.confirmed_at, a.created_at, a.last_used_at,
+           case when a.type = 'recovery' then
+               (select count(*) from recovery_codes rc
+                where rc.authenticator_id = a.id and rc.used_at is null)
+           end as unused_codes
+    from authenticators a
+"""
+
+
+async def for_user(conn: asyncpg.Connection, user_id: int) -> list[asyncpg.Record]:
+    """The user's confirmed factors, oldest first."""
+    return await conn.fetch(
+        _SELECT + " where a.user_id = $1 and a.confirmed_at is not null order by a.id", user_id
+    )
+
+
+async def get(
+    conn: asyncpg.Connection, user_id: int, authenticator_id: int, *, lock: bool = False
+) -> asyncpg.Record | None:
+    return await conn.fetchrow(
+        _SELECT + " where a.user_id = $1 and a.id = $2" + (" for update of a" if lock else ""),
+        user_id,
+        authenticator_id,
+    )
+
+
+async def of_type(conn: asyncpg.Connection, user_id: int, type_: str) -> list[asyncpg.Record]:
+    """The user's confirmed factors of one type."""
+    return await conn.fetch(
+        _SELECT + " where a.user_id = $1 and a.type = $2 and a.confirmed_at is not null"
+        " order by a.id",
+        user_id,
+        type_,
+    )
+
+
+async def insert_totp(
+    conn: asyncpg.Connection, *, user_id: int, name: str, secret_encrypted: bytes, step: int
+) -> asyncpg.Record:
+    """A confirmed TOTP factor; `step` (the one that confirmed it) counts as used."""
+    return await conn.fetchrow(
+        """insert into authenticators (user_id, type, name, secret_encrypted, last_used_step,
+                                       confirmed_at)
+           values ($1, 'totp', $2, $3, $4, now()) returning *""",
+        user_id,
+        name,
+        secret_encrypted,
+        step,
+    )
+
+
+async def insert_sms(
+    conn: asyncpg.Connection, *, user_id: int, name: str, phone: str
+) -> asyncpg.Record:
+    return await conn.fetchrow(
+        """insert into authenticators (user_id, type, name, phone, confirmed_at)
+           values ($1, 'sms', $2, $3, now()) returning *""",
+        user_id,
+        name,
+        phone,
+    )
+
+
+async def claim_totp_step(conn: asyncpg.Connection, authenticator_id: int, step: int) -> bool:
+    """Record `step` as used; False when it (or a later one) was used already.
+
+    Two requests with the same code race on the row: the second waits for the first, then
+    re-checks the condition against the committed row and updates nothing.
+    """
+    claimed = await conn.fetchval(
+        """update authenticators set last_used_step = $2, last_used_at = now()
+           where id = $1 and (last_used_step is null or last_used_step < $2)
+           returning id""",
+        authenticator_id,
+        step,
+    )
+    return claimed is not None
+
+
+async def touch(conn: asyncpg.Connection, authenticator_id: int) -> None:
+    await conn.execute(
+        "update authenticators set last_used_at = now() where id = $1", authenticator_id
+    )
+
+
+async def count_second_factors(
+    conn: asyncpg.Connection, user_id: int, *, excluding: int | None = None
+) -> int:
+    return await conn.fetchval(
+        """select count(*) from authenticators
+           where user_id = $1 and confirmed_at is not null and type in ('totp', 'sms')
+             and ($2::bigint is null or id <> $2)""",
+        user_id,
+        excluding,
+    )
+
+
+async def org_requires_2fa(conn: asyncpg.Connection, user_id: int) -> bool:
+    """Whether an organization the user is an active member of requires 2FA."""
+    return await conn.fetchval(
+        """select exists (select 1 from members m join organizations o
+                          on o.id = m.organization_id
+                          where m.user_id = $1 and o.require_2fa)""",
+        user_id,
+    )
+
+
+async def delete(conn: asyncpg.Connection, authenticator_id: int) -> None:
+    await conn.execute("delete from authenticators where id = $1", authenticator_id)
+
+
+# --- Recovery codes -----------------------------------------------------------------------
+
+
+async def recovery(conn: asyncpg.Connection, user_id: int) -> asyncpg.Record | None:
+    return await conn.fetchrow(_SELECT + " where a.user_id = $1 and a.type = 'recovery'", user_id)
+
+
+async def replace_recovery_codes(
+    conn: asyncpg.Connection, *, user_id: int, code_hashes: list[bytes]
+) -> int:
+    """A new set of recovery codes (a new factor row); the old set, if any, is gone.
+
+    Call inside a transaction that holds the user's lock (`users.lock`), so that two
+    regenerations cannot both insert.
+    """
+    await conn.execute(
+        "delete from authenticators where user_id = $1 and type = 'recovery'", user_id
+    )
+    authenticator_id = await conn.fetchval(
+        """insert into authenticators (user_id, type, name, confirmed_at)
+           values ($1, 'recovery', 'Recovery codes', now()) returning id""",
+        user_id,
+    )
+    await conn.execute(
+        """insert into recovery_codes (authenticator_id, code_hash)
+           select $1, h from unnest($2::bytea[]) as h""",
+        authenticator_id,
+        code_hashes,
+    )
+    return authenticator_id
+
+
+async def delete_recovery(conn: asyncpg.Connection, user_id: int) -> int | None:
+    """Remove the user's recovery codes; the id of the factor row removed, if there was one."""
+    return await conn.fetchval(
+        "delete from authenticators where user_id = $1 and type = 'recovery' returning id",
+        user_id,
+    )
+
+
+async def use_recovery_code(conn: asyncpg.Connection, user_id: int, code_hash: bytes) -> int | None:
+    """Spend one unused code of the user; the factor's id, or None if there is no such code.
+
+    A second use (also a parallel one) finds `used_at` set and updates nothing.
+    """
+    return await conn.fetchval(
+        """with spent as (
+               update recovery_codes rc set used_at = now()
+               from authenticators a
+               where a.id = rc.authenticator_id and a.user_id = $1 and a.type = 'recovery'
+                 and rc.code_hash = $2 and rc.used_at is null
+               returning rc.authenticator_id)
+           update authenticators set last_used_at = now()
+           where id = (select authenticator_id from spent)
+           returning id""",
+        user_id,
+        code_hash,
+    )
+
+
+# --- API tokens ---------------------------------------------------------------------------
+
+
+async def tokens(conn: asyncpg.Connection, user_id: int) -> list[asyncpg.Record]:
+    """The user's API tokens (never the tokens themselves: only their hashes are stored)."""
+    return await conn.fetch(
+        """select id, name, created_at, last_used_at from api_tokens
+           where user_id = $1 order by id""",
+        user_id,
+    )
+
+
+async def revoke_token(conn: asyncpg.Connection, user_id: int, token_id: int) -> bool:
+    """Delete one of the user's tokens; it stops working at once."""
+    deleted = await conn.fetchval(
+        "delete from api_tokens where user_id = $1 and id = $2 returning id", user_id, token_id
+    )
+    return deleted is not None
