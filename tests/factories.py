@@ -87,12 +87,99 @@ async def sign_in(client: TestClient, email: str, password: str = PASSWORD) -> A
     return response
 
 
+def totp_code(secret: str, steps_ahead: int = 0) -> str:
+    """The TOTP code of `secret` for the current 30 s step, or for a later one (the server
+    accepts one step ahead). Each step is accepted once per factor."""
+    from require2fa import totp
+
+    return totp.code_at(secret, totp.current_step() + steps_ahead)
+
+
+async def enroll_totp(client: TestClient, headers: dict[str, str] | None = None) -> str:
+    """Sets up TOTP through the API for the caller (session or `headers`); returns the secret.
+
+    The confirmation uses the current step, so the next code to sign in with is
+    `totp_code(secret, 1)` (what `sign_in_with_totp` sends)."""
+    url = "/api/0/users/me/authenticators/totp/enroll/"
+    started = await client.post(url, json={}, headers=headers)
+    assert started.status == 200, await started.text()
+    secret = (await started.json())["secret"]
+    confirmed = await client.post(
+        url, json={"secret": secret, "otp": totp_code(secret)}, headers=headers
+    )
+    assert confirmed.status == 201, await confirmed.text()
+    return secret
+
+
+async def sign_in_with_totp(
+    client: TestClient, email: str, secret: str, password: str = PASSWORD
+) -> Any:
+    """Password, then the second step with the code of the next time step; the 2FA answer."""
+    first = await sign_in(client, email, password)
+    assert first.status == 401 and (await first.json())["2faRequired"], await first.text()
+    return await client.post("/api/0/auth/2fa/", json={"otp": totp_code(secret, 1)})
+
+
 __all__ = [
     "PASSWORD",
     "add_member",
     "create_org",
     "create_user",
+    "enroll_totp",
     "new_token",
     "sign_in",
+    "sign_in_with_totp",
     "token_for",
+    "totp_code",
 ]
+
+
+async def remove_for_2fa(pool: asyncpg.Pool, member_id: int, settings: Any) -> str:
+    """Removes an active member for having no 2FA the way an enforcement batch does (pending
+    row, `member.pending`, the `removed_for_2fa` email); returns the email's accept link."""
+    from db import audit, outbox
+
+    token = new_token()
+    async with pool.acquire() as conn, conn.transaction():
+        row = await conn.fetchrow(
+            """update members set user_id = null, pending_reason = '2fa', token_hash = $2,
+                      removed_at = now(), reinstate_by = now() + $3::interval
+               where id = $1 and user_id is not null
+               returning *""",
+            member_id,
+            token_hash(token),
+            settings.reinstatement_window,
+        )
+        org = await conn.fetchrow(
+            "select * from organizations where id = $1", row["organization_id"]
+        )
+        teams = await conn.fetchval(
+            """select coalesce(array_agg(t.slug order by t.slug), '{}') from member_teams mt
+               join teams t on t.id = mt.team_id where mt.member_id = $1""",
+            member_id,
+        )
+        await audit.record(
+            conn,
+            organization_id=org["id"],
+            event="member.pending",
+            actor=audit.SYSTEM,
+            target_member_id=member_id,
+            data={"email": row["email"], "role": row["role"], "teams": teams, "reason": "2fa"},
+        )
+        accept_url = f"{settings.base_url}/accept/{member_id}/{token}/"
+        await outbox.enqueue(
+            conn,
+            template="removed_for_2fa",
+            to=row["email"],
+            context={
+                "org_name": org["name"],
+                "org_slug": org["slug"],
+                "member_email": row["email"],
+                "accept_url": accept_url,
+                "reinstate_by": row["reinstate_by"].isoformat(),
+            },
+            dedupe_key=f"removed:test:{member_id}:{token_hash(token).hex()[:16]}",
+            organization_id=org["id"],
+            member_id=member_id,
+        )
+    return accept_url

@@ -1,0 +1,394 @@
+"""Rejoining through the link: accept, join after enrolling, resend, and links after the purge."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+from datetime import timedelta
+from urllib.parse import urlsplit
+
+import pytest
+import redis
+from aiohttp import web
+
+from api.app import create_app
+from api.auth import require_user
+from api.handlers.invites import REINVITE_LIMIT, join_from_session
+from api.keys import PG
+from db import maintenance
+from tests.factories import (
+    add_member,
+    add_totp,
+    create_org,
+    create_user,
+    remove_for_2fa,
+    sign_in,
+    token_for,
+)
+
+
+@pytest.fixture(autouse=True)
+def _fresh_reinvite_limits(redis_url: str, settings) -> Iterator[None]:
+    """Member ids restart in every test; their resend counters must too."""
+    client = redis.Redis.from_url(redis_url)
+    for key in client.scan_iter(f"{settings.redis_namespace}:rl:{REINVITE_LIMIT.name}:*"):
+        client.delete(key)
+    client.close()
+    yield
+
+
+def api_path(accept_url: str) -> str:
+    """The API twin of an email's `/accept/{member_id}/{token}/` page link."""
+    path = urlsplit(accept_url).path
+    assert path.startswith("/accept/")
+    return "/api/0/accept-invite/" + path.removeprefix("/accept/")
+
+
+async def newest_link(pool, member_id: int) -> str:
+    async with pool.acquire() as conn:
+        return await conn.fetchval(
+            """select context->>'accept_url' from email_outbox
+               where member_id = $1 order by id desc limit 1""",
+            member_id,
+        )
+
+
+async def audit_events(pool, member_id: int) -> list[tuple[str, dict]]:
+    async with pool.acquire() as conn:
+        rows = await conn.fetch(
+            "select event, data from audit_log where target_member_id = $1 order by id",
+            member_id,
+        )
+    return [(row["event"], row["data"]) for row in rows]
+
+
+async def seed_org(pool, *, settings_of_alice: dict | None = None):
+    """An organization requiring 2FA whose owner has it, and Alice (admin, backend team,
+    notification settings) who has not."""
+    owner = await create_user(pool, "owner@example.com", has2fa=True)
+    org = await create_org(pool, "acme", owner["id"], teams=("backend", "frontend"))
+    async with pool.acquire() as conn:
+        await conn.execute("update organizations set require_2fa = true where id = $1", org["id"])
+    alice = await create_user(pool, "alice@example.com")
+    member_id = await add_member(
+        pool,
+        org["id"],
+        alice,
+        role="admin",
+        teams=("backend",),
+        settings=settings_of_alice or {"workflow": "always", "deploy": "committed"},
+    )
+    return owner, org, alice, member_id
+
+
+async def test_the_journey_back_in(client, pool, settings) -> None:
+    owner, org, alice, member_id = await seed_org(pool)
+    owner_headers = await token_for(pool, owner["id"])
+    before = await (
+        await client.get(f"/api/0/organizations/acme/members/{member_id}/", headers=owner_headers)
+    ).json()
+
+    # Removed for having no 2FA: the email carries the link.
+    accept_url = await remove_for_2fa(pool, member_id, settings)
+    assert await newest_link(pool, member_id) == accept_url
+    link = api_path(accept_url)
+
+    # Not signed in yet: the link says what is missing.
+    anonymous = await client.get(link)
+    assert anonymous.status == 200
+    body = await anonymous.json()
+    assert body["needsAuthentication"] is True and body["orgSlug"] == "acme"
+    reinstate_by = body["reinstateBy"]
+    assert reinstate_by
+
+    assert (await sign_in(client, "alice@example.com")).status == 200
+    looked = await (await client.get(link)).json()
+    assert looked["needsAuthentication"] is False
+    assert looked["needs2fa"] is True
+    assert looked["existingMember"] is False
+    assert looked["reinstateBy"] == reinstate_by
+
+    refused = await client.post(link)
+    assert refused.status == 403
+    assert (await refused.json())["code"] == "2fa-required"
+
+    async with pool.acquire() as conn:
+        await add_totp(conn, alice["id"])
+    assert (await (await client.get(link)).json())["needs2fa"] is False
+
+    accepted = await client.post(link)
+    assert accepted.status == 200
+    joined = await accepted.json()
+    assert joined == {
+        "orgSlug": "acme",
+        "memberId": str(member_id),
+        "redirect": "/organizations/acme/",
+    }
+
+    after = await (
+        await client.get(f"/api/0/organizations/acme/members/{member_id}/", headers=owner_headers)
+    ).json()
+    assert after["pending"] is False and after["user"]["id"] == str(alice["id"])
+    for kept in ("role", "teams", "settings", "email"):
+        assert after[kept] == before[kept]
+    assert after["role"] == "admin" and after["teams"] == ["backend"]
+    assert after["settings"] == {"workflow": "always", "deploy": "committed"}
+    # Alice sees the organization again.
+    assert (await client.get("/api/0/organizations/acme/")).status == 200
+
+    events = await audit_events(pool, member_id)
+    assert [event for event, _ in events] == ["member.pending", "member.accept"]
+    assert events[1][1]["email"] == "alice@example.com" and events[1][1]["role"] == "admin"
+
+    # The link was single use.
+    again = await client.post(link)
+    assert again.status == 400
+    assert (await again.json())["detail"] == "Invalid invite code"
+
+
+async def test_bad_links(client, pool, settings) -> None:
+    _, _, _, member_id = await seed_org(pool)
+    link = api_path(await remove_for_2fa(pool, member_id, settings))
+    base = link.rsplit("/", 2)[0]
+    for bad in (
+        f"{base}/not-the-token/",
+        f"/api/0/accept-invite/{member_id + 1000}/whatever/",
+        "/api/0/accept-invite/0/whatever/",
+        "/api/0/accept-invite/abc/whatever/",
+        "/api/0/accept-invite/99999999999999999999999/whatever/",
+    ):
+        response = await client.get(bad)
+        assert response.status == 400, bad
+        assert (await response.json())["detail"] == "Invalid invite code"
+    await create_user(pool, "bob@example.com")
+    await sign_in(client, "bob@example.com")
+    assert (await client.post(f"{base}/not-the-token/")).status == 400
+
+
+async def test_accept_needs_sign_in(client, pool, settings) -> None:
+    _, _, _, member_id = await seed_org(pool)
+    link = api_path(await remove_for_2fa(pool, member_id, settings))
+    response = await client.post(link)
+    assert response.status == 401
+    assert "detail" in await response.json()
+
+
+async def test_removed_rejoined_and_removed_again_only_the_newest_link(
+    client, pool, settings
+) -> None:
+    _, _, alice, member_id = await seed_org(pool)
+    first = api_path(await remove_for_2fa(pool, member_id, settings))
+    await sign_in(client, "alice@example.com")
+    async with pool.acquire() as conn:
+        await add_totp(conn, alice["id"])
+    assert (await client.post(first)).status == 200
+    async with pool.acquire() as conn:
+        await conn.execute("delete from authenticators where user_id = $1", alice["id"])
+    second = api_path(await remove_for_2fa(pool, member_id, settings))
+    async with pool.acquire() as conn:
+        await add_totp(conn, alice["id"])
+    assert (await client.get(first)).status == 400
+    assert (await client.post(first)).status == 400
+    assert (await client.post(second)).status == 200
+
+
+async def test_join_after_enrolling(aiohttp_client, pool, settings) -> None:
+    """The link looked at is remembered in the session; the enrollment's confirmation then
+    joins (here a route standing in for the confirm handler calls what it calls)."""
+
+    async def confirmed(request: web.Request) -> web.Response:
+        auth = await require_user(request)
+        return web.json_response(
+            {"joined": await join_from_session(request, request.app[PG], auth.user_id)}
+        )
+
+    app = create_app(settings)
+    app.router.add_post("/test/enrolled/", confirmed)
+    client = await aiohttp_client(app)
+
+    _, _, alice, member_id = await seed_org(pool)
+    link = api_path(await remove_for_2fa(pool, member_id, settings))
+    await sign_in(client, "alice@example.com")
+    # Nothing remembered yet: nothing joins.
+    assert (await (await client.post("/test/enrolled/")).json())["joined"] is None
+
+    assert (await (await client.get(link)).json())["needs2fa"] is True
+    # Still without 2FA: not joined, and the link stays remembered.
+    assert (await (await client.post("/test/enrolled/")).json())["joined"] is None
+    async with pool.acquire() as conn:
+        await add_totp(conn, alice["id"])
+    joined = (await (await client.post("/test/enrolled/")).json())["joined"]
+    assert joined == {
+        "orgSlug": "acme",
+        "memberId": str(member_id),
+        "redirect": "/organizations/acme/",
+    }
+    assert (await client.get("/api/0/organizations/acme/")).status == 200
+    assert [e for e, _ in await audit_events(pool, member_id)][-1] == "member.accept"
+    # Used up and forgotten.
+    assert (await (await client.post("/test/enrolled/")).json())["joined"] is None
+    assert (await client.post(link)).status == 400
+
+
+async def test_join_after_enrolling_forgets_a_replaced_link(aiohttp_client, pool, settings) -> None:
+    async def confirmed(request: web.Request) -> web.Response:
+        auth = await require_user(request)
+        return web.json_response(
+            {"joined": await join_from_session(request, request.app[PG], auth.user_id)}
+        )
+
+    app = create_app(settings)
+    app.router.add_post("/test/enrolled/", confirmed)
+    client = await aiohttp_client(app)
+    owner, _, alice, member_id = await seed_org(pool)
+    link = api_path(await remove_for_2fa(pool, member_id, settings))
+    await sign_in(client, "alice@example.com")
+    await client.get(link)
+    resent = await client.put(
+        f"/api/0/organizations/acme/members/{member_id}/",
+        json={"reinvite": True},
+        headers=await token_for(pool, owner["id"]),
+    )
+    assert resent.status == 200
+    async with pool.acquire() as conn:
+        await add_totp(conn, alice["id"])
+    assert (await (await client.post("/test/enrolled/")).json())["joined"] is None
+    async with pool.acquire() as conn:
+        assert await conn.fetchval("select user_id from members where id = $1", member_id) is None
+
+
+async def test_resend(client, pool, settings) -> None:
+    owner, _, alice, member_id = await seed_org(pool)
+    old_link = api_path(await remove_for_2fa(pool, member_id, settings))
+    reinstate_by = (await (await client.get(old_link)).json())["reinstateBy"]
+    headers = await token_for(pool, owner["id"])
+
+    resent = await client.put(
+        f"/api/0/organizations/acme/members/{member_id}/", json={"reinvite": True}, headers=headers
+    )
+    assert resent.status == 200
+    member = await resent.json()
+    assert member["pending"] is True and member["reinstateBy"] == reinstate_by
+
+    async with pool.acquire() as conn:
+        email = await conn.fetchrow(
+            "select * from email_outbox where member_id = $1 order by id desc limit 1", member_id
+        )
+    assert email["template"] == "removed_for_2fa" and email["to_address"] == "alice@example.com"
+    assert email["context"]["reinstate_by"] == reinstate_by
+    assert email["context"]["member_email"] == "alice@example.com"
+    new_link = api_path(email["context"]["accept_url"])
+    assert new_link != old_link
+
+    old = await client.get(old_link)
+    assert old.status == 400 and (await old.json())["detail"] == "Invalid invite code"
+    fresh = await client.get(new_link)
+    assert fresh.status == 200 and (await fresh.json())["reinstateBy"] == reinstate_by
+    assert [e for e, _ in await audit_events(pool, member_id)] == [
+        "member.pending",
+        "member.reinvite",
+    ]
+
+    # The new link restores the member just as the first would have.
+    await sign_in(client, "alice@example.com")
+    async with pool.acquire() as conn:
+        await add_totp(conn, alice["id"])
+    assert (await client.post(old_link)).status == 400
+    assert (await client.post(new_link)).status == 200
+
+
+async def test_resend_is_rate_limited_per_member(client, pool, settings) -> None:
+    owner, org, _, member_id = await seed_org(pool)
+    await remove_for_2fa(pool, member_id, settings)
+    bob = await create_user(pool, "bob@example.com")
+    bob_member = await add_member(pool, org["id"], bob)
+    await remove_for_2fa(pool, bob_member, settings)
+    headers = await token_for(pool, owner["id"])
+    url = f"/api/0/organizations/acme/members/{member_id}/"
+    for _ in range(REINVITE_LIMIT.limit):
+        assert (await client.put(url, json={"reinvite": True}, headers=headers)).status == 200
+    limited = await client.put(url, json={"reinvite": True}, headers=headers)
+    assert limited.status == 429
+    assert int(limited.headers["Retry-After"]) >= 1
+    assert "detail" in await limited.json()
+    # Another member is not held back.
+    other = await client.put(
+        f"/api/0/organizations/acme/members/{bob_member}/", json={"reinvite": True}, headers=headers
+    )
+    assert other.status == 200
+
+
+async def test_resend_permissions_and_states(client, pool, settings) -> None:
+    owner, org, alice, member_id = await seed_org(pool)
+    admin = await create_user(pool, "admin@example.com", has2fa=True)
+    await add_member(pool, org["id"], admin, role="admin")
+    carol = await create_user(pool, "carol@example.com", has2fa=True)
+    carol_member = await add_member(pool, org["id"], carol)
+    await remove_for_2fa(pool, member_id, settings)
+
+    url = f"/api/0/organizations/acme/members/{member_id}/"
+    as_admin = await client.put(
+        url, json={"reinvite": True}, headers=await token_for(pool, admin["id"])
+    )
+    assert as_admin.status == 403
+    owner_headers = await token_for(pool, owner["id"])
+    active = await client.put(
+        f"/api/0/organizations/acme/members/{carol_member}/",
+        json={"reinvite": True},
+        headers=owner_headers,
+    )
+    assert active.status == 409
+    missing = await client.put(
+        "/api/0/organizations/acme/members/987654/", json={"reinvite": True}, headers=owner_headers
+    )
+    assert missing.status == 404
+    async with pool.acquire() as conn:
+        await conn.execute(
+            "update members set reinstate_by = now() - interval '1 second' where id = $1",
+            member_id,
+        )
+    expired = await client.put(url, json={"reinvite": True}, headers=owner_headers)
+    assert expired.status == 410
+
+
+async def test_purged_link_says_expired(client, pool, settings) -> None:
+    short = settings.replace(reinstatement_window=timedelta(seconds=2))
+    _, _, alice, member_id = await seed_org(pool)
+    link = api_path(await remove_for_2fa(pool, member_id, short))
+    looked = await client.get(link)
+    assert looked.status == 200
+    async with pool.acquire() as conn:
+        # Wait out the window on the database's clock (the one the link is checked against).
+        left = await conn.fetchval(
+            "select extract(epoch from reinstate_by - now())::float from members where id = $1",
+            member_id,
+        )
+    await asyncio.sleep(max(left, 0) + 0.1)
+
+    # Past the window: expired, before and after the purge.
+    before = await client.get(link)
+    assert before.status == 410
+    assert (await before.json())["detail"] == "This invitation has expired"
+    await sign_in(client, "alice@example.com")
+    async with pool.acquire() as conn:
+        await add_totp(conn, alice["id"])
+    assert (await client.post(link)).status == 410
+
+    async with pool.acquire() as conn:
+        result = await maintenance.purge_expired(conn)
+        assert result.purged == 1
+        assert await conn.fetchval("select count(*) from members where id = $1", member_id) == 0
+        assert (
+            await conn.fetchval("select count(*) from member_teams where member_id = $1", member_id)
+            == 0
+        )
+    after = await client.get(link)
+    assert after.status == 410
+    assert (await after.json())["detail"] == "This invitation has expired"
+    assert (await client.post(link)).status == 410
+    tampered = await client.get(link.rsplit("/", 2)[0] + "/tampered/")
+    assert tampered.status == 400
+
+    events = await audit_events(pool, member_id)
+    assert [event for event, _ in events] == ["member.pending", "member.remove"]
+    assert events[1][1]["reason"] == "2fa-window-expired"
