@@ -162,3 +162,32 @@ def seed(slug: str, count: int, enrolled: float, owner_email: str | None) -> Non
         f"seeded {slug}: {result.members} members, {result.enrolled} with 2FA, "
         f"in {result.seconds:.1f}s ({result.members / max(result.seconds, 1e-9):,.0f} members/s)"
     )
+
+
+@main.command()
+def clock() -> None:
+    """Run the scheduler: the purge and expiry reminders daily, the sweepers every minute.
+
+    Safe to run twice: one clock leads (a PostgreSQL advisory lock), and every job is idempotent.
+    """
+    from require2fa.clock import run
+
+    settings = load_settings()
+    need_database(settings)
+    run(settings)
+
+
+@main.command("purge-expired")
+@click.option("--batch-size", type=click.IntRange(1, 100_000), default=2_000, show_default=True)
+def purge_expired(batch_size: int) -> None:
+    """Purge now the pending members whose reinstatement window has passed."""
+    from db.maintenance import purge_expired as purge
+
+    async def work(conn: Any) -> Any:
+        return await purge(conn, batch_size=batch_size)
+
+    result = run_db(load_settings(), work)
+    click.echo(
+        f"purged {result.purged} expired pending member(s) in {result.batches} batch(es), "
+        f"{result.seconds:.1f}s"
+    )
