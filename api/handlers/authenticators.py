@@ -17,6 +17,7 @@ from pydantic import BaseModel, Field
 
 from api.auth import Auth, require_user
 from api.errors import api_error, parse_body, path_id, rate_limited
+from api.handlers.invites import join_from_session
 from api.keys import PG, REDIS, SETTINGS
 from db import authenticators, outbox, users
 from require2fa import ratelimit, sms, totp
@@ -215,6 +216,10 @@ async def _enrolled(request: web.Request, auth: Auth, enrolled: Enrolled) -> web
     body = serialize_authenticator(enrolled.factor)
     if enrolled.recovery_codes is not None:
         body["recoveryCodes"] = enrolled.recovery_codes
+    # Arrived through an invite link (remembered in the session): join now that 2FA is set up.
+    joined = await join_from_session(request, request.app[PG], auth.user_id)
+    if joined is not None:
+        body["joined"] = joined
     return web.json_response(body, status=201)
 
 

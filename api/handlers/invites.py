@@ -110,8 +110,10 @@ async def get_invite(request: web.Request) -> web.Response:
         if auth is not None and not auth.half_signed_in:
             existing = await members.of_user(conn, row["organization_id"], auth.user_id) is not None
             has2fa = await users.has_2fa(conn, auth.user_id)
-    session = await get_session(request)
-    session[SESSION_KEY] = {"memberId": row["id"], "token": token}
+    if auth is None or auth.token_id is None:
+        # A browser (signed in or not) rather than a program holding an API token.
+        session = await get_session(request)
+        session[SESSION_KEY] = {"memberId": row["id"], "token": token}
     signed_in = auth is not None and not auth.half_signed_in
     return web.json_response(
         {

@@ -7,14 +7,11 @@ from collections.abc import Iterator
 from datetime import timedelta
 from urllib.parse import urlsplit
 
+import pyotp
 import pytest
 import redis
-from aiohttp import web
 
-from api.app import create_app
-from api.auth import require_user
-from api.handlers.invites import REINVITE_LIMIT, join_from_session
-from api.keys import PG
+from api.handlers.invites import REINVITE_LIMIT
 from db import maintenance
 from tests.factories import (
     add_member,
@@ -81,19 +78,39 @@ async def seed_org(pool, *, settings_of_alice: dict | None = None):
     return owner, org, alice, member_id
 
 
+async def enroll_totp(client, headers: dict[str, str] | None = None) -> dict:
+    """Sets up an authenticator app through the API, as a person with the app would."""
+    url = "/api/0/users/me/authenticators/totp/enroll/"
+    started = await client.post(url, json={}, headers=headers)
+    assert started.status == 200
+    secret = (await started.json())["secret"]
+    confirmed = await client.post(
+        url, json={"secret": secret, "otp": pyotp.TOTP(secret).now()}, headers=headers
+    )
+    assert confirmed.status == 201
+    return await confirmed.json()
+
+
+async def member_as_owner_sees_it(client, pool, owner_id: int, member_id: int) -> dict:
+    response = await client.get(
+        f"/api/0/organizations/acme/members/{member_id}/", headers=await token_for(pool, owner_id)
+    )
+    assert response.status == 200
+    return await response.json()
+
+
 async def test_the_journey_back_in(client, pool, settings) -> None:
-    owner, org, alice, member_id = await seed_org(pool)
-    owner_headers = await token_for(pool, owner["id"])
-    before = await (
-        await client.get(f"/api/0/organizations/acme/members/{member_id}/", headers=owner_headers)
-    ).json()
+    """The seed's steps: the email, its button, setting up 2FA, and back in with everything."""
+    owner, _, alice, member_id = await seed_org(pool)
+    before = await member_as_owner_sees_it(client, pool, owner["id"], member_id)
 
     # Removed for having no 2FA: the email carries the link.
     accept_url = await remove_for_2fa(pool, member_id, settings)
     assert await newest_link(pool, member_id) == accept_url
     link = api_path(accept_url)
+    assert (await client.get("/api/0/organizations/acme/")).status == 401  # nobody signed in
 
-    # Not signed in yet: the link says what is missing.
+    # Following it without being signed in: it says what is missing.
     anonymous = await client.get(link)
     assert anonymous.status == 200
     body = await anonymous.json()
@@ -102,6 +119,7 @@ async def test_the_journey_back_in(client, pool, settings) -> None:
     assert reinstate_by
 
     assert (await sign_in(client, "alice@example.com")).status == 200
+    assert (await client.get("/api/0/organizations/acme/")).status == 404  # no longer a member
     looked = await (await client.get(link)).json()
     assert looked["needsAuthentication"] is False
     assert looked["needs2fa"] is True
@@ -112,29 +130,23 @@ async def test_the_journey_back_in(client, pool, settings) -> None:
     assert refused.status == 403
     assert (await refused.json())["code"] == "2fa-required"
 
-    async with pool.acquire() as conn:
-        await add_totp(conn, alice["id"])
-    assert (await (await client.get(link)).json())["needs2fa"] is False
-
-    accepted = await client.post(link)
-    assert accepted.status == 200
-    joined = await accepted.json()
-    assert joined == {
+    # Setting up 2FA joins at once: the link travelled in the session.
+    enrolled = await enroll_totp(client)
+    assert len(enrolled["recoveryCodes"]) == 10
+    assert enrolled["joined"] == {
         "orgSlug": "acme",
         "memberId": str(member_id),
         "redirect": "/organizations/acme/",
     }
+    assert (await client.get("/api/0/organizations/acme/")).status == 200
 
-    after = await (
-        await client.get(f"/api/0/organizations/acme/members/{member_id}/", headers=owner_headers)
-    ).json()
+    after = await member_as_owner_sees_it(client, pool, owner["id"], member_id)
     assert after["pending"] is False and after["user"]["id"] == str(alice["id"])
-    for kept in ("role", "teams", "settings", "email"):
+    assert after["user"]["has2fa"] is True
+    for kept in ("id", "role", "teams", "settings", "email"):
         assert after[kept] == before[kept]
     assert after["role"] == "admin" and after["teams"] == ["backend"]
     assert after["settings"] == {"workflow": "always", "deploy": "committed"}
-    # Alice sees the organization again.
-    assert (await client.get("/api/0/organizations/acme/")).status == 200
 
     events = await audit_events(pool, member_id)
     assert [event for event, _ in events] == ["member.pending", "member.accept"]
@@ -144,6 +156,36 @@ async def test_the_journey_back_in(client, pool, settings) -> None:
     again = await client.post(link)
     assert again.status == 400
     assert (await again.json())["detail"] == "Invalid invite code"
+
+
+async def test_accept_with_an_api_token(client, pool, settings) -> None:
+    """A program with the user's API token: look, set up 2FA, then accept explicitly."""
+    owner, _, alice, member_id = await seed_org(pool)
+    before = await member_as_owner_sees_it(client, pool, owner["id"], member_id)
+    link = api_path(await remove_for_2fa(pool, member_id, settings))
+    headers = await token_for(pool, alice["id"])
+
+    looked = await (await client.get(link, headers=headers)).json()
+    assert looked["needsAuthentication"] is False and looked["needs2fa"] is True
+    assert (await client.post(link, headers=headers)).status == 403
+
+    enrolled = await enroll_totp(client, headers)
+    assert "joined" not in enrolled  # nothing remembered: a token is not a browser session
+    assert (await (await client.get(link, headers=headers)).json())["needs2fa"] is False
+
+    accepted = await client.post(link, headers=headers)
+    assert accepted.status == 200
+    assert await accepted.json() == {
+        "orgSlug": "acme",
+        "memberId": str(member_id),
+        "redirect": "/organizations/acme/",
+    }
+    after = await member_as_owner_sees_it(client, pool, owner["id"], member_id)
+    assert after["user"]["id"] == str(alice["id"])
+    for kept in ("role", "teams", "settings"):
+        assert after[kept] == before[kept]
+    assert [e for e, _ in await audit_events(pool, member_id)][-1] == "member.accept"
+    assert (await client.post(link, headers=headers)).status == 400
 
 
 async def test_bad_links(client, pool, settings) -> None:
@@ -192,69 +234,44 @@ async def test_removed_rejoined_and_removed_again_only_the_newest_link(
     assert (await client.post(second)).status == 200
 
 
-async def test_join_after_enrolling(aiohttp_client, pool, settings) -> None:
-    """The link looked at is remembered in the session; the enrollment's confirmation then
-    joins (here a route standing in for the confirm handler calls what it calls)."""
-
-    async def confirmed(request: web.Request) -> web.Response:
-        auth = await require_user(request)
-        return web.json_response(
-            {"joined": await join_from_session(request, request.app[PG], auth.user_id)}
-        )
-
-    app = create_app(settings)
-    app.router.add_post("/test/enrolled/", confirmed)
-    client = await aiohttp_client(app)
-
-    _, _, alice, member_id = await seed_org(pool)
-    link = api_path(await remove_for_2fa(pool, member_id, settings))
+async def test_enrolling_without_a_link_joins_nothing(client, pool, settings) -> None:
+    _, _, _, member_id = await seed_org(pool)
+    await remove_for_2fa(pool, member_id, settings)
     await sign_in(client, "alice@example.com")
-    # Nothing remembered yet: nothing joins.
-    assert (await (await client.post("/test/enrolled/")).json())["joined"] is None
-
-    assert (await (await client.get(link)).json())["needs2fa"] is True
-    # Still without 2FA: not joined, and the link stays remembered.
-    assert (await (await client.post("/test/enrolled/")).json())["joined"] is None
-    async with pool.acquire() as conn:
-        await add_totp(conn, alice["id"])
-    joined = (await (await client.post("/test/enrolled/")).json())["joined"]
-    assert joined == {
-        "orgSlug": "acme",
-        "memberId": str(member_id),
-        "redirect": "/organizations/acme/",
-    }
-    assert (await client.get("/api/0/organizations/acme/")).status == 200
-    assert [e for e, _ in await audit_events(pool, member_id)][-1] == "member.accept"
-    # Used up and forgotten.
-    assert (await (await client.post("/test/enrolled/")).json())["joined"] is None
-    assert (await client.post(link)).status == 400
+    assert "joined" not in await enroll_totp(client)
+    assert (await client.get("/api/0/organizations/acme/")).status == 404
 
 
-async def test_join_after_enrolling_forgets_a_replaced_link(aiohttp_client, pool, settings) -> None:
-    async def confirmed(request: web.Request) -> web.Response:
-        auth = await require_user(request)
-        return web.json_response(
-            {"joined": await join_from_session(request, request.app[PG], auth.user_id)}
-        )
-
-    app = create_app(settings)
-    app.router.add_post("/test/enrolled/", confirmed)
-    client = await aiohttp_client(app)
-    owner, _, alice, member_id = await seed_org(pool)
-    link = api_path(await remove_for_2fa(pool, member_id, settings))
+async def test_join_after_enrolling_forgets_a_replaced_link(client, pool, settings) -> None:
+    owner, _, _, member_id = await seed_org(pool)
+    old_link = api_path(await remove_for_2fa(pool, member_id, settings))
     await sign_in(client, "alice@example.com")
-    await client.get(link)
+    assert (await client.get(old_link)).status == 200
     resent = await client.put(
         f"/api/0/organizations/acme/members/{member_id}/",
         json={"reinvite": True},
         headers=await token_for(pool, owner["id"]),
     )
     assert resent.status == 200
-    async with pool.acquire() as conn:
-        await add_totp(conn, alice["id"])
-    assert (await (await client.post("/test/enrolled/")).json())["joined"] is None
+    assert "joined" not in await enroll_totp(client)
     async with pool.acquire() as conn:
         assert await conn.fetchval("select user_id from members where id = $1", member_id) is None
+    # The new link still works, by hand.
+    assert (await client.post(api_path(await newest_link(pool, member_id)))).status == 200
+
+
+async def test_join_after_enrolling_joins_nothing_once_expired(client, pool, settings) -> None:
+    _, _, _, member_id = await seed_org(pool)
+    link = api_path(await remove_for_2fa(pool, member_id, settings))
+    await sign_in(client, "alice@example.com")
+    assert (await client.get(link)).status == 200
+    async with pool.acquire() as conn:
+        await conn.execute(
+            "update members set reinstate_by = now() - interval '1 second' where id = $1",
+            member_id,
+        )
+    assert "joined" not in await enroll_totp(client)
+    assert (await client.get(link)).status == 410
 
 
 async def test_resend(client, pool, settings) -> None:
