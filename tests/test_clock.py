@@ -1,0 +1,178 @@
+"""The clock: one leader among several, messages by actor name, one reminder however many run."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import sys
+from collections.abc import Iterator
+from datetime import timedelta
+from pathlib import Path
+
+import dramatiq
+import pytest
+from apscheduler.triggers.cron import CronTrigger
+from apscheduler.triggers.interval import IntervalTrigger
+
+from require2fa.clock import Clock, build_scheduler, schedule, sending_broker
+from tests.factories import add_member, create_org, create_user, remove_for_2fa
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture
+def clocks(settings, pool) -> Iterator[tuple[Clock, Clock]]:
+    first = Clock(settings, sending_broker(settings))
+    second = Clock(settings, sending_broker(settings))
+    yield first, second
+    for clock in (first, second):
+        if not clock._loop.is_closed():
+            clock.close()
+
+
+@pytest.fixture
+def maintenance_queue(settings, redis_url) -> Iterator[dramatiq.Broker]:
+    from jobs.broker import broker
+
+    broker.flush("maintenance")
+    yield broker
+    broker.flush("maintenance")
+
+
+def test_the_schedule() -> None:
+    items = {item.actor_name: item for item in schedule()}
+    assert set(items) == {
+        "maintenance.purge_expired",
+        "maintenance.expiry_reminders",
+        "enforcement.sweep",
+        "email.sweep",
+    }
+    for daily in ("maintenance.purge_expired", "maintenance.expiry_reminders"):
+        assert isinstance(items[daily].trigger, CronTrigger)
+        assert items[daily].queue_name == "maintenance"
+    for sweeper, queue in (("enforcement.sweep", "enforcement"), ("email.sweep", "email")):
+        trigger = items[sweeper].trigger
+        assert isinstance(trigger, IntervalTrigger) and trigger.interval == timedelta(minutes=1)
+        assert items[sweeper].queue_name == queue
+
+
+def test_the_scheduler_runs_each_item(clocks) -> None:
+    scheduler = build_scheduler(clocks[0])
+    jobs = {job.id: job for job in scheduler.get_jobs()}
+    assert set(jobs) == {item.actor_name for item in schedule()}
+    assert jobs["email.sweep"].args == ("email.sweep", "email")
+
+
+def test_one_clock_leads_and_only_it_sends(clocks, maintenance_queue) -> None:
+    first, second = clocks
+    assert first.is_leader() is True
+    assert second.is_leader() is False
+    assert first.is_leader() is True  # keeps it
+
+    sent = [clock.tick("maintenance.expiry_reminders", "maintenance") for clock in clocks]
+    assert sent == [True, False]
+    assert maintenance_queue.do_qsize("maintenance") == 1
+
+
+async def test_leadership_passes_on_when_the_leader_goes(clocks, pool) -> None:
+    first, second = clocks
+    assert await asyncio.to_thread(first.is_leader)
+    assert not await asyncio.to_thread(second.is_leader)
+
+    # The leader's database session dies (the lock goes with it): the other clock takes over,
+    # and the old leader, reconnecting, finds the lock taken.
+    async with pool.acquire() as conn:
+        killed = await conn.fetchval(
+            """select pg_terminate_backend(pid) from pg_locks
+               where locktype = 'advisory' and granted
+                 and ((classid::bigint << 32) | objid::bigint) = $1""",
+            0x72_32_66_61_63_6B,
+        )
+    assert killed
+    assert await asyncio.to_thread(second.is_leader)
+    assert not await asyncio.to_thread(first.is_leader)
+
+    # A clock that stops gives the lock up at once.
+    await asyncio.to_thread(second.close)
+    assert await asyncio.to_thread(first.is_leader)
+
+
+@pytest.fixture
+def worker(pool, redis_url, maintenance_queue) -> Iterator[dramatiq.Worker]:
+    worker = dramatiq.Worker(maintenance_queue, worker_threads=2, queues={"maintenance"})
+    worker.start()
+    yield worker
+    worker.stop()
+
+
+@pytest.mark.e2e
+async def test_two_clocks_send_one_reminder(clocks, pool, settings, worker) -> None:
+    from jobs.broker import broker
+
+    owner = await create_user(pool, "owner@example.com", has2fa=True)
+    org = await create_org(pool, "acme", owner["id"])
+    alice = await create_user(pool, "alice@example.com")
+    member_id = await add_member(pool, org["id"], alice)
+    await remove_for_2fa(pool, member_id, settings.replace(reinstatement_window=timedelta(days=5)))
+
+    # Both clocks fire at the scheduled time; only the leader sends.
+    for clock in clocks:
+        await asyncio.to_thread(clock.tick, "maintenance.expiry_reminders", "maintenance")
+    # A leader that dies right after sending, and its successor, both send: still one email.
+    first, second = clocks
+    await asyncio.to_thread(first.close)
+    assert await asyncio.to_thread(second.tick, "maintenance.expiry_reminders", "maintenance")
+
+    await asyncio.to_thread(broker.join, "maintenance", timeout=60_000)
+    await asyncio.to_thread(worker.join)
+    async with pool.acquire() as conn:
+        rows = await conn.fetch(
+            "select member_id, to_address from email_outbox where template = 'expiry_soon'"
+        )
+    assert [(row["member_id"], row["to_address"]) for row in rows] == [
+        (member_id, "alice@example.com")
+    ]
+
+
+async def _line(stream: asyncio.StreamReader, needle: str) -> str:
+    """Reads lines until one contains `needle` (bounded, so a broken build fails, not hangs)."""
+    async with asyncio.timeout(60):
+        while True:
+            line = (await stream.readline()).decode()
+            if not line:
+                raise AssertionError(f"the clock exited before saying {needle!r}")
+            if needle in line:
+                return line
+
+
+async def test_clock_processes_one_leads_and_stop_on_sigterm(settings, pool) -> None:
+    env = {
+        **os.environ,
+        "DATABASE_URL": settings.database_url,
+        "REDIS_URL": settings.redis_url,
+        "ENVIRONMENT": "development",
+        "LOG_FORMAT": "json",
+    }
+    command = str(Path(sys.executable).with_name("require2fa"))
+    processes = []
+    try:
+        for _ in range(2):
+            process = await asyncio.create_subprocess_exec(
+                command,
+                "clock",
+                env=env,
+                cwd=ROOT,
+                stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.STDOUT,
+            )
+            processes.append(process)
+            assert process.stdout is not None
+            started = await _line(process.stdout, "clock started")
+            assert ('"leader": true' in started) == (len(processes) == 1), started
+    finally:
+        for process in processes:
+            if process.returncode is None:
+                process.send_signal(signal.SIGTERM)
+        codes = [await process.wait() for process in processes]
+    assert codes == [0, 0]
