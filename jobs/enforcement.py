@@ -1,0 +1,221 @@
+"""The require-2FA fan-out: a coordinator cuts a run into batches, one message per batch removes
+that batch's members who still have no second factor, and a sweeper drives what a crash left.
+
+Every message may arrive twice and any worker may die at any line: the coordinator plans once
+(its batches are rows), a batch is done in one transaction that marks it done, and whatever was
+never sent or never finished is found again by `enforcement.sweep`, which the clock sends every
+minute. Thin shims over the `async def` functions below, which tests await directly.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import timedelta
+
+import asyncpg
+import dramatiq
+import redis
+import structlog
+
+from db import enforcement, outbox, users
+from jobs import email as email_jobs
+from jobs.resources import current
+from require2fa.security import new_token, token_hash
+from require2fa.settings import Settings
+
+log = structlog.get_logger(__name__)
+
+QUEUE = "enforcement"
+BATCH_SIZE = 1000
+SEND_CHUNK = 100  # batch messages sent between two writes of `enqueued_at`
+# A running run that made no progress for this long has its unfinished batches sent again.
+STALE_AFTER = timedelta(seconds=60)
+
+TRANSIENT = (
+    OSError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.InterfaceError,
+    asyncpg.DeadlockDetectedError,
+    asyncpg.SerializationError,
+    asyncpg.LockNotAvailableError,
+    TimeoutError,
+    redis.ConnectionError,
+)
+
+
+def _retry(retries: int, exception: BaseException) -> bool:
+    """Lost connections, timeouts and lock conflicts retry for long; anything else a few times
+    (the sweeper sends the batch again later if it still is not done)."""
+    if isinstance(exception, TRANSIENT):
+        return retries < 20
+    return retries < 3
+
+
+# --- Coordinator -------------------------------------------------------------------------------
+
+
+async def coordinate_run(
+    pool: asyncpg.Pool,
+    run_id: int,
+    *,
+    batch_size: int = BATCH_SIZE,
+    send: Callable[[int, int], object] | None = None,
+) -> int:
+    """Plans the run (once) and sends one `enforcement.remove_batch` per batch not yet sent.
+
+    Returns how many batch messages it sent. Sending happens after the plan commits; each chunk
+    sent is recorded, so a redelivered coordinator sends only what was not recorded.
+    """
+    send = send or _send_batch
+    async with pool.acquire() as conn:
+        async with conn.transaction():
+            run = await enforcement.plan(conn, run_id, batch_size=batch_size)
+        if run is None or run["status"] != "running":
+            return 0
+        pending = await enforcement.unsent_batches(conn, run_id)
+        log.info("enforcement.planned", run_id=run_id, members=run["total"], batches=len(pending))
+        for start in range(0, len(pending), SEND_CHUNK):
+            chunk = pending[start : start + SEND_CHUNK]
+            await asyncio.to_thread(_send_all, send, run_id, chunk)
+            await enforcement.mark_enqueued(conn, run_id, chunk)
+    return len(pending)
+
+
+def _send_batch(run_id: int, batch_no: int) -> None:
+    remove_batch.send(run_id, batch_no)
+
+
+def _send_all(send: Callable[[int, int], object], run_id: int, batch_nos: list[int]) -> None:
+    for batch_no in batch_nos:
+        send(run_id, batch_no)
+
+
+@dramatiq.actor(
+    actor_name="enforcement.coordinate",
+    queue_name=QUEUE,
+    retry_when=_retry,
+    min_backoff=1_000,
+    max_backoff=60_000,
+    time_limit=30 * 60 * 1000,  # planning ten million members takes about a minute
+)
+async def coordinate(run_id: int) -> None:
+    """Plans run `run_id` into batch rows, marks it running, sends its batch messages."""
+    await coordinate_run(current().pool, run_id)
+
+
+# --- One batch ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class BatchResult:
+    removed: int
+    skipped: int
+    run_status: str
+
+
+async def remove_batch_now(
+    pool: asyncpg.Pool, settings: Settings, run_id: int, batch_no: int
+) -> BatchResult | None:
+    """Removes, in one transaction, the batch's members who are still active and still have no
+    second factor: members row, `member.pending` entry and outbox email per member, the run's
+    counters, the batch marked done. None when there was nothing to do (done already, run
+    cancelled or finished)."""
+    started = time.perf_counter()
+    async with pool.acquire() as conn, conn.transaction():
+        head = await enforcement.start_batch(conn, run_id, batch_no)
+        if head is None:
+            return None
+        found = await enforcement.candidates(conn, head)
+        # Enrollment takes the same lock: whoever commits first is seen by the other.
+        await users.lock(conn, [c.user_id for c in found])
+        tokens = [new_token() for _ in found]
+        keys = [f"removed:{run_id}:{c.member_id}" for c in found]
+        removal = enforcement.Removal(
+            tokens=tokens,
+            token_hashes=[token_hash(token) for token in tokens],
+            dedupe_keys=keys,
+            message_ids=[outbox.message_id(key) for key in keys],
+        )
+        removed, in_range = await enforcement.remove(
+            conn,
+            head,
+            found,
+            removal,
+            reinstate_by=head.now + settings.reinstatement_window,
+            base_url=settings.base_url,
+        )
+        run = await enforcement.finish_batch(
+            conn,
+            head,
+            removed=removed,
+            skipped=in_range - removed,
+            seconds=time.perf_counter() - started,
+        )
+    return BatchResult(removed=removed, skipped=in_range - removed, run_status=run["status"])
+
+
+@dramatiq.actor(
+    actor_name="enforcement.remove_batch",
+    queue_name=QUEUE,
+    retry_when=_retry,
+    min_backoff=500,
+    max_backoff=60_000,
+    time_limit=10 * 60 * 1000,
+)
+async def remove_batch(run_id: int, batch_no: int) -> None:
+    """Removes batch `batch_no` of run `run_id` (members, audit, outbox, counters); then wakes
+    the email dispatcher."""
+    resources = current()
+    result = await remove_batch_now(resources.pool, resources.settings, run_id, batch_no)
+    if result is None:
+        return
+    log.info(
+        "enforcement.batch_done",
+        run_id=run_id,
+        batch_no=batch_no,
+        removed=result.removed,
+        skipped=result.skipped,
+        run_status=result.run_status,
+    )
+    if result.removed:
+        await email_jobs.kick()
+
+
+# --- Sweeper -----------------------------------------------------------------------------------
+
+
+async def sweep_now(
+    pool: asyncpg.Pool,
+    *,
+    stale_after: timedelta = STALE_AFTER,
+    send_coordinate: Callable[[int], object] | None = None,
+    send_batch: Callable[[int, int], object] | None = None,
+) -> tuple[int, int]:
+    """Sends again what is stuck: coordinators of runs still queued, batches of running runs
+    that stopped progressing. Returns (coordinators sent, batches sent)."""
+    send_coordinate = send_coordinate or coordinate.send
+    send_batch = send_batch or _send_batch
+    async with pool.acquire() as conn, conn.transaction():
+        runs, batches = await enforcement.stalled(conn, stale_after=stale_after)
+    if runs:
+        await asyncio.to_thread(lambda: [send_coordinate(run_id) for run_id in runs])
+    for start in range(0, len(batches), SEND_CHUNK):
+        chunk = batches[start : start + SEND_CHUNK]
+        await asyncio.to_thread(lambda chunk=chunk: [send_batch(*pair) for pair in chunk])
+    if runs or batches:
+        log.warning("enforcement.swept", coordinators=len(runs), batches=len(batches))
+    return len(runs), len(batches)
+
+
+@dramatiq.actor(
+    actor_name="enforcement.sweep",
+    queue_name=QUEUE,
+    max_retries=0,  # the clock sends the next one within a minute
+    time_limit=5 * 60 * 1000,
+)
+async def sweep() -> None:
+    """Re-sends coordinators of queued runs and unfinished batches of stalled running runs."""
+    await sweep_now(current().pool)
