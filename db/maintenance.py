@@ -36,7 +36,8 @@ with doomed as (
     limit $2
     for update skip locked
 ), gone as (
-    delete from members m using doomed d where m.id = d.id
+    -- By primary key: a join here may be planned as a scan of every member, once per batch.
+    delete from members m where m.id = any(array(select id from doomed))
     returning m.id, m.organization_id, m.email, m.role, m.token_hash, m.reinstate_by
 ), tombstones as (
     insert into purged_members (member_id, organization_id, token_hash, reinstate_by)

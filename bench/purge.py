@@ -1,0 +1,230 @@
+"""Benchmark: purge a million expired pending members while the API serves another organization.
+
+    .venv/bin/python bench/purge.py [--members 1000000] [--other 10000] [--batch-size 2000]
+
+Seeds an organization with `require2fa.seed`, turns all its members into pending members removed
+for 2FA whose window has passed (one UPDATE), copies the database, then measures:
+- the bound: one `DELETE` of the same rows (team links by cascade) on the copy;
+- the purge (`db.maintenance.purge_expired`: batches, audit entries, tombstones) on the original,
+  while `GET members` of another organization is requested over HTTP from a `require2fa web`
+  process, one request after another; its latency percentiles, idle and during the purge.
+Prints one JSON object. Uses the PostgreSQL at DATABASE_URL (default 127.0.0.1:5432) and the
+Redis at REDIS_URL; the two databases it creates are dropped at the end.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import socket
+import statistics
+import sys
+import time
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+import aiohttp
+import asyncpg
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from db import maintenance  # noqa: E402
+from db.migrate import migrate  # noqa: E402
+from db.pool import connect  # noqa: E402
+from require2fa.security import new_token, token_hash  # noqa: E402
+from require2fa.seed import seed  # noqa: E402
+from require2fa.settings import Settings  # noqa: E402
+
+ADMIN_DSN = os.environ.get("DATABASE_URL") or "postgresql://postgres@127.0.0.1:5432/postgres"
+REDIS_URL = os.environ.get("REDIS_URL") or "redis://127.0.0.1:6379/0"
+DB = "require2fa_bench_purge"
+BOUND_DB = "require2fa_bench_purge_bound"
+
+# The one statement that makes every member of the organization (but its owner) a pending
+# member removed for 2FA whose reinstatement window closed yesterday.
+EXPIRE_SQL = """
+update members set user_id = null, pending_reason = '2fa',
+       token_hash = sha256(int8send(id)), removed_at = now() - interval '91 days',
+       reinstate_by = now() - interval '1 day'
+where organization_id = $1 and role <> 'owner'
+"""
+
+
+def dsn(name: str) -> str:
+    return urlunsplit(urlsplit(ADMIN_DSN)._replace(path=f"/{name}"))
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def percentiles(samples: list[float]) -> dict[str, float | int]:
+    ordered = sorted(samples)
+    cuts = statistics.quantiles(ordered, n=100, method="inclusive") if len(ordered) > 1 else []
+
+    def ms(value: float) -> float:
+        return round(value * 1000, 2)
+
+    return {
+        "requests": len(ordered),
+        "p50_ms": ms(cuts[49]) if cuts else ms(ordered[0]),
+        "p99_ms": ms(cuts[98]) if cuts else ms(ordered[0]),
+        "max_ms": ms(ordered[-1]),
+    }
+
+
+async def prepare(members: int, other: int) -> tuple[int, str]:
+    """Both databases, seeded and expired; returns (rows to purge, the other org's API token)."""
+    admin = await asyncpg.connect(ADMIN_DSN)
+    for name in (DB, BOUND_DB):
+        await admin.execute(f'drop database if exists "{name}" with (force)')
+    await admin.execute(f'create database "{DB}"')
+    conn = await connect(dsn(DB))
+    await migrate(conn)
+    settings = Settings(environment="development")
+    doomed = await seed(conn, settings, slug="expired", count=members, enrolled=0.0)
+    kept = await seed(conn, settings, slug="other", count=other, enrolled=1.0)
+    expired = int((await conn.execute(EXPIRE_SQL, doomed.organization_id)).split()[-1])
+    token = new_token()
+    await conn.execute(
+        "insert into api_tokens (user_id, token_hash, name) values ($1, $2, 'bench')",
+        kept.owner_id,
+        token_hash(token),
+    )
+    await conn.execute("vacuum analyze")
+    await conn.close()
+    await admin.execute(f'create database "{BOUND_DB}" template "{DB}"')
+    await admin.close()
+    return expired, token
+
+
+async def bound() -> tuple[int, float]:
+    conn = await connect(dsn(BOUND_DB))
+    try:
+        started = time.perf_counter()
+        status = await conn.execute(
+            "delete from members where pending_reason = '2fa' and reinstate_by <= now()"
+        )
+        return int(status.split()[-1]), time.perf_counter() - started
+    finally:
+        await conn.close()
+
+
+async def start_web(port: int) -> asyncio.subprocess.Process:
+    env = {
+        **os.environ,
+        "ENVIRONMENT": "development",
+        "DATABASE_URL": dsn(DB),
+        "REDIS_URL": REDIS_URL,
+        "REDIS_NAMESPACE": "require2fa-bench",
+        "PORT": str(port),
+        "LOG_FORMAT": "json",
+    }
+    return await asyncio.create_subprocess_exec(
+        str(Path(sys.executable).with_name("require2fa")),
+        "web",
+        env=env,
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.DEVNULL,
+    )
+
+
+async def wait_up(session: aiohttp.ClientSession, base: str) -> None:
+    for _ in range(300):
+        try:
+            async with session.get(f"{base}/healthz") as response:
+                if response.status == 200:
+                    return
+        except aiohttp.ClientError:
+            pass
+        await asyncio.sleep(0.1)
+    raise RuntimeError("the web process did not come up")
+
+
+async def get_members(session: aiohttp.ClientSession, url: str, headers: dict[str, str]) -> float:
+    started = time.perf_counter()
+    async with session.get(url, headers=headers) as response:
+        await response.read()
+        if response.status != 200:
+            raise RuntimeError(f"GET members answered {response.status}")
+    return time.perf_counter() - started
+
+
+async def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--members", type=int, default=1_000_000)
+    parser.add_argument("--other", type=int, default=10_000)
+    parser.add_argument("--batch-size", type=int, default=maintenance.PURGE_BATCH)
+    parser.add_argument("--keep", action="store_true", help="keep the databases afterwards")
+    args = parser.parse_args()
+
+    started = time.perf_counter()
+    expired, token = await prepare(args.members, args.other)
+    prepare_seconds = time.perf_counter() - started
+    bound_rows, bound_seconds = await bound()
+
+    port = free_port()
+    web = await start_web(port)
+    base = f"http://127.0.0.1:{port}"
+    url = f"{base}/api/0/organizations/other/members/"
+    headers = {"Authorization": f"Bearer {token}"}
+    try:
+        async with aiohttp.ClientSession() as session:
+            await wait_up(session, base)
+            for _ in range(20):  # warm the pool and caches
+                await get_members(session, url, headers)
+            idle = [await get_members(session, url, headers) for _ in range(300)]
+
+            conn = await connect(dsn(DB))
+            purge = asyncio.create_task(maintenance.purge_expired(conn, batch_size=args.batch_size))
+            during: list[float] = []
+            while not purge.done():
+                during.append(await get_members(session, url, headers))
+            result = await purge
+            left = await conn.fetchval("select count(*) from members where pending_reason = '2fa'")
+            audited = await conn.fetchval(
+                "select count(*) from audit_log where event = 'member.remove'"
+            )
+            await conn.close()
+    finally:
+        web.terminate()
+        await web.wait()
+        if not args.keep:
+            admin = await asyncpg.connect(ADMIN_DSN)
+            for name in (DB, BOUND_DB):
+                await admin.execute(f'drop database if exists "{name}" with (force)')
+            await admin.close()
+
+    assert result.purged == expired == bound_rows and left == 0 and audited == expired
+    print(
+        json.dumps(
+            {
+                "benchmark": "purge",
+                "members_purged": result.purged,
+                "batches": result.batches,
+                "batch_size": args.batch_size,
+                "purge_seconds": round(result.seconds, 2),
+                "purge_members_per_second": round(result.purged / result.seconds),
+                "bound_delete_seconds": round(bound_seconds, 2),
+                "bound_members_per_second": round(bound_rows / bound_seconds),
+                "purge_over_bound": round(result.seconds / bound_seconds, 2),
+                "get_members_other_org": {
+                    "members": args.other + 1,
+                    "per_page": 100,
+                    "idle": percentiles(idle),
+                    "during_purge": percentiles(during),
+                },
+                "setup_seconds": round(prepare_seconds, 1),
+            },
+            indent=2,
+        )
+    )
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
