@@ -8,7 +8,16 @@ from dataclasses import dataclass
 from aiohttp import web
 from pydantic import BaseModel
 
-from api.handlers import accounts, authenticators, health, invites, members, organizations
+from api.handlers import (
+    accounts,
+    audit,
+    authenticators,
+    enforcement,
+    health,
+    invites,
+    members,
+    organizations,
+)
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -69,6 +78,24 @@ ROUTES: list[Route] = [
         "organizations",
     ),
     Route("GET", f"{ORG}/", organizations.get_organization, tag="organizations"),
+    Route(
+        "PUT",
+        f"{ORG}/",
+        organizations.update_organization,
+        organizations.OrganizationUpdate,
+        "organizations",
+    ),
+    # Enforcement of two-factor authentication, and the audit log
+    Route("GET", f"{ORG}/2fa-compliance/", enforcement.compliance, tag="enforcement"),
+    Route("GET", f"{ORG}/2fa-enforcements/", enforcement.list_enforcements, tag="enforcement"),
+    Route(
+        "GET",
+        f"{ORG}/2fa-enforcements/{{enforcement_id}}/",
+        enforcement.get_enforcement,
+        tag="enforcement",
+    ),
+    Route("POST", f"{ORG}/2fa-reminders/", enforcement.send_reminders, tag="enforcement"),
+    Route("GET", f"{ORG}/audit-logs/", audit.list_audit_logs, tag="audit"),
     Route("GET", f"{ORG}/teams/", organizations.list_teams, tag="teams"),
     Route("POST", f"{ORG}/teams/", organizations.create_team, organizations.TeamIn, "teams"),
     Route("GET", f"{ORG}/members/", members.list_members, tag="members"),
@@ -94,7 +121,7 @@ ROUTES: list[Route] = [
     ),
     # Operations
     Route("GET", "/healthz", health.healthz, tag="operations"),
-    Route("GET", "/metrics", health.metrics, tag="operations"),
+    Route("GET", "/metrics", enforcement.metrics, tag="operations"),
 ]
 
 

@@ -1,18 +1,23 @@
-"""Organizations and teams."""
+"""Organizations and teams, and the organization's security settings (require 2FA, SSO)."""
 
 from __future__ import annotations
 
+import asyncio
 import re
 
+import structlog
 from aiohttp import web
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from api.access import MANAGERS, org_access
-from api.auth import require_user
+from api.auth import actor, require_user
 from api.errors import api_error, parse_body
+from api.handlers.enforcement import serialize_run
 from api.keys import PG
 from api.serializers import serialize_org, serialize_team
-from db import members, organizations
+from db import enforcement, members, organizations
+
+log = structlog.get_logger(__name__)
 
 SLUG = r"^[a-z0-9][a-z0-9-]{0,49}$"
 
@@ -20,6 +25,14 @@ SLUG = r"^[a-z0-9][a-z0-9-]{0,49}$"
 class OrganizationIn(BaseModel):
     name: str = Field(min_length=1, max_length=200)
     slug: str | None = Field(default=None, pattern=SLUG)
+
+
+class OrganizationUpdate(BaseModel):
+    model_config = ConfigDict(populate_by_name=True, extra="forbid")
+
+    name: str | None = Field(default=None, min_length=1, max_length=200)
+    require_2fa: bool | None = Field(default=None, alias="require2FA")
+    sso_enabled: bool | None = Field(default=None, alias="ssoEnabled")
 
 
 class TeamIn(BaseModel):
@@ -64,6 +77,41 @@ async def list_organizations(request: web.Request) -> web.Response:
 async def get_organization(request: web.Request) -> web.Response:
     access = await org_access(request)
     return web.json_response(serialize_org(access.org, role=access.role))
+
+
+async def update_organization(request: web.Request) -> web.Response:
+    """Renames, or (owners) turns require-2FA or SSO on or off; writes `org.edit`, and turning
+    require-2FA on writes an enforcement run and sends its coordinator after the commit."""
+    access = await org_access(request)
+    body = await parse_body(request, OrganizationUpdate)
+    async with request.app[PG].acquire() as conn, conn.transaction():
+        try:
+            change = await enforcement.change_organization(
+                conn,
+                organization_id=access.org["id"],
+                actor=actor(request, access.auth),
+                role=access.role,
+                name=body.name,
+                require_2fa=body.require_2fa,
+                sso_enabled=body.sso_enabled,
+            )
+        except enforcement.Refused as refused:
+            raise api_error(refused.status, refused.detail) from None
+    if change.started:
+        await send_coordinator(change.run["id"])
+    extra = {"enforcement": serialize_run(change.run, brief=True)} if change.run else {}
+    return web.json_response(serialize_org(change.org, role=access.role, **extra))
+
+
+async def send_coordinator(run_id: int) -> None:
+    """Sends `enforcement.coordinate` for a committed run. If Redis is unreachable the run stays
+    queued and `enforcement.sweep` sends it later; the answer does not wait for that."""
+    from jobs.enforcement import coordinate
+
+    try:
+        await asyncio.to_thread(coordinate.send, run_id)
+    except Exception:  # the run is committed; the sweeper sends it again
+        log.exception("enforcement.coordinate_not_sent", run_id=run_id)
 
 
 async def create_team(request: web.Request) -> web.Response:

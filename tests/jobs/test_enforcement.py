@@ -8,6 +8,11 @@ then waits until PostgreSQL reports the batch's connection waiting on a lock.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import os
+import signal
+import subprocess
+import sys
 from collections.abc import AsyncIterator, Callable
 from datetime import timedelta
 
@@ -466,3 +471,89 @@ async def test_message_id_sql_matches_the_outbox(pool) -> None:
             keys,
         )
     assert [r["id"] for r in got] == [outbox.message_id(key) for key in keys]
+
+
+# --- a worker process killed for real ---------------------------------------------------------
+
+
+def spawn_worker() -> subprocess.Popen[bytes]:
+    """`dramatiq jobs` on the enforcement queue, in its own process group, with this run's env."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "dramatiq", "jobs", "--processes", "1", "--threads", "2"]
+        + ["--queues", "enforcement"],
+        env=os.environ.copy(),
+        start_new_session=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+
+
+def stop_worker(process: subprocess.Popen[bytes], sig: int = signal.SIGTERM) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(process.pid, sig)
+    try:
+        process.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
+
+
+@pytest.mark.faults
+@pytest.mark.timeout(300)
+async def test_worker_process_killed_mid_batch_and_queue_lost(pool, settings, broker) -> None:
+    """SIGKILL of a worker process while it is inside a batch's transaction, then its queue
+    emptied (as a Redis restarted without data would be): a new worker and the sweeper finish
+    the run with exact counts."""
+    owner = await create_user(pool, "owner@huge.test", has2fa=True)
+    async with pool.acquire() as conn:
+        seeded = await seed(
+            conn, settings, slug="huge", count=10_000, enrolled=0.5, owner_email=owner["email"]
+        )
+    org_id = seeded.organization_id
+    expected = await noncompliant(pool, org_id, owner["id"])
+    run_id = await start_run(pool, org_id, owner)
+    async with pool.acquire() as conn, conn.transaction():
+        await enforcement.plan(conn, run_id, batch_size=1000)
+        batch_3 = await conn.fetchrow(
+            "select * from enforcement_batches where run_id = $1 and batch_no = 3", run_id
+        )
+        victim = await conn.fetchval(
+            f"""select u.id from members m join users u on u.id = m.user_id
+                where m.organization_id = $1 and m.id between $2 and $3
+                  and not {users.HAS_2FA_SQL} order by u.id desc limit 1""",
+            org_id,
+            batch_3["first_member_id"],
+            batch_3["last_member_id"],
+        )
+    blocker = await pool.acquire()
+    blocking = blocker.transaction()
+    await blocking.start()
+    await users.lock(blocker, [victim])
+
+    first = spawn_worker()
+    try:
+        coordinate.send(run_id)
+        await wait_for_lock_wait(pool)  # the worker is inside batch 3's transaction
+        stop_worker(first, signal.SIGKILL)
+    finally:
+        if first.poll() is None:
+            stop_worker(first, signal.SIGKILL)
+    broker.flush("enforcement")
+    await blocking.rollback()
+    await pool.release(blocker)
+    run = await run_row(pool, run_id)
+    assert run["status"] == "running" and run["batches_done"] < run["batches_total"]
+
+    second = spawn_worker()
+    try:
+        while (await run_row(pool, run_id))["status"] == "running":
+            await sweep_now(pool, stale_after=timedelta(seconds=2))
+            await asyncio.sleep(1)
+    finally:
+        stop_worker(second)
+
+    run = await run_row(pool, run_id)
+    assert run["status"] == "completed" and run["batches_done"] == run["batches_total"] == 11
+    assert run["removed"] == expected
+    assert run["total"] == run["removed"] + run["skipped"] == 10_001
+    await assert_exactly_once(pool, run_id, expected)

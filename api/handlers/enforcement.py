@@ -1,0 +1,187 @@
+"""Seeing enforcement: who would be removed, the runs' progress, reminders, and its metrics."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+import asyncpg
+from aiohttp import web
+from prometheus_client.core import (
+    REGISTRY,
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+)
+from prometheus_client.registry import Collector
+
+from api.access import MANAGERS, org_access
+from api.errors import api_error, path_id
+from api.handlers import health
+from api.keys import PG, SETTINGS
+from api.pagination import link_header, page_args
+from api.serializers import serialize_member
+from db import enforcement, members
+from db.members import MemberFilter
+
+
+def _iso(value: datetime | None) -> str | None:
+    return value.isoformat() if value is not None else None
+
+
+def serialize_run(
+    run: asyncpg.Record, *, brief: bool = False, emails: tuple[int, int] | None = None
+) -> dict[str, Any]:
+    """An enforcement run; `brief` is the `{id, status}` that the organization's PUT answers."""
+    if brief:
+        return {"id": str(run["id"]), "status": run["status"]}
+    queued, sent = emails or (0, 0)
+    return {
+        "id": str(run["id"]),
+        "status": run["status"],
+        "total": run["total"],
+        "removed": run["removed"],
+        "skipped": run["skipped"],
+        "batchesTotal": run["batches_total"],
+        "batchesDone": run["batches_done"],
+        "emailsQueued": queued,
+        "emailsSent": sent,
+        "actor": {"id": _id(run["actor_user_id"]), "name": run["actor_label"]},
+        "dateCreated": _iso(run["created_at"]),
+        "startedAt": _iso(run["started_at"]),
+        "finishedAt": _iso(run["finished_at"]),
+    }
+
+
+def _id(value: int | None) -> str | None:
+    return str(value) if value is not None else None
+
+
+def _run_id(request: web.Request) -> int:
+    return path_id(request, "enforcement_id", not_found="The requested enforcement does not exist.")
+
+
+async def compliance(request: web.Request) -> web.Response:
+    """Who would lose access if two-factor authentication were required now (owners, managers):
+    `{count, members}`, the members cursor-paginated by id."""
+    access = await org_access(request, roles=MANAGERS)
+    cursor, per_page = page_args(request)
+    org_id = access.org["id"]
+    async with request.app[PG].acquire() as conn:
+        count = await enforcement.count_noncompliant(
+            conn, org_id, except_user_id=access.auth.user_id
+        )
+        rows = await members.page(
+            conn,
+            org_id,
+            where=MemberFilter(has2fa=False, pending=False),
+            after_id=cursor,
+            limit=per_page + 1,
+        )
+    more = len(rows) > per_page
+    rows = rows[:per_page]
+    body = {
+        "count": count,
+        "members": [serialize_member(r) for r in rows if r["user_id"] != access.auth.user_id],
+    }
+    response = web.json_response(body)
+    response.headers["Link"] = link_header(request, next_cursor=rows[-1]["id"] if more else None)
+    return response
+
+
+async def list_enforcements(request: web.Request) -> web.Response:
+    """The organization's enforcement runs, newest first (owners, managers)."""
+    access = await org_access(request, roles=MANAGERS)
+    cursor, per_page = page_args(request, default=25)
+    async with request.app[PG].acquire() as conn:
+        runs = await enforcement.runs_page(
+            conn, access.org["id"], before_id=cursor, limit=per_page + 1
+        )
+        more = len(runs) > per_page
+        runs = runs[:per_page]
+        body = [
+            serialize_run(run, emails=await enforcement.email_counts(conn, run["id"]))
+            for run in runs
+        ]
+    response = web.json_response(body)
+    response.headers["Link"] = link_header(request, next_cursor=runs[-1]["id"] if more else None)
+    return response
+
+
+async def get_enforcement(request: web.Request) -> web.Response:
+    """One run's live progress: counters, and the emails it queued and sent (owners, managers)."""
+    access = await org_access(request, roles=MANAGERS)
+    async with request.app[PG].acquire() as conn:
+        run = await enforcement.get_run(conn, _run_id(request), organization_id=access.org["id"])
+        if run is None:
+            raise api_error(404, "The requested enforcement does not exist.")
+        emails = await enforcement.email_counts(conn, run["id"])
+    return web.json_response(serialize_run(run, emails=emails))
+
+
+async def send_reminders(request: web.Request) -> web.Response:
+    """Queues a "will require two-factor authentication" email (outbox) for every active member
+    without 2FA, once per member per day (owners, managers); then wakes the email dispatcher."""
+    from jobs import email as email_jobs
+
+    access = await org_access(request, roles=MANAGERS)
+    org = access.org
+    settings = request.app[SETTINGS]
+    async with request.app[PG].acquire() as conn, conn.transaction():
+        queued = await enforcement.queue_reminders(
+            conn,
+            organization_id=org["id"],
+            org_name=org["name"],
+            org_slug=org["slug"],
+            security_url=f"{settings.base_url}/account/security/",
+            day=datetime.now(UTC).date().isoformat(),
+            except_user_id=access.auth.user_id,
+        )
+    if queued:
+        await email_jobs.kick()
+    return web.json_response({"queued": queued})
+
+
+# --- Metrics -----------------------------------------------------------------------------------
+
+
+class EnforcementCollector(Collector):
+    """Enforcement metrics read from the database at scrape time: the workers that do the work
+    cannot be scraped, and the database is where the truth is anyway."""
+
+    def __init__(self) -> None:
+        self.values: dict[str, Any] | None = None
+
+    def collect(self) -> Any:
+        values = self.values
+        if values is None:
+            return
+        runs = GaugeMetricFamily(
+            "require2fa_enforcement_runs", "Enforcement runs by status.", labels=["status"]
+        )
+        for status, count in values["runs"].items():
+            runs.add_metric([status], count)
+        yield runs
+        yield CounterMetricFamily(
+            "require2fa_enforcement_members_removed",
+            "Members removed for having no second factor.",
+            value=values["removed"],
+        )
+        cumulative = [(str(bound), count) for bound, count in values["batch_buckets"]]
+        yield HistogramMetricFamily(
+            "require2fa_enforcement_batch_seconds",
+            "Wall time of one enforcement batch's transaction.",
+            buckets=[*cumulative, ("+Inf", values["batch_count"])],
+            sum_value=values["batch_sum"],
+        )
+
+
+COLLECTOR = EnforcementCollector()
+REGISTRY.register(COLLECTOR)
+
+
+async def metrics(request: web.Request) -> web.Response:
+    """Prometheus metrics (the enforcement ones read from the database now)."""
+    async with request.app[PG].acquire() as conn:
+        COLLECTOR.values = await enforcement.metrics(conn)
+    return await health.metrics(request)
