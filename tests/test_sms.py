@@ -6,6 +6,7 @@ import asyncio
 import ipaddress
 import ssl
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import pytest
 import redis.asyncio as aioredis
@@ -43,7 +44,7 @@ def test_mask_phone() -> None:
 async def test_code_works_once_and_expires_in_five_minutes(settings, redis_url) -> None:
     redis = aioredis.Redis.from_url(redis_url)
     code = sms.new_code()
-    args = {"purpose": "enroll", "user_id": 7, "binding": "+14155550123"}
+    args: dict[str, Any] = {"purpose": "enroll", "user_id": 7, "binding": "+14155550123"}
     await sms.store_code(redis, settings, code=code, **args)
     key = f"{settings.redis_namespace}:sms-code:enroll:7"
     assert 0 < await redis.ttl(key) <= 300

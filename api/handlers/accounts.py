@@ -64,6 +64,7 @@ async def register(request: web.Request) -> web.Response:
         if user is None:
             raise api_error(409, "An account with this email already exists.")
         user = await users.by_id(conn, user["id"])
+        assert user is not None
     await sign_in(request, user["id"], half=False)
     return web.json_response(serialize_user(user), status=201)
 
@@ -104,6 +105,7 @@ async def login(request: web.Request) -> web.Response:
             raise api_error(401, "Invalid email or password.")
         assert user is not None
         user = await users.by_id(conn, user["id"])
+        assert user is not None
     await ratelimit.reset(redis, settings.redis_namespace, *keys[0])
     if user["has2fa"]:
         await sign_in(request, user["id"], half=True)
@@ -143,6 +145,7 @@ async def second_factor(request: web.Request) -> web.Response:
     await sign_in(request, auth.user_id, half=False)
     async with pool.acquire() as conn:
         user = await users.by_id(conn, auth.user_id)
+    assert user is not None
     return web.json_response(serialize_user(user))
 
 

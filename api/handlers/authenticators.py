@@ -260,10 +260,10 @@ async def enroll_totp(request: web.Request) -> web.Response:
     if body.otp is None:
         async with pool.acquire() as conn:
             await _refuse_second(conn, auth.user_id, "totp")
-        secret = totp.new_secret()
-        url = totp.otpauth_url(secret, auth.user["email"])
+        fresh = totp.new_secret()
+        url = totp.otpauth_url(fresh, auth.user["email"])
         return web.json_response(
-            {"secret": secret, "otpauthUrl": url, "qrcode": totp.qrcode_svg(url)}
+            {"secret": fresh, "otpauthUrl": url, "qrcode": totp.qrcode_svg(url)}
         )
 
     secret = totp.normalize_secret(body.secret or "")

@@ -340,7 +340,7 @@ async def test_totp_user_with_helper_sign_in(client, pool) -> None:
     assert response.status == 200
 
 
-def _last_code(logs: list[dict]) -> str:
+def _last_code(logs: list) -> str:
     bodies = [entry["body"] for entry in logs if entry.get("event") == "sms.console"]
     assert bodies, logs
     match = re.search(r"\b(\d{6})\b", bodies[-1])

@@ -51,7 +51,7 @@ async def _enroll_totp(client) -> tuple[str, dict]:
     return secret, await confirmed.json()
 
 
-def _sent_code(logs: list[dict]) -> str:
+def _sent_code(logs: list) -> str:
     bodies = [entry["body"] for entry in logs if entry.get("event") == "sms.console"]
     assert bodies, logs
     match = re.search(r"\b(\d{6})\b", bodies[-1])
