@@ -34,6 +34,7 @@ sys.path.insert(0, str(ROOT))
 from db import maintenance  # noqa: E402
 from db.migrate import migrate  # noqa: E402
 from db.pool import connect  # noqa: E402
+from require2fa import logs  # noqa: E402
 from require2fa.security import new_token, token_hash  # noqa: E402
 from require2fa.seed import seed  # noqa: E402
 from require2fa.settings import Settings  # noqa: E402
@@ -162,6 +163,7 @@ async def main() -> None:
     parser.add_argument("--batch-size", type=int, default=maintenance.PURGE_BATCH)
     parser.add_argument("--keep", action="store_true", help="keep the databases afterwards")
     args = parser.parse_args()
+    logs.configure("text")  # logs on stderr; stdout carries only the JSON
 
     started = time.perf_counter()
     expired, token = await prepare(args.members, args.other)
