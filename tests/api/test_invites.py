@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from datetime import timedelta
 from urllib.parse import urlsplit
 
+import dramatiq
 import pyotp
 import pytest
 import redis
@@ -156,6 +157,74 @@ async def test_the_journey_back_in(client, pool, settings) -> None:
     again = await client.post(link)
     assert again.status == 400
     assert (await again.json())["detail"] == "Invalid invite code"
+
+
+@pytest.fixture
+async def enforcement_worker(pool, redis_url) -> AsyncIterator[dramatiq.Worker]:
+    """Real Dramatiq worker threads on the `enforcement` queue."""
+    from jobs.broker import broker
+
+    broker.flush("enforcement")
+    worker = dramatiq.Worker(broker, worker_threads=2, queues={"enforcement"})
+    worker.start()
+    yield worker
+    await asyncio.to_thread(worker.stop)
+    broker.flush("enforcement")
+
+
+@pytest.mark.e2e
+async def test_the_journey_from_the_switch(client, pool, settings, enforcement_worker) -> None:
+    """The owner turns the requirement on through the API; the enforcement workers remove Alice;
+    her email's link, 2FA set up through the API, and she is back with everything."""
+    from jobs.broker import broker
+
+    owner = await create_user(pool, "owner@example.com", has2fa=True)
+    org = await create_org(pool, "acme", owner["id"], teams=("backend", "frontend"))
+    alice = await create_user(pool, "alice@example.com")
+    member_id = await add_member(
+        pool,
+        org["id"],
+        alice,
+        role="manager",
+        teams=("backend", "frontend"),
+        settings={"workflow": "never"},
+    )
+    before = await member_as_owner_sees_it(client, pool, owner["id"], member_id)
+    headers = await token_for(pool, owner["id"])
+    turned_on = await client.put(
+        "/api/0/organizations/acme/", json={"require2FA": True}, headers=headers
+    )
+    assert turned_on.status == 200
+    await asyncio.to_thread(broker.join, "enforcement", timeout=60_000)
+
+    removed = await member_as_owner_sees_it(client, pool, owner["id"], member_id)
+    assert removed["pending"] is True and removed["pendingReason"] == "2fa"
+    async with pool.acquire() as conn:
+        email = await conn.fetchrow(
+            "select * from email_outbox where member_id = $1 and template = 'removed_for_2fa'",
+            member_id,
+        )
+    assert email["to_address"] == "alice@example.com"
+    link = api_path(email["context"]["accept_url"])
+
+    await sign_in(client, "alice@example.com")
+    looked = await (await client.get(link)).json()
+    assert looked["needs2fa"] is True
+    assert looked["reinstateBy"] == removed["reinstateBy"] == email["context"]["reinstate_by"]
+    enrolled = await enroll_totp(client)
+    assert enrolled["joined"]["orgSlug"] == "acme"
+    assert enrolled["joined"]["redirect"] == "/organizations/acme/"
+    assert (await client.get("/api/0/organizations/acme/")).status == 200
+
+    after = await member_as_owner_sees_it(client, pool, owner["id"], member_id)
+    for kept in ("id", "role", "teams", "settings"):
+        assert after[kept] == before[kept]
+    log = await client.get(
+        "/api/0/organizations/acme/audit-logs/?event=member.accept", headers=headers
+    )
+    assert log.status == 200
+    [entry] = (await log.json())["rows"]
+    assert entry["targetMember"] is not None and entry["data"]["email"] == "alice@example.com"
 
 
 async def test_accept_with_an_api_token(client, pool, settings) -> None:
