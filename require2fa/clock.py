@@ -106,7 +106,7 @@ class Clock:
         """Sends one message to `actor_name` if this clock leads; True when it did."""
         if not self.is_leader():
             return False
-        message = dramatiq.Message(
+        message: dramatiq.Message[Any] = dramatiq.Message(
             queue_name=queue_name, actor_name=actor_name, args=(), kwargs={}, options={}
         )
         self.broker.enqueue(message)
