@@ -191,3 +191,37 @@ def purge_expired(batch_size: int) -> None:
         f"purged {result.purged} expired pending member(s) in {result.batches} batch(es), "
         f"{result.seconds:.1f}s"
     )
+
+
+@main.command()
+@click.option("--org", "slug", required=True, help="Slug of the organization.")
+@click.option("--actor", "email", required=True, help="Email of the owner turning it on.")
+@click.option("--dry-run", is_flag=True, help="Print who would be removed; change nothing.")
+def enforce(slug: str, email: str, dry_run: bool) -> None:
+    """Require 2FA in an organization (as the API's switch does) and follow the removals."""
+    from require2fa import enforce as enforcement
+
+    settings = load_settings()
+    if dry_run:
+        run_db(settings, lambda conn: enforcement.dry_run(conn, slug, email, click.echo))
+        return
+    run, started = run_db(settings, lambda conn: enforcement.turn_on(conn, slug, email))
+    if started:
+        from jobs.enforcement import coordinate
+
+        coordinate.send(run["id"])
+        click.echo(f"require 2FA turned on for {slug}; enforcement run {run['id']} queued")
+    else:
+        click.echo(f"{slug} requires 2FA already; following run {run['id']} ({run['status']})")
+
+    click.echo(run_db(settings, lambda conn: enforcement.follow(conn, run["id"])))
+
+
+@main.command()
+@click.option("--org", "slug", required=True, help="Slug of the organization.")
+def status(slug: str) -> None:
+    """Print an organization's members, enrolled, pending, and its latest enforcement run."""
+    from require2fa.enforce import status as describe
+
+    for line in run_db(load_settings(), lambda conn: describe(conn, slug)):
+        click.echo(line)

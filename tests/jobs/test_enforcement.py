@@ -557,3 +557,53 @@ async def test_worker_process_killed_mid_batch_and_queue_lost(pool, settings, br
     assert run["removed"] == expected
     assert run["total"] == run["removed"] + run["skipped"] == 10_001
     await assert_exactly_once(pool, run_id, expected)
+
+
+# --- the operator's commands -------------------------------------------------------------------
+
+
+async def test_enforce_and_status_commands(pool, settings, database, broker, start_worker) -> None:
+    from click.testing import CliRunner
+
+    from require2fa.cli import main
+
+    owner = await create_user(pool, "owner@example.com", has2fa=True)
+    org = await create_org(pool, "acme", owner["id"])
+    for i in range(4):
+        user = await create_user(pool, f"user{i}@example.com", has2fa=i < 2)
+        await add_member(pool, org["id"], user)
+    stranger = await create_user(pool, "stranger@example.com", has2fa=True)
+    manager = await create_user(pool, "manager@example.com", has2fa=True)
+    await add_member(pool, org["id"], manager, role="manager")
+
+    def run(*args: str):
+        return CliRunner().invoke(main, list(args), env={"DATABASE_URL": database})
+
+    dry = await asyncio.to_thread(
+        run, "enforce", "--org", "acme", "--actor", "owner@example.com", "--dry-run"
+    )
+    assert dry.exit_code == 0, dry.output
+    assert "user2@example.com\tmember" in dry.output and "user3@example.com" in dry.output
+    assert "user0@example.com" not in dry.output
+    assert "2 member(s) of acme would be removed" in dry.output
+
+    refused = await asyncio.to_thread(
+        run, "enforce", "--org", "acme", "--actor", "manager@example.com"
+    )
+    assert refused.exit_code != 0 and "Only an owner" in refused.output
+    assert (
+        await asyncio.to_thread(run, "enforce", "--org", "acme", "--actor", stranger["email"])
+    ).exit_code != 0
+
+    start_worker()
+    done = await asyncio.to_thread(run, "enforce", "--org", "acme", "--actor", "owner@example.com")
+    assert done.exit_code == 0, done.output
+    assert "completed: 2 removed, 4 skipped of 6" in done.output
+
+    shown = await asyncio.to_thread(run, "status", "--org", "acme")
+    assert shown.exit_code == 0, shown.output
+    assert "require 2FA on" in shown.output
+    assert "4 active, 4 with 2FA, 0 without" in shown.output
+    assert "2 removed for 2FA, 0 invited" in shown.output
+    assert "completed: 2 removed" in shown.output
+    assert (await asyncio.to_thread(run, "status", "--org", "nope")).exit_code != 0

@@ -1,0 +1,362 @@
+"""Benchmark: require 2FA on organizations of 10k, 100k and 1M members, against the bound.
+
+    .venv/bin/python bench/enforce.py [--sizes 10000,100000,1000000] [--threads 4]
+
+For each size, two organizations are seeded with `require2fa.seed` (half the members without
+2FA) in one fresh database. On the first, the requirement is turned on with `PUT
+organizations/{org}/` over HTTP (the aiohttp app, in this process) and the clock runs until the
+run is completed: every removal, `member.pending` entry and outbox row committed by two
+`dramatiq jobs` worker processes. On the second, the bound: the same removals, audit entries and
+outbox rows written by one set-based SQL statement. Prints one JSON object: per size the PUT
+latency, the run's and the bound's seconds and members per second, their ratio, and the peak
+resident memory of each worker process. Uses the PostgreSQL at DATABASE_URL (default
+127.0.0.1:5432) and the Redis at REDIS_URL; the database and Redis keys it creates are removed
+at the end.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+import aiohttp
+import asyncpg
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+ADMIN_DSN = os.environ.get("DATABASE_URL") or "postgresql://postgres@127.0.0.1:5432/postgres"
+REDIS_URL = os.environ.get("REDIS_URL") or "redis://127.0.0.1:6379/0"
+RUN = uuid.uuid4().hex[:8]
+DB = f"require2fa_bench_enforce_{RUN}"
+NAMESPACE = f"require2fa-bench-{RUN}"
+DSN = urlunsplit(urlsplit(ADMIN_DSN)._replace(path=f"/{DB}"))
+
+# What the batches do, for a whole organization at once: the members without a second factor
+# (but the owner) become pending with a fresh random token, each with its audit entry and its
+# outbox row. Tokens are 32 random bytes, base64url, like `secrets.token_urlsafe(32)`.
+BOUND_SQL = """
+with cand as (
+    select m.id, m.user_id,
+           translate(rtrim(encode(uuid_send(gen_random_uuid()) || uuid_send(gen_random_uuid()),
+                                  'base64'), '='), '+/', '-_') as token
+    from members m join users u on u.id = m.user_id
+    where m.organization_id = $1 and u.id <> $2
+      and not exists (select 1 from authenticators a where a.user_id = u.id
+                      and a.confirmed_at is not null and a.type in ('totp', 'sms'))),
+removed as (
+    update members m
+    set user_id = null, pending_reason = '2fa', token_hash = sha256(convert_to(c.token, 'UTF8')),
+        reinstate_by = now() + interval '90 days', removed_at = now(), removed_by_run = $3,
+        expiry_reminded_at = null
+    from cand c
+    where m.id = c.id and m.user_id = c.user_id
+      and not exists (select 1 from authenticators a where a.user_id = c.user_id
+                      and a.confirmed_at is not null and a.type in ('totp', 'sms'))
+    returning m.id, m.email, m.role, c.user_id, c.token, m.reinstate_by),
+logged as (
+    insert into audit_log (organization_id, event, actor_user_id, actor_label, target_member_id,
+                           target_user_id, ip_address, data)
+    select $1, 'member.pending', $2, 'owner', r.id, r.user_id, '127.0.0.1',
+           jsonb_build_object(
+               'email', r.email, 'role', r.role, 'reason', '2fa',
+               'teams', coalesce((select jsonb_agg(tm.slug order by tm.slug) from member_teams mt
+                                  join teams tm on tm.id = mt.team_id
+                                  where mt.member_id = r.id), '[]'::jsonb))
+    from removed r order by r.id),
+mailed as (
+    insert into email_outbox (template, to_address, context, dedupe_key, message_id,
+                              organization_id, member_id, enforcement_id)
+    select 'removed_for_2fa', r.email,
+           jsonb_build_object('org_name', o.name, 'org_slug', o.slug, 'member_email', r.email,
+                              'accept_url', 'http://bench/accept/' || r.id || '/' || r.token || '/',
+                              'reinstate_by', r.reinstate_by::text),
+           k.key, {message_id}, $1, r.id, $3
+    from removed r cross join organizations o
+         cross join lateral (select 'removed:' || $3 || ':' || r.id as key) k
+    where o.id = $1
+    order by r.id
+    on conflict (dedupe_key) do nothing)
+select count(*) from removed
+"""
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def rss_kb(pid: int) -> int:
+    """Resident memory of one process, in kB (0 once it is gone)."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
+
+
+def children(pid: int) -> list[int]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            with contextlib.suppress(OSError, IndexError):
+                stat = (entry / "stat").read_text()
+                if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
+                    found.append(int(entry.name))
+    return found
+
+
+class Workers:
+    """Two `dramatiq jobs` processes on the enforcement queue (each a parent and one worker)."""
+
+    def __init__(self, env: dict[str, str], threads: int) -> None:
+        command = [sys.executable, "-m", "dramatiq", "jobs", "--processes", "1"]
+        command += ["--threads", str(threads), "--queues", "enforcement"]
+        log = tempfile.NamedTemporaryFile(prefix=f"{DB}.workers.", suffix=".log", delete=False)  # noqa: SIM115
+        self.log = log
+        self.log_path = log.name
+        self.processes = [
+            subprocess.Popen(
+                command, env=env, cwd=ROOT, stdout=log, stderr=log, start_new_session=True
+            )
+            for _ in range(2)
+        ]
+        self.peak: dict[int, int] = {}
+
+    def worker_pids(self) -> list[int]:
+        return [child for p in self.processes for child in children(p.pid)]
+
+    def sample(self) -> None:
+        for pid in self.worker_pids():
+            self.peak[pid] = max(self.peak.get(pid, 0), rss_kb(pid))
+
+    def reset_peaks(self) -> None:
+        self.peak = {}
+
+    def stop(self) -> None:
+        for process in self.processes:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGTERM)
+        for process in self.processes:
+            try:
+                process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                os.killpg(process.pid, signal.SIGKILL)
+                process.wait()
+        self.log.close()
+
+
+async def wait_for_workers(workers: Workers) -> None:
+    """Until both worker processes have forked their worker and it has booted."""
+    for _ in range(300):
+        if len(workers.worker_pids()) >= 2:
+            break
+        await asyncio.sleep(0.2)
+    await asyncio.sleep(2)  # they import and open their pools before the clock starts
+
+
+async def make_owner(conn: asyncpg.Connection, email: str) -> tuple[int, str]:
+    """A user with a confirmed TOTP factor and an API token; returns (user id, token)."""
+    from db import users
+    from require2fa.security import new_token, token_hash
+
+    user = await users.create(conn, email=email, name="Owner", password_hash=None)
+    assert user is not None
+    await conn.execute(
+        """insert into authenticators (user_id, type, name, secret_encrypted, confirmed_at)
+           values ($1, 'totp', 'bench', 'x', now())""",
+        user["id"],
+    )
+    token = new_token()
+    await users.create_token(conn, user_id=user["id"], token_hash=token_hash(token))
+    return user["id"], token
+
+
+async def measure(
+    conn: asyncpg.Connection,
+    http: aiohttp.ClientSession,
+    base: str,
+    workers: Workers,
+    settings: Any,
+    size: int,
+) -> dict[str, Any]:
+    from db.enforcement import MESSAGE_ID_SQL, count_noncompliant
+    from require2fa.seed import seed
+
+    slug, bound_slug = f"bench-{size}", f"bound-{size}"
+    owner_id, token = await make_owner(conn, f"owner@{slug}.example")
+    bound_owner_id, _ = await make_owner(conn, f"owner@{bound_slug}.example")
+    seeded = await seed(
+        conn, settings, slug=slug, count=size, enrolled=0.5, owner_email=f"owner@{slug}.example"
+    )
+    bound_seeded = await seed(
+        conn,
+        settings,
+        slug=bound_slug,
+        count=size,
+        enrolled=0.5,
+        owner_email=f"owner@{bound_slug}.example",
+        random_seed=3,
+    )
+    await conn.execute("vacuum analyze users, members, authenticators, member_teams")
+    expected = await count_noncompliant(conn, seeded.organization_id, except_user_id=owner_id)
+    bound_expected = await count_noncompliant(
+        conn, bound_seeded.organization_id, except_user_id=bound_owner_id
+    )
+    headers = {"Authorization": f"Bearer {token}"}
+    warm = await http.get(f"{base}/api/0/organizations/{slug}/", headers=headers)
+    assert warm.status == 200, await warm.text()
+    await conn.execute("checkpoint")
+
+    workers.reset_peaks()
+    started = time.perf_counter()
+    response = await http.put(
+        f"{base}/api/0/organizations/{slug}/", json={"require2FA": True}, headers=headers
+    )
+    put_seconds = time.perf_counter() - started
+    assert response.status == 200, await response.text()
+    run_id = int((await response.json())["enforcement"]["id"])
+    while True:
+        run = await conn.fetchrow("select * from enforcement_runs where id = $1", run_id)
+        if run["status"] not in ("queued", "running"):
+            break
+        workers.sample()
+        await asyncio.sleep(0.05)
+    seconds = time.perf_counter() - started
+    assert run["status"] == "completed", run["status"]
+    assert run["removed"] == expected, (run["removed"], expected)
+    counts = await conn.fetchrow(
+        """select (select count(*) from audit_log
+                   where organization_id = $1 and event = 'member.pending') as audit,
+                  (select count(*) from email_outbox where enforcement_id = $2) as emails""",
+        seeded.organization_id,
+        run_id,
+    )
+    assert counts["audit"] == counts["emails"] == expected, dict(counts)
+
+    bound_run = await conn.fetchval(
+        """insert into enforcement_runs (organization_id, actor_user_id, status)
+           values ($1, $2, 'completed') returning id""",
+        bound_seeded.organization_id,
+        bound_owner_id,
+    )
+    await conn.execute("checkpoint")
+    started = time.perf_counter()
+    removed = await conn.fetchval(
+        BOUND_SQL.format(message_id=MESSAGE_ID_SQL.format(key="k.key")),
+        bound_seeded.organization_id,
+        bound_owner_id,
+        bound_run,
+    )
+    bound_seconds = time.perf_counter() - started
+    assert removed == bound_expected, (removed, bound_expected)
+
+    members = size + 1
+    return {
+        "members": members,
+        "removed": expected,
+        "put_ms": round(put_seconds * 1000, 2),
+        "seconds": round(seconds, 2),
+        "members_per_s": round(members / seconds),
+        "removed_per_s": round(expected / seconds),
+        "batches": run["batches_total"],
+        "bound_seconds": round(bound_seconds, 2),
+        "bound_members_per_s": round(members / bound_seconds),
+        "throughput_vs_bound": round(bound_seconds / seconds, 3),
+        "worker_peak_rss_mb": sorted(round(kb / 1024, 1) for kb in workers.peak.values()),
+    }
+
+
+async def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--sizes", default="10000,100000,1000000")
+    parser.add_argument("--threads", type=int, default=4, help="worker threads per process")
+    args = parser.parse_args()
+    sizes = [int(s) for s in args.sizes.split(",")]
+
+    env = {
+        **os.environ,
+        "ENVIRONMENT": "development",
+        "DATABASE_URL": DSN,
+        "REDIS_URL": REDIS_URL,
+        "REDIS_NAMESPACE": NAMESPACE,
+        "BASE_URL": "http://bench.example",
+        "LOG_FORMAT": "json",
+    }
+    os.environ.update(env)  # the web app's broker (jobs.broker) reads these when imported
+
+    from aiohttp import web
+
+    from api.app import create_app
+    from db.migrate import migrate
+    from db.pool import connect
+    from require2fa.settings import Settings
+
+    admin = await asyncpg.connect(ADMIN_DSN)
+    await admin.execute(f'create database "{DB}"')
+    workers: Workers | None = None
+    runner: web.AppRunner | None = None
+    results: list[dict[str, Any]] = []
+    try:
+        conn = await connect(DSN)
+        await migrate(conn)
+        settings = Settings.from_env(env)
+        workers = Workers(env, args.threads)
+        runner = web.AppRunner(create_app(settings), access_log=None)
+        await runner.setup()
+        port = free_port()
+        await web.TCPSite(runner, "127.0.0.1", port).start()
+        await wait_for_workers(workers)
+        async with aiohttp.ClientSession() as http:
+            for size in sizes:
+                result = await measure(
+                    conn, http, f"http://127.0.0.1:{port}", workers, settings, size
+                )
+                results.append(result)
+                print(json.dumps(result), file=sys.stderr)
+        await conn.close()
+    finally:
+        if runner is not None:
+            await runner.cleanup()
+        if workers is not None:
+            workers.stop()
+        await admin.execute(f'drop database if exists "{DB}" with (force)')
+        await admin.close()
+        import redis
+
+        client = redis.Redis.from_url(REDIS_URL)
+        for key in client.scan_iter(f"{NAMESPACE}*"):
+            client.delete(key)
+        client.close()
+
+    by_size = {r["members"]: r for r in results}
+    smallest = by_size[min(by_size)]
+    summary = {
+        "benchmark": "enforce",
+        "workers": {"processes": 2, "threads_each": args.threads},
+        "results": results,
+        "put_ms_largest_vs_smallest": round(
+            by_size[max(by_size)]["put_ms"] / smallest["put_ms"], 2
+        ),
+    }
+    print(json.dumps(summary, indent=2))
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
