@@ -91,10 +91,17 @@ async def require_user(request: web.Request, *, allow_half: bool = False) -> Aut
 
 
 async def sign_in(request: web.Request, user_id: int, *, half: bool) -> None:
-    """Start a fresh session (a new cookie, so a fixated one is useless) for `user_id`."""
+    """Start a fresh session (a new cookie, so a fixated one is useless) for `user_id`.
+
+    An invitation link looked at before signing in stays remembered, so that setting up 2FA
+    afterwards can still join it.
+    """
+    invite = (await get_session(request)).get("invite")
     session = await new_session(request)
     session["uid"] = user_id
     session["half"] = half
+    if invite is not None:
+        session["invite"] = invite
     request.pop(_AUTH, None)
 
 
