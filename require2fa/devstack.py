@@ -69,6 +69,16 @@ LOCAL_REDIS_URL = "redis://127.0.0.1:6379/0"
 PG_SYSTEM_USER = "pgserver"
 START_TIMEOUT = 60.0
 STOP_TIMEOUT = 30.0
+# A development database: TCP on 127.0.0.1 only, and fast rather than crash-proof.
+PG_SETTINGS = (
+    "listen_addresses=127.0.0.1",
+    "unix_socket_directories=",
+    "fsync=off",
+    "synchronous_commit=off",
+    "full_page_writes=off",
+)
+# Nothing persisted: the queues of a development stack need not outlive it.
+REDIS_OPTIONS = ("--bind", "127.0.0.1", "--daemonize", "no", "--save", "", "--appendonly", "no")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -342,14 +352,8 @@ def _pg_system_user() -> pwd.struct_passwd | None:
         return None
     with contextlib.suppress(KeyError):
         return pwd.getpwnam(PG_SYSTEM_USER)
-    command = [
-        "useradd",
-        "--system",
-        "--no-create-home",
-        "--shell",
-        "/usr/sbin/nologin",
-        PG_SYSTEM_USER,
-    ]
+    options = "--system --no-create-home --shell /usr/sbin/nologin"
+    command = ["useradd", *options.split(), PG_SYSTEM_USER]
     try:
         subprocess.run(command, check=True, capture_output=True, text=True)  # noqa: S603, S607
     except (OSError, subprocess.CalledProcessError) as err:
@@ -383,18 +387,8 @@ def _initdb(pgdata: Path, bin_dir: Path, user: pwd.struct_passwd | None) -> None
     if user is not None:
         os.chown(staging, user.pw_uid, user.pw_gid)
     started = time.monotonic()
-    command = [
-        str(bin_dir / "initdb"),
-        "-D",
-        str(staging),
-        "-U",
-        "postgres",
-        "--auth=trust",
-        "--encoding=UTF8",
-        "--locale=C",
-        "--no-sync",
-        "--no-instructions",
-    ]
+    options = "-U postgres --auth=trust --encoding=UTF8 --locale=C --no-sync --no-instructions"
+    command = [str(bin_dir / "initdb"), "-D", str(staging), *options.split()]
     result = subprocess.run(  # noqa: S603 - our own binary and arguments
         command,
         capture_output=True,
@@ -419,24 +413,8 @@ def _pg_ready(pgdata: Path, pid: int) -> bool:
 
 
 def _psql(bin_dir: Path, port: int, sql: str) -> str:
-    command = [
-        str(bin_dir / "psql"),
-        "-X",
-        "-q",
-        "-At",
-        "-v",
-        "ON_ERROR_STOP=1",
-        "-h",
-        "127.0.0.1",
-        "-p",
-        str(port),
-        "-U",
-        "postgres",
-        "-d",
-        "postgres",
-        "-c",
-        sql,
-    ]
+    options = f"-X -q -At -v ON_ERROR_STOP=1 -h 127.0.0.1 -p {port} -U postgres -d postgres"
+    command = [str(bin_dir / "psql"), *options.split(), "-c", sql]
     result = subprocess.run(command, capture_output=True, text=True, env=_pg_env())  # noqa: S603
     if result.returncode != 0:
         raise DevStackError(f"psql {sql!r} failed: {result.stderr.strip()}")
@@ -457,23 +435,7 @@ def _start_postgres(stack: contextlib.ExitStack, data_dir: Path) -> str:
     # SIGINT is PostgreSQL's fast shutdown: roll back open transactions, checkpoint, exit.
     process = _spawn(
         "postgres",
-        [
-            bin_dir / "postgres",
-            "-D",
-            pgdata,
-            "-p",
-            str(port),
-            "-c",
-            "listen_addresses=127.0.0.1",
-            "-c",
-            "unix_socket_directories=",
-            "-c",
-            "fsync=off",
-            "-c",
-            "synchronous_commit=off",
-            "-c",
-            "full_page_writes=off",
-        ],
+        [bin_dir / "postgres", "-D", pgdata, "-p", str(port), *(f"--{s}" for s in PG_SETTINGS)],
         log_path,
         cwd=pgdata,
         stop_signal=signal.SIGINT,
@@ -495,7 +457,8 @@ def _start_redis(stack: contextlib.ExitStack, data_dir: Path) -> str:
     workdir = data_dir / "redis"
     workdir.mkdir(exist_ok=True)
     log_path = data_dir / "redis.log"
-    _stop_leftover(workdir / "redis.pid", workdir, signal.SIGTERM)
+    pid_file = workdir / "redis.pid"
+    _stop_leftover(pid_file, workdir, signal.SIGTERM)
     port = free_port()
     process = _spawn(
         "redis",
@@ -503,18 +466,11 @@ def _start_redis(stack: contextlib.ExitStack, data_dir: Path) -> str:
             REDIS_SERVER_PATH,
             "--port",
             str(port),
-            "--bind",
-            "127.0.0.1",
-            "--daemonize",
-            "no",
-            "--save",
-            "",
-            "--appendonly",
-            "no",
+            *REDIS_OPTIONS,
             "--dir",
             workdir,
             "--pidfile",
-            workdir / "redis.pid",
+            pid_file,
         ],
         log_path,
         cwd=workdir,
