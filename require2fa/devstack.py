@@ -506,15 +506,15 @@ def embedded_services(
         database_url = _start_postgres(stack, data_dir) if need_postgres else ""
         redis_url = _start_redis(stack, data_dir) if need_redis else ""
         smtp_url = stack.enter_context(MailSink(data_dir / "mail")).url if with_smtp else ""
-        services = Services(database_url, redis_url, smtp_url, data_dir / "mail")
-        log.info(
-            "devstack.ready",
-            seconds=round(time.monotonic() - started, 2),
-            database_url=database_url,
-            redis_url=redis_url,
-            smtp_url=smtp_url,
-        )
-        yield services
+        if need_postgres or need_redis or with_smtp:
+            log.info(
+                "devstack.ready",
+                seconds=round(time.monotonic() - started, 2),
+                database_url=database_url,
+                redis_url=redis_url,
+                smtp_url=smtp_url,
+            )
+        yield Services(database_url, redis_url, smtp_url, data_dir / "mail")
 
 
 def _forced_embedded(environ: Mapping[str, str]) -> bool:
