@@ -150,9 +150,11 @@ class Workers:
         self.peak = {}
 
     def stop(self) -> None:
+        # SIGTERM to dramatiq's main process only: it forwards it to its worker process, and a
+        # worker that gets it twice (as a whole process group would) does not shut down.
         for process in self.processes:
             with contextlib.suppress(ProcessLookupError):
-                os.killpg(process.pid, signal.SIGTERM)
+                process.send_signal(signal.SIGTERM)
         for process in self.processes:
             try:
                 process.wait(timeout=30)

@@ -489,8 +489,12 @@ def spawn_worker() -> subprocess.Popen[bytes]:
 
 
 def stop_worker(process: subprocess.Popen[bytes], sig: int = signal.SIGTERM) -> None:
+    """SIGTERM goes to dramatiq's main process (it forwards it); SIGKILL to the whole group."""
     with contextlib.suppress(ProcessLookupError):
-        os.killpg(process.pid, sig)
+        if sig == signal.SIGKILL:
+            os.killpg(process.pid, sig)
+        else:
+            process.send_signal(sig)
     try:
         process.wait(timeout=30)
     except subprocess.TimeoutExpired:
