@@ -26,6 +26,8 @@ from db.audit import Actor
 from db.users import HAS_2FA_SQL
 
 ACTIVE = ("queued", "running")
+# First key of the advisory lock that one run's coordinators take (the second is the run id).
+PLAN_LOCK = 0x7232_6670  # "r2fp"
 STATUSES = ("queued", "running", "completed", "cancelled", "failed")
 
 NEEDS_PERSONAL_2FA = "Cannot require two-factor authentication without personal two-factor enabled."
@@ -261,11 +263,14 @@ async def member_counts(conn: asyncpg.Connection, organization_id: int) -> async
 async def plan(conn: asyncpg.Connection, run_id: int, *, batch_size: int) -> asyncpg.Record | None:
     """Cuts a queued run into batches of `batch_size` members (by id) and marks it running.
 
-    In the caller's transaction. A run already planned is returned as it is; a finished one
-    gives None. One statement numbers the organization's members, so memory does not grow with
-    the organization.
+    In the caller's transaction. A run already planned is returned as it is; a cancelled or
+    finished one gives None. One statement numbers the organization's members, so memory does not
+    grow with the organization. Two coordinators of the same run take turns on an advisory lock;
+    the run row itself is only locked by the final UPDATE, so that turning the requirement off
+    does not wait for the planning of a large organization.
     """
-    run = await conn.fetchrow("select * from enforcement_runs where id = $1 for update", run_id)
+    await conn.execute("select pg_advisory_xact_lock($1, $2)", PLAN_LOCK, run_id % 2**31)
+    run = await conn.fetchrow("select * from enforcement_runs where id = $1", run_id)
     if run is None or run["status"] not in ACTIVE:
         return None
     if run["batches_total"] is not None:
@@ -286,6 +291,7 @@ async def plan(conn: asyncpg.Connection, run_id: int, *, batch_size: int) -> asy
         run["organization_id"],
         batch_size,
     )
+    # Only a run still queued starts: one cancelled meanwhile keeps its (unused) batch rows.
     return await conn.fetchrow(
         """update enforcement_runs
            set status = case when $2 = 0 then 'completed' else 'running' end,
@@ -293,7 +299,7 @@ async def plan(conn: asyncpg.Connection, run_id: int, *, batch_size: int) -> asy
                started_at = coalesce(started_at, clock_timestamp()),
                finished_at = case when $2 = 0 then clock_timestamp() end,
                updated_at = clock_timestamp()
-           where id = $1 returning *""",
+           where id = $1 and status = 'queued' returning *""",
         run_id,
         planned["batches"],
         planned["members"],
