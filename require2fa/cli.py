@@ -246,3 +246,28 @@ def demo(data_dir: Path | None) -> None:
     outcome = run_demo(data_dir or Path(os.environ.get("DATA_DIR") or ".require2fa"))
     for line in report(outcome):
         click.echo(line)
+
+
+@main.command()
+@click.option("--port", type=click.IntRange(1, 65535), default=None, help="Default: $PORT or 8000.")
+@click.option("--processes", type=click.IntRange(1, 16), default=1, show_default=True,
+              help="Worker processes.")
+@click.option("--threads", type=click.IntRange(1, 64), default=4, show_default=True,
+              help="Threads per worker process.")
+def dev(port: int | None, processes: int, threads: int) -> None:
+    """Run web + worker + clock + a local SMTP sink on the embedded default, in the foreground."""
+    from require2fa.dev import run_dev
+
+    settings = load_settings(environment="development")
+    sys.exit(
+        run_dev(
+            Path(settings.data_dir),
+            port=port or settings.port,
+            worker_processes=processes,
+            worker_threads=threads,
+        )
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,106 @@
+"""`require2fa dev`: web, worker and clock on the embedded default, in the foreground.
+
+The services come from `devstack.resolve_services` (your own PostgreSQL/Redis when DATABASE_URL /
+REDIS_URL are set or answer on their usual ports, else embedded ones); mail goes to the local sink
+unless SMTP_URL is set, and can be read at `/_dev/mailbox`. Ctrl-C, SIGTERM or the end of any one
+process stops them all, and every server started for them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import structlog
+
+from require2fa.devstack import resolve_services
+
+log = structlog.get_logger(__name__)
+
+
+class ProcessGroup:
+    """Child processes started together and stopped together (SIGTERM, then SIGKILL)."""
+
+    def __init__(self, env: Mapping[str, str]) -> None:
+        self.env = dict(env)
+        self.processes: dict[str, subprocess.Popen[bytes]] = {}
+
+    def start(self, name: str, command: Sequence[str]) -> None:
+        # A session of its own: a Ctrl-C in the terminal reaches us, and we stop the children.
+        self.processes[name] = subprocess.Popen(  # noqa: S603
+            list(command), env=self.env, start_new_session=True
+        )
+        log.info("process started", name=name, pid=self.processes[name].pid)
+
+    def first_exit(self) -> tuple[str, int] | None:
+        for name, process in self.processes.items():
+            code = process.poll()
+            if code is not None:
+                return name, code
+        return None
+
+    def stop(self, timeout: float = 30) -> None:
+        # SIGTERM to each main process only: dramatiq forwards it to its workers itself.
+        for process in self.processes.values():
+            with contextlib.suppress(ProcessLookupError):
+                process.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + timeout
+        for process in self.processes.values():
+            try:
+                process.wait(timeout=max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(process.pid, signal.SIGKILL)
+                process.wait()
+
+
+def run_dev(data_dir: Path, *, port: int, worker_processes: int, worker_threads: int) -> int:
+    """Runs until interrupted; returns the exit code for the command."""
+    from db.migrate import migrate_url
+
+    with resolve_services(data_dir, os.environ) as services:
+        env = {
+            **os.environ,
+            "ENVIRONMENT": os.environ.get("ENVIRONMENT") or "development",
+            "DATABASE_URL": services.database_url,
+            "REDIS_URL": services.redis_url,
+            "SMTP_URL": services.smtp_url,
+            "DATA_DIR": str(data_dir),
+            "PORT": str(port),
+            "BASE_URL": os.environ.get("BASE_URL") or f"http://localhost:{port}",
+        }
+        asyncio.run(migrate_url(services.database_url))
+        group = ProcessGroup(env)
+        python = sys.executable
+        try:
+            group.start("web", [python, "-m", "require2fa.cli", "web"])
+            group.start(
+                "worker",
+                [
+                    python,
+                    "-m",
+                    "dramatiq",
+                    "jobs",
+                    "--processes",
+                    str(worker_processes),
+                    "--threads",
+                    str(worker_threads),
+                ],
+            )
+            group.start("clock", [python, "-m", "require2fa.cli", "clock"])
+            log.info("running", url=env["BASE_URL"], mail=str(services.mail_dir))
+            while (ended := group.first_exit()) is None:
+                time.sleep(0.5)
+            log.error("a process ended; stopping the others", name=ended[0], code=ended[1])
+            return 1
+        except KeyboardInterrupt:
+            return 0
+        finally:
+            group.stop()
