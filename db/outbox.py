@@ -1,8 +1,11 @@
-"""Writing to the email outbox. Rows are written in the caller's transaction (the event's)."""
+"""The email outbox: rows written in the caller's transaction (the event's), delivered by
+`jobs.email`, which claims due rows, marks them sent, retries or fails them."""
 
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Sequence
+from datetime import datetime, timedelta
 from typing import Any
 
 import asyncpg
@@ -50,3 +53,130 @@ async def enqueue(
         member_id,
         enforcement_id,
     )
+
+
+# --- Delivery ------------------------------------------------------------------------------
+#
+# A row is due when it is queued (or its claim has lapsed) and its next attempt time has come.
+# `sending` rows whose `claimed_until` passed belong to a worker that died: they are due again.
+_DUE = """status in ('queued', 'sending') and next_attempt_at <= now()
+          and (claimed_until is null or claimed_until < now())"""
+
+# Retrying stops this long after the row was written; the row is then marked failed.
+GIVE_UP_AFTER = timedelta(days=1)
+
+
+async def claim(conn: asyncpg.Connection, *, limit: int, lease: timedelta) -> list[asyncpg.Record]:
+    """Take up to `limit` due rows for this worker until `lease` runs out; counts an attempt.
+
+    Rows another transaction is claiming are skipped, so concurrent dispatchers never share a row.
+    """
+    return await conn.fetch(
+        f"""with due as (
+                select id from email_outbox
+                 where {_DUE}
+                 order by next_attempt_at, id
+                 limit $1
+                   for update skip locked
+            )
+            update email_outbox o
+               set status = 'sending', claimed_until = now() + $2::interval,
+                   attempts = o.attempts + 1
+              from due
+             where o.id = due.id
+         returning o.id, o.template, o.to_address, o.context, o.message_id, o.attempts""",
+        limit,
+        lease,
+    )
+
+
+async def mark_sent(conn: asyncpg.Connection, ids: Sequence[int]) -> int:
+    """The SMTP server accepted these rows' messages."""
+    result = await conn.execute(
+        """update email_outbox
+              set status = 'sent', sent_at = now(), claimed_until = null, last_error = null
+            where id = any($1::bigint[]) and status in ('queued', 'sending')""",
+        list(ids),
+    )
+    return int(result.split()[-1])
+
+
+async def mark_retry(conn: asyncpg.Connection, rows: Sequence[tuple[int, int, float, str]]) -> int:
+    """Put (id, attempts, delay_seconds, error) rows back in the queue for a later attempt.
+
+    Only rows still held by that claim (same `attempts`) change. A row older than
+    `GIVE_UP_AFTER` is marked failed instead, keeping the last error.
+    """
+    if not rows:
+        return 0
+    ids, attempts, delays, errors = zip(*rows, strict=True)
+    result = await conn.execute(
+        """update email_outbox o
+              set status = case when now() - o.created_at >= $5::interval
+                                then 'failed' else 'queued' end,
+                  next_attempt_at = now() + make_interval(secs => r.delay),
+                  claimed_until = null,
+                  last_error = case when now() - o.created_at >= $5::interval
+                                    then 'gave up after ' || o.attempts || ' attempts: ' || r.error
+                                    else r.error end
+             from unnest($1::bigint[], $2::int[], $3::float8[], $4::text[])
+                  as r(id, attempts, delay, error)
+            where o.id = r.id and o.attempts = r.attempts and o.status = 'sending'""",
+        list(ids),
+        list(attempts),
+        list(delays),
+        list(errors),
+        GIVE_UP_AFTER,
+    )
+    return int(result.split()[-1])
+
+
+async def mark_failed(conn: asyncpg.Connection, rows: Sequence[tuple[int, int, str]]) -> int:
+    """(id, attempts, error) rows will never be delivered: the server refused them for good."""
+    if not rows:
+        return 0
+    ids, attempts, errors = zip(*rows, strict=True)
+    result = await conn.execute(
+        """update email_outbox o
+              set status = 'failed', claimed_until = null, last_error = r.error
+             from unnest($1::bigint[], $2::int[], $3::text[]) as r(id, attempts, error)
+            where o.id = r.id and o.attempts = r.attempts and o.status = 'sending'""",
+        list(ids),
+        list(attempts),
+        list(errors),
+    )
+    return int(result.split()[-1])
+
+
+async def release_lapsed(conn: asyncpg.Connection) -> int:
+    """Puts back in the queue the rows whose claim lapsed: the worker holding them died."""
+    result = await conn.execute(
+        """update email_outbox
+              set status = 'queued', claimed_until = null
+            where status = 'sending' and claimed_until < now()"""
+    )
+    return int(result.split()[-1])
+
+
+async def any_due(conn: asyncpg.Connection) -> bool:
+    """Whether some row is waiting to be claimed now."""
+    return bool(await conn.fetchval(f"select exists (select 1 from email_outbox where {_DUE})"))
+
+
+async def next_due_at(conn: asyncpg.Connection) -> datetime | None:
+    """When the earliest queued row (a retry) is due. Lapsed claims are the sweeper's."""
+    return await conn.fetchval(
+        "select min(next_attempt_at) from email_outbox where status = 'queued'"
+    )
+
+
+async def counts_for_enforcement(conn: asyncpg.Connection, enforcement_id: int) -> tuple[int, int]:
+    """(emails queued in total, emails sent) for one enforcement run."""
+    row = await conn.fetchrow(
+        """select count(*) as queued, count(*) filter (where status = 'sent') as sent
+             from email_outbox
+            where enforcement_id = $1""",
+        enforcement_id,
+    )
+    assert row is not None
+    return int(row["queued"]), int(row["sent"])

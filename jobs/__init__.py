@@ -9,5 +9,6 @@ Queues:
 from jobs.broker import broker  # noqa: F401  (must come before any actor module)
 
 # isort: split
+from jobs import email  # noqa: F401
 from jobs import enforcement  # noqa: F401
 from jobs import maintenance  # noqa: F401

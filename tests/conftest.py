@@ -8,6 +8,7 @@ of this run has its own Redis namespace and its workers use this run's database.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import socket
 import uuid
@@ -33,12 +34,23 @@ TEST_DB = f"require2fa_test_{RUN_ID}"
 TEST_DSN = urlunsplit(urlsplit(ADMIN_DSN)._replace(path=f"/{TEST_DB}"))
 NAMESPACE = f"require2fa-test-{RUN_ID}"
 
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+# The `smtp_server` fixture listens here; Dramatiq workers started by tests send to it too.
+SMTP_PORT = _free_port()
+
 os.environ.update(
     ENVIRONMENT="development",
     DATABASE_URL=TEST_DSN,
     REDIS_URL=REDIS_URL,
     REDIS_NAMESPACE=NAMESPACE,
     BASE_URL="http://testserver",
+    SMTP_URL=f"smtp://127.0.0.1:{SMTP_PORT}",
 )
 
 TABLES = (
@@ -126,13 +138,19 @@ class Mailbox:
         return [m for m in self.messages if address in str(m["To"])]
 
 
+class RestartableController(Controller):
+    """A Controller that can `start()` again after `stop()`: tests take the server down a while."""
+
+    def start(self) -> None:
+        if self.loop.is_closed():
+            self.loop = asyncio.new_event_loop()
+        super().start()
+
+
 @pytest.fixture(scope="session")
 def smtp_server() -> Iterator[tuple[Controller, Mailbox]]:
     mailbox = Mailbox()
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    controller = Controller(mailbox, hostname="127.0.0.1", port=port)
+    controller = RestartableController(mailbox, hostname="127.0.0.1", port=SMTP_PORT)
     controller.start()
     yield controller, mailbox
     controller.stop()
