@@ -21,6 +21,10 @@ def create_app(settings: Settings) -> web.Application:
     auth.setup(app, settings)
     app.cleanup_ctx.append(_resources)
     add_routes(app)
+    if settings.development:
+        from api.pages import mailbox  # what the local SMTP sink received; never in production
+
+        mailbox.add_routes(app)
     return app
 
 

@@ -1,0 +1,108 @@
+"""The development mailbox lists and shows what the local SMTP sink stored; only in development."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+import redis.asyncio as aioredis
+
+from api.app import create_app
+from db import outbox
+from jobs import email as email_jobs
+from require2fa.devstack import MailSink
+from require2fa.settings import Settings
+
+
+@pytest.fixture
+async def redis(redis_url: str) -> AsyncIterator[aioredis.Redis]:
+    client = aioredis.Redis.from_url(redis_url)
+    yield client
+    await client.aclose()
+
+
+async def deliver_to_sink(pool, redis, settings: Settings, data_dir: Path, orgs: list[str]) -> None:
+    """Sends one invite per organization name through the outbox to a MailSink in `data_dir`."""
+    with MailSink(data_dir / "mail") as sink:
+        async with pool.acquire() as conn:
+            for n, org in enumerate(orgs):
+                await outbox.enqueue(
+                    conn,
+                    template="invite",
+                    to=f"guest{n}@example.com",
+                    context={
+                        "org_name": org,
+                        "org_slug": f"org{n}",
+                        "inviter": "Ada",
+                        "accept_url": f"http://testserver/accept/{n}/tok{n}/",
+                    },
+                    dedupe_key=f"mailbox-test:{n}",
+                )
+        report = await email_jobs.dispatch(pool, redis, settings.replace(smtp_url=sink.url))
+        assert report.sent == len(orgs)
+
+
+async def test_lists_and_shows_the_sinks_messages(
+    aiohttp_client, pool, redis, settings: Settings, tmp_path: Path
+) -> None:
+    await deliver_to_sink(pool, redis, settings, tmp_path, ["Acme", "<script>x</script>"])
+    client = await aiohttp_client(create_app(settings.replace(data_dir=str(tmp_path))))
+
+    listing = await client.get("/_dev/mailbox/")
+    assert listing.status == 200
+    page = await listing.text()
+    assert "Join Acme" in page
+    assert "guest0@example.com" in page
+    assert "<script>x" not in page and "&lt;script&gt;x" in page
+    assert page.index("guest1@example.com") < page.index("guest0@example.com")  # newest first
+
+    shown = await client.get("/_dev/mailbox/000001/")
+    assert shown.status == 200
+    body = await shown.text()
+    assert "http://testserver/accept/0/tok0/" in body  # the text part
+    assert 'src="/_dev/mailbox/000001/html"' in body
+
+    html = await client.get("/_dev/mailbox/000001/html")
+    assert html.status == 200
+    assert "sandbox" in html.headers["Content-Security-Policy"]
+    assert 'href="http://testserver/accept/0/tok0/"' in await html.text()
+
+    raw = await client.get("/_dev/mailbox/2/raw")
+    assert raw.status == 200
+    assert "Message-ID:" in await raw.text()
+
+
+@pytest.mark.parametrize(
+    "path", ["/_dev/mailbox/999/", "/_dev/mailbox/..%2fx/", "/_dev/mailbox/abc/html"]
+)
+async def test_unknown_messages_are_404(
+    aiohttp_client, settings: Settings, tmp_path: Path, path: str
+) -> None:
+    client = await aiohttp_client(create_app(settings.replace(data_dir=str(tmp_path))))
+    response = await client.get(path)
+    assert response.status == 404
+    assert "detail" in await response.json()
+
+
+async def test_an_empty_mailbox(aiohttp_client, settings: Settings, tmp_path: Path) -> None:
+    client = await aiohttp_client(create_app(settings.replace(data_dir=str(tmp_path))))
+    response = await client.get("/_dev/mailbox/?before=zzz")
+    assert response.status == 400
+    response = await client.get("/_dev/mailbox/")
+    assert response.status == 200
+    assert "No messages yet" in await response.text()
+
+
+async def test_not_routed_outside_development(
+    aiohttp_client, settings: Settings, tmp_path: Path
+) -> None:
+    production = settings.replace(
+        environment="production",
+        secret_key="a-real-secret-key-for-this-test",
+        data_dir=str(tmp_path),
+    )
+    client = await aiohttp_client(create_app(production))
+    for path in ("/_dev/mailbox/", "/_dev/mailbox", "/_dev/mailbox/000001/"):
+        response = await client.get(path)
+        assert response.status == 404
