@@ -18,6 +18,7 @@ a few worker threads busy rather than all of them.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import random
 import ssl
 import time
@@ -35,7 +36,7 @@ import structlog
 
 from db import outbox
 from jobs import resources
-from require2fa.emails import RenderError, build_message, render
+from require2fa.emails import build_message, render
 from require2fa.settings import Settings
 
 log = structlog.get_logger(__name__)
@@ -45,6 +46,8 @@ LEASE = timedelta(minutes=5)  # a claim lapses after this; the sweeper then puts
 BUDGET_SECONDS = 60.0  # one dispatch message sends for about this long, then sends itself again
 DISPATCHERS = 4  # dispatches that may send at the same time, across every worker
 SLOT_TTL_MS = 120_000  # a dead dispatcher's slot frees itself after this
+CONNECTIONS = 4  # SMTP connections one dispatch sends over at once
+RENDER_AHEAD = 8  # messages rendered ahead of the senders
 FLUSH_EVERY = 20  # sent rows are marked in groups this size: a crash re-sends at most these
 RETRY_BASE_SECONDS = 10.0
 RETRY_MAX_SECONDS = 3600.0
@@ -140,7 +143,7 @@ class SendRate:
             taken, wait_ms = await self.redis.eval(  # type: ignore[misc]
                 _TAKE, 1, self.key, self.rate, self.burst, max(1, upcoming)
             )
-            self.tokens = int(taken)
+            self.tokens += int(taken)
             if self.tokens == 0:
                 await asyncio.sleep(int(wait_ms) / 1000)
         self.tokens -= 1
@@ -224,6 +227,7 @@ async def dispatch(
     *,
     budget: float = BUDGET_SECONDS,
     batch: int | None = None,
+    connections: int = CONNECTIONS,
     tls_context: ssl.SSLContext | None = None,
 ) -> Report:
     """Sends due outbox rows until none is due or `budget` seconds have passed.
@@ -237,8 +241,8 @@ async def dispatch(
         return report
     loop = asyncio.get_running_loop()
     deadline = loop.time() + budget
-    rate = SendRate(redis, settings)
-    smtp = Smtp(settings, tls_context)
+    delivery = _Delivery(pool, settings, SendRate(redis, settings), report)
+    smtps = [Smtp(settings, tls_context) for _ in range(max(1, connections))]
     try:
         while True:
             async with pool.acquire() as conn:
@@ -252,91 +256,136 @@ async def dispatch(
                 if due and await slots.acquire():
                     continue
                 break
-            await _deliver(pool, rows, smtp, rate, settings, report)
+            await delivery.run(rows, smtps)
             if loop.time() >= deadline:
                 report.more = True
                 break
             await slots.renew()
     finally:
         await slots.release()
-        await smtp.close()
+        for smtp in smtps:
+            await smtp.close()
     if not report.more:
         async with pool.acquire() as conn:
             report.wake_at = await outbox.next_due_at(conn)
     return report
 
 
-async def _deliver(
-    pool: asyncpg.Pool,
-    rows: list[asyncpg.Record],
-    smtp: Smtp,
-    rate: SendRate,
-    settings: Settings,
-    report: Report,
-) -> None:
-    """Sends one claimed batch over `smtp` and records every row's outcome."""
-    sent: list[int] = []
-    retry: list[tuple[int, int, float, str]] = []
-    failed: list[tuple[int, int, str]] = []
+class _Delivery:
+    """Sends claimed batches and records every row's outcome.
 
-    def later(row: asyncpg.Record, err: BaseException) -> None:
-        retry.append((row["id"], row["attempts"], retry_delay(row["attempts"]), describe(err)))
+    One task renders the messages a few steps ahead; one sender task per SMTP connection takes
+    them in turn, so the server works on one connection while we render or talk on another.
+    """
 
-    for index, row in enumerate(rows):
+    def __init__(
+        self, pool: asyncpg.Pool, settings: Settings, rate: SendRate, report: Report
+    ) -> None:
+        self.pool = pool
+        self.settings = settings
+        self.rate = rate
+        self.report = report
+
+    async def run(self, rows: list[asyncpg.Record], smtps: list[Smtp]) -> None:
+        self.sent: list[int] = []
+        self.retry: list[tuple[int, int, float, str]] = []
+        self.failed: list[tuple[int, int, str]] = []
+        self.unavailable: BaseException | None = None  # the server cannot be reached now
+        self.left = len(rows)
+        self.prepared: asyncio.Queue[tuple[asyncpg.Record, EmailMessage | Exception] | None]
+        self.prepared = asyncio.Queue(maxsize=RENDER_AHEAD)
+        senders = smtps[: len(rows)]
+        renderer = asyncio.create_task(self._prepare(rows, len(senders)))
         try:
-            message = build_message(
-                render(row["template"], row["context"], settings),
-                to=row["to_address"],
-                message_id=row["message_id"],
-                settings=settings,
-            )
-        except (RenderError, ValueError) as err:
-            failed.append((row["id"], row["attempts"], f"cannot build the message: {err}"))
-            continue
-        await rate.take(len(rows) - index)
-        try:
-            await smtp.connect()
-        except _TRANSIENT as err:
-            # Nothing in this batch can go out now: every row left waits for its retry.
-            for rest in rows[index:]:
-                later(rest, err)
-            log.warning("email.smtp_unavailable", error=describe(err), rows=len(rows) - index)
-            await smtp.drop()
-            break
-        try:
-            await smtp.send(message)
-        except aiosmtplib.SMTPRecipientsRefused as err:
-            code = err.recipients[0].code if err.recipients else 0
-            if code >= 500:
-                failed.append((row["id"], row["attempts"], describe(err)))
+            async with asyncio.TaskGroup() as group:  # one sender failing stops the others
+                for smtp in senders:
+                    group.create_task(self._send(smtp))
+        finally:
+            renderer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await renderer
+        await self._flush_sent()
+        async with self.pool.acquire() as conn:
+            self.report.retried += await outbox.mark_retry(conn, self.retry)
+            self.report.failed += await outbox.mark_failed(conn, self.failed)
+        for row_id, _attempts, error in self.failed:
+            log.warning("email.failed", outbox_id=row_id, error=error)
+
+    async def _prepare(self, rows: list[asyncpg.Record], senders: int) -> None:
+        for row in rows:
+            try:
+                item: EmailMessage | Exception = build_message(
+                    render(row["template"], row["context"], self.settings),
+                    to=row["to_address"],
+                    message_id=row["message_id"],
+                    settings=self.settings,
+                )
+            except Exception as err:  # recorded on its row below; retrying would not help
+                item = err
+            await self.prepared.put((row, item))
+            await asyncio.sleep(0)  # lets a sender read its reply before the next render
+        for _ in range(senders):
+            await self.prepared.put(None)
+
+    def _later(self, row: asyncpg.Record, err: BaseException) -> None:
+        delay = retry_delay(row["attempts"])
+        self.retry.append((row["id"], row["attempts"], delay, describe(err)))
+
+    def _fail(self, row: asyncpg.Record, error: str) -> None:
+        self.failed.append((row["id"], row["attempts"], error))
+
+    async def _send(self, smtp: Smtp) -> None:
+        while (item := await self.prepared.get()) is not None:
+            row, message = item
+            self.left -= 1
+            if isinstance(message, Exception):
+                self._fail(row, f"cannot build the message: {describe(message)}")
+                continue
+            if self.unavailable is not None:
+                self._later(row, self.unavailable)
+                continue
+            await self.rate.take(self.left + 1)
+            try:
+                await smtp.connect()
+            except _TRANSIENT as err:
+                # Nothing more of this batch goes out now: every row left waits for its retry.
+                log.warning("email.smtp_unavailable", error=describe(err), rows=self.left + 1)
+                self.unavailable = err
+                self._later(row, err)
+                await smtp.drop()
+                continue
+            try:
+                await smtp.send(message)
+            except aiosmtplib.SMTPRecipientsRefused as err:
+                code = err.recipients[0].code if err.recipients else 0
+                if code >= 500:
+                    self._fail(row, describe(err))
+                else:
+                    self._later(row, err)
+            except aiosmtplib.SMTPResponseException as err:
+                # 5xx to the message itself is final; 4xx, or a refusal of our sender (the
+                # same for every message: a setting to fix), is worth trying again.
+                if err.code >= 500 and isinstance(err, aiosmtplib.SMTPDataError):
+                    self._fail(row, describe(err))
+                else:
+                    self._later(row, err)
+            except (ValueError, aiosmtplib.SMTPNotSupported) as err:
+                # An address the server cannot take (non-ASCII without SMTPUTF8): final.
+                self._fail(row, f"cannot send: {err}")
+            except _TRANSIENT as err:
+                # The connection broke or timed out: whether the server kept the message is
+                # unknown; it is sent again later with the same Message-ID.
+                self._later(row, err)
+                await smtp.drop()
             else:
-                later(row, err)
-        except aiosmtplib.SMTPResponseException as err:
-            # 5xx to the message itself is final; 4xx, or a refusal of our sender (the same for
-            # every message: a setting to fix), is worth trying again.
-            if err.code >= 500 and isinstance(err, aiosmtplib.SMTPDataError):
-                failed.append((row["id"], row["attempts"], describe(err)))
-            else:
-                later(row, err)
-        except (ValueError, aiosmtplib.SMTPNotSupported) as err:
-            # An address the server cannot take (non-ASCII without SMTPUTF8): final.
-            failed.append((row["id"], row["attempts"], f"cannot send: {err}"))
-        except _TRANSIENT as err:
-            # The connection broke or timed out: whether the server kept the message is
-            # unknown; it is sent again later with the same Message-ID.
-            later(row, err)
-            await smtp.drop()
-        else:
-            sent.append(row["id"])
-            if len(sent) >= FLUSH_EVERY:
-                report.sent += await _mark_sent(pool, sent)
-                sent = []
-    report.sent += await _mark_sent(pool, sent)
-    async with pool.acquire() as conn:
-        report.retried += await outbox.mark_retry(conn, retry)
-        report.failed += await outbox.mark_failed(conn, failed)
-    for row_id, _attempts, error in failed:
-        log.warning("email.failed", outbox_id=row_id, error=error)
+                self.sent.append(row["id"])
+                if len(self.sent) >= FLUSH_EVERY:
+                    await self._flush_sent()
+
+    async def _flush_sent(self) -> None:
+        ids, self.sent = self.sent, []
+        if ids:
+            self.report.sent += await _mark_sent(self.pool, ids)
 
 
 async def _mark_sent(pool: asyncpg.Pool, ids: list[int]) -> int:

@@ -12,6 +12,7 @@ import functools
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from email import headerregistry, policy
 from email.message import EmailMessage
 from email.utils import formatdate
 from pathlib import Path
@@ -27,6 +28,28 @@ from require2fa.settings import Settings
 TEMPLATE_DIR = Path(__file__).resolve().parents[1] / "templates" / "emails"
 
 FACTOR_LABELS = {"totp": "authenticator app", "sms": "backup phone", "recovery": "recovery codes"}
+
+
+class _HeaderRegistry(headerregistry.HeaderRegistry):
+    """The standard header registry, but it makes each header's class once, not per lookup.
+
+    The standard one builds a new class on every lookup, about a third of building a message.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._made: dict[str, type] = {}
+
+    def __getitem__(self, name: str) -> type:
+        key = name.lower()
+        made = self._made.get(key)
+        if made is None:
+            made = self._made[key] = super().__getitem__(name)
+        return made
+
+
+# Like `email.policy.default` (headers parsed and checked, lines folded), only faster.
+POLICY = policy.default.clone(header_factory=_HeaderRegistry())
 
 
 class RenderError(Exception):
@@ -104,7 +127,7 @@ def build_message(
 
     Raises `ValueError` for an address or header the email package refuses.
     """
-    message = EmailMessage()
+    message = EmailMessage(policy=POLICY)
     message["From"] = settings.email_from
     message["To"] = to
     message["Subject"] = rendered.subject

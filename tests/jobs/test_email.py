@@ -464,7 +464,7 @@ async def test_starttls_with_authentication(pool, redis, settings, tls_pair) -> 
         url = f"smtp://mailer:{quote('p@ss/word', safe='')}@127.0.0.1:{server.port}?starttls=1"
         addresses = await queue(pool, 3)
         report = await email_jobs.dispatch(
-            pool, redis, settings.replace(smtp_url=url), tls_context=client_tls
+            pool, redis, settings.replace(smtp_url=url), connections=1, tls_context=client_tls
         )
         assert report.sent == 3
         assert_each_once(mailbox, addresses)
