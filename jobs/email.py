@@ -1,10 +1,10 @@
 """Email delivery from the outbox (queue `email`).
 
-- `email.dispatch` claims due outbox rows in batches, renders them, sends each batch over one
-  SMTP connection and marks every row sent, retried later (4xx, connection errors, timeouts:
-  exponential backoff, for up to a day) or failed (5xx for that message, or it cannot be
-  rendered). It keeps claiming until nothing is due; a second delivery of the same message
-  finds nothing due and sends nothing.
+- `email.dispatch` claims due outbox rows in batches, renders them, sends them over a few SMTP
+  connections that it keeps open from batch to batch, and marks every row sent, retried later
+  (4xx, connection errors, timeouts: exponential backoff, for up to a day) or failed (5xx for
+  that message, or it cannot be rendered). It keeps claiming until nothing is due; a second
+  delivery of the same message finds nothing due and sends nothing.
 - `email.sweep` puts back rows whose claim lapsed (their worker died) and kicks a dispatch when
   rows are due that nobody kicked. The clock runs it every minute.
 
