@@ -75,7 +75,7 @@ async def claim(conn: asyncpg.Connection, *, limit: int, lease: timedelta) -> li
         f"""with due as (
                 select id from email_outbox
                  where {_DUE}
-                 order by next_attempt_at, id
+                 order by next_attempt_at
                  limit $1
                    for update skip locked
             )
