@@ -1,14 +1,16 @@
 """Dramatiq jobs. `dramatiq jobs` imports this: the broker first, then every actor module.
 
-Queues:
-- `enforcement`: the require-2FA fan-out (coordinator, batches)
-- `email`: outbox delivery
-- `maintenance`: sweepers, purge and reminders that the clock schedules
+Queues and their actors:
+- `enforcement` (jobs/enforcement.py): `enforcement.coordinate` plans a run into batches,
+  `enforcement.remove_batch` removes one batch, `enforcement.sweep` re-drives stalled runs
+- `email` (jobs/email.py): `email.dispatch` delivers due outbox rows, `email.sweep` re-drives
+  rows a crashed worker left claimed
+- `maintenance` (jobs/maintenance.py): `maintenance.purge_expired`, `maintenance.expiry_reminders`
+
+`require2fa clock` sends the sweepers every minute and the maintenance jobs daily.
 """
 
 from jobs.broker import broker  # noqa: F401  (must come before any actor module)
 
 # isort: split
-from jobs import email  # noqa: F401
-from jobs import enforcement  # noqa: F401
-from jobs import maintenance  # noqa: F401
+from jobs import email, enforcement, maintenance  # noqa: F401
