@@ -26,11 +26,11 @@ import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from email.message import EmailMessage
-from urllib.parse import unquote
 
 import aiosmtplib
 import asyncpg
 import dramatiq
+import redis
 import redis.asyncio as aioredis
 import structlog
 
@@ -193,8 +193,8 @@ class Smtp:
             port=target.port,
             use_tls=target.use_tls,
             start_tls=target.start_tls and not target.use_tls,
-            username=unquote(target.username) if target.username else None,
-            password=unquote(target.password) if target.password else None,
+            username=target.username,
+            password=target.password,
             timeout=SMTP_TIMEOUT,
             tls_context=self.tls_context,
         )
@@ -464,5 +464,11 @@ async def sweep_job() -> None:
 
 
 async def kick() -> None:
-    """Asks for delivery of outbox rows; call it after the transaction that wrote them commits."""
-    await asyncio.to_thread(dispatch_job.send)
+    """Asks for delivery of outbox rows; call it after the transaction that wrote them commits.
+
+    The rows are committed already: if Redis cannot take the message now, `email.sweep` finds
+    them within a minute, so a failure here is logged and not raised into the caller."""
+    try:
+        await asyncio.to_thread(dispatch_job.send)
+    except (redis.RedisError, OSError) as err:
+        log.warning("email.kick_failed", error=str(err))

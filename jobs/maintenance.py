@@ -12,6 +12,7 @@ import redis
 import structlog
 
 from db import maintenance
+from jobs import email as email_jobs
 from jobs.resources import current
 
 log = structlog.get_logger(__name__)
@@ -62,3 +63,5 @@ async def expiry_reminders() -> None:
     async with resources.pool.acquire() as conn:
         result = await maintenance.expiry_reminders(conn, resources.settings)
     log.info("queued expiry reminders", queued=result.queued, members=result.members)
+    if result.queued:
+        await email_jobs.kick()

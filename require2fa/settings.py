@@ -7,7 +7,7 @@ import re
 from collections.abc import Mapping
 from datetime import timedelta
 from typing import Any
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import parse_qs, unquote, urlsplit
 
 DEV_SECRET_KEY = "development-only-secret-key-do-not-use-in-production"  # noqa: S105
 _DURATION = re.compile(r"^\s*(\d+)\s*([smhd]?)\s*$")
@@ -56,8 +56,8 @@ def parse_smtp_url(url: str) -> SmtpTarget:
     return SmtpTarget(
         host=parts.hostname,
         port=port,
-        username=parts.username,
-        password=parts.password,
+        username=unquote(parts.username) if parts.username else None,
+        password=unquote(parts.password) if parts.password else None,
         use_tls=implicit,
         start_tls=query.get("starttls", ["0"])[0] in ("1", "true", "yes"),
     )

@@ -70,5 +70,7 @@ def test_smtp_url_forms() -> None:
     plain = Settings.from_env({**PROD, "SMTP_URL": "smtp://u:p@mail:2525?starttls=1"}).smtp
     assert (plain.host, plain.port, plain.username, plain.password) == ("mail", 2525, "u", "p")
     assert plain.start_tls and not plain.use_tls
+    encoded = Settings.from_env({**PROD, "SMTP_URL": "smtp://me%40corp:p%25ss%3A@mail"}).smtp
+    assert (encoded.username, encoded.password) == ("me@corp", "p%ss:")
     implicit = Settings.from_env({**PROD, "SMTP_URL": "smtps://mail"}).smtp
     assert implicit.use_tls and implicit.port == 465

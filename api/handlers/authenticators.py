@@ -20,6 +20,7 @@ from api.errors import api_error, parse_body, path_id, rate_limited
 from api.handlers.invites import join_from_session
 from api.keys import PG, REDIS, SETTINGS
 from db import authenticators, outbox, users
+from jobs import email as email_jobs
 from require2fa import ratelimit, sms, totp
 from require2fa.ratelimit import Limit
 from require2fa.settings import Settings
@@ -213,6 +214,7 @@ class Enrolled:
 
 async def _enrolled(request: web.Request, auth: Auth, enrolled: Enrolled) -> web.Response:
     """The answer to a confirmed enrollment (TOTP or SMS), once its transaction has committed."""
+    await email_jobs.kick()  # the security notice
     body = serialize_authenticator(enrolled.factor)
     if enrolled.recovery_codes is not None:
         body["recoveryCodes"] = enrolled.recovery_codes
@@ -357,6 +359,7 @@ async def regenerate_recovery_codes(request: web.Request) -> web.Response:
             factor="recovery",
             factor_name="Recovery codes",
         )
+    await email_jobs.kick()
     return web.json_response({"recoveryCodes": codes})
 
 
@@ -391,4 +394,5 @@ async def delete_authenticator(request: web.Request) -> web.Response:
             factor=factor["type"],
             factor_name=factor["name"],
         )
+    await email_jobs.kick()
     return web.Response(status=204)

@@ -21,6 +21,7 @@ from api.keys import PG, REDIS, SETTINGS
 from api.serializers import serialize_member
 from db import audit, maintenance, members, outbox, users
 from db.audit import Actor
+from jobs import email as email_jobs
 from require2fa import ratelimit
 from require2fa.security import new_token, token_hash, token_matches
 
@@ -260,4 +261,5 @@ async def reinvite(request: web.Request, access: OrgAccess, member_id: int) -> w
         )
         updated = await members.get(conn, org["id"], row["id"])
     assert updated is not None
+    await email_jobs.kick()
     return web.json_response(serialize_member(updated))

@@ -17,6 +17,7 @@ from api.pagination import link_header, page_args
 from api.serializers import serialize_member
 from db import audit, members, organizations, outbox
 from db.members import MemberFilter
+from jobs import email as email_jobs
 from require2fa.security import new_token, token_hash
 
 Role = Literal["owner", "manager", "admin", "member", "billing"]
@@ -133,6 +134,7 @@ async def invite_member(request: web.Request) -> web.Response:
         )
         row = await members.get(conn, org["id"], new_id)
     assert row is not None
+    await email_jobs.kick()
     return web.json_response(serialize_member(row), status=201)
 
 
