@@ -35,7 +35,7 @@ NOT_WITH_SSO = "Cannot require two-factor authentication with SSO enabled"
 OWNERS_ONLY = "Only an owner can change two-factor authentication or single sign-on settings."
 
 # `db.outbox.message_id` as SQL, for outbox rows written by one set-based statement
-# (tests/api/test_enforcement.py checks that both give the same id).
+# (tests/jobs/test_enforcement.py checks that both give the same id).
 MESSAGE_ID_SQL = (
     "'<' || left(encode(sha256(convert_to({key}, 'UTF8')), 'hex'), 32) || '@require2fa>'"
 )
