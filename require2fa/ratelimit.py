@@ -43,5 +43,14 @@ async def hit(redis: aioredis.Redis, namespace: str, rule: Limit, key: str) -> V
     return Verdict(False, max(1, -(-int(ttl_ms) // 1000)))
 
 
+async def peek(redis: aioredis.Redis, namespace: str, rule: Limit, key: str) -> Verdict:
+    """Whether `key` is over `rule` now, without counting an attempt."""
+    name = f"{namespace}:rl:{rule.name}:{key}"
+    count, ttl_ms = await redis.get(name), await redis.pttl(name)
+    if count is None or int(count) < rule.limit or ttl_ms <= 0:
+        return Verdict(True, 0)
+    return Verdict(False, max(1, -(-int(ttl_ms) // 1000)))
+
+
 async def reset(redis: aioredis.Redis, namespace: str, rule: Limit, key: str) -> None:
     await redis.delete(f"{namespace}:rl:{rule.name}:{key}")

@@ -79,10 +79,9 @@ async def _failures_retry_after(
     """Seconds until sign-in may be tried again (0: now). Only failures are counted (with
     `ratelimit.hit`), so a blocked caller is recognised by reading the counter it wrote."""
     for rule, key in keys:
-        name = f"{namespace}:rl:{rule.name}:{key}"
-        count, ttl_ms = await redis.get(name), await redis.pttl(name)
-        if count is not None and int(count) >= rule.limit and ttl_ms > 0:
-            return max(1, -(-int(ttl_ms) // 1000))
+        verdict = await ratelimit.peek(redis, namespace, rule, key)
+        if not verdict.allowed:
+            return verdict.retry_after
     return 0
 
 

@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import re
-from collections.abc import AsyncIterator
 
-import pytest
 import redis.asyncio as aioredis
 from structlog.testing import capture_logs
 
@@ -30,16 +28,6 @@ LOGIN = "/api/0/auth/login/"
 SECOND = "/api/0/auth/2fa/"
 ME = "/api/0/users/me/"
 
-
-@pytest.fixture(autouse=True)
-async def _forget_limits(settings, redis_url) -> AsyncIterator[None]:
-    """Counters are keyed by user id and email, which the next test reuses: start each clean."""
-    yield
-    redis = aioredis.Redis.from_url(redis_url)
-    for pattern in ("rl", "sms-code"):
-        async for key in redis.scan_iter(f"{settings.redis_namespace}:{pattern}:*"):
-            await redis.delete(key)
-    await redis.aclose()
 
 
 def _session_cookie(response) -> str:

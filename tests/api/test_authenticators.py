@@ -5,9 +5,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import re
-from collections.abc import AsyncIterator
 
-import pytest
 import redis.asyncio as aioredis
 from cryptography.fernet import Fernet
 from structlog.testing import capture_logs
@@ -24,16 +22,6 @@ SMS = BASE + "sms/enroll/"
 REGENERATE = BASE + "recovery/regenerate/"
 PHONE = "+14155550123"
 
-
-@pytest.fixture(autouse=True)
-async def _forget_limits(settings, redis_url) -> AsyncIterator[None]:
-    """Counters are keyed by user id, which the next test reuses: start each clean."""
-    yield
-    redis = aioredis.Redis.from_url(redis_url)
-    for pattern in ("rl", "sms-code"):
-        async for key in redis.scan_iter(f"{settings.redis_namespace}:{pattern}:*"):
-            await redis.delete(key)
-    await redis.aclose()
 
 
 async def _register(client, email: str = "ada@example.com") -> int:

@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from datetime import timedelta
 from urllib.parse import urlsplit
 
 import dramatiq
 import pyotp
 import pytest
-import redis
 
 from api.handlers.invites import REINVITE_LIMIT
 from db import maintenance
@@ -23,16 +22,6 @@ from tests.factories import (
     sign_in,
     token_for,
 )
-
-
-@pytest.fixture(autouse=True)
-def _fresh_reinvite_limits(redis_url: str, settings) -> Iterator[None]:
-    """Member ids restart in every test; their resend counters must too."""
-    client = redis.Redis.from_url(redis_url)
-    for key in client.scan_iter(f"{settings.redis_namespace}:rl:{REINVITE_LIMIT.name}:*"):
-        client.delete(key)
-    client.close()
-    yield
 
 
 def api_path(accept_url: str) -> str:
