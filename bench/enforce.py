@@ -21,10 +21,8 @@ import asyncio
 import contextlib
 import json
 import os
-import signal
 import socket
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -124,24 +122,22 @@ def children(pid: int) -> list[int]:
 
 
 class Workers:
-    """Two `dramatiq jobs` processes on the enforcement queue (each a parent and one worker)."""
+    """Two `dramatiq jobs` processes on the enforcement queue (each a parent and one worker),
+    with the peak memory of their worker processes."""
 
     def __init__(self, env: dict[str, str], threads: int) -> None:
+        from require2fa.dev import ProcessGroup
+
+        self.log_path = tempfile.mkstemp(prefix=f"{DB}.workers.", suffix=".log")[1]
+        self.group = ProcessGroup(env, log_path=Path(self.log_path))
         command = [sys.executable, "-m", "dramatiq", "jobs", "--processes", "1"]
         command += ["--threads", str(threads), "--queues", "enforcement"]
-        log = tempfile.NamedTemporaryFile(prefix=f"{DB}.workers.", suffix=".log", delete=False)  # noqa: SIM115
-        self.log = log
-        self.log_path = log.name
-        self.processes = [
-            subprocess.Popen(
-                command, env=env, cwd=ROOT, stdout=log, stderr=log, start_new_session=True
-            )
-            for _ in range(2)
-        ]
+        for n in range(2):
+            self.group.start(f"worker-{n}", command)
         self.peak: dict[int, int] = {}
 
     def worker_pids(self) -> list[int]:
-        return [child for p in self.processes for child in children(p.pid)]
+        return [child for p in self.group.processes.values() for child in children(p.pid)]
 
     def sample(self) -> None:
         for pid in self.worker_pids():
@@ -151,18 +147,7 @@ class Workers:
         self.peak = {}
 
     def stop(self) -> None:
-        # SIGTERM to dramatiq's main process only: it forwards it to its worker process, and a
-        # worker that gets it twice (as a whole process group would) does not shut down.
-        for process in self.processes:
-            with contextlib.suppress(ProcessLookupError):
-                process.send_signal(signal.SIGTERM)
-        for process in self.processes:
-            try:
-                process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                os.killpg(process.pid, signal.SIGKILL)
-                process.wait()
-        self.log.close()
+        self.group.stop()
 
 
 async def wait_for_workers(workers: Workers) -> None:

@@ -17,12 +17,12 @@ from datetime import timedelta
 
 import asyncpg
 import dramatiq
-import redis
 import structlog
 
 from db import enforcement, outbox, users
 from jobs import email as email_jobs
 from jobs.resources import current
+from jobs.retry import is_transient
 from require2fa.security import new_token, token_hash
 from require2fa.settings import Settings
 
@@ -34,22 +34,11 @@ SEND_CHUNK = 100  # batch messages sent between two writes of `enqueued_at`
 # A running run that made no progress for this long has its unfinished batches sent again.
 STALE_AFTER = timedelta(seconds=60)
 
-TRANSIENT = (
-    OSError,
-    asyncpg.PostgresConnectionError,
-    asyncpg.InterfaceError,
-    asyncpg.DeadlockDetectedError,
-    asyncpg.SerializationError,
-    asyncpg.LockNotAvailableError,
-    TimeoutError,
-    redis.ConnectionError,
-)
-
 
 def _retry(retries: int, exception: BaseException) -> bool:
     """Lost connections, timeouts and lock conflicts retry for long; anything else a few times
     (the sweeper sends the batch again later if it still is not done)."""
-    if isinstance(exception, TRANSIENT):
+    if is_transient(exception):
         return retries < 20
     return retries < 3
 

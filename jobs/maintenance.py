@@ -6,32 +6,22 @@ second clock or a retry after a crash finds nothing left to do.
 
 from __future__ import annotations
 
-import asyncpg
 import dramatiq
-import redis
 import structlog
 
 from db import maintenance
 from jobs import email as email_jobs
 from jobs.resources import current
+from jobs.retry import is_transient
 
 log = structlog.get_logger(__name__)
 
 QUEUE = "maintenance"
-# Lost connections and timeouts are worth another try; anything else is a bug to look at.
-TRANSIENT = (
-    OSError,
-    asyncpg.PostgresConnectionError,
-    asyncpg.InterfaceError,
-    asyncpg.DeadlockDetectedError,
-    asyncpg.SerializationError,
-    TimeoutError,
-    redis.ConnectionError,
-)
 
 
 def _transient(retries: int, exception: BaseException) -> bool:
-    return retries < 10 and isinstance(exception, TRANSIENT)
+    """Passing failures are worth another try; anything else is a bug to look at."""
+    return retries < 10 and is_transient(exception)
 
 
 @dramatiq.actor(

@@ -14,9 +14,6 @@ import asyncio
 import contextlib
 import os
 import secrets
-import signal
-import socket
-import subprocess
 import sys
 import time
 import uuid
@@ -28,7 +25,8 @@ import aiohttp
 import click
 from tqdm import tqdm
 
-from require2fa.devstack import resolve_services
+from require2fa.dev import ProcessGroup
+from require2fa.devstack import free_port, resolve_services
 from require2fa.settings import Settings
 
 MEMBERS = 10_000
@@ -59,12 +57,6 @@ class Outcome:
     emails_sent: int
     seconds: float
     eml: Path | None
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 async def _prepare(settings: Settings) -> tuple[str, Owner]:
@@ -122,36 +114,6 @@ async def _prepare(settings: Settings) -> tuple[str, Owner]:
         return slug, owner
     finally:
         await conn.close()
-
-
-class WorkerProcesses:
-    """`dramatiq jobs` processes, each in its own process group so that stopping takes all."""
-
-    def __init__(self, env: dict[str, str], log_path: Path) -> None:
-        self.log = log_path.open("ab")
-        command = [sys.executable, "-m", "dramatiq", "jobs", "--processes", "1"]
-        command += ["--threads", str(WORKER_THREADS)]
-        self.processes = [
-            subprocess.Popen(  # noqa: S603
-                command, env=env, stdout=self.log, stderr=self.log, start_new_session=True
-            )
-            for _ in range(WORKERS)
-        ]
-
-    def stop(self) -> None:
-        # SIGTERM to dramatiq's main process only: it forwards it to its worker process, and a
-        # worker that gets it twice (as a whole process group would) does not shut down.
-        for process in self.processes:
-            with contextlib.suppress(ProcessLookupError):
-                process.send_signal(signal.SIGTERM)
-        for process in self.processes:
-            try:
-                process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(process.pid, signal.SIGKILL)
-                process.wait()
-        self.log.close()
 
 
 async def _sign_in(http: aiohttp.ClientSession, base: str, owner: Owner) -> None:
@@ -276,7 +238,7 @@ def run_demo(data_dir: Path) -> Outcome:
     """Everything the demo does; every server and process it started is stopped on return."""
     smtp_given = bool(os.environ.get("SMTP_URL"))
     with resolve_services(data_dir, os.environ) as services:
-        port = _free_port()
+        port = free_port()
         env = {
             **os.environ,
             "ENVIRONMENT": "development",
@@ -290,7 +252,10 @@ def run_demo(data_dir: Path) -> Outcome:
         os.environ.update(env)  # the web app's broker (`jobs.broker`) reads these on import
         settings = Settings.from_env(env)
         slug, owner = asyncio.run(_prepare(settings))
-        workers = WorkerProcesses(env, Path(data_dir) / "demo-workers.log")
+        workers = ProcessGroup(env, log_path=Path(data_dir) / "demo-workers.log")
+        command = [sys.executable, "-m", "dramatiq", "jobs", "--processes", "1"]
+        for n in range(WORKERS):
+            workers.start(f"worker-{n}", [*command, "--threads", str(WORKER_THREADS)])
         try:
             return asyncio.run(
                 _run(settings, slug, owner, None if smtp_given else services.mail_dir)

@@ -26,16 +26,20 @@ log = structlog.get_logger(__name__)
 
 
 class ProcessGroup:
-    """Child processes started together and stopped together (SIGTERM, then SIGKILL)."""
+    """Child processes started together and stopped together (SIGTERM, then SIGKILL).
 
-    def __init__(self, env: Mapping[str, str]) -> None:
+    Used by `dev`, `demo` and the benchmarks."""
+
+    def __init__(self, env: Mapping[str, str], *, log_path: Path | None = None) -> None:
+        """`log_path`: where the children's output goes (default: this process's own)."""
         self.env = dict(env)
+        self.log = log_path.open("ab") if log_path is not None else None
         self.processes: dict[str, subprocess.Popen[bytes]] = {}
 
     def start(self, name: str, command: Sequence[str]) -> None:
         # A session of its own: a Ctrl-C in the terminal reaches us, and we stop the children.
         self.processes[name] = subprocess.Popen(  # noqa: S603
-            list(command), env=self.env, start_new_session=True
+            list(command), env=self.env, stdout=self.log, stderr=self.log, start_new_session=True
         )
         log.info("process started", name=name, pid=self.processes[name].pid)
 
@@ -59,6 +63,8 @@ class ProcessGroup:
                 with contextlib.suppress(ProcessLookupError):
                     os.killpg(process.pid, signal.SIGKILL)
                 process.wait()
+        if self.log is not None:
+            self.log.close()
 
 
 def run_dev(data_dir: Path, *, port: int, worker_processes: int, worker_threads: int) -> int:

@@ -12,12 +12,13 @@ import asyncio
 import os
 import socket
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from email import message_from_bytes, policy
 from email.message import EmailMessage
 from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
+import dramatiq
 import pytest
 import redis as sync_redis
 from aiohttp.test_utils import TestClient
@@ -131,6 +132,36 @@ def _forget_redis_state(request: pytest.FixtureRequest) -> Iterator[None]:
         for key in client.scan_iter(f"{NAMESPACE}:{pattern}:*"):
             client.delete(key)
     client.close()
+
+
+# --- Dramatiq ------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def broker(redis_url: str, pool: asyncpg.Pool) -> Iterator[dramatiq.Broker]:
+    """This run's Redis broker (its own namespace), every queue empty before and after."""
+    from jobs.broker import broker
+
+    broker.flush_all()
+    yield broker
+    broker.flush_all()
+
+
+@pytest.fixture
+async def start_worker(broker: dramatiq.Broker) -> AsyncIterator[Callable[..., dramatiq.Worker]]:
+    """`start_worker("enforcement", threads=4)`: real worker threads on those queues, consuming
+    from Redis in this process; every one started is stopped at the end of the test."""
+    started: list[dramatiq.Worker] = []
+
+    def start(*queues: str, threads: int = 2) -> dramatiq.Worker:
+        worker = dramatiq.Worker(broker, worker_threads=threads, queues=set(queues))
+        worker.start()
+        started.append(worker)
+        return worker
+
+    yield start
+    for worker in started:
+        await asyncio.to_thread(worker.stop)
 
 
 # --- SMTP ---------------------------------------------------------------------------------

@@ -99,11 +99,8 @@ async def test_leadership_passes_on_when_the_leader_goes(clocks, pool) -> None:
 
 
 @pytest.fixture
-def worker(pool, redis_url, maintenance_queue) -> Iterator[dramatiq.Worker]:
-    worker = dramatiq.Worker(maintenance_queue, worker_threads=2, queues={"maintenance"})
-    worker.start()
-    yield worker
-    worker.stop()
+def worker(start_worker) -> dramatiq.Worker:
+    return start_worker("maintenance")
 
 
 @pytest.mark.e2e

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 
 import asyncpg
 import dramatiq
@@ -19,23 +18,9 @@ SSO = "Cannot require two-factor authentication with SSO enabled"
 
 
 @pytest.fixture
-def broker(redis_url: str) -> AsyncIterator[dramatiq.Broker]:
-    from jobs.broker import broker
-
-    for queue in ("enforcement", "email"):
-        broker.flush(queue)
-    yield broker
-    for queue in ("enforcement", "email"):
-        broker.flush(queue)
-
-
-@pytest.fixture
-async def worker(broker, pool) -> AsyncIterator[dramatiq.Worker]:
+def worker(start_worker) -> dramatiq.Worker:
     """Real Dramatiq worker threads on the `enforcement` queue."""
-    worker = dramatiq.Worker(broker, worker_threads=4, queues={"enforcement"})
-    worker.start()
-    yield worker
-    await asyncio.to_thread(worker.stop)
+    return start_worker("enforcement", threads=4)
 
 
 async def org_with_owner(pool, *, owner_2fa: bool = True) -> tuple[asyncpg.Record, dict]:

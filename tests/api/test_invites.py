@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 from datetime import timedelta
 from urllib.parse import urlsplit
 
@@ -149,16 +148,9 @@ async def test_the_journey_back_in(client, pool, settings) -> None:
 
 
 @pytest.fixture
-async def enforcement_worker(pool, redis_url) -> AsyncIterator[dramatiq.Worker]:
+def enforcement_worker(start_worker) -> dramatiq.Worker:
     """Real Dramatiq worker threads on the `enforcement` queue."""
-    from jobs.broker import broker
-
-    broker.flush("enforcement")
-    worker = dramatiq.Worker(broker, worker_threads=2, queues={"enforcement"})
-    worker.start()
-    yield worker
-    await asyncio.to_thread(worker.stop)
-    broker.flush("enforcement")
+    return start_worker("enforcement")
 
 
 @pytest.mark.e2e

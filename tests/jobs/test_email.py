@@ -513,16 +513,9 @@ async def test_implicit_tls(pool, redis, settings, tls_pair) -> None:
 
 
 @pytest.fixture
-def worker(pool, redis_url, smtp_server) -> Iterator[dramatiq.Worker]:
+def worker(start_worker, redis_url, smtp_server) -> Iterator[dramatiq.Worker]:
     """Two worker threads consuming the `email` queue (they send to the `smtp_server`)."""
-    from jobs.broker import broker
-
-    broker.flush("email")
-    worker = dramatiq.Worker(broker, worker_threads=2, queues={"email"})
-    worker.start()
-    yield worker
-    worker.stop()
-    broker.flush("email")
+    yield start_worker("email")
     client = sync_redis.Redis.from_url(redis_url)
     for key in client.scan_iter(f"{NAMESPACE}:email:*"):
         client.delete(key)

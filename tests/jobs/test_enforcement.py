@@ -13,7 +13,6 @@ import os
 import signal
 import subprocess
 import sys
-from collections.abc import AsyncIterator, Callable
 from datetime import timedelta
 
 import asyncpg
@@ -31,33 +30,6 @@ SEEDED = 2_500  # three batches of 1,000
 
 
 # --- fixtures and helpers ----------------------------------------------------------------------
-
-
-@pytest.fixture
-def broker(redis_url: str) -> AsyncIterator[dramatiq.Broker]:
-    from jobs.broker import broker
-
-    for queue in ("enforcement", "email"):
-        broker.flush(queue)
-    yield broker
-    for queue in ("enforcement", "email"):
-        broker.flush(queue)
-
-
-@pytest.fixture
-async def start_worker(broker, pool) -> AsyncIterator[Callable[[], dramatiq.Worker]]:
-    """Starts real Dramatiq worker threads on the `enforcement` queue; stopped at the end."""
-    started: list[dramatiq.Worker] = []
-
-    def start() -> dramatiq.Worker:
-        worker = dramatiq.Worker(broker, worker_threads=4, queues={"enforcement"})
-        worker.start()
-        started.append(worker)
-        return worker
-
-    yield start
-    for worker in started:
-        await asyncio.to_thread(worker.stop)
 
 
 async def drain(broker: dramatiq.Broker) -> None:
@@ -152,7 +124,7 @@ async def test_run_removes_exactly_the_members_without_2fa(
     org_id, owner = await seeded_org(pool, settings)
     expected = await noncompliant(pool, org_id, owner["id"])
     run_id = await start_run(pool, org_id, owner)
-    start_worker()
+    start_worker("enforcement", threads=4)
     coordinate.send(run_id)
     await drain(broker)
 
@@ -299,7 +271,7 @@ async def test_a_batch_delivered_twice_changes_nothing(
     # And again, later, through the broker, with every other batch's message sent twice too.
     for batch_no in (0, 0, 1, 1, 2, 2):
         remove_batch.send(run_id, batch_no)
-    start_worker()
+    start_worker("enforcement", threads=4)
     await drain(broker)
 
     run = await run_row(pool, run_id)
@@ -367,7 +339,7 @@ async def test_worker_dying_mid_run_ends_with_exact_counts(
 
     coordinators, batches = await sweep_now(pool, stale_after=timedelta(0))
     assert (coordinators, batches) == (0, 2)
-    start_worker()
+    start_worker("enforcement", threads=4)
     await drain(broker)
 
     run = await run_row(pool, run_id)
@@ -387,7 +359,7 @@ async def test_sweeper_coordinates_a_run_whose_message_was_lost(
     run_id = await start_run(pool, org_id, owner)  # its coordinator message never sent
     assert await sweep_now(pool, stale_after=timedelta(hours=1)) == (0, 0)
     assert await sweep_now(pool, stale_after=timedelta(0)) == (1, 0)
-    start_worker()
+    start_worker("enforcement", threads=4)
     await drain(broker)
     run = await run_row(pool, run_id)
     assert run["status"] == "completed" and run["removed"] == expected
@@ -599,7 +571,7 @@ async def test_enforce_and_status_commands(pool, settings, database, broker, sta
         await asyncio.to_thread(run, "enforce", "--org", "acme", "--actor", stranger["email"])
     ).exit_code != 0
 
-    start_worker()
+    start_worker("enforcement", threads=4)
     done = await asyncio.to_thread(run, "enforce", "--org", "acme", "--actor", "owner@example.com")
     assert done.exit_code == 0, done.output
     assert "completed: 2 removed, 4 skipped of 6" in done.output

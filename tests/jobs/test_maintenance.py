@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import os
 import sys
-from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -228,16 +227,9 @@ async def test_expiry_reminder_without_a_link_on_record_mints_one(client, pool, 
 
 
 @pytest.fixture
-def worker(pool, redis_url) -> Iterator[dramatiq.Worker]:
+def worker(start_worker) -> dramatiq.Worker:
     """Two worker threads consuming the `maintenance` queue."""
-    from jobs.broker import broker
-
-    broker.flush("maintenance")
-    worker = dramatiq.Worker(broker, worker_threads=2, queues={"maintenance"})
-    worker.start()
-    yield worker
-    worker.stop()
-    broker.flush("maintenance")
+    return start_worker("maintenance")
 
 
 @pytest.mark.e2e
