@@ -250,10 +250,20 @@ def demo(data_dir: Path | None) -> None:
 
 @main.command()
 @click.option("--port", type=click.IntRange(1, 65535), default=None, help="Default: $PORT or 8000.")
-@click.option("--processes", type=click.IntRange(1, 16), default=1, show_default=True,
-              help="Worker processes.")
-@click.option("--threads", type=click.IntRange(1, 64), default=4, show_default=True,
-              help="Threads per worker process.")
+@click.option(
+    "--processes",
+    type=click.IntRange(1, 16),
+    default=1,
+    show_default=True,
+    help="Worker processes.",
+)
+@click.option(
+    "--threads",
+    type=click.IntRange(1, 64),
+    default=4,
+    show_default=True,
+    help="Threads per worker process.",
+)
 def dev(port: int | None, processes: int, threads: int) -> None:
     """Run web + worker + clock + a local SMTP sink on the embedded default, in the foreground."""
     from require2fa.dev import run_dev

@@ -29,7 +29,6 @@ SECOND = "/api/0/auth/2fa/"
 ME = "/api/0/users/me/"
 
 
-
 def _session_cookie(response) -> str:
     morsel = response.cookies.get(SESSION_COOKIE)
     assert morsel is not None, "no session cookie set"

@@ -23,7 +23,6 @@ REGENERATE = BASE + "recovery/regenerate/"
 PHONE = "+14155550123"
 
 
-
 async def _register(client, email: str = "ada@example.com") -> int:
     response = await client.post(
         "/api/0/auth/register/", json={"email": email, "password": PASSWORD, "name": "Ada"}
