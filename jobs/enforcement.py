@@ -173,6 +173,49 @@ async def remove_batch(run_id: int, batch_no: int) -> None:
         await email_jobs.kick()
 
 
+# --- Reminders before turning it on -------------------------------------------------------------
+
+
+async def queue_reminders_now(
+    pool: asyncpg.Pool, settings: Settings, organization_id: int, day: str, except_user_id: int
+) -> int:
+    """Queues the `reminder_2fa` emails of `day` for the organization; returns how many were
+    new (the dedupe key names the day, so a second delivery queues none)."""
+    async with pool.acquire() as conn, conn.transaction():
+        org = await conn.fetchrow("select * from organizations where id = $1", organization_id)
+        if org is None:
+            return 0
+        return await enforcement.queue_reminders(
+            conn,
+            organization_id=organization_id,
+            org_name=org["name"],
+            org_slug=org["slug"],
+            security_url=f"{settings.base_url}/account/security/",
+            day=day,
+            except_user_id=except_user_id,
+        )
+
+
+@dramatiq.actor(
+    actor_name="enforcement.queue_reminders",
+    queue_name=QUEUE,
+    retry_when=_retry,
+    min_backoff=1_000,
+    max_backoff=60_000,
+    time_limit=30 * 60 * 1000,
+)
+async def queue_reminders(organization_id: int, day: str, except_user_id: int) -> None:
+    """Queues the day's "will require 2FA" emails (outbox) for members without 2FA; wakes the
+    email dispatcher."""
+    resources = current()
+    queued = await queue_reminders_now(
+        resources.pool, resources.settings, organization_id, day, except_user_id
+    )
+    log.info("enforcement.reminders_queued", organization_id=organization_id, queued=queued)
+    if queued:
+        await email_jobs.kick()
+
+
 # --- Sweeper -----------------------------------------------------------------------------------
 
 
