@@ -5,26 +5,37 @@ Created on Dramatiq's event-loop thread when the worker boots, closed when it sh
 
 from __future__ import annotations
 
+import os
+
 import asyncpg
 import dramatiq
 import redis.asyncio as aioredis
+import structlog
 from dramatiq.asyncio import get_event_loop_thread
 
 from db.pool import create_pool
-from require2fa.settings import Settings
+from require2fa.settings import Settings, SettingsError
+
+log = structlog.get_logger(__name__)
 
 
 class Resources(dramatiq.Middleware):
     current: Resources | None = None
 
-    def __init__(self, settings: Settings) -> None:
-        self.settings = settings
+    def __init__(self) -> None:
+        self._settings: Settings | None = None
         self._pool: asyncpg.Pool | None = None
         self._redis: aioredis.Redis | None = None
 
     def before_worker_boot(self, broker: dramatiq.Broker, worker: dramatiq.Worker) -> None:
+        try:
+            self._settings = Settings.from_env(os.environ)
+        except SettingsError as err:
+            log.error("invalid setting", error=str(err))
+            raise
         if not self.settings.database_url:
-            raise RuntimeError("DATABASE_URL is not set; the workers need PostgreSQL")
+            log.error("invalid setting", error="DATABASE_URL: not set; the workers need it")
+            raise SettingsError("DATABASE_URL", "not set; the workers need it")
         loop_thread = get_event_loop_thread()
         assert loop_thread is not None, "the AsyncIO middleware must come first"
         self._pool = loop_thread.run_coroutine(create_pool(self.settings.database_url, max_size=10))
@@ -38,6 +49,11 @@ class Resources(dramatiq.Middleware):
             loop_thread.run_coroutine(self._redis.aclose())  # type: ignore[union-attr]
         self._pool = self._redis = None
         Resources.current = None
+
+    @property
+    def settings(self) -> Settings:
+        assert self._settings is not None, "worker not booted"
+        return self._settings
 
     @property
     def pool(self) -> asyncpg.Pool:
