@@ -6,17 +6,27 @@ Created on Dramatiq's event-loop thread when the worker boots, closed when it sh
 from __future__ import annotations
 
 import os
+import sys
 
 import asyncpg
 import dramatiq
 import redis.asyncio as aioredis
-import structlog
 from dramatiq.asyncio import get_event_loop_thread
+from dramatiq.middleware import MiddlewareError
 
 from db.pool import create_pool
 from require2fa.settings import Settings, SettingsError
 
-log = structlog.get_logger(__name__)
+
+def _stop_event_loop() -> None:
+    loop_thread = get_event_loop_thread()
+    if loop_thread is not None:
+        loop_thread.stop()
+        loop_thread.join()
+
+
+class InvalidSettings(MiddlewareError):
+    """A setting is missing or malformed: the worker cannot start."""
 
 
 class Resources(dramatiq.Middleware):
@@ -28,14 +38,16 @@ class Resources(dramatiq.Middleware):
         self._redis: aioredis.Redis | None = None
 
     def before_worker_boot(self, broker: dramatiq.Broker, worker: dramatiq.Worker) -> None:
+        # Dramatiq logs and ignores exceptions from this hook but for a MiddlewareError, which
+        # ends the worker process (and with it `dramatiq jobs`).
         try:
             self._settings = Settings.from_env(os.environ)
+            if not self._settings.database_url:
+                raise SettingsError("DATABASE_URL", "not set; the workers need it")
         except SettingsError as err:
-            log.error("invalid setting", error=str(err))
-            raise
-        if not self.settings.database_url:
-            log.error("invalid setting", error="DATABASE_URL: not set; the workers need it")
-            raise SettingsError("DATABASE_URL", "not set; the workers need it")
+            sys.stderr.write(f"error: {err}\n")
+            _stop_event_loop()  # its thread would keep the failed process alive
+            raise InvalidSettings(str(err)) from None
         loop_thread = get_event_loop_thread()
         assert loop_thread is not None, "the AsyncIO middleware must come first"
         self._pool = loop_thread.run_coroutine(create_pool(self.settings.database_url, max_size=10))
