@@ -1,6 +1,6 @@
 """Benchmark: outbox delivery against a bare aiosmtplib loop, to the same local SMTP server.
 
-    .venv/bin/python bench/email.py [--count 10000] [--email-rate 1000000] [--connections 4]
+    .venv/bin/python bench/email_delivery.py [--count 10000] [--email-rate N] [--connections 4]
 
 Writes `--count` outbox rows (the 2FA removal email) into a fresh database, then, against one
 aiosmtpd server running in its own process:
