@@ -31,6 +31,7 @@ demo: venv
 lint: venv
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/mypy api db jobs require2fa
 
 # Each benchmark prints JSON on stdout; the name of each goes to stderr.
 bench: venv

@@ -77,6 +77,11 @@ def _send_batch(run_id: int, batch_no: int) -> None:
     remove_batch.send(run_id, batch_no)
 
 
+def _send_pairs(send: Callable[[int, int], object], pairs: list[tuple[int, int]]) -> None:
+    for run_id, batch_no in pairs:
+        send(run_id, batch_no)
+
+
 def _send_all(send: Callable[[int, int], object], run_id: int, batch_nos: list[int]) -> None:
     for batch_no in batch_nos:
         send(run_id, batch_no)
@@ -232,11 +237,11 @@ async def sweep_now(
     send_batch = send_batch or _send_batch
     async with pool.acquire() as conn, conn.transaction():
         runs, batches = await enforcement.stalled(conn, stale_after=stale_after)
-    if runs:
-        await asyncio.to_thread(lambda: [send_coordinate(run_id) for run_id in runs])
+    for run_id in runs:
+        await asyncio.to_thread(send_coordinate, run_id)
     for start in range(0, len(batches), SEND_CHUNK):
         chunk = batches[start : start + SEND_CHUNK]
-        await asyncio.to_thread(lambda chunk=chunk: [send_batch(*pair) for pair in chunk])
+        await asyncio.to_thread(_send_pairs, send_batch, chunk)
     if runs or batches:
         log.warning("enforcement.swept", coordinators=len(runs), batches=len(batches))
     return len(runs), len(batches)

@@ -42,7 +42,8 @@ class Resources(dramatiq.Middleware):
         # ends the worker process (and with it `dramatiq jobs`).
         try:
             self._settings = Settings.from_env(os.environ)
-            if not self._settings.database_url:
+            database_url = self._settings.database_url
+            if not database_url:
                 raise SettingsError("DATABASE_URL", "not set; the workers need it")
         except SettingsError as err:
             sys.stderr.write(f"error: {err}\n")
@@ -50,7 +51,7 @@ class Resources(dramatiq.Middleware):
             raise InvalidSettings(str(err)) from None
         loop_thread = get_event_loop_thread()
         assert loop_thread is not None, "the AsyncIO middleware must come first"
-        self._pool = loop_thread.run_coroutine(create_pool(self.settings.database_url, max_size=10))
+        self._pool = loop_thread.run_coroutine(create_pool(database_url, max_size=10))
         self._redis = aioredis.Redis.from_url(self.settings.redis_url or "redis://127.0.0.1:6379/0")
         Resources.current = self
 

@@ -69,12 +69,13 @@ async def seed(
         if org is None:
             raise ValueError(f"organization {slug!r} exists already")
         org_id = org["id"]
-        team_ids = [
-            (await organizations.create_team(conn, organization_id=org_id, slug=t, name=t.title()))[
-                "id"
-            ]
-            for t in TEAMS
-        ]
+        team_ids = []
+        for team in TEAMS:
+            row = await organizations.create_team(
+                conn, organization_id=org_id, slug=team, name=team.title()
+            )
+            assert row is not None  # the organization is new
+            team_ids.append(row["id"])
         owner_email = (owner_email or f"owner@{slug}.example").lower()
         owner = await users.by_email(conn, owner_email) or await users.create(
             conn, email=owner_email, name="Owner", password_hash=None

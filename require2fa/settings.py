@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import timedelta
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
@@ -152,7 +152,7 @@ class Settings:
                 values[field] = environ[var]
         if environ.get("BASE_URL"):
             values["base_url"] = environ["BASE_URL"].rstrip("/")
-        converters = {
+        converters: dict[str, tuple[str, Callable[[str], Any]]] = {
             "PORT": ("port", int),
             "EMAIL_RATE": ("email_rate", float),
             "REINSTATEMENT_WINDOW": ("reinstatement_window", parse_duration),

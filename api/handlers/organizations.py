@@ -97,7 +97,7 @@ async def update_organization(request: web.Request) -> web.Response:
             )
         except enforcement.Refused as refused:
             raise api_error(refused.status, refused.detail) from None
-    if change.started:
+    if change.started and change.run is not None:
         await send_coordinator(change.run["id"])
     extra = {"enforcement": serialize_run(change.run, brief=True)} if change.run else {}
     return web.json_response(serialize_org(change.org, role=access.role, **extra))
