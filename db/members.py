@@ -151,10 +151,13 @@ async def delete(conn: asyncpg.Connection, member_id: int) -> None:
     await conn.execute("delete from members where id = $1", member_id)
 
 
-async def count_owners(conn: asyncpg.Connection, organization_id: int) -> int:
+async def lock_owners(conn: asyncpg.Connection, organization_id: int) -> int:
+    """Locks the active owners and counts them: two owners demoting each other at once are
+    serialized, and the second sees that only one is left."""
     return await conn.fetchval(
-        """select count(*) from members
-           where organization_id = $1 and role = 'owner' and user_id is not null""",
+        """select count(*) from (select 1 from members
+           where organization_id = $1 and role = 'owner' and user_id is not null
+           for update) as owners""",
         organization_id,
     )
 

@@ -74,6 +74,14 @@ def check_grant(access: OrgAccess, role: str) -> None:
         raise api_error(403, "Only an owner can grant the owner role.")
 
 
+async def keep_an_owner(conn: asyncpg.Connection, leaving: asyncpg.Record) -> None:
+    """409 when `leaving` (about to lose the owner role or go) is the organization's last owner."""
+    if leaving["role"] != "owner" or leaving["user_id"] is None:
+        return
+    if await members.lock_owners(conn, leaving["organization_id"]) <= 1:
+        raise api_error(409, "An organization needs at least one owner.")
+
+
 async def list_members(request: web.Request) -> web.Response:
     access = await org_access(request)
     where = parse_query(request.query.get("query", ""))
@@ -167,9 +175,8 @@ async def update_member(request: web.Request) -> web.Response:
                 raise api_error(403, "Only an owner can change an owner.")
         if body.role is not None:
             check_grant(access, body.role)
-            demotes_owner = row["role"] == "owner" and body.role != "owner" and row["user_id"]
-            if demotes_owner and await members.count_owners(conn, org_id) <= 1:
-                raise api_error(409, "An organization needs at least one owner.")
+            if body.role != "owner":
+                await keep_an_owner(conn, row)
         await members.update(conn, row["id"], role=body.role, settings=body.settings)
         if body.teams is not None:
             await members.set_teams(conn, row["id"], await resolve_teams(conn, org_id, body.teams))
@@ -200,9 +207,7 @@ async def delete_member(request: web.Request) -> web.Response:
             access.require_role(*MANAGERS)
             if row["role"] == "owner" and access.role != "owner":
                 raise api_error(403, "Only an owner can remove an owner.")
-        removes_owner = row["role"] == "owner" and row["user_id"] is not None
-        if removes_owner and await members.count_owners(conn, org_id) <= 1:
-            raise api_error(409, "An organization needs at least one owner.")
+        await keep_an_owner(conn, row)
         await members.delete(conn, row["id"])
         await audit.record(
             conn,

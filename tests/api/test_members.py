@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import re
 
 from tests.factories import add_member, create_org, create_user, token_for
@@ -154,3 +155,21 @@ async def test_remove_member(client, pool) -> None:
     async with pool.acquire() as conn:
         event = await conn.fetchval("select event from audit_log")
     assert event == "member.remove"
+
+
+async def test_two_owners_demoting_each_other_at_once_leave_one(client, pool) -> None:
+    first, org, first_headers = await _org_with_owner(pool)
+    second = await create_user(pool, "second@example.com", has2fa=True)
+    second_id = await add_member(pool, org["id"], second, role="owner")
+    second_headers = await token_for(pool, second["id"])
+    async with pool.acquire() as conn:
+        first_id = await conn.fetchval("select id from members where user_id = $1", first["id"])
+    url = "/api/0/organizations/acme/members/{}/"
+    answers = await asyncio.gather(
+        client.put(url.format(second_id), json={"role": "member"}, headers=first_headers),
+        client.put(url.format(first_id), json={"role": "member"}, headers=second_headers),
+    )
+    assert sorted(a.status for a in answers) in ([200, 409], [200, 403])
+    async with pool.acquire() as conn:
+        owners = await conn.fetchval("select count(*) from members where role = 'owner'")
+    assert owners == 1
