@@ -320,6 +320,9 @@ async def main() -> None:
     parser.add_argument("--threads", type=int, default=4, help="worker threads per process")
     args = parser.parse_args()
     sizes = [int(s) for s in args.sizes.split(",")]
+    from require2fa import logs
+
+    logs.configure("text")  # logs on stderr; stdout carries only the JSON
 
     env = {
         **os.environ,
