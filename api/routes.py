@@ -18,6 +18,7 @@ from api.handlers import (
     members,
     organizations,
 )
+from api.pages import views as pages
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -124,10 +125,24 @@ ROUTES: list[Route] = [
     Route("GET", "/metrics", enforcement.metrics, tag="operations"),
 ]
 
+# Pages for people (HTML, not in the OpenAPI document).
+PAGES: list[Route] = [
+    Route("GET", "/accept/{member_id}/{token}/", pages.accept_page, tag="pages"),
+    Route("POST", "/accept/{member_id}/{token}/", pages.accept_page, tag="pages"),
+    Route("GET", "/auth/login/", pages.login_page, tag="pages"),
+    Route("POST", "/auth/login/", pages.login_page, tag="pages"),
+    Route("GET", "/auth/register/", pages.register_page, tag="pages"),
+    Route("POST", "/auth/register/", pages.register_page, tag="pages"),
+    Route("POST", "/auth/logout/", pages.logout_page, tag="pages"),
+    Route("GET", "/account/security/", pages.security_page, tag="pages"),
+    Route("POST", "/account/security/totp/", pages.enroll_totp_page, tag="pages"),
+    Route("GET", "/organizations/{org}/", pages.organization_page, tag="pages"),
+]
+
 
 def add_routes(app: web.Application) -> None:
     from api.openapi import openapi_json
 
-    for route in ROUTES:
+    for route in ROUTES + PAGES:
         app.router.add_route(route.method, route.path, route.handler)
     app.router.add_get(f"{API}/openapi.json", openapi_json)

@@ -57,6 +57,12 @@ def serialize_user(user: Any) -> dict[str, Any]:
 async def register(request: web.Request) -> web.Response:
     """Creates a user and signs them in."""
     body = await parse_body(request, RegisterIn)
+    user = await create_account(request, body)
+    return web.json_response(serialize_user(user), status=201)
+
+
+async def create_account(request: web.Request, body: RegisterIn) -> Any:
+    """Writes the user and signs them in; 409 when the email is taken."""
     async with request.app[PG].acquire() as conn:
         user = await users.create(
             conn, email=str(body.email), name=body.name, password_hash=hash_password(body.password)
@@ -66,7 +72,7 @@ async def register(request: web.Request) -> web.Response:
         user = await users.by_id(conn, user["id"])
         assert user is not None
     await sign_in(request, user["id"], half=False)
-    return web.json_response(serialize_user(user), status=201)
+    return user
 
 
 def _login_keys(request: web.Request, email: str) -> list[tuple[Limit, str]]:
@@ -90,6 +96,21 @@ async def login(request: web.Request) -> web.Response:
     a backup phone is their only factor, it is sent a code). Failures count against the account
     and the client address (429 once over)."""
     body = await parse_body(request, LoginIn)
+    user = await check_password(request, body)
+    if user["has2fa"]:
+        await sign_in(request, user["id"], half=True)
+        interfaces = await _interfaces(request, user["id"])
+        extra: dict[str, Any] = {"2faRequired": True, "interfaces": interfaces}
+        if "sms" in interfaces and "totp" not in interfaces:
+            extra["smsSent"] = await _try_send_login_code(request, user["id"])
+        raise api_error(401, "Enter a code from your second factor.", **extra)
+    await sign_in(request, user["id"], half=False)
+    return web.json_response(serialize_user(user))
+
+
+async def check_password(request: web.Request, body: LoginIn) -> Any:
+    """The user whose password `body` holds (with `has2fa`); a failure counts against the
+    account and the client address: 401, or 429 once over. Signs nobody in."""
     settings = request.app[SETTINGS]
     redis = request.app[REDIS]
     keys = _login_keys(request, body.email)
@@ -106,15 +127,7 @@ async def login(request: web.Request) -> web.Response:
         user = await users.by_id(conn, user["id"])
         assert user is not None
     await ratelimit.reset(redis, settings.redis_namespace, *keys[0])
-    if user["has2fa"]:
-        await sign_in(request, user["id"], half=True)
-        interfaces = await _interfaces(request, user["id"])
-        extra: dict[str, Any] = {"2faRequired": True, "interfaces": interfaces}
-        if "sms" in interfaces and "totp" not in interfaces:
-            extra["smsSent"] = await _try_send_login_code(request, user["id"])
-        raise api_error(401, "Enter a code from your second factor.", **extra)
-    await sign_in(request, user["id"], half=False)
-    return web.json_response(serialize_user(user))
+    return user
 
 
 async def _try_send_login_code(request: web.Request, user_id: int) -> bool:

@@ -214,15 +214,21 @@ class Enrolled:
 
 async def _enrolled(request: web.Request, auth: Auth, enrolled: Enrolled) -> web.Response:
     """The answer to a confirmed enrollment (TOTP or SMS), once its transaction has committed."""
-    await email_jobs.kick()  # the security notice
     body = serialize_authenticator(enrolled.factor)
     if enrolled.recovery_codes is not None:
         body["recoveryCodes"] = enrolled.recovery_codes
-    # Arrived through an invite link (remembered in the session): join now that 2FA is set up.
-    joined = await join_from_session(request, request.app[PG], auth.user_id)
+    joined = await after_enrollment(request, auth)
     if joined is not None:
         body["joined"] = joined
     return web.json_response(body, status=201)
+
+
+async def after_enrollment(request: web.Request, auth: Auth) -> dict[str, Any] | None:
+    """Once an enrollment has committed: sends its security notice and, for a person who
+    arrived through an invite link (remembered in the session), joins them now that 2FA is
+    set up. The join (`join_from_session`'s answer), or None."""
+    await email_jobs.kick()  # the security notice
+    return await join_from_session(request, request.app[PG], auth.user_id)
 
 
 async def _confirm_factor(
@@ -257,7 +263,6 @@ async def enroll_totp(request: web.Request) -> web.Response:
     confirms it, writing the factor, recovery codes on the first factor and a security notice."""
     auth = await require_user(request)
     body = await parse_body(request, TotpEnrollIn)
-    settings = request.app[SETTINGS]
     pool = request.app[PG]
     if body.otp is None:
         async with pool.acquire() as conn:
@@ -268,7 +273,19 @@ async def enroll_totp(request: web.Request) -> web.Response:
             {"secret": fresh, "otpauthUrl": url, "qrcode": totp.qrcode_svg(url)}
         )
 
-    secret = totp.normalize_secret(body.secret or "")
+    enrolled = await confirm_totp(request, auth, body.secret or "", body.otp, body.name)
+    return await _enrolled(request, auth, enrolled)
+
+
+async def confirm_totp(
+    request: web.Request, auth: Auth, secret_text: str, otp: str, name: str
+) -> Enrolled:
+    """Confirms an authenticator app from its secret and a code (rate limited): writes the
+    factor, recovery codes on the first factor and a security notice. 400/409/429 as JSON
+    `HTTPException`s. The caller then calls `after_enrollment`."""
+    settings = request.app[SETTINGS]
+    pool = request.app[PG]
+    secret = totp.normalize_secret(secret_text)
     if secret is None:
         raise api_error(
             400,
@@ -277,7 +294,7 @@ async def enroll_totp(request: web.Request) -> web.Response:
         )
     redis = request.app[REDIS]
     await count_attempt(redis, settings, auth.user_id)
-    step = totp.matching_step(secret, body.otp)
+    step = totp.matching_step(secret, otp)
     if step is None:
         raise api_error(400, INVALID_CODE, errors={"otp": [INVALID_CODE]})
     async with pool.acquire() as conn, conn.transaction():
@@ -287,13 +304,13 @@ async def enroll_totp(request: web.Request) -> web.Response:
         factor = await authenticators.insert_totp(
             conn,
             user_id=auth.user_id,
-            name=body.name,
+            name=name,
             secret_encrypted=totp.encrypt_secret(settings.secret_key, secret),
             step=step,
         )
         enrolled = await _confirm_factor(conn, settings, auth, factor)
     await attempt_succeeded(redis, settings, auth.user_id)
-    return await _enrolled(request, auth, enrolled)
+    return enrolled
 
 
 async def enroll_sms(request: web.Request) -> web.Response:

@@ -101,6 +101,12 @@ def _forget(session: Session, member_id: int | None = None) -> None:
 async def get_invite(request: web.Request) -> web.Response:
     """What accepting this link still needs (signing in, setting up 2FA); remembers the link in
     the session for the join after enrolling."""
+    return web.json_response(await look(request))
+
+
+async def look(request: web.Request) -> dict[str, Any]:
+    """The link in the path (`member_id`, `token`) as `get_invite` describes it; a browser's
+    session remembers it. 400 for a bad link, 410 once expired (JSON errors)."""
     auth = await authenticate(request)
     member_id = _link_member_id(request)
     token = request.match_info["token"]
@@ -116,23 +122,27 @@ async def get_invite(request: web.Request) -> web.Response:
         session = await get_session(request)
         session[SESSION_KEY] = {"memberId": row["id"], "token": token}
     signed_in = auth is not None and not auth.half_signed_in
-    return web.json_response(
-        {
-            "orgSlug": row["org_slug"],
-            "orgName": row["org_name"],
-            "email": row["email"],
-            "role": row["role"],
-            "needsAuthentication": not signed_in,
-            "needs2fa": bool(row["require_2fa"]) and not has2fa,
-            "existingMember": existing,
-            "pendingReason": row["pending_reason"],
-            "reinstateBy": row["reinstate_by"].isoformat() if row["reinstate_by"] else None,
-        }
-    )
+    return {
+        "orgSlug": row["org_slug"],
+        "orgName": row["org_name"],
+        "email": row["email"],
+        "role": row["role"],
+        "needsAuthentication": not signed_in,
+        "needs2fa": bool(row["require_2fa"]) and not has2fa,
+        "existingMember": existing,
+        "pendingReason": row["pending_reason"],
+        "reinstateBy": row["reinstate_by"].isoformat() if row["reinstate_by"] else None,
+    }
 
 
 async def accept_invite(request: web.Request) -> web.Response:
     """Joins the signed-in user to the member row (role, teams, settings kept); `member.accept`."""
+    return web.json_response(await accept(request))
+
+
+async def accept(request: web.Request) -> dict[str, Any]:
+    """What `accept_invite` does for the link in the path; `{"orgSlug", "memberId",
+    "redirect"}`. Errors are JSON `HTTPException`s (401, 400, 403, 409, 410)."""
     auth = await require_user(request)
     member_id = _link_member_id(request)
     async with request.app[PG].acquire() as conn, conn.transaction():
@@ -149,7 +159,7 @@ async def accept_invite(request: web.Request) -> web.Response:
             )
         joined = await _join(conn, row, auth.user, actor(request, auth))
     _forget(await get_session(request), member_id)
-    return web.json_response(joined)
+    return joined
 
 
 async def join_from_session(

@@ -1,0 +1,372 @@
+"""Pages for people: the email's rejoin link, signing in and up, the security page (setting up
+an authenticator app) and an organization's page.
+
+They reuse the API's own functions (`api.handlers.invites`, `accounts`, `authenticators`), so a
+link, a password, a code or an enrollment is judged the same way here as there. Those raise
+JSON `HTTPException`s; `_html_errors` turns them into pages. Forms are posted back to the same
+origin only (`_same_origin`): the session cookie is SameSite=Lax, and the `Origin` header says
+where a form came from.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote, urlsplit
+
+import jinja2
+from aiohttp import web
+from aiohttp_session import get_session
+from markupsafe import Markup
+from pydantic import ValidationError
+
+from api.auth import Auth, authenticate, sign_in, sign_out
+from api.handlers import accounts, invites
+from api.handlers import authenticators as factors
+from api.keys import PG, REDIS, SETTINGS
+from db import authenticators, members, organizations
+from require2fa import totp
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+# templates/ sits next to the packages at the repository root.
+TEMPLATE_DIR = Path(__file__).resolve().parents[2] / "templates" / "pages"
+SECURITY = "/account/security/"
+LOGIN = "/auth/login/"
+
+
+@functools.cache
+def environment() -> jinja2.Environment:
+    """The one environment: templates are read and compiled once per process."""
+    return jinja2.Environment(
+        loader=jinja2.FileSystemLoader(TEMPLATE_DIR),
+        autoescape=True,
+        undefined=jinja2.StrictUndefined,
+    )
+
+
+async def render(
+    request: web.Request, template: str, status: int = 200, **context: Any
+) -> web.Response:
+    auth = await authenticate(request)
+    user = auth.user if auth is not None and not auth.half_signed_in else None
+    html = environment().get_template(template).render(user=user, **context)
+    return web.Response(text=html, content_type="text/html", status=status)
+
+
+# --- Plumbing -----------------------------------------------------------------------------
+
+
+def _detail(exc: web.HTTPException) -> str:
+    """The sentence of one of the API's JSON errors (its first field error when it has some)."""
+    try:
+        body = json.loads(exc.text or "{}")
+    except ValueError:
+        return exc.reason
+    errors = body.get("errors") or {}
+    for messages in errors.values():
+        if messages and body.get("detail") == "Invalid request.":
+            return str(messages[0])
+    return str(body.get("detail") or exc.reason)
+
+
+def _html_errors(handler: Handler) -> Handler:
+    """Answers the API's JSON errors (from the functions reused here) with an error page."""
+
+    @functools.wraps(handler)
+    async def wrapped(request: web.Request) -> web.StreamResponse:
+        try:
+            return await handler(request)
+        except web.HTTPException as exc:
+            if exc.status < 400 or exc.content_type != "application/json":
+                raise
+            response = await render(
+                request, "error.html", status=exc.status, title=exc.reason, message=_detail(exc)
+            )
+            if "Retry-After" in exc.headers:
+                response.headers["Retry-After"] = exc.headers["Retry-After"]
+            return response
+
+    return wrapped
+
+
+def _same_origin(request: web.Request) -> None:
+    """403 for a form posted from another site (the `Origin` header, when a browser sends one,
+    must be ours)."""
+    origin = request.headers.get("Origin")
+    if origin is None:
+        return
+    base = urlsplit(request.app[SETTINGS].base_url)
+    if origin.rstrip("/") != f"{base.scheme}://{base.netloc}":
+        raise web.HTTPForbidden(text="Forms are only accepted from this site.")
+
+
+async def _form(request: web.Request) -> dict[str, str]:
+    _same_origin(request)
+    data = await request.post()
+    return {key: value for key, value in data.items() if isinstance(value, str)}
+
+
+def _local(path: str | None) -> str | None:
+    """`path` when it stays on this site (starts with one slash), else None."""
+    if not path or not path.startswith("/") or path.startswith("//") or "\\" in path:
+        return None
+    return path
+
+
+async def _remembered_link(request: web.Request) -> str | None:
+    remembered = (await get_session(request)).get(invites.SESSION_KEY)
+    if not isinstance(remembered, dict):
+        return None
+    member_id, token = remembered.get("memberId"), remembered.get("token")
+    if not isinstance(member_id, int) or not isinstance(token, str):
+        return None
+    return f"/accept/{member_id}/{quote(token, safe='')}/"
+
+
+async def _after_sign_in(request: web.Request, next_path: str | None) -> str:
+    return _local(next_path) or await _remembered_link(request) or SECURITY
+
+
+async def _signed_in(request: web.Request) -> Auth:
+    """The fully signed-in person, or a redirect to the sign-in page that comes back here."""
+    auth = await authenticate(request)
+    if auth is None or auth.half_signed_in or auth.token_id is not None:
+        raise web.HTTPSeeOther(f"{LOGIN}?next={quote(request.path_qs, safe='/')}")
+    return auth
+
+
+# --- The email's link ---------------------------------------------------------------------
+
+
+@_html_errors
+async def accept_page(request: web.Request) -> web.StreamResponse:
+    """What rejoining still needs, with links; remembers the link in the session (through
+    `invites.look`). A POST (the "Rejoin" button) joins and goes to the organization."""
+    if request.method == "POST":
+        await _form(request)
+        joined = await invites.accept(request)
+        raise web.HTTPSeeOther(joined["redirect"])
+    invite = await invites.look(request)
+    return await render(request, "accept.html", invite=invite, here=request.path)
+
+
+# --- Signing in and up --------------------------------------------------------------------
+
+
+@_html_errors
+async def login_page(request: web.Request) -> web.StreamResponse:
+    """Password, then (for a user with 2FA, half signed in) a code from the second factor."""
+    auth = await authenticate(request)
+    half = auth is not None and auth.half_signed_in
+    next_path = _local(request.query.get("next")) or ""
+    if request.method == "GET":
+        if auth is not None and not half:
+            raise web.HTTPSeeOther(await _after_sign_in(request, next_path))
+        return await render(
+            request,
+            "login.html",
+            step="code" if half else "password",
+            next=next_path,
+            error=None,
+            email="",
+        )
+    form = await _form(request)
+    next_path = _local(form.get("next")) or ""
+    if "otp" in form:
+        if auth is None or not half:
+            raise web.HTTPSeeOther(LOGIN)
+        pool, redis, settings = request.app[PG], request.app[REDIS], request.app[SETTINGS]
+        await factors.count_attempt(redis, settings, auth.user_id)
+        factor = await factors.verify_second_factor(
+            pool, redis, settings, auth.user_id, form["otp"][:64]
+        )
+        if factor is None:
+            return await render(
+                request,
+                "login.html",
+                status=400,
+                step="code",
+                next=next_path,
+                error=factors.INVALID_CODE,
+                email="",
+            )
+        await factors.attempt_succeeded(redis, settings, auth.user_id)
+        await sign_in(request, auth.user_id, half=False)
+        raise web.HTTPSeeOther(await _after_sign_in(request, next_path))
+    email = form.get("email", "")[:320]
+    try:
+        body = accounts.LoginIn(email=email, password=form.get("password", ""))
+    except ValidationError:
+        return await render(
+            request,
+            "login.html",
+            status=400,
+            step="password",
+            next=next_path,
+            error="Enter your email and password.",
+            email=email,
+        )
+    try:
+        user = await accounts.check_password(request, body)
+    except web.HTTPException as exc:
+        if exc.status != 401:
+            raise
+        return await render(
+            request,
+            "login.html",
+            status=401,
+            step="password",
+            next=next_path,
+            error=_detail(exc),
+            email=email,
+        )
+    await sign_in(request, user["id"], half=bool(user["has2fa"]))
+    if user["has2fa"]:
+        return await render(
+            request, "login.html", step="code", next=next_path, error=None, email=""
+        )
+    raise web.HTTPSeeOther(await _after_sign_in(request, next_path))
+
+
+@_html_errors
+async def register_page(request: web.Request) -> web.StreamResponse:
+    """Creates an account (the API's rules) and signs it in."""
+    next_path = _local(request.query.get("next")) or ""
+    if request.method == "GET":
+        return await render(request, "register.html", next=next_path, error=None, email="", name="")
+    form = await _form(request)
+    next_path = _local(form.get("next")) or ""
+    email, name = form.get("email", "")[:320], form.get("name", "")[:200]
+    try:
+        body = accounts.RegisterIn(email=email, name=name, password=form.get("password", ""))
+    except ValidationError as err:
+        first = err.errors()[0]
+        field = ".".join(str(part) for part in first["loc"])
+        return await render(
+            request,
+            "register.html",
+            status=400,
+            next=next_path,
+            error=f"{field.capitalize()}: {first['msg']}",
+            email=email,
+            name=name,
+        )
+    try:
+        await accounts.create_account(request, body)
+    except web.HTTPException as exc:
+        if exc.status != 409:
+            raise
+        return await render(
+            request,
+            "register.html",
+            status=409,
+            next=next_path,
+            error=_detail(exc),
+            email=email,
+            name=name,
+        )
+    raise web.HTTPSeeOther(await _after_sign_in(request, next_path))
+
+
+async def logout_page(request: web.Request) -> web.StreamResponse:
+    """Ends the session."""
+    _same_origin(request)
+    await sign_out(request)
+    raise web.HTTPSeeOther(LOGIN)
+
+
+# --- Security -----------------------------------------------------------------------------
+
+
+async def _security(
+    request: web.Request,
+    auth: Auth,
+    *,
+    status: int = 200,
+    secret: str | None = None,
+    error: str | None = None,
+    recovery_codes: list[str] | None = None,
+    joined: dict[str, Any] | None = None,
+) -> web.Response:
+    async with request.app[PG].acquire() as conn:
+        rows = await authenticators.for_user(conn, auth.user_id)
+    has_totp = any(row["type"] == "totp" for row in rows)
+    setup = None
+    if not has_totp:
+        secret = secret or totp.new_secret()
+        url = totp.otpauth_url(secret, auth.user["email"])
+        # Our own SVG, drawn by segno from the otpauth URL.
+        setup = {"secret": secret, "qrcode": Markup(totp.qrcode_svg(url))}  # noqa: S704
+    joined_org = None
+    if joined is not None:
+        async with request.app[PG].acquire() as conn:
+            org = await organizations.by_slug(conn, joined["orgSlug"])
+        joined_org = {"name": org["name"] if org else joined["orgSlug"], "url": joined["redirect"]}
+    return await render(
+        request,
+        "security.html",
+        status=status,
+        factors=rows,
+        setup=setup,
+        error=error,
+        recovery_codes=recovery_codes,
+        joined=joined_org,
+    )
+
+
+@_html_errors
+async def security_page(request: web.Request) -> web.StreamResponse:
+    """The person's factors, and the authenticator app's setup (QR code and secret)."""
+    auth = await _signed_in(request)
+    return await _security(request, auth)
+
+
+@_html_errors
+async def enroll_totp_page(request: web.Request) -> web.StreamResponse:
+    """Confirms the authenticator app through the API's enrollment (the factor, the first set
+    of recovery codes, the security notice, and the join of a remembered invite link)."""
+    form = await _form(request)
+    auth = await _signed_in(request)
+    secret = form.get("secret", "")[:64]
+    try:
+        enrolled = await factors.confirm_totp(
+            request, auth, secret, form.get("otp", "")[:16], "Authenticator app"
+        )
+    except web.HTTPException as exc:
+        if exc.status not in (400, 409):
+            raise
+        return await _security(request, auth, status=exc.status, secret=secret, error=_detail(exc))
+    joined = await factors.after_enrollment(request, auth)
+    return await _security(
+        request, auth, status=201, recovery_codes=enrolled.recovery_codes, joined=joined
+    )
+
+
+# --- Organizations ------------------------------------------------------------------------
+
+
+@_html_errors
+async def organization_page(request: web.Request) -> web.StreamResponse:
+    """The organization's name and your role; the sidebar lists your organizations."""
+    auth = await _signed_in(request)
+    slug = request.match_info["org"]
+    async with request.app[PG].acquire() as conn:
+        mine = await organizations.for_user(conn, auth.user_id)
+        org = next((row for row in mine if row["slug"] == slug), None)
+        member = await members.of_user(conn, org["id"], auth.user_id) if org else None
+    if org is None or member is None:
+        return await render(
+            request,
+            "error.html",
+            status=404,
+            title="Not found",
+            message="This organization does not exist, or you are not a member of it.",
+        )
+    needs_2fa = bool(org["require_2fa"]) and not member["has2fa"]
+    return await render(
+        request, "organization.html", org=org, role=member["role"], orgs=mine, needs_2fa=needs_2fa
+    )
