@@ -18,6 +18,7 @@ from api.handlers import (
     members,
     organizations,
 )
+from api.pages import org_admin as org_pages
 from api.pages import views as pages
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -137,6 +138,16 @@ PAGES: list[Route] = [
     Route("GET", "/account/security/", pages.security_page, tag="pages"),
     Route("POST", "/account/security/totp/", pages.enroll_totp_page, tag="pages"),
     Route("GET", "/organizations/{org}/", pages.organization_page, tag="pages"),
+    Route("GET", "/organizations/{org}/settings/", org_pages.settings_page, tag="pages"),
+    Route("POST", "/organizations/{org}/settings/", org_pages.settings_page, tag="pages"),
+    Route("GET", "/organizations/{org}/members/", org_pages.members_page, tag="pages"),
+    Route(
+        "POST",
+        "/organizations/{org}/members/{member_id}/resend/",
+        org_pages.resend_page,
+        tag="pages",
+    ),
+    Route("GET", "/organizations/{org}/audit-log/", org_pages.audit_log_page, tag="pages"),
 ]
 
 

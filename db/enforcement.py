@@ -80,16 +80,16 @@ async def change_organization(
     )
     if org is None:
         raise Refused(404, "The requested organization does not exist.")
-    if (require_2fa is not None or sso_enabled is not None) and role != "owner":
-        raise Refused(403, OWNERS_ONLY)
-    if name is not None and role not in ("owner", "manager"):
-        raise Refused(403, "Only owners and managers can rename the organization.")
+    await check(
+        conn,
+        org,
+        actor=actor,
+        role=role,
+        name=name,
+        require_2fa=require_2fa,
+        sso_enabled=sso_enabled,
+    )
     new_sso = org["sso_enabled"] if sso_enabled is None else sso_enabled
-    if require_2fa:
-        if new_sso:
-            raise Refused(400, NOT_WITH_SSO)
-        if actor.user_id is None or not await users.has_2fa(conn, actor.user_id):
-            raise Refused(400, NEEDS_PERSONAL_2FA)
     new_require = org["require_2fa"] if require_2fa is None else require_2fa
     if new_sso and new_require:
         new_require = False  # single sign-on takes over: the identity provider enforces 2FA
@@ -142,6 +142,30 @@ async def change_organization(
     if run is None:  # a run left under way while it was off; let that one finish the work
         return Change(org=org, run=await current_run(conn, organization_id), started=False)
     return Change(org=org, run=run, started=True)
+
+
+async def check(
+    conn: asyncpg.Connection,
+    org: asyncpg.Record,
+    *,
+    actor: Actor,
+    role: str,
+    name: str | None = None,
+    require_2fa: bool | None = None,
+    sso_enabled: bool | None = None,
+) -> None:
+    """Raises `Refused` when the rules forbid the change; changes nothing (the settings page
+    asks it before its confirm step, `change_organization` again under the row lock)."""
+    if (require_2fa is not None or sso_enabled is not None) and role != "owner":
+        raise Refused(403, OWNERS_ONLY)
+    if name is not None and role not in ("owner", "manager"):
+        raise Refused(403, "Only owners and managers can rename the organization.")
+    new_sso = org["sso_enabled"] if sso_enabled is None else sso_enabled
+    if require_2fa:
+        if new_sso:
+            raise Refused(400, NOT_WITH_SSO)
+        if actor.user_id is None or not await users.has_2fa(conn, actor.user_id):
+            raise Refused(400, NEEDS_PERSONAL_2FA)
 
 
 async def current_run(conn: asyncpg.Connection, organization_id: int) -> asyncpg.Record | None:

@@ -9,7 +9,7 @@ import structlog
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field
 
-from api.access import MANAGERS, org_access
+from api.access import MANAGERS, OrgAccess, org_access
 from api.auth import actor, require_user
 from api.errors import api_error, parse_body
 from api.handlers.enforcement import serialize_run
@@ -84,6 +84,27 @@ async def update_organization(request: web.Request) -> web.Response:
     require-2FA on writes an enforcement run and sends its coordinator after the commit."""
     access = await org_access(request)
     body = await parse_body(request, OrganizationUpdate)
+    change = await apply_change(
+        request,
+        access,
+        name=body.name,
+        require_2fa=body.require_2fa,
+        sso_enabled=body.sso_enabled,
+    )
+    extra = {"enforcement": serialize_run(change.run, brief=True)} if change.run else {}
+    return web.json_response(serialize_org(change.org, role=access.role, **extra))
+
+
+async def apply_change(
+    request: web.Request,
+    access: OrgAccess,
+    *,
+    name: str | None = None,
+    require_2fa: bool | None = None,
+    sso_enabled: bool | None = None,
+) -> enforcement.Change:
+    """`enforcement.change_organization` in its own transaction (the API's PUT and the settings
+    page); a refusal is the API's error; a new run's coordinator is sent after the commit."""
     async with request.app[PG].acquire() as conn, conn.transaction():
         try:
             change = await enforcement.change_organization(
@@ -91,16 +112,15 @@ async def update_organization(request: web.Request) -> web.Response:
                 organization_id=access.org["id"],
                 actor=actor(request, access.auth),
                 role=access.role,
-                name=body.name,
-                require_2fa=body.require_2fa,
-                sso_enabled=body.sso_enabled,
+                name=name,
+                require_2fa=require_2fa,
+                sso_enabled=sso_enabled,
             )
         except enforcement.Refused as refused:
             raise api_error(refused.status, refused.detail) from None
     if change.started and change.run is not None:
         await send_coordinator(change.run["id"])
-    extra = {"enforcement": serialize_run(change.run, brief=True)} if change.run else {}
-    return web.json_response(serialize_org(change.org, role=access.role, **extra))
+    return change
 
 
 async def send_coordinator(run_id: int) -> None:

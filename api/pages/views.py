@@ -368,5 +368,11 @@ async def organization_page(request: web.Request) -> web.StreamResponse:
         )
     needs_2fa = bool(org["require_2fa"]) and not member["has2fa"]
     return await render(
-        request, "organization.html", org=org, role=member["role"], orgs=mine, needs_2fa=needs_2fa
+        request,
+        "organization.html",
+        org=org,
+        role=member["role"],
+        orgs=mine,
+        needs_2fa=needs_2fa,
+        section="overview",
     )
