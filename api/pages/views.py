@@ -84,7 +84,12 @@ def _html_errors(handler: Handler) -> Handler:
             if exc.status < 400 or exc.content_type != "application/json":
                 raise
             response = await render(
-                request, "error.html", status=exc.status, title=exc.reason, message=_detail(exc)
+                request,
+                "error.html",
+                status=exc.status,
+                title=exc.reason,
+                message=_detail(exc),
+                link_hint=request.path.startswith("/accept/"),
             )
             if "Retry-After" in exc.headers:
                 response.headers["Retry-After"] = exc.headers["Retry-After"]
