@@ -58,7 +58,7 @@ async def parse_body(request: web.Request, model: type[M]) -> M:
     else:
         try:
             data = await request.json()
-        except (json.JSONDecodeError, UnicodeDecodeError):
+        except (ValueError, RecursionError, LookupError):  # bad JSON, too deep, unknown charset
             raise api_error(400, "The request body is not valid JSON.") from None
     if not isinstance(data, dict):
         raise api_error(400, "The request body must be a JSON object.")
@@ -100,6 +100,9 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
     request_id = request.headers.get("X-Request-ID", "")[:64] or uuid.uuid4().hex
     structlog.contextvars.bind_contextvars(request_id=request_id)
     try:
+        if any("\x00" in value for value in request.query.values()):
+            # PostgreSQL cannot take NUL in text; no query parameter of ours needs one.
+            raise api_error(400, "Query parameters must not contain NUL characters.")
         response = await handler(request)
     except web.HTTPException as exc:
         if exc.status < 400 or exc.content_type == "application/json" or _is_page(request):

@@ -80,6 +80,10 @@ async def change_organization(
     )
     if org is None:
         raise Refused(404, "The requested organization does not exist.")
+    if require_2fa and actor.user_id is not None:
+        # The same lock as deleting a factor: the owner cannot lose their last factor while
+        # turning the requirement on (the order is organization, then users, as in a batch).
+        await users.lock(conn, [actor.user_id])
     await check(
         conn,
         org,

@@ -162,6 +162,10 @@ async def lock_owners(conn: asyncpg.Connection, organization_id: int) -> int:
     )
 
 
+async def lock(conn: asyncpg.Connection, member_id: int) -> None:
+    await conn.execute("select 1 from members where id = $1 for update", member_id)
+
+
 async def for_accept(conn: asyncpg.Connection, member_id: int) -> asyncpg.Record | None:
     """The pending member behind an invite link, locked, with its organization."""
     return await conn.fetchrow(

@@ -25,7 +25,8 @@ def new_token() -> str:
 
 def token_hash(token: str) -> bytes:
     """What we store instead of a token: tokens are random, so a plain SHA-256 suffices."""
-    return hashlib.sha256(token.encode()).digest()
+    # surrogateescape: a header that is not UTF-8 still hashes (to a token that matches nothing)
+    return hashlib.sha256(token.encode("utf-8", "surrogateescape")).digest()
 
 
 def token_matches(token: str, stored: bytes | None) -> bool:

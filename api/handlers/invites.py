@@ -224,6 +224,8 @@ async def reinvite(request: web.Request, access: OrgAccess, member_id: int) -> w
     org = access.org
     token = new_token()
     async with request.app[PG].acquire() as conn, conn.transaction():
+        # Locked first, so that an accept or the purge committing meanwhile is seen, not raced.
+        await members.lock(conn, member_id)
         row = await members.get(conn, org["id"], member_id)
         if row is None:
             raise api_error(404, "The requested member does not exist.")

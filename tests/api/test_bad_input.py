@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import re
 
 import pytest
@@ -63,3 +64,35 @@ async def test_no_server_errors(client, pool, route) -> None:
                 if response.status >= 400:
                     payload = await response.json()
                     assert isinstance(payload.get("detail"), str), (path, what, payload)
+
+
+async def test_malformed_requests_get_400_not_500(client, pool) -> None:
+    owner = await create_user(pool, "owner@example.com", has2fa=True)
+    await create_org(pool, "acme", owner["id"])
+    headers = await token_for(pool, owner["id"])
+    url = "/api/0/organizations/acme/members/"
+    deep = await client.post(
+        url, data=b"[" * 100_000, headers={**headers, "Content-Type": "application/json"}
+    )
+    assert deep.status == 400
+    charset = await client.post(
+        url, data=b"{}", headers={**headers, "Content-Type": "application/json; charset=nope"}
+    )
+    assert charset.status == 400
+    nul_query = await client.get(url, params={"query": "a\x00b"}, headers=headers)
+    assert nul_query.status == 400
+    for response in (deep, charset, nul_query):
+        assert (await response.json())["detail"]
+
+
+async def test_a_token_that_is_not_utf8_is_just_invalid(client, pool) -> None:
+    reader, writer = await asyncio.open_connection(client.host, client.port)
+    writer.write(
+        b"GET /api/0/users/me/ HTTP/1.1\r\nHost: testserver\r\n"
+        b"Authorization: Bearer \xff\xfe\r\nConnection: close\r\n\r\n"
+    )
+    await writer.drain()
+    answer = await reader.read()
+    writer.close()
+    assert answer.startswith(b"HTTP/1.1 401"), answer[:200]
+    assert b'"detail"' in answer
