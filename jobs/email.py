@@ -229,6 +229,7 @@ async def dispatch(
     batch: int | None = None,
     connections: int = CONNECTIONS,
     tls_context: ssl.SSLContext | None = None,
+    lease: timedelta = LEASE,
 ) -> Report:
     """Sends due outbox rows until none is due or `budget` seconds have passed.
 
@@ -246,7 +247,7 @@ async def dispatch(
     try:
         while True:
             async with pool.acquire() as conn:
-                rows = await outbox.claim(conn, limit=batch or batch_size(settings), lease=LEASE)
+                rows = await outbox.claim(conn, limit=batch or batch_size(settings), lease=lease)
             if not rows:
                 # Free the slot, then look once more: a kick that found every slot taken counts
                 # on a dispatcher seeing its rows after letting go.
@@ -256,7 +257,7 @@ async def dispatch(
                 if due and await slots.acquire():
                     continue
                 break
-            await delivery.run(rows, smtps)
+            await delivery.run(rows, smtps, lease)
             if loop.time() >= deadline:
                 report.more = True
                 break
@@ -286,7 +287,7 @@ class _Delivery:
         self.rate = rate
         self.report = report
 
-    async def run(self, rows: list[asyncpg.Record], smtps: list[Smtp]) -> None:
+    async def run(self, rows: list[asyncpg.Record], smtps: list[Smtp], lease: timedelta) -> None:
         self.sent: list[int] = []
         self.retry: list[tuple[int, int, float, str]] = []
         self.failed: list[tuple[int, int, str]] = []
@@ -294,6 +295,8 @@ class _Delivery:
         self.left = len(rows)
         self.prepared: asyncio.Queue[tuple[asyncpg.Record, EmailMessage | Exception] | None]
         self.prepared = asyncio.Queue(maxsize=RENDER_AHEAD)
+        # Past this, another dispatcher may claim these rows: what is not sent by then goes back.
+        self.claim_ends = asyncio.get_running_loop().time() + lease.total_seconds() * 0.8
         senders = smtps[: len(rows)]
         renderer = asyncio.create_task(self._prepare(rows, len(senders)))
         try:
@@ -304,10 +307,18 @@ class _Delivery:
             renderer.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await renderer
-        await self._flush_sent()
-        async with self.pool.acquire() as conn:
-            self.report.retried += await outbox.mark_retry(conn, self.retry)
-            self.report.failed += await outbox.mark_failed(conn, self.failed)
+            # Recorded even when a sender failed: rows sent must not go out again.
+            await self._record()
+
+    async def _record(self) -> None:
+        try:
+            await self._flush_sent()
+            async with self.pool.acquire() as conn:
+                self.report.retried += await outbox.mark_retry(conn, self.retry)
+                self.report.failed += await outbox.mark_failed(conn, self.failed)
+        except Exception:  # the lease runs out and the sweeper puts the rows back
+            log.exception("email.record_failed", sent=len(self.sent), retry=len(self.retry))
+            return
         for row_id, _attempts, error in self.failed:
             log.warning("email.failed", outbox_id=row_id, error=error)
 
@@ -343,6 +354,9 @@ class _Delivery:
                 continue
             if self.unavailable is not None:
                 self._later(row, self.unavailable)
+                continue
+            if asyncio.get_running_loop().time() > self.claim_ends:
+                self.retry.append((row["id"], row["attempts"], 0.0, "claim ran out before sending"))
                 continue
             await self.rate.take(self.left + 1)
             try:

@@ -153,6 +153,20 @@ async def test_each_email_arrives_once_with_both_parts(pool, redis, settings, ma
     assert len(mailbox.messages) == 5
 
 
+async def test_rows_whose_claim_ran_out_are_not_sent(pool, redis, settings, mailbox) -> None:
+    """A dispatcher that cannot send before its lease ends puts the rows back unsent, since
+    another dispatcher may claim them then; a later dispatch sends each once."""
+    addresses = await queue(pool, 3)
+
+    late = await email_jobs.dispatch(pool, redis, settings, lease=dt.timedelta(0), budget=0)
+    assert (late.sent, late.retried) == (0, 3)
+    assert mailbox.messages == []
+    assert {row["last_error"] for row in await rows(pool)} == {"claim ran out before sending"}
+
+    await email_jobs.dispatch(pool, redis, settings)
+    assert_each_once(mailbox, addresses)
+
+
 async def test_concurrent_dispatchers_never_share_a_row(pool, redis, settings, mailbox) -> None:
     addresses = await queue(pool, 60)
 
