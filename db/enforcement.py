@@ -581,11 +581,14 @@ async def stalled(
     Marks what it returns as (re)sent now, so that the next sweep waits `stale_after` again.
     Returns (run ids to coordinate, [(run id, batch no)] to send).
     """
+    # A run whose coordinator is planning right now holds its plan lock: not stuck, skipped.
     queued = await conn.fetch(
         """update enforcement_runs set updated_at = clock_timestamp()
            where status = 'queued' and updated_at < clock_timestamp() - $1::interval
+             and pg_try_advisory_xact_lock($2, (id % 2147483648)::int)
            returning id""",
         stale_after,
+        PLAN_LOCK,
     )
     batches = await conn.fetch(
         """with stuck as (

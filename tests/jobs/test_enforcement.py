@@ -365,6 +365,23 @@ async def test_sweeper_coordinates_a_run_whose_message_was_lost(
     assert run["status"] == "completed" and run["removed"] == expected
 
 
+async def test_sweeper_leaves_a_run_that_is_being_planned(pool, settings) -> None:
+    org_id, owner = await seeded_org(pool, settings)
+    run_id = await start_run(pool, org_id, owner)
+    sent: list[int] = []
+    async with pool.acquire() as planner, planner.transaction():
+        # What a coordinator holds while it plans (a million members take a while).
+        await planner.execute(
+            "select pg_advisory_xact_lock($1, $2)", enforcement.PLAN_LOCK, run_id % 2**31
+        )
+        assert await sweep_now(pool, stale_after=timedelta(0), send_coordinate=sent.append) == (
+            0,
+            0,
+        )
+    assert await sweep_now(pool, stale_after=timedelta(0), send_coordinate=sent.append) == (1, 0)
+    assert sent == [run_id]
+
+
 async def test_turning_the_switch_off_stops_removals(pool, settings) -> None:
     org_id, owner = await seeded_org(pool, settings)
     run_id = await start_run(pool, org_id, owner)
