@@ -28,6 +28,8 @@ from db.users import HAS_2FA_SQL
 ACTIVE = ("queued", "running")
 # First key of the advisory lock that one run's coordinators take (the second is the run id).
 PLAN_LOCK = 0x7232_6670  # "r2fp"
+# The sweeper sends a stalled batch again at most this often before its run ends `failed`.
+MAX_RESENDS = 10
 STATUSES = ("queued", "running", "completed", "cancelled", "failed")
 
 NEEDS_PERSONAL_2FA = "Cannot require two-factor authentication without personal two-factor enabled."
@@ -573,14 +575,25 @@ async def finish_batch(
 
 
 async def stalled(
-    conn: asyncpg.Connection, *, stale_after: timedelta
+    conn: asyncpg.Connection, *, stale_after: timedelta, max_resends: int = MAX_RESENDS
 ) -> tuple[list[int], list[tuple[int, int]]]:
     """What a crash or a lost message left behind: runs still queued, and batches of running runs
     that made no progress for `stale_after` (not done, not being removed right now).
 
-    Marks what it returns as (re)sent now, so that the next sweep waits `stale_after` again.
+    Marks what it returns as (re)sent now, so that the next sweep waits `stale_after` again. A
+    run with a batch sent `max_resends` times without finishing ends `failed`.
     Returns (run ids to coordinate, [(run id, batch no)] to send).
     """
+    await conn.execute(
+        """update enforcement_runs r
+           set status = 'failed', finished_at = clock_timestamp(), updated_at = clock_timestamp(),
+               error = 'batch ' || b.batch_no || ' did not finish after ' || b.resends
+                       || ' re-sends'
+           from enforcement_batches b
+           where r.status = 'running' and b.run_id = r.id and b.done_at is null
+             and b.resends >= $1""",
+        max_resends,
+    )
     # A run whose coordinator is planning right now holds its plan lock: not stuck, skipped.
     queued = await conn.fetch(
         """update enforcement_runs set updated_at = clock_timestamp()
@@ -601,7 +614,8 @@ async def stalled(
                  and (b.enqueued_at is null or b.enqueued_at < clock_timestamp() - $1::interval)
                for update of b skip locked),
            marked as (
-               update enforcement_batches b set enqueued_at = clock_timestamp()
+               update enforcement_batches b
+               set enqueued_at = clock_timestamp(), resends = b.resends + 1
                from picked p where b.run_id = p.run_id and b.batch_no = p.batch_no
                returning b.run_id, b.batch_no),
            touched as (

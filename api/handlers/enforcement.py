@@ -51,6 +51,7 @@ def serialize_run(
         "dateCreated": _iso(run["created_at"]),
         "startedAt": _iso(run["started_at"]),
         "finishedAt": _iso(run["finished_at"]),
+        "error": run["error"],  # why a `failed` run stopped
     }
 
 

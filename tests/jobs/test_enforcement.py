@@ -382,6 +382,32 @@ async def test_sweeper_leaves_a_run_that_is_being_planned(pool, settings) -> Non
     assert sent == [run_id]
 
 
+async def test_a_batch_that_never_finishes_fails_its_run(pool, settings) -> None:
+    org_id, owner = await seeded_org(pool, settings)
+    run_id = await start_run(pool, org_id, owner)
+    await plan_without_sending(pool, run_id)
+    resent: list[tuple[int, int]] = []
+    for _ in range(3):
+        _, batches = await sweep_now(
+            pool, stale_after=timedelta(0), send_batch=lambda *pair: resent.append(pair)
+        )
+        assert batches == 3  # every batch of the run, each time
+    async with pool.acquire() as conn:
+        after_three = await enforcement.stalled(conn, stale_after=timedelta(0), max_resends=3)
+    run = await run_row(pool, run_id)
+    assert after_three == ([], [])
+    assert run["status"] == "failed" and run["finished_at"] is not None
+    assert "did not finish after 3 re-sends" in run["error"]
+    # The organization can start a new run.
+    async with pool.acquire() as conn:
+        assert (
+            await conn.fetchval(
+                "select count(*) from enforcement_runs where status in ('queued', 'running')"
+            )
+            == 0
+        )
+
+
 async def test_turning_the_switch_off_stops_removals(pool, settings) -> None:
     org_id, owner = await seeded_org(pool, settings)
     run_id = await start_run(pool, org_id, owner)
