@@ -258,6 +258,8 @@ async def dispatch(
                     continue
                 break
             await delivery.run(rows, smtps, lease)
+            if delivery.unavailable is not None:
+                break  # the server cannot be reached: the rest waits for its retry time
             if loop.time() >= deadline:
                 report.more = True
                 break
