@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from typing import Any, TypeVar
+
 from aiohttp import web
 
 from api.errors import MAX_ID, api_error
 
 MAX_PER_PAGE = 1000
+R = TypeVar("R", bound=Any)
 
 
 def page_args(request: web.Request, *, default: int = 100) -> tuple[int | None, int]:
@@ -23,6 +26,14 @@ def page_args(request: web.Request, *, default: int = 100) -> tuple[int | None, 
     if not 1 <= per_page <= MAX_PER_PAGE:
         raise api_error(400, f"per_page must be between 1 and {MAX_PER_PAGE}.")
     return cursor, per_page
+
+
+def split_page(rows: list[R], per_page: int) -> tuple[list[R], int | None]:
+    """Rows fetched with `limit per_page + 1`: this page, and the cursor of the next one (None
+    when this is the last)."""
+    if len(rows) > per_page:
+        return rows[:per_page], rows[per_page - 1]["id"]
+    return rows, None
 
 
 def link_header(request: web.Request, *, next_cursor: int | None) -> str:

@@ -10,7 +10,7 @@ from aiohttp import web
 from api.access import MANAGERS, org_access
 from api.errors import api_error
 from api.keys import PG
-from api.pagination import link_header, page_args
+from api.pagination import link_header, page_args, split_page
 from db import audit
 
 
@@ -59,10 +59,9 @@ async def list_audit_logs(request: web.Request) -> web.Response:
             before_id=cursor,
             limit=per_page + 1,
         )
-    more = len(rows) > per_page
-    rows = rows[:per_page]
+    rows, next_cursor = split_page(rows, per_page)
     response = web.json_response(
         {"rows": [serialize_entry(row) for row in rows], "options": list(audit.EVENTS)}
     )
-    response.headers["Link"] = link_header(request, next_cursor=rows[-1]["id"] if more else None)
+    response.headers["Link"] = link_header(request, next_cursor=next_cursor)
     return response

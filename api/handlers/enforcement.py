@@ -20,7 +20,7 @@ from api.access import MANAGERS, org_access
 from api.errors import api_error, path_id
 from api.handlers import health
 from api.keys import PG
-from api.pagination import link_header, page_args
+from api.pagination import link_header, page_args, split_page
 from api.serializers import serialize_member
 from db import enforcement, members
 from db.members import MemberFilter
@@ -80,14 +80,13 @@ async def compliance(request: web.Request) -> web.Response:
             after_id=cursor,
             limit=per_page + 1,
         )
-    more = len(rows) > per_page
-    rows = rows[:per_page]
+    rows, next_cursor = split_page(rows, per_page)
     body = {
         "count": count,
         "members": [serialize_member(r) for r in rows if r["user_id"] != access.auth.user_id],
     }
     response = web.json_response(body)
-    response.headers["Link"] = link_header(request, next_cursor=rows[-1]["id"] if more else None)
+    response.headers["Link"] = link_header(request, next_cursor=next_cursor)
     return response
 
 
@@ -99,14 +98,13 @@ async def list_enforcements(request: web.Request) -> web.Response:
         runs = await enforcement.runs_page(
             conn, access.org["id"], before_id=cursor, limit=per_page + 1
         )
-        more = len(runs) > per_page
-        runs = runs[:per_page]
+        runs, next_cursor = split_page(runs, per_page)
         body = [
             serialize_run(run, emails=await enforcement.email_counts(conn, run["id"]))
             for run in runs
         ]
     response = web.json_response(body)
-    response.headers["Link"] = link_header(request, next_cursor=runs[-1]["id"] if more else None)
+    response.headers["Link"] = link_header(request, next_cursor=next_cursor)
     return response
 
 

@@ -13,7 +13,7 @@ from api.auth import actor
 from api.errors import api_error, parse_body, path_id
 from api.handlers.invites import reinvite
 from api.keys import PG, SETTINGS
-from api.pagination import link_header, page_args
+from api.pagination import link_header, page_args, split_page
 from api.serializers import serialize_member
 from db import audit, members, organizations, outbox
 from db.members import MemberFilter
@@ -90,10 +90,9 @@ async def list_members(request: web.Request) -> web.Response:
         rows = await members.page(
             conn, access.org["id"], where=where, after_id=cursor, limit=per_page + 1
         )
-    more = len(rows) > per_page
-    rows = rows[:per_page]
+    rows, next_cursor = split_page(rows, per_page)
     response = web.json_response([serialize_member(row) for row in rows])
-    response.headers["Link"] = link_header(request, next_cursor=rows[-1]["id"] if more else None)
+    response.headers["Link"] = link_header(request, next_cursor=next_cursor)
     return response
 
 

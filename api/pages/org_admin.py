@@ -22,7 +22,7 @@ from api.handlers import organizations as org_api
 from api.handlers.audit import serialize_entry
 from api.keys import PG, SETTINGS
 from api.pages.views import _detail, _form, _html_errors, _signed_in, render
-from api.pagination import page_args
+from api.pagination import page_args, split_page
 from db import audit, enforcement, members, organizations
 
 PER_PAGE = 50
@@ -151,8 +151,7 @@ async def _members(
             row = await members.get(conn, org_id, int(resent))
             if row is not None:
                 notice = f"The email was sent again to {row['email']}."
-    more = len(rows) > per_page
-    rows = rows[:per_page]
+    rows, next_cursor = split_page(rows, per_page)
     return await render(
         request,
         "members.html",
@@ -164,7 +163,7 @@ async def _members(
         rows=rows,
         query=query,
         cursor=cursor,
-        next_cursor=rows[-1]["id"] if more else None,
+        next_cursor=next_cursor,
         can_resend=access.role in MANAGERS,
         notice=notice,
         error=error,
@@ -217,8 +216,7 @@ async def audit_log_page(request: web.Request) -> web.StreamResponse:
             limit=per_page + 1,
         )
         orgs = await organizations.for_user(conn, access.auth.user_id)
-    more = len(rows) > per_page
-    rows = rows[:per_page]
+    rows, next_cursor = split_page(rows, per_page)
     return await render(
         request,
         "audit_log.html",
@@ -230,5 +228,5 @@ async def audit_log_page(request: web.Request) -> web.StreamResponse:
         options=audit.EVENTS,
         event=event,
         cursor=cursor,
-        next_cursor=rows[-1]["id"] if more else None,
+        next_cursor=next_cursor,
     )
