@@ -7,7 +7,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: venv test test-faults demo lint bench clean
+.PHONY: venv test test-faults test-browser demo lint bench clean
 
 venv: $(STAMP)
 
@@ -24,6 +24,12 @@ test: venv
 
 test-faults: venv
 	$(BIN)/python -m require2fa.testrun -m faults $(PYTEST_ARGS)
+
+# Real-browser tests: Debian's chromium (installed here when missing) and the `browser` extra.
+test-browser: venv
+	command -v chromium >/dev/null || (apt-get update -qq && apt-get install -y -qq chromium)
+	$(BIN)/python -m pip install --disable-pip-version-check -q -e '.[dev,browser]'
+	$(BIN)/python -m require2fa.testrun -m browser $(PYTEST_ARGS)
 
 demo: venv
 	$(BIN)/require2fa demo
