@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import asyncpg
 from aiohttp import web
 
-from api.access import MANAGERS, org_access
+from api.access import MANAGERS, OrgAccess, org_access
 from api.errors import api_error
 from api.keys import PG
 from api.pagination import link_header, page_args, split_page
@@ -42,24 +43,39 @@ def serialize_entry(row: asyncpg.Record) -> dict[str, Any]:
     }
 
 
-async def list_audit_logs(request: web.Request) -> web.Response:
-    """Audit entries, newest first, optionally of one `?event=`; cursor-paginated (`Link`)."""
-    access = await org_access(request, roles=MANAGERS)
+@dataclass(frozen=True)
+class AuditPage:
+    event: str | None
+    cursor: int | None
+    rows: list[asyncpg.Record]
+    next_cursor: int | None
+
+
+async def audit_page(request: web.Request, access: OrgAccess, *, per_page: int = 100) -> AuditPage:
+    """The entries that `?event=`, `?cursor=` and `?per_page=` ask for, newest first (the API
+    and the audit-log page)."""
     event = request.query.get("event") or None
     if event is not None and event not in audit.EVENTS:
-        raise api_error(
-            400, "Invalid request.", errors={"event": [f"Unknown event: {event[:100]}"]}
-        )
-    cursor, per_page = page_args(request)
+        unknown = f"Unknown event: {event[:100]}"
+        raise api_error(400, unknown, errors={"event": [unknown]})
+    cursor, limit = page_args(request, default=per_page)
     async with request.app[PG].acquire() as conn:
         rows = await audit.page(
             conn,
             organization_id=access.org["id"],
             event=event,
             before_id=cursor,
-            limit=per_page + 1,
+            limit=limit + 1,
         )
-    rows, next_cursor = split_page(rows, per_page)
+    rows, next_cursor = split_page(rows, limit)
+    return AuditPage(event=event, cursor=cursor, rows=rows, next_cursor=next_cursor)
+
+
+async def list_audit_logs(request: web.Request) -> web.Response:
+    """Audit entries, newest first, optionally of one `?event=`; cursor-paginated (`Link`)."""
+    access = await org_access(request, roles=MANAGERS)
+    found = await audit_page(request, access)
+    rows, next_cursor = found.rows, found.next_cursor
     response = web.json_response(
         {"rows": [serialize_entry(row) for row in rows], "options": list(audit.EVENTS)}
     )

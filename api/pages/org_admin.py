@@ -15,11 +15,10 @@ from aiohttp import web
 
 from api.access import MANAGERS, OrgAccess, org_access
 from api.auth import actor
-from api.errors import api_error
 from api.handlers import invites
 from api.handlers import members as member_api
 from api.handlers import organizations as org_api
-from api.handlers.audit import serialize_entry
+from api.handlers.audit import audit_page, serialize_entry
 from api.keys import PG, SETTINGS
 from api.pages.views import _detail, _form, _html_errors, _signed_in, render
 from api.pagination import page_args, split_page
@@ -203,20 +202,9 @@ async def resend_page(request: web.Request) -> web.StreamResponse:
 async def audit_log_page(request: web.Request) -> web.StreamResponse:
     """The audit log, newest first, of one event or all; cursor paging (owners, managers)."""
     access = await _access(request, roles=MANAGERS)
-    event = request.query.get("event") or None
-    if event is not None and event not in audit.EVENTS:
-        raise api_error(400, f"Unknown event: {event[:100]}")
-    cursor, per_page = page_args(request, default=PER_PAGE)
+    found = await audit_page(request, access, per_page=PER_PAGE)
     async with request.app[PG].acquire() as conn:
-        rows = await audit.page(
-            conn,
-            organization_id=access.org["id"],
-            event=event,
-            before_id=cursor,
-            limit=per_page + 1,
-        )
         orgs = await organizations.for_user(conn, access.auth.user_id)
-    rows, next_cursor = split_page(rows, per_page)
     return await render(
         request,
         "audit_log.html",
@@ -224,9 +212,9 @@ async def audit_log_page(request: web.Request) -> web.StreamResponse:
         role=access.role,
         orgs=orgs,
         section="audit",
-        entries=[serialize_entry(row) for row in rows],
+        entries=[serialize_entry(row) for row in found.rows],
         options=audit.EVENTS,
-        event=event,
-        cursor=cursor,
-        next_cursor=next_cursor,
+        event=found.event,
+        cursor=found.cursor,
+        next_cursor=found.next_cursor,
     )
