@@ -20,16 +20,16 @@ $(STAMP): pyproject.toml
 	touch $@
 
 test: venv
-	$(BIN)/python -m require2fa.testrun $(PYTEST_ARGS)
+	$(BIN)/python -m commands.testrun $(PYTEST_ARGS)
 
 test-faults: venv
-	$(BIN)/python -m require2fa.testrun -m faults $(PYTEST_ARGS)
+	$(BIN)/python -m commands.testrun -m faults $(PYTEST_ARGS)
 
 # Real-browser tests: Debian's chromium (installed here when missing) and the `browser` extra.
 test-browser: venv
 	command -v chromium >/dev/null || (apt-get update -qq && apt-get install -y -qq chromium)
 	$(BIN)/python -m pip install --disable-pip-version-check -q -e '.[dev,browser]'
-	$(BIN)/python -m require2fa.testrun -m browser $(PYTEST_ARGS)
+	$(BIN)/python -m commands.testrun -m browser $(PYTEST_ARGS)
 
 demo: venv
 	$(BIN)/require2fa demo

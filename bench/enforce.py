@@ -2,7 +2,7 @@
 
     .venv/bin/python bench/enforce.py [--sizes 10000,100000,1000000] [--threads 4]
 
-For each size, two organizations are seeded with `require2fa.seed` (half the members without
+For each size, two organizations are seeded with `commands.seed` (half the members without
 2FA) in one fresh database. On the first, the requirement is turned on with `PUT
 organizations/{org}/` over HTTP (the aiohttp app, in this process) and the clock runs until the
 run is completed: every removal, `member.pending` entry and outbox row committed by two
@@ -126,7 +126,7 @@ class Workers:
     with the peak memory of their worker processes."""
 
     def __init__(self, env: dict[str, str], threads: int) -> None:
-        from require2fa.dev import ProcessGroup
+        from commands.dev import ProcessGroup
 
         self.log_path = tempfile.mkstemp(prefix=f"{DB}.workers.", suffix=".log")[1]
         self.group = ProcessGroup(env, log_path=Path(self.log_path))
@@ -180,7 +180,7 @@ async def warm_up(
     conn: asyncpg.Connection, http: aiohttp.ClientSession, base: str, settings: Any
 ) -> None:
     """One small enforcement first, so that no measurement pays for imports and connections."""
-    from require2fa.seed import seed
+    from commands.seed import seed
 
     _, token = await make_owner(conn, "owner@warmup.example")
     await seed(
@@ -216,8 +216,8 @@ async def measure(
     settings: Any,
     size: int,
 ) -> dict[str, Any]:
+    from commands.seed import seed
     from db.enforcement import MESSAGE_ID_SQL, count_noncompliant
-    from require2fa.seed import seed
 
     slug, bound_slug = f"bench-{size}", f"bound-{size}"
     owner_id, token = await make_owner(conn, f"owner@{slug}.example")

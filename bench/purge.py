@@ -2,7 +2,7 @@
 
     .venv/bin/python bench/purge.py [--members 1000000] [--other 10000] [--batch-size 2000]
 
-Seeds an organization with `require2fa.seed`, turns all its members into pending members removed
+Seeds an organization with `commands.seed`, turns all its members into pending members removed
 for 2FA whose window has passed (one UPDATE), copies the database, then measures:
 - the bound: one `DELETE` of the same rows (team links by cascade) on the copy;
 - the purge (`db.maintenance.purge_expired`: batches, audit entries, tombstones) on the original,
@@ -31,12 +31,12 @@ import asyncpg
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from commands.seed import seed  # noqa: E402
 from db import maintenance  # noqa: E402
 from db.migrate import migrate  # noqa: E402
 from db.pool import connect  # noqa: E402
 from require2fa import logs  # noqa: E402
 from require2fa.security import new_token, token_hash  # noqa: E402
-from require2fa.seed import seed  # noqa: E402
 from require2fa.settings import Settings  # noqa: E402
 
 ADMIN_DSN = os.environ.get("DATABASE_URL") or "postgresql://postgres@127.0.0.1:5432/postgres"

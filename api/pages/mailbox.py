@@ -1,6 +1,6 @@
 """The development mailbox: what the local SMTP sink received, at `/_dev/mailbox/`.
 
-The sink (`require2fa.devstack.MailSink`) stores each message as `<data_dir>/mail/NNNNNN.eml`.
+The sink (`commands.devstack.MailSink`) stores each message as `<data_dir>/mail/NNNNNN.eml`.
 These pages list those files, newest first, and show one: headers, the text part, and the HTML
 part in a sandboxed frame. They exist only in development: `create_app` adds them then and
 never otherwise. They read files and write nothing.

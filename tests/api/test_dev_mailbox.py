@@ -9,9 +9,9 @@ import pytest
 import redis.asyncio as aioredis
 
 from api.app import create_app
+from commands.devstack import MailSink
 from db import outbox
 from jobs import email as email_jobs
-from require2fa.devstack import MailSink
 from require2fa.settings import Settings
 
 

@@ -8,9 +8,9 @@ import asyncpg
 import dramatiq
 import pytest
 
+from commands.seed import seed
 from db import enforcement
 from jobs.enforcement import coordinate_run, remove_batch_now
-from require2fa.seed import seed
 from tests.factories import add_member, add_totp, create_org, create_user, token_for
 
 PERSONAL = "Cannot require two-factor authentication without personal two-factor enabled."

@@ -11,7 +11,7 @@ from urllib.parse import urlsplit
 import pyotp
 import pytest
 
-from require2fa.devstack import free_port
+from commands.devstack import free_port
 from tests.factories import PASSWORD, add_member, create_org, create_user, remove_for_2fa
 
 pytestmark = pytest.mark.browser

@@ -19,11 +19,11 @@ import asyncpg
 import dramatiq
 import pytest
 
+from commands.seed import seed
 from db import enforcement, outbox, users
 from db.audit import Actor
 from jobs.enforcement import coordinate, coordinate_run, remove_batch, remove_batch_now, sweep_now
 from require2fa.security import token_hash
-from require2fa.seed import seed
 from tests.factories import add_member, add_totp, create_org, create_user
 
 SEEDED = 2_500  # three batches of 1,000
@@ -584,7 +584,7 @@ async def test_worker_process_killed_mid_batch_and_queue_lost(pool, settings, br
 async def test_enforce_and_status_commands(pool, settings, database, broker, start_worker) -> None:
     from click.testing import CliRunner
 
-    from require2fa.cli import main
+    from commands.cli import main
 
     owner = await create_user(pool, "owner@example.com", has2fa=True)
     org = await create_org(pool, "acme", owner["id"])

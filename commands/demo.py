@@ -25,8 +25,8 @@ import aiohttp
 import click
 from tqdm import tqdm
 
-from require2fa.dev import ProcessGroup
-from require2fa.devstack import free_port, resolve_services
+from commands.dev import ProcessGroup
+from commands.devstack import free_port, resolve_services
 from require2fa.settings import Settings
 
 MEMBERS = 10_000
@@ -61,12 +61,12 @@ class Outcome:
 
 async def _prepare(settings: Settings) -> tuple[str, Owner]:
     """Migrates, then seeds a new organization `demo[-N]` with an owner who can sign in."""
+    from commands.seed import seed
     from db import authenticators, organizations, users
     from db.migrate import migrate
     from db.pool import connect
     from require2fa import totp
     from require2fa.security import hash_password
-    from require2fa.seed import seed
 
     assert settings.database_url
     conn = await connect(settings.database_url)

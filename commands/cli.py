@@ -147,7 +147,7 @@ def createtoken(email: str, name: str) -> None:
 @click.option("--owner-email", default=None, help="Make this user (created if missing) the owner.")
 def seed(slug: str, count: int, enrolled: float, owner_email: str | None) -> None:
     """Bulk-load a synthetic organization (COPY), for demos and benchmarks."""
-    from require2fa.seed import seed as run_seed
+    from commands.seed import seed as run_seed
 
     settings = load_settings()
 
@@ -172,7 +172,7 @@ def clock() -> None:
 
     Safe to run twice: one clock leads (a PostgreSQL advisory lock), and every job is idempotent.
     """
-    from require2fa.clock import run
+    from commands.clock import run
 
     settings = load_settings()
     need_database(settings)
@@ -201,7 +201,7 @@ def purge_expired(batch_size: int) -> None:
 @click.option("--dry-run", is_flag=True, help="Print who would be removed; change nothing.")
 def enforce(slug: str, email: str, dry_run: bool) -> None:
     """Require 2FA in an organization (as the API's switch does) and follow the removals."""
-    from require2fa import enforce as enforcement
+    from commands import enforce as enforcement
 
     settings = load_settings()
     if dry_run:
@@ -223,7 +223,7 @@ def enforce(slug: str, email: str, dry_run: bool) -> None:
 @click.option("--org", "slug", required=True, help="Slug of the organization.")
 def status(slug: str) -> None:
     """Print an organization's members, enrolled, pending, and its latest enforcement run."""
-    from require2fa.enforce import status as describe
+    from commands.enforce import status as describe
 
     for line in run_db(load_settings(), lambda conn: describe(conn, slug)):
         click.echo(line)
@@ -239,7 +239,7 @@ def status(slug: str) -> None:
 def demo(data_dir: Path | None) -> None:
     """Seed 10,000 members (30% without 2FA), require 2FA over HTTP as the owner, watch the
     workers remove them, and print the outcome; stops everything it started."""
-    from require2fa.demo import report, run_demo
+    from commands.demo import report, run_demo
 
     # Progress bars and the outcome only: the servers' and sink's own chatter stays out.
     logs.configure(os.environ.get("LOG_FORMAT") or "text", level=logging.WARNING)
@@ -266,7 +266,7 @@ def demo(data_dir: Path | None) -> None:
 )
 def dev(port: int | None, processes: int, threads: int) -> None:
     """Run web + worker + clock + a local SMTP sink on the embedded default, in the foreground."""
-    from require2fa.dev import run_dev
+    from commands.dev import run_dev
 
     settings = load_settings(environment="development")
     sys.exit(

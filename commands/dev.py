@@ -20,7 +20,7 @@ from pathlib import Path
 
 import structlog
 
-from require2fa.devstack import resolve_services
+from commands.devstack import resolve_services
 
 log = structlog.get_logger(__name__)
 
@@ -86,7 +86,7 @@ def run_dev(data_dir: Path, *, port: int, worker_processes: int, worker_threads:
         group = ProcessGroup(env)
         python = sys.executable
         try:
-            group.start("web", [python, "-m", "require2fa.cli", "web"])
+            group.start("web", [python, "-m", "commands.cli", "web"])
             group.start(
                 "worker",
                 [
@@ -100,7 +100,7 @@ def run_dev(data_dir: Path, *, port: int, worker_processes: int, worker_threads:
                     str(worker_threads),
                 ],
             )
-            group.start("clock", [python, "-m", "require2fa.cli", "clock"])
+            group.start("clock", [python, "-m", "commands.cli", "clock"])
             log.info("running", url=env["BASE_URL"], mail=str(services.mail_dir))
             while (ended := group.first_exit()) is None:
                 time.sleep(0.5)

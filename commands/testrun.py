@@ -1,4 +1,4 @@
-"""`python -m require2fa.testrun [pytest args]`: the test suite against real PostgreSQL and Redis.
+"""`python -m commands.testrun [pytest args]`: the test suite against real PostgreSQL and Redis.
 
 Picks the servers with `devstack.resolve_services` (CONTRACT §3: `DATABASE_URL`/`REDIS_URL`, else
 127.0.0.1:5432/6379, else embedded ones under `.require2fa/test`; `REQUIRE2FA_EMBEDDED=1` forces
@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from types import FrameType
 
-from require2fa.devstack import resolve_services
+from commands.devstack import resolve_services
 
 DATA_DIR = Path(".require2fa") / "test"
 

@@ -17,7 +17,7 @@ import asyncpg
 import pytest
 import redis.asyncio
 
-from require2fa.devstack import (
+from commands.devstack import (
     DevStackError,
     MailSink,
     Services,
@@ -143,7 +143,7 @@ HOLD = textwrap.dedent(
     import signal, sys, time
     from pathlib import Path
     from urllib.parse import urlsplit
-    from require2fa.devstack import embedded_services
+    from commands.devstack import embedded_services
 
     signal.signal(signal.SIGINT, signal.default_int_handler)  # even if our parent ignores it
     data_dir = Path(sys.argv[1])

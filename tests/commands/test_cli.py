@@ -8,7 +8,7 @@ import asyncpg
 import pytest
 from click.testing import CliRunner
 
-from require2fa.cli import main
+from commands.cli import main
 
 
 @pytest.fixture

@@ -15,7 +15,7 @@ import pytest
 from apscheduler.triggers.cron import CronTrigger
 from apscheduler.triggers.interval import IntervalTrigger
 
-from require2fa.clock import Clock, build_scheduler, schedule, sending_broker
+from commands.clock import Clock, build_scheduler, schedule, sending_broker
 from tests.factories import add_member, create_org, create_user, remove_for_2fa
 
 ROOT = Path(__file__).resolve().parents[1]
