@@ -1,4 +1,4 @@
-"""Rendering the outbox's emails from `templates/emails/`: a subject line, an HTML part with its
+"""Rendering the outbox's emails from `require2fa/templates/emails/`: a subject line, an HTML part with its
 CSS inlined, and a plain-text part. Pure functions over one cached Jinja2 environment.
 
 Each email `<name>` has three templates: `<name>.subject.txt`, `<name>.html` (extends
@@ -23,9 +23,8 @@ import jinja2
 
 from require2fa.settings import Settings
 
-# templates/ sits next to the packages at the repository root; an editable install
-# (`pip install -e .`) runs the packages from there, so the path holds installed or not.
-TEMPLATE_DIR = Path(__file__).resolve().parents[1] / "templates" / "emails"
+# Shipped as package data (pyproject.toml), so the path holds installed or editable.
+TEMPLATE_DIR = Path(__file__).resolve().parent / "templates" / "emails"
 
 FACTOR_LABELS = {"totp": "authenticator app", "sms": "backup phone", "recovery": "recovery codes"}
 

@@ -32,8 +32,8 @@ from require2fa import totp
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
-# templates/ sits next to the packages at the repository root.
-TEMPLATE_DIR = Path(__file__).resolve().parents[2] / "templates" / "pages"
+# Shipped as package data (pyproject.toml), so the path holds installed or editable.
+TEMPLATE_DIR = Path(__file__).resolve().parents[1] / "templates" / "pages"
 SECURITY = "/account/security/"
 LOGIN = "/auth/login/"
 
