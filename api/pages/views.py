@@ -15,7 +15,7 @@ import json
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote, urlsplit
+from urllib.parse import quote, unquote, urlsplit
 
 import jinja2
 from aiohttp import web
@@ -116,8 +116,24 @@ async def _form(request: web.Request) -> dict[str, str]:
 
 
 def _local(path: str | None) -> str | None:
-    """`path` when it stays on this site (starts with one slash), else None."""
-    if not path or not path.startswith("/") or path.startswith("//") or "\\" in path:
+    r"""`path` when it can only be a path of this site, else None (the caller's default).
+
+    Browsers drop tabs and newlines inside a URL and read a backslash as a slash, so
+    `/\t/evil.example` or `/\\evil.example` would be `//evil.example`: another site. Only
+    printable ASCII is kept (no whitespace, no control character, no look-alike), starting
+    with one slash, with no backslash; and once percent-decoded (a decoding proxy in front
+    must not make one) still no leading `//`, no backslash and no control character.
+    """
+    if not path or not all("\x21" <= char <= "\x7e" for char in path):
+        return None
+    decoded = unquote(path)
+    for form in (path, decoded):
+        if not form.startswith("/") or form.startswith("//") or "\\" in form:
+            return None
+    if any(char < "\x20" or char == "\x7f" for char in decoded):
+        return None
+    parts = urlsplit(path)
+    if parts.scheme or parts.netloc:
         return None
     return path
 
