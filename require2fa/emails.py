@@ -1,5 +1,5 @@
-"""Rendering the outbox's emails from `require2fa/templates/emails/`: a subject line, an HTML part with its
-CSS inlined, and a plain-text part. Pure functions over one cached Jinja2 environment.
+"""Rendering the outbox's emails from `require2fa/templates/emails/`: a subject line, an HTML part
+with its CSS inlined, and a plain-text part. Pure functions over one cached Jinja2 environment.
 
 Each email `<name>` has three templates: `<name>.subject.txt`, `<name>.html` (extends
 `_base.html`) and `<name>.txt`. HTML is autoescaped, text and subject are not (they are not
