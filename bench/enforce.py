@@ -53,18 +53,14 @@ with cand as (
            translate(rtrim(encode(uuid_send(gen_random_uuid()) || uuid_send(gen_random_uuid()),
                                   'base64'), '='), '+/', '-_') as token
     from members m join users u on u.id = m.user_id
-    where m.organization_id = $1 and u.id <> $2
-      and not exists (select 1 from authenticators a where a.user_id = u.id
-                      and a.confirmed_at is not null and a.type in ('totp', 'sms'))),
+    where m.organization_id = $1 and u.id <> $2 and not {has_2fa_user}),
 removed as (
     update members m
     set user_id = null, pending_reason = '2fa', token_hash = sha256(convert_to(c.token, 'UTF8')),
         reinstate_by = now() + interval '90 days', removed_at = now(), removed_by_run = $3,
         expiry_reminded_at = null
     from cand c
-    where m.id = c.id and m.user_id = c.user_id
-      and not exists (select 1 from authenticators a where a.user_id = c.user_id
-                      and a.confirmed_at is not null and a.type in ('totp', 'sms'))
+    where m.id = c.id and m.user_id = c.user_id and not {has_2fa_candidate}
     returning m.id, m.email, m.role, c.user_id, c.token, m.reinstate_by),
 logged as (
     insert into audit_log (organization_id, event, actor_user_id, actor_label, target_member_id,
@@ -218,6 +214,7 @@ async def measure(
 ) -> dict[str, Any]:
     from commands.seed import seed
     from db.enforcement import MESSAGE_ID_SQL, count_noncompliant
+    from require2fa import compliance
 
     slug, bound_slug = f"bench-{size}", f"bound-{size}"
     owner_id, token = await make_owner(conn, f"owner@{slug}.example")
@@ -288,7 +285,11 @@ async def measure(
     await conn.execute("checkpoint")
     started = time.perf_counter()
     removed = await conn.fetchval(
-        BOUND_SQL.format(message_id=MESSAGE_ID_SQL.format(key="k.key")),
+        BOUND_SQL.format(
+            message_id=MESSAGE_ID_SQL.format(key="k.key"),
+            has_2fa_user=compliance.second_factor_sql("u.id"),
+            has_2fa_candidate=compliance.second_factor_sql("c.user_id"),
+        ),
         bound_seeded.organization_id,
         bound_owner_id,
         bound_run,

@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import asyncpg
 
-SECOND_FACTORS = ("totp", "sms")
+from require2fa import compliance
+
+SECOND_FACTORS = compliance.FACTOR_KINDS
 
 _SELECT = """
     select a.id, a.user_id, a.type, a.name, a.phone, a.secret_encrypted, a.last_used_step,
@@ -101,9 +103,9 @@ async def count_second_factors(
     conn: asyncpg.Connection, user_id: int, *, excluding: int | None = None
 ) -> int:
     return await conn.fetchval(
-        """select count(*) from authenticators
-           where user_id = $1 and confirmed_at is not null and type in ('totp', 'sms')
-             and ($2::bigint is null or id <> $2)""",
+        f"""select count(*) from authenticators a
+            where a.user_id = $1 and {compliance.factor_counts_sql("a")}
+              and ($2::bigint is null or a.id <> $2)""",
         user_id,
         excluding,
     )

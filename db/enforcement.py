@@ -24,6 +24,7 @@ import asyncpg
 from db import audit, outbox, users
 from db.audit import Actor
 from db.users import HAS_2FA_SQL
+from require2fa import compliance
 
 ACTIVE = ("queued", "running")
 # First key of the advisory lock that one run's coordinators take (the second is the run id).
@@ -244,30 +245,25 @@ async def queue_reminders(
     conn: asyncpg.Connection,
     *,
     organization_id: int,
-    org_name: str,
-    org_slug: str,
-    security_url: str,
+    context: dict[str, Any],
     day: str,
     except_user_id: int | None,
 ) -> int:
-    """One `reminder_2fa` email per active member without a second factor, at most once a day
-    (the dedupe key names the day); returns how many were queued now."""
-    key = "'reminder:' || m.organization_id || ':' || m.id || ':' || $5::text"
+    """One `reminder_2fa` email (the same `context` for all, from
+    `require2fa.email_contexts.reminder_2fa`) per active member without a second factor, at most
+    once a day (the dedupe key names the day); returns how many were queued now."""
+    key = "'reminder:' || m.organization_id || ':' || m.id || ':' || $3::text"
     result = await conn.execute(
         f"""insert into email_outbox (template, to_address, context, dedupe_key, message_id,
                                       organization_id, member_id)
-            select 'reminder_2fa', m.email,
-                   jsonb_build_object('org_name', $2::text, 'org_slug', $3::text,
-                                      'security_url', $4::text),
+            select 'reminder_2fa', m.email, $2::jsonb,
                    {key}, {MESSAGE_ID_SQL.format(key=key)}, m.organization_id, m.id
             from members m join users u on u.id = m.user_id
-            where m.organization_id = $1 and u.id is distinct from $6 and not {HAS_2FA_SQL}
+            where m.organization_id = $1 and u.id is distinct from $4 and not {HAS_2FA_SQL}
             order by m.id
             on conflict (dedupe_key) do nothing""",
         organization_id,
-        org_name,
-        org_slug,
-        security_url,
+        context,
         day,
         except_user_id,
     )
@@ -367,6 +363,7 @@ async def mark_enqueued(conn: asyncpg.Connection, run_id: int, batch_nos: Sequen
 class Candidate:
     member_id: int
     user_id: int
+    email: str
 
 
 @dataclass(frozen=True)
@@ -429,7 +426,7 @@ async def candidates(conn: asyncpg.Connection, head: BatchHead) -> list[Candidat
     """Active members of the batch without a second factor, as read before any lock: the
     removal statement checks each of them again."""
     rows = await conn.fetch(
-        f"""select m.id, m.user_id from members m join users u on u.id = m.user_id
+        f"""select m.id, m.user_id, m.email from members m join users u on u.id = m.user_id
             where m.organization_id = $1 and m.id between $2 and $3
               and u.id is distinct from $4 and not {HAS_2FA_SQL}
             order by m.id""",
@@ -438,18 +435,18 @@ async def candidates(conn: asyncpg.Connection, head: BatchHead) -> list[Candidat
         head.last_member_id,
         head.actor.user_id,
     )
-    return [Candidate(row["id"], row["user_id"]) for row in rows]
+    return [Candidate(row["id"], row["user_id"], row["email"]) for row in rows]
 
 
 @dataclass(frozen=True)
 class Removal:
-    """Per candidate: its fresh rejoin token (raw, for the email) and hash (for the row), the
-    outbox dedupe key and the Message-ID that goes with it."""
+    """Per candidate: its fresh rejoin token's hash (for the row), the outbox dedupe key, the
+    Message-ID that goes with it and the email's context (`require2fa.email_contexts`)."""
 
-    tokens: list[str]
     token_hashes: list[bytes]
     dedupe_keys: list[str]
     message_ids: list[str]
+    contexts: list[dict[str, Any]]
 
 
 async def remove(
@@ -459,7 +456,6 @@ async def remove(
     removal: Removal,
     *,
     reinstate_by: datetime,
-    base_url: str,
 ) -> tuple[int, int]:
     """Removes those candidates that are, in this statement, still active with the same user
     and still without a second factor; writes their `member.pending` entries and outbox rows.
@@ -467,10 +463,10 @@ async def remove(
     Returns (removed, members of the batch's range). Call with the candidates' users locked.
     """
     row = await conn.fetchrow(
-        """with t as (
-                select * from unnest($1::bigint[], $2::bigint[], $3::text[], $4::bytea[],
+        f"""with t as (
+                select * from unnest($1::bigint[], $2::bigint[], $3::jsonb[], $4::bytea[],
                                      $5::text[], $6::text[])
-                         as t(member_id, user_id, token, token_hash, dedupe_key, message_id)),
+                         as t(member_id, user_id, context, token_hash, dedupe_key, message_id)),
             removed as (
                 update members m
                 set user_id = null, pending_reason = '2fa', token_hash = t.token_hash,
@@ -478,10 +474,9 @@ async def remove(
                     expiry_reminded_at = null
                 from t
                 where m.id = t.member_id and m.organization_id = $8 and m.user_id = t.user_id
-                  and not exists (select 1 from authenticators a
-                                  where a.user_id = t.user_id and a.confirmed_at is not null
-                                    and a.type in ('totp', 'sms'))
-                returning m.id, m.email, m.role, t.user_id, t.token, t.dedupe_key, t.message_id),
+                  and not {compliance.second_factor_sql("t.user_id")}
+                returning m.id, m.email, m.role, t.user_id, t.context, t.dedupe_key,
+                          t.message_id),
             logged as (
                 insert into audit_log (organization_id, event, actor_user_id, actor_token_id,
                                        actor_label, target_member_id, target_user_id,
@@ -498,21 +493,16 @@ async def remove(
             mailed as (
                 insert into email_outbox (template, to_address, context, dedupe_key, message_id,
                                           organization_id, member_id, enforcement_id)
-                select 'removed_for_2fa', r.email,
-                       jsonb_build_object(
-                           'org_name', $15::text, 'org_slug', $16::text,
-                           'member_email', r.email,
-                           'accept_url', $17::text || '/accept/' || r.id || '/' || r.token || '/',
-                           'reinstate_by', $18::text),
+                select 'removed_for_2fa', r.email, r.context,
                        r.dedupe_key, r.message_id, $8, r.id, $7
                 from removed r order by r.id
                 on conflict (dedupe_key) do nothing)
             select (select count(*) from removed) as removed,
                    (select count(*) from members
-                    where organization_id = $8 and id between $19 and $20) as in_range""",
+                    where organization_id = $8 and id between $15 and $16) as in_range""",
         [c.member_id for c in found],
         [c.user_id for c in found],
-        removal.tokens,
+        removal.contexts,
         removal.token_hashes,
         removal.dedupe_keys,
         removal.message_ids,
@@ -524,10 +514,6 @@ async def remove(
         head.actor.token_id,
         head.actor.label,
         head.actor.ip_address,
-        head.org_name,
-        head.org_slug,
-        base_url,
-        reinstate_by.isoformat(),
         head.first_member_id,
         head.last_member_id,
     )

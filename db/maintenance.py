@@ -17,8 +17,8 @@ import asyncpg
 
 from db import outbox
 from db.audit import SYSTEM
+from require2fa import email_contexts, links
 from require2fa.security import new_token, token_hash
-from require2fa.settings import Settings
 
 PURGE_BATCH = 2_000
 REMINDER_BATCH = 500
@@ -120,7 +120,7 @@ class ReminderResult:
 
 async def expiry_reminders(
     conn: asyncpg.Connection,
-    settings: Settings,
+    base_url: str,
     *,
     now: datetime | None = None,
     batch_size: int = REMINDER_BATCH,
@@ -136,8 +136,8 @@ async def expiry_reminders(
             if not rows:
                 break
             seen += len(rows)
-            links = await _links(conn, settings, rows)
-            records = [_reminder(row, links[row["id"]]) for row in rows]
+            current = await _links(conn, base_url, rows)
+            records = [_reminder(row, current[row["id"]]) for row in rows]
             inserted = await conn.fetchval(
                 """with added as (
                        insert into email_outbox (template, to_address, context, dedupe_key,
@@ -159,14 +159,13 @@ async def expiry_reminders(
 
 def _reminder(row: asyncpg.Record, accept_url: str) -> tuple[Any, ...]:
     """One `expiry_soon` outbox row, in the column order of the insert above."""
-    reinstate_by = row["reinstate_by"].isoformat()
-    dedupe_key = f"expiry:{row['id']}:{reinstate_by}"
-    context = {
-        "org_name": row["org_name"],
-        "org_slug": row["org_slug"],
-        "accept_url": accept_url,
-        "reinstate_by": reinstate_by,
-    }
+    dedupe_key = f"expiry:{row['id']}:{row['reinstate_by'].isoformat()}"
+    context = email_contexts.expiry_soon(
+        org_name=row["org_name"],
+        org_slug=row["org_slug"],
+        accept_url=accept_url,
+        reinstate_by=row["reinstate_by"],
+    )
     return (
         "expiry_soon",
         row["email"],
@@ -179,11 +178,11 @@ def _reminder(row: asyncpg.Record, accept_url: str) -> tuple[Any, ...]:
 
 
 async def _links(
-    conn: asyncpg.Connection, settings: Settings, rows: list[asyncpg.Record]
+    conn: asyncpg.Connection, base_url: str, rows: list[asyncpg.Record]
 ) -> dict[int, str]:
     """The member's current link; a member with none on record (its email row was cleaned up)
     gets a fresh token, which replaces the old one: the reminder then carries the only link."""
-    links = {row["id"]: row["accept_url"] for row in rows if row["accept_url"]}
+    found = {row["id"]: row["accept_url"] for row in rows if row["accept_url"]}
     missing = [row["id"] for row in rows if not row["accept_url"]]
     if missing:
         tokens = {member_id: new_token() for member_id in missing}
@@ -194,5 +193,5 @@ async def _links(
             [token_hash(tokens[member_id]) for member_id in missing],
         )
         for member_id, token in tokens.items():
-            links[member_id] = f"{settings.base_url}/accept/{member_id}/{token}/"
-    return links
+            found[member_id] = links.accept_url(base_url, member_id, token)
+    return found

@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import asyncpg
 
-# The has2fa rule (a confirmed TOTP or SMS factor) as a SQL condition on a users alias `u`.
-# Written inline (not as a function) so that the planner can turn NOT EXISTS into an anti-join.
-HAS_2FA_SQL = """exists (select 1 from authenticators a
-                        where a.user_id = u.id and a.confirmed_at is not null
-                          and a.type in ('totp', 'sms'))"""
+from require2fa import compliance
+
+# The has2fa rule (`require2fa.compliance`) as a SQL condition on a users alias `u`.
+HAS_2FA_SQL = compliance.second_factor_sql("u.id")
 
 
 async def create(

@@ -23,6 +23,7 @@ from db import enforcement, outbox, users
 from jobs import email as email_jobs
 from jobs.resources import current
 from jobs.retry import is_transient
+from require2fa import email_contexts
 from require2fa.security import new_token, token_hash
 from require2fa.settings import Settings
 
@@ -127,19 +128,26 @@ async def remove_batch_now(
         await users.lock(conn, [c.user_id for c in found])
         tokens = [new_token() for _ in found]
         keys = [f"removed:{run_id}:{c.member_id}" for c in found]
+        reinstate_by = head.now + settings.reinstatement_window
         removal = enforcement.Removal(
-            tokens=tokens,
             token_hashes=[token_hash(token) for token in tokens],
             dedupe_keys=keys,
             message_ids=[outbox.message_id(key) for key in keys],
+            contexts=[
+                email_contexts.removed_for_2fa(
+                    base_url=settings.base_url,
+                    org_name=head.org_name,
+                    org_slug=head.org_slug,
+                    member_id=c.member_id,
+                    member_email=c.email,
+                    token=token,
+                    reinstate_by=reinstate_by,
+                )
+                for c, token in zip(found, tokens, strict=True)
+            ],
         )
         removed, in_range = await enforcement.remove(
-            conn,
-            head,
-            found,
-            removal,
-            reinstate_by=head.now + settings.reinstatement_window,
-            base_url=settings.base_url,
+            conn, head, found, removal, reinstate_by=reinstate_by
         )
         run = await enforcement.finish_batch(
             conn,
@@ -193,9 +201,9 @@ async def queue_reminders_now(
         return await enforcement.queue_reminders(
             conn,
             organization_id=organization_id,
-            org_name=org["name"],
-            org_slug=org["slug"],
-            security_url=f"{settings.base_url}/account/security/",
+            context=email_contexts.reminder_2fa(
+                base_url=settings.base_url, org_name=org["name"], org_slug=org["slug"]
+            ),
             day=day,
             except_user_id=except_user_id,
         )

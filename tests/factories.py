@@ -8,6 +8,7 @@ import asyncpg
 from aiohttp.test_utils import TestClient
 
 from db import members, organizations, users
+from require2fa import email_contexts
 from require2fa.security import hash_password, new_token, token_hash
 
 PASSWORD = "correct horse battery staple"
@@ -166,20 +167,22 @@ async def remove_for_2fa(pool: asyncpg.Pool, member_id: int, settings: Any) -> s
             target_member_id=member_id,
             data={"email": row["email"], "role": row["role"], "teams": teams, "reason": "2fa"},
         )
-        accept_url = f"{settings.base_url}/accept/{member_id}/{token}/"
+        context = email_contexts.removed_for_2fa(
+            base_url=settings.base_url,
+            org_name=org["name"],
+            org_slug=org["slug"],
+            member_id=member_id,
+            member_email=row["email"],
+            token=token,
+            reinstate_by=row["reinstate_by"],
+        )
         await outbox.enqueue(
             conn,
             template="removed_for_2fa",
             to=row["email"],
-            context={
-                "org_name": org["name"],
-                "org_slug": org["slug"],
-                "member_email": row["email"],
-                "accept_url": accept_url,
-                "reinstate_by": row["reinstate_by"].isoformat(),
-            },
+            context=context,
             dedupe_key=f"removed:test:{member_id}:{token_hash(token).hex()[:16]}",
             organization_id=org["id"],
             member_id=member_id,
         )
-    return accept_url
+    return str(context["accept_url"])

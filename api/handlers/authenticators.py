@@ -21,7 +21,7 @@ from api.handlers.invites import join_from_session
 from api.keys import PG, REDIS, SETTINGS
 from db import authenticators, outbox, users
 from jobs import email as email_jobs
-from require2fa import ratelimit, sms, totp
+from require2fa import compliance, email_contexts, ratelimit, sms, totp
 from require2fa.ratelimit import Limit
 from require2fa.settings import Settings
 
@@ -183,12 +183,9 @@ async def _security_notice(
         conn,
         template="security_notice",
         to=email,
-        context={
-            "action": action,
-            "factor": factor,
-            "factor_name": factor_name,
-            "security_url": f"{settings.base_url}/account/security/",
-        },
+        context=email_contexts.security_notice(
+            base_url=settings.base_url, action=action, factor=factor, factor_name=factor_name
+        ),
         dedupe_key=f"security:{authenticator_id}:{action}",
     )
 
@@ -393,7 +390,7 @@ async def delete_authenticator(request: web.Request) -> web.Response:
         factor = await authenticators.get(conn, auth.user_id, authenticator_id, lock=True)
         if factor is None:
             raise api_error(404, "The requested authenticator does not exist.")
-        if factor["type"] in authenticators.SECOND_FACTORS:
+        if compliance.counts(factor["type"]):
             others = await authenticators.count_second_factors(
                 conn, auth.user_id, excluding=factor["id"]
             )

@@ -22,7 +22,7 @@ from api.serializers import serialize_member
 from db import audit, maintenance, members, outbox, users
 from db.audit import Actor
 from jobs import email as email_jobs
-from require2fa import ratelimit
+from require2fa import email_contexts, links, ratelimit
 from require2fa.security import new_token, token_hash, token_matches
 
 INVALID = "Invalid invite code"
@@ -81,7 +81,7 @@ async def _join(
     return {
         "orgSlug": row["org_slug"],
         "memberId": str(row["id"]),
-        "redirect": f"/organizations/{row['org_slug']}/",
+        "redirect": links.organization_path(row["org_slug"]),
     }
 
 
@@ -236,24 +236,27 @@ async def reinvite(request: web.Request, access: OrgAccess, member_id: int) -> w
         await conn.execute(
             "update members set token_hash = $2 where id = $1", row["id"], token_hash(token)
         )
-        accept_url = f"{settings.base_url}/accept/{row['id']}/{token}/"
         if row["pending_reason"] == "2fa":
             template = "removed_for_2fa"
-            context = {
-                "org_name": org["name"],
-                "org_slug": org["slug"],
-                "member_email": row["email"],
-                "accept_url": accept_url,
-                "reinstate_by": row["reinstate_by"].isoformat() if row["reinstate_by"] else "",
-            }
+            context = email_contexts.removed_for_2fa(
+                base_url=settings.base_url,
+                org_name=org["name"],
+                org_slug=org["slug"],
+                member_id=row["id"],
+                member_email=row["email"],
+                token=token,
+                reinstate_by=row["reinstate_by"],
+            )
         else:
             template = "invite"
-            context = {
-                "org_name": org["name"],
-                "org_slug": org["slug"],
-                "inviter": access.auth.user["name"] or access.auth.user["email"],
-                "accept_url": accept_url,
-            }
+            context = email_contexts.invite(
+                base_url=settings.base_url,
+                org_name=org["name"],
+                org_slug=org["slug"],
+                inviter=access.auth.user["name"] or access.auth.user["email"],
+                member_id=row["id"],
+                token=token,
+            )
         await outbox.enqueue(
             conn,
             template=template,

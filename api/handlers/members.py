@@ -18,6 +18,7 @@ from api.serializers import serialize_member
 from db import audit, members, organizations, outbox
 from db.members import MemberFilter
 from jobs import email as email_jobs
+from require2fa import email_contexts
 from require2fa.security import new_token, token_hash
 
 Role = Literal["owner", "manager", "admin", "member", "billing"]
@@ -129,12 +130,14 @@ async def invite_member(request: web.Request) -> web.Response:
             conn,
             template="invite",
             to=str(body.email).lower(),
-            context={
-                "org_name": org["name"],
-                "org_slug": org["slug"],
-                "inviter": access.auth.user["name"] or access.auth.user["email"],
-                "accept_url": f"{settings.base_url}/accept/{new_id}/{token}/",
-            },
+            context=email_contexts.invite(
+                base_url=settings.base_url,
+                org_name=org["name"],
+                org_slug=org["slug"],
+                inviter=access.auth.user["name"] or access.auth.user["email"],
+                member_id=new_id,
+                token=token,
+            ),
             dedupe_key=f"invite:{new_id}:{token_hash(token).hex()[:16]}",
             organization_id=org["id"],
             member_id=new_id,

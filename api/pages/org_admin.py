@@ -9,8 +9,6 @@ same-origin check on forms) is `api.pages.views`'.
 
 from __future__ import annotations
 
-from urllib.parse import quote
-
 from aiohttp import web
 
 from api.access import MANAGERS, OrgAccess, org_access
@@ -23,12 +21,13 @@ from api.keys import PG, SETTINGS
 from api.pages.views import _detail, _form, _html_errors, _signed_in, render
 from api.pagination import page_args, split_page
 from db import audit, enforcement, members, organizations
+from require2fa import links
 
 PER_PAGE = 50
 
 
 def _org_url(access: OrgAccess, section: str = "") -> str:
-    return f"/organizations/{quote(access.org['slug'], safe='')}/{section}"
+    return links.organization_path(access.org["slug"], section)
 
 
 async def _access(request: web.Request, *, roles: tuple[str, ...] | None = None) -> OrgAccess:

@@ -28,24 +28,26 @@ from api.handlers import accounts, invites
 from api.handlers import authenticators as factors
 from api.keys import PG, REDIS, SETTINGS
 from db import authenticators, members, organizations
-from require2fa import totp
+from require2fa import links, totp
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 # Shipped as package data (pyproject.toml), so the path holds installed or editable.
 TEMPLATE_DIR = Path(__file__).resolve().parents[1] / "templates" / "pages"
-SECURITY = "/account/security/"
+SECURITY = links.SECURITY_PATH
 LOGIN = "/auth/login/"
 
 
 @functools.cache
 def environment() -> jinja2.Environment:
     """The one environment: templates are read and compiled once per process."""
-    return jinja2.Environment(
+    env = jinja2.Environment(
         loader=jinja2.FileSystemLoader(TEMPLATE_DIR),
         autoescape=True,
         undefined=jinja2.StrictUndefined,
     )
+    env.globals["links"] = links  # every page builds its links with `require2fa.links`
+    return env
 
 
 async def render(
@@ -145,7 +147,7 @@ async def _remembered_link(request: web.Request) -> str | None:
     member_id, token = remembered.get("memberId"), remembered.get("token")
     if not isinstance(member_id, int) or not isinstance(token, str):
         return None
-    return f"/accept/{member_id}/{quote(token, safe='')}/"
+    return links.accept_path(member_id, token)
 
 
 async def _after_sign_in(request: web.Request, next_path: str | None) -> str:

@@ -177,8 +177,8 @@ async def test_expiry_reminder_once_with_the_current_link(client, pool, settings
             soon,
         )
         reinstate_by = await conn.fetchval("select reinstate_by from members where id = $1", soon)
-        first = await maintenance.expiry_reminders(conn, settings)
-        second = await maintenance.expiry_reminders(conn, settings)
+        first = await maintenance.expiry_reminders(conn, settings.base_url)
+        second = await maintenance.expiry_reminders(conn, settings.base_url)
     assert (first.queued, second.queued) == (1, 0)
 
     [reminder] = await reminders(pool)
@@ -202,7 +202,7 @@ async def test_expiry_reminder_once_with_the_current_link(client, pool, settings
     # Even if the mark were lost, the dedupe key keeps it to one email per window.
     async with pool.acquire() as conn:
         await conn.execute("update members set expiry_reminded_at = null where id = $1", soon)
-        assert (await maintenance.expiry_reminders(conn, settings)).queued == 0
+        assert (await maintenance.expiry_reminders(conn, settings.base_url)).queued == 0
     assert len(await reminders(pool)) == 1
 
 
@@ -214,7 +214,7 @@ async def test_expiry_reminder_without_a_link_on_record_mints_one(client, pool, 
             "select context->>'accept_url' from email_outbox where member_id = $1", soon
         )
         await conn.execute("delete from email_outbox where member_id = $1", soon)
-        assert (await maintenance.expiry_reminders(conn, settings)).queued == 1
+        assert (await maintenance.expiry_reminders(conn, settings.base_url)).queued == 1
     [reminder] = await reminders(pool)
     fresh = reminder["context"]["accept_url"]
     assert fresh != old

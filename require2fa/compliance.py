@@ -1,0 +1,126 @@
+"""What satisfies the requirement: the one definition, as SQL for the set-based statements and as
+a Python check for everything else.
+
+A member meets their organization's requirement when one of their user's *confirmed* factors is
+of a kind that the organization's level accepts, or while an exemption lasts. Every statement
+that asks "has a second factor?" (the has2fa column, the member filters, the compliance counts,
+the removal of a batch, the last-factor rule, the benchmark's bound) renders its condition with
+`second_factor_sql`; every Python decision goes through `meets_requirement`. The partial index
+`authenticators_second_factor` (see `INDEX_PREDICATE` and tests/test_compliance.py) covers
+exactly `FACTOR_KINDS`, so that the probe stays an index-only anti-join.
+
+Extending it (data, not new code paths):
+- a new factor kind: add it to `FACTOR_KINDS` and to the levels that accept it, plus a migration
+  that widens `authenticators.type`'s check and re-creates the partial index with
+  `INDEX_PREDICATE` (the test compares the database's index with it);
+- a requirement level: add a row to `LEVELS`; statements that know the organization pass its
+  level column as `level_sql` (e.g. `"o.require_2fa_level"`);
+- an exemption: statements that know the member pass its column as `exempt_until_sql` (e.g.
+  `"m.exempt_2fa_until"`); Python passes `exempt_until` and `now`.
+
+All SQL here is text built from the constants of this module and from the SQL *expressions*
+(column names) that our own statements pass: never from input.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from datetime import datetime
+
+# Factor kinds that can count as a second factor once confirmed (recovery codes never do).
+FACTOR_KINDS: tuple[str, ...] = ("totp", "sms")
+
+# Requirement levels (issue 12 adds "secure" and "phishing-resistant"): the kinds each accepts.
+LEVELS: dict[str, tuple[str, ...]] = {
+    "any": FACTOR_KINDS,
+}
+DEFAULT_LEVEL = "any"
+
+_WORD = re.compile(r"^[a-z][a-z0-9_-]*$")
+# A column reference (`u.id`, `t.user_id`) or a `$n` parameter: what callers may pass as SQL.
+_EXPRESSION = re.compile(r"^(\$[0-9]+(::[a-z_0-9]+)?|[a-z_][a-z_0-9]*(\.[a-z_][a-z_0-9]*)?)$")
+
+
+def _sql_list(kinds: Iterable[str]) -> str:
+    words = list(kinds)
+    for word in words:
+        if not _WORD.match(word):
+            raise ValueError(f"not a factor kind: {word!r}")
+    return ", ".join(f"'{word}'" for word in words)
+
+
+def _expression(sql: str) -> str:
+    if not _EXPRESSION.match(sql):
+        raise ValueError(f"not a column or parameter reference: {sql!r}")
+    return sql
+
+
+# The partial index's predicate on `authenticators` (no alias), as the migrations write it.
+INDEX_PREDICATE = f"confirmed_at is not null and type in ({_sql_list(FACTOR_KINDS)})"
+
+
+def _level_sql(level_sql: str, alias: str) -> str:
+    """`{alias}.type` is accepted by the level that the expression `level_sql` evaluates to."""
+    arms = " ".join(
+        f"when '{name}' then {alias}.type in ({_sql_list(kinds)})"
+        for name, kinds in LEVELS.items()
+        if _WORD.match(name)
+    )
+    return f"(case coalesce({_expression(level_sql)}, '{DEFAULT_LEVEL}') {arms} else false end)"
+
+
+def factor_counts_sql(alias: str = "a", *, level_sql: str | None = None) -> str:
+    """SQL condition on one `authenticators` row (alias `alias`): a confirmed factor that
+    counts (for the level `level_sql` evaluates to, when given; else any kind that counts)."""
+    alias = _expression(alias)
+    condition = f"{alias}.confirmed_at is not null and {alias}.type in ({_sql_list(FACTOR_KINDS)})"
+    if level_sql is not None:
+        condition += f" and {_level_sql(level_sql, alias)}"
+    return condition
+
+
+def second_factor_sql(user_id_sql: str = "u.id", *, level_sql: str | None = None) -> str:
+    """SQL condition: the user `user_id_sql` has a confirmed factor that counts (for the level
+    `level_sql` evaluates to, when given).
+
+    An `exists` written inline (not a function), so that the planner can turn `not exists` into
+    an anti-join on the partial index.
+    """
+    return (
+        "exists (select 1 from authenticators a"
+        f" where a.user_id = {_expression(user_id_sql)}"
+        f" and {factor_counts_sql('a', level_sql=level_sql)})"
+    )
+
+
+def compliant_sql(
+    user_id_sql: str = "u.id",
+    *,
+    level_sql: str | None = None,
+    exempt_until_sql: str | None = None,
+) -> str:
+    """SQL condition: the member meets the requirement (a factor that counts, or an exemption
+    still running at the statement's `now()`)."""
+    factor = second_factor_sql(user_id_sql, level_sql=level_sql)
+    if exempt_until_sql is None:
+        return factor
+    return f"(coalesce({_expression(exempt_until_sql)} > now(), false) or {factor})"
+
+
+def counts(kind: str, level: str | None = None) -> bool:
+    """Whether a confirmed factor of `kind` counts as a second factor (for `level`, when given)."""
+    return kind in LEVELS[level or DEFAULT_LEVEL]
+
+
+def meets_requirement(
+    kinds: Iterable[str],
+    level: str | None = None,
+    exempt_until: datetime | None = None,
+    now: datetime | None = None,
+) -> bool:
+    """The Python check: a user whose confirmed factors are of `kinds` meets the requirement
+    at `level`, or is exempt until after `now`."""
+    if exempt_until is not None and now is not None and now < exempt_until:
+        return True
+    return any(counts(kind, level) for kind in kinds)

@@ -1,0 +1,86 @@
+"""The context of every email, built in one place.
+
+Each function returns what `require2fa.emails.render` gets for one template (stored in the
+outbox row's `context`). Producers (the batch removal, the invitation, the resend, the
+reminders, the expiry reminder, the security notice) call these and never assemble a context
+themselves; set-based statements receive the contexts built here as a `jsonb[]` parameter.
+Links come from `require2fa.links`.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from require2fa import links
+
+Context = dict[str, Any]
+
+
+def _when(moment: datetime | None) -> str:
+    return moment.isoformat() if moment is not None else ""
+
+
+def removed_for_2fa(
+    *,
+    base_url: str,
+    org_name: str,
+    org_slug: str,
+    member_id: int,
+    member_email: str,
+    token: str,
+    reinstate_by: datetime | None,
+) -> Context:
+    """The "Mandatory: Enable Two-Factor Authentication" email, with the member's fresh link
+    back in."""
+    return {
+        "org_name": org_name,
+        "org_slug": org_slug,
+        "member_email": member_email,
+        "accept_url": links.accept_url(base_url, member_id, token),
+        "reinstate_by": _when(reinstate_by),
+    }
+
+
+def invite(
+    *, base_url: str, org_name: str, org_slug: str, inviter: str, member_id: int, token: str
+) -> Context:
+    """The "Join {org}" email, with the invitation's link."""
+    return {
+        "org_name": org_name,
+        "org_slug": org_slug,
+        "inviter": inviter,
+        "accept_url": links.accept_url(base_url, member_id, token),
+    }
+
+
+def reminder_2fa(*, base_url: str, org_name: str, org_slug: str) -> Context:
+    """The "{org} will require two-factor authentication" email, pointing at the security page."""
+    return {
+        "org_name": org_name,
+        "org_slug": org_slug,
+        "security_url": links.security_url(base_url),
+    }
+
+
+def expiry_soon(
+    *, org_name: str, org_slug: str, accept_url: str, reinstate_by: datetime | None
+) -> Context:
+    """The "Your access to {org} expires soon" email, with the member's current link (the one last
+    emailed, read back from the outbox, or a fresh one from `links.accept_url`)."""
+    return {
+        "org_name": org_name,
+        "org_slug": org_slug,
+        "accept_url": accept_url,
+        "reinstate_by": _when(reinstate_by),
+    }
+
+
+def security_notice(*, base_url: str, action: str, factor: str, factor_name: str) -> Context:
+    """The "Security notice" email: a factor was `added` or `removed`."""
+    return {
+        "action": action,
+        "factor": factor,
+        "factor_name": factor_name,
+        "security_url": links.security_url(base_url),
+    }

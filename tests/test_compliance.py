@@ -1,0 +1,117 @@
+"""The one definition of compliance: its SQL and its Python check agree, and the partial index of
+the migrations covers exactly the factor kinds that count."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import asyncpg
+import pytest
+
+from require2fa import compliance
+from tests.factories import create_user
+
+# (factors the user has: (type, confirmed)), then whether they count
+FACTOR_SETS = [
+    ([], False),
+    ([("totp", False)], False),
+    ([("totp", True)], True),
+    ([("sms", True)], True),
+    ([("recovery", True)], False),
+    ([("recovery", True), ("sms", False)], False),
+    ([("recovery", True), ("totp", True)], True),
+]
+
+
+async def _user_with(conn: asyncpg.Connection, pool: asyncpg.Pool, n: int, factors) -> int:
+    user = await create_user(pool, f"factors-{n}@example.com")
+    for kind, confirmed in factors:
+        await conn.execute(
+            """insert into authenticators (user_id, type, name, confirmed_at)
+               values ($1, $2, 'test', case when $3 then now() end)""",
+            user["id"],
+            kind,
+            confirmed,
+        )
+    return user["id"]
+
+
+async def test_sql_and_python_agree(pool: asyncpg.Pool) -> None:
+    now = datetime.now(UTC)
+    async with pool.acquire() as conn:
+        for n, (factors, expected) in enumerate(FACTOR_SETS):
+            user_id = await _user_with(conn, pool, n, factors)
+            confirmed = [kind for kind, ok in factors if ok]
+            assert compliance.meets_requirement(confirmed) is expected
+            assert compliance.meets_requirement(confirmed, "any") is expected
+            has = await conn.fetchval(
+                f"select {compliance.second_factor_sql('u.id')} from users u where u.id = $1",
+                user_id,
+            )
+            at_level = await conn.fetchval(
+                f"""select {compliance.second_factor_sql("u.id", level_sql="$2::text")}
+                    from users u where u.id = $1""",
+                user_id,
+                "any",
+            )
+            assert (has, at_level) == (expected, expected), factors
+            # An exemption running now counts, one that has lapsed does not.
+            for until, exempt in (
+                (now + timedelta(days=1), True),
+                (now - timedelta(days=1), False),
+            ):
+                sql = compliance.compliant_sql("u.id", exempt_until_sql="$2::timestamptz")
+                got = await conn.fetchval(
+                    f"select {sql} from users u where u.id = $1", user_id, until
+                )
+                assert got is (expected or exempt)
+                assert compliance.meets_requirement(confirmed, None, until, now) is got
+            counted = await conn.fetchval(
+                f"""select count(*) from authenticators a
+                    where a.user_id = $1 and {compliance.factor_counts_sql("a")}""",
+                user_id,
+            )
+            assert (counted > 0) is expected
+
+
+async def test_the_partial_index_follows_the_definition(pool: asyncpg.Pool) -> None:
+    """The migrations' `authenticators_second_factor` has the predicate that
+    `compliance.INDEX_PREDICATE` says; a new factor kind needs a migration that re-creates it."""
+    async with pool.acquire() as conn, conn.transaction():
+        await conn.execute("create temp table probe (like authenticators) on commit drop")
+        await conn.execute(
+            "create index probe_second_factor on probe (user_id)"
+            f" where {compliance.INDEX_PREDICATE}"
+        )
+        expected = await conn.fetchval(
+            "select pg_get_expr(indpred, indrelid) from pg_index"
+            " where indexrelid = 'probe_second_factor'::regclass"
+        )
+        actual = await conn.fetchval(
+            "select pg_get_expr(indpred, indrelid) from pg_index"
+            " where indexrelid = 'authenticators_second_factor'::regclass"
+        )
+        check = await conn.fetchval(
+            """select pg_get_constraintdef(oid) from pg_constraint
+               where conrelid = 'authenticators'::regclass and contype = 'c'
+                 and pg_get_constraintdef(oid) like '%type%'"""
+        )
+    assert actual == expected
+    for kind in compliance.FACTOR_KINDS:
+        assert f"'{kind}'" in check
+
+
+def test_every_level_accepts_only_kinds_that_count() -> None:
+    assert compliance.DEFAULT_LEVEL in compliance.LEVELS
+    for kinds in compliance.LEVELS.values():
+        assert set(kinds) <= set(compliance.FACTOR_KINDS)
+    assert compliance.counts("totp") and compliance.counts("sms")
+    assert not compliance.counts("recovery")
+
+
+@pytest.mark.parametrize("bad", ["u.id; drop table users", "1 or true", "u.id)", "", "U.ID"])
+def test_sql_is_built_from_references_only(bad: str) -> None:
+    with pytest.raises(ValueError):
+        compliance.second_factor_sql(bad)
+    with pytest.raises(ValueError):
+        compliance.compliant_sql("u.id", exempt_until_sql=bad)

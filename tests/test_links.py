@@ -1,0 +1,56 @@
+"""Every link comes from `require2fa.links`; every email context from
+`require2fa.email_contexts`, and each of those renders its template."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from db.outbox import TEMPLATES
+from require2fa import email_contexts, links
+from require2fa.emails import render
+from require2fa.settings import Settings
+
+BASE = "https://2fa.example.com"
+
+
+def test_links() -> None:
+    assert links.accept_path(41, "tok-abc_123") == "/accept/41/tok-abc_123/"
+    assert links.accept_url(BASE, 41, "tok-abc_123") == f"{BASE}/accept/41/tok-abc_123/"
+    assert links.accept_url(BASE + "/", 41, "t") == f"{BASE}/accept/41/t/"
+    assert links.accept_path(1, "a/b?c") == "/accept/1/a%2Fb%3Fc/"
+    assert links.security_url(BASE) == f"{BASE}/account/security/"
+    assert links.organization_path("acme") == "/organizations/acme/"
+    assert links.organization_path("acme", "members/") == "/organizations/acme/members/"
+    assert links.organization_url(BASE, "acme", "settings/") == (
+        f"{BASE}/organizations/acme/settings/"
+    )
+
+
+def test_every_template_has_a_context_builder_that_renders() -> None:
+    when = datetime(2026, 6, 30, 10, tzinfo=UTC)
+    contexts = {
+        "removed_for_2fa": email_contexts.removed_for_2fa(
+            base_url=BASE,
+            org_name="Acme",
+            org_slug="acme",
+            member_id=7,
+            member_email="dev@example.com",
+            token="tok",
+            reinstate_by=when,
+        ),
+        "invite": email_contexts.invite(
+            base_url=BASE, org_name="Acme", org_slug="acme", inviter="Ada", member_id=7, token="t"
+        ),
+        "reminder_2fa": email_contexts.reminder_2fa(base_url=BASE, org_name="Acme", org_slug="a"),
+        "expiry_soon": email_contexts.expiry_soon(
+            org_name="Acme", org_slug="acme", accept_url=f"{BASE}/accept/7/t/", reinstate_by=when
+        ),
+        "security_notice": email_contexts.security_notice(
+            base_url=BASE, action="added", factor="totp", factor_name="Phone"
+        ),
+    }
+    assert set(contexts) == set(TEMPLATES)
+    settings = Settings(base_url=BASE)
+    for template, context in contexts.items():
+        rendered = render(template, context, settings)
+        assert BASE in rendered.html and BASE in rendered.text, template
