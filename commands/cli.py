@@ -230,6 +230,24 @@ def status(slug: str) -> None:
 
 
 @main.command()
+@click.option("--org", "slug", required=True, help="Slug of the organization.")
+@click.option(
+    "--output",
+    type=click.Path(dir_okay=False, writable=True, allow_dash=True),
+    default="-",
+    show_default=True,
+    help="The CSV file to write (- is standard output).",
+)
+def report(slug: str, output: str) -> None:
+    """Write the compliance report (one CSV row per member, as GET 2fa-compliance/?format=csv)."""
+    from commands.report import write_report
+
+    run_db(load_settings(), lambda conn: write_report(conn, slug, output))
+    if output != "-":
+        click.echo(f"wrote the compliance report of {slug} to {output}", err=True)
+
+
+@main.command()
 @click.option(
     "--data-dir",
     type=click.Path(file_okay=False, path_type=Path),

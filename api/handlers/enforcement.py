@@ -16,13 +16,13 @@ from prometheus_client.core import (
 )
 from prometheus_client.registry import Collector
 
-from api.access import MANAGERS, org_access
+from api.access import MANAGERS, OrgAccess, org_access
 from api.errors import api_error, path_id
 from api.handlers import health
 from api.keys import PG
 from api.pagination import link_header, page_args, split_page
 from api.serializers import serialize_member
-from db import enforcement, members
+from db import enforcement, members, report
 from db.members import MemberFilter
 
 
@@ -63,10 +63,16 @@ def _run_id(request: web.Request) -> int:
     return path_id(request, "enforcement_id", not_found="The requested enforcement does not exist.")
 
 
-async def compliance(request: web.Request) -> web.Response:
+async def compliance(request: web.Request) -> web.StreamResponse:
     """Who would lose access if two-factor authentication were required now (owners, managers):
-    `{count, members}`, the members cursor-paginated by id."""
+    `{count, members}`, the members cursor-paginated by id; `?format=csv` streams the report of
+    every member instead (`compliance_csv`)."""
     access = await org_access(request, roles=MANAGERS)
+    fmt = request.query.get("format", "json")
+    if fmt == "csv":
+        return await compliance_csv(request, access)
+    if fmt != "json":
+        raise api_error(400, "format must be json or csv.")
     cursor, per_page = page_args(request)
     org_id = access.org["id"]
     async with request.app[PG].acquire() as conn:
@@ -87,6 +93,25 @@ async def compliance(request: web.Request) -> web.Response:
     }
     response = web.json_response(body)
     response.headers["Link"] = link_header(request, next_cursor=next_cursor)
+    return response
+
+
+async def compliance_csv(request: web.Request, access: OrgAccess) -> web.StreamResponse:
+    """The compliance report of every member as CSV, streamed as PostgreSQL writes it: the web
+    process holds one chunk at a time, whatever the organization's size."""
+    slug = access.org["slug"]
+    response = web.StreamResponse(
+        headers={
+            "Content-Type": "text/csv; charset=utf-8",
+            "Content-Disposition": f'attachment; filename="{slug}-2fa-compliance.csv"',
+            "Cache-Control": "no-store",
+        }
+    )
+    response.enable_chunked_encoding()
+    async with request.app[PG].acquire() as conn:
+        await response.prepare(request)
+        await report.copy_report(conn, access.org["id"], response.write)
+    await response.write_eof()
     return response
 
 
