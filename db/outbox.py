@@ -16,6 +16,7 @@ TEMPLATES = (
     "reminder_2fa",
     "expiry_soon",
     "security_notice",
+    "enforcement_summary",
 )
 
 

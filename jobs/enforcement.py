@@ -14,12 +14,13 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
+from urllib.parse import quote
 
 import asyncpg
 import dramatiq
 import structlog
 
-from db import enforcement, outbox, users
+from db import enforcement, outbox, run_summary, users
 from jobs import email as email_jobs
 from jobs.resources import current
 from jobs.retry import is_transient
@@ -156,7 +157,21 @@ async def remove_batch_now(
             skipped=in_range - removed,
             seconds=time.perf_counter() - started,
         )
+        if run["status"] == "completed":
+            # In the transaction that completed the run: once per run, whoever delivers what.
+            await run_summary.queue(
+                conn,
+                run,
+                org_name=head.org_name,
+                org_slug=head.org_slug,
+                pending_url=pending_members_url(settings, head.org_slug),
+            )
     return BatchResult(removed=removed, skipped=in_range - removed, run_status=run["status"])
+
+
+def pending_members_url(settings: Settings, org_slug: str) -> str:
+    """The members page filtered to the pending members (the summary email's link)."""
+    return f"{settings.base_url}/organizations/{quote(org_slug, safe='')}/members/?query=is%3Apending"
 
 
 @dramatiq.actor(
@@ -182,7 +197,7 @@ async def remove_batch(run_id: int, batch_no: int) -> None:
         skipped=result.skipped,
         run_status=result.run_status,
     )
-    if result.removed:
+    if result.removed or result.run_status == "completed":
         await email_jobs.kick()
 
 

@@ -87,6 +87,24 @@ CASES = [
         ["removed", "backup phone", "+1 555 0100"],
         id="security_notice-removed",
     ),
+    pytest.param(
+        "enforcement_summary",
+        {
+            "org_name": "Acme",
+            "org_slug": "acme",
+            "run_id": "7",
+            "removed": 1234,
+            "skipped": 8766,
+            "total": 10000,
+            "emails_queued": 1234,
+            "emails_sent": 5,
+            "pending_url": f"{BASE}/organizations/acme/members/?query=is%3Apending",
+        },
+        "Acme: two-factor enforcement finished",
+        f"{BASE}/organizations/acme/members/?query=is%3Apending",
+        ["Acme", "1,234", "8,766", "5 sent"],
+        id="enforcement_summary",
+    ),
 ]
 
 

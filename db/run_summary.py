@@ -1,0 +1,48 @@
+"""The summary email of a finished enforcement run: one to each owner, once per run."""
+
+from __future__ import annotations
+
+import asyncpg
+
+from db import outbox
+
+
+async def queue(
+    conn: asyncpg.Connection, run: asyncpg.Record, *, org_name: str, org_slug: str, pending_url: str
+) -> int:
+    """Queues `enforcement_summary` to every active owner of the run's organization, in the
+    caller's transaction (the one that finished the run). The dedupe key names the run and the
+    owner, so a second call for the same run queues nothing. Returns how many were new.
+
+    The rows carry no `enforcement_id`: the run's email counts are the removed members' emails.
+    """
+    owners = await conn.fetch(
+        """select m.id, u.email from members m join users u on u.id = m.user_id
+           where m.organization_id = $1 and m.role = 'owner' order by m.id""",
+        run["organization_id"],
+    )
+    emails_queued, emails_sent = await outbox.counts_for_enforcement(conn, run["id"])
+    context = {
+        "org_name": org_name,
+        "org_slug": org_slug,
+        "run_id": str(run["id"]),
+        "removed": run["removed"],
+        "skipped": run["skipped"],
+        "total": run["total"],
+        "emails_queued": emails_queued,
+        "emails_sent": emails_sent,
+        "pending_url": pending_url,
+    }
+    queued = 0
+    for owner in owners:
+        added = await outbox.enqueue(
+            conn,
+            template="enforcement_summary",
+            to=owner["email"],
+            context=context,
+            dedupe_key=f"summary:{run['id']}:{owner['id']}",
+            organization_id=run["organization_id"],
+            member_id=owner["id"],
+        )
+        queued += added is not None
+    return queued

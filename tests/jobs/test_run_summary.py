@@ -1,0 +1,93 @@
+"""The summary email each owner gets when an enforcement run ends, with real workers and SMTP."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from db import enforcement
+from db.audit import Actor
+from jobs.enforcement import coordinate_run, remove_batch
+from tests.factories import add_member, create_org, create_user
+
+pytestmark = pytest.mark.e2e
+
+
+async def until_all_sent(pool, limit: float = 60.0) -> None:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + limit
+    while True:
+        async with pool.acquire() as conn:
+            left = await conn.fetchval("select count(*) from email_outbox where status <> 'sent'")
+        if left == 0:
+            return
+        if loop.time() > deadline:
+            raise AssertionError(f"{left} email(s) still not sent")
+        await asyncio.sleep(0.05)
+
+
+async def test_each_owner_gets_one_summary_even_when_the_last_batch_arrives_twice(
+    pool, settings, broker, start_worker, mailbox
+) -> None:
+    owner = await create_user(pool, "owner@example.com", has2fa=True)
+    org = await create_org(pool, "acme", owner["id"])
+    other_owner = await create_user(pool, "second@example.com", has2fa=True)
+    await add_member(pool, org["id"], other_owner, role="owner")
+    without = []
+    for n in range(9):
+        user = await create_user(pool, f"dev{n}@example.com", has2fa=n % 3 == 0)
+        await add_member(pool, org["id"], user)
+        if n % 3:
+            without.append(user["email"])
+
+    async with pool.acquire() as conn, conn.transaction():
+        change = await enforcement.change_organization(
+            conn,
+            organization_id=org["id"],
+            actor=Actor(user_id=owner["id"], label=owner["email"]),
+            role="owner",
+            require_2fa=True,
+        )
+    run_id = change.run["id"]
+    start_worker("enforcement", "email", threads=4)  # one worker process's queues
+    # Batches of four members, every batch message sent twice: the last one too.
+    sent = await coordinate_run(
+        pool,
+        run_id,
+        batch_size=4,
+        send=lambda r, b: (remove_batch.send(r, b), remove_batch.send(r, b)),
+    )
+    assert sent == 3
+    await asyncio.to_thread(broker.join, "enforcement", timeout=60_000)
+    await until_all_sent(pool)
+
+    async with pool.acquire() as conn:
+        run = await conn.fetchrow("select * from enforcement_runs where id = $1", run_id)
+        summaries = await conn.fetch(
+            "select * from email_outbox where template = 'enforcement_summary' order by id"
+        )
+    assert run["status"] == "completed" and run["removed"] == len(without) == 6
+    assert [row["to_address"] for row in summaries] == ["owner@example.com", "second@example.com"]
+    assert summaries[0]["context"]["removed"] == 6
+    assert summaries[0]["context"]["skipped"] == 5
+
+    for address in ("owner@example.com", "second@example.com"):
+        (message,) = mailbox.to(address)
+        assert message["Subject"] == "Acme: two-factor enforcement finished"
+        text = message.get_body(("plain",)).get_content()
+        assert "Members removed: 6" in text
+        assert "http://testserver/organizations/acme/members/?query=is%3Apending" in text
+    for address in without:
+        assert len(mailbox.to(address)) == 1  # and the removed members their one email each
+
+    # Delivered once more, much later: still one summary each.
+    await asyncio.to_thread(remove_batch.send, run_id, 2)
+    await asyncio.to_thread(broker.join, "enforcement", timeout=60_000)
+    async with pool.acquire() as conn:
+        assert (
+            await conn.fetchval(
+                "select count(*) from email_outbox where template = 'enforcement_summary'"
+            )
+            == 2
+        )
