@@ -12,6 +12,8 @@ from collections.abc import Awaitable, Callable
 
 import asyncpg
 
+from require2fa import compliance
+
 # The columns, in order (CONTRACT §9): the CSV's header row.
 COLUMNS = (
     "email",
@@ -30,7 +32,7 @@ _ISO = """to_char({col} at time zone 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS"Z"')"""
 
 # Member by member in id order along `members_org_id`; each member's teams and factors are index
 # probes. Free text (email, name) goes through `csv_cell` (migration 0130) against formulas.
-# Factor types are the confirmed factors other than recovery codes (which are no second factor).
+# Factor types are the kinds of the member's confirmed factors that count (`require2fa.compliance`).
 REPORT_SQL = f"""
 select csv_cell(m.email) as "email",
        csv_cell(coalesce(u.name, '')) as "name",
@@ -48,7 +50,7 @@ left join lateral (
     select string_agg(distinct a.type, ' ' order by a.type) as types,
            min(a.confirmed_at) as since
     from authenticators a
-    where a.user_id = m.user_id and a.confirmed_at is not null and a.type <> 'recovery'
+    where a.user_id = m.user_id and {compliance.factor_counts_sql("a")}
 ) f on m.user_id is not null
 where m.organization_id = $1
 order by m.id

@@ -5,10 +5,11 @@ from __future__ import annotations
 import asyncpg
 
 from db import outbox
+from require2fa import email_contexts
 
 
 async def queue(
-    conn: asyncpg.Connection, run: asyncpg.Record, *, org_name: str, org_slug: str, pending_url: str
+    conn: asyncpg.Connection, run: asyncpg.Record, *, base_url: str, org_name: str, org_slug: str
 ) -> int:
     """Queues `enforcement_summary` to every active owner of the run's organization, in the
     caller's transaction (the one that finished the run). The dedupe key names the run and the
@@ -22,17 +23,17 @@ async def queue(
         run["organization_id"],
     )
     emails_queued, emails_sent = await outbox.counts_for_enforcement(conn, run["id"])
-    context = {
-        "org_name": org_name,
-        "org_slug": org_slug,
-        "run_id": str(run["id"]),
-        "removed": run["removed"],
-        "skipped": run["skipped"],
-        "total": run["total"],
-        "emails_queued": emails_queued,
-        "emails_sent": emails_sent,
-        "pending_url": pending_url,
-    }
+    context = email_contexts.enforcement_summary(
+        base_url=base_url,
+        org_name=org_name,
+        org_slug=org_slug,
+        run_id=run["id"],
+        removed=run["removed"],
+        skipped=run["skipped"],
+        total=run["total"],
+        emails_queued=emails_queued,
+        emails_sent=emails_sent,
+    )
     queued = 0
     for owner in owners:
         added = await outbox.enqueue(

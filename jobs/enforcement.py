@@ -14,7 +14,6 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
-from urllib.parse import quote
 
 import asyncpg
 import dramatiq
@@ -162,16 +161,11 @@ async def remove_batch_now(
             await run_summary.queue(
                 conn,
                 run,
+                base_url=settings.base_url,
                 org_name=head.org_name,
                 org_slug=head.org_slug,
-                pending_url=pending_members_url(settings, head.org_slug),
             )
     return BatchResult(removed=removed, skipped=in_range - removed, run_status=run["status"])
-
-
-def pending_members_url(settings: Settings, org_slug: str) -> str:
-    """The members page filtered to the pending members (the summary email's link)."""
-    return f"{settings.base_url}/organizations/{quote(org_slug, safe='')}/members/?query=is%3Apending"
 
 
 @dramatiq.actor(

@@ -84,3 +84,30 @@ def security_notice(*, base_url: str, action: str, factor: str, factor_name: str
         "factor_name": factor_name,
         "security_url": links.security_url(base_url),
     }
+
+
+def enforcement_summary(
+    *,
+    base_url: str,
+    org_name: str,
+    org_slug: str,
+    run_id: int,
+    removed: int,
+    skipped: int,
+    total: int,
+    emails_queued: int,
+    emails_sent: int,
+) -> Context:
+    """The "{org}: two-factor enforcement finished" email to each owner: the run's counts and a
+    link to the pending members."""
+    return {
+        "org_name": org_name,
+        "org_slug": org_slug,
+        "run_id": str(run_id),
+        "removed": removed,
+        "skipped": skipped,
+        "total": total,
+        "emails_queued": emails_queued,
+        "emails_sent": emails_sent,
+        "pending_url": links.pending_members_url(base_url, org_slug),
+    }

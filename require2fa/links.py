@@ -44,3 +44,8 @@ def security_url(base_url: str) -> str:
 
 def organization_url(base_url: str, slug: str, section: str = "") -> str:
     return absolute(base_url, organization_path(slug, section))
+
+
+def pending_members_url(base_url: str, slug: str) -> str:
+    """The members page filtered to the pending members (the run summary's link)."""
+    return organization_url(base_url, slug, "members/") + "?query=is%3Apending"

@@ -48,6 +48,17 @@ def test_every_template_has_a_context_builder_that_renders() -> None:
         "security_notice": email_contexts.security_notice(
             base_url=BASE, action="added", factor="totp", factor_name="Phone"
         ),
+        "enforcement_summary": email_contexts.enforcement_summary(
+            base_url=BASE,
+            org_name="Acme",
+            org_slug="acme",
+            run_id=3,
+            removed=1,
+            skipped=2,
+            total=3,
+            emails_queued=1,
+            emails_sent=0,
+        ),
     }
     assert set(contexts) == set(TEMPLATES)
     settings = Settings(base_url=BASE)

@@ -173,7 +173,9 @@ async def test_removal_keeps_the_row_and_writes_audit_and_email(pool, settings) 
         entries = await conn.fetch(
             "select * from audit_log where event = 'member.pending' order by target_member_id"
         )
-        emails = await conn.fetch("select * from email_outbox order by member_id")
+        emails = await conn.fetch(
+            "select * from email_outbox where template = 'removed_for_2fa' order by member_id"
+        )
         run = await conn.fetchrow("select * from enforcement_runs where id = $1", run_id)
 
     alice_row = rows[alice_id]
