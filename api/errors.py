@@ -11,6 +11,8 @@ from aiohttp import web
 from aiohttp.typedefs import Handler
 from pydantic import BaseModel, ValidationError
 
+from require2fa import errors as domain
+
 log = structlog.get_logger(__name__)
 M = TypeVar("M", bound=BaseModel)
 
@@ -33,6 +35,35 @@ def api_error(status: int, detail: str | None = None, **extra: Any) -> web.HTTPE
     exc = web.HTTPException(text=json.dumps(body), content_type="application/json")
     exc.set_status(status)
     return exc
+
+
+# The one mapping of domain refusals to HTTP statuses (CONTRACT §5).
+_STATUS_OF: tuple[tuple[type[domain.DomainError], int], ...] = (
+    (domain.Invalid, 400),
+    (domain.NotSignedIn, 401),
+    (domain.NotAllowed, 403),
+    (domain.NotFound, 404),
+    (domain.Conflict, 409),
+    (domain.Gone, 410),
+    (domain.TooMany, 429),
+)
+# Codes that API answers carry as `"code"` (clients act on them).
+PUBLIC_CODES = frozenset({"2fa-required"})
+
+
+def status_of(err: domain.DomainError) -> int:
+    for kind, status in _STATUS_OF:
+        if isinstance(err, kind):
+            return status
+    return 400
+
+
+def from_domain(err: domain.DomainError) -> web.HTTPException:
+    """The API's answer to a domain refusal."""
+    if isinstance(err, domain.TooMany):
+        return rate_limited(err.retry_after, err.detail)
+    extra = {"code": err.code} if err.code in PUBLIC_CODES else {}
+    return api_error(status_of(err), err.detail, **extra)
 
 
 def rate_limited(
@@ -104,6 +135,8 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
             # PostgreSQL cannot take NUL in text; no query parameter of ours needs one.
             raise api_error(400, "Query parameters must not contain NUL characters.")
         response = await handler(request)
+    except domain.DomainError as err:
+        raise from_domain(err) from None
     except web.HTTPException as exc:
         if exc.status < 400 or exc.content_type == "application/json" or _is_page(request):
             raise

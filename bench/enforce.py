@@ -213,7 +213,8 @@ async def measure(
     size: int,
 ) -> dict[str, Any]:
     from commands.seed import seed
-    from db.enforcement import MESSAGE_ID_SQL, count_noncompliant
+    from db.counts import count_noncompliant
+    from db.outbox import MESSAGE_ID_SQL
     from require2fa import compliance
 
     slug, bound_slug = f"bench-{size}", f"bound-{size}"

@@ -17,9 +17,11 @@ import asyncpg
 import click
 from tqdm import tqdm
 
-from db import enforcement, members, organizations, users
+from db import counts, members, organizations, runs, users
 from db.audit import Actor
 from db.members import MemberFilter
+from require2fa import organization_settings
+from require2fa.errors import DomainError
 
 POLL_SECONDS = 0.5
 # With no worker picking up the run, say so once after this long.
@@ -49,7 +51,7 @@ async def dry_run(
     """Prints who would be removed if the requirement were turned on now; changes nothing."""
     org, user, _role = await _org_and_actor(conn, slug, email)
     assert user is not None
-    count = await enforcement.count_noncompliant(conn, org["id"], except_user_id=user["id"])
+    count = await counts.count_noncompliant(conn, org["id"], except_user_id=user["id"])
     after: int | None = None
     while True:
         rows = await members.page(
@@ -75,14 +77,14 @@ async def turn_on(conn: asyncpg.Connection, slug: str, email: str) -> tuple[asyn
     assert user is not None
     async with conn.transaction():
         try:
-            change = await enforcement.change_organization(
+            change = await organization_settings.change_organization(
                 conn,
                 organization_id=org["id"],
                 actor=Actor(user_id=user["id"], label=user["email"]),
                 role=role,
                 require_2fa=True,
             )
-        except enforcement.Refused as refused:
+        except DomainError as refused:
             raise click.ClickException(refused.detail) from None
     if change.run is None:
         raise click.ClickException(f"{slug} requires 2FA already and has no enforcement run")
@@ -92,7 +94,7 @@ async def turn_on(conn: asyncpg.Connection, slug: str, email: str) -> tuple[asyn
 async def follow(conn: asyncpg.Connection, run_id: int) -> str:
     """A progress bar over the run's members until it is no longer queued or running; then a
     one-line summary of the run."""
-    run = await enforcement.get_run(conn, run_id)
+    run = await runs.get_run(conn, run_id)
     assert run is not None
     members_now = await conn.fetchval(
         "select count(*) from members where organization_id = $1", run["organization_id"]
@@ -101,15 +103,15 @@ async def follow(conn: asyncpg.Connection, run_id: int) -> str:
     warned = False
     with tqdm(total=run["total"] or members_now, unit="member", unit_scale=True) as bar:
         while True:
-            run = await enforcement.get_run(conn, run_id)
+            run = await runs.get_run(conn, run_id)
             assert run is not None
             if run["batches_total"] is not None and bar.total != run["total"]:
                 bar.total = run["total"]
             bar.n = run["removed"] + run["skipped"]
             bar.set_postfix(status=run["status"], removed=run["removed"], refresh=False)
             bar.refresh()
-            if run["status"] not in enforcement.ACTIVE:
-                return summary(run, await enforcement.email_counts(conn, run_id))
+            if run["status"] not in runs.ACTIVE:
+                return summary(run, await runs.email_counts(conn, run_id))
             quiet = time.monotonic() - started > QUIET_WARNING_SECONDS
             if run["status"] == "queued" and quiet and not warned:
                 bar.write("still queued: is a worker (`require2fa worker`) running?")
@@ -133,18 +135,18 @@ def summary(run: asyncpg.Record, emails: tuple[int, int]) -> str:
 async def status(conn: asyncpg.Connection, slug: str) -> list[str]:
     """Lines describing the organization's members and its latest enforcement run."""
     org, _user, _role = await _org_and_actor(conn, slug, None)
-    counts = await enforcement.member_counts(conn, org["id"])
-    run = await enforcement.current_run(conn, org["id"])
+    tally = await counts.member_counts(conn, org["id"])
+    run = await runs.current_run(conn, org["id"])
     lines = [
         f"organization  {org['slug']} ({org['name']}): require 2FA "
         f"{'on' if org['require_2fa'] else 'off'}, SSO {'on' if org['sso_enabled'] else 'off'}",
-        f"members       {counts['active']:,} active, {counts['enrolled']:,} with 2FA, "
-        f"{counts['active'] - counts['enrolled']:,} without",
-        f"pending       {counts['pending_2fa']:,} removed for 2FA, {counts['invited']:,} invited",
+        f"members       {tally['active']:,} active, {tally['enrolled']:,} with 2FA, "
+        f"{tally['active'] - tally['enrolled']:,} without",
+        f"pending       {tally['pending_2fa']:,} removed for 2FA, {tally['invited']:,} invited",
     ]
     if run is None:
         lines.append("enforcement   none yet")
     else:
-        emails = await enforcement.email_counts(conn, run["id"])
+        emails = await runs.email_counts(conn, run["id"])
         lines.append(f"enforcement   {summary(run, emails)}")
     return lines

@@ -57,3 +57,32 @@ async def team_ids(
         slugs,
     )
     return {row["slug"]: row["id"] for row in rows}
+
+
+async def lock(conn: asyncpg.Connection, organization_id: int) -> asyncpg.Record | None:
+    """The organization, locked FOR UPDATE (the switch; batches take it FOR SHARE)."""
+    return await conn.fetchrow(
+        "select * from organizations where id = $1 for update", organization_id
+    )
+
+
+async def update_settings(
+    conn: asyncpg.Connection,
+    organization_id: int,
+    *,
+    name: str | None,
+    sso_enabled: bool,
+    require_2fa: bool,
+) -> asyncpg.Record:
+    """Sets the name (when given), SSO and the requirement; the row as it is now."""
+    row = await conn.fetchrow(
+        """update organizations set name = coalesce($2, name), sso_enabled = $3,
+                                    require_2fa = $4
+           where id = $1 returning *""",
+        organization_id,
+        name,
+        sso_enabled,
+        require_2fa,
+    )
+    assert row is not None
+    return row

@@ -26,6 +26,13 @@ def message_id(dedupe_key: str, domain: str = "require2fa") -> str:
     return f"<{digest}@{domain}>"
 
 
+# `message_id` as SQL, for outbox rows written by one set-based statement
+# (tests/jobs/test_enforcement.py checks that both give the same id).
+MESSAGE_ID_SQL = (
+    "'<' || left(encode(sha256(convert_to({key}, 'UTF8')), 'hex'), 32) || '@require2fa>'"
+)
+
+
 async def enqueue(
     conn: asyncpg.Connection,
     *,

@@ -19,10 +19,10 @@ import asyncpg
 import dramatiq
 import structlog
 
-from db import enforcement, outbox, run_summary, users
+from db import batches, outbox, planning, reminders, run_summary, sweeper, users
 from jobs import email as email_jobs
 from jobs.resources import current
-from jobs.retry import is_transient
+from jobs.retry import NO_RETRY, retry_options
 from require2fa import email_contexts
 from require2fa.security import new_token, token_hash
 from require2fa.settings import Settings
@@ -36,12 +36,9 @@ SEND_CHUNK = 100  # batch messages sent between two writes of `enqueued_at`
 STALE_AFTER = timedelta(seconds=60)
 
 
-def _retry(retries: int, exception: BaseException) -> bool:
-    """Lost connections, timeouts and lock conflicts retry for long; anything else a few times
-    (the sweeper sends the batch again later if it still is not done)."""
-    if is_transient(exception):
-        return retries < 20
-    return retries < 3
+# Lost connections, timeouts and lock conflicts retry for long; anything else a few times
+# (the sweeper sends the batch again later if it still is not done).
+TRANSIENT_RETRIES, OTHER_RETRIES = 20, 3
 
 
 # --- Coordinator -------------------------------------------------------------------------------
@@ -62,15 +59,15 @@ async def coordinate_run(
     send = send or _send_batch
     async with pool.acquire() as conn:
         async with conn.transaction():
-            run = await enforcement.plan(conn, run_id, batch_size=batch_size)
+            run = await planning.plan(conn, run_id, batch_size=batch_size)
         if run is None or run["status"] != "running":
             return 0
-        pending = await enforcement.unsent_batches(conn, run_id)
+        pending = await planning.unsent_batches(conn, run_id)
         log.info("enforcement.planned", run_id=run_id, members=run["total"], batches=len(pending))
         for start in range(0, len(pending), SEND_CHUNK):
             chunk = pending[start : start + SEND_CHUNK]
             await asyncio.to_thread(_send_all, send, run_id, chunk)
-            await enforcement.mark_enqueued(conn, run_id, chunk)
+            await planning.mark_enqueued(conn, run_id, chunk)
     return len(pending)
 
 
@@ -91,9 +88,9 @@ def _send_all(send: Callable[[int, int], object], run_id: int, batch_nos: list[i
 @dramatiq.actor(
     actor_name="enforcement.coordinate",
     queue_name=QUEUE,
-    retry_when=_retry,
-    min_backoff=1_000,
-    max_backoff=60_000,
+    **retry_options(
+        transient=TRANSIENT_RETRIES, other=OTHER_RETRIES, min_backoff=1_000, max_backoff=60_000
+    ),
     time_limit=30 * 60 * 1000,  # planning ten million members takes about a minute
 )
 async def coordinate(run_id: int) -> None:
@@ -120,16 +117,16 @@ async def remove_batch_now(
     cancelled or finished)."""
     started = time.perf_counter()
     async with pool.acquire() as conn, conn.transaction():
-        head = await enforcement.start_batch(conn, run_id, batch_no)
+        head = await batches.start_batch(conn, run_id, batch_no)
         if head is None:
             return None
-        found = await enforcement.candidates(conn, head)
+        found = await batches.candidates(conn, head)
         # Enrollment takes the same lock: whoever commits first is seen by the other.
         await users.lock(conn, [c.user_id for c in found])
         tokens = [new_token() for _ in found]
         keys = [f"removed:{run_id}:{c.member_id}" for c in found]
         reinstate_by = head.now + settings.reinstatement_window
-        removal = enforcement.Removal(
+        removal = batches.Removal(
             token_hashes=[token_hash(token) for token in tokens],
             dedupe_keys=keys,
             message_ids=[outbox.message_id(key) for key in keys],
@@ -146,10 +143,10 @@ async def remove_batch_now(
                 for c, token in zip(found, tokens, strict=True)
             ],
         )
-        removed, in_range = await enforcement.remove(
+        removed, in_range = await batches.remove(
             conn, head, found, removal, reinstate_by=reinstate_by
         )
-        run = await enforcement.finish_batch(
+        run = await batches.finish_batch(
             conn,
             head,
             removed=removed,
@@ -171,9 +168,9 @@ async def remove_batch_now(
 @dramatiq.actor(
     actor_name="enforcement.remove_batch",
     queue_name=QUEUE,
-    retry_when=_retry,
-    min_backoff=500,
-    max_backoff=60_000,
+    **retry_options(
+        transient=TRANSIENT_RETRIES, other=OTHER_RETRIES, min_backoff=500, max_backoff=60_000
+    ),
     time_limit=10 * 60 * 1000,
 )
 async def remove_batch(run_id: int, batch_no: int) -> None:
@@ -207,7 +204,7 @@ async def queue_reminders_now(
         org = await conn.fetchrow("select * from organizations where id = $1", organization_id)
         if org is None:
             return 0
-        return await enforcement.queue_reminders(
+        return await reminders.queue_reminders(
             conn,
             organization_id=organization_id,
             context=email_contexts.reminder_2fa(
@@ -221,9 +218,9 @@ async def queue_reminders_now(
 @dramatiq.actor(
     actor_name="enforcement.queue_reminders",
     queue_name=QUEUE,
-    retry_when=_retry,
-    min_backoff=1_000,
-    max_backoff=60_000,
+    **retry_options(
+        transient=TRANSIENT_RETRIES, other=OTHER_RETRIES, min_backoff=1_000, max_backoff=60_000
+    ),
     time_limit=30 * 60 * 1000,
 )
 async def queue_reminders(organization_id: int, day: str, except_user_id: int) -> None:
@@ -253,21 +250,21 @@ async def sweep_now(
     send_coordinate = send_coordinate or coordinate.send
     send_batch = send_batch or _send_batch
     async with pool.acquire() as conn, conn.transaction():
-        runs, batches = await enforcement.stalled(conn, stale_after=stale_after)
-    for run_id in runs:
+        queued, stuck = await sweeper.stalled(conn, stale_after=stale_after)
+    for run_id in queued:
         await asyncio.to_thread(send_coordinate, run_id)
-    for start in range(0, len(batches), SEND_CHUNK):
-        chunk = batches[start : start + SEND_CHUNK]
+    for start in range(0, len(stuck), SEND_CHUNK):
+        chunk = stuck[start : start + SEND_CHUNK]
         await asyncio.to_thread(_send_pairs, send_batch, chunk)
-    if runs or batches:
-        log.warning("enforcement.swept", coordinators=len(runs), batches=len(batches))
-    return len(runs), len(batches)
+    if queued or stuck:
+        log.warning("enforcement.swept", coordinators=len(queued), batches=len(stuck))
+    return len(queued), len(stuck)
 
 
 @dramatiq.actor(
     actor_name="enforcement.sweep",
     queue_name=QUEUE,
-    max_retries=0,  # the clock sends the next one within a minute
+    **NO_RETRY,
     time_limit=5 * 60 * 1000,
 )
 async def sweep() -> None:

@@ -12,24 +12,21 @@ import structlog
 from db import maintenance
 from jobs import email as email_jobs
 from jobs.resources import current
-from jobs.retry import is_transient
+from jobs.retry import retry_options
 
 log = structlog.get_logger(__name__)
 
 QUEUE = "maintenance"
 
 
-def _transient(retries: int, exception: BaseException) -> bool:
-    """Passing failures are worth another try; anything else is a bug to look at."""
-    return retries < 10 and is_transient(exception)
+# Passing failures are worth another try; anything else is a bug to look at.
+RETRY = retry_options(transient=10, min_backoff=5_000, max_backoff=600_000)
 
 
 @dramatiq.actor(
     actor_name="maintenance.purge_expired",
     queue_name=QUEUE,
-    retry_when=_transient,
-    min_backoff=5_000,
-    max_backoff=600_000,
+    **RETRY,
     time_limit=6 * 3600 * 1000,  # a million rows take minutes; leave room
 )
 async def purge_expired() -> None:
@@ -42,9 +39,7 @@ async def purge_expired() -> None:
 @dramatiq.actor(
     actor_name="maintenance.expiry_reminders",
     queue_name=QUEUE,
-    retry_when=_transient,
-    min_backoff=5_000,
-    max_backoff=600_000,
+    **RETRY,
     time_limit=3600 * 1000,
 )
 async def expiry_reminders() -> None:

@@ -22,7 +22,8 @@ from api.handlers import health
 from api.keys import PG
 from api.pagination import link_header, page_args, split_page
 from api.serializers import serialize_member
-from db import enforcement, members, report
+from db import counts, members, report, runs
+from db import metrics as enforcement_metrics
 from db.members import MemberFilter
 
 
@@ -76,9 +77,7 @@ async def compliance(request: web.Request) -> web.StreamResponse:
     cursor, per_page = page_args(request)
     org_id = access.org["id"]
     async with request.app[PG].acquire() as conn:
-        count = await enforcement.count_noncompliant(
-            conn, org_id, except_user_id=access.auth.user_id
-        )
+        count = await counts.count_noncompliant(conn, org_id, except_user_id=access.auth.user_id)
         rows = await members.page(
             conn,
             org_id,
@@ -120,13 +119,10 @@ async def list_enforcements(request: web.Request) -> web.Response:
     access = await org_access(request, roles=MANAGERS)
     cursor, per_page = page_args(request, default=25)
     async with request.app[PG].acquire() as conn:
-        runs = await enforcement.runs_page(
-            conn, access.org["id"], before_id=cursor, limit=per_page + 1
-        )
-        runs, next_cursor = split_page(runs, per_page)
+        found = await runs.runs_page(conn, access.org["id"], before_id=cursor, limit=per_page + 1)
+        found, next_cursor = split_page(found, per_page)
         body = [
-            serialize_run(run, emails=await enforcement.email_counts(conn, run["id"]))
-            for run in runs
+            serialize_run(run, emails=await runs.email_counts(conn, run["id"])) for run in found
         ]
     response = web.json_response(body)
     response.headers["Link"] = link_header(request, next_cursor=next_cursor)
@@ -137,10 +133,10 @@ async def get_enforcement(request: web.Request) -> web.Response:
     """One run's live progress: counters, and the emails it queued and sent (owners, managers)."""
     access = await org_access(request, roles=MANAGERS)
     async with request.app[PG].acquire() as conn:
-        run = await enforcement.get_run(conn, _run_id(request), organization_id=access.org["id"])
+        run = await runs.get_run(conn, _run_id(request), organization_id=access.org["id"])
         if run is None:
             raise api_error(404, "The requested enforcement does not exist.")
-        emails = await enforcement.email_counts(conn, run["id"])
+        emails = await runs.email_counts(conn, run["id"])
     return web.json_response(serialize_run(run, emails=emails))
 
 
@@ -200,5 +196,5 @@ REGISTRY.register(COLLECTOR)
 async def metrics(request: web.Request) -> web.Response:
     """Prometheus metrics (the enforcement ones read from the database now)."""
     async with request.app[PG].acquire() as conn:
-        COLLECTOR.values = await enforcement.metrics(conn)
+        COLLECTOR.values = await enforcement_metrics.metrics(conn)
     return await health.metrics(request)

@@ -15,7 +15,8 @@ from api.errors import api_error, parse_body
 from api.handlers.enforcement import serialize_run
 from api.keys import PG
 from api.serializers import serialize_org, serialize_team
-from db import enforcement, members, organizations
+from db import members, organizations
+from require2fa import organization_settings
 
 log = structlog.get_logger(__name__)
 
@@ -102,22 +103,20 @@ async def apply_change(
     name: str | None = None,
     require_2fa: bool | None = None,
     sso_enabled: bool | None = None,
-) -> enforcement.Change:
-    """`enforcement.change_organization` in its own transaction (the API's PUT and the settings
-    page); a refusal is the API's error; a new run's coordinator is sent after the commit."""
+) -> organization_settings.Change:
+    """`organization_settings.change_organization` in its own transaction (the API's PUT and
+    the settings page); a refusal is a `DomainError`; a new run's coordinator is sent after
+    the commit."""
     async with request.app[PG].acquire() as conn, conn.transaction():
-        try:
-            change = await enforcement.change_organization(
-                conn,
-                organization_id=access.org["id"],
-                actor=actor(request, access.auth),
-                role=access.role,
-                name=name,
-                require_2fa=require_2fa,
-                sso_enabled=sso_enabled,
-            )
-        except enforcement.Refused as refused:
-            raise api_error(refused.status, refused.detail) from None
+        change = await organization_settings.change_organization(
+            conn,
+            organization_id=access.org["id"],
+            actor=actor(request, access.auth),
+            role=access.role,
+            name=name,
+            require_2fa=require_2fa,
+            sso_enabled=sso_enabled,
+        )
     if change.started and change.run is not None:
         await send_coordinator(change.run["id"])
     return change

@@ -13,6 +13,7 @@ from aiohttp import web
 
 from api.access import MANAGERS, OrgAccess, org_access
 from api.auth import actor
+from api.errors import status_of
 from api.handlers import invites
 from api.handlers import members as member_api
 from api.handlers import organizations as org_api
@@ -20,8 +21,9 @@ from api.handlers.audit import audit_page, serialize_entry
 from api.keys import PG, SETTINGS
 from api.pages.views import _detail, _form, _html_errors, _signed_in, render
 from api.pagination import page_args, split_page
-from db import audit, enforcement, members, organizations
-from require2fa import links
+from db import audit, counts, members, organizations, runs
+from require2fa import links, organization_settings
+from require2fa.errors import DomainError, Invalid, NotAllowed
 
 PER_PAGE = 50
 
@@ -53,19 +55,19 @@ async def _settings(
     async with request.app[PG].acquire() as conn:
         orgs = await organizations.for_user(conn, access.auth.user_id)
         if access.role in MANAGERS:
-            run = await enforcement.current_run(conn, org["id"])
+            run = await runs.current_run(conn, org["id"])
             if run is not None:
-                emails = await enforcement.email_counts(conn, run["id"])
+                emails = await runs.email_counts(conn, run["id"])
         if access.role == "owner" and not org["require_2fa"]:
             try:
-                await enforcement.check(
+                await organization_settings.check(
                     conn,
                     org,
                     actor=actor(request, access.auth),
                     role=access.role,
                     require_2fa=True,
                 )
-            except enforcement.Refused as refused:
+            except DomainError as refused:
                 blocked = refused.detail
     return await render(
         request,
@@ -77,7 +79,7 @@ async def _settings(
         section="settings",
         error=error if error != blocked else None,
         blocked=blocked,
-        blocked_2fa=blocked == enforcement.NEEDS_PERSONAL_2FA,
+        blocked_2fa=blocked == organization_settings.NEEDS_PERSONAL_2FA,
         confirm=confirm,
         run=run,
         emails=emails,
@@ -103,26 +105,26 @@ async def settings_page(request: web.Request) -> web.StreamResponse:
     if require and not access.org["require_2fa"] and form.get("confirmed") != "yes":
         async with request.app[PG].acquire() as conn:
             try:
-                await enforcement.check(
+                await organization_settings.check(
                     conn,
                     access.org,
                     actor=actor(request, access.auth),
                     role=access.role,
                     require_2fa=True,
                 )
-            except enforcement.Refused as refused:
-                return await _settings(request, access, status=refused.status, error=refused.detail)
+            except DomainError as refused:
+                return await _settings(
+                    request, access, status=status_of(refused), error=refused.detail
+                )
             # The count that `2fa-compliance` answers.
-            count = await enforcement.count_noncompliant(
+            count = await counts.count_noncompliant(
                 conn, access.org["id"], except_user_id=access.auth.user_id
             )
         return await _settings(request, access, confirm=count)
     try:
         await org_api.apply_change(request, access, require_2fa=require)
-    except web.HTTPException as exc:
-        if exc.status not in (400, 403):
-            raise
-        return await _settings(request, access, status=exc.status, error=_detail(exc))
+    except (Invalid, NotAllowed) as refused:
+        return await _settings(request, access, status=status_of(refused), error=refused.detail)
     raise web.HTTPSeeOther(_org_url(access, "settings/"))
 
 

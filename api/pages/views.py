@@ -24,11 +24,13 @@ from markupsafe import Markup
 from pydantic import ValidationError
 
 from api.auth import Auth, authenticate, sign_in, sign_out
+from api.errors import from_domain
 from api.handlers import accounts, invites
 from api.handlers import authenticators as factors
 from api.keys import PG, REDIS, SETTINGS
 from db import authenticators, members, organizations
 from require2fa import links, totp
+from require2fa.errors import DomainError
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -76,12 +78,15 @@ def _detail(exc: web.HTTPException) -> str:
 
 
 def _html_errors(handler: Handler) -> Handler:
-    """Answers the API's JSON errors (from the functions reused here) with an error page."""
+    """Answers domain refusals and the API's JSON errors with an error page."""
 
     @functools.wraps(handler)
     async def wrapped(request: web.Request) -> web.StreamResponse:
         try:
-            return await handler(request)
+            try:
+                return await handler(request)
+            except DomainError as err:
+                raise from_domain(err) from None
         except web.HTTPException as exc:
             if exc.status < 400 or exc.content_type != "application/json":
                 raise

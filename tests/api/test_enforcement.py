@@ -9,7 +9,7 @@ import dramatiq
 import pytest
 
 from commands.seed import seed
-from db import enforcement
+from db import counts
 from jobs.enforcement import coordinate_run, remove_batch_now
 from tests.factories import add_member, add_totp, create_org, create_user, token_for
 
@@ -279,5 +279,5 @@ async def test_turning_it_off_mid_run_through_the_api(client, pool, settings, br
     async with pool.acquire() as conn:
         pending = await conn.fetchval("select count(*) from members where pending_reason = '2fa'")
         org_id = await conn.fetchval("select id from organizations where slug = 'big'")
-        left = await enforcement.count_noncompliant(conn, org_id, except_user_id=owner["id"])
+        left = await counts.count_noncompliant(conn, org_id, except_user_id=owner["id"])
     assert pending == first.removed and left > 0

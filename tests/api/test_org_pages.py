@@ -6,7 +6,7 @@ from __future__ import annotations
 import re
 
 from db import audit
-from db.enforcement import NEEDS_PERSONAL_2FA, NOT_WITH_SSO, OWNERS_ONLY
+from require2fa.organization_settings import NEEDS_PERSONAL_2FA, NOT_WITH_SSO, OWNERS_ONLY
 from tests.factories import (
     add_member,
     create_org,

@@ -28,6 +28,8 @@ from cryptography.x509.oid import NameOID
 
 from db import outbox
 from jobs import email as email_jobs
+from jobs.mail import rate as mail_rate
+from jobs.mail import slots as mail_slots
 from tests.conftest import NAMESPACE, Mailbox, _free_port
 
 BASE = "http://testserver"
@@ -382,18 +384,18 @@ async def test_counts_for_enforcement(pool, redis, settings, mailbox) -> None:
 
 async def test_the_send_rate_is_shared_across_senders(redis, settings) -> None:
     slow = settings.replace(email_rate=0.5)  # one token every two seconds, a bucket of one
-    one = email_jobs.SendRate(redis, slow)
-    other = email_jobs.SendRate(redis, slow)
+    one = mail_rate.SendRate(redis, slow)
+    other = mail_rate.SendRate(redis, slow)
 
-    taken, _wait = await redis.eval(email_jobs._TAKE, 1, one.key, 0.5, 1.0, 10)
+    taken, _wait = await redis.eval(mail_rate._TAKE, 1, one.key, 0.5, 1.0, 10)
     assert int(taken) == 1
-    taken, wait_ms = await redis.eval(email_jobs._TAKE, 1, other.key, 0.5, 1.0, 1)
+    taken, wait_ms = await redis.eval(mail_rate._TAKE, 1, other.key, 0.5, 1.0, 1)
     assert int(taken) == 0
     assert 0 < int(wait_ms) <= 2000
 
 
 async def test_only_a_few_dispatchers_send_at_once(pool, redis, settings) -> None:
-    holders = [email_jobs.Slots(redis, settings) for _ in range(email_jobs.DISPATCHERS)]
+    holders = [mail_slots.Slots(redis, settings) for _ in range(mail_slots.DISPATCHERS)]
     for slots in holders:
         assert await slots.acquire()
     await queue(pool, 1)

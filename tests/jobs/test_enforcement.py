@@ -20,9 +20,10 @@ import dramatiq
 import pytest
 
 from commands.seed import seed
-from db import enforcement, outbox, users
+from db import counts, outbox, planning, sweeper, users
 from db.audit import Actor
 from jobs.enforcement import coordinate, coordinate_run, remove_batch, remove_batch_now, sweep_now
+from require2fa import organization_settings
 from require2fa.security import token_hash
 from tests.factories import add_member, add_totp, create_org, create_user
 
@@ -40,7 +41,7 @@ async def drain(broker: dramatiq.Broker) -> None:
 async def start_run(pool: asyncpg.Pool, org_id: int, owner: asyncpg.Record) -> int:
     """Turns the requirement on as `owner` (the API's own function); returns the queued run."""
     async with pool.acquire() as conn, conn.transaction():
-        change = await enforcement.change_organization(
+        change = await organization_settings.change_organization(
             conn,
             organization_id=org_id,
             actor=Actor(user_id=owner["id"], label=owner["email"], ip_address="127.0.0.1"),
@@ -75,7 +76,7 @@ async def run_row(pool: asyncpg.Pool, run_id: int) -> asyncpg.Record:
 
 async def noncompliant(pool: asyncpg.Pool, org_id: int, owner_id: int) -> int:
     async with pool.acquire() as conn:
-        return await enforcement.count_noncompliant(conn, org_id, except_user_id=owner_id)
+        return await counts.count_noncompliant(conn, org_id, except_user_id=owner_id)
 
 
 async def assert_exactly_once(pool: asyncpg.Pool, run_id: int, removed: int) -> None:
@@ -374,7 +375,7 @@ async def test_sweeper_leaves_a_run_that_is_being_planned(pool, settings) -> Non
     async with pool.acquire() as planner, planner.transaction():
         # What a coordinator holds while it plans (a million members take a while).
         await planner.execute(
-            "select pg_advisory_xact_lock($1, $2)", enforcement.PLAN_LOCK, run_id % 2**31
+            "select pg_advisory_xact_lock($1, $2)", planning.PLAN_LOCK, run_id % 2**31
         )
         assert await sweep_now(pool, stale_after=timedelta(0), send_coordinate=sent.append) == (
             0,
@@ -395,7 +396,7 @@ async def test_a_batch_that_never_finishes_fails_its_run(pool, settings) -> None
         )
         assert batches == 3  # every batch of the run, each time
     async with pool.acquire() as conn:
-        after_three = await enforcement.stalled(conn, stale_after=timedelta(0), max_resends=3)
+        after_three = await sweeper.stalled(conn, stale_after=timedelta(0), max_resends=3)
     run = await run_row(pool, run_id)
     assert after_three == ([], [])
     assert run["status"] == "failed" and run["finished_at"] is not None
@@ -419,7 +420,7 @@ async def test_turning_the_switch_off_stops_removals(pool, settings) -> None:
 
     actor = Actor(user_id=owner["id"], label=owner["email"])
     async with pool.acquire() as conn, conn.transaction():
-        await enforcement.change_organization(
+        await organization_settings.change_organization(
             conn, organization_id=org_id, actor=actor, role="owner", require_2fa=False
         )
     for batch_no in (1, 2, 1):
@@ -457,7 +458,7 @@ async def test_switch_turned_off_waits_for_the_batch_in_flight(pool, settings) -
 
     async def turn_off() -> None:
         async with pool.acquire() as conn, conn.transaction():
-            await enforcement.change_organization(
+            await organization_settings.change_organization(
                 conn,
                 organization_id=org_id,
                 actor=Actor(user_id=owner["id"]),
@@ -483,7 +484,7 @@ async def test_message_id_sql_matches_the_outbox(pool) -> None:
     keys = ["removed:1:2", "reminder:3:4:2030-01-02", "ünïcode"]
     async with pool.acquire() as conn:
         got = await conn.fetch(
-            f"select {enforcement.MESSAGE_ID_SQL.format(key='k')} as id "
+            f"select {outbox.MESSAGE_ID_SQL.format(key='k')} as id "
             "from unnest($1::text[]) with ordinality as t(k, n) order by n",
             keys,
         )
@@ -534,7 +535,7 @@ async def test_worker_process_killed_mid_batch_and_queue_lost(pool, settings, br
     expected = await noncompliant(pool, org_id, owner["id"])
     run_id = await start_run(pool, org_id, owner)
     async with pool.acquire() as conn, conn.transaction():
-        await enforcement.plan(conn, run_id, batch_size=1000)
+        await planning.plan(conn, run_id, batch_size=1000)
         batch_3 = await conn.fetchrow(
             "select * from enforcement_batches where run_id = $1 and batch_no = 3", run_id
         )

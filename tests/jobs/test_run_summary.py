@@ -6,9 +6,9 @@ import asyncio
 
 import pytest
 
-from db import enforcement
 from db.audit import Actor
 from jobs.enforcement import coordinate_run, remove_batch
+from require2fa import organization_settings
 from tests.factories import add_member, create_org, create_user
 
 pytestmark = pytest.mark.e2e
@@ -42,7 +42,7 @@ async def test_each_owner_gets_one_summary_even_when_the_last_batch_arrives_twic
             without.append(user["email"])
 
     async with pool.acquire() as conn, conn.transaction():
-        change = await enforcement.change_organization(
+        change = await organization_settings.change_organization(
             conn,
             organization_id=org["id"],
             actor=Actor(user_id=owner["id"], label=owner["email"]),

@@ -1,0 +1,83 @@
+"""Planning a run: cutting an organization's members into batches (rows), and recording which
+batch messages were sent."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import asyncpg
+
+from db.runs import ACTIVE
+
+# First key of the advisory lock that one run's coordinators take (the second is the run id).
+PLAN_LOCK = 0x7232_6670  # "r2fp"
+
+
+async def plan(conn: asyncpg.Connection, run_id: int, *, batch_size: int) -> asyncpg.Record | None:
+    """Cuts a queued run into batches of `batch_size` members (by id) and marks it running.
+
+    In the caller's transaction. A run already planned is returned as it is; a cancelled or
+    finished one gives None. One statement numbers the organization's members, so memory does not
+    grow with the organization. Two coordinators of the same run take turns on an advisory lock;
+    the run row itself is only locked by the final UPDATE, so that turning the requirement off
+    does not wait for the planning of a large organization.
+    """
+    await conn.execute("select pg_advisory_xact_lock($1, $2)", PLAN_LOCK, run_id % 2**31)
+    run = await conn.fetchrow("select * from enforcement_runs where id = $1", run_id)
+    if run is None or run["status"] not in ACTIVE:
+        return None
+    if run["batches_total"] is not None:
+        return run
+    planned = await conn.fetchrow(
+        """with numbered as (
+               select id, (row_number() over (order by id) - 1) / $3 as batch_no
+               from members where organization_id = $2),
+           cut as (
+               select batch_no, min(id) as first_id, max(id) as last_id, count(*) as members
+               from numbered group by batch_no),
+           written as (
+               insert into enforcement_batches (run_id, batch_no, first_member_id, last_member_id)
+               select $1, batch_no, first_id, last_id from cut
+               on conflict do nothing)
+           select count(*) as batches, coalesce(sum(members), 0) as members from cut""",
+        run_id,
+        run["organization_id"],
+        batch_size,
+    )
+    # Only a run still queued starts: one cancelled meanwhile keeps its (unused) batch rows.
+    return await conn.fetchrow(
+        """update enforcement_runs
+           set status = case when $2 = 0 then 'completed' else 'running' end,
+               batches_total = $2, total = $3,
+               started_at = coalesce(started_at, clock_timestamp()),
+               finished_at = case when $2 = 0 then clock_timestamp() end,
+               updated_at = clock_timestamp()
+           where id = $1 and status = 'queued' returning *""",
+        run_id,
+        planned["batches"],
+        planned["members"],
+    )
+
+
+async def unsent_batches(conn: asyncpg.Connection, run_id: int) -> list[int]:
+    """Batch numbers of the run not yet sent to the workers."""
+    rows = await conn.fetch(
+        """select batch_no from enforcement_batches
+           where run_id = $1 and done_at is null and enqueued_at is null order by batch_no""",
+        run_id,
+    )
+    return [row["batch_no"] for row in rows]
+
+
+async def mark_enqueued(conn: asyncpg.Connection, run_id: int, batch_nos: Sequence[int]) -> None:
+    """Records that these batches' messages were sent (a batch being removed right now is left
+    alone: it is done once its transaction commits)."""
+    await conn.execute(
+        """update enforcement_batches b set enqueued_at = clock_timestamp()
+           from (select batch_no from enforcement_batches
+                 where run_id = $1 and batch_no = any($2::int[]) and done_at is null
+                 for update skip locked) s
+           where b.run_id = $1 and b.batch_no = s.batch_no""",
+        run_id,
+        list(batch_nos),
+    )

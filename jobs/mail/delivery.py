@@ -1,0 +1,180 @@
+"""Sending one claimed batch of outbox rows and recording every row's outcome."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import random
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from email.message import EmailMessage
+
+import aiosmtplib
+import asyncpg
+import structlog
+
+from db import outbox
+from jobs.mail.rate import SendRate
+from jobs.mail.smtp import TRANSIENT, Smtp, describe
+from require2fa.emails import build_message, render
+from require2fa.settings import Settings
+
+log = structlog.get_logger(__name__)
+
+RENDER_AHEAD = 8  # messages rendered ahead of the senders
+FLUSH_EVERY = 20  # sent rows are marked in groups this size: a crash re-sends at most these
+RETRY_BASE_SECONDS = 10.0
+RETRY_MAX_SECONDS = 3600.0
+
+
+@dataclass
+class Report:
+    sent: int = 0
+    retried: int = 0
+    failed: int = 0
+    busy: bool = False  # every dispatcher slot was taken: those dispatches will send the rows
+    more: bool = False  # the time budget ran out with rows still due
+    wake_at: datetime | None = None  # when the next row not due yet becomes due
+
+
+def retry_delay(attempts: int) -> float:
+    """Seconds before attempt `attempts + 1`: 10 s, 20 s, 40 s … up to an hour, with jitter."""
+    delay = min(RETRY_BASE_SECONDS * 2 ** max(0, attempts - 1), RETRY_MAX_SECONDS)
+    return delay * random.uniform(0.8, 1.2)
+
+
+class Delivery:
+    """Sends claimed batches and records every row's outcome.
+
+    One task renders the messages a few steps ahead; one sender task per SMTP connection takes
+    them in turn, so the server works on one connection while we render or talk on another.
+    """
+
+    def __init__(
+        self, pool: asyncpg.Pool, settings: Settings, rate: SendRate, report: Report
+    ) -> None:
+        self.pool = pool
+        self.settings = settings
+        self.rate = rate
+        self.report = report
+
+    async def run(self, rows: list[asyncpg.Record], smtps: list[Smtp], lease: timedelta) -> None:
+        self.sent: list[int] = []
+        self.retry: list[tuple[int, int, float, str]] = []
+        self.failed: list[tuple[int, int, str]] = []
+        self.unavailable: BaseException | None = None  # the server cannot be reached now
+        self.left = len(rows)
+        self.prepared: asyncio.Queue[tuple[asyncpg.Record, EmailMessage | Exception] | None]
+        self.prepared = asyncio.Queue(maxsize=RENDER_AHEAD)
+        # Past this, another dispatcher may claim these rows: what is not sent by then goes back.
+        self.claim_ends = asyncio.get_running_loop().time() + lease.total_seconds() * 0.8
+        senders = smtps[: len(rows)]
+        renderer = asyncio.create_task(self._prepare(rows, len(senders)))
+        try:
+            async with asyncio.TaskGroup() as group:  # one sender failing stops the others
+                for smtp in senders:
+                    group.create_task(self._send(smtp))
+        finally:
+            renderer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await renderer
+            # Recorded even when a sender failed: rows sent must not go out again.
+            await self._record()
+
+    async def _record(self) -> None:
+        try:
+            await self._flush_sent()
+            async with self.pool.acquire() as conn:
+                self.report.retried += await outbox.mark_retry(conn, self.retry)
+                self.report.failed += await outbox.mark_failed(conn, self.failed)
+        except Exception:  # the lease runs out and the sweeper puts the rows back
+            log.exception("email.record_failed", sent=len(self.sent), retry=len(self.retry))
+            return
+        for row_id, _attempts, error in self.failed:
+            log.warning("email.failed", outbox_id=row_id, error=error)
+
+    async def _prepare(self, rows: list[asyncpg.Record], senders: int) -> None:
+        for row in rows:
+            try:
+                item: EmailMessage | Exception = build_message(
+                    render(row["template"], row["context"], self.settings),
+                    to=row["to_address"],
+                    message_id=row["message_id"],
+                    settings=self.settings,
+                )
+            except Exception as err:  # recorded on its row below; retrying would not help
+                item = err
+            await self.prepared.put((row, item))
+            await asyncio.sleep(0)  # lets a sender read its reply before the next render
+        for _ in range(senders):
+            await self.prepared.put(None)
+
+    def _later(self, row: asyncpg.Record, err: BaseException) -> None:
+        delay = retry_delay(row["attempts"])
+        self.retry.append((row["id"], row["attempts"], delay, describe(err)))
+
+    def _fail(self, row: asyncpg.Record, error: str) -> None:
+        self.failed.append((row["id"], row["attempts"], error))
+
+    async def _send(self, smtp: Smtp) -> None:
+        while (item := await self.prepared.get()) is not None:
+            row, message = item
+            self.left -= 1
+            if isinstance(message, Exception):
+                self._fail(row, f"cannot build the message: {describe(message)}")
+                continue
+            if self.unavailable is not None:
+                self._later(row, self.unavailable)
+                continue
+            if asyncio.get_running_loop().time() > self.claim_ends:
+                self.retry.append((row["id"], row["attempts"], 0.0, "claim ran out before sending"))
+                continue
+            await self.rate.take(self.left + 1)
+            try:
+                await smtp.connect()
+            except TRANSIENT as err:
+                # Nothing more of this batch goes out now: every row left waits for its retry.
+                log.warning("email.smtp_unavailable", error=describe(err), rows=self.left + 1)
+                self.unavailable = err
+                self._later(row, err)
+                await smtp.drop()
+                continue
+            try:
+                await smtp.send(message)
+            except aiosmtplib.SMTPRecipientsRefused as err:
+                code = err.recipients[0].code if err.recipients else 0
+                if code >= 500:
+                    self._fail(row, describe(err))
+                else:
+                    self._later(row, err)
+            except aiosmtplib.SMTPResponseException as err:
+                # 5xx to the message itself is final; 4xx, or a refusal of our sender (the
+                # same for every message: a setting to fix), is worth trying again.
+                if err.code >= 500 and isinstance(err, aiosmtplib.SMTPDataError):
+                    self._fail(row, describe(err))
+                else:
+                    self._later(row, err)
+            except (ValueError, aiosmtplib.SMTPNotSupported) as err:
+                # An address the server cannot take (non-ASCII without SMTPUTF8): final.
+                self._fail(row, f"cannot send: {err}")
+            except TRANSIENT as err:
+                # The connection broke or timed out: whether the server kept the message is
+                # unknown; it is sent again later with the same Message-ID.
+                self._later(row, err)
+                await smtp.drop()
+            else:
+                self.sent.append(row["id"])
+                if len(self.sent) >= FLUSH_EVERY:
+                    await self._flush_sent()
+
+    async def _flush_sent(self) -> None:
+        ids, self.sent = self.sent, []
+        if ids:
+            self.report.sent += await _mark_sent(self.pool, ids)
+
+
+async def _mark_sent(pool: asyncpg.Pool, ids: list[int]) -> int:
+    if not ids:
+        return 0
+    async with pool.acquire() as conn:
+        return await outbox.mark_sent(conn, ids)

@@ -1,0 +1,128 @@
+"""Changing an organization's settings: its name, single sign-on, and the requirement itself.
+
+The rules: only an owner changes the requirement or SSO; the owner must have a second factor
+themselves; the requirement cannot be turned on while SSO is on, and turning SSO on while it is
+required turns the requirement off (the identity provider enforces 2FA then). Every change is
+audited (`org.edit`); turning the requirement on writes a `queued` enforcement run that the
+caller's adapter sends to the workers once the transaction commits (`started`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import asyncpg
+
+from db import audit, organizations, runs, users
+from db.audit import Actor
+from require2fa.errors import Invalid, NotAllowed, NotFound
+
+NEEDS_PERSONAL_2FA = "Cannot require two-factor authentication without personal two-factor enabled."
+NOT_WITH_SSO = "Cannot require two-factor authentication with SSO enabled"
+OWNERS_ONLY = "Only an owner can change two-factor authentication or single sign-on settings."
+# Codes of the refusals that the settings page tells apart.
+PERSONAL_2FA_MISSING = "personal-2fa-missing"
+SSO_ENABLED = "sso-enabled"
+
+
+@dataclass(frozen=True)
+class Change:
+    """The outcome of `change_organization`."""
+
+    org: asyncpg.Record
+    run: asyncpg.Record | None  # the run this change started, or the one already under way
+    started: bool  # a new run was written: send its coordinator once the transaction commits
+
+
+async def change_organization(
+    conn: asyncpg.Connection,
+    *,
+    organization_id: int,
+    actor: Actor,
+    role: str,
+    name: str | None = None,
+    require_2fa: bool | None = None,
+    sso_enabled: bool | None = None,
+) -> Change:
+    """Applies a settings change in the caller's transaction, with its `org.edit` entries.
+
+    Turning require-2FA on writes a `queued` run; turning it on while it is on starts nothing and
+    returns the run under way (or the latest one). Turning it off, or turning SSO on while it is
+    required, cancels the run under way. Raises a `DomainError` when the rules forbid the change.
+    """
+    org = await organizations.lock(conn, organization_id)
+    if org is None:
+        raise NotFound("not-found", "The requested organization does not exist.")
+    if require_2fa and actor.user_id is not None:
+        # The same lock as deleting a factor: the owner cannot lose their last factor while
+        # turning the requirement on (the order is organization, then users, as in a batch).
+        await users.lock(conn, [actor.user_id])
+    await check(
+        conn,
+        org,
+        actor=actor,
+        role=role,
+        name=name,
+        require_2fa=require_2fa,
+        sso_enabled=sso_enabled,
+    )
+    new_sso = org["sso_enabled"] if sso_enabled is None else sso_enabled
+    new_require = org["require_2fa"] if require_2fa is None else require_2fa
+    if new_sso and new_require:
+        new_require = False  # single sign-on takes over: the identity provider enforces 2FA
+
+    edits: dict[str, str] = {}
+    if name is not None and name != org["name"]:
+        edits["name"] = f"to {name}"
+    if new_sso != org["sso_enabled"]:
+        edits["sso_enabled"] = f"to {new_sso}"
+    was_required = org["require_2fa"]
+    if edits or new_require != was_required:
+        org = await organizations.update_settings(
+            conn, organization_id, name=name, sso_enabled=new_sso, require_2fa=new_require
+        )
+    if edits:
+        await audit.record(
+            conn, organization_id=organization_id, event="org.edit", actor=actor, data=edits
+        )
+    if new_require == was_required:
+        run = await runs.current_run(conn, organization_id) if require_2fa else None
+        return Change(org=org, run=run, started=False)
+    await audit.record(
+        conn,
+        organization_id=organization_id,
+        event="org.edit",
+        actor=actor,
+        data={"require_2fa": f"to {new_require}"},
+    )
+    if not new_require:
+        await runs.cancel_active(conn, organization_id)
+        return Change(org=org, run=None, started=False)
+    run = await runs.insert(conn, organization_id, actor)
+    if run is None:  # a run left under way while it was off; let that one finish the work
+        return Change(org=org, run=await runs.current_run(conn, organization_id), started=False)
+    return Change(org=org, run=run, started=True)
+
+
+async def check(
+    conn: asyncpg.Connection,
+    org: asyncpg.Record,
+    *,
+    actor: Actor,
+    role: str,
+    name: str | None = None,
+    require_2fa: bool | None = None,
+    sso_enabled: bool | None = None,
+) -> None:
+    """Raises a `DomainError` when the rules forbid the change; changes nothing (the settings page
+    asks it before its confirm step, `change_organization` again under the row lock)."""
+    if (require_2fa is not None or sso_enabled is not None) and role != "owner":
+        raise NotAllowed("owners-only", OWNERS_ONLY)
+    if name is not None and role not in ("owner", "manager"):
+        raise NotAllowed("managers-only", "Only owners and managers can rename the organization.")
+    new_sso = org["sso_enabled"] if sso_enabled is None else sso_enabled
+    if require_2fa:
+        if new_sso:
+            raise Invalid(SSO_ENABLED, NOT_WITH_SSO)
+        if actor.user_id is None or not await users.has_2fa(conn, actor.user_id):
+            raise Invalid(PERSONAL_2FA_MISSING, NEEDS_PERSONAL_2FA)
