@@ -10,13 +10,18 @@ from aiohttp import web
 from api import auth
 from api.errors import error_middleware
 from api.keys import PG, REDIS, SETTINGS
+from api.observe import observe_middleware
 from api.routes import add_routes
 from db.pool import create_pool
 from require2fa.settings import Settings
 
 
 def create_app(settings: Settings) -> web.Application:
-    app = web.Application(middlewares=[error_middleware], client_max_size=1024 * 1024)
+    app = web.Application(
+        # observe_middleware first: it sees every answer, the error pages' included.
+        middlewares=[observe_middleware, error_middleware],
+        client_max_size=1024 * 1024,
+    )
     app[SETTINGS] = settings
     auth.setup(app, settings)
     app.cleanup_ctx.append(_resources)

@@ -12,6 +12,7 @@ from aiohttp.typedefs import Handler
 from pydantic import BaseModel, ValidationError
 
 from require2fa import errors as domain
+from api.observe import REQUEST_ID
 
 log = structlog.get_logger(__name__)
 M = TypeVar("M", bound=BaseModel)
@@ -128,8 +129,8 @@ def _has_nul(value: Any) -> bool:
 
 @web.middleware
 async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    request_id = request.headers.get("X-Request-ID", "")[:64] or uuid.uuid4().hex
-    structlog.contextvars.bind_contextvars(request_id=request_id)
+    # The id `observe_middleware` (the outer one) gave the request.
+    request_id = request.get(REQUEST_ID) or uuid.uuid4().hex
     try:
         if any("\x00" in value for value in request.query.values()):
             # PostgreSQL cannot take NUL in text; no query parameter of ours needs one.
@@ -144,8 +145,6 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
     except Exception:
         log.exception("unhandled error", path=request.path, method=request.method)
         raise api_error(500, "Internal server error.", requestId=request_id) from None
-    finally:
-        structlog.contextvars.unbind_contextvars("request_id")
     response.headers.setdefault("X-Request-ID", request_id)
     return response
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 from aiohttp import web
 from pydantic import BaseModel
@@ -16,8 +17,10 @@ from api.handlers import (
     health,
     invites,
     members,
+    metrics,
     organizations,
 )
+from api.pages import home
 from api.pages import org_admin as org_pages
 from api.pages import views as pages
 
@@ -123,11 +126,12 @@ ROUTES: list[Route] = [
     ),
     # Operations
     Route("GET", "/healthz", health.healthz, tag="operations"),
-    Route("GET", "/metrics", enforcement.metrics, tag="operations"),
+    Route("GET", "/metrics", metrics.metrics, tag="operations"),
 ]
 
 # Pages for people (HTML, not in the OpenAPI document).
 PAGES: list[Route] = [
+    Route("GET", "/", home.home_page, tag="pages"),
     Route("GET", "/accept/{member_id}/{token}/", pages.accept_page, tag="pages"),
     Route("POST", "/accept/{member_id}/{token}/", pages.accept_page, tag="pages"),
     Route("GET", "/auth/login/", pages.login_page, tag="pages"),
@@ -137,7 +141,10 @@ PAGES: list[Route] = [
     Route("POST", "/auth/logout/", pages.logout_page, tag="pages"),
     Route("GET", "/account/security/", pages.security_page, tag="pages"),
     Route("POST", "/account/security/totp/", pages.enroll_totp_page, tag="pages"),
-    Route("GET", "/organizations/{org}/", pages.organization_page, tag="pages"),
+    # Before /organizations/{org}/: "new" is a reserved slug.
+    Route("GET", "/organizations/new/", home.new_organization_page, tag="pages"),
+    Route("POST", "/organizations/new/", home.new_organization_page, tag="pages"),
+    Route("GET", "/organizations/{org}/", home.organization_page, tag="pages"),
     Route("GET", "/organizations/{org}/settings/", org_pages.settings_page, tag="pages"),
     Route("POST", "/organizations/{org}/settings/", org_pages.settings_page, tag="pages"),
     Route("GET", "/organizations/{org}/members/", org_pages.members_page, tag="pages"),
@@ -151,9 +158,15 @@ PAGES: list[Route] = [
 ]
 
 
+# The pages' stylesheet and scripts (package data; files only: no inline code, for the CSP).
+STATIC_DIR = Path(__file__).resolve().parent / "static"
+STATIC = "/static/"
+
+
 def add_routes(app: web.Application) -> None:
     from api.openapi import openapi_json
 
     for route in ROUTES + PAGES:
         app.router.add_route(route.method, route.path, route.handler)
     app.router.add_get(f"{API}/openapi.json", openapi_json)
+    app.router.add_static(STATIC, STATIC_DIR, name="static")

@@ -7,41 +7,112 @@ import logging
 import os
 import sys
 from collections.abc import Awaitable, Callable
+from importlib import metadata
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, NoReturn, TypeVar
 
 import click
+import structlog
 
 from require2fa import logs
-from require2fa.settings import Settings, SettingsError
+from require2fa.reach import Unreachable, check_redis
+from require2fa.settings import SERVER_NEEDS, Settings, SettingsError
+
+DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
 
 T = TypeVar("T")
 
 
-def load_settings(**defaults: Any) -> Settings:
+class Failure(click.ClickException):
+    """Ends the command with `error: <message>` on one line and `exit_code`."""
+
+    def __init__(self, message: str, exit_code: int = 1) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
+
+
+class Cli(click.Group):
+    """The group, with every failure said the same way: one line starting `error: `, and a
+    non-zero exit code (2 for a bad command line or setting, 1 for the rest)."""
+
+    def main(self, *args: Any, standalone_mode: bool = True, **kwargs: Any) -> Any:
+        if not standalone_mode:
+            return super().main(*args, standalone_mode=False, **kwargs)
+        try:
+            code = super().main(*args, standalone_mode=False, **kwargs)
+        except click.UsageError as err:
+            if err.ctx is not None:
+                click.echo(err.ctx.get_usage(), err=True)
+            _fail(err.format_message(), err.exit_code)
+        except click.ClickException as err:
+            _fail(err.format_message(), err.exit_code)
+        except SettingsError as err:
+            _fail(str(err), 2)
+        except Unreachable as err:
+            _fail(str(err), 1)
+        except click.Abort:
+            _fail("aborted", 1)
+        sys.exit(code if isinstance(code, int) else 0)
+
+
+def _fail(message: str, code: int) -> NoReturn:
+    click.echo(f"error: {message}", err=True)
+    sys.exit(code)
+
+
+# What each kind of command needs outside development (see `Settings.from_env`).
+SERVER = SERVER_NEEDS
+DATABASE_ONLY: frozenset[str] = frozenset()
+WITH_SECRET = frozenset({"SECRET_KEY"})
+
+
+def load_settings(*, needs: frozenset[str] = SERVER, **defaults: Any) -> Settings:
     """Settings from the environment; a bad one ends the process with one line naming it."""
-    try:
-        settings = Settings.from_env(os.environ, **defaults)
-    except SettingsError as err:
-        click.echo(f"error: {err}", err=True)
-        sys.exit(2)
-    logs.configure(settings.log_format)
+    settings = Settings.from_env(os.environ, needs=needs, **defaults)
+    logs.configure(settings.log_format, process=_process_name())
     return settings
+
+
+def _process_name() -> str:
+    context = click.get_current_context(silent=True)
+    return context.info_name if context is not None and context.info_name else "cli"
 
 
 def need_database(settings: Settings) -> str:
     if not settings.database_url:
-        click.echo("error: DATABASE_URL: not set (or use `require2fa dev`)", err=True)
-        sys.exit(2)
+        raise SettingsError("DATABASE_URL", "not set (or use `require2fa dev`)")
     return settings.database_url
+
+
+def need_redis(settings: Settings, what: str) -> str:
+    """REDIS_URL, required outside development; in development the local default."""
+    if settings.redis_url:
+        return settings.redis_url
+    if not settings.development:
+        raise SettingsError("REDIS_URL", f"not set; {what} needs it")
+    return DEFAULT_REDIS_URL
+
+
+def check_services(settings: Settings, *, redis_url: str | None) -> None:
+    """Connects once to the database (and PINGs Redis) before a long-running process starts,
+    so a wrong address is one line now rather than a traceback later."""
+    from db.pool import connect_checked
+
+    async def check() -> None:
+        conn = await connect_checked(need_database(settings))
+        await conn.close()
+        if redis_url is not None:
+            await check_redis(redis_url)
+
+    asyncio.run(check())
 
 
 def run_db(settings: Settings, work: Callable[[Any], Awaitable[T]]) -> T:
     """Runs `work(conn)` on one connection to DATABASE_URL."""
-    from db.pool import connect
+    from db.pool import connect_checked
 
     async def main() -> T:
-        conn = await connect(need_database(settings))
+        conn = await connect_checked(need_database(settings))
         try:
             return await work(conn)
         finally:
@@ -50,11 +121,23 @@ def run_db(settings: Settings, work: Callable[[Any], Awaitable[T]]) -> T:
     return asyncio.run(main())
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+def _version() -> str:
+    try:
+        return metadata.version("require2fa")
+    except metadata.PackageNotFoundError:
+        return "unknown"
+
+
+@click.group(cls=Cli, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(
+    _version(), "--version", prog_name="require2fa", message="%(prog)s %(version)s"
+)
 def main() -> None:
     """require2fa: the service behind an organization's Require Two-Factor Authentication switch.
 
-    Settings come from the environment (DATABASE_URL, REDIS_URL, SMTP_URL, SECRET_KEY, ...).
+    Settings come from the environment (DATABASE_URL, REDIS_URL, SMTP_URL, SECRET_KEY,
+    BASE_URL, ...); outside ENVIRONMENT=development, web, worker and clock need SECRET_KEY and
+    BASE_URL. Every failure is one line starting `error:` and a non-zero exit code.
     """
 
 
@@ -63,7 +146,7 @@ def migrate() -> None:
     """Apply pending migrations (safe to run twice, and from two hosts at once)."""
     from db.migrate import migrate as apply
 
-    applied = run_db(load_settings(), apply)
+    applied = run_db(load_settings(needs=DATABASE_ONLY), apply)
     click.echo(f"applied {len(applied)} migration(s): {', '.join(applied) or 'none pending'}")
 
 
@@ -75,15 +158,25 @@ def web() -> None:
     from api.app import create_app
 
     settings = load_settings()
-    need_database(settings)
-    aioweb.run_app(create_app(settings), port=settings.port, access_log=None)
+    redis_url = need_redis(settings, "web")
+    check_services(settings, redis_url=redis_url)
+    log = structlog.get_logger("require2fa.web")
+    log.info("web started", url=settings.base_url, port=settings.port)
+    # No banner (it names 0.0.0.0, which is not where people go); the line above names BASE_URL.
+    aioweb.run_app(
+        create_app(settings.replace(redis_url=redis_url)),
+        port=settings.port,
+        access_log=None,
+        print=None,
+    )
 
 
 @main.command(context_settings={"ignore_unknown_options": True})
 @click.argument("dramatiq_args", nargs=-1, type=click.UNPROCESSED)
 def worker(dramatiq_args: tuple[str, ...]) -> None:
     """Run the Dramatiq workers (the same as `dramatiq jobs`; extra arguments go to dramatiq)."""
-    load_settings()
+    settings = load_settings()
+    check_services(settings, redis_url=need_redis(settings, "the worker"))
     os.execvp(sys.executable, [sys.executable, "-m", "dramatiq", "jobs", *dramatiq_args])  # noqa: S606
 
 
@@ -106,9 +199,9 @@ def createuser(email: str, password: str | None, name: str, superuser: bool) -> 
             conn, email=email, name=name, password_hash=password_hash, is_superuser=superuser
         )
 
-    user = run_db(load_settings(), work)
+    user = run_db(load_settings(needs=DATABASE_ONLY), work)
     if user is None:
-        raise click.ClickException(f"a user with email {email} exists already")
+        raise Failure(f"a user with email {email} exists already")
     click.echo(f"created user {user['id']} <{user['email']}>")
 
 
@@ -129,8 +222,8 @@ def createtoken(email: str, name: str) -> None:
         await users.create_token(conn, user_id=user["id"], token_hash=token_hash(token), name=name)
         return True
 
-    if not run_db(load_settings(), work):
-        raise click.ClickException(f"no user with email {email}")
+    if not run_db(load_settings(needs=DATABASE_ONLY), work):
+        raise Failure(f"no user with email {email}")
     click.echo(token)
 
 
@@ -149,7 +242,7 @@ def seed(slug: str, count: int, enrolled: float, owner_email: str | None) -> Non
     """Bulk-load a synthetic organization (COPY), for demos and benchmarks."""
     from commands.seed import seed as run_seed
 
-    settings = load_settings()
+    settings = load_settings(needs=WITH_SECRET)
 
     async def work(conn: Any) -> Any:
         return await run_seed(
@@ -159,7 +252,7 @@ def seed(slug: str, count: int, enrolled: float, owner_email: str | None) -> Non
     try:
         result = run_db(settings, work)
     except ValueError as err:
-        raise click.ClickException(str(err)) from None
+        raise Failure(str(err)) from None
     click.echo(
         f"seeded {slug}: {result.members} members, {result.enrolled} with 2FA, "
         f"in {result.seconds:.1f}s ({result.members / max(result.seconds, 1e-9):,.0f} members/s)"
@@ -175,8 +268,9 @@ def clock() -> None:
     from commands.clock import run
 
     settings = load_settings()
-    need_database(settings)
-    run(settings)
+    redis_url = need_redis(settings, "the clock")
+    check_services(settings, redis_url=redis_url)
+    run(settings.replace(redis_url=redis_url))
 
 
 @main.command("purge-expired")
@@ -188,7 +282,7 @@ def purge_expired(batch_size: int) -> None:
     async def work(conn: Any) -> Any:
         return await purge(conn, batch_size=batch_size)
 
-    result = run_db(load_settings(), work)
+    result = run_db(load_settings(needs=DATABASE_ONLY), work)
     click.echo(
         f"purged {result.purged} expired pending member(s) in {result.batches} batch(es), "
         f"{result.seconds:.1f}s"
@@ -203,7 +297,7 @@ def enforce(slug: str, email: str, dry_run: bool) -> None:
     """Require 2FA in an organization (as the API's switch does) and follow the removals."""
     from commands import enforce as enforcement
 
-    settings = load_settings()
+    settings = load_settings(needs=DATABASE_ONLY)
     if dry_run:
         run_db(settings, lambda conn: enforcement.dry_run(conn, slug, email, click.echo))
         return
@@ -225,7 +319,7 @@ def status(slug: str) -> None:
     """Print an organization's members, enrolled, pending, and its latest enforcement run."""
     from commands.enforce import status as describe
 
-    for line in run_db(load_settings(), lambda conn: describe(conn, slug)):
+    for line in run_db(load_settings(needs=DATABASE_ONLY), lambda conn: describe(conn, slug)):
         click.echo(line)
 
 

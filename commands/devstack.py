@@ -134,7 +134,7 @@ class _EmlWriter:
             except FileExistsError:
                 continue
         tmp.unlink()
-        log.info(
+        log.debug(  # one line per message would drown the development stack's output
             "mailsink.received",
             path=str(path),
             mail_from=envelope.mail_from,

@@ -188,3 +188,17 @@ async def counts_for_enforcement(conn: asyncpg.Connection, enforcement_id: int) 
     )
     assert row is not None
     return int(row["queued"]), int(row["sent"])
+
+
+async def backlog(conn: asyncpg.Connection) -> tuple[int, float]:
+    """(emails not yet sent, the oldest one's age in seconds): two index scans of
+    `email_outbox_pending_since`."""
+    row = await conn.fetchrow(
+        """select (select count(*) from email_outbox where status in ('queued', 'sending'))
+                      as pending,
+                  extract(epoch from now() - (select min(created_at) from email_outbox
+                                               where status in ('queued', 'sending')))
+                      as oldest"""
+    )
+    assert row is not None
+    return int(row["pending"]), float(row["oldest"] or 0.0)

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 
 import asyncpg
+
+from require2fa.reach import CONNECT_TIMEOUT, Unreachable, why
 
 
 def _encode_jsonb(value: object) -> bytes:
@@ -35,3 +38,25 @@ async def connect(dsn: str) -> asyncpg.Connection:
     conn = await asyncpg.connect(dsn)
     await _init_connection(conn)
     return conn
+
+
+# What connecting to a wrong or absent server raises.
+CONNECT_ERRORS = (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError, ValueError)
+
+
+async def connect_checked(dsn: str) -> asyncpg.Connection:
+    """`connect`, with every way of not reaching the database as one `Unreachable`."""
+    try:
+        return await asyncio.wait_for(connect(dsn), CONNECT_TIMEOUT)
+    except CONNECT_ERRORS as err:
+        raise Unreachable("DATABASE_URL", dsn, why(err)) from None
+
+
+async def create_pool_checked(dsn: str, *, min_size: int = 1, max_size: int = 10) -> asyncpg.Pool:
+    """`create_pool`, with every way of not reaching the database as one `Unreachable`."""
+    try:
+        return await asyncio.wait_for(
+            create_pool(dsn, min_size=min_size, max_size=max_size), CONNECT_TIMEOUT
+        )
+    except CONNECT_ERRORS as err:
+        raise Unreachable("DATABASE_URL", dsn, why(err)) from None

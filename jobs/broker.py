@@ -23,6 +23,7 @@ from dramatiq.middleware import (
     TimeLimit,
 )
 
+from jobs.observe import Observe
 from jobs.resources import Resources
 from require2fa.settings import Settings
 
@@ -33,6 +34,8 @@ HEARTBEAT_TIMEOUT_MS = 15_000
 
 def build_broker(redis_url: str, namespace: str) -> RedisBroker:
     middleware = [
+        # Logging set-up in worker processes, message ids on log lines, message figures.
+        Observe(redis_url, namespace),
         AgeLimit(),  # drops messages older than their max_age, if an actor sets one
         TimeLimit(),  # a stuck actor is interrupted (per-actor time_limit)
         ShutdownNotifications(),  # lets long actors notice a worker shutdown

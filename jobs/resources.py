@@ -5,6 +5,7 @@ Created on Dramatiq's event-loop thread when the worker boots, closed when it sh
 
 from __future__ import annotations
 
+import multiprocessing
 import os
 import sys
 
@@ -14,7 +15,8 @@ import redis.asyncio as aioredis
 from dramatiq.asyncio import get_event_loop_thread
 from dramatiq.middleware import MiddlewareError
 
-from db.pool import create_pool
+from db.pool import create_pool_checked
+from require2fa.reach import Unreachable
 from require2fa.settings import Settings, SettingsError
 
 
@@ -38,20 +40,26 @@ class Resources(dramatiq.Middleware):
         self._redis: aioredis.Redis | None = None
 
     def before_worker_boot(self, broker: dramatiq.Broker, worker: dramatiq.Worker) -> None:
-        # Dramatiq logs and ignores exceptions from this hook but for a MiddlewareError, which
-        # ends the worker process (and with it `dramatiq jobs`).
+        # A bad setting or an unreachable database ends the worker process (and with it
+        # `dramatiq jobs`) with one line: SystemExit passes through Dramatiq and multiprocessing
+        # without a traceback. In-process workers (the tests') get the InvalidSettings.
+        loop_thread = get_event_loop_thread()
+        assert loop_thread is not None, "the AsyncIO middleware must come first"
         try:
             self._settings = Settings.from_env(os.environ)
             database_url = self._settings.database_url
             if not database_url:
                 raise SettingsError("DATABASE_URL", "not set; the workers need it")
-        except SettingsError as err:
+            if not self._settings.redis_url and not self._settings.development:
+                raise SettingsError("REDIS_URL", "not set; the workers need it")
+            self._pool = loop_thread.run_coroutine(create_pool_checked(database_url, max_size=10))
+        except (SettingsError, Unreachable) as err:
             sys.stderr.write(f"error: {err}\n")
+            sys.stderr.flush()
             _stop_event_loop()  # its thread would keep the failed process alive
+            if multiprocessing.parent_process() is not None:  # a `dramatiq jobs` worker process
+                raise SystemExit(2) from None
             raise InvalidSettings(str(err)) from None
-        loop_thread = get_event_loop_thread()
-        assert loop_thread is not None, "the AsyncIO middleware must come first"
-        self._pool = loop_thread.run_coroutine(create_pool(database_url, max_size=10))
         self._redis = aioredis.Redis.from_url(self.settings.redis_url or "redis://127.0.0.1:6379/0")
         Resources.current = self
 

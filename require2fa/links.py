@@ -11,6 +11,8 @@ from __future__ import annotations
 from urllib.parse import quote
 
 SECURITY_PATH = "/account/security/"
+HOME_PATH = "/"
+NEW_ORGANIZATION_PATH = "/organizations/new/"
 
 
 def accept_path(member_id: int, token: str) -> str:
@@ -21,6 +23,15 @@ def accept_path(member_id: int, token: str) -> str:
 def security_path() -> str:
     """Where a person sets up and manages their factors."""
     return SECURITY_PATH
+
+
+def home_path() -> str:
+    """`/`: the ways in, or (signed in) your organizations."""
+    return HOME_PATH
+
+
+def new_organization_path() -> str:
+    return NEW_ORGANIZATION_PATH
 
 
 def organization_path(slug: str, section: str = "") -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 import re
 from collections.abc import Callable, Mapping
 from datetime import timedelta
@@ -10,6 +11,10 @@ from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
 DEV_SECRET_KEY = "development-only-secret-key-do-not-use-in-production"  # noqa: S105
+# What a long-running process (web, worker, clock) needs outside development. Commands that only
+# touch the database (migrate, status, ...) ask for less: `Settings.from_env(env, needs=...)`.
+SERVER_NEEDS = frozenset({"SECRET_KEY", "BASE_URL"})
+LOOPBACK_HOSTS = ("localhost", "127.0.0.1", "[::1]")
 _DURATION = re.compile(r"^\s*(\d+)\s*([smhd]?)\s*$")
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "": 1}
 
@@ -20,6 +25,28 @@ class SettingsError(ValueError):
     def __init__(self, variable: str, problem: str) -> None:
         super().__init__(f"{variable}: {problem}")
         self.variable = variable
+
+
+def _port(text: str) -> int:
+    if not text.strip().isdigit():
+        raise ValueError(f"{text!r} is not a TCP port number (1-65535)")
+    return int(text)
+
+
+def _number(text: str) -> float:
+    try:
+        return float(text)
+    except ValueError:
+        raise ValueError(f"{text!r} is not a number") from None
+
+
+def _is_origin_url(url: str) -> bool:
+    parts = urlsplit(url)
+    try:
+        parts.port  # noqa: B018 - raises on a port that is not a number
+    except ValueError:
+        return False
+    return parts.scheme in ("http", "https") and bool(parts.hostname)
 
 
 def parse_duration(text: str) -> timedelta:
@@ -73,7 +100,9 @@ class Settings:
     smtp_url: str = "smtp://127.0.0.1:1025"
     email_from: str = "require2fa <no-reply@require2fa.localhost>"
     email_rate: float = 100.0
-    base_url: str = "http://localhost:8000"
+    # Where people reach this service (email links, the origin forms must come from).
+    # Required outside development; in development `http://localhost:{port}`.
+    base_url: str = ""
     secret_key: str = DEV_SECRET_KEY
     port: int = 8000
     reinstatement_window: timedelta = timedelta(days=90)
@@ -82,24 +111,37 @@ class Settings:
     data_dir: str = ".require2fa"
     # Prefix for every Redis key we own (queues, rate limits); lets test runs share one Redis.
     redis_namespace: str = "require2fa"
+    # Which of SERVER_NEEDS this process must have outside development (see from_env).
+    needs: frozenset[str] = dataclasses.field(default=SERVER_NEEDS, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if self.environment not in ("development", "production"):
             raise SettingsError("ENVIRONMENT", "must be development or production")
-        if self.environment != "development" and self.secret_key == DEV_SECRET_KEY:
+        if not 0 < self.port < 65536:
+            raise SettingsError("PORT", "must be a TCP port number (1-65535)")
+        if not self.base_url and self.environment == "development":
+            object.__setattr__(self, "base_url", f"http://localhost:{self.port}")
+        production = self.environment != "development"
+        if production and "SECRET_KEY" in self.needs and self.secret_key == DEV_SECRET_KEY:
             raise SettingsError("SECRET_KEY", "must be set outside development")
+        if production and "BASE_URL" in self.needs and not self.base_url:
+            raise SettingsError(
+                "BASE_URL",
+                "must be set outside development: the address people open, which email links "
+                "use and forms must come from (e.g. https://require2fa.example.com)",
+            )
         if len(self.secret_key) < 16:
             raise SettingsError("SECRET_KEY", "must be at least 16 characters long")
         if self.log_format not in ("json", "text"):
             raise SettingsError("LOG_FORMAT", "must be json or text")
-        if not self.base_url.startswith(("http://", "https://")):
-            raise SettingsError("BASE_URL", "must start with http:// or https://")
+        if self.base_url and not _is_origin_url(self.base_url):
+            raise SettingsError(
+                "BASE_URL", f"{self.base_url!r} is not an http:// or https:// address"
+            )
         if not (self.sms_url == "console:" or self.sms_url.startswith("https://")):
             raise SettingsError("SMS_URL", "must be console: or an https:// URL")
         if self.email_rate <= 0:
             raise SettingsError("EMAIL_RATE", "must be a positive number of emails per second")
-        if not 0 < self.port < 65536:
-            raise SettingsError("PORT", "must be a TCP port number")
         for name, url, schemes in (
             ("DATABASE_URL", self.database_url, ("postgres", "postgresql")),
             ("REDIS_URL", self.redis_url, ("redis", "rediss", "unix")),
@@ -120,6 +162,24 @@ class Settings:
         return self.base_url.startswith("https://")
 
     @property
+    def origin(self) -> str:
+        """`scheme://host[:port]` of BASE_URL: what a browser sends as `Origin` from our pages."""
+        parts = urlsplit(self.base_url)
+        return f"{parts.scheme}://{parts.netloc}".lower()
+
+    @functools.cached_property
+    def allowed_origins(self) -> frozenset[str]:
+        """The origins that forms and cookie-authenticated writes are accepted from: BASE_URL's;
+        in development, when BASE_URL is a loopback address, each spelling of loopback on the
+        same port too (localhost, 127.0.0.1, [::1]), since all of them reach the server."""
+        parts = urlsplit(self.base_url)
+        host = (parts.hostname or "").lower()
+        if not self.development or f"[{host}]" not in LOOPBACK_HOSTS and host not in LOOPBACK_HOSTS:
+            return frozenset({self.origin})
+        port = f":{parts.port}" if parts.port else ""
+        return frozenset({f"{parts.scheme}://{name}{port}" for name in LOOPBACK_HOSTS})
+
+    @property
     def smtp(self) -> SmtpTarget:
         return parse_smtp_url(self.smtp_url)
 
@@ -127,13 +187,20 @@ class Settings:
         return dataclasses.replace(self, **changes)
 
     @classmethod
-    def from_env(cls, environ: Mapping[str, str], **defaults: Any) -> Settings:
+    def from_env(
+        cls,
+        environ: Mapping[str, str],
+        *,
+        needs: frozenset[str] = SERVER_NEEDS,
+        **defaults: Any,
+    ) -> Settings:
         """Read the variables of CONTRACT §4; a bad one raises `SettingsError` naming it.
 
         Without `ENVIRONMENT=development` (which `require2fa dev`, `make demo` and the tests set)
-        the process counts as production and needs a real `SECRET_KEY`.
+        the process counts as production and needs a real `SECRET_KEY` and `BASE_URL` (those of
+        them in `needs`: a command that only migrates needs neither).
         """
-        values: dict[str, Any] = {"environment": "production", **defaults}
+        values: dict[str, Any] = {"environment": "production", "needs": needs, **defaults}
         plain = {
             "ENVIRONMENT": "environment",
             "DATABASE_URL": "database_url",
@@ -153,8 +220,8 @@ class Settings:
         if environ.get("BASE_URL"):
             values["base_url"] = environ["BASE_URL"].rstrip("/")
         converters: dict[str, tuple[str, Callable[[str], Any]]] = {
-            "PORT": ("port", int),
-            "EMAIL_RATE": ("email_rate", float),
+            "PORT": ("port", _port),
+            "EMAIL_RATE": ("email_rate", _number),
             "REINSTATEMENT_WINDOW": ("reinstatement_window", parse_duration),
         }
         for var, (field, convert) in converters.items():

@@ -8,7 +8,7 @@ import pytest
 
 from require2fa.settings import DEV_SECRET_KEY, Settings, SettingsError, parse_duration
 
-PROD = {"SECRET_KEY": "s" * 40}
+PROD = {"SECRET_KEY": "s" * 40, "BASE_URL": "https://require2fa.example.com"}
 
 
 @pytest.mark.parametrize(
@@ -74,3 +74,38 @@ def test_smtp_url_forms() -> None:
     assert (encoded.username, encoded.password) == ("me@corp", "p%ss:")
     implicit = Settings.from_env({**PROD, "SMTP_URL": "smtps://mail"}).smtp
     assert implicit.use_tls and implicit.port == 465
+
+
+def test_base_url_is_required_outside_development() -> None:
+    with pytest.raises(SettingsError) as err:
+        Settings.from_env({"SECRET_KEY": "s" * 40})
+    assert err.value.variable == "BASE_URL"
+    assert str(err.value).startswith("BASE_URL: must be set outside development")
+    # What only touches the database needs neither BASE_URL nor SECRET_KEY.
+    assert Settings.from_env({}, needs=frozenset()).base_url == ""
+    # Development: one URL that works, on the port.
+    assert Settings.from_env({"ENVIRONMENT": "development", "PORT": "8001"}).base_url == (
+        "http://localhost:8001"
+    )
+
+
+def test_allowed_origins() -> None:
+    prod = Settings.from_env({**PROD, "BASE_URL": "https://Require2FA.example.com/"})
+    assert prod.allowed_origins == {"https://require2fa.example.com"}
+    dev = Settings(environment="development", port=8000)
+    assert dev.allowed_origins == {
+        "http://localhost:8000",
+        "http://127.0.0.1:8000",
+        "http://[::1]:8000",
+    }
+    # A loopback BASE_URL outside development is taken as it is.
+    local_prod = Settings.from_env({**PROD, "BASE_URL": "http://127.0.0.1:8000"})
+    assert local_prod.allowed_origins == {"http://127.0.0.1:8000"}
+    dev_named = Settings(environment="development", base_url="http://dev.example:8000")
+    assert dev_named.allowed_origins == {"http://dev.example:8000"}
+
+
+def test_port_says_what_it_got() -> None:
+    with pytest.raises(SettingsError) as err:
+        Settings.from_env({**PROD, "PORT": "abc"})
+    assert str(err.value) == "PORT: 'abc' is not a TCP port number (1-65535)"

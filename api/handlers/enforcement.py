@@ -18,12 +18,10 @@ from prometheus_client.registry import Collector
 
 from api.access import MANAGERS, OrgAccess, org_access
 from api.errors import api_error, path_id
-from api.handlers import health
 from api.keys import PG
 from api.pagination import link_header, page_args, split_page
 from api.serializers import serialize_member
 from db import counts, members, report, runs
-from db import metrics as enforcement_metrics
 from db.members import MemberFilter
 
 
@@ -191,10 +189,3 @@ class EnforcementCollector(Collector):
 
 COLLECTOR = EnforcementCollector()
 REGISTRY.register(COLLECTOR)
-
-
-async def metrics(request: web.Request) -> web.Response:
-    """Prometheus metrics (the enforcement ones read from the database now)."""
-    async with request.app[PG].acquire() as conn:
-        COLLECTOR.values = await enforcement_metrics.metrics(conn)
-    return await health.metrics(request)

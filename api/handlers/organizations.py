@@ -5,12 +5,13 @@ from __future__ import annotations
 import asyncio
 import re
 
+import asyncpg
 import structlog
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field
 
 from api.access import MANAGERS, OrgAccess, org_access
-from api.auth import actor, require_user
+from api.auth import Auth, actor, require_user
 from api.errors import api_error, parse_body
 from api.handlers.enforcement import serialize_run
 from api.keys import PG
@@ -48,11 +49,18 @@ def slugify(name: str) -> str:
     return slug
 
 
-async def create_organization(request: web.Request) -> web.Response:
-    """Creates an organization with the caller as its owner."""
-    auth = await require_user(request)
-    body = await parse_body(request, OrganizationIn)
+# Path segments of pages under /organizations/ that an organization's slug must not take.
+RESERVED_SLUGS = frozenset({"new"})
+
+
+async def new_organization(
+    request: web.Request, auth: Auth, body: OrganizationIn
+) -> asyncpg.Record:
+    """Creates an organization with `auth`'s user as its owner (the API's POST and the New
+    organization page); 400 for a reserved slug, 409 for a taken one."""
     slug = body.slug or slugify(body.name)
+    if slug in RESERVED_SLUGS:
+        raise api_error(400, "Invalid request.", errors={"slug": ["This slug is reserved."]})
     async with request.app[PG].acquire() as conn, conn.transaction():
         org = await organizations.create(conn, slug=slug, name=body.name)
         if org is None:
@@ -64,6 +72,15 @@ async def create_organization(request: web.Request) -> web.Response:
             email=auth.user["email"],
             role="owner",
         )
+    log.info("organization created", organization=org["slug"], user_id=auth.user_id)
+    return org
+
+
+async def create_organization(request: web.Request) -> web.Response:
+    """Creates an organization with the caller as its owner."""
+    auth = await require_user(request)
+    body = await parse_body(request, OrganizationIn)
+    org = await new_organization(request, auth, body)
     return web.json_response(serialize_org(org, role="owner"), status=201)
 
 

@@ -1,5 +1,5 @@
-"""Pages for people: the email's rejoin link, signing in and up, the security page (setting up
-an authenticator app) and an organization's page.
+"""Pages for people: the email's rejoin link, signing in and up, and the security page (setting
+up an authenticator app). `/`, New organization and the overview are `api.pages.home`'s.
 
 They reuse the API's own functions (`api.handlers.invites`, `accounts`, `authenticators`), so a
 link, a password, a code or an enrollment is judged the same way here as there. Those raise
@@ -24,11 +24,11 @@ from markupsafe import Markup
 from pydantic import ValidationError
 
 from api.auth import Auth, authenticate, sign_in, sign_out
-from api.errors import from_domain
+from api.errors import api_error, from_domain
 from api.handlers import accounts, invites
 from api.handlers import authenticators as factors
 from api.keys import PG, REDIS, SETTINGS
-from db import authenticators, members, organizations
+from db import authenticators, organizations
 from require2fa import links, totp
 from require2fa.errors import DomainError
 
@@ -38,6 +38,7 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 TEMPLATE_DIR = Path(__file__).resolve().parents[1] / "templates" / "pages"
 SECURITY = links.SECURITY_PATH
 LOGIN = "/auth/login/"
+HOME = links.HOME_PATH
 
 
 @functools.cache
@@ -106,14 +107,19 @@ def _html_errors(handler: Handler) -> Handler:
 
 
 def _same_origin(request: web.Request) -> None:
-    """403 for a form posted from another site (the `Origin` header, when a browser sends one,
-    must be ours)."""
+    """A form posted from another site is refused (the `Origin` header, when a browser sends
+    one, must be one of `settings.allowed_origins`), with a page saying where to go instead."""
     origin = request.headers.get("Origin")
     if origin is None:
         return
-    base = urlsplit(request.app[SETTINGS].base_url)
-    if origin.rstrip("/") != f"{base.scheme}://{base.netloc}":
-        raise web.HTTPForbidden(text="Forms are only accepted from this site.")
+    settings = request.app[SETTINGS]
+    if origin.rstrip("/").lower() not in settings.allowed_origins:
+        shown = origin[:100] if origin.isprintable() else "another site"
+        raise api_error(
+            403,
+            f"This form was sent from {shown}, but this site is {settings.origin}. "
+            f"Open {settings.base_url}/ and send the form from there.",
+        )
 
 
 async def _form(request: web.Request) -> dict[str, str]:
@@ -156,7 +162,7 @@ async def _remembered_link(request: web.Request) -> str | None:
 
 
 async def _after_sign_in(request: web.Request, next_path: str | None) -> str:
-    return _local(next_path) or await _remembered_link(request) or SECURITY
+    return _local(next_path) or await _remembered_link(request) or HOME
 
 
 async def _signed_in(request: web.Request) -> Auth:
@@ -300,6 +306,7 @@ async def register_page(request: web.Request) -> web.StreamResponse:
     raise web.HTTPSeeOther(await _after_sign_in(request, next_path))
 
 
+@_html_errors
 async def logout_page(request: web.Request) -> web.StreamResponse:
     """Ends the session."""
     _same_origin(request)
@@ -371,36 +378,4 @@ async def enroll_totp_page(request: web.Request) -> web.StreamResponse:
     joined = await factors.after_enrollment(request, auth)
     return await _security(
         request, auth, status=201, recovery_codes=enrolled.recovery_codes, joined=joined
-    )
-
-
-# --- Organizations ------------------------------------------------------------------------
-
-
-@_html_errors
-async def organization_page(request: web.Request) -> web.StreamResponse:
-    """The organization's name and your role; the sidebar lists your organizations."""
-    auth = await _signed_in(request)
-    slug = request.match_info["org"]
-    async with request.app[PG].acquire() as conn:
-        mine = await organizations.for_user(conn, auth.user_id)
-        org = next((row for row in mine if row["slug"] == slug), None)
-        member = await members.of_user(conn, org["id"], auth.user_id) if org else None
-    if org is None or member is None:
-        return await render(
-            request,
-            "error.html",
-            status=404,
-            title="Not found",
-            message="This organization does not exist, or you are not a member of it.",
-        )
-    needs_2fa = bool(org["require_2fa"]) and not member["has2fa"]
-    return await render(
-        request,
-        "organization.html",
-        org=org,
-        role=member["role"],
-        orgs=mine,
-        needs_2fa=needs_2fa,
-        section="overview",
     )

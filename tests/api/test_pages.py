@@ -103,7 +103,7 @@ async def test_the_whole_way_back_in_through_pages(client, pool, settings) -> No
     second = await client.post(
         "/auth/login/", data={"otp": totp_code(secret, 1)}, allow_redirects=False
     )
-    assert second.status == 303 and second.headers["Location"] == "/account/security/"
+    assert second.status == 303 and second.headers["Location"] == "/"
     assert (await client.get("/organizations/acme/")).status == 200
 
 
@@ -172,7 +172,13 @@ async def test_forms_from_another_site_are_refused(client, pool, settings) -> No
     crossed = await client.post(
         "/auth/login/", data=form, headers={"Origin": "http://evil.example"}
     )
-    assert crossed.status == 403
+    assert crossed.status == 403 and crossed.content_type == "text/html"
+    refused = await crossed.text()
+    assert 'href="/static/app.css"' in refused  # the styled error page, not a bare 403
+    assert "This form was sent from http://evil.example, but this site is http://testserver." in (
+        refused
+    )
+    assert "Open http://testserver/ and send the form from there." in refused
     assert (await client.get("/account/security/", allow_redirects=False)).status == 303
     ours = await client.post(
         "/auth/login/",
@@ -180,7 +186,7 @@ async def test_forms_from_another_site_are_refused(client, pool, settings) -> No
         headers={"Origin": "http://testserver"},
         allow_redirects=False,
     )
-    assert ours.status == 303 and ours.headers["Location"] == "/account/security/"
+    assert ours.status == 303 and ours.headers["Location"] == "/"
 
 
 async def test_sign_in_page_goes_back_where_it_was_asked_from(client, pool) -> None:
@@ -191,3 +197,23 @@ async def test_sign_in_page_goes_back_where_it_was_asked_from(client, pool) -> N
         "/auth/login/", data={"email": "alice@example.com", "password": "nope-nope"}
     )
     assert wrong.status == 401 and "Invalid email or password." in await wrong.text()
+
+
+async def test_development_accepts_forms_from_each_loopback_spelling(
+    aiohttp_client, pool, settings
+) -> None:
+    from api.app import create_app
+
+    client = await aiohttp_client(create_app(settings.replace(base_url="http://localhost:8000")))
+    await create_user(pool, "alice@example.com")
+    form = {"email": "alice@example.com", "password": PASSWORD}
+    for origin in ("http://localhost:8000", "http://127.0.0.1:8000", "http://[::1]:8000"):
+        signed = await client.post(
+            "/auth/login/", data=form, headers={"Origin": origin}, allow_redirects=False
+        )
+        assert signed.status == 303, origin
+    for origin in ("http://127.0.0.1:9000", "https://localhost:8000", "http://localhost.evil"):
+        refused = await client.post(
+            "/auth/login/", data=form, headers={"Origin": origin}, allow_redirects=False
+        )
+        assert refused.status == 403, origin

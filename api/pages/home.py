@@ -1,0 +1,120 @@
+"""The pages to start from: `/` (sign in or register; signed in, your organizations), New
+organization, and an organization's overview with its compliance at a glance.
+
+They reuse the API's functions (`organizations.new_organization`, `api.access.org_access`) and
+the `db` queries, so a page creates, allows and refuses exactly what the matching API call does.
+"""
+
+from __future__ import annotations
+
+from urllib.parse import quote
+
+from aiohttp import web
+
+from api.access import MANAGERS, org_access
+from api.auth import authenticate
+from api.handlers import organizations as org_api
+from api.keys import PG
+from api.pages.views import _detail, _form, _html_errors, _signed_in, render
+from db import counts as member_counts
+from db import organizations, runs
+
+
+@_html_errors
+async def home_page(request: web.Request) -> web.StreamResponse:
+    """Signed out: what this is, and the ways in. Signed in: your organizations."""
+    auth = await authenticate(request)
+    if auth is None or auth.half_signed_in or auth.token_id is not None:
+        return await render(request, "home.html", orgs=None)
+    async with request.app[PG].acquire() as conn:
+        orgs = await organizations.for_user(conn, auth.user_id)
+    return await render(request, "home.html", orgs=orgs)
+
+
+@_html_errors
+async def new_organization_page(request: web.Request) -> web.StreamResponse:
+    """A name (and a slug, made from the name when left empty); creates the organization with
+    you as its owner through the API's `new_organization` and goes to its overview."""
+    form = await _form(request) if request.method == "POST" else None
+    auth = await _signed_in(request)
+    if form is None:
+        return await render(request, "new_organization.html", error=None, name="", slug="")
+    name, slug = form.get("name", "").strip()[:200], form.get("slug", "").strip().lower()[:50]
+    try:
+        body = org_api.OrganizationIn(name=name, slug=slug or None)
+    except ValueError:
+        error = "Enter a name." if not name else "A slug is lowercase letters, digits and dashes."
+        return await render(
+            request, "new_organization.html", status=400, error=error, name=name, slug=slug
+        )
+    try:
+        org = await org_api.new_organization(request, auth, body)
+    except web.HTTPException as exc:
+        if exc.status not in (400, 409):
+            raise
+        return await render(
+            request,
+            "new_organization.html",
+            status=exc.status,
+            error=_detail(exc),
+            name=name,
+            slug=slug,
+        )
+    raise web.HTTPSeeOther(f"/organizations/{quote(org['slug'], safe='')}/")
+
+
+@_html_errors
+async def organization_page(request: web.Request) -> web.StreamResponse:
+    """The overview: your role, and (for everyone who may see it) how many members there are,
+    how many use 2FA, who is pending, and the latest enforcement run."""
+    auth = await _signed_in(request)
+    slug = request.match_info["org"]
+    async with request.app[PG].acquire() as conn:
+        mine = await organizations.for_user(conn, auth.user_id)
+    org = next((row for row in mine if row["slug"] == slug), None)
+    if org is None:
+        return await render(
+            request,
+            "error.html",
+            status=404,
+            title="Not found",
+            message="This organization does not exist, or you are not a member of it.",
+        )
+    try:
+        access = await org_access(request)
+    except web.HTTPException as exc:
+        if exc.status != 401:
+            raise
+        # The organization requires 2FA and you have none: say so, show nothing else.
+        return await render(
+            request,
+            "organization.html",
+            org=org,
+            role=org["role"],
+            orgs=mine,
+            needs_2fa=True,
+            counts=None,
+            run=None,
+            section="overview",
+        )
+    async with request.app[PG].acquire() as conn:
+        counts = await member_counts.member_counts(conn, org["id"])
+        run = await runs.current_run(conn, org["id"]) if access.role in MANAGERS else None
+    return await render(
+        request,
+        "organization.html",
+        org=access.org,
+        role=access.role,
+        orgs=mine,
+        needs_2fa=False,
+        counts=counts,
+        share=_share(counts["enrolled"], counts["active"]),
+        run=run,
+        section="overview",
+    )
+
+
+def _share(part: int, whole: int) -> dict[str, int]:
+    """A percentage, and the 5% step the meter's width class uses."""
+    percent = round(100 * part / whole) if whole else 0
+    return {"percent": percent, "step": 5 * round(percent / 5)}

@@ -1,0 +1,93 @@
+"""Every setting or connection problem ends a command with one line naming the setting and what
+was tried, and a non-zero exit code (CONTRACT §4)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+from click.testing import CliRunner
+
+from commands.cli import main
+from tests.conftest import ADMIN_DSN, REDIS_URL
+
+SECRET = "s" * 40
+PROD = {"ENVIRONMENT": "production", "SECRET_KEY": SECRET, "BASE_URL": "https://r2fa.example"}
+DEV = {"ENVIRONMENT": "development"}
+REFUSED = "postgresql://nope@127.0.0.1:1/x"
+MISSING_DB = ADMIN_DSN.rsplit("/", 1)[0] + "/require2fa_no_such_database"
+
+
+def run(args: list[str], env: dict[str, str]):
+    # Start from nothing: the test run's own DATABASE_URL etc. must not leak in.
+    blank = dict.fromkeys(
+        ("DATABASE_URL", "REDIS_URL", "ENVIRONMENT", "SECRET_KEY", "BASE_URL", "PORT"), ""
+    )
+    return CliRunner().invoke(main, args, env={**blank, **env}, catch_exceptions=False)
+
+
+CASES = [
+    (["migrate"], {**DEV, "DATABASE_URL": REFUSED}, "error: DATABASE_URL: cannot connect to "
+     "postgresql://nope@127.0.0.1:1/x (connection refused: is the server running?)"),
+    (["migrate"], {**DEV, "DATABASE_URL": MISSING_DB}, "does not exist"),
+    (["status", "--org", "x"], {**DEV, "DATABASE_URL": MISSING_DB}, "does not exist"),
+    (["status", "--org", "x"], {**DEV, "DATABASE_URL": REFUSED}, "connection refused"),
+    # Outside development, migrate and status need no SECRET_KEY: the database is what is wrong.
+    (["migrate"], {"DATABASE_URL": REFUSED}, "error: DATABASE_URL: cannot connect"),
+    (["status", "--org", "x"], {"DATABASE_URL": REFUSED}, "error: DATABASE_URL: cannot connect"),
+    (["migrate"], {}, "error: DATABASE_URL: not set"),
+    (["web"], {**PROD, "DATABASE_URL": ADMIN_DSN}, "error: REDIS_URL: not set; web needs it"),
+    (["web"], {**PROD, "DATABASE_URL": REFUSED, "REDIS_URL": REDIS_URL}, "connection refused"),
+    (["web"], {**PROD, "DATABASE_URL": ADMIN_DSN, "REDIS_URL": "redis://127.0.0.1:1/0"},
+     "error: REDIS_URL: cannot connect to redis://127.0.0.1:1/0 (connection refused"),
+    (["web"], {**PROD, "PORT": "abc"}, "error: PORT: 'abc' is not a TCP port number (1-65535)"),
+    (["web"], {"SECRET_KEY": SECRET}, "error: BASE_URL: must be set outside development"),
+    (["web"], {"BASE_URL": "https://r2fa.example"}, "error: SECRET_KEY: must be set"),
+    (["clock"], {**PROD, "DATABASE_URL": MISSING_DB, "REDIS_URL": REDIS_URL}, "does not exist"),
+    (["worker"], {**PROD, "DATABASE_URL": REFUSED, "REDIS_URL": REDIS_URL}, "connection refused"),
+    (["worker"], {**PROD, "DATABASE_URL": ADMIN_DSN}, "error: REDIS_URL: not set"),
+    (["createuser", "--email", "a@example.com"],
+     {"DATABASE_URL": "postgresql://u:hunter2@nohost.invalid/x"},
+     "error: DATABASE_URL: cannot connect to postgresql://u:***@nohost.invalid/x"),
+    (["status"], {}, "error: Missing option '--org'."),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("args", "env", "expected"), CASES)
+def test_one_line_naming_the_setting(
+    redis_url: str, args: list[str], env: dict[str, str], expected: str
+) -> None:
+    result = run(args, env)
+    assert result.exit_code != 0
+    errors = [line for line in result.output.splitlines() if line.startswith("error: ")]
+    others = [line for line in result.output.splitlines() if not line.startswith("Usage: ")]
+    assert len(errors) == 1 and others == errors, result.output
+    assert expected in errors[0], errors[0]
+    assert "hunter2" not in result.output and "Traceback" not in result.output
+
+
+def test_dramatiq_jobs_with_an_unreachable_database_says_one_line(redis_url: str) -> None:
+    """`dramatiq jobs` itself (the Procfile's other spelling): one `error:` line, no traceback."""
+    result = subprocess.run(  # noqa: S603
+        [sys.executable, "-m", "dramatiq", "jobs", "--processes", "1", "--threads", "1"],
+        env={**os.environ, **PROD, "DATABASE_URL": REFUSED, "REDIS_URL": redis_url},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode != 0
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
+    assert errors == [
+        "error: DATABASE_URL: cannot connect to postgresql://nope@127.0.0.1:1/x "
+        "(connection refused: is the server running?)"
+    ], result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_version() -> None:
+    result = CliRunner().invoke(main, ["--version"])
+    assert result.exit_code == 0
+    assert result.output.startswith("require2fa ") and result.output.strip()[-1].isdigit()
