@@ -9,7 +9,7 @@ import pytest
 
 from tests.factories import PASSWORD, create_user
 
-DEFAULT = "/account/security/"
+DEFAULT = "/"  # your organizations
 
 # What an attacker puts in `next` (before URL encoding), each of which a browser reads, or might
 # read, as another site.
