@@ -11,8 +11,8 @@ from aiohttp import web
 from aiohttp.typedefs import Handler
 from pydantic import BaseModel, ValidationError
 
-from require2fa import errors as domain
 from api.observe import REQUEST_ID
+from require2fa import errors as domain
 
 log = structlog.get_logger(__name__)
 M = TypeVar("M", bound=BaseModel)
