@@ -47,7 +47,12 @@ async def org_access(request: web.Request, *, roles: tuple[str, ...] | None = No
         member = await members.of_user(conn, org["id"], auth.user_id) if org else None
     if org is None or (member is None and not auth.user["is_superuser"]):
         raise api_error(404, "The requested organization does not exist.")
-    if org["require_2fa"] and member is not None and not member["has2fa"]:
+    if (
+        org["require_2fa"]
+        and member is not None
+        and not member["has2fa"]
+        and not member["exempt_2fa"]  # an exemption that lasts: never blocked for 2FA
+    ):
         raise api_error(
             401,
             "This organization requires two-factor authentication; set it up to continue.",

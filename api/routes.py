@@ -114,6 +114,7 @@ ROUTES: list[Route] = [
         "members",
     ),
     Route("DELETE", f"{ORG}/members/{{member_id}}/", members.delete_member, tag="members"),
+    Route("POST", f"{ORG}/members/{{member_id}}/reset-2fa/", members.reset_2fa, tag="members"),
     # Invitations and rejoining
     Route(
         "GET", f"{API}/accept-invite/{{member_id}}/{{token}}/", invites.get_invite, tag="invites"
@@ -154,6 +155,13 @@ PAGES: list[Route] = [
         org_pages.resend_page,
         tag="pages",
     ),
+    Route(
+        "POST",
+        "/organizations/{org}/members/{member_id}/reset-2fa/",
+        org_pages.reset_2fa_page,
+        tag="pages",
+    ),
+    Route("POST", "/organizations/{org}/reminders/", org_pages.reminders_page, tag="pages"),
     Route("GET", "/organizations/{org}/audit-log/", org_pages.audit_log_page, tag="pages"),
 ]
 

@@ -2,9 +2,26 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 
 import asyncpg
+
+
+def _iso(value: datetime | None) -> str | None:
+    return value.isoformat() if value is not None else None
+
+
+def _exemption(row: asyncpg.Record) -> dict[str, Any] | None:
+    """`{reason, until, by}` while the member's exemption lasts, else None."""
+    if not row.get("exempt_2fa"):
+        return None
+    by = row["exempt_2fa_by"]
+    return {
+        "reason": row["exempt_2fa_reason"],
+        "until": _iso(row["exempt_2fa_until"]),
+        "by": {"id": str(by) if by is not None else None, "name": row["exempt_2fa_by_label"]},
+    }
 
 
 def serialize_org(org: asyncpg.Record, **extra: Any) -> dict[str, Any]:
@@ -14,6 +31,8 @@ def serialize_org(org: asyncpg.Record, **extra: Any) -> dict[str, Any]:
         "name": org["name"],
         "require2FA": org["require_2fa"],
         "ssoEnabled": org["sso_enabled"],
+        # A scheduled requirement: when it starts (`require2FA` stays false until then).
+        "enforceAt": _iso(org.get("enforce_at")),
         "dateCreated": org["created_at"].isoformat(),
         **extra,
     }
@@ -48,6 +67,8 @@ def serialize_member(row: asyncpg.Record) -> dict[str, Any]:
         "pending": row["user_id"] is None,
         "pendingReason": row["pending_reason"],
         "reinstateBy": row["reinstate_by"].isoformat() if row["reinstate_by"] else None,
+        "lastRemindedAt": _iso(row.get("last_reminded_at")),
+        "exempt2FA": _exemption(row),
         "dateCreated": row["created_at"].isoformat(),
         "user": user,
     }

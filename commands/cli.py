@@ -293,15 +293,32 @@ def purge_expired(batch_size: int) -> None:
 @click.option("--org", "slug", required=True, help="Slug of the organization.")
 @click.option("--actor", "email", required=True, help="Email of the owner turning it on.")
 @click.option("--dry-run", is_flag=True, help="Print who would be removed; change nothing.")
-def enforce(slug: str, email: str, dry_run: bool) -> None:
-    """Require 2FA in an organization (as the API's switch does) and follow the removals."""
+@click.option(
+    "--at",
+    "at",
+    default=None,
+    help="Require it from this ISO 8601 time on (UTC when it has no offset), at most a year"
+    " ahead: members without 2FA get reminders 14, 7 and 1 days before.",
+)
+def enforce(slug: str, email: str, dry_run: bool, at: str | None) -> None:
+    """Require 2FA in an organization (as the API's switch does) and follow the removals;
+    with --at, schedule it for that time instead."""
     from commands import enforce as enforcement
 
     settings = load_settings(needs=DATABASE_ONLY)
     if dry_run:
         run_db(settings, lambda conn: enforcement.dry_run(conn, slug, email, click.echo))
         return
-    run, started = run_db(settings, lambda conn: enforcement.turn_on(conn, slug, email))
+    enforce_at = enforcement.parse_at(at) if at is not None else None
+    run, started = run_db(
+        settings, lambda conn: enforcement.turn_on(conn, slug, email, enforce_at=enforce_at)
+    )
+    if run["status"] == "scheduled":
+        click.echo(
+            f"require 2FA scheduled for {slug} at {run['enforce_at'].isoformat()};"
+            f" enforcement run {run['id']} starts then (the clock must be running)"
+        )
+        return
     if started:
         from jobs.enforcement import coordinate
 
@@ -321,6 +338,25 @@ def status(slug: str) -> None:
 
     for line in run_db(load_settings(needs=DATABASE_ONLY), lambda conn: describe(conn, slug)):
         click.echo(line)
+
+
+@main.command()
+@click.option("--org", "slug", required=True, help="Slug of the organization.")
+def remind(slug: str) -> None:
+    """Email every member without 2FA that the requirement is coming (as POST 2fa-reminders/),
+    at most once per member per day, with a progress bar; the email workers deliver them."""
+    from commands.remind import remind as run_remind
+
+    settings = load_settings()
+    result = run_db(settings, lambda conn: run_remind(conn, settings, slug))
+    if result.queued:
+        from jobs import email as email_jobs
+
+        asyncio.run(email_jobs.kick())
+    click.echo(
+        f"reminded {result.queued:,} member(s) of {slug} without 2FA"
+        f" ({result.members - result.queued:,} had today's reminder already)"
+    )
 
 
 @main.command()

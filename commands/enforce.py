@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable
+from datetime import UTC, datetime
 from typing import Any
 
 import asyncpg
@@ -19,7 +20,6 @@ from tqdm import tqdm
 
 from db import counts, members, organizations, runs, users
 from db.audit import Actor
-from db.members import MemberFilter
 from require2fa import organization_settings
 from require2fa.errors import DomainError
 
@@ -57,7 +57,7 @@ async def dry_run(
         rows = await members.page(
             conn,
             org["id"],
-            where=MemberFilter(has2fa=False, pending=False),
+            where=members.NONCOMPLIANT,
             after_id=after,
             limit=1000,
         )
@@ -71,8 +71,20 @@ async def dry_run(
     return count
 
 
-async def turn_on(conn: asyncpg.Connection, slug: str, email: str) -> tuple[asyncpg.Record, bool]:
-    """Turns the requirement on as `email`; returns (the run, whether it is new)."""
+def parse_at(text: str) -> datetime:
+    """`--at`: an ISO 8601 time; without an offset it is UTC."""
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        raise click.BadParameter(f"not an ISO 8601 time: {text!r}", param_hint="--at") from None
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment
+
+
+async def turn_on(
+    conn: asyncpg.Connection, slug: str, email: str, *, enforce_at: datetime | None = None
+) -> tuple[asyncpg.Record, bool]:
+    """Turns the requirement on as `email` (from `enforce_at` on, when given); returns (the run,
+    whether a run to coordinate now was written)."""
     org, user, role = await _org_and_actor(conn, slug, email)
     assert user is not None
     async with conn.transaction():
@@ -83,6 +95,7 @@ async def turn_on(conn: asyncpg.Connection, slug: str, email: str) -> tuple[asyn
                 actor=Actor(user_id=user["id"], label=user["email"]),
                 role=role,
                 require_2fa=True,
+                enforce_at=enforce_at,
             )
         except DomainError as refused:
             raise click.ClickException(refused.detail) from None
@@ -141,7 +154,7 @@ async def status(conn: asyncpg.Connection, slug: str) -> list[str]:
         f"organization  {org['slug']} ({org['name']}): require 2FA "
         f"{'on' if org['require_2fa'] else 'off'}, SSO {'on' if org['sso_enabled'] else 'off'}",
         f"members       {tally['active']:,} active, {tally['enrolled']:,} with 2FA, "
-        f"{tally['active'] - tally['enrolled']:,} without",
+        f"{tally['active'] - tally['enrolled']:,} without ({tally['exempt']:,} exempt)",
         f"pending       {tally['pending_2fa']:,} removed for 2FA, {tally['invited']:,} invited",
     ]
     if run is None:

@@ -15,6 +15,8 @@ EVENTS = (
     "member.reinvite",
     "member.remove",
     "member.edit",
+    "member.2fa-reset",
+    "member.2fa-exempt",
 )
 
 

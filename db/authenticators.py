@@ -121,6 +121,13 @@ async def org_requires_2fa(conn: asyncpg.Connection, user_id: int) -> bool:
     )
 
 
+async def delete_all(conn: asyncpg.Connection, user_id: int) -> list[str]:
+    """Deletes every factor of the user, recovery codes included (by cascade); returns the
+    kinds deleted, one per factor."""
+    rows = await conn.fetch("delete from authenticators where user_id = $1 returning type", user_id)
+    return sorted(row["type"] for row in rows)
+
+
 async def delete(conn: asyncpg.Connection, authenticator_id: int) -> None:
     await conn.execute("delete from authenticators where id = $1", authenticator_id)
 

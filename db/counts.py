@@ -6,25 +6,34 @@ from __future__ import annotations
 import asyncpg
 
 from db.users import HAS_2FA_SQL
+from require2fa import compliance
+
+# Meets the requirement: a second factor, or an exemption that lasts (members `m`, users `u`).
+COMPLIANT_SQL = compliance.compliant_sql("u.id", exempt_until_sql="m.exempt_2fa_until")
 
 
 async def count_noncompliant(
     conn: asyncpg.Connection, organization_id: int, *, except_user_id: int | None
 ) -> int:
-    """Active members without a second factor: who a run started now would remove."""
+    """Active members who do not meet the requirement (no second factor, no exemption that
+    lasts): who a run started now would remove."""
     return await conn.fetchval(
         f"""select count(*) from members m join users u on u.id = m.user_id
-            where m.organization_id = $1 and u.id is distinct from $2 and not {HAS_2FA_SQL}""",
+            where m.organization_id = $1 and u.id is distinct from $2
+              and not {COMPLIANT_SQL}""",
         organization_id,
         except_user_id,
     )
 
 
 async def member_counts(conn: asyncpg.Connection, organization_id: int) -> asyncpg.Record:
-    """members (active), enrolled (active with 2FA), pending (by reason)."""
+    """members (active), enrolled (active with 2FA), exempt (active, exemption lasting),
+    pending (by reason)."""
     return await conn.fetchrow(
         f"""select count(*) filter (where m.user_id is not null) as active,
                    count(*) filter (where m.user_id is not null and {HAS_2FA_SQL}) as enrolled,
+                   count(*) filter (where m.user_id is not null
+                                      and m.exempt_2fa_until > now()) as exempt,
                    count(*) filter (where m.pending_reason = 'invite') as invited,
                    count(*) filter (where m.pending_reason = '2fa') as pending_2fa
             from members m left join users u on u.id = m.user_id

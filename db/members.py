@@ -3,17 +3,19 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 import asyncpg
 
+from db.audit import Actor
 from db.users import HAS_2FA_SQL
 
 # One member row as the API shows it: joined with its user, its 2FA state and its team slugs.
 _SELECT = f"""
     select m.*, u.name as user_name, u.email as user_email,
            case when u.id is null then null else {HAS_2FA_SQL} end as has2fa,
+           coalesce(m.exempt_2fa_until > now(), false) as exempt_2fa,
            coalesce((select array_agg(t.slug order by t.slug) from member_teams mt
                      join teams t on t.id = mt.team_id where mt.member_id = m.id),
                     '{{}}') as team_slugs
@@ -23,7 +25,8 @@ _SELECT = f"""
 
 @dataclass(frozen=True)
 class MemberFilter:
-    """What `?query=` can ask for: `has2fa:true|false`, `is:pending|active`, `role:X`, text.
+    """What `?query=` can ask for: `has2fa:true|false`, `is:pending|active|exempt`, `role:X`,
+    text.
 
     `has2fa` speaks of members with a user; pending members have none and match neither value.
     """
@@ -32,6 +35,11 @@ class MemberFilter:
     pending: bool | None = None
     role: str | None = None
     text: str | None = None
+    exempt: bool | None = None  # an exemption that lasts now
+
+
+# Who a run started now would remove: active, no second factor, no exemption that lasts.
+NONCOMPLIANT = MemberFilter(has2fa=False, pending=False, exempt=False)
 
 
 async def get(
@@ -69,6 +77,7 @@ async def page(
           and ($5::text is null or m.role = $5)
           and ($6::text is null or m.email like '%' || $6 || '%'
                or coalesce(u.name, '') ilike '%' || $6 || '%')
+          and ($8::boolean is null or coalesce(m.exempt_2fa_until > now(), false) = $8)
         order by m.id
         limit $7""",
         organization_id,
@@ -78,6 +87,7 @@ async def page(
         where.role,
         where.text,
         limit,
+        where.exempt,
     )
 
 
@@ -191,3 +201,72 @@ async def reinstate(conn: asyncpg.Connection, member_id: int, *, user_id: int, e
 
 def is_expired(member: asyncpg.Record, now: datetime) -> bool:
     return member["reinstate_by"] is not None and member["reinstate_by"] <= now
+
+
+async def other_organizations(conn: asyncpg.Connection, user_id: int, organization_id: int) -> int:
+    """How many organizations other than `organization_id` the user is an active member of."""
+    return await conn.fetchval(
+        """select count(*) from members
+           where user_id = $1 and organization_id <> $2""",
+        user_id,
+        organization_id,
+    )
+
+
+async def remove_now(
+    conn: asyncpg.Connection,
+    member_id: int,
+    *,
+    user_id: int,
+    token_hash: bytes,
+    reinstate_window: timedelta,
+) -> asyncpg.Record | None:
+    """Makes an active member pending for 2FA at once (outside a run), as a batch would: the row
+    keeps its role, teams and settings; returns it, or None when it no longer has that user."""
+    return await conn.fetchrow(
+        """update members
+           set user_id = null, pending_reason = '2fa', token_hash = $3,
+               removed_at = now(), reinstate_by = now() + $4::interval, removed_by_run = null,
+               expiry_reminded_at = null
+           where id = $1 and user_id = $2
+           returning *,
+               coalesce((select array_agg(t.slug order by t.slug) from member_teams mt
+                         join teams t on t.id = mt.team_id where mt.member_id = members.id),
+                        '{}') as team_slugs""",
+        member_id,
+        user_id,
+        token_hash,
+        reinstate_window,
+    )
+
+
+async def set_exemption(
+    conn: asyncpg.Connection,
+    member_id: int,
+    *,
+    until: datetime | None,
+    reason: str | None,
+    by: Actor | None,
+) -> None:
+    """Sets (or, `until` None, clears) the member's exemption from the requirement."""
+    await conn.execute(
+        """update members set exempt_2fa_until = $2, exempt_2fa_reason = $3,
+                              exempt_2fa_by = $4, exempt_2fa_by_label = $5
+           where id = $1""",
+        member_id,
+        until,
+        reason if until is not None else None,
+        by.user_id if by is not None and until is not None else None,
+        by.label if by is not None and until is not None else "",
+    )
+
+
+async def lapsed_exemptions(conn: asyncpg.Connection, *, limit: int) -> list[asyncpg.Record]:
+    """Members whose exemption has ended (on the partial index `members_exempt_2fa`), soonest
+    first; not locked (the caller locks each in the usual order)."""
+    return await conn.fetch(
+        """select id, organization_id, user_id, exempt_2fa_until from members
+           where exempt_2fa_until is not null and exempt_2fa_until <= now()
+           order by exempt_2fa_until limit $1""",
+        limit,
+    )

@@ -59,6 +59,12 @@ async def team_ids(
     return {row["slug"]: row["id"] for row in rows}
 
 
+async def get(conn: asyncpg.Connection, organization_id: int) -> asyncpg.Record:
+    row = await conn.fetchrow("select * from organizations where id = $1", organization_id)
+    assert row is not None
+    return row
+
+
 async def lock(conn: asyncpg.Connection, organization_id: int) -> asyncpg.Record | None:
     """The organization, locked FOR UPDATE (the switch; batches take it FOR SHARE)."""
     return await conn.fetchrow(

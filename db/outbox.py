@@ -17,6 +17,7 @@ TEMPLATES = (
     "expiry_soon",
     "security_notice",
     "enforcement_summary",
+    "countdown_2fa",
 )
 
 

@@ -1,40 +1,91 @@
-"""The "will require two-factor authentication" reminders, queued for a whole organization by
-one statement."""
+"""Reminder emails to the members who do not meet the requirement yet, queued chunk by chunk.
+
+One statement per chunk of members (keyset on `members_org_id`): it picks the chunk's active
+members who do not meet the requirement (no second factor, no exemption), writes one outbox
+row each (the dedupe key makes a second attempt queue nothing) and stamps `last_reminded_at` on
+the members it queued for, in one transaction. Memory and transaction length do not grow with
+the organization, and a caller can show progress between chunks.
+"""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import asyncpg
 
+from db.counts import COMPLIANT_SQL
 from db.outbox import MESSAGE_ID_SQL
-from db.users import HAS_2FA_SQL
+
+CHUNK = 1000
+
+# The dedupe key of member `m`: `$key_prefix || m.id || $key_suffix`.
+_KEY = "$3::text || m.id || $4::text"
+
+_CHUNK_SQL = f"""
+with chunk as (
+    select m.id, m.email, m.organization_id
+    from members m join users u on u.id = m.user_id
+    where m.organization_id = $1 and ($6::bigint is null or m.id > $6)
+      and u.id is distinct from $5 and not {COMPLIANT_SQL}
+    order by m.id
+    limit $7
+), queued as (
+    insert into email_outbox (template, to_address, context, dedupe_key, message_id,
+                              organization_id, member_id)
+    select $8::text, m.email, $2::jsonb, {_KEY}, {MESSAGE_ID_SQL.format(key=_KEY)},
+           m.organization_id, m.id
+    from chunk m
+    order by m.id
+    on conflict (dedupe_key) do nothing
+    returning member_id
+), stamped as (
+    update members set last_reminded_at = now()
+    where id in (select member_id from queued)
+)
+select (select max(id) from chunk) as last_id,
+       (select count(*) from chunk) as seen,
+       (select count(*) from queued) as queued
+"""
 
 
-async def queue_reminders(
+@dataclass(frozen=True)
+class Chunk:
+    last_id: int | None  # the keyset position to go on from; None: nothing was left
+    seen: int  # members without a second factor in this chunk
+    queued: int  # emails new in this chunk (the others were queued already under that key)
+
+
+async def queue_chunk(
     conn: asyncpg.Connection,
     *,
     organization_id: int,
+    template: str,
     context: dict[str, Any],
-    day: str,
-    except_user_id: int | None,
-) -> int:
-    """One `reminder_2fa` email (the same `context` for all, from
-    `require2fa.email_contexts.reminder_2fa`) per active member without a second factor, at most
-    once a day (the dedupe key names the day); returns how many were queued now."""
-    key = "'reminder:' || m.organization_id || ':' || m.id || ':' || $3::text"
-    result = await conn.execute(
-        f"""insert into email_outbox (template, to_address, context, dedupe_key, message_id,
-                                      organization_id, member_id)
-            select 'reminder_2fa', m.email, $2::jsonb,
-                   {key}, {MESSAGE_ID_SQL.format(key=key)}, m.organization_id, m.id
-            from members m join users u on u.id = m.user_id
-            where m.organization_id = $1 and u.id is distinct from $4 and not {HAS_2FA_SQL}
-            order by m.id
-            on conflict (dedupe_key) do nothing""",
+    key_prefix: str,
+    key_suffix: str = "",
+    except_user_id: int | None = None,
+    after_id: int | None = None,
+    limit: int = CHUNK,
+) -> Chunk:
+    """Queues `template` (the same `context` for all) to the next `limit` active members after
+    `after_id` who have no second factor, but `except_user_id`; stamps `last_reminded_at` on
+    those queued now. Run it in a transaction of its own."""
+    row = await conn.fetchrow(
+        _CHUNK_SQL,
         organization_id,
         context,
-        day,
+        key_prefix,
+        key_suffix,
         except_user_id,
+        after_id,
+        limit,
+        template,
     )
-    return int(result.split()[-1])
+    assert row is not None
+    return Chunk(last_id=row["last_id"], seen=row["seen"], queued=row["queued"])
+
+
+def reminder_key(organization_id: int, day: str) -> tuple[str, str]:
+    """(prefix, suffix) of the "will require" reminder's dedupe key: once per member per day."""
+    return f"reminder:{organization_id}:", f":{day}"

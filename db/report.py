@@ -39,7 +39,9 @@ select csv_cell(m.email) as "email",
        m.role as "role",
        coalesce((select string_agg(t.slug, ' ' order by t.slug) from member_teams mt
                  join teams t on t.id = mt.team_id where mt.member_id = m.id), '') as "teams",
-       case when m.user_id is null then 'pending' else 'active' end as "state",
+       case when m.user_id is null then 'pending'
+            when m.exempt_2fa_until > now() then 'exempt'
+            else 'active' end as "state",
        coalesce(f.types, '') as "factor_types",
        {_ISO.format(col="f.since")} as "2fa_since",
        {_ISO.format(col="m.reinstate_by")} as "reinstate_by",

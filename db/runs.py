@@ -1,7 +1,8 @@
 """Enforcement runs: the row that turning the requirement on writes, and reading runs back.
 
 A run goes `queued` → `running` (planned: batches written, `db.planning`) → `completed`, or
-`cancelled` when the requirement is turned off, or `failed` (`db.sweeper`).
+`cancelled` when the requirement is turned off, or `failed` (`db.sweeper`). A run on a date
+waits as `scheduled` first (`db.schedule`).
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from db import outbox
 from db.audit import Actor
 
 ACTIVE = ("queued", "running")
-STATUSES = ("queued", "running", "completed", "cancelled", "failed")
+STATUSES = ("scheduled", "queued", "running", "completed", "cancelled", "failed")
 
 
 async def insert(
@@ -37,7 +38,7 @@ async def current_run(conn: asyncpg.Connection, organization_id: int) -> asyncpg
     """The run under way, else the latest one."""
     return await conn.fetchrow(
         """select * from enforcement_runs where organization_id = $1
-           order by status in ('queued', 'running') desc, id desc limit 1""",
+           order by status in ('scheduled', 'queued', 'running') desc, id desc limit 1""",
         organization_id,
     )
 

@@ -5,6 +5,10 @@ Queues and their actors:
   `enforcement.remove_batch` removes one batch, `enforcement.sweep` re-drives stalled runs
 - `email` (jobs/email.py): `email.dispatch` delivers due outbox rows, `email.sweep` re-drives
   rows a crashed worker left claimed
+- `enforcement` also (jobs/exemptions.py): `exemptions.lapse` ends lapsed exemptions (and
+  removes those members where 2FA is required and they have no second factor)
+- `enforcement` also (jobs/scheduled.py): `enforcement.scheduled` starts the runs scheduled for
+  now (`enforceAt`) and sends the countdown reminders 14, 7 and 1 days before
 - `maintenance` (jobs/maintenance.py): `maintenance.purge_expired`, `maintenance.expiry_reminders`
 
 `require2fa clock` sends the sweepers every minute and the maintenance jobs daily.
@@ -13,4 +17,4 @@ Queues and their actors:
 from jobs.broker import broker  # noqa: F401  (must come before any actor module)
 
 # isort: split
-from jobs import email, enforcement, maintenance  # noqa: F401
+from jobs import email, enforcement, exemptions, maintenance, scheduled  # noqa: F401

@@ -19,11 +19,11 @@ import asyncpg
 import dramatiq
 import structlog
 
-from db import batches, outbox, planning, reminders, run_summary, sweeper, users
+from db import batches, outbox, planning, run_summary, sweeper, users
 from jobs import email as email_jobs
 from jobs.resources import current
 from jobs.retry import NO_RETRY, retry_options
-from require2fa import email_contexts
+from require2fa import email_contexts, reminders
 from require2fa.security import new_token, token_hash
 from require2fa.settings import Settings
 
@@ -198,21 +198,17 @@ async def remove_batch(run_id: int, batch_no: int) -> None:
 async def queue_reminders_now(
     pool: asyncpg.Pool, settings: Settings, organization_id: int, day: str, except_user_id: int
 ) -> int:
-    """Queues the `reminder_2fa` emails of `day` for the organization; returns how many were
-    new (the dedupe key names the day, so a second delivery queues none)."""
-    async with pool.acquire() as conn, conn.transaction():
-        org = await conn.fetchrow("select * from organizations where id = $1", organization_id)
-        if org is None:
-            return 0
-        return await reminders.queue_reminders(
+    """Queues the `reminder_2fa` emails of `day` for the organization (`require2fa.reminders`);
+    returns how many were new (the dedupe key names the day, so a second delivery queues none)."""
+    async with pool.acquire() as conn:
+        result = await reminders.remind(
             conn,
             organization_id=organization_id,
-            context=email_contexts.reminder_2fa(
-                base_url=settings.base_url, org_name=org["name"], org_slug=org["slug"]
-            ),
+            base_url=settings.base_url,
             day=day,
             except_user_id=except_user_id,
         )
+    return result.queued
 
 
 @dramatiq.actor(

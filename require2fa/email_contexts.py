@@ -111,3 +111,29 @@ def enforcement_summary(
         "emails_sent": emails_sent,
         "pending_url": links.pending_members_url(base_url, org_slug),
     }
+
+
+def security_notice_reset(*, base_url: str, org_name: str, actor: str, removed: bool) -> Context:
+    """The "Security notice" email after an owner of `org_name` reset the member's 2FA;
+    `removed`: the organization requires 2FA, so the member was taken out of it at once."""
+    return {
+        "action": "reset",
+        "org_name": org_name,
+        "actor": actor,
+        "removed": removed,
+        "security_url": links.security_url(base_url),
+    }
+
+
+def countdown_2fa(
+    *, base_url: str, org_name: str, org_slug: str, enforce_at: datetime, days: int
+) -> Context:
+    """The countdown reminder "{org} will require two-factor authentication on {date}", sent
+    `days` (14, 7 or 1) before a scheduled enforcement."""
+    return {
+        "org_name": org_name,
+        "org_slug": org_slug,
+        "enforce_at": _when(enforce_at),
+        "days": days,
+        "security_url": links.security_url(base_url),
+    }

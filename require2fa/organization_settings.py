@@ -10,13 +10,17 @@ caller's adapter sends to the workers once the transaction commits (`started`).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime
 
 import asyncpg
 
-from db import audit, organizations, runs, users
+from db import audit, organizations, runs, schedule, users
 from db.audit import Actor
 from require2fa.errors import Invalid, NotAllowed, NotFound
 
+ENFORCE_AT_NEEDS_ON = "enforceAt goes with turning the requirement on."
+ENFORCE_AT_PAST = "The date to require two-factor authentication must be in the future."
+ENFORCE_AT_TOO_LATE = "The date to require two-factor authentication is at most a year ahead."
 NEEDS_PERSONAL_2FA = "Cannot require two-factor authentication without personal two-factor enabled."
 NOT_WITH_SSO = "Cannot require two-factor authentication with SSO enabled"
 OWNERS_ONLY = "Only an owner can change two-factor authentication or single sign-on settings."
@@ -43,12 +47,17 @@ async def change_organization(
     name: str | None = None,
     require_2fa: bool | None = None,
     sso_enabled: bool | None = None,
+    enforce_at: datetime | None = None,
 ) -> Change:
     """Applies a settings change in the caller's transaction, with its `org.edit` entries.
 
     Turning require-2FA on writes a `queued` run; turning it on while it is on starts nothing and
     returns the run under way (or the latest one). Turning it off, or turning SSO on while it is
     required, cancels the run under way. Raises a `DomainError` when the rules forbid the change.
+
+    With `enforce_at`, turning it on writes a `scheduled` run instead and the requirement stays
+    off until then (`db.schedule`; `org.edit` carries `enforce_at`). Any later choice about the
+    requirement (off, on now, another date) or SSO turned on replaces the schedule.
     """
     org = await organizations.lock(conn, organization_id)
     if org is None:
@@ -65,11 +74,16 @@ async def change_organization(
         name=name,
         require_2fa=require_2fa,
         sso_enabled=sso_enabled,
+        enforce_at=enforce_at,
     )
     new_sso = org["sso_enabled"] if sso_enabled is None else sso_enabled
     new_require = org["require_2fa"] if require_2fa is None else require_2fa
     if new_sso and new_require:
         new_require = False  # single sign-on takes over: the identity provider enforces 2FA
+    # On a date: the requirement stays off until then; a scheduled run waits for it.
+    on_a_date = bool(new_require and enforce_at is not None and not org["require_2fa"])
+    if on_a_date:
+        new_require = False
 
     edits: dict[str, str] = {}
     if name is not None and name != org["name"]:
@@ -85,6 +99,17 @@ async def change_organization(
         await audit.record(
             conn, organization_id=organization_id, event="org.edit", actor=actor, data=edits
         )
+    if not was_required and (require_2fa is not None or new_sso):
+        scheduled = await _replace_schedule(
+            conn,
+            organization_id,
+            actor=actor,
+            enforce_at=enforce_at if on_a_date else None,
+            turned_off=not require_2fa or new_sso,
+        )
+        org = await organizations.get(conn, organization_id)
+        if scheduled is not None:
+            return Change(org=org, run=scheduled, started=False)
     if new_require == was_required:
         run = await runs.current_run(conn, organization_id) if require_2fa else None
         return Change(org=org, run=run, started=False)
@@ -104,6 +129,39 @@ async def change_organization(
     return Change(org=org, run=run, started=True)
 
 
+async def _replace_schedule(
+    conn: asyncpg.Connection,
+    organization_id: int,
+    *,
+    actor: Actor,
+    enforce_at: datetime | None,
+    turned_off: bool,
+) -> asyncpg.Record | None:
+    """Cancels the scheduled run, if any (audited as turning it off when `turned_off`), and
+    schedules the new one for `enforce_at`, when given; returns the new scheduled run."""
+    if await schedule.scheduled_run(conn, organization_id) is not None:
+        await schedule.cancel(conn, organization_id)
+        if turned_off:
+            await audit.record(
+                conn,
+                organization_id=organization_id,
+                event="org.edit",
+                actor=actor,
+                data={"require_2fa": "to False"},
+            )
+    if enforce_at is None:
+        return None
+    run = await schedule.create(conn, organization_id, actor=actor, enforce_at=enforce_at)
+    await audit.record(
+        conn,
+        organization_id=organization_id,
+        event="org.edit",
+        actor=actor,
+        data={"require_2fa": "to True", "enforce_at": enforce_at.isoformat()},
+    )
+    return run
+
+
 async def check(
     conn: asyncpg.Connection,
     org: asyncpg.Record,
@@ -113,9 +171,18 @@ async def check(
     name: str | None = None,
     require_2fa: bool | None = None,
     sso_enabled: bool | None = None,
+    enforce_at: datetime | None = None,
 ) -> None:
     """Raises a `DomainError` when the rules forbid the change; changes nothing (the settings page
     asks it before its confirm step, `change_organization` again under the row lock)."""
+    if enforce_at is not None:
+        if not require_2fa:
+            raise Invalid("enforce-at-needs-on", ENFORCE_AT_NEEDS_ON)
+        now = await conn.fetchval("select now()")
+        if enforce_at <= now:
+            raise Invalid("enforce-at-past", ENFORCE_AT_PAST)
+        if enforce_at > now + schedule.MAX_AHEAD:
+            raise Invalid("enforce-at-too-late", ENFORCE_AT_TOO_LATE)
     if (require_2fa is not None or sso_enabled is not None) and role != "owner":
         raise NotAllowed("owners-only", OWNERS_ONLY)
     if name is not None and role not in ("owner", "manager"):

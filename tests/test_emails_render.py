@@ -88,6 +88,20 @@ CASES = [
         id="security_notice-removed",
     ),
     pytest.param(
+        "security_notice",
+        {
+            "action": "reset",
+            "org_name": "Acme",
+            "actor": "owner@example.com",
+            "removed": True,
+            "security_url": SECURITY,
+        },
+        "Security notice: two-factor authentication reset",
+        SECURITY,
+        ["Acme", "owner@example.com", "reset", "Mandatory: Enable Two-Factor Authentication"],
+        id="security_notice-reset",
+    ),
+    pytest.param(
         "enforcement_summary",
         {
             "org_name": "Acme",

@@ -6,7 +6,7 @@ from typing import Any, Literal
 
 import asyncpg
 from aiohttp import web
-from pydantic import BaseModel, EmailStr, Field
+from pydantic import AwareDatetime, BaseModel, ConfigDict, EmailStr, Field
 
 from api.access import MANAGERS, OrgAccess, org_access
 from api.auth import actor
@@ -18,7 +18,8 @@ from api.serializers import serialize_member
 from db import audit, members, organizations, outbox
 from db.members import MemberFilter
 from jobs import email as email_jobs
-from require2fa import email_contexts
+from require2fa import email_contexts, owner_tools
+from require2fa.errors import Invalid
 from require2fa.security import new_token, token_hash
 
 Role = Literal["owner", "manager", "admin", "member", "billing"]
@@ -31,16 +32,28 @@ class InviteIn(BaseModel):
     teams: list[str] = Field(default_factory=list, max_length=100)
 
 
+class ExemptionIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    reason: str = Field(min_length=1, max_length=200)
+    until: AwareDatetime
+
+
 class MemberUpdate(BaseModel):
+    model_config = ConfigDict(populate_by_name=True)
+
     role: Role | None = None
     teams: list[str] | None = Field(default=None, max_length=100)
     settings: dict[str, Any] | None = None
     reinvite: bool | None = None
+    # `{"reason", "until"}` exempts (owners), `null` lifts the exemption; absent: unchanged.
+    exempt_2fa: ExemptionIn | None = Field(default=None, alias="exempt2FA")
 
 
 def parse_query(text: str) -> MemberFilter:
     """`has2fa:false is:pending role:admin alice` → a filter; unknown keys are a 400."""
     has2fa = pending = role = None
+    exempt: bool | None = None
     words: list[str] = []
     for term in text.split():
         key, sep, value = term.partition(":")
@@ -50,11 +63,17 @@ def parse_query(text: str) -> MemberFilter:
             has2fa = value == "true"
         elif key == "is" and value in ("pending", "active"):
             pending = value == "pending"
+        elif key == "is" and value == "exempt":
+            exempt = True
+        elif key == "is" and value == "noncompliant":  # who a run now would remove
+            has2fa, pending, exempt = False, False, False
         elif key == "role" and value in ROLES:
             role = value
         else:
             raise api_error(400, f"Unknown search term {term!r}.")
-    return MemberFilter(has2fa=has2fa, pending=pending, role=role, text=" ".join(words) or None)
+    return MemberFilter(
+        has2fa=has2fa, pending=pending, role=role, text=" ".join(words) or None, exempt=exempt
+    )
 
 
 def member_id(request: web.Request) -> int:
@@ -163,6 +182,8 @@ async def update_member(request: web.Request) -> web.Response:
     body = await parse_body(request, MemberUpdate)
     if body.reinvite:
         return await reinvite(request, access, member_id(request))
+    if "exempt_2fa" in body.model_fields_set:
+        return await exempt(request, access, body)
     org_id = access.org["id"]
     async with request.app[PG].acquire() as conn, conn.transaction():
         row = await members.get(conn, org_id, member_id(request))
@@ -182,7 +203,7 @@ async def update_member(request: web.Request) -> web.Response:
         await members.update(conn, row["id"], role=body.role, settings=body.settings)
         if body.teams is not None:
             await members.set_teams(conn, row["id"], await resolve_teams(conn, org_id, body.teams))
-        changed = body.model_dump(exclude_none=True, exclude={"reinvite"})
+        changed = body.model_dump(exclude_none=True, exclude={"reinvite", "exempt_2fa"})
         await audit.record(
             conn,
             organization_id=org_id,
@@ -221,3 +242,60 @@ async def delete_member(request: web.Request) -> web.Response:
             data={"email": row["email"], "role": row["role"]},
         )
     return web.Response(status=204)
+
+
+async def reset_2fa(request: web.Request) -> web.Response:
+    """Resets a member's two-factor authentication (owners): deletes their factors and recovery
+    codes, writes `member.2fa-reset`, queues a `Security notice`; where the organization
+    requires 2FA the member is removed at once (`member.pending`, the Mandatory email).
+    409 for a member whose account belongs to another organization too."""
+    access = await org_access(request)
+    settings = request.app[SETTINGS]
+    async with request.app[PG].acquire() as conn, conn.transaction():
+        result = await owner_tools.reset_member_2fa(
+            conn,
+            organization_id=access.org["id"],
+            member_id=member_id(request),
+            actor=actor(request, access.auth),
+            actor_role=access.role,
+            base_url=settings.base_url,
+            reinstatement_window=settings.reinstatement_window,
+        )
+    await email_jobs.kick()
+    return web.json_response(
+        {
+            "member": serialize_member(result.member),
+            "deletedFactors": result.deleted,
+            "removed": result.removed,
+        }
+    )
+
+
+async def exempt(request: web.Request, access: OrgAccess, body: MemberUpdate) -> web.Response:
+    """`{"exempt2FA": {reason, until}}` exempts the member from the requirement until then (at
+    most a year; owners), `{"exempt2FA": null}` lifts it; writes `member.2fa-exempt`. Lifted from
+    a member without 2FA where it is required, the member is removed at once (the usual email).
+    Only with `exempt2FA` alone: an exemption is not mixed with other changes."""
+    if body.model_fields_set - {"exempt_2fa"}:
+        raise api_error(400, "Change exempt2FA on its own, without other fields.")
+    settings = request.app[SETTINGS]
+    exemption = body.exempt_2fa
+    async with request.app[PG].acquire() as conn, conn.transaction():
+        try:
+            result = await owner_tools.set_exemption(
+                conn,
+                organization_id=access.org["id"],
+                member_id=member_id(request),
+                actor=actor(request, access.auth),
+                actor_role=access.role,
+                reason=exemption.reason if exemption else None,
+                until=exemption.until if exemption else None,
+                base_url=settings.base_url,
+                reinstatement_window=settings.reinstatement_window,
+            )
+        except Invalid as refused:
+            field = "exempt2FA.reason" if refused.code == "reason-needed" else "exempt2FA.until"
+            raise api_error(400, "Invalid request.", errors={field: [refused.detail]}) from None
+    if result.removed:
+        await email_jobs.kick()
+    return web.json_response(serialize_member(result.member))

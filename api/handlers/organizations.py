@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import re
+from datetime import datetime
 
 import asyncpg
 import structlog
 from aiohttp import web
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
 from api.access import MANAGERS, OrgAccess, org_access
 from api.auth import Auth, actor, require_user
@@ -35,6 +36,8 @@ class OrganizationUpdate(BaseModel):
     name: str | None = Field(default=None, min_length=1, max_length=200)
     require_2fa: bool | None = Field(default=None, alias="require2FA")
     sso_enabled: bool | None = Field(default=None, alias="ssoEnabled")
+    # With require2FA true: enforce from then on (ISO 8601 with its offset, at most a year ahead).
+    enforce_at: AwareDatetime | None = Field(default=None, alias="enforceAt")
 
 
 class TeamIn(BaseModel):
@@ -108,6 +111,7 @@ async def update_organization(request: web.Request) -> web.Response:
         name=body.name,
         require_2fa=body.require_2fa,
         sso_enabled=body.sso_enabled,
+        enforce_at=body.enforce_at,
     )
     extra = {"enforcement": serialize_run(change.run, brief=True)} if change.run else {}
     return web.json_response(serialize_org(change.org, role=access.role, **extra))
@@ -120,6 +124,7 @@ async def apply_change(
     name: str | None = None,
     require_2fa: bool | None = None,
     sso_enabled: bool | None = None,
+    enforce_at: datetime | None = None,
 ) -> organization_settings.Change:
     """`organization_settings.change_organization` in its own transaction (the API's PUT and
     the settings page); a refusal is a `DomainError`; a new run's coordinator is sent after
@@ -133,6 +138,7 @@ async def apply_change(
             name=name,
             require_2fa=require_2fa,
             sso_enabled=sso_enabled,
+            enforce_at=enforce_at,
         )
     if change.started and change.run is not None:
         await send_coordinator(change.run["id"])

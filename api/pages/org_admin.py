@@ -9,11 +9,15 @@ same-origin check on forms) is `api.pages.views`'.
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
+import asyncpg
 from aiohttp import web
 
 from api.access import MANAGERS, OrgAccess, org_access
 from api.auth import actor
-from api.errors import status_of
+from api.errors import api_error, status_of
+from api.handlers import enforcement as enforcement_api
 from api.handlers import invites
 from api.handlers import members as member_api
 from api.handlers import organizations as org_api
@@ -22,10 +26,12 @@ from api.keys import PG, SETTINGS
 from api.pages.views import _detail, _form, _html_errors, _signed_in, render
 from api.pagination import page_args, split_page
 from db import audit, counts, members, organizations, runs
-from require2fa import links, organization_settings
+from jobs import email as email_jobs
+from require2fa import links, organization_settings, owner_tools
 from require2fa.errors import DomainError, Invalid, NotAllowed
 
 PER_PAGE = 50
+PREVIEW = 10  # members named in the confirm dialog; the rest are a link away
 
 
 def _org_url(access: OrgAccess, section: str = "") -> str:
@@ -49,6 +55,8 @@ async def _settings(
     status: int = 200,
     error: str | None = None,
     confirm: int | None = None,
+    notice: str | None = None,
+    preview: list[asyncpg.Record] | None = None,
 ) -> web.Response:
     org = access.org
     run, emails, blocked = None, (0, 0), None
@@ -81,6 +89,9 @@ async def _settings(
         blocked=blocked,
         blocked_2fa=blocked == organization_settings.NEEDS_PERSONAL_2FA,
         confirm=confirm,
+        preview=preview or [],
+        notice=notice,
+        can_remind=access.role in MANAGERS,
         run=run,
         emails=emails,
         window_days=request.app[SETTINGS].reinstatement_window.days,
@@ -116,16 +127,58 @@ async def settings_page(request: web.Request) -> web.StreamResponse:
                 return await _settings(
                     request, access, status=status_of(refused), error=refused.detail
                 )
-            # The count that `2fa-compliance` answers.
+            # The count and the first names that `2fa-compliance` answers (the acting owner,
+            # who has 2FA anyway, left out).
             count = await counts.count_noncompliant(
                 conn, access.org["id"], except_user_id=access.auth.user_id
             )
-        return await _settings(request, access, confirm=count)
+            first = await members.page(
+                conn,
+                access.org["id"],
+                where=members.NONCOMPLIANT,
+                after_id=None,
+                limit=PREVIEW + 1,
+            )
+        preview = [row for row in first if row["user_id"] != access.auth.user_id][:PREVIEW]
+        return await _settings(request, access, confirm=count, preview=preview)
+    enforce_at = None
+    if require and form.get("when") == "date":
+        enforce_at = _enforce_at(form.get("enforceAt", ""))
+        if enforce_at is None:
+            return await _settings(
+                request, access, status=400, error="Choose the date and time (UTC) to start."
+            )
     try:
-        await org_api.apply_change(request, access, require_2fa=require)
+        await org_api.apply_change(request, access, require_2fa=require, enforce_at=enforce_at)
     except (Invalid, NotAllowed) as refused:
         return await _settings(request, access, status=status_of(refused), error=refused.detail)
     raise web.HTTPSeeOther(_org_url(access, "settings/"))
+
+
+@_html_errors
+async def reminders_page(request: web.Request) -> web.StreamResponse:
+    """ "Send reminders" (owners, managers): what `POST …/2fa-reminders/` does (the
+    `enforcement.queue_reminders` message: today's reminder to each member without 2FA, once a
+    day each); back on the settings page with a notice."""
+    await _form(request)
+    access = await _access(request, roles=MANAGERS)
+    await enforcement_api.send_reminder_message(access)
+    return await _settings(
+        request,
+        access,
+        notice="Reminders are being sent to every member without two-factor authentication"
+        " (at most one a day each).",
+    )
+
+
+def _enforce_at(value: str) -> datetime | None:
+    """The form's `datetime-local` value, read as UTC (the page says so); None when it is not
+    a date and time."""
+    try:
+        moment = datetime.fromisoformat(value.strip()[:40])
+    except ValueError:
+        return None
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment
 
 
 # --- Members ----------------------------------------------------------------------------------
@@ -137,12 +190,13 @@ async def _members(
     *,
     status: int = 200,
     error: str | None = None,
+    notice: str | None = None,
+    confirm_reset: asyncpg.Record | None = None,
 ) -> web.Response:
     query = request.query.get("query", "")[:200]
     where = member_api.parse_query(query)
     cursor, per_page = page_args(request, default=PER_PAGE)
     org_id = access.org["id"]
-    notice = None
     async with request.app[PG].acquire() as conn:
         rows = await members.page(conn, org_id, where=where, after_id=cursor, limit=per_page + 1)
         orgs = await organizations.for_user(conn, access.auth.user_id)
@@ -165,6 +219,9 @@ async def _members(
         cursor=cursor,
         next_cursor=next_cursor,
         can_resend=access.role in MANAGERS,
+        can_reset=access.role == "owner",
+        me=access.auth.user_id,
+        confirm_reset=confirm_reset,
         notice=notice,
         error=error,
     )
@@ -194,6 +251,41 @@ async def resend_page(request: web.Request) -> web.StreamResponse:
         response.headers["Retry-After"] = exc.headers["Retry-After"]
         return response
     raise web.HTTPSeeOther(f"{_org_url(access, 'members/')}?resent={member_id}")
+
+
+@_html_errors
+async def reset_2fa_page(request: web.Request) -> web.StreamResponse:
+    """Resets a member's 2FA through the API's use case (owners): a confirm step first, then
+    `require2fa.owner_tools.reset_member_2fa`; a refusal (409: in another organization) is said
+    on the members page."""
+    form = await _form(request)
+    access = await _access(request)
+    member_id = member_api.member_id(request)
+    async with request.app[PG].acquire() as conn:
+        row = await members.get(conn, access.org["id"], member_id)
+    if row is None:
+        raise api_error(404, "The requested member does not exist.")
+    if form.get("confirmed") != "yes":
+        return await _members(request, access, confirm_reset=row)
+    settings = request.app[SETTINGS]
+    async with request.app[PG].acquire() as conn, conn.transaction():
+        try:
+            result = await owner_tools.reset_member_2fa(
+                conn,
+                organization_id=access.org["id"],
+                member_id=member_id,
+                actor=actor(request, access.auth),
+                actor_role=access.role,
+                base_url=settings.base_url,
+                reinstatement_window=settings.reinstatement_window,
+            )
+        except DomainError as refused:
+            return await _members(request, access, status=status_of(refused), error=refused.detail)
+    await email_jobs.kick()
+    notice = f"The two-factor authentication of {row['email']} was reset."
+    if result.removed:
+        notice += " They were removed until they set it up again, and emailed a link back in."
+    return await _members(request, access, notice=notice)
 
 
 # --- Audit log --------------------------------------------------------------------------------

@@ -13,6 +13,7 @@ from __future__ import annotations
 import functools
 import json
 from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote, unquote, urlsplit
@@ -28,7 +29,7 @@ from api.errors import api_error, from_domain
 from api.handlers import accounts, invites
 from api.handlers import authenticators as factors
 from api.keys import PG, REDIS, SETTINGS
-from db import authenticators, organizations
+from db import authenticators, organizations, schedule
 from require2fa import links, totp
 from require2fa.errors import DomainError
 
@@ -58,8 +59,24 @@ async def render(
 ) -> web.Response:
     auth = await authenticate(request)
     user = auth.user if auth is not None and not auth.half_signed_in else None
-    html = environment().get_template(template).render(user=user, **context)
+    deadlines: list[dict[str, str]] = []
+    if user is not None:
+        # The banner of every page: organizations that will require 2FA on a date this person
+        # does not meet yet.
+        async with request.app[PG].acquire() as conn:
+            rows = await schedule.deadlines_for(conn, user["id"])
+        deadlines = [
+            {"name": row["name"], "slug": row["slug"], "date": _day(row["enforce_at"])}
+            for row in rows
+        ]
+    html = environment().get_template(template).render(user=user, deadlines=deadlines, **context)
     return web.Response(text=html, content_type="text/html", status=status)
+
+
+def _day(moment: datetime) -> str:
+    """`March 1, 2027` (in UTC), as the emails say it."""
+    moment = moment.astimezone(UTC)
+    return f"{moment:%B} {moment.day}, {moment.year}"
 
 
 # --- Plumbing -----------------------------------------------------------------------------

@@ -47,11 +47,18 @@ def test_the_schedule() -> None:
         "maintenance.expiry_reminders",
         "enforcement.sweep",
         "email.sweep",
+        "exemptions.lapse",
+        "enforcement.scheduled",
     }
     for daily in ("maintenance.purge_expired", "maintenance.expiry_reminders"):
         assert isinstance(items[daily].trigger, CronTrigger)
         assert items[daily].queue_name == "maintenance"
-    for sweeper, queue in (("enforcement.sweep", "enforcement"), ("email.sweep", "email")):
+    for sweeper, queue in (
+        ("enforcement.sweep", "enforcement"),
+        ("email.sweep", "email"),
+        ("exemptions.lapse", "enforcement"),
+        ("enforcement.scheduled", "enforcement"),
+    ):
         trigger = items[sweeper].trigger
         assert isinstance(trigger, IntervalTrigger) and trigger.interval == timedelta(minutes=1)
         assert items[sweeper].queue_name == queue

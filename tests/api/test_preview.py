@@ -1,0 +1,49 @@
+"""Who a run would remove, as `GET …/2fa-compliance/` answers: only the acting owner is left out."""
+
+from __future__ import annotations
+
+from tests.factories import add_member, create_org, create_user, token_for
+
+URL = "/api/0/organizations/acme/2fa-compliance/"
+
+
+async def test_a_manager_without_2fa_is_counted_even_when_asking(client, pool) -> None:
+    owner = await create_user(pool, "owner@example.com")  # no 2FA yet: counted for a manager
+    org = await create_org(pool, "acme", owner["id"])
+    manager = await create_user(pool, "manager@example.com")
+    await add_member(pool, org["id"], manager, role="manager")
+    alice = await create_user(pool, "alice@example.com")
+    await add_member(pool, org["id"], alice)
+
+    as_manager = await (await client.get(URL, headers=await token_for(pool, manager["id"]))).json()
+    assert as_manager["count"] == 3
+    assert sorted(m["email"] for m in as_manager["members"]) == [
+        "alice@example.com",
+        "manager@example.com",
+        "owner@example.com",
+    ]
+    as_owner = await (await client.get(URL, headers=await token_for(pool, owner["id"]))).json()
+    assert as_owner["count"] == 2
+    assert sorted(m["email"] for m in as_owner["members"]) == [
+        "alice@example.com",
+        "manager@example.com",
+    ]
+
+
+async def test_is_noncompliant_lists_who_a_run_would_remove(client, pool) -> None:
+    owner = await create_user(pool, "owner@example.com", has2fa=True)
+    org = await create_org(pool, "acme", owner["id"])
+    for email in ("alice@example.com", "bot@example.com"):
+        user = await create_user(pool, email)
+        await add_member(pool, org["id"], user)
+    async with pool.acquire() as conn:
+        await conn.execute(
+            """update members set exempt_2fa_until = now() + interval '1 day',
+                      exempt_2fa_reason = 'bot' where email = 'bot@example.com'"""
+        )
+    response = await client.get(
+        "/api/0/organizations/acme/members/",
+        params={"query": "is:noncompliant"},
+        headers=await token_for(pool, owner["id"]),
+    )
+    assert [m["email"] for m in await response.json()] == ["alice@example.com"]
