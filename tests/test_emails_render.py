@@ -102,6 +102,20 @@ CASES = [
         id="security_notice-reset",
     ),
     pytest.param(
+        "countdown_2fa",
+        {
+            "org_name": "Acme",
+            "org_slug": "acme",
+            "enforce_at": "2027-03-01T12:00:00+00:00",
+            "days": 7,
+            "security_url": SECURITY,
+        },
+        "Acme will require two-factor authentication on March 1, 2027",
+        SECURITY,
+        ["Acme", "March 1, 2027", "in 7 days", "second factor"],
+        id="countdown_2fa",
+    ),
+    pytest.param(
         "enforcement_summary",
         {
             "org_name": "Acme",

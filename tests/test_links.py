@@ -48,6 +48,9 @@ def test_every_template_has_a_context_builder_that_renders() -> None:
         "security_notice": email_contexts.security_notice(
             base_url=BASE, action="added", factor="totp", factor_name="Phone"
         ),
+        "countdown_2fa": email_contexts.countdown_2fa(
+            base_url=BASE, org_name="Acme", org_slug="acme", enforce_at=when, days=7
+        ),
         "enforcement_summary": email_contexts.enforcement_summary(
             base_url=BASE,
             org_name="Acme",
