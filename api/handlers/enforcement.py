@@ -22,7 +22,6 @@ from api.keys import PG
 from api.pagination import link_header, page_args, split_page
 from api.serializers import serialize_member
 from db import counts, members, report, runs
-from db import metrics as enforcement_metrics
 
 
 def _iso(value: datetime | None) -> str | None:
