@@ -23,6 +23,9 @@ async def queue(
         run["organization_id"],
     )
     emails_queued, emails_sent = await outbox.counts_for_enforcement(conn, run["id"])
+    await conn.execute(
+        "update enforcement_runs set summary_queued_at = now() where id = $1", run["id"]
+    )
     context = email_contexts.enforcement_summary(
         base_url=base_url,
         org_name=org_name,
@@ -33,6 +36,8 @@ async def queue(
         total=run["total"],
         emails_queued=emails_queued,
         emails_sent=emails_sent,
+        status=run["status"],
+        error=run["error"],
     )
     queued = 0
     for owner in owners:
@@ -47,3 +52,19 @@ async def queue(
         )
         queued += added is not None
     return queued
+
+
+async def queue_failed(conn: asyncpg.Connection, *, base_url: str) -> int:
+    """The summaries of runs that ended `failed` (the sweeper gave up on a batch) and have none
+    yet; in the caller's transaction. Returns how many runs were summarized."""
+    failed = await conn.fetch(
+        """select r.*, o.name as org_name, o.slug as org_slug
+           from enforcement_runs r join organizations o on o.id = r.organization_id
+           where r.status = 'failed' and r.summary_queued_at is null
+           order by r.id for update of r skip locked"""
+    )
+    for run in failed:
+        await queue(
+            conn, run, base_url=base_url, org_name=run["org_name"], org_slug=run["org_slug"]
+        )
+    return len(failed)

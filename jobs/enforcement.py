@@ -240,13 +240,20 @@ async def sweep_now(
     stale_after: timedelta = STALE_AFTER,
     send_coordinate: Callable[[int], object] | None = None,
     send_batch: Callable[[int, int], object] | None = None,
+    base_url: str | None = None,
 ) -> tuple[int, int]:
     """Sends again what is stuck: coordinators of runs still queued, batches of running runs
-    that stopped progressing. Returns (coordinators sent, batches sent)."""
+    that stopped progressing; with `base_url`, queues the owners' summary of runs that ended
+    `failed`. Returns (coordinators sent, batches sent)."""
     send_coordinate = send_coordinate or coordinate.send
     send_batch = send_batch or _send_batch
     async with pool.acquire() as conn, conn.transaction():
         queued, stuck = await sweeper.stalled(conn, stale_after=stale_after)
+    if base_url is not None:
+        async with pool.acquire() as conn, conn.transaction():
+            summarized = await run_summary.queue_failed(conn, base_url=base_url)
+        if summarized:
+            await email_jobs.kick()
     for run_id in queued:
         await asyncio.to_thread(send_coordinate, run_id)
     for start in range(0, len(stuck), SEND_CHUNK):
@@ -265,4 +272,5 @@ async def sweep_now(
 )
 async def sweep() -> None:
     """Re-sends coordinators of queued runs and unfinished batches of stalled running runs."""
-    await sweep_now(current().pool)
+    resources = current()
+    await sweep_now(resources.pool, base_url=resources.settings.base_url)

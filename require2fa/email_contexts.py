@@ -97,9 +97,11 @@ def enforcement_summary(
     total: int,
     emails_queued: int,
     emails_sent: int,
+    status: str = "completed",
+    error: str | None = None,
 ) -> Context:
     """The "{org}: two-factor enforcement finished" email to each owner: the run's counts and a
-    link to the pending members."""
+    link to the pending members; for a run that ended `failed`, why it stopped."""
     return {
         "org_name": org_name,
         "org_slug": org_slug,
@@ -110,6 +112,8 @@ def enforcement_summary(
         "emails_queued": emails_queued,
         "emails_sent": emails_sent,
         "pending_url": links.pending_members_url(base_url, org_slug),
+        "status": status,
+        "error": error or "",
     }
 
 

@@ -133,6 +133,26 @@ CASES = [
         ["Acme", "1,234", "8,766", "5 sent"],
         id="enforcement_summary",
     ),
+    pytest.param(
+        "enforcement_summary",
+        {
+            "org_name": "Acme",
+            "org_slug": "acme",
+            "run_id": "8",
+            "removed": 10,
+            "skipped": 990,
+            "total": 0,
+            "emails_queued": 10,
+            "emails_sent": 10,
+            "pending_url": f"{BASE}/organizations/acme/members/?query=is%3Apending",
+            "status": "failed",
+            "error": "batch 3 did not finish after 10 re-sends",
+        },
+        "Acme: two-factor enforcement finished",
+        f"{BASE}/organizations/acme/members/?query=is%3Apending",
+        ["It stopped before reaching every member", "batch 3 did not finish after 10 re-sends"],
+        id="enforcement_summary-failed",
+    ),
 ]
 
 

@@ -91,3 +91,46 @@ async def test_each_owner_gets_one_summary_even_when_the_last_batch_arrives_twic
             )
             == 2
         )
+
+
+async def test_a_run_that_fails_gets_one_summary_from_the_next_sweeps(pool, settings) -> None:
+    from datetime import timedelta
+
+    from db import sweeper
+    from jobs.enforcement import sweep_now
+
+    owner = await create_user(pool, "owner@example.com", has2fa=True)
+    org = await create_org(pool, "acme", owner["id"])
+    user = await create_user(pool, "dev@example.com")
+    await add_member(pool, org["id"], user)
+    async with pool.acquire() as conn, conn.transaction():
+        change = await organization_settings.change_organization(
+            conn,
+            organization_id=org["id"],
+            actor=Actor(user_id=owner["id"], label=owner["email"]),
+            role="owner",
+            require_2fa=True,
+        )
+    run_id = change.run["id"]
+    await coordinate_run(pool, run_id, send=lambda *args: None)  # its batch message is lost
+    async with pool.acquire() as conn:  # re-sent and never finished, until the run fails
+        for _ in range(2):
+            await sweeper.stalled(conn, stale_after=timedelta(0), max_resends=1)
+    for _ in range(2):  # two sweeps (two clocks, a redelivery): one summary
+        await sweep_now(
+            pool,
+            stale_after=timedelta(hours=1),
+            send_coordinate=lambda *a: None,
+            send_batch=lambda *a: None,
+            base_url=settings.base_url,
+        )
+    async with pool.acquire() as conn:
+        run = await conn.fetchrow("select * from enforcement_runs where id = $1", run_id)
+        summaries = await conn.fetch(
+            "select * from email_outbox where template = 'enforcement_summary'"
+        )
+    assert run["status"] == "failed"
+    (summary,) = summaries
+    assert summary["to_address"] == "owner@example.com"
+    assert summary["context"]["status"] == "failed"
+    assert "did not finish" in summary["context"]["error"]
