@@ -7,6 +7,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import asyncpg
+import structlog
 from aiohttp import web
 from prometheus_client.core import (
     REGISTRY,
@@ -22,6 +23,8 @@ from api.keys import PG
 from api.pagination import link_header, page_args, split_page
 from api.serializers import serialize_member
 from db import counts, members, report, runs
+
+log = structlog.get_logger(__name__)
 
 
 def _iso(value: datetime | None) -> str | None:
@@ -107,9 +110,22 @@ async def compliance_csv(request: web.Request, access: OrgAccess) -> web.StreamR
         }
     )
     response.enable_chunked_encoding()
-    async with request.app[PG].acquire() as conn:
+    pool = request.app[PG]
+    conn = await pool.acquire()
+    try:
         await response.prepare(request)
         await report.copy_report(conn, access.org["id"], response.write)
+    except (asyncio.CancelledError, ConnectionResetError):
+        # The reader went away mid-report. The connection is in the middle of a COPY: close it
+        # rather than hand it back to the pool; there is nobody left to answer.
+        conn.terminate()
+        log.info("report.reader_gone", organization_id=access.org["id"])
+        raise
+    except BaseException:
+        conn.terminate()
+        raise
+    finally:
+        await pool.release(conn)
     await response.write_eof()
     return response
 

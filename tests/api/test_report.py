@@ -171,3 +171,25 @@ async def _invoke(runner, command, args):
     import asyncio
 
     return await asyncio.to_thread(runner.invoke, command, args)
+
+
+async def test_a_client_that_goes_away_mid_report_leaves_the_server_well(
+    client, pool, settings
+) -> None:
+    """The reader hangs up after the first chunk: the COPY stops, its connection goes back to
+    the pool in a usable state, and the next report is whole."""
+    from commands.seed import seed
+
+    async with pool.acquire() as conn:
+        result = await seed(conn, settings, slug="big", count=20_000, enrolled=0.5)
+    headers = await token_for(pool, result.owner_id)
+    url = "/api/0/organizations/big/2fa-compliance/"
+    for _ in range(3):
+        response = await client.get(url, params={"format": "csv"}, headers=headers)
+        assert response.status == 200
+        await response.content.readany()
+        response.close()  # gone mid-stream
+    whole = await client.get(url, params={"format": "csv"}, headers=headers)
+    assert len(parse(await whole.text())) == result.members
+    members = await client.get("/api/0/organizations/big/members/", headers=headers)
+    assert members.status == 200
