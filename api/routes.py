@@ -162,6 +162,12 @@ PAGES: list[Route] = [
         tag="pages",
     ),
     Route("POST", "/organizations/{org}/reminders/", org_pages.reminders_page, tag="pages"),
+    Route(
+        "POST",
+        "/organizations/{org}/members/{member_id}/exempt/",
+        org_pages.exempt_page,
+        tag="pages",
+    ),
     Route("GET", "/organizations/{org}/audit-log/", org_pages.audit_log_page, tag="pages"),
 ]
 

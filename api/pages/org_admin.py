@@ -288,6 +288,50 @@ async def reset_2fa_page(request: web.Request) -> web.StreamResponse:
     return await _members(request, access, notice=notice)
 
 
+@_html_errors
+async def exempt_page(request: web.Request) -> web.StreamResponse:
+    """Exempts a member until a date (end of that day, UTC) for a reason, or lifts it (`lift`),
+    through the API's use case (owners); a refusal is said on the members page."""
+    form = await _form(request)
+    access = await _access(request)
+    member_id = member_api.member_id(request)
+    until: datetime | None = None
+    reason = form.get("reason", "")[:200]
+    if form.get("lift") != "yes":
+        try:
+            day = datetime.strptime(form.get("until", "")[:10], "%Y-%m-%d")
+        except ValueError:
+            return await _members(request, access, status=400, error="Choose the end date.")
+        until = day.replace(hour=23, minute=59, second=59, tzinfo=UTC)
+    settings = request.app[SETTINGS]
+    async with request.app[PG].acquire() as conn, conn.transaction():
+        try:
+            result = await owner_tools.set_exemption(
+                conn,
+                organization_id=access.org["id"],
+                member_id=member_id,
+                actor=actor(request, access.auth),
+                actor_role=access.role,
+                reason=reason,
+                until=until,
+                base_url=settings.base_url,
+                reinstatement_window=settings.reinstatement_window,
+            )
+        except DomainError as refused:
+            return await _members(request, access, status=status_of(refused), error=refused.detail)
+    if result.removed:
+        await email_jobs.kick()
+    email = result.member["email"]
+    notice = (
+        f"{email} is exempt from two-factor authentication until {until:%Y-%m-%d}."
+        if until is not None
+        else f"The exemption of {email} was lifted."
+    )
+    if result.removed:
+        notice += " Without two-factor authentication, they were removed and emailed a link back."
+    return await _members(request, access, notice=notice)
+
+
 # --- Audit log --------------------------------------------------------------------------------
 
 

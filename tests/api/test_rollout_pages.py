@@ -139,3 +139,40 @@ async def test_the_confirm_dialog_names_who_will_be_removed(client, pool) -> Non
     listed = await (await client.get(link)).text()
     assert "dev11@example.com" in listed and "ci-bot@example.com" not in listed
     assert "<td>owner@example.com" not in listed  # the owner has 2FA (the header names them)
+
+
+async def test_exempt_and_lift_from_the_members_page(client, pool) -> None:
+    from datetime import UTC, datetime, timedelta
+
+    org, _owner = await owner_signed_in(client, pool)
+    robot = await create_user(pool, "ci-bot@example.com")
+    member_id = await add_member(pool, org["id"], robot)
+    page = await (await client.get(MEMBERS)).text()
+    assert f'action="/organizations/acme/members/{member_id}/exempt/"' in page
+    assert 'href="/api/0/organizations/acme/2fa-compliance/?format=csv"' in page
+
+    day = (datetime.now(UTC) + timedelta(days=30)).date().isoformat()
+    url = f"/organizations/acme/members/{member_id}/exempt/"
+    done = await client.post(url, data={"reason": "Deploys from CI", "until": day})
+    assert done.status == 200
+    assert f"ci-bot@example.com is exempt from two-factor authentication until {day}." in (
+        await done.text()
+    )
+    async with pool.acquire() as conn:
+        row = await conn.fetchrow("select * from members where id = $1", member_id)
+    assert row["exempt_2fa_reason"] == "Deploys from CI"
+    assert row["exempt_2fa_until"].date().isoformat() == day
+
+    too_late = (datetime.now(UTC) + timedelta(days=400)).date().isoformat()
+    refused = await client.post(url, data={"reason": "CI", "until": too_late})
+    assert refused.status == 400 and "at most a year" in await refused.text()
+    no_date = await client.post(url, data={"reason": "CI", "until": "soon"})
+    assert no_date.status == 400
+
+    lifted = await client.post(url, data={"lift": "yes"})
+    assert "The exemption of ci-bot@example.com was lifted." in await lifted.text()
+    async with pool.acquire() as conn:
+        assert (
+            await conn.fetchval("select exempt_2fa_until from members where id = $1", member_id)
+            is None
+        )
