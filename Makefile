@@ -7,7 +7,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: venv test test-faults test-browser demo lint bench clean
+.PHONY: venv test test-faults test-browser screenshots chromium demo lint bench clean
 
 venv: $(STAMP)
 
@@ -25,11 +25,17 @@ test: venv
 test-faults: venv
 	$(BIN)/python -m commands.testrun -m faults $(PYTEST_ARGS)
 
-# Real-browser tests: Debian's chromium (installed here when missing) and the `browser` extra.
-test-browser: venv
-	command -v chromium >/dev/null || (apt-get update -qq && apt-get install -y -qq chromium)
-	$(BIN)/python -m pip install --disable-pip-version-check -q -e '.[dev,browser]'
+# The real-browser tests alone (they are part of `make test` too); Debian's chromium, installed
+# here when missing (.ci/run does the same).
+test-browser: venv chromium
 	$(BIN)/python -m commands.testrun -m browser $(PYTEST_ARGS)
+
+# The browser tests, saving a screenshot of each page at 1280 and 375 px in screens/.
+screenshots: venv chromium
+	SCREENSHOTS_DIR=$(CURDIR)/screens $(BIN)/python -m commands.testrun -m browser $(PYTEST_ARGS)
+
+chromium:
+	@command -v chromium >/dev/null || (apt-get update -qq && apt-get install -y -qq chromium)
 
 demo: venv
 	$(BIN)/require2fa demo

@@ -6,6 +6,7 @@ import asyncio
 import logging
 import os
 import sys
+import time
 from collections.abc import Awaitable, Callable
 from importlib import metadata
 from pathlib import Path
@@ -93,14 +94,37 @@ def need_redis(settings: Settings, what: str) -> str:
     return DEFAULT_REDIS_URL
 
 
+# How long web, worker and clock wait at start for `require2fa migrate` (run by the platform's
+# release phase, or just before `honcho start`) to bring the schema up to date.
+MIGRATION_WAIT_SECONDS = 120
+
+
 def check_services(settings: Settings, *, redis_url: str | None) -> None:
-    """Connects once to the database (and PINGs Redis) before a long-running process starts,
-    so a wrong address is one line now rather than a traceback later."""
+    """Before a long-running process starts: connects once to the database (and PINGs Redis), so
+    that a wrong address is one line now rather than a traceback later, and waits until the
+    schema has every migration of this version (a process started beside `require2fa migrate`
+    must not run against the old schema)."""
+    from db.migrate import pending
     from db.pool import connect_checked
+
+    log = structlog.get_logger("require2fa.start")
 
     async def check() -> None:
         conn = await connect_checked(need_database(settings))
-        await conn.close()
+        try:
+            deadline, waited = time.monotonic() + MIGRATION_WAIT_SECONDS, 0
+            while missing := await pending(conn):
+                if time.monotonic() > deadline:
+                    raise Failure(
+                        f"DATABASE_URL: the schema lacks {len(missing)} migration(s) "
+                        f"({', '.join(missing)}); run `require2fa migrate`"
+                    )
+                if waited % 10 == 0:
+                    log.warning("waiting for migrations", pending=missing)
+                waited += 1
+                await asyncio.sleep(1)
+        finally:
+            await conn.close()
         if redis_url is not None:
             await check_redis(redis_url)
 
@@ -174,10 +198,19 @@ def web() -> None:
 @main.command(context_settings={"ignore_unknown_options": True})
 @click.argument("dramatiq_args", nargs=-1, type=click.UNPROCESSED)
 def worker(dramatiq_args: tuple[str, ...]) -> None:
-    """Run the Dramatiq workers (the same as `dramatiq jobs`; extra arguments go to dramatiq)."""
+    """Run the Dramatiq workers (the same as `dramatiq jobs`; extra arguments go to dramatiq).
+
+    Unlike a bare `dramatiq jobs`, it checks the settings and servers first (one line when one
+    is wrong), waits for the schema, and Dramatiq's own lines come in LOG_FORMAT too."""
+    from dramatiq.cli import main as dramatiq_main
+    from dramatiq.cli import make_argument_parser
+
     settings = load_settings()
     check_services(settings, redis_url=need_redis(settings, "the worker"))
-    os.execvp(sys.executable, [sys.executable, "-m", "dramatiq", "jobs", *dramatiq_args])  # noqa: S606
+    # Logging is configured already (Dramatiq's basicConfig then changes nothing): the
+    # supervisor's lines and, after they boot, the worker processes' are in one format.
+    args = make_argument_parser().parse_args(["jobs", *dramatiq_args])
+    sys.exit(dramatiq_main(args))
 
 
 @main.command()
@@ -257,6 +290,25 @@ def seed(slug: str, count: int, enrolled: float, owner_email: str | None) -> Non
         f"seeded {slug}: {result.members} members, {result.enrolled} with 2FA, "
         f"in {result.seconds:.1f}s ({result.members / max(result.seconds, 1e-9):,.0f} members/s)"
     )
+    if result.owner_totp_secret is not None:
+        owner = (owner_email or f"owner@{slug}.example").lower()
+        click.echo(
+            f"the owner {owner} had no second factor and has a TOTP factor now, with the secret "
+            f"{result.owner_totp_secret} (add it to an authenticator app); a code for it now:\n"
+            f"  require2fa totp-code {result.owner_totp_secret}"
+        )
+
+
+@main.command("totp-code")
+@click.argument("secret")
+def totp_code(secret: str) -> None:
+    """Print the current code of a TOTP secret (for a seeded owner; development and demos)."""
+    from require2fa import totp
+
+    try:
+        click.echo(totp.code_at(secret.replace(" ", "").upper(), totp.current_step()))
+    except (ValueError, TypeError) as err:
+        raise Failure(f"not a base32 TOTP secret ({err})", 2) from None
 
 
 @main.command()
@@ -384,14 +436,23 @@ def report(slug: str, output: str) -> None:
     default=None,
     help="Where the embedded servers keep their data (default: $DATA_DIR or .require2fa).",
 )
-def demo(data_dir: Path | None) -> None:
+@click.option(
+    "--members",
+    type=click.IntRange(10, 1_000_000),
+    default=10_000,
+    show_default=True,
+    help="Members of the demo organization.",
+)
+def demo(data_dir: Path | None, members: int) -> None:
     """Seed 10,000 members (30% without 2FA), require 2FA over HTTP as the owner, watch the
     workers remove them, and print the outcome; stops everything it started."""
     from commands.demo import report, run_demo
 
     # Progress bars and the outcome only: the servers' and sink's own chatter stays out.
     logs.configure(os.environ.get("LOG_FORMAT") or "text", level=logging.WARNING)
-    outcome = run_demo(data_dir or Path(os.environ.get("DATA_DIR") or ".require2fa"))
+    outcome = run_demo(
+        data_dir or Path(os.environ.get("DATA_DIR") or ".require2fa"), members=members
+    )
     for line in report(outcome):
         click.echo(line)
 

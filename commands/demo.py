@@ -1,10 +1,14 @@
 """`require2fa demo` (`make demo`): the whole product once, on the embedded default.
 
-Starts (or finds) PostgreSQL, Redis and an SMTP sink with `devstack.resolve_services`, migrates,
-seeds an organization of 10,000 members of whom 30% have no 2FA and whose owner has a TOTP factor
-and a password, starts the web app (in this process, on a free port) and two `dramatiq jobs`
-worker processes, signs in as the owner through the HTTP API (password, then a TOTP code), turns
-on Require Two-Factor Authentication with `PUT organizations/{org}/`, follows the run with a
+Starts (or finds) PostgreSQL, Redis and an SMTP sink with `devstack.resolve_services`, makes the
+demo's own database `require2fa_demo` anew (a `DATABASE_URL` is used as it is, and must be a
+database the demo may fill), and its own Redis namespace `require2fa-demo` and mail folder
+(`<data dir>/demo-mail/`), so that every run starts from the same place and prints the same
+summary (but for its timings). Then it migrates, seeds an organization of 10,000 members
+(`--members`) of whom 30% have no 2FA and whose owner has a TOTP factor and a password, starts
+the web app (in this process, on a free port) and two `dramatiq jobs` worker processes, signs
+in as the owner through the HTTP API (password, then a TOTP code), turns on Require Two-Factor
+Authentication with `PUT organizations/{org}/`, follows the run with a
 progress bar, waits for the emails, prints the outcome, and stops everything it started.
 """
 
@@ -14,19 +18,20 @@ import asyncio
 import contextlib
 import os
 import secrets
+import shutil
 import sys
 import time
-import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import aiohttp
 import click
 from tqdm import tqdm
 
 from commands.dev import ProcessGroup
-from commands.devstack import free_port, resolve_services
+from commands.devstack import Services, free_port, resolve_services
 from require2fa.settings import Settings
 
 MEMBERS = 10_000
@@ -38,6 +43,10 @@ WORKER_THREADS = 4
 DEMO_EMAIL_RATE = "500"
 EMAIL_WAIT_SECONDS = 180
 SUBJECT = "Mandatory: Enable Two-Factor Authentication"
+DATABASE = "require2fa_demo"
+NAMESPACE = "require2fa-demo"
+MAIL = "demo-mail"
+SLUG = "demo"
 
 
 @dataclass(frozen=True)
@@ -49,6 +58,9 @@ class Owner:
 
 @dataclass(frozen=True)
 class Outcome:
+    postgres: str  # which servers, in words that do not change between runs
+    database: str
+    redis: str
     slug: str
     members: int
     removed: int
@@ -59,8 +71,8 @@ class Outcome:
     eml: Path | None
 
 
-async def _prepare(settings: Settings) -> tuple[str, Owner]:
-    """Migrates, then seeds a new organization `demo[-N]` with an owner who can sign in."""
+async def _prepare(settings: Settings, members: int) -> tuple[str, Owner]:
+    """Migrates, then seeds the organization `demo` with an owner who can sign in."""
     from commands.seed import seed
     from db import authenticators, organizations, users
     from db.migrate import migrate
@@ -72,10 +84,12 @@ async def _prepare(settings: Settings) -> tuple[str, Owner]:
     conn = await connect(settings.database_url)
     try:
         await migrate(conn)
-        slug, n = "demo", 1
-        while await organizations.by_slug(conn, slug) is not None:
-            n += 1
-            slug = f"demo-{n}"
+        slug = SLUG
+        if await organizations.by_slug(conn, slug) is not None:
+            raise click.ClickException(
+                f"the database at DATABASE_URL has an organization {slug!r} already; "
+                "point DATABASE_URL at an empty database for the demo (or leave it unset)"
+            )
         owner = Owner(
             email=f"owner@{slug}.example",
             password=secrets.token_urlsafe(12),
@@ -103,12 +117,12 @@ async def _prepare(settings: Settings) -> tuple[str, Owner]:
             conn,
             settings,
             slug=slug,
-            count=MEMBERS,
+            count=members,
             enrolled=1 - WITHOUT_2FA,
             owner_email=owner.email,
         )
         tqdm.write(
-            f"seeded {slug}: {MEMBERS:,} members, {MEMBERS - seeded.enrolled:,} without 2FA, "
+            f"seeded {slug}: {members:,} members, {members - seeded.enrolled:,} without 2FA, "
             f"and the owner {owner.email} (password and TOTP) in {seeded.seconds:.1f}s"
         )
         return slug, owner
@@ -142,7 +156,7 @@ async def _get(http: aiohttp.ClientSession, url: str) -> Any:
 
 
 async def _enforce(
-    http: aiohttp.ClientSession, base: str, slug: str
+    http: aiohttp.ClientSession, base: str, slug: str, members: int
 ) -> tuple[dict[str, Any], float]:
     """Turns the requirement on over HTTP and follows the run; returns it and its seconds."""
     org_url = f"{base}/api/0/organizations/{slug}/"
@@ -152,7 +166,7 @@ async def _enforce(
         raise click.ClickException(f"PUT {org_url}: {response.status} {await response.text()}")
     run_id = (await response.json())["enforcement"]["id"]
     run_url = f"{org_url}2fa-enforcements/{run_id}/"
-    with tqdm(total=MEMBERS + 1, desc="enforcing", unit="member") as bar:
+    with tqdm(total=members + 1, desc="enforcing", unit="member") as bar:
         while True:
             run = await _get(http, run_url)
             if run["batchesTotal"] is not None:
@@ -190,7 +204,9 @@ def _one_email(mail_dir: Path) -> Path | None:
     return None
 
 
-async def _run(settings: Settings, slug: str, owner: Owner, mail_dir: Path | None) -> Outcome:
+async def _run(
+    settings: Settings, services: Services, slug: str, owner: Owner, members: int, mail: bool
+) -> Outcome:
     from aiohttp import web
 
     from api.app import create_app
@@ -205,7 +221,7 @@ async def _run(settings: Settings, slug: str, owner: Owner, mail_dir: Path | Non
         jar = aiohttp.CookieJar(unsafe=True)  # cookies for 127.0.0.1
         async with aiohttp.ClientSession(cookie_jar=jar) as http:
             await _sign_in(http, base, owner)
-            run, seconds = await _enforce(http, base, slug)
+            run, seconds = await _enforce(http, base, slug, members)
             run = await _wait_for_emails(
                 http, f"{base}/api/0/organizations/{slug}/2fa-enforcements/{run['id']}/"
             )
@@ -223,6 +239,9 @@ async def _run(settings: Settings, slug: str, owner: Owner, mail_dir: Path | Non
     finally:
         await runner.cleanup()
     return Outcome(
+        postgres=services.postgres,
+        database=urlsplit(services.database_url).path.lstrip("/"),
+        redis=services.redis,
         slug=slug,
         members=run["total"],
         removed=run["removed"],
@@ -230,14 +249,17 @@ async def _run(settings: Settings, slug: str, owner: Owner, mail_dir: Path | Non
         emails_queued=run["emailsQueued"],
         emails_sent=run["emailsSent"],
         seconds=seconds,
-        eml=_one_email(mail_dir) if mail_dir is not None else None,
+        eml=_one_email(services.mail_dir) if mail else None,
     )
 
 
-def run_demo(data_dir: Path) -> Outcome:
+def run_demo(data_dir: Path, *, members: int = MEMBERS) -> Outcome:
     """Everything the demo does; every server and process it started is stopped on return."""
     smtp_given = bool(os.environ.get("SMTP_URL"))
-    with resolve_services(data_dir, os.environ) as services:
+    shutil.rmtree(Path(data_dir) / MAIL, ignore_errors=True)  # this run's emails only
+    with resolve_services(
+        data_dir, os.environ, database=DATABASE, fresh=True, mail=MAIL
+    ) as services:
         port = free_port()
         env = {
             **os.environ,
@@ -245,24 +267,23 @@ def run_demo(data_dir: Path) -> Outcome:
             "DATABASE_URL": services.database_url,
             "REDIS_URL": services.redis_url,
             "SMTP_URL": services.smtp_url,
-            "REDIS_NAMESPACE": f"require2fa-demo-{uuid.uuid4().hex[:8]}",
+            "REDIS_NAMESPACE": NAMESPACE,
             "BASE_URL": f"http://127.0.0.1:{port}",
             "EMAIL_RATE": os.environ.get("EMAIL_RATE") or DEMO_EMAIL_RATE,
         }
         os.environ.update(env)  # the web app's broker (`jobs.broker`) reads these on import
         settings = Settings.from_env(env)
-        slug, owner = asyncio.run(_prepare(settings))
+        _forget_queues(services.redis_url, NAMESPACE)  # what a killed earlier run left
+        slug, owner = asyncio.run(_prepare(settings, members))
         workers = ProcessGroup(env, log_path=Path(data_dir) / "demo-workers.log")
         command = [sys.executable, "-m", "dramatiq", "jobs", "--processes", "1"]
         for n in range(WORKERS):
             workers.start(f"worker-{n}", [*command, "--threads", str(WORKER_THREADS)])
         try:
-            return asyncio.run(
-                _run(settings, slug, owner, None if smtp_given else services.mail_dir)
-            )
+            return asyncio.run(_run(settings, services, slug, owner, members, not smtp_given))
         finally:
             workers.stop()
-            _forget_queues(services.redis_url, env["REDIS_NAMESPACE"])
+            _forget_queues(services.redis_url, NAMESPACE)
 
 
 def _forget_queues(redis_url: str, namespace: str) -> None:
@@ -279,6 +300,9 @@ def _forget_queues(redis_url: str, namespace: str) -> None:
 def report(outcome: Outcome) -> list[str]:
     rate = outcome.members / outcome.seconds if outcome.seconds else 0.0
     lines = [
+        f"postgres          {outcome.postgres}; database {outcome.database}"
+        + (" (made anew for each demo)" if outcome.database == DATABASE else ""),
+        f"redis             {outcome.redis}; keys {NAMESPACE}:* (removed afterwards)",
         f"organization      {outcome.slug} ({outcome.members:,} members)",
         f"removed           {outcome.removed:,}",
         f"audit entries     {outcome.audit_entries:,} member.pending",

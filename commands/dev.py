@@ -1,7 +1,8 @@
 """`require2fa dev`: web, worker and clock on the embedded default, in the foreground.
 
 The services come from `devstack.resolve_services` (your own PostgreSQL/Redis when DATABASE_URL /
-REDIS_URL are set or answer on their usual ports, else embedded ones); mail goes to the local sink
+REDIS_URL are set or answer on their usual ports, else embedded ones; on a local or embedded
+PostgreSQL the database `require2fa`, created when missing); mail goes to the local sink
 unless SMTP_URL is set, and can be read at `/_dev/mailbox`. Ctrl-C, SIGTERM or the end of any one
 process stops them all, and every server started for them.
 """
@@ -17,12 +18,17 @@ import sys
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import structlog
 
 from commands.devstack import resolve_services
 
 log = structlog.get_logger(__name__)
+# The development stack's own database (on a local or embedded PostgreSQL; created when missing)
+# and Redis namespace, apart from the maintenance database, the demo's and the tests'.
+DATABASE = "require2fa"
+NAMESPACE = "require2fa-dev"
 
 
 class ProcessGroup:
@@ -71,10 +77,11 @@ def run_dev(data_dir: Path, *, port: int, worker_processes: int, worker_threads:
     """Runs until interrupted; returns the exit code for the command."""
     from db.migrate import migrate_url
 
-    with resolve_services(data_dir, os.environ) as services:
+    with resolve_services(data_dir, os.environ, database=DATABASE) as services:
         env = {
             **os.environ,
             "ENVIRONMENT": os.environ.get("ENVIRONMENT") or "development",
+            "REDIS_NAMESPACE": os.environ.get("REDIS_NAMESPACE") or NAMESPACE,
             "DATABASE_URL": services.database_url,
             "REDIS_URL": services.redis_url,
             "SMTP_URL": services.smtp_url,
@@ -101,7 +108,15 @@ def run_dev(data_dir: Path, *, port: int, worker_processes: int, worker_threads:
                 ],
             )
             group.start("clock", [python, "-m", "commands.cli", "clock"])
-            log.info("running", url=env["BASE_URL"], mail=str(services.mail_dir))
+            log.info(
+                "running",
+                url=env["BASE_URL"],
+                mailbox=env["BASE_URL"] + "/_dev/mailbox/",
+                postgres=services.postgres,
+                database=urlsplit(services.database_url).path.lstrip("/"),
+                redis=services.redis,
+                namespace=env["REDIS_NAMESPACE"],
+            )
             while (ended := group.first_exit()) is None:
                 time.sleep(0.5)
             log.error("a process ended; stopping the others", name=ended[0], code=ended[1])

@@ -14,10 +14,13 @@ Layout of the data directory (default `.require2fa/`):
     mail/          one NNNNNN.eml per message the sink received
     devstack.lock  held while a stack runs here: one stack per data directory
 
-`resolve_services(data_dir, environ)` picks the services as CONTRACT §3 says:
+`resolve_services(data_dir, environ, database=NAME)` picks the services as CONTRACT §3 says:
 
 - PostgreSQL: `DATABASE_URL` when set (and not empty), else a server answering on 127.0.0.1:5432
-  (`postgresql://postgres@127.0.0.1:5432/postgres`, trust auth), else the embedded one;
+  (user `postgres`, trust auth), else the embedded one. On the last two, `database` names the
+  database to use (created when missing, or made anew with `fresh=True`): `require2fa dev` uses
+  `require2fa`, `make demo` a `require2fa_demo` of its own; without it (the test runner, which
+  makes a database per run) the URL is the server's maintenance database `postgres`;
 - Redis: `REDIS_URL`, else 127.0.0.1:6379, else the embedded one;
 - SMTP: `SMTP_URL`, else the local sink;
 - `REQUIRE2FA_EMBEDDED=1` forces the embedded PostgreSQL and Redis, ignoring the two URLs and
@@ -32,6 +35,7 @@ through a power cut.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import ctypes
 import dataclasses
@@ -40,6 +44,7 @@ import functools
 import importlib.util
 import os
 import pwd
+import re
 import shutil
 import signal
 import socket
@@ -55,6 +60,7 @@ from email.message import EmailMessage
 from pathlib import Path
 from types import FrameType
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 import structlog
 from aiosmtpd.controller import Controller
@@ -65,6 +71,7 @@ log = structlog.get_logger(__name__)
 DEFAULT_DATA_DIR = Path(".require2fa")
 DATABASE_NAME = "require2fa"
 LOCAL_DATABASE_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
+_DATABASE_NAME = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
 LOCAL_REDIS_URL = "redis://127.0.0.1:6379/0"
 PG_SYSTEM_USER = "pgserver"
 START_TIMEOUT = 60.0
@@ -87,6 +94,9 @@ class Services:
     redis_url: str  # redis://127.0.0.1:PORT/0
     smtp_url: str  # smtp://127.0.0.1:PORT; "" when no sink was asked for
     mail_dir: Path  # where the local sink stores each message as NNNNNN.eml
+    # Which servers these are, in words that stay the same from one run to the next.
+    postgres: str = ""
+    redis: str = ""
 
 
 class DevStackError(RuntimeError):
@@ -448,6 +458,36 @@ def _start_postgres(stack: contextlib.ExitStack, data_dir: Path) -> str:
     return f"postgresql://postgres@127.0.0.1:{port}/{DATABASE_NAME}"
 
 
+def with_database(url: str, name: str) -> str:
+    """`url` naming the database `name` on the same server."""
+    return urlunsplit(urlsplit(url)._replace(path=f"/{name}"))
+
+
+def ensure_database(server_url: str, name: str, *, fresh: bool = False) -> str:
+    """Creates database `name` on the server of `server_url` when it is missing (drops it first
+    when `fresh`); returns its URL. The name is checked: it goes into SQL as an identifier."""
+    import asyncpg
+
+    if not _DATABASE_NAME.match(name):
+        raise DevStackError(f"{name!r} is not a database name of lowercase letters, digits and _")
+
+    async def work() -> None:
+        conn = await asyncpg.connect(with_database(server_url, "postgres"), timeout=10)
+        try:
+            if fresh:
+                await conn.execute(f'drop database if exists "{name}" with (force)')
+            exists = await conn.fetchval("select 1 from pg_database where datname = $1", name)
+            if not exists:
+                with contextlib.suppress(asyncpg.DuplicateDatabaseError):  # made meanwhile
+                    await conn.execute(f'create database "{name}"')
+                log.info("devstack.database_created", database=name)
+        finally:
+            await conn.close()
+
+    asyncio.run(work())
+    return with_database(server_url, name)
+
+
 # -- Redis ----------------------------------------------------------------------------------------
 
 
@@ -491,10 +531,11 @@ def embedded_services(
     with_smtp: bool = True,
     need_postgres: bool = True,
     need_redis: bool = True,
+    mail: str = "mail",
 ) -> Iterator[Services]:
     """Starts the servers asked for under `data_dir` and stops them all when the context exits.
 
-    A URL is "" for a server that was not asked for.
+    A URL is "" for a server that was not asked for. `mail`: the sink's folder in `data_dir`.
     """
     data_dir = Path(data_dir).resolve()
     data_dir.mkdir(parents=True, exist_ok=True)
@@ -505,7 +546,7 @@ def embedded_services(
             stack.enter_context(_exclusive(data_dir))
         database_url = _start_postgres(stack, data_dir) if need_postgres else ""
         redis_url = _start_redis(stack, data_dir) if need_redis else ""
-        smtp_url = stack.enter_context(MailSink(data_dir / "mail")).url if with_smtp else ""
+        smtp_url = stack.enter_context(MailSink(data_dir / mail)).url if with_smtp else ""
         if need_postgres or need_redis or with_smtp:
             log.info(
                 "devstack.ready",
@@ -514,7 +555,21 @@ def embedded_services(
                 redis_url=redis_url,
                 smtp_url=smtp_url,
             )
-        yield Services(database_url, redis_url, smtp_url, data_dir / "mail")
+        yield Services(
+            database_url,
+            redis_url,
+            smtp_url,
+            data_dir / mail,
+            postgres=f"embedded, data in {_shown(data_dir / 'postgres')}" if need_postgres else "",
+            redis=f"embedded, data in {_shown(data_dir / 'redis')}" if need_redis else "",
+        )
+
+
+def _shown(path: Path) -> str:
+    """`path` relative to the working directory when it is under it."""
+    with contextlib.suppress(ValueError):
+        return str(path.relative_to(Path.cwd()))
+    return str(path)
 
 
 def _forced_embedded(environ: Mapping[str, str]) -> bool:
@@ -523,16 +578,28 @@ def _forced_embedded(environ: Mapping[str, str]) -> bool:
 
 @contextlib.contextmanager
 def resolve_services(
-    data_dir: Path, environ: Mapping[str, str], *, with_smtp: bool = True
+    data_dir: Path,
+    environ: Mapping[str, str],
+    *,
+    with_smtp: bool = True,
+    database: str | None = None,
+    fresh: bool = False,
+    mail: str = "mail",
 ) -> Iterator[Services]:
-    """CONTRACT §3: the configured servers, else the local ones, else embedded ones we start."""
+    """CONTRACT §3: the configured servers, else the local ones, else embedded ones we start.
+
+    `database`: the database to use on a local or embedded PostgreSQL (created when missing,
+    dropped and created again when `fresh`); a `DATABASE_URL` is used as it is.
+    """
     forced = _forced_embedded(environ)
     database_url = "" if forced else environ.get("DATABASE_URL", "")
+    postgres = "DATABASE_URL" if database_url else ""
     if not (forced or database_url) and tcp_open("127.0.0.1", 5432):
-        database_url = LOCAL_DATABASE_URL
+        database_url, postgres = LOCAL_DATABASE_URL, "already running on 127.0.0.1:5432"
     redis_url = "" if forced else environ.get("REDIS_URL", "")
+    redis = "REDIS_URL" if redis_url else ""
     if not (forced or redis_url) and tcp_open("127.0.0.1", 6379):
-        redis_url = LOCAL_REDIS_URL
+        redis_url, redis = LOCAL_REDIS_URL, "already running on 127.0.0.1:6379"
     smtp_url = environ.get("SMTP_URL", "")
     log.info(
         "devstack.resolve",
@@ -546,10 +613,16 @@ def resolve_services(
         with_smtp=with_smtp and not smtp_url,
         need_postgres=not database_url,
         need_redis=not redis_url,
+        mail=mail,
     ) as embedded:
+        resolved_url = database_url or embedded.database_url
+        if database is not None and postgres != "DATABASE_URL":
+            resolved_url = ensure_database(resolved_url, database, fresh=fresh)
         yield Services(
-            database_url=database_url or embedded.database_url,
+            database_url=resolved_url,
             redis_url=redis_url or embedded.redis_url,
             smtp_url=smtp_url or embedded.smtp_url,
             mail_dir=embedded.mail_dir,
+            postgres=postgres or embedded.postgres,
+            redis=redis or embedded.redis,
         )

@@ -10,7 +10,8 @@ from datetime import UTC, datetime
 import asyncpg
 from cryptography.fernet import Fernet
 
-from db import members, organizations, users
+from db import authenticators, members, organizations, users
+from require2fa import totp
 from require2fa.security import fernet_key
 from require2fa.settings import Settings
 
@@ -24,6 +25,9 @@ class SeedResult:
     enrolled: int
     owner_id: int
     seconds: float
+    # The secret of the TOTP factor the seed gave an owner who had no second factor (so that
+    # the `enforce` which naturally follows is not refused); None when the owner had one.
+    owner_totp_secret: str | None = None
 
 
 async def _reserve_ids(conn: asyncpg.Connection, table: str, count: int) -> list[int]:
@@ -58,7 +62,8 @@ async def seed(
     random_seed: int = 2,
 ) -> SeedResult:
     """Creates organization `slug` with `count` members (plus its owner), `enrolled` of them with
-    a confirmed TOTP factor, spread over three teams, each with notification settings."""
+    a confirmed TOTP factor, spread over three teams, each with notification settings. An owner
+    without a second factor gets a TOTP factor (its secret in the result)."""
     started = time.perf_counter()
     rng = random.Random(random_seed)
     now = datetime.now(UTC)
@@ -81,6 +86,16 @@ async def seed(
             conn, email=owner_email, name="Owner", password_hash=None
         )
         assert owner is not None
+        owner_secret = None
+        if not await users.has_2fa(conn, owner["id"]):
+            owner_secret = totp.new_secret()
+            await authenticators.insert_totp(
+                conn,
+                user_id=owner["id"],
+                name="Authenticator app (seed)",
+                secret_encrypted=totp.encrypt_secret(settings.secret_key, owner_secret),
+                step=totp.current_step() - 2,
+            )
         owner_member = await members.insert_active(
             conn, organization_id=org_id, user_id=owner["id"], email=owner_email, role="owner"
         )
@@ -133,4 +148,5 @@ async def seed(
         enrolled=sum(enrolled_flags),
         owner_id=owner["id"],
         seconds=time.perf_counter() - started,
+        owner_totp_secret=owner_secret,
     )

@@ -73,3 +73,11 @@ async def migrate_url(dsn: str) -> list[str]:
         return await migrate(conn)
     finally:
         await conn.close()
+
+
+async def pending(conn: asyncpg.Connection, folder: Path = MIGRATIONS) -> list[str]:
+    """The versions in `folder` that the database has not applied (all, on an empty one)."""
+    if await conn.fetchval("select to_regclass('schema_migrations')") is None:
+        return [migration.version for migration in discover(folder)]
+    done = {row["version"] for row in await conn.fetch("select version from schema_migrations")}
+    return [migration.version for migration in discover(folder) if migration.version not in done]

@@ -12,8 +12,10 @@ message.
 from __future__ import annotations
 
 import os
+import signal
 import threading
 import time
+from types import FrameType
 from typing import Any
 
 import dramatiq
@@ -63,6 +65,31 @@ def bucket_of(duration_ms: float) -> str:
     return "+Inf"
 
 
+# A second SIGTERM this soon after the first is the same request to stop, not a harder one.
+SAME_STOP_SECONDS = 2.0
+
+
+def _one_sigterm_per_stop() -> None:
+    """Process managers that signal a whole process group (honcho, foreman, `kill -TERM -pgid`)
+    reach a worker process twice at once: directly, and through Dramatiq's parent, which
+    forwards it. Dramatiq takes a second SIGTERM as "kill now", which leaves the process waiting
+    on its own threads until SIGKILL. Here a SIGTERM within SAME_STOP_SECONDS of the first is
+    taken as the same one; a later one still kills."""
+    previous = signal.getsignal(signal.SIGTERM)
+    if not callable(previous):
+        return
+    first: list[float] = []
+
+    def on_sigterm(signum: int, frame: FrameType | None) -> None:
+        now = time.monotonic()
+        if first and now - first[0] < SAME_STOP_SECONDS:
+            return
+        first[:] = [now]
+        previous(signum, frame)
+
+    signal.signal(signal.SIGTERM, on_sigterm)
+
+
 class Observe(dramatiq.Middleware):
     def __init__(self, redis_url: str, namespace: str) -> None:
         self.redis_url = redis_url
@@ -81,6 +108,7 @@ class Observe(dramatiq.Middleware):
     def after_process_boot(self, broker: dramatiq.Broker) -> None:
         # Only `dramatiq jobs` worker processes emit this (in-process test workers do not).
         logs.configure(os.environ.get("LOG_FORMAT") or "text", process="worker", keep_streams=True)
+        _one_sigterm_per_stop()
 
     def before_process_message(self, broker: dramatiq.Broker, message: Any) -> None:
         self._local.started = time.perf_counter()

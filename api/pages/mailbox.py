@@ -1,9 +1,10 @@
 """The development mailbox: what the local SMTP sink received, at `/_dev/mailbox/`.
 
 The sink (`commands.devstack.MailSink`) stores each message as `<data_dir>/mail/NNNNNN.eml`.
-These pages list those files, newest first, and show one: headers, the text part, and the HTML
-part in a sandboxed frame. They exist only in development: `create_app` adds them then and
-never otherwise. They read files and write nothing.
+These pages list those files, newest first (with a search over the subject and the address),
+show one (headers, the text part, and the HTML part in a sandboxed frame), and clear them all
+(`POST /_dev/mailbox/clear/`, from this site's pages only). They exist only in development:
+`create_app` adds them then and never otherwise.
 """
 
 from __future__ import annotations
@@ -30,46 +31,72 @@ _NAME = re.compile(r"^[0-9]{1,12}$")
 _HTML_PART_POLICY = "default-src 'none'; style-src 'unsafe-inline'; img-src data:; sandbox"
 
 _LIST = """<!doctype html>
-<html lang="en"><head><meta charset="utf-8"><title>Mailbox</title>
-<style>
-body { font-family: system-ui, sans-serif; margin: 2rem; color: #2b2233; }
-table { border-collapse: collapse; width: 100%; }
-td, th { text-align: left; padding: .35rem .6rem; }
-tr:nth-child(even) { background: #f4f3f7; } .muted { color: #80708f; }
-</style></head><body>
+<html lang="en"><head><meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<title>Mailbox · require2fa</title>
+<link rel="stylesheet" href="/static/app.css">
+</head><body>
+<main>
 <h1>Mailbox</h1>
-<p class="muted">{{ total }} message{{ "" if total == 1 else "s" }} in {{ mail_dir }}</p>
+<p class="muted">{{ total }} message{{ "" if total == 1 else "s" }} in {{ mail_dir }}
+{%- if query %}; {{ matched }} match{{ "" if matched == 1 else "es" }} <q>{{ query }}</q>
+{%- endif %}</p>
+<form class="inline-form" method="get" action="{{ prefix }}/">
+  <label for="q">Search <span class="muted">(subject or address)</span></label>
+  <input type="search" id="q" name="q" value="{{ query }}">
+  <button type="submit">Search</button>
+</form>
+{% if total %}
+<form method="post" action="{{ prefix }}/clear/">
+  <button type="submit" class="secondary">Clear the mailbox</button>
+</form>
+{% endif %}
+<div class="card spaced">
 {% if rows %}
-<table>
-<tr><th>#</th><th>Date</th><th>To</th><th>Subject</th></tr>
+<table class="stack">
+<thead><tr><th>#</th><th>Date</th><th>To</th><th>Subject</th></tr></thead>
+<tbody>
 {% for row in rows %}
 <tr><td><a href="{{ prefix }}/{{ row.number }}/">{{ row.number }}</a></td>
-<td class="muted">{{ row.date }}</td><td>{{ row.to }}</td>
-<td><a href="{{ prefix }}/{{ row.number }}/">{{ row.subject }}</a></td></tr>
+<td class="when muted" data-label="Date">{{ row.date }}</td>
+<td class="email" data-label="To">{{ row.to }}</td>
+<td data-label="Subject"><a href="{{ prefix }}/{{ row.number }}/">{{ row.subject }}</a></td></tr>
 {% endfor %}
+</tbody>
 </table>
-{% if older %}<p><a href="{{ prefix }}/?before={{ older }}">Older messages</a></p>{% endif %}
+{% elif query %}
+<p>No message matches <q>{{ query }}</q>.</p>
 {% else %}
 <p>No messages yet.</p>
 {% endif %}
+</div>
+{% if older %}
+<p><a href="{{ prefix }}/?{{ {"before": older, "q": query}|urlencode }}">Older messages</a></p>
+{% endif %}
+</main>
 </body></html>
 """
 
 _MESSAGE = """<!doctype html>
-<html lang="en"><head><meta charset="utf-8"><title>{{ subject }}</title>
-<style>
-body { font-family: system-ui, sans-serif; margin: 2rem; color: #2b2233; }
-dt { font-weight: 600; float: left; clear: left; width: 7rem; } dd { margin: 0 0 .3rem 7rem; }
-pre { white-space: pre-wrap; background: #f4f3f7; padding: 1rem; }
-iframe { width: 100%; height: 40rem; border: 1px solid #e2dee6; }
-</style></head><body>
+<html lang="en"><head><meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<title>{{ subject }} · Mailbox</title>
+<link rel="stylesheet" href="/static/app.css">
+</head><body>
+<main>
 <p><a href="{{ prefix }}/">&larr; Mailbox</a> &middot;
 <a href="{{ prefix }}/{{ number }}/raw">Raw</a></p>
 <h1>{{ subject }}</h1>
-<dl>{% for name, value in headers %}<dt>{{ name }}</dt><dd>{{ value }}</dd>{% endfor %}</dl>
+<div class="card">
+<table><tbody>{% for name, value in headers %}
+<tr><th scope="row">{{ name }}</th><td class="email">{{ value }}</td></tr>
+{% endfor %}</tbody></table>
+</div>
 {% if has_html %}<h2>HTML</h2>
-<iframe sandbox src="{{ prefix }}/{{ number }}/html" title="HTML part"></iframe>{% endif %}
-{% if text is not none %}<h2>Text</h2><pre>{{ text }}</pre>{% endif %}
+<iframe class="mail-html" sandbox src="{{ prefix }}/{{ number }}/html" title="HTML part">
+</iframe>{% endif %}
+{% if text is not none %}<h2>Text</h2><pre class="mail-text">{{ text }}</pre>{% endif %}
+</main>
 </body></html>
 """
 
@@ -113,27 +140,81 @@ def _row(path: Path, number: int) -> Row:
     )
 
 
-def _listing(mail_dir: Path, before: int | None) -> tuple[int, list[Row], int | None]:
+def _matches(row: Row, query: str) -> bool:
+    return query in row.subject.lower() or query in row.to.lower()
+
+
+def _row_or_none(mail_dir: Path, number: int) -> Row | None:
+    try:
+        return _row(mail_dir / f"{number:06d}.eml", number)
+    except FileNotFoundError:  # cleared meanwhile
+        return None
+
+
+def _listing(
+    mail_dir: Path, before: int | None, query: str
+) -> tuple[int, int, list[Row], int | None]:
+    """(messages, those matching `query`, this page's rows newest first, the number to ask for
+    older ones `before`, or None)."""
     numbers = _numbers(mail_dir)
-    shown = [n for n in numbers if before is None or n < before][:PAGE_SIZE]
-    rows = [_row(mail_dir / f"{n:06d}.eml", n) for n in shown]
-    older = shown[-1] if shown and shown[-1] != numbers[-1] else None
-    return len(numbers), rows, older
+    if query:
+        found = [
+            row
+            for n in numbers
+            if (row := _row_or_none(mail_dir, n)) is not None and _matches(row, query)
+        ]
+        later = [row for row in found if before is None or int(row.number) < before]
+        rows = later[:PAGE_SIZE]
+        older = int(rows[-1].number) if len(later) > PAGE_SIZE else None
+        return len(numbers), len(found), rows, older
+    shown = [n for n in numbers if before is None or n < before]
+    rows = [row for n in shown[:PAGE_SIZE] if (row := _row_or_none(mail_dir, n)) is not None]
+    older = shown[PAGE_SIZE - 1] if len(shown) > PAGE_SIZE else None
+    return len(numbers), len(numbers), rows, older
 
 
 async def mailbox(request: web.Request) -> web.Response:
-    """Lists the stored messages, newest first, `PAGE_SIZE` a page (`?before=N` for older)."""
-    before_text = request.query.get("before")
+    """Lists the stored messages, newest first, `PAGE_SIZE` a page (`?before=N` for older),
+    those whose subject or address contains `?q=` when given."""
+    before_text = request.query.get("before") or None
     if before_text is not None and not _NAME.match(before_text):
         raise api_error(400, "before must be a message number.")
+    query = request.query.get("q", "").strip()[:200]
     mail_dir = _mail_dir(request)
-    total, rows, older = await asyncio.to_thread(
-        _listing, mail_dir, int(before_text) if before_text else None
+    total, matched, rows, older = await asyncio.to_thread(
+        _listing, mail_dir, int(before_text) if before_text else None, query.lower()
     )
     html = _template(_LIST).render(
-        total=total, rows=rows, older=older, mail_dir=str(mail_dir), prefix=PREFIX
+        total=total,
+        matched=matched,
+        rows=rows,
+        older=older,
+        query=query,
+        mail_dir=str(mail_dir),
+        prefix=PREFIX,
     )
     return web.Response(text=html, content_type="text/html")
+
+
+def _clear(mail_dir: Path) -> int:
+    cleared = 0
+    for path in mail_dir.glob("*.eml"):
+        if _NAME.match(path.stem):
+            path.unlink(missing_ok=True)
+            cleared += 1
+    return cleared
+
+
+async def clear(request: web.Request) -> web.Response:
+    """Deletes every stored message (a form of these pages: another site's is refused)."""
+    origin = request.headers.get("Origin")
+    if (
+        origin is not None
+        and origin.rstrip("/").lower() not in request.app[SETTINGS].allowed_origins
+    ):
+        raise api_error(403, "The mailbox is cleared from its own page only.")
+    await asyncio.to_thread(_clear, _mail_dir(request))
+    raise web.HTTPSeeOther(f"{PREFIX}/")
 
 
 async def _load(request: web.Request) -> tuple[str, EmailMessage, bytes]:
@@ -187,6 +268,7 @@ def add_routes(app: web.Application) -> None:
     """Development only: the caller adds these when `settings.development`."""
     app.router.add_get(f"{PREFIX}/", mailbox)
     app.router.add_get(PREFIX, mailbox)
+    app.router.add_post(f"{PREFIX}/clear/", clear)
     app.router.add_get(f"{PREFIX}/{{number}}/", message)
     app.router.add_get(f"{PREFIX}/{{number}}/html", message_html)
     app.router.add_get(f"{PREFIX}/{{number}}/raw", message_raw)

@@ -106,3 +106,27 @@ async def test_not_routed_outside_development(
     for path in ("/_dev/mailbox/", "/_dev/mailbox", "/_dev/mailbox/000001/"):
         response = await client.get(path)
         assert response.status == 404
+
+
+async def test_search_and_clear(aiohttp_client, pool, redis, settings: Settings, tmp_path) -> None:
+    await deliver_to_sink(pool, redis, settings, tmp_path, ["Acme", "Globex", "Acme Two"])
+    client = await aiohttp_client(create_app(settings.replace(data_dir=str(tmp_path))))
+
+    found = await (await client.get("/_dev/mailbox/?q=acme")).text()
+    assert "Join Acme" in found and "Join Globex" not in found
+    assert "2 matches" in found
+    assert found.index("Acme Two") < found.index("Join Acme</a>")  # newest first
+    by_address = await (await client.get("/_dev/mailbox/?q=guest1@")).text()
+    assert "Join Globex" in by_address and "Join Acme" not in by_address
+    none = await (await client.get("/_dev/mailbox/?q=nothing-like-it")).text()
+    assert "No message matches" in none
+
+    refused = await client.post("/_dev/mailbox/clear/", headers={"Origin": "http://evil.example"})
+    assert refused.status == 403
+    assert len(list((tmp_path / "mail").glob("*.eml"))) == 3
+    cleared = await client.post(
+        "/_dev/mailbox/clear/", headers={"Origin": "http://testserver"}, allow_redirects=False
+    )
+    assert cleared.status == 303 and cleared.headers["Location"] == "/_dev/mailbox/"
+    assert list((tmp_path / "mail").glob("*.eml")) == []
+    assert "No messages yet" in await (await client.get("/_dev/mailbox/")).text()

@@ -1,45 +1,25 @@
 """The way back in, in a real browser (Chromium driven by Playwright) against the real server.
 
-Run with `make test-browser`: it needs Debian's `chromium` and the `browser` extra.
+Part of `make test` (`make test-browser` runs the browser tests alone); see conftest.py.
 """
 
 from __future__ import annotations
 
-import shutil
 from urllib.parse import urlsplit
 
 import pyotp
 import pytest
 
-from commands.devstack import free_port
 from tests.factories import PASSWORD, add_member, create_org, create_user, remove_for_2fa
 
 pytestmark = pytest.mark.browser
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-
-
-@pytest.fixture
-async def browser_page():
-    playwright_api = pytest.importorskip("playwright.async_api")
-    async with playwright_api.async_playwright() as playwright:
-        browser = await playwright.chromium.launch(
-            executable_path=CHROMIUM,
-            args=["--no-sandbox", "--disable-gpu", "--disable-background-networking"],
-        )
-        page = await browser.new_page()
-        yield page
-        await browser.close()
 
 
 async def test_removed_member_comes_back_through_the_pages(
-    aiohttp_server, pool, settings, browser_page
+    live_server, pool, settings, page, check_page
 ) -> None:
-    from api.app import create_app
-
-    port = free_port()
-    base = f"http://127.0.0.1:{port}"
+    base = live_server
     settings = settings.replace(base_url=base)
-    await aiohttp_server(create_app(settings), port=port)
 
     owner = await create_user(pool, "owner@example.com", has2fa=True)
     org = await create_org(pool, "acme", owner["id"], teams=("backend",))
@@ -51,11 +31,12 @@ async def test_removed_member_comes_back_through_the_pages(
     )
     link = await remove_for_2fa(pool, member_id, settings)
 
-    page = browser_page
     await page.goto(base + urlsplit(link).path)
     assert "Rejoin Acme" in await page.inner_text("h1")
+    await check_page(page, "accept")
 
     await page.click("text=Sign in >> nth=-1")
+    await check_page(page, "login")
     await page.fill("#email", "alice@example.com")
     await page.fill("#password", PASSWORD)
     await page.click("button:has-text('Sign in')")
@@ -63,10 +44,12 @@ async def test_removed_member_comes_back_through_the_pages(
 
     await page.click("text=Set up two-factor authentication")
     await page.wait_for_url(base + "/account/security/")
+    await check_page(page, "security-setup")
     secret = await page.input_value("input[name=secret]")
     await page.fill("#otp", pyotp.TOTP(secret).now())
     await page.click("button:has-text('Confirm')")
     await page.wait_for_selector("text=You are back in Acme")
+    await check_page(page, "security-recovery-codes")
 
     await page.click("text=Go to Acme")
     await page.wait_for_url(base + "/organizations/acme/")

@@ -3,21 +3,34 @@ was tried, and a non-zero exit code (CONTRACT §4)."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import subprocess
 import sys
 
+import asyncpg
 import pytest
 from click.testing import CliRunner
 
 from commands.cli import main
-from tests.conftest import ADMIN_DSN, REDIS_URL
+from tests.conftest import ADMIN_DSN, REDIS_URL, RUN_ID, TEST_DSN
 
 SECRET = "s" * 40
 PROD = {"ENVIRONMENT": "production", "SECRET_KEY": SECRET, "BASE_URL": "https://r2fa.example"}
 DEV = {"ENVIRONMENT": "development"}
 REFUSED = "postgresql://nope@127.0.0.1:1/x"
 MISSING_DB = ADMIN_DSN.rsplit("/", 1)[0] + "/require2fa_no_such_database"
+
+
+def drop_database(server: str, name: str) -> None:
+    async def drop() -> None:
+        conn = await asyncpg.connect(server)
+        try:
+            await conn.execute(f'drop database if exists "{name}" with (force)')
+        finally:
+            await conn.close()
+
+    asyncio.run(drop())
 
 
 def run(args: list[str], env: dict[str, str]):
@@ -38,16 +51,16 @@ CASES = [
     (["migrate"], {"DATABASE_URL": REFUSED}, "error: DATABASE_URL: cannot connect"),
     (["status", "--org", "x"], {"DATABASE_URL": REFUSED}, "error: DATABASE_URL: cannot connect"),
     (["migrate"], {}, "error: DATABASE_URL: not set"),
-    (["web"], {**PROD, "DATABASE_URL": ADMIN_DSN}, "error: REDIS_URL: not set; web needs it"),
+    (["web"], {**PROD, "DATABASE_URL": TEST_DSN}, "error: REDIS_URL: not set; web needs it"),
     (["web"], {**PROD, "DATABASE_URL": REFUSED, "REDIS_URL": REDIS_URL}, "connection refused"),
-    (["web"], {**PROD, "DATABASE_URL": ADMIN_DSN, "REDIS_URL": "redis://127.0.0.1:1/0"},
+    (["web"], {**PROD, "DATABASE_URL": TEST_DSN, "REDIS_URL": "redis://127.0.0.1:1/0"},
      "error: REDIS_URL: cannot connect to redis://127.0.0.1:1/0 (connection refused"),
     (["web"], {**PROD, "PORT": "abc"}, "error: PORT: 'abc' is not a TCP port number (1-65535)"),
     (["web"], {"SECRET_KEY": SECRET}, "error: BASE_URL: must be set outside development"),
     (["web"], {"BASE_URL": "https://r2fa.example"}, "error: SECRET_KEY: must be set"),
     (["clock"], {**PROD, "DATABASE_URL": MISSING_DB, "REDIS_URL": REDIS_URL}, "does not exist"),
     (["worker"], {**PROD, "DATABASE_URL": REFUSED, "REDIS_URL": REDIS_URL}, "connection refused"),
-    (["worker"], {**PROD, "DATABASE_URL": ADMIN_DSN}, "error: REDIS_URL: not set"),
+    (["worker"], {**PROD, "DATABASE_URL": TEST_DSN}, "error: REDIS_URL: not set"),
     (["createuser", "--email", "a@example.com"],
      {"DATABASE_URL": "postgresql://u:hunter2@nohost.invalid/x"},
      "error: DATABASE_URL: cannot connect to postgresql://u:***@nohost.invalid/x"),
@@ -57,7 +70,7 @@ CASES = [
 
 @pytest.mark.parametrize(("args", "env", "expected"), CASES)
 def test_one_line_naming_the_setting(
-    redis_url: str, args: list[str], env: dict[str, str], expected: str
+    database: str, redis_url: str, args: list[str], env: dict[str, str], expected: str
 ) -> None:
     result = run(args, env)
     assert result.exit_code != 0
@@ -91,3 +104,20 @@ def test_version() -> None:
     result = CliRunner().invoke(main, ["--version"])
     assert result.exit_code == 0
     assert result.output.startswith("require2fa ") and result.output.strip()[-1].isdigit()
+
+
+def test_web_waits_for_migrations_then_says_what_to_run(monkeypatch, redis_url: str) -> None:
+    from commands import cli
+    from commands.devstack import ensure_database
+
+    name = f"require2fa_unmigrated_{RUN_ID}"
+    empty = ensure_database(ADMIN_DSN, name, fresh=True)
+    monkeypatch.setattr(cli, "MIGRATION_WAIT_SECONDS", 0)
+    try:
+        result = run(["web"], {**PROD, "DATABASE_URL": empty, "REDIS_URL": redis_url})
+    finally:
+        drop_database(ADMIN_DSN, name)
+    errors = [line for line in result.output.splitlines() if line.startswith("error: ")]
+    assert result.exit_code == 1
+    assert errors[0].startswith("error: DATABASE_URL: the schema lacks ")
+    assert errors[0].endswith("; run `require2fa migrate`")
