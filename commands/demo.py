@@ -122,7 +122,8 @@ async def _prepare(settings: Settings, members: int) -> tuple[str, Owner]:
             owner_email=owner.email,
         )
         tqdm.write(
-            f"seeded {slug}: {members:,} members, {members - seeded.enrolled:,} without 2FA, "
+            f"seeded {slug}: {members:,} members, "
+            f"{seeded.members - seeded.enrolled:,} without 2FA, "
             f"and the owner {owner.email} (password and TOTP) in {seeded.seconds:.1f}s"
         )
         return slug, owner

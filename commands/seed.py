@@ -87,7 +87,8 @@ async def seed(
         )
         assert owner is not None
         owner_secret = None
-        if not await users.has_2fa(conn, owner["id"]):
+        owner_had_2fa = await users.has_2fa(conn, owner["id"])
+        if not owner_had_2fa:
             owner_secret = totp.new_secret()
             await authenticators.insert_totp(
                 conn,
@@ -145,7 +146,8 @@ async def seed(
     return SeedResult(
         organization_id=org_id,
         members=count + 1,
-        enrolled=sum(enrolled_flags),
+        enrolled=sum(enrolled_flags)
+        + 1,  # the owner has a second factor too, as `members` counts it
         owner_id=owner["id"],
         seconds=time.perf_counter() - started,
         owner_totp_secret=owner_secret,

@@ -29,7 +29,7 @@ import redis.asyncio as aioredis
 import structlog
 
 from db import outbox
-from jobs import resources
+from jobs import observe, resources
 from jobs.mail.delivery import Delivery, Report
 from jobs.mail.rate import SendRate
 from jobs.mail.slots import Slots
@@ -153,6 +153,13 @@ async def dispatch_job() -> None:
     res = resources.current()
     report = await dispatch(res.pool, res.redis, res.settings)
     if report.sent or report.retried or report.failed:
+        await observe.count_emails(
+            res.redis,
+            res.settings.redis_namespace,
+            sent=report.sent,
+            retried=report.retried,
+            failed=report.failed,
+        )
         log.info(
             "email.dispatched",
             sent=report.sent,

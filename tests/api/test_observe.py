@@ -64,9 +64,10 @@ async def test_metrics_count_requests_the_outbox_and_the_workers(
     assert sample(text, "require2fa_outbox_oldest_pending_seconds") is not None
     assert sample(text, "dramatiq_queue_messages", queue="email", state="waiting") == 0
 
-    # A worker delivers the email (no SMTP server answers at this address: it is retried).
+    # A worker delivers the email.
     from jobs import email as email_jobs
 
+    sent_before = sample(text, "require2fa_emails_sent_total") or 0  # other tests' workers
     email_jobs.dispatch_job.send()
     text = await (await client.get("/metrics")).text()
     assert sample(text, "dramatiq_queue_messages", queue="email", state="waiting") == 1
@@ -78,6 +79,8 @@ async def test_metrics_count_requests_the_outbox_and_the_workers(
         text, "dramatiq_messages_total", queue_name="email", actor_name="email.dispatch"
     )
     assert processed is not None and processed >= 1
+    sent = sample(text, "require2fa_emails_sent_total")
+    assert sent == sent_before + 1  # the test SMTP server took it
     count = sample(
         text,
         "dramatiq_message_duration_milliseconds_count",
