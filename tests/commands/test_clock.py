@@ -90,19 +90,42 @@ async def test_leadership_passes_on_when_the_leader_goes(clocks, pool) -> None:
     # The leader's database session dies (the lock goes with it): the other clock takes over,
     # and the old leader, reconnecting, finds the lock taken.
     async with pool.acquire() as conn:
+        # With a timeout, pg_terminate_backend waits until the backend has exited (and so has
+        # let the lock go) instead of only signalling it.
         killed = await conn.fetchval(
-            """select pg_terminate_backend(pid) from pg_locks
+            """select pg_terminate_backend(pid, 10000) from pg_locks
                where locktype = 'advisory' and granted
                  and ((classid::bigint << 32) | objid::bigint) = $1""",
-            0x72_32_66_61_63_6B,
+            LOCK,
         )
     assert killed
+    await _released(pool)
     assert await asyncio.to_thread(second.is_leader)
     assert not await asyncio.to_thread(first.is_leader)
 
-    # A clock that stops gives the lock up at once.
+    # A clock that stops gives the lock up at once (its session ends a moment later).
     await asyncio.to_thread(second.close)
+    await _released(pool)
     assert await asyncio.to_thread(first.is_leader)
+
+
+LOCK = 0x72_32_66_61_63_6B
+
+
+async def _released(pool) -> None:
+    """Waits (bounded) until no session holds the clock's lock: the server releases it when the
+    old session has ended, which is after the client has let go."""
+    async with pool.acquire() as conn:
+        for _ in range(600):  # 30 s at most
+            held = await conn.fetchval(
+                """select exists (select 1 from pg_locks where locktype = 'advisory' and granted
+                                  and ((classid::bigint << 32) | objid::bigint) = $1)""",
+                LOCK,
+            )
+            if not held:
+                return
+            await asyncio.sleep(0.05)
+    raise AssertionError("the clock's lock was never released")
 
 
 @pytest.fixture
