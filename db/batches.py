@@ -21,12 +21,12 @@ from typing import Any
 import asyncpg
 
 from db.audit import Actor
-from db.counts import COMPLIANT_SQL
+from db.counts import NONCOMPLIANT_SQL
 from require2fa import compliance
 
 # The removal's recheck, on the candidate's user `t.user_id` and member `m`: still no second
 # factor and no exemption that lasts, in this statement.
-COMPLIANT_T_SQL = compliance.compliant_sql("t.user_id", exempt_until_sql="m.exempt_2fa_until")
+NONCOMPLIANT_T_SQL = compliance.noncompliant_sql("t.user_id", exempt_until_sql="m.exempt_2fa_until")
 
 
 @dataclass(frozen=True)
@@ -98,7 +98,7 @@ async def candidates(conn: asyncpg.Connection, head: BatchHead) -> list[Candidat
     rows = await conn.fetch(
         f"""select m.id, m.user_id, m.email from members m join users u on u.id = m.user_id
             where m.organization_id = $1 and m.id between $2 and $3
-              and u.id is distinct from $4 and not {COMPLIANT_SQL}
+              and u.id is distinct from $4 and {NONCOMPLIANT_SQL}
             order by m.id""",
         head.organization_id,
         head.first_member_id,
@@ -144,7 +144,7 @@ async def remove(
                     expiry_reminded_at = null
                 from t
                 where m.id = t.member_id and m.organization_id = $8 and m.user_id = t.user_id
-                  and not {COMPLIANT_T_SQL}
+                  and {NONCOMPLIANT_T_SQL}
                 returning m.id, m.email, m.role, t.user_id, t.context, t.dedupe_key,
                           t.message_id),
             logged as (

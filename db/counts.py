@@ -8,8 +8,9 @@ import asyncpg
 from db.users import HAS_2FA_SQL
 from require2fa import compliance
 
-# Meets the requirement: a second factor, or an exemption that lasts (members `m`, users `u`).
-COMPLIANT_SQL = compliance.compliant_sql("u.id", exempt_until_sql="m.exempt_2fa_until")
+# Does not meet the requirement: no second factor and no exemption that lasts (members `m`,
+# users `u`); an AND term that plans as an anti-join.
+NONCOMPLIANT_SQL = compliance.noncompliant_sql("u.id", exempt_until_sql="m.exempt_2fa_until")
 
 
 async def count_noncompliant(
@@ -20,7 +21,7 @@ async def count_noncompliant(
     return await conn.fetchval(
         f"""select count(*) from members m join users u on u.id = m.user_id
             where m.organization_id = $1 and u.id is distinct from $2
-              and not {COMPLIANT_SQL}""",
+              and {NONCOMPLIANT_SQL}""",
         organization_id,
         except_user_id,
     )

@@ -14,7 +14,7 @@ from typing import Any
 
 import asyncpg
 
-from db.counts import COMPLIANT_SQL
+from db.counts import NONCOMPLIANT_SQL
 from db.outbox import MESSAGE_ID_SQL
 
 CHUNK = 1000
@@ -27,7 +27,7 @@ with chunk as (
     select m.id, m.email, m.organization_id
     from members m join users u on u.id = m.user_id
     where m.organization_id = $1 and ($6::bigint is null or m.id > $6)
-      and u.id is distinct from $5 and not {COMPLIANT_SQL}
+      and u.id is distinct from $5 and {NONCOMPLIANT_SQL}
     order by m.id
     limit $7
 ), queued as (

@@ -108,6 +108,22 @@ def compliant_sql(
     return f"(coalesce({_expression(exempt_until_sql)} > now(), false) or {factor})"
 
 
+def noncompliant_sql(
+    user_id_sql: str = "u.id",
+    *,
+    level_sql: str | None = None,
+    exempt_until_sql: str | None = None,
+) -> str:
+    """SQL condition: the member does not meet the requirement — `not compliant_sql(...)`,
+    written as a conjunction with its `not exists` at the top, so that the planner turns it into
+    an anti-join (it does not push a `not` through the `or` of `compliant_sql` before deciding).
+    Use it as one term of a `where … and …` list."""
+    factor = second_factor_sql(user_id_sql, level_sql=level_sql)
+    if exempt_until_sql is None:
+        return f"not {factor}"
+    return f"not coalesce({_expression(exempt_until_sql)} > now(), false) and not {factor}"
+
+
 def counts(kind: str, level: str | None = None) -> bool:
     """Whether a confirmed factor of `kind` counts as a second factor (for `level`, when given)."""
     return kind in LEVELS[level or DEFAULT_LEVEL]

@@ -47,3 +47,20 @@ async def test_is_noncompliant_lists_who_a_run_would_remove(client, pool) -> Non
         headers=await token_for(pool, owner["id"]),
     )
     assert [m["email"] for m in await response.json()] == ["alice@example.com"]
+
+
+async def test_the_noncompliant_condition_plans_as_an_anti_join(pool) -> None:
+    """`compliance.noncompliant_sql` keeps `not exists` at the top of the where list (a negated
+    `compliant_sql`, with its `or`, is planned as a subplan per member instead)."""
+    from db.counts import NONCOMPLIANT_SQL
+
+    owner = await create_user(pool, "owner@example.com")
+    org = await create_org(pool, "acme", owner["id"])
+    async with pool.acquire() as conn:
+        plan = await conn.fetch(
+            f"""explain select count(*) from members m join users u on u.id = m.user_id
+                where m.organization_id = $1 and {NONCOMPLIANT_SQL}""",
+            org["id"],
+        )
+    text = "\n".join(row[0] for row in plan)
+    assert "Anti Join" in text and "SubPlan" not in text, text
