@@ -297,3 +297,41 @@ async def test_enforce_at_from_the_command_line(pool, database) -> None:
     async with pool.acquire() as conn:
         run = await conn.fetchrow("select * from enforcement_runs")
     assert run["status"] == "scheduled" and run["enforce_at"] == when
+
+
+async def test_sso_turned_on_cancels_the_schedule(client, pool) -> None:
+    *_rest, headers = await acme(pool)
+    await client.put(
+        ORG, json={"require2FA": True, "enforceAt": at(days=3).isoformat()}, headers=headers
+    )
+    sso = await client.put(ORG, json={"ssoEnabled": True}, headers=headers)
+    body = await sso.json()
+    assert sso.status == 200 and body["enforceAt"] is None and body["ssoEnabled"] is True
+    async with pool.acquire() as conn:
+        assert await conn.fetchval("select status from enforcement_runs") == "cancelled"
+        entries = await conn.fetch(
+            "select data from audit_log where event = 'org.edit' order by id"
+        )
+    assert {"require_2fa": "to False"} in [e["data"] for e in entries]
+
+
+async def test_exempt_members_get_no_countdown(client, pool, settings) -> None:
+    org, _owner, _alice, _member, headers = await acme(pool)
+    robot = await create_user(pool, "bot@example.com")
+    robot_id = await add_member(pool, org["id"], robot)
+    async with pool.acquire() as conn:
+        await conn.execute(
+            """update members set exempt_2fa_until = now() + interval '30 days',
+                      exempt_2fa_reason = 'bot' where id = $1""",
+            robot_id,
+        )
+    await client.put(
+        ORG, json={"require2FA": True, "enforceAt": at(days=2).isoformat()}, headers=headers
+    )
+    async with pool.acquire() as conn:
+        result = await scheduling.tick(conn, base_url=settings.base_url)
+        again = await scheduling.tick(conn, base_url=settings.base_url)
+        rows = await conn.fetch("select * from email_outbox where template = 'countdown_2fa'")
+    assert result.reminders == 1 and again.reminders == 0
+    assert [r["to_address"] for r in rows] == ["alice@example.com"]
+    assert rows[0]["context"]["days"] == 7  # two days ahead: the 7-day stage is the one due
