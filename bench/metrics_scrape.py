@@ -57,7 +57,7 @@ from (select m.*, row_number() over (order by m.id) as n from members m
 """
 RUN_SQL = """
 insert into enforcement_runs (organization_id, status, total, removed, batches_total)
-values ($1, 'running', $2, $2 / 2, $2 / 1000) returning id
+values ($1, 'running', $2::bigint, $2::bigint / 2, ($2::bigint / 1000)::int) returning id
 """
 
 
