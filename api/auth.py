@@ -1,24 +1,28 @@
-"""Who is asking: a bearer API token or the encrypted session cookie.
+"""Who is asking: a bearer API token or the session cookie (a key to a server-side session,
+`api.sessions`).
 
 A session is *half signed in* after a correct password for a user with 2FA: it names the user
-but may only call the second-factor step and logout until that step succeeds.
+but may only call the second-factor step and logout until that step succeeds. A session also
+remembers when its user last proved who they are (`require2fa.reauth`): `require_sudo`.
 """
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 
 import asyncpg
 from aiohttp import web
 from aiohttp_session import get_session, new_session
 from aiohttp_session import setup as setup_sessions
-from aiohttp_session.cookie_storage import EncryptedCookieStorage
 
 from api.errors import api_error
 from api.keys import PG
+from api.sessions import PostgresStorage, end_current
 from db import users
 from db.audit import Actor
-from require2fa.security import derive_key, token_hash
+from require2fa import reauth
+from require2fa.security import token_hash
 from require2fa.settings import Settings
 
 SESSION_COOKIE = "r2fa_session"
@@ -38,8 +42,7 @@ class Auth:
 
 
 def setup(app: web.Application, settings: Settings) -> None:
-    storage = EncryptedCookieStorage(
-        derive_key(settings.secret_key, "session-cookie"),
+    storage = PostgresStorage(
         cookie_name=SESSION_COOKIE,
         max_age=SESSION_MAX_AGE,
         httponly=True,
@@ -96,19 +99,47 @@ async def sign_in(request: web.Request, user_id: int, *, half: bool) -> None:
     An invitation link looked at before signing in stays remembered, so that setting up 2FA
     afterwards can still join it.
     """
-    invite = (await get_session(request)).get("invite")
+    old = await get_session(request)
+    invite = old.get("invite")
+    await end_current(request, old)
     session = await new_session(request)
     session["uid"] = user_id
     session["half"] = half
+    if not half:
+        # A password (and, for a user with 2FA, a second factor) was just checked.
+        session[reauth.SESSION_FIELD] = time.time()
     if invite is not None:
         session["invite"] = invite
     request.pop(_AUTH, None)
 
 
 async def sign_out(request: web.Request) -> None:
+    """Ends the session for good (its row is deleted; the cookie is cleared)."""
     session = await get_session(request)
     session.invalidate()
     request.pop(_AUTH, None)
+
+
+async def require_sudo(request: web.Request) -> Auth:
+    """The signed-in caller, when they may make a sensitive change now: an API token, or a
+    session whose password or second factor was checked within `reauth.WINDOW`. Else 401
+    `{"code": "sudo-required"}` (`POST auth/sudo/` then lets them continue). Call it after the
+    permission checks, so that someone who may not make the change at all gets their 403."""
+    auth = await require_user(request)
+    if auth.token_id is not None:
+        return auth
+    session = await get_session(request)
+    if not reauth.is_recent(session.get(reauth.SESSION_FIELD)):
+        raise api_error(401, reauth.REQUIRED_DETAIL, code=reauth.REQUIRED_CODE)
+    return auth
+
+
+async def mark_reauthenticated(request: web.Request) -> float:
+    """Records that the session's user just proved who they are; the time recorded."""
+    now = time.time()
+    session = await get_session(request)
+    session[reauth.SESSION_FIELD] = now
+    return now
 
 
 def actor(request: web.Request, auth: Auth) -> Actor:

@@ -3,18 +3,20 @@ current user."""
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Any
 
 import redis.asyncio as aioredis
 from aiohttp import web
 from pydantic import BaseModel, EmailStr, Field
 
-from api.auth import require_user, sign_in, sign_out
+from api.auth import mark_reauthenticated, require_sudo, require_user, sign_in, sign_out
 from api.errors import api_error, parse_body, path_id, rate_limited
 from api.handlers import authenticators as factors
 from api.keys import PG, REDIS, SETTINGS
-from db import authenticators, users
-from require2fa import ratelimit, sms
+from api.sessions import SESSION_ID
+from db import authenticators, sessions, users
+from require2fa import ratelimit, reauth, sms
 from require2fa.ratelimit import Limit
 from require2fa.security import hash_password, new_token, token_hash, verify_password
 
@@ -41,6 +43,18 @@ class TokenIn(BaseModel):
 
 class SecondFactorIn(BaseModel):
     otp: str = Field(min_length=1, max_length=64)
+
+
+class SudoIn(BaseModel):
+    """One of: the account's password, or a code from a second factor (TOTP, SMS, recovery)."""
+
+    password: str | None = Field(default=None, min_length=1, max_length=256)
+    otp: str | None = Field(default=None, min_length=1, max_length=64)
+
+
+class PasswordIn(BaseModel):
+    current: str = Field(min_length=1, max_length=256)
+    password: str = Field(min_length=8, max_length=256)
 
 
 def serialize_user(user: Any) -> dict[str, Any]:
@@ -195,8 +209,9 @@ async def me(request: web.Request) -> web.Response:
 
 
 async def create_api_token(request: web.Request) -> web.Response:
-    """Creates an API token for the caller; the token is in this answer and nowhere else."""
-    auth = await require_user(request)
+    """Creates an API token for the caller (sudo); the token is in this answer and nowhere
+    else."""
+    auth = await require_sudo(request)
     body = await parse_body(request, TokenIn)
     token = new_token()
     async with request.app[PG].acquire() as conn:
@@ -231,4 +246,109 @@ async def revoke_api_token(request: web.Request) -> web.Response:
     async with request.app[PG].acquire() as conn:
         if not await authenticators.revoke_token(conn, auth.user_id, token_id):
             raise api_error(404, "The requested token does not exist.")
+    return web.Response(status=204)
+
+
+# --- Re-authentication ("sudo mode") --------------------------------------------------------
+
+
+async def sudo(request: web.Request) -> web.Response:
+    """Checks the password or a second-factor code of a signed-in session and records it, so
+    that sensitive changes are allowed for the next 10 minutes. Wrong ones count against the
+    sign-in and second-factor rate limits."""
+    auth = await require_user(request)
+    if auth.token_id is not None:
+        raise api_error(400, "API tokens do not need to confirm a password.")
+    body = await parse_body(request, SudoIn)
+    await confirm_identity(request, auth.user, password=body.password, otp=body.otp)
+    checked_at = await mark_reauthenticated(request)
+    until = datetime.fromtimestamp(checked_at, UTC) + reauth.WINDOW
+    return web.json_response({"sudoUntil": until.isoformat()})
+
+
+async def confirm_identity(
+    request: web.Request, user: Any, *, password: str | None = None, otp: str | None = None
+) -> None:
+    """Checks `password` or `otp` (exactly one) for `user`; 400 when neither or both, 401
+    `sudo-required` when wrong, 429 once over the limits. The pages' inline step calls it too."""
+    if (password is None) == (otp is None):
+        raise api_error(
+            400,
+            "Invalid request.",
+            errors={"password": ["Send either your password or a code (otp)."]},
+        )
+    if password is not None:
+        try:
+            await check_password(request, LoginIn(email=user["email"], password=password))
+        except web.HTTPException as exc:
+            if exc.status != 401:
+                raise
+            raise api_error(401, "Invalid password.", code=reauth.REQUIRED_CODE) from None
+        return
+    assert otp is not None
+    pool, redis, settings = request.app[PG], request.app[REDIS], request.app[SETTINGS]
+    await factors.count_attempt(redis, settings, user["id"])
+    if await factors.verify_second_factor(pool, redis, settings, user["id"], otp) is None:
+        raise api_error(401, factors.INVALID_CODE, code=reauth.REQUIRED_CODE)
+    await factors.attempt_succeeded(redis, settings, user["id"])
+
+
+# --- Password and sessions ----------------------------------------------------------------
+
+
+async def change_password(request: web.Request) -> web.Response:
+    """Sets a new password after checking the current one; ends the user's other sessions."""
+    auth = await require_user(request)
+    body = await parse_body(request, PasswordIn)
+    await confirm_identity(request, auth.user, password=body.current)
+    async with request.app[PG].acquire() as conn, conn.transaction():
+        await conn.execute(
+            "update users set password_hash = $2 where id = $1",
+            auth.user_id,
+            hash_password(body.password),
+        )
+        await sessions.end_others(conn, auth.user_id, keep=request.get(SESSION_ID))
+    if auth.token_id is None:
+        await mark_reauthenticated(request)
+    return web.Response(status=204)
+
+
+def serialize_session(row: Any, current: int | None) -> dict[str, Any]:
+    return {
+        "id": str(row["id"]),
+        "current": row["id"] == current,
+        "createdAt": row["created_at"].isoformat(),
+        "lastSeenAt": row["last_seen_at"].isoformat(),
+        "ipAddress": row["ip_address"],
+        "userAgent": row["user_agent"],
+    }
+
+
+async def list_sessions(request: web.Request) -> web.Response:
+    """The caller's signed-in sessions (browsers), the current one marked."""
+    auth = await require_user(request)
+    async with request.app[PG].acquire() as conn:
+        rows = await sessions.for_user(conn, auth.user_id)
+    current = request.get(SESSION_ID)
+    return web.json_response([serialize_session(row, current) for row in rows])
+
+
+async def end_other_sessions(request: web.Request) -> web.Response:
+    """Ends every session of the caller but the current one (all of them for an API token)."""
+    auth = await require_user(request)
+    async with request.app[PG].acquire() as conn:
+        await sessions.end_others(conn, auth.user_id, keep=request.get(SESSION_ID))
+    return web.Response(status=204)
+
+
+async def end_session(request: web.Request) -> web.Response:
+    """Ends one of the caller's sessions (the current one too: that signs out)."""
+    auth = await require_user(request)
+    session_id = path_id(request, "id", not_found="The requested session does not exist.")
+    if session_id == request.get(SESSION_ID):
+        await sign_out(request)
+        return web.Response(status=204)
+    async with request.app[PG].acquire() as conn:
+        if not await sessions.end(conn, auth.user_id, session_id):
+            raise api_error(404, "The requested session does not exist.")
     return web.Response(status=204)

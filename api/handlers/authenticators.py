@@ -15,11 +15,12 @@ import structlog
 from aiohttp import web
 from pydantic import BaseModel, Field
 
-from api.auth import Auth, require_user
+from api.auth import Auth, require_sudo, require_user
 from api.errors import api_error, parse_body, path_id, rate_limited
 from api.handlers.invites import join_from_session
 from api.keys import PG, REDIS, SETTINGS
-from db import authenticators, outbox, users
+from api.sessions import SESSION_ID
+from db import authenticators, outbox, sessions, users
 from jobs import email as email_jobs
 from require2fa import compliance, email_contexts, ratelimit, sms, totp
 from require2fa.ratelimit import Limit
@@ -354,8 +355,8 @@ async def enroll_sms(request: web.Request) -> web.Response:
 
 
 async def regenerate_recovery_codes(request: web.Request) -> web.Response:
-    """A new set of recovery codes, voiding the old one; queues a security notice."""
-    auth = await require_user(request)
+    """A new set of recovery codes, voiding the old one (sudo); queues a security notice."""
+    auth = await require_sudo(request)
     settings = request.app[SETTINGS]
     async with request.app[PG].acquire() as conn, conn.transaction():
         await users.lock(conn, [auth.user_id])
@@ -379,9 +380,9 @@ async def regenerate_recovery_codes(request: web.Request) -> web.Response:
 
 async def delete_authenticator(request: web.Request) -> web.Response:
     """Removes one of the caller's factors (with the recovery codes when it was the last TOTP or
-    SMS factor); refused while an organization of theirs requires 2FA. Queues a security
-    notice."""
-    auth = await require_user(request)
+    SMS factor); refused while an organization of theirs requires 2FA (sudo). Ends the user's
+    other sessions; queues a security notice."""
+    auth = await require_sudo(request)
     authenticator_id = path_id(request, "id")
     settings = request.app[SETTINGS]
     async with request.app[PG].acquire() as conn, conn.transaction():
@@ -399,6 +400,7 @@ async def delete_authenticator(request: web.Request) -> web.Response:
                     raise api_error(403, LAST_FACTOR)
                 await authenticators.delete_recovery(conn, auth.user_id)
         await authenticators.delete(conn, factor["id"])
+        await sessions.end_others(conn, auth.user_id, keep=request.get(SESSION_ID))
         await _security_notice(
             conn,
             settings,

@@ -12,7 +12,7 @@ from aiohttp import web
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
 from api.access import MANAGERS, OrgAccess, org_access
-from api.auth import Auth, actor, require_user
+from api.auth import Auth, actor, require_sudo, require_user
 from api.errors import api_error, parse_body
 from api.handlers.enforcement import serialize_run
 from api.keys import PG
@@ -128,7 +128,12 @@ async def apply_change(
 ) -> organization_settings.Change:
     """`organization_settings.change_organization` in its own transaction (the API's PUT and
     the settings page); a refusal is a `DomainError`; a new run's coordinator is sent after
-    the commit."""
+    the commit.
+    Turning the requirement off (directly, or by turning SSO on) needs a recent
+    re-authentication of the owner (`require_sudo`)."""
+    turns_off = access.org["require_2fa"] and (require_2fa is False or bool(sso_enabled))
+    if turns_off and access.role == "owner":  # others get their 403 from the rules below
+        await require_sudo(request)
     async with request.app[PG].acquire() as conn, conn.transaction():
         change = await organization_settings.change_organization(
             conn,

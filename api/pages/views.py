@@ -24,13 +24,13 @@ from aiohttp_session import get_session
 from markupsafe import Markup
 from pydantic import ValidationError
 
-from api.auth import Auth, authenticate, sign_in, sign_out
+from api.auth import Auth, authenticate, mark_reauthenticated, sign_in, sign_out
 from api.errors import api_error, from_domain
 from api.handlers import accounts, invites
 from api.handlers import authenticators as factors
 from api.keys import PG, REDIS, SETTINGS
 from db import authenticators, organizations, schedule
-from require2fa import links, totp
+from require2fa import links, reauth, totp
 from require2fa.errors import DomainError
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -108,6 +108,8 @@ def _html_errors(handler: Handler) -> Handler:
         except web.HTTPException as exc:
             if exc.status < 400 or exc.content_type != "application/json":
                 raise
+            if request.method == "POST" and _code(exc) == reauth.REQUIRED_CODE:
+                return await _ask_to_confirm(request, exc)
             response = await render(
                 request,
                 "error.html",
@@ -121,6 +123,39 @@ def _html_errors(handler: Handler) -> Handler:
             return response
 
     return wrapped
+
+
+def _code(exc: web.HTTPException) -> str | None:
+    try:
+        return json.loads(exc.text or "{}").get("code")
+    except (ValueError, AttributeError):
+        return None
+
+
+# The form fields of the inline re-authentication step (`_ask_to_confirm`, `_form`).
+SUDO_FIELDS = ("sudo_password", "sudo_otp")
+
+
+async def _ask_to_confirm(request: web.Request, exc: web.HTTPException) -> web.Response:
+    """A form posted for a sensitive change without a recent re-authentication: the same form
+    again (its fields hidden), with the password or a code to add; posting it continues."""
+    auth = await authenticate(request)
+    data = await request.post()
+    fields = [
+        (key, value)
+        for key, value in data.items()
+        if isinstance(value, str) and key not in SUDO_FIELDS
+    ]
+    retried = any(data.get(name) for name in SUDO_FIELDS)
+    return await render(
+        request,
+        "sudo.html",
+        status=401,
+        action=request.path_qs,
+        fields=fields,
+        has2fa=bool(auth and auth.user["has2fa"]),
+        error=_detail(exc) if retried else None,
+    )
 
 
 def _same_origin(request: web.Request) -> None:
@@ -140,9 +175,24 @@ def _same_origin(request: web.Request) -> None:
 
 
 async def _form(request: web.Request) -> dict[str, str]:
+    """The posted form (from this site only). A password or code of the inline
+    re-authentication step (`sudo.html`) is checked first and recorded in the session, so the
+    sensitive change the form asks for goes through; a wrong one asks again."""
     _same_origin(request)
     data = await request.post()
-    return {key: value for key, value in data.items() if isinstance(value, str)}
+    form = {key: value for key, value in data.items() if isinstance(value, str)}
+    password, otp = (form.pop(name, "") for name in SUDO_FIELDS)
+    if password or otp:
+        auth = await authenticate(request)
+        if auth is not None and not auth.half_signed_in and auth.token_id is None:
+            await accounts.confirm_identity(
+                request,
+                auth.user,
+                password=password[:256] or None,
+                otp=None if password else otp[:64],
+            )
+            await mark_reauthenticated(request)
+    return form
 
 
 def _local(path: str | None) -> str | None:
