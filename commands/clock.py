@@ -11,7 +11,8 @@ trying to take the lock, so one of them leads within a minute of the leader's de
 job is idempotent by construction, so the brief moment where a dying leader and its successor
 both send changes nothing either.
 
-Messages go out by actor name, so the clock depends on no actor module.
+Messages go out by actor name, through a broker built as the workers' is (`BROKER_URL`, else
+Redis) but without middleware: the clock runs no actor.
 """
 
 from __future__ import annotations
@@ -32,9 +33,9 @@ from apscheduler.schedulers.blocking import BlockingScheduler
 from apscheduler.triggers.base import BaseTrigger
 from apscheduler.triggers.cron import CronTrigger
 from apscheduler.triggers.interval import IntervalTrigger
-from dramatiq.brokers.redis import RedisBroker
 
 from db.pool import connect
+from jobs.broker import DEFAULT_REDIS_URL, build_broker
 from require2fa.settings import Settings
 
 log = structlog.get_logger(__name__)
@@ -118,7 +119,7 @@ class Clock:
         return True
 
     def close(self) -> None:
-        """Closes the connection, which gives up the lock at once."""
+        """Closes the connection, which gives up the lock at once, and the broker's."""
 
         async def close() -> None:
             if self._conn is not None and not self._conn.is_closed():
@@ -128,6 +129,7 @@ class Clock:
         self._run(close())
         self.leader = False
         self._loop.close()
+        self.broker.close()
 
 
 def build_scheduler(clock: Clock) -> BlockingScheduler:
@@ -148,12 +150,13 @@ def build_scheduler(clock: Clock) -> BlockingScheduler:
     return scheduler
 
 
-def sending_broker(settings: Settings) -> RedisBroker:
-    """A broker that only sends, to the workers' Redis and namespace. No middleware: sending runs
-    none, and the clock imports no actor module (the workers own those)."""
-    return RedisBroker(
-        url=settings.redis_url or "redis://127.0.0.1:6379/0",
-        namespace=settings.redis_namespace,
+def sending_broker(settings: Settings) -> dramatiq.Broker:
+    """A broker that only sends, to the workers' broker (BROKER_URL, else Redis) and namespace.
+    No middleware: sending runs none, and the clock imports no actor module (the workers own
+    those)."""
+    return build_broker(
+        settings.broker_url or settings.redis_url or DEFAULT_REDIS_URL,
+        settings.redis_namespace,
         middleware=[],
     )
 

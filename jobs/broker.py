@@ -1,22 +1,40 @@
-"""The one Dramatiq broker (Redis) and its middleware, set up when `jobs` is imported.
+"""The one Dramatiq broker and its middleware, set up when `jobs` is imported.
+
+`BROKER_URL` picks the broker: `amqp://…` (or `amqps://…`) selects Dramatiq's RabbitMQ broker,
+whose queues are durable and whose messages are persistent, so queued work outlives a broker
+restart; anything else (or nothing) selects the Redis broker at `BROKER_URL`, else `REDIS_URL`.
+Redis stays in use for rate limits, codes and the email dispatcher's slots either way.
 
 `dramatiq jobs` imports this package, so the broker has to exist at import time: it reads
-REDIS_URL and REDIS_NAMESPACE then, and connects to nothing until used. The rest of the settings
-are read and checked when a worker boots (`Resources`), so that importing `jobs` to send a
-message never fails on a setting the sender does not need.
+BROKER_URL, REDIS_URL and REDIS_NAMESPACE then, and connects to nothing until used. The rest of
+the settings are read and checked when a worker boots (`Resources`), so that importing `jobs` to
+send a message never fails on a setting the sender does not need.
+
+How a dead worker's messages come back (what the fault tests measure, docs/RELIABILITY.md):
+- Redis: every broker command of a worker process refreshes its heartbeat; a command has a
+  `MAINTENANCE_CHANCE` in a million of also moving back to their queue the unacknowledged
+  messages of workers silent for `HEARTBEAT_TIMEOUT_MS`. Dramatiq's default chance (1,000) is so
+  low that an idle deployment, polling about once a second per queue, took minutes to notice.
+- RabbitMQ: the server puts a consumer's unacknowledged messages back as soon as its connection
+  closes: at once when the process dies, after about two `AMQP_HEARTBEAT_SECONDS` when its host
+  drops off the network.
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import dramatiq
+from dramatiq.brokers.rabbitmq import RabbitmqBroker
 from dramatiq.brokers.redis import RedisBroker
 from dramatiq.middleware import (
     AgeLimit,
     AsyncIO,
     Callbacks,
     CurrentMessage,
+    Middleware,
     Pipelines,
     Retries,
     ShutdownNotifications,
@@ -30,11 +48,32 @@ from require2fa.settings import Settings
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
 # Seconds a worker may stay silent before its unacknowledged messages go to another worker.
 HEARTBEAT_TIMEOUT_MS = 15_000
+# Out of a million Redis broker commands, how many also requeue dead workers' messages (10%).
+MAINTENANCE_CHANCE = 100_000
+# AMQP heartbeat asked for when BROKER_URL names none: a silent peer is dropped after ~2 of these.
+AMQP_HEARTBEAT_SECONDS = 15
 
 
-def build_broker(redis_url: str, namespace: str) -> RedisBroker:
-    middleware = [
-        # Logging set-up in worker processes, message ids on log lines, message figures.
+def is_amqp(url: str) -> bool:
+    return urlsplit(url).scheme in ("amqp", "amqps")
+
+
+def broker_url(environ: Mapping[str, str]) -> str:
+    """BROKER_URL, else REDIS_URL, else the local Redis."""
+    return environ.get("BROKER_URL") or environ.get("REDIS_URL") or DEFAULT_REDIS_URL
+
+
+def _with_heartbeat(url: str) -> str:
+    parts = urlsplit(url)
+    query = parse_qsl(parts.query)
+    if not any(key == "heartbeat" for key, _ in query):
+        query.append(("heartbeat", str(AMQP_HEARTBEAT_SECONDS)))
+    return urlunsplit(parts._replace(query=urlencode(query)))
+
+
+def worker_middleware(redis_url: str, namespace: str) -> list[Middleware]:
+    return [
+        # Logging set-up in worker processes, message ids on log lines, message figures (in Redis).
         Observe(redis_url, namespace),
         AgeLimit(),  # drops messages older than their max_age, if an actor sets one
         TimeLimit(),  # a stuck actor is interrupted (per-actor time_limit)
@@ -46,16 +85,39 @@ def build_broker(redis_url: str, namespace: str) -> RedisBroker:
         AsyncIO(),  # runs `async def` actors on one event-loop thread per worker process
         Resources(),  # reads the settings, opens the asyncpg pool and Redis client on that thread
     ]
+
+
+def build_broker(
+    url: str,
+    namespace: str,
+    *,
+    middleware: list[Middleware] | None = None,
+    redis_url: str | None = None,
+) -> dramatiq.Broker:
+    """The broker at `url` (`amqp://` RabbitMQ, else Redis). `middleware=[]` gives a broker that
+    only sends (the clock's). `redis_url` is where the message figures go (default: REDIS_URL, or
+    `url` itself for a Redis broker)."""
+    if redis_url is None:
+        redis_url = os.environ.get("REDIS_URL") or DEFAULT_REDIS_URL if is_amqp(url) else url
+    if middleware is None:
+        middleware = worker_middleware(redis_url, namespace)
+    if is_amqp(url):
+        # confirm_delivery: `send()` returns once RabbitMQ has taken the message (persistent, on
+        # a durable queue), so "enqueue after commit" means the message survives what follows.
+        return RabbitmqBroker(
+            url=_with_heartbeat(url), confirm_delivery=True, middleware=middleware
+        )
     return RedisBroker(
-        url=redis_url,
+        url=url,
         namespace=namespace,
         middleware=middleware,
         heartbeat_timeout=HEARTBEAT_TIMEOUT_MS,
+        maintenance_chance=MAINTENANCE_CHANCE,
     )
 
 
 broker = build_broker(
-    os.environ.get("REDIS_URL") or DEFAULT_REDIS_URL,
+    broker_url(os.environ),
     os.environ.get("REDIS_NAMESPACE") or Settings.redis_namespace,
 )
 dramatiq.set_broker(broker)

@@ -97,6 +97,8 @@ class Settings:
     environment: str = "development"
     database_url: str | None = None
     redis_url: str | None = None
+    # The Dramatiq broker: `amqp://` selects RabbitMQ; unset, the Redis at `redis_url` serves.
+    broker_url: str | None = None
     smtp_url: str = "smtp://127.0.0.1:1025"
     email_from: str = "require2fa <no-reply@require2fa.localhost>"
     email_rate: float = 100.0
@@ -142,12 +144,18 @@ class Settings:
             raise SettingsError("SMS_URL", "must be console: or an https:// URL")
         if self.email_rate <= 0:
             raise SettingsError("EMAIL_RATE", "must be a positive number of emails per second")
-        for name, url, schemes in (
-            ("DATABASE_URL", self.database_url, ("postgres", "postgresql")),
-            ("REDIS_URL", self.redis_url, ("redis", "rediss", "unix")),
+        for name, url, schemes, expected in (
+            ("DATABASE_URL", self.database_url, ("postgres", "postgresql"), "a postgresql://"),
+            ("REDIS_URL", self.redis_url, ("redis", "rediss", "unix"), "a redis://"),
+            (
+                "BROKER_URL",
+                self.broker_url,
+                ("amqp", "amqps", "redis", "rediss", "unix"),
+                "an amqp:// or redis://",
+            ),
         ):
             if url is not None and urlsplit(url).scheme not in schemes:
-                raise SettingsError(name, f"must be a {schemes[0]}:// URL")
+                raise SettingsError(name, f"must be {expected} URL")
         try:
             parse_smtp_url(self.smtp_url)
         except ValueError as err:
@@ -205,6 +213,7 @@ class Settings:
             "ENVIRONMENT": "environment",
             "DATABASE_URL": "database_url",
             "REDIS_URL": "redis_url",
+            "BROKER_URL": "broker_url",
             "SMTP_URL": "smtp_url",
             "EMAIL_FROM": "email_from",
             "BASE_URL": "base_url",

@@ -1,7 +1,13 @@
-"""Real services for the tests: PostgreSQL (a fresh database per run), Redis, an SMTP server.
+"""Real services for the tests: PostgreSQL (a fresh database per run), Redis, an SMTP server,
+and RabbitMQ for the tests that run on both brokers.
 
 Targets come from DATABASE_URL / REDIS_URL, else 127.0.0.1:5432 / :6379 (`make test` starts
-embedded servers when neither answers). A missing service skips locally and fails under CI=true.
+embedded servers when neither answers); RabbitMQ from RABBITMQ_URL, else 127.0.0.1:5672 as
+guest, in a virtual host of this run's own (made and deleted with `rabbitmqctl`). A missing
+service skips locally and fails under CI=true.
+
+Every test that runs real workers (it uses `start_worker`, or is marked `e2e` or `faults`, and
+uses `broker`) runs twice: `[redis]` on the Redis broker, `[rabbitmq]` on the RabbitMQ one.
 The environment is set here, before any test module imports `jobs`, so the Dramatiq broker
 of this run has its own Redis namespace and its workers use this run's database.
 """
@@ -10,7 +16,11 @@ from __future__ import annotations
 
 import asyncio
 import os
+import shutil
 import socket
+import subprocess
+import sys
+import types
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from email import message_from_bytes, policy
@@ -23,6 +33,7 @@ import pytest
 import redis as sync_redis
 from aiohttp.test_utils import TestClient
 from aiosmtpd.controller import Controller
+from dramatiq.brokers.rabbitmq import RabbitmqBroker
 
 from db.migrate import migrate
 from db.pool import create_pool
@@ -34,6 +45,9 @@ REDIS_URL = os.environ.get("REDIS_URL") or "redis://127.0.0.1:6379/0"
 TEST_DB = f"require2fa_test_{RUN_ID}"
 TEST_DSN = urlunsplit(urlsplit(ADMIN_DSN)._replace(path=f"/{TEST_DB}"))
 NAMESPACE = f"require2fa-test-{RUN_ID}"
+RABBITMQ_URL = os.environ.get("RABBITMQ_URL") or "amqp://guest:guest@127.0.0.1:5672"
+RABBITMQ_VHOST = NAMESPACE
+BROKERS = ("redis", "rabbitmq")
 
 
 def _free_port() -> int:
@@ -137,31 +151,123 @@ def _forget_redis_state(request: pytest.FixtureRequest) -> Iterator[None]:
 # --- Dramatiq ------------------------------------------------------------------------------
 
 
-@pytest.fixture
-def broker(redis_url: str, pool: asyncpg.Pool) -> Iterator[dramatiq.Broker]:
-    """This run's Redis broker (its own namespace), every queue empty before and after."""
-    from jobs.broker import broker
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """Tests with real workers run on both brokers (see the module's docstring)."""
+    names = metafunc.fixturenames
+    real_workers = "start_worker" in names or any(
+        metafunc.definition.get_closest_marker(mark) for mark in ("e2e", "faults")
+    )
+    if "broker_kind" in names and "broker" in names and real_workers:
+        metafunc.parametrize("broker_kind", BROKERS, indirect=True)
 
-    broker.flush_all()
-    yield broker
-    broker.flush_all()
+
+@pytest.fixture
+def broker_kind(request: pytest.FixtureRequest) -> str:
+    return getattr(request, "param", "redis")
+
+
+def _rabbitmqctl(*args: str) -> None:
+    subprocess.run(["rabbitmqctl", "-q", *args], check=True, capture_output=True, timeout=60)
+
+
+@pytest.fixture(scope="session")
+def rabbitmq_url() -> Iterator[str]:
+    """A virtual host of this run's own on the RabbitMQ server (guest may use it); deleted at
+    the end. Nothing else on that server is touched."""
+    if shutil.which("rabbitmqctl") is None:
+        _unavailable("RabbitMQ", RuntimeError("rabbitmqctl is not installed"))
+    try:
+        _rabbitmqctl("add_vhost", RABBITMQ_VHOST)
+        _rabbitmqctl("set_permissions", "-p", RABBITMQ_VHOST, "guest", ".*", ".*", ".*")
+    except (OSError, subprocess.SubprocessError) as err:
+        _unavailable("RabbitMQ", err)
+    yield f"{RABBITMQ_URL.rstrip('/')}/{RABBITMQ_VHOST}"
+    _rabbitmqctl("delete_vhost", RABBITMQ_VHOST)
+
+
+@pytest.fixture
+def broker_url(request: pytest.FixtureRequest, broker_kind: str) -> str | None:
+    """BROKER_URL of this test: None (the Redis broker at REDIS_URL) or this run's vhost."""
+    if broker_kind == "rabbitmq":
+        return str(request.getfixturevalue("rabbitmq_url"))
+    return None
+
+
+# Worker threads started in this process by `start_worker`; the RabbitMQ join waits for them.
+_STARTED: list[dramatiq.Worker] = []
+
+
+def _join_with_workers(self: RabbitmqBroker, queue_name: str, **options: object) -> None:
+    """RabbitMQ's message counts leave out messages a worker holds (prefetched, running,
+    delayed), so its `join` alone may return early: join the workers of this process too, until
+    the queue stays empty."""
+    while True:
+        RabbitmqBroker.join(self, queue_name, **options)  # type: ignore[arg-type]
+        for worker in list(_STARTED):
+            worker.join()
+        if not any(self.get_queue_message_counts(queue_name)[:2]):
+            return
+
+
+@pytest.fixture
+def broker(
+    redis_url: str,
+    pool: asyncpg.Pool,
+    broker_url: str | None,
+    monkeypatch: pytest.MonkeyPatch,
+) -> Iterator[dramatiq.Broker]:
+    """This run's broker, every queue empty before and after: the Redis one (its own
+    namespace), or, for `[rabbitmq]`, a RabbitMQ broker on this run's vhost that every actor is
+    moved to for the test (and `BROKER_URL` set, for the processes the test starts)."""
+    # `jobs.broker` as an attribute is the broker object (jobs/__init__.py imports it by that
+    # name); the module is the one in sys.modules.
+    import jobs  # noqa: F401
+
+    broker_module = sys.modules["jobs.broker"]
+    redis_broker = broker_module.broker
+    if broker_url is None:
+        redis_broker.flush_all()
+        yield redis_broker
+        redis_broker.flush_all()
+        return
+    rabbit = broker_module.build_broker(broker_url, NAMESPACE)
+    assert isinstance(rabbit, RabbitmqBroker)
+    rabbit.join = types.MethodType(_join_with_workers, rabbit)  # type: ignore[method-assign]
+    actors = [redis_broker.get_actor(name) for name in redis_broker.get_declared_actors()]
+    for actor in actors:
+        actor.broker = rabbit
+        rabbit.declare_actor(actor)
+    monkeypatch.setattr(broker_module, "broker", rabbit)
+    monkeypatch.setenv("BROKER_URL", broker_url)
+    dramatiq.set_broker(rabbit)
+    rabbit.flush_all()
+    try:
+        yield rabbit
+    finally:
+        rabbit.flush_all()
+        for actor in actors:
+            actor.broker = redis_broker
+        dramatiq.set_broker(redis_broker)
+        rabbit.close()
 
 
 @pytest.fixture
 async def start_worker(broker: dramatiq.Broker) -> AsyncIterator[Callable[..., dramatiq.Worker]]:
     """`start_worker("enforcement", threads=4)`: real worker threads on those queues, consuming
-    from Redis in this process; every one started is stopped at the end of the test."""
+    from this test's broker in this process; every one started is stopped at the end."""
     started: list[dramatiq.Worker] = []
 
     def start(*queues: str, threads: int = 2) -> dramatiq.Worker:
         worker = dramatiq.Worker(broker, worker_threads=threads, queues=set(queues))
         worker.start()
         started.append(worker)
+        _STARTED.append(worker)
         return worker
 
     yield start
     for worker in started:
         await asyncio.to_thread(worker.stop)
+        _STARTED.remove(worker)
 
 
 # --- SMTP ---------------------------------------------------------------------------------
@@ -211,12 +317,18 @@ def mailbox(smtp_server: tuple[Controller, Mailbox]) -> Mailbox:
 
 
 @pytest.fixture
-def settings(database: str, redis_url: str, smtp_server: tuple[Controller, Mailbox]) -> Settings:
+def settings(
+    database: str,
+    redis_url: str,
+    broker_url: str | None,
+    smtp_server: tuple[Controller, Mailbox],
+) -> Settings:
     controller = smtp_server[0]
     return Settings(
         environment="development",
         database_url=database,
         redis_url=redis_url,
+        broker_url=broker_url,
         redis_namespace=NAMESPACE,
         smtp_url=f"smtp://127.0.0.1:{controller.port}",
         base_url="http://testserver",

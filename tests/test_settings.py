@@ -50,6 +50,7 @@ def test_default_secret_refused_outside_development() -> None:
         ("SMTP_URL", "smtp://host:notaport"),
         ("DATABASE_URL", "mysql://db/x"),
         ("REDIS_URL", "http://localhost"),
+        ("BROKER_URL", "kafka://localhost:9092"),
         ("LOG_FORMAT", "xml"),
         ("BASE_URL", "example.com"),
         ("SMS_URL", "http://insecure.example.com"),
@@ -109,3 +110,21 @@ def test_port_says_what_it_got() -> None:
     with pytest.raises(SettingsError) as err:
         Settings.from_env({**PROD, "PORT": "abc"})
     assert str(err.value) == "PORT: 'abc' is not a TCP port number (1-65535)"
+
+
+def test_broker_url_selects_the_broker() -> None:
+    from dramatiq.brokers.rabbitmq import RabbitmqBroker
+    from dramatiq.brokers.redis import RedisBroker
+
+    from jobs.broker import broker_url, build_broker
+
+    amqp = "amqp://guest:guest@127.0.0.1:5672/prod"
+    assert Settings.from_env({**PROD, "BROKER_URL": amqp}).broker_url == amqp
+    assert broker_url({"REDIS_URL": "redis://r:6379/1"}) == "redis://r:6379/1"
+    assert broker_url({"REDIS_URL": "redis://r:6379/1", "BROKER_URL": amqp}) == amqp
+    rabbit = build_broker(amqp, "ns", middleware=[])
+    assert isinstance(rabbit, RabbitmqBroker) and rabbit.confirm_delivery
+    assert rabbit.parameters.heartbeat == 15 and rabbit.parameters.virtual_host == "prod"
+    chosen = build_broker(amqp + "?heartbeat=5", "ns", middleware=[])
+    assert isinstance(chosen, RabbitmqBroker) and chosen.parameters.heartbeat == 5
+    assert isinstance(build_broker("redis://127.0.0.1:6379/0", "ns", middleware=[]), RedisBroker)
