@@ -1,7 +1,8 @@
 """The clock (`require2fa clock`): sends the scheduled jobs' messages at their times.
 
 Daily: `maintenance.purge_expired` and `maintenance.expiry_reminders`. Every minute: the
-sweepers `enforcement.sweep` and `email.sweep`, which re-send what a crashed worker left behind.
+sweepers `enforcement.sweep`, `email.sweep` and `webhooks.sweep`, which re-send what a crashed
+worker left behind.
 
 Two clocks running at once double nothing, for two reasons. Only the clock holding a PostgreSQL
 advisory lock (session level, on a connection of its own) sends anything; the others keep
@@ -55,6 +56,7 @@ def schedule() -> list[Scheduled]:
         Scheduled("maintenance.expiry_reminders", "maintenance", CronTrigger(hour=9, timezone=UTC)),
         Scheduled("enforcement.sweep", "enforcement", IntervalTrigger(minutes=1, timezone=UTC)),
         Scheduled("email.sweep", "email", IntervalTrigger(minutes=1, timezone=UTC)),
+        Scheduled("webhooks.sweep", "webhooks", IntervalTrigger(minutes=1, timezone=UTC)),
     ]
 
 

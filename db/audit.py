@@ -15,6 +15,8 @@ EVENTS = (
     "member.reinvite",
     "member.remove",
     "member.edit",
+    "webhook.create",
+    "webhook.delete",
 )
 
 

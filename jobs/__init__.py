@@ -5,6 +5,9 @@ Queues and their actors:
   `enforcement.remove_batch` removes one batch, `enforcement.sweep` re-drives stalled runs
 - `email` (jobs/email.py): `email.dispatch` delivers due outbox rows, `email.sweep` re-drives
   rows a crashed worker left claimed
+- `webhooks` (jobs/webhooks.py): `webhooks.dispatch` posts due webhook deliveries,
+  `webhooks.sweep` re-drives deliveries a crashed worker left claimed (`jobs/wakeup.py` sends
+  a dispatch when the audit trigger notifies that deliveries were written)
 - `maintenance` (jobs/maintenance.py): `maintenance.purge_expired`, `maintenance.expiry_reminders`
 
 `require2fa clock` sends the sweepers every minute and the maintenance jobs daily.
@@ -13,4 +16,4 @@ Queues and their actors:
 from jobs.broker import broker  # noqa: F401  (must come before any actor module)
 
 # isort: split
-from jobs import email, enforcement, maintenance  # noqa: F401
+from jobs import email, enforcement, maintenance, webhooks  # noqa: F401

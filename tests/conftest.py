@@ -57,7 +57,7 @@ os.environ.update(
 TABLES = (
     "users, api_tokens, authenticators, recovery_codes, organizations, teams, members, "
     "member_teams, audit_log, enforcement_runs, enforcement_batches, email_outbox, "
-    "purged_members"
+    "purged_members, webhooks, webhook_deliveries"
 )
 
 

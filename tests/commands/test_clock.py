@@ -47,11 +47,16 @@ def test_the_schedule() -> None:
         "maintenance.expiry_reminders",
         "enforcement.sweep",
         "email.sweep",
+        "webhooks.sweep",
     }
     for daily in ("maintenance.purge_expired", "maintenance.expiry_reminders"):
         assert isinstance(items[daily].trigger, CronTrigger)
         assert items[daily].queue_name == "maintenance"
-    for sweeper, queue in (("enforcement.sweep", "enforcement"), ("email.sweep", "email")):
+    for sweeper, queue in (
+        ("enforcement.sweep", "enforcement"),
+        ("email.sweep", "email"),
+        ("webhooks.sweep", "webhooks"),
+    ):
         trigger = items[sweeper].trigger
         assert isinstance(trigger, IntervalTrigger) and trigger.interval == timedelta(minutes=1)
         assert items[sweeper].queue_name == queue
