@@ -19,6 +19,7 @@ from api.handlers import (
     members,
     metrics,
     organizations,
+    webhooks,
 )
 from api.pages import home
 from api.pages import org_admin as org_pages
@@ -120,6 +121,17 @@ ROUTES: list[Route] = [
     ),
     Route("DELETE", f"{ORG}/members/{{member_id}}/", members.delete_member, tag="members"),
     Route("POST", f"{ORG}/members/{{member_id}}/reset-2fa/", members.reset_2fa, tag="members"),
+    # Webhooks
+    Route("GET", f"{ORG}/webhooks/", webhooks.list_webhooks, tag="webhooks"),
+    Route("POST", f"{ORG}/webhooks/", webhooks.create_webhook, webhooks.WebhookIn, "webhooks"),
+    Route("GET", f"{ORG}/webhooks/{{webhook_id}}/", webhooks.get_webhook, tag="webhooks"),
+    Route("DELETE", f"{ORG}/webhooks/{{webhook_id}}/", webhooks.delete_webhook, tag="webhooks"),
+    Route(
+        "GET",
+        f"{ORG}/webhooks/{{webhook_id}}/deliveries/",
+        webhooks.list_deliveries,
+        tag="webhooks",
+    ),
     # Invitations and rejoining
     Route(
         "GET", f"{API}/accept-invite/{{member_id}}/{{token}}/", invites.get_invite, tag="invites"
@@ -153,6 +165,18 @@ PAGES: list[Route] = [
     Route("GET", "/organizations/{org}/", home.organization_page, tag="pages"),
     Route("GET", "/organizations/{org}/settings/", org_pages.settings_page, tag="pages"),
     Route("POST", "/organizations/{org}/settings/", org_pages.settings_page, tag="pages"),
+    Route(
+        "POST",
+        "/organizations/{org}/settings/webhooks/",
+        org_pages.webhook_create_page,
+        tag="pages",
+    ),
+    Route(
+        "POST",
+        "/organizations/{org}/settings/webhooks/{webhook_id}/delete/",
+        org_pages.webhook_delete_page,
+        tag="pages",
+    ),
     Route("GET", "/organizations/{org}/members/", org_pages.members_page, tag="pages"),
     Route(
         "POST",

@@ -1,6 +1,6 @@
 """Benchmark: require 2FA on organizations of 10k, 100k and 1M members, against the bound.
 
-    .venv/bin/python bench/enforce.py [--sizes 10000,100000,1000000] [--threads 4]
+    .venv/bin/python bench/enforce.py [--sizes 10000,100000,1000000] [--threads 4] [--webhook]
 
 For each size, two organizations are seeded with `commands.seed` (half the members without
 2FA) in one fresh database. On the first, the requirement is turned on with `PUT
@@ -9,9 +9,11 @@ run is completed: every removal, `member.pending` entry and outbox row committed
 `dramatiq jobs` worker processes. On the second, the bound: the same removals, audit entries and
 outbox rows written by one set-based SQL statement. Prints one JSON object: per size the PUT
 latency, the run's and the bound's seconds and members per second, their ratio, and the peak
-resident memory of each worker process. Uses the PostgreSQL at DATABASE_URL (default
-127.0.0.1:5432) and the Redis at REDIS_URL; the database and Redis keys it creates are removed
-at the end.
+resident memory of each worker process. With `--webhook`, both organizations first subscribe a
+webhook to every event, so that each removal also writes its webhook delivery (the audit_log
+trigger, in the same statement; nobody sends them here). Uses the PostgreSQL at DATABASE_URL
+(default 127.0.0.1:5432) and the Redis at REDIS_URL; the database and Redis keys it creates are
+removed at the end.
 """
 
 from __future__ import annotations
@@ -211,6 +213,7 @@ async def measure(
     workers: Workers,
     settings: Any,
     size: int,
+    webhook: bool = False,
 ) -> dict[str, Any]:
     from commands.seed import seed
     from db.counts import count_noncompliant
@@ -232,6 +235,13 @@ async def measure(
         owner_email=f"owner@{bound_slug}.example",
         random_seed=3,
     )
+    if webhook:
+        for org_id in (seeded.organization_id, bound_seeded.organization_id):
+            await conn.execute(
+                """insert into webhooks (organization_id, url, events, secret_encrypted)
+                   values ($1, 'http://127.0.0.1:9/', '{*}', 'x')""",
+                org_id,
+            )
     await conn.execute("vacuum analyze users, members, authenticators, member_teams")
     expected = await count_noncompliant(conn, seeded.organization_id, except_user_id=owner_id)
     bound_expected = await count_noncompliant(
@@ -262,6 +272,12 @@ async def measure(
         run_id,
     )
     assert counts["audit"] == counts["emails"] == expected, dict(counts)
+    deliveries = await conn.fetchval(
+        """select count(*) from webhook_deliveries d join webhooks w on w.id = d.webhook_id
+           where w.organization_id = $1 and d.event = 'member.pending'""",
+        seeded.organization_id,
+    )
+    assert deliveries == (expected if webhook else 0), deliveries
 
     # Two more samples of the switch's latency on the same organization, now that the first run
     # is over: off, then on again (measured; that run finds nobody left to remove), then off.
@@ -302,6 +318,7 @@ async def measure(
     return {
         "members": members,
         "removed": expected,
+        "webhook_deliveries": deliveries,
         "put_ms": round(put_seconds * 1000, 2),
         "put_ms_samples": [round(x * 1000, 2) for x in samples],
         "put_ms_median": round(statistics.median(samples) * 1000, 2),
@@ -320,6 +337,9 @@ async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--sizes", default="10000,100000,1000000")
     parser.add_argument("--threads", type=int, default=4, help="worker threads per process")
+    parser.add_argument(
+        "--webhook", action="store_true", help="each organization has a webhook for every event"
+    )
     args = parser.parse_args()
     sizes = [int(s) for s in args.sizes.split(",")]
     from require2fa import logs
@@ -363,7 +383,7 @@ async def main() -> None:
             await warm_up(conn, http, f"http://127.0.0.1:{port}", settings)
             for size in sizes:
                 result = await measure(
-                    conn, http, f"http://127.0.0.1:{port}", workers, settings, size
+                    conn, http, f"http://127.0.0.1:{port}", workers, settings, size, args.webhook
                 )
                 results.append(result)
                 print(json.dumps(result), file=sys.stderr)
@@ -387,6 +407,7 @@ async def main() -> None:
     summary = {
         "benchmark": "enforce",
         "workers": {"processes": 2, "threads_each": args.threads},
+        "webhook": args.webhook,
         "results": results,
         "put_ms_median_largest_vs_smallest": round(
             by_size[max(by_size)]["put_ms_median"] / smallest["put_ms_median"], 2

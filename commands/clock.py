@@ -1,9 +1,10 @@
 """The clock (`require2fa clock`): sends the scheduled jobs' messages at their times.
 
 Daily: `maintenance.purge_expired` and `maintenance.expiry_reminders`. Every minute: the
-sweepers `enforcement.sweep` and `email.sweep`, which re-send what a crashed worker left behind,
-`exemptions.lapse`, which ends the exemptions whose time has come, and `enforcement.scheduled`,
-which starts the runs scheduled for now and sends their countdown reminders.
+sweepers `enforcement.sweep`, `email.sweep` and `webhooks.sweep`, which re-send what a crashed
+worker left behind, `exemptions.lapse`, which ends the exemptions whose time has come, and
+`enforcement.scheduled`, which starts the runs scheduled for now and sends their countdown
+reminders.
 
 Two clocks running at once double nothing, for two reasons. Only the clock holding a PostgreSQL
 advisory lock (session level, on a connection of its own) sends anything; the others keep
@@ -60,6 +61,7 @@ def schedule() -> list[Scheduled]:
         Scheduled("email.sweep", "email", IntervalTrigger(minutes=1, timezone=UTC)),
         Scheduled("exemptions.lapse", "enforcement", IntervalTrigger(minutes=1, timezone=UTC)),
         Scheduled("enforcement.scheduled", "enforcement", IntervalTrigger(minutes=1, timezone=UTC)),
+        Scheduled("webhooks.sweep", "webhooks", IntervalTrigger(minutes=1, timezone=UTC)),
     ]
 
 

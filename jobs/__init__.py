@@ -9,6 +9,9 @@ Queues and their actors:
   removes those members where 2FA is required and they have no second factor)
 - `enforcement` also (jobs/scheduled.py): `enforcement.scheduled` starts the runs scheduled for
   now (`enforceAt`) and sends the countdown reminders 14, 7 and 1 days before
+- `webhooks` (jobs/webhooks.py): `webhooks.dispatch` posts due webhook deliveries,
+  `webhooks.sweep` re-drives deliveries a crashed worker left claimed (`jobs/wakeup.py` sends
+  a dispatch when the audit trigger notifies that deliveries were written)
 - `maintenance` (jobs/maintenance.py): `maintenance.purge_expired`, `maintenance.expiry_reminders`
 
 `require2fa clock` sends the sweepers every minute and the maintenance jobs daily.
@@ -17,4 +20,4 @@ Queues and their actors:
 from jobs.broker import broker  # noqa: F401  (must come before any actor module)
 
 # isort: split
-from jobs import email, enforcement, exemptions, maintenance, scheduled  # noqa: F401
+from jobs import email, enforcement, exemptions, maintenance, scheduled, webhooks  # noqa: F401

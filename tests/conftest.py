@@ -71,7 +71,7 @@ os.environ.update(
 TABLES = (
     "users, api_tokens, authenticators, recovery_codes, organizations, teams, members, "
     "member_teams, audit_log, enforcement_runs, enforcement_batches, email_outbox, "
-    "purged_members, sessions"
+    "purged_members, sessions, webhooks, webhook_deliveries"
 )
 
 

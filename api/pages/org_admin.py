@@ -1,5 +1,5 @@
 """An organization's admin pages: Security & Privacy (the require-2FA switch and its run's
-progress), the members (2FA column, pending badge, Resend) and the audit log.
+progress, and the webhooks), the members (2FA column, pending badge, Resend) and the audit log.
 
 They go through the API's own functions (`api.access.org_access`, `organizations.apply_change`,
 `invites.reinvite`, `members.parse_query`, the `db` queries), so a page allows, refuses and
@@ -16,16 +16,18 @@ from aiohttp import web
 
 from api.access import MANAGERS, OrgAccess, org_access
 from api.auth import actor
-from api.errors import api_error, status_of
+from api.errors import api_error, path_id, status_of
 from api.handlers import enforcement as enforcement_api
 from api.handlers import invites
 from api.handlers import members as member_api
 from api.handlers import organizations as org_api
+from api.handlers import webhooks as webhook_api
 from api.handlers.audit import audit_page, serialize_entry
 from api.keys import PG, SETTINGS
 from api.pages.views import _detail, _form, _html_errors, _signed_in, render
 from api.pagination import page_args, split_page
 from db import audit, counts, members, organizations, runs
+from db import webhooks as webhook_rows
 from jobs import email as email_jobs
 from require2fa import links, organization_settings, owner_tools
 from require2fa.errors import DomainError, Invalid, NotAllowed
@@ -57,11 +59,19 @@ async def _settings(
     confirm: int | None = None,
     notice: str | None = None,
     preview: list[asyncpg.Record] | None = None,
+    created: webhook_api.webhooks.Created | None = None,
+    webhook_error: str | None = None,
+    webhook_form: dict[str, object] | None = None,
 ) -> web.Response:
     org = access.org
-    run, emails, blocked = None, (0, 0), None
+    run, emails, blocked, hooks = None, (0, 0), None, []
     async with request.app[PG].acquire() as conn:
         orgs = await organizations.for_user(conn, access.auth.user_id)
+        if access.role == "owner":
+            hooks = [
+                webhook_api.serialize_webhook(row)
+                for row in await webhook_rows.list_for(conn, org["id"])
+            ]
         if access.role in MANAGERS:
             run = await runs.current_run(conn, org["id"])
             if run is not None:
@@ -95,6 +105,12 @@ async def _settings(
         run=run,
         emails=emails,
         window_days=request.app[SETTINGS].reinstatement_window.days,
+        webhooks=hooks,
+        webhook_events=audit.EVENTS,
+        created=webhook_api.serialize_webhook(created.webhook) if created else None,
+        secret=created.secret if created else None,
+        webhook_error=webhook_error,
+        webhook_form=webhook_form or {"url": "", "events": [], "scope": "all"},
     )
 
 
@@ -179,6 +195,43 @@ def _enforce_at(value: str) -> datetime | None:
     except ValueError:
         return None
     return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment
+
+
+# --- Webhooks ---------------------------------------------------------------------------------
+
+
+@_html_errors
+async def webhook_create_page(request: web.Request) -> web.StreamResponse:
+    """Subscribes a URL from the settings page through the API's `create` (owners; the URL's
+    checks, `webhook.create`); answers the page with the secret shown this once."""
+    form = await _form(request)
+    access = await _access(request, roles=("owner",))
+    chosen = [e for e in (await request.post()).getall("events", []) if isinstance(e, str)]
+    events = chosen if form.get("scope") == "some" else ["*"]
+    url = form.get("url", "")
+    try:
+        created = await webhook_api.create(request, access, url=url, events=events)
+    except web.HTTPException as exc:
+        if exc.status != 400:
+            raise
+        return await _settings(
+            request,
+            access,
+            status=400,
+            webhook_error=_detail(exc),
+            webhook_form={"url": url[:2048], "events": chosen, "scope": form.get("scope")},
+        )
+    return await _settings(request, access, status=201, created=created)
+
+
+@_html_errors
+async def webhook_delete_page(request: web.Request) -> web.StreamResponse:
+    """Deletes a webhook through the API's `delete` (owners; `webhook.delete`)."""
+    await _form(request)
+    access = await _access(request, roles=("owner",))
+    webhook_id = path_id(request, "webhook_id", not_found=webhook_api.NOT_FOUND)
+    await webhook_api.delete(request, access, webhook_id)
+    raise web.HTTPSeeOther(_org_url(access, "settings/") + "#webhooks")
 
 
 # --- Members ----------------------------------------------------------------------------------

@@ -49,6 +49,7 @@ def test_the_schedule() -> None:
         "email.sweep",
         "exemptions.lapse",
         "enforcement.scheduled",
+        "webhooks.sweep",
     }
     for daily in ("maintenance.purge_expired", "maintenance.expiry_reminders"):
         assert isinstance(items[daily].trigger, CronTrigger)
@@ -58,6 +59,7 @@ def test_the_schedule() -> None:
         ("email.sweep", "email"),
         ("exemptions.lapse", "enforcement"),
         ("enforcement.scheduled", "enforcement"),
+        ("webhooks.sweep", "webhooks"),
     ):
         trigger = items[sweeper].trigger
         assert isinstance(trigger, IntervalTrigger) and trigger.interval == timedelta(minutes=1)

@@ -1,0 +1,517 @@
+"""Webhook delivery from the webhook outbox (queue `webhooks`).
+
+- `webhooks.dispatch` claims due deliveries in batches (FOR UPDATE SKIP LOCKED, under a lease),
+  posts them in parallel over one aiohttp session whose connections are reused from request to
+  request, and records each outcome: 2xx delivered; timeouts, connection errors, 408, 429 and
+  5xx retried with backoff (10 s doubling to an hour) for a day after the event; any other
+  answer (4xx, a redirect, which is not followed) failed at once. It keeps claiming until
+  nothing is due or its time budget is spent, then sends itself again. One dispatch at a time
+  sends per worker process; a second delivery of the same message finds that one running (or
+  nothing due) and sends nothing.
+- `webhooks.sweep` puts back deliveries whose claim lapsed (their worker died) and sends a
+  dispatch when some are due. The clock runs it every minute.
+
+Deliveries are written by a trigger in the transaction of each audit entry; its `pg_notify`
+wakes the dispatchers through `jobs.wakeup` once the transaction commits.
+
+At least once: a worker killed between a 2xx and the record of it sends that delivery again
+after its lease lapses, with the same `X-Require2FA-Delivery` id (at most `FLUSH_EVERY` plus
+`CONCURRENCY` deliveries per dispatch can be sent twice that way).
+
+Safety outside development: only `https://` URLs are posted to; every socket is checked, just
+before it connects, against `require2fa.webhooks.forbidden_address` (loopback, private,
+link-local, multicast …), so a name that resolves to a private address at delivery time, or
+rebinds to one, is refused; redirects are not followed; no proxy from the environment is used;
+a request takes at most `TIMEOUT` seconds; at most `KEEP_BYTES` of an answer are read.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import socket
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+import aiohttp
+import asyncpg
+import dramatiq
+import redis
+import redis.asyncio as aioredis
+import structlog
+from aiohttp.abc import AbstractResolver, ResolveResult
+from aiohttp.resolver import DefaultResolver
+
+from db import webhooks as outbox
+from jobs import resources
+from require2fa import webhooks
+from require2fa.settings import Settings
+
+log = structlog.get_logger(__name__)
+
+QUEUE = "webhooks"
+BATCH = 200  # rows claimed at a time
+CONCURRENCY = 32  # requests in flight at once per dispatch (and connections kept per host)
+LEASE = timedelta(minutes=5)  # a claim lapses after this; the sweeper then puts the rows back
+BUDGET_SECONDS = 60.0  # one dispatch message sends for about this long, then sends itself again
+FLUSH_EVERY = 100  # outcomes are recorded in groups this size (and when a batch ends)
+TIMEOUT = 10.0  # seconds for a whole request: connect, send, the answer's head and first bytes
+CONNECT_TIMEOUT = 5.0
+KEEP_BYTES = 1024  # of each answer, kept as lastResponse
+RETRY_BASE_SECONDS = 10.0
+RETRY_MAX_SECONDS = 3600.0
+USER_AGENT = "require2fa-webhooks/1"
+
+# Records a wake-up at ARGV[1] (ms since the epoch) unless one is already pending at or before
+# it; returns 1 when the caller should schedule it (the same scheme as the email dispatcher).
+_WAKE = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local at = tonumber(ARGV[1])
+local pending = tonumber(redis.call('GET', KEYS[1]))
+if pending and pending > now and pending <= at then return 0 end
+redis.call('SET', KEYS[1], ARGV[1], 'PX', math.max(1, at - now) + 60000)
+return 1
+"""
+
+
+def retry_delay(attempts: int) -> float:
+    """Seconds before attempt `attempts + 1`: 10 s, 20 s, 40 s … up to an hour, with jitter."""
+    delay = min(RETRY_BASE_SECONDS * 2 ** max(0, attempts - 1), RETRY_MAX_SECONDS)
+    return delay * random.uniform(0.8, 1.2)
+
+
+# --- The guarded HTTP client ----------------------------------------------------------------
+
+
+def _guarded_socket(addr_info: Any) -> socket.socket:
+    """aiohttp's socket factory outside development: refuses, before connecting, any address
+    that webhooks may not reach. This is the address actually connected to, whatever the name
+    resolved to earlier."""
+    family, type_, proto, _, address = addr_info
+    if webhooks.forbidden_address(str(address[0])):
+        raise webhooks.BlockedAddress(f"webhook address not allowed: {address[0]}")
+    return socket.socket(family=family, type=type_, proto=proto)
+
+
+class _GuardedResolver(AbstractResolver):
+    """Drops forbidden addresses from what a name resolves to, so that a name with only such
+    addresses fails with a clear `BlockedAddress` (the socket factory checks again)."""
+
+    def __init__(self) -> None:
+        self._resolver = DefaultResolver()
+
+    async def resolve(
+        self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
+    ) -> list[ResolveResult]:
+        found = await self._resolver.resolve(host, port, family)
+        allowed = [item for item in found if not webhooks.forbidden_address(item["host"])]
+        if not allowed:
+            raise webhooks.BlockedAddress(
+                f"webhook address not allowed: {host} resolves to "
+                + ", ".join(sorted({item["host"] for item in found}))
+            )
+        return allowed
+
+    async def close(self) -> None:
+        await self._resolver.close()
+
+
+def client_session(
+    settings: Settings,
+    *,
+    concurrency: int = CONCURRENCY,
+    timeout: float = TIMEOUT,
+    resolver: AbstractResolver | None = None,
+) -> aiohttp.ClientSession:
+    """The session one dispatch posts through: connections kept open and reused, at most
+    `concurrency` per host, `timeout` seconds per request; outside development every
+    connection is checked (above), whatever `resolver` (tests: one that lies) answers."""
+    guarded = not settings.development
+    connector = aiohttp.TCPConnector(
+        limit=concurrency,
+        limit_per_host=concurrency,
+        keepalive_timeout=30,
+        resolver=resolver or (_GuardedResolver() if guarded else None),
+        socket_factory=_guarded_socket if guarded else None,
+    )
+    return aiohttp.ClientSession(
+        connector=connector,
+        timeout=aiohttp.ClientTimeout(total=timeout, sock_connect=min(CONNECT_TIMEOUT, timeout)),
+        trust_env=False,  # never through a proxy named in the environment
+        headers={"User-Agent": USER_AGENT, "Content-Type": "application/json"},
+        auto_decompress=False,
+        skip_auto_headers=("Accept-Encoding",),
+    )
+
+
+def _blocked(err: BaseException | None) -> bool:
+    """Whether the connection was refused by our address check (not by the receiver)."""
+    while err is not None:
+        if isinstance(err, webhooks.BlockedAddress) or "webhook address not allowed" in str(err):
+            return True
+        err = err.__cause__ or getattr(err, "os_error", None)
+    return False
+
+
+def describe(err: BaseException) -> str:
+    text = str(err)
+    name = type(err).__name__
+    return f"{name}: {text}"[:500] if text else name
+
+
+# --- Dispatch -------------------------------------------------------------------------------
+
+
+@dataclass
+class Report:
+    delivered: int = 0
+    retried: int = 0
+    failed: int = 0
+    more: bool = False  # the time budget ran out with rows still due
+    wake_at: datetime | None = None  # when the next row not due yet becomes due
+
+
+@dataclass
+class _Outcomes:
+    delivered: list[outbox.Answer] = field(default_factory=list)
+    retry: list[tuple[int, int, int | None, str | None, float, str]] = field(default_factory=list)
+    failed: list[tuple[int, int, int | None, str | None, str]] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return len(self.delivered) + len(self.retry) + len(self.failed)
+
+
+class _Dispatch:
+    def __init__(
+        self,
+        pool: asyncpg.Pool,
+        settings: Settings,
+        session: aiohttp.ClientSession,
+        *,
+        batch: int,
+        concurrency: int,
+        lease: timedelta,
+        deadline: float,
+    ) -> None:
+        self.pool = pool
+        self.settings = settings
+        self.session = session
+        self.batch = batch
+        self.concurrency = concurrency
+        self.lease = lease
+        self.deadline = deadline
+        self.report = Report()
+        self.outcomes = _Outcomes()
+        self.flushing = asyncio.Lock()
+        self.secrets: dict[int, str | None] = {}
+        self.urls: dict[int, str | webhooks.Invalid] = {}
+        # Webhooks that could not be reached in this dispatch: their other rows wait for a retry.
+        self.down: dict[int, str] = {}
+        self.rows: asyncio.Queue[tuple[asyncpg.Record, float] | None] = asyncio.Queue(batch)
+
+    async def run(self) -> None:
+        senders = [asyncio.create_task(self._sender()) for _ in range(self.concurrency)]
+        try:
+            await self._claimer()
+        finally:
+            for _ in senders:
+                await self.rows.put(None)
+            results = await asyncio.gather(*senders, return_exceptions=True)
+            await self._flush()
+        for result in results:
+            if isinstance(result, BaseException):
+                raise result
+
+    async def _claimer(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            if loop.time() >= self.deadline:
+                async with self.pool.acquire() as conn:
+                    self.report.more = await outbox.any_due(conn)
+                return
+            async with self.pool.acquire() as conn:
+                rows = await outbox.claim(conn, limit=self.batch, lease=self.lease)
+            if not rows:
+                return
+            # Past this, another dispatcher may claim the row: unsent by then, it goes back.
+            claim_ends = loop.time() + self.lease.total_seconds() * 0.8
+            for row in rows:
+                await self.rows.put((row, claim_ends))
+
+    async def _sender(self) -> None:
+        loop = asyncio.get_running_loop()
+        while (item := await self.rows.get()) is not None:
+            row, claim_ends = item
+            if loop.time() > claim_ends:
+                self._retry(row, None, None, 0.0, "claim ran out before sending")
+                continue
+            try:
+                await self._deliver(row)
+            except Exception as err:  # a bug must not stop the other rows: retried later
+                log.exception("webhooks.delivery_error", delivery_id=row["id"])
+                self._retry(row, None, None, None, describe(err))
+            if len(self.outcomes) >= FLUSH_EVERY and not self.flushing.locked():
+                await self._flush()
+
+    def _url(self, row: asyncpg.Record) -> str | webhooks.Invalid:
+        """The webhook's URL if the rules (today's: https outside development) allow it."""
+        webhook_id = row["webhook_id"]
+        if webhook_id not in self.urls:
+            try:
+                self.urls[webhook_id] = webhooks.check_url(row["url"], self.settings)
+            except webhooks.Invalid as err:
+                self.urls[webhook_id] = err
+        return self.urls[webhook_id]
+
+    def _secret(self, row: asyncpg.Record) -> str | None:
+        webhook_id = row["webhook_id"]
+        if webhook_id not in self.secrets:
+            self.secrets[webhook_id] = webhooks.decrypt_secret(
+                row["secret_encrypted"], self.settings.secret_key
+            )
+        return self.secrets[webhook_id]
+
+    def _retry(
+        self,
+        row: asyncpg.Record,
+        status: int | None,
+        body: str | None,
+        delay: float | None,
+        error: str,
+    ) -> None:
+        wait = retry_delay(row["attempts"]) if delay is None else delay
+        self.outcomes.retry.append((row["id"], row["attempts"], status, body, wait, error))
+
+    def _fail(self, row: asyncpg.Record, status: int | None, body: str | None, error: str) -> None:
+        self.outcomes.failed.append((row["id"], row["attempts"], status, body, error))
+
+    async def _deliver(self, row: asyncpg.Record) -> None:
+        url = self._url(row)
+        if isinstance(url, webhooks.Invalid):
+            self._fail(row, None, None, f"refused: {url}")
+            return
+        secret = self._secret(row)
+        if secret is None:
+            self._fail(row, None, None, "the secret cannot be decrypted (SECRET_KEY changed)")
+            return
+        if row["webhook_id"] in self.down:
+            self._retry(row, None, None, None, self.down[row["webhook_id"]])
+            return
+        payload = webhooks.body(row)
+        if len(payload) > webhooks.MAX_BODY:
+            self._fail(row, None, None, f"body of {len(payload)} bytes is over the limit")
+            return
+        headers = {
+            webhooks.EVENT_HEADER: row["event"],
+            webhooks.DELIVERY_HEADER: str(row["id"]),
+            webhooks.SIGNATURE_HEADER: webhooks.signature(payload, secret),
+        }
+        try:
+            async with self.session.post(
+                url, data=payload, headers=headers, allow_redirects=False
+            ) as response:
+                status = response.status
+                first = await _first_bytes(response)
+                retry_after = response.headers.get("Retry-After", "")
+        except aiohttp.ClientConnectorError as err:
+            if _blocked(err):
+                self._fail(row, None, None, f"refused: {describe(err.os_error)}")
+                return
+            self.down[row["webhook_id"]] = describe(err)
+            self._retry(row, None, None, None, describe(err))
+            return
+        except (TimeoutError, aiohttp.ServerTimeoutError):
+            error = f"no answer within {self.session.timeout.total:g} s"
+            self.down[row["webhook_id"]] = error
+            self._retry(row, None, None, None, error)
+            return
+        except (aiohttp.ClientError, OSError) as err:
+            if _blocked(err):
+                self._fail(row, None, None, f"refused: {describe(err)}")
+                return
+            self._retry(row, None, None, None, describe(err))
+            return
+        if 200 <= status < 300:
+            self.outcomes.delivered.append((row["id"], row["attempts"], status, first))
+        elif status in (408, 429) or status >= 500:
+            delay = None
+            if retry_after.isdigit():  # the receiver asks for a pause; within our bounds
+                delay = min(max(float(retry_after), retry_delay(row["attempts"])), 3600.0)
+            self._retry(row, status, first, delay, f"HTTP {status}")
+        elif 300 <= status < 400:
+            self._fail(row, status, first, f"HTTP {status}: redirects are not followed")
+        else:
+            self._fail(row, status, first, f"HTTP {status}")
+
+    async def _flush(self) -> None:
+        async with self.flushing:
+            done, self.outcomes = self.outcomes, _Outcomes()
+            if not len(done):
+                return
+            try:
+                async with self.pool.acquire() as conn:
+                    self.report.delivered += await outbox.mark_delivered(conn, done.delivered)
+                    self.report.retried += await outbox.mark_retry(conn, done.retry)
+                    self.report.failed += await outbox.mark_failed(conn, done.failed)
+            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError):
+                # The lease runs out and the sweeper puts the rows back: sent again, same ids.
+                log.exception("webhooks.record_failed", outcomes=len(done))
+                return
+            for row_id, _attempts, status, _body, error in done.failed:
+                log.warning("webhooks.failed", delivery_id=row_id, status=status, error=error)
+
+
+async def _first_bytes(response: aiohttp.ClientResponse) -> str:
+    """Up to KEEP_BYTES of the answer; the rest is not read (the connection is then closed
+    rather than reused)."""
+    chunks: list[bytes] = []
+    size = 0
+    while size < KEEP_BYTES:
+        chunk = await response.content.read(KEEP_BYTES - size)
+        if not chunk:
+            break
+        chunks.append(chunk)
+        size += len(chunk)
+    return b"".join(chunks).decode("utf-8", "replace").replace("\x00", "")
+
+
+async def dispatch(
+    pool: asyncpg.Pool,
+    settings: Settings,
+    *,
+    budget: float = BUDGET_SECONDS,
+    batch: int = BATCH,
+    concurrency: int = CONCURRENCY,
+    lease: timedelta = LEASE,
+    session: aiohttp.ClientSession | None = None,
+) -> Report:
+    """Posts due deliveries until none is due or `budget` seconds have passed; writes each
+    row's outcome (delivered / queued for a retry / failed, with the answer's status and first
+    bytes or the error)."""
+    loop = asyncio.get_running_loop()
+    own = session is None
+    http = session or client_session(settings, concurrency=concurrency)
+    work = _Dispatch(
+        pool,
+        settings,
+        http,
+        batch=batch,
+        concurrency=concurrency,
+        lease=lease,
+        deadline=loop.time() + budget,
+    )
+    try:
+        await work.run()
+    finally:
+        if own:
+            await http.close()
+    report = work.report
+    if not report.more:
+        async with pool.acquire() as conn:
+            report.wake_at = await outbox.next_due_at(conn)
+    return report
+
+
+async def sweep(pool: asyncpg.Pool) -> tuple[int, bool]:
+    """Puts back rows whose claim lapsed (their worker died); returns (put back, any due)."""
+    async with pool.acquire() as conn:
+        released = await outbox.release_lapsed(conn)
+        due = await outbox.any_due(conn)
+    if released:
+        log.warning("webhooks.claims_lapsed", rows=released)
+    return released, due
+
+
+async def schedule_wake(redis_client: aioredis.Redis, settings: Settings, at: datetime) -> bool:
+    """Sends a delayed `webhooks.dispatch` for `at` unless one at or before it is pending."""
+    at_ms = int(at.timestamp() * 1000)
+    key = f"{settings.redis_namespace}:webhooks:wake"
+    if not await redis_client.eval(_WAKE, 1, key, at_ms):  # type: ignore[misc]
+        return False
+    delay_ms = max(1000, at_ms - int(time.time() * 1000))
+    await asyncio.to_thread(dispatch_job.send_with_options, delay=delay_ms)
+    return True
+
+
+# --- Actors ---------------------------------------------------------------------------------
+
+# One dispatch sends at a time in a worker process (they share its event loop); a second one
+# leaves the rows to it. The first looks once more after letting go, so no kick is lost.
+_sending = False
+
+
+async def dispatch_once(
+    pool: asyncpg.Pool, settings: Settings, **options: Any
+) -> tuple[Report | None, bool]:
+    """`dispatch` unless this process already runs one; returns (report or None, any due)."""
+    global _sending
+    if _sending:
+        return None, False
+    _sending = True
+    try:
+        report = await dispatch(pool, settings, **options)
+    finally:
+        _sending = False
+    if report.more:
+        return report, True
+    async with pool.acquire() as conn:
+        return report, await outbox.any_due(conn)
+
+
+@dramatiq.actor(
+    actor_name="webhooks.dispatch",
+    queue_name=QUEUE,
+    # Each row's failures are handled inside; what escapes (the database is down) is retried
+    # a few times, and the sweeper covers the rest.
+    max_retries=3,
+    min_backoff=1_000,
+    max_backoff=30_000,
+    time_limit=10 * 60 * 1000,
+)
+async def dispatch_job() -> None:
+    """Posts due webhook deliveries and marks each delivered, retried or failed; sends itself
+    again while rows remain, and a delayed copy for the next retry."""
+    res = resources.current()
+    report, due = await dispatch_once(res.pool, res.settings)
+    if report is None:
+        return  # this process is sending already
+    if report.delivered or report.retried or report.failed:
+        log.info(
+            "webhooks.dispatched",
+            delivered=report.delivered,
+            retried=report.retried,
+            failed=report.failed,
+            more=report.more,
+        )
+    if due:
+        await asyncio.to_thread(dispatch_job.send)
+    elif report.wake_at is not None:
+        await schedule_wake(res.redis, res.settings, report.wake_at)
+
+
+@dramatiq.actor(actor_name="webhooks.sweep", queue_name=QUEUE, max_retries=0, time_limit=60_000)
+async def sweep_job() -> None:
+    """Puts back deliveries a dead worker had claimed; sends `webhooks.dispatch` if rows are
+    due, else a delayed one for the next retry."""
+    res = resources.current()
+    _released, due = await sweep(res.pool)
+    if due:
+        await asyncio.to_thread(dispatch_job.send)
+        return
+    async with res.pool.acquire() as conn:
+        wake_at = await outbox.next_due_at(conn)
+    if wake_at is not None:
+        await schedule_wake(res.redis, res.settings, wake_at)
+
+
+async def kick(send: Callable[[], object] | None = None) -> None:
+    """Asks for delivery now (the trigger's notification does this by itself); a failure to
+    reach Redis is logged: the sweeper finds the rows within a minute."""
+    try:
+        await asyncio.to_thread(send or dispatch_job.send)
+    except (redis.RedisError, OSError) as err:
+        log.warning("webhooks.kick_failed", error=str(err))
