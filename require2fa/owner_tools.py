@@ -16,7 +16,7 @@ from datetime import UTC, datetime, timedelta
 
 import asyncpg
 
-from db import audit, authenticators, members, outbox, users
+from db import audit, authenticators, members, outbox, sessions, users
 from db.audit import Actor
 from require2fa import email_contexts
 from require2fa.errors import Conflict, Invalid, NotAllowed, NotFound
@@ -90,6 +90,8 @@ async def reset_member_2fa(
         raise Conflict("in-another-organization", IN_ANOTHER_ORG)
 
     deleted = await authenticators.delete_all(conn, user_id)
+    # Whoever holds a session of theirs (maybe whoever took the factor) is signed out.
+    await sessions.end_others(conn, user_id, None)
     entry = await audit.record(
         conn,
         organization_id=organization_id,

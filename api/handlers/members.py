@@ -9,7 +9,7 @@ from aiohttp import web
 from pydantic import AwareDatetime, BaseModel, ConfigDict, EmailStr, Field
 
 from api.access import MANAGERS, OrgAccess, org_access
-from api.auth import actor
+from api.auth import actor, require_sudo
 from api.errors import api_error, parse_body, path_id
 from api.handlers.invites import reinvite
 from api.keys import PG, SETTINGS
@@ -248,8 +248,11 @@ async def reset_2fa(request: web.Request) -> web.Response:
     """Resets a member's two-factor authentication (owners): deletes their factors and recovery
     codes, writes `member.2fa-reset`, queues a `Security notice`; where the organization
     requires 2FA the member is removed at once (`member.pending`, the Mandatory email).
-    409 for a member whose account belongs to another organization too."""
+    409 for a member whose account belongs to another organization too. An owner needs a
+    recent re-authentication (`require_sudo`); anyone else gets the use case's 403."""
     access = await org_access(request)
+    if access.role == "owner":
+        await require_sudo(request)
     settings = request.app[SETTINGS]
     async with request.app[PG].acquire() as conn, conn.transaction():
         result = await owner_tools.reset_member_2fa(
@@ -278,6 +281,8 @@ async def exempt(request: web.Request, access: OrgAccess, body: MemberUpdate) ->
     Only with `exempt2FA` alone: an exemption is not mixed with other changes."""
     if body.model_fields_set - {"exempt_2fa"}:
         raise api_error(400, "Change exempt2FA on its own, without other fields.")
+    if access.role == "owner":  # anyone else gets the use case's 403
+        await require_sudo(request)
     settings = request.app[SETTINGS]
     exemption = body.exempt_2fa
     async with request.app[PG].acquire() as conn, conn.transaction():

@@ -15,7 +15,7 @@ import asyncpg
 from aiohttp import web
 
 from api.access import MANAGERS, OrgAccess, org_access
-from api.auth import actor
+from api.auth import actor, require_sudo
 from api.errors import api_error, path_id, status_of
 from api.handlers import enforcement as enforcement_api
 from api.handlers import invites
@@ -320,6 +320,8 @@ async def reset_2fa_page(request: web.Request) -> web.StreamResponse:
         raise api_error(404, "The requested member does not exist.")
     if form.get("confirmed") != "yes":
         return await _members(request, access, confirm_reset=row)
+    if access.role == "owner":  # anyone else gets the use case's refusal
+        await require_sudo(request)
     settings = request.app[SETTINGS]
     async with request.app[PG].acquire() as conn, conn.transaction():
         try:
@@ -356,6 +358,8 @@ async def exempt_page(request: web.Request) -> web.StreamResponse:
         except ValueError:
             return await _members(request, access, status=400, error="Choose the end date.")
         until = day.replace(hour=23, minute=59, second=59, tzinfo=UTC)
+    if access.role == "owner":  # anyone else gets the use case's refusal
+        await require_sudo(request)
     settings = request.app[SETTINGS]
     async with request.app[PG].acquire() as conn, conn.transaction():
         try:

@@ -179,3 +179,57 @@ async def test_two_resets_at_once_delete_and_audit_once(client, pool) -> None:
             "select count(*) from email_outbox where template = 'removed_for_2fa'"
         )
     assert resets == 1 and removals == 1
+
+
+async def test_reset_and_exemption_need_a_recent_reauthentication_in_a_session(
+    client, pool
+) -> None:
+    from datetime import UTC, datetime, timedelta
+
+    from tests.factories import PASSWORD
+    from tests.security.helpers import age_reauthentication
+
+    org, _owner, _headers = await acme(pool)
+    # A second owner without 2FA signs in with a password (a cookie session).
+    second = await create_user(pool, "second@example.com")
+    await add_member(pool, org["id"], second, role="owner")
+    alice, member_id, _alice_headers = await enrolled_member(client, pool, org["id"])
+    bot = await create_user(pool, "bot@example.com")
+    bot_id = await add_member(pool, org["id"], bot)
+    assert (await sign_in(client, "second@example.com")).status == 200
+    await age_reauthentication(pool)
+
+    until = (datetime.now(UTC) + timedelta(days=30)).isoformat()
+    exempt = {"exempt2FA": {"reason": "CI bot", "until": until}}
+    member_url = f"/api/0/organizations/acme/members/{bot_id}/"
+    for answer in (
+        await client.post(url(member_id)),
+        await client.put(member_url, json=exempt),
+    ):
+        assert answer.status == 401, await answer.text()
+        assert (await answer.json())["code"] == "sudo-required"
+    # Nothing changed.
+    assert await factors(pool, alice["id"]) == ["recovery", "totp"]
+    async with pool.acquire() as conn:
+        assert (
+            await conn.fetchval("select exempt_2fa_until from members where id = $1", bot_id)
+            is None
+        )
+
+    assert (await client.post("/api/0/auth/sudo/", json={"password": PASSWORD})).status == 200
+    assert (await client.post(url(member_id))).status == 200
+    assert (await client.put(member_url, json=exempt)).status == 200
+
+
+async def test_a_reset_signs_the_member_out_everywhere(client, pool) -> None:
+    org, _owner, headers = await acme(pool)
+    member = await create_user(pool, "bob@example.com")
+    member_id = await add_member(pool, org["id"], member)
+    assert (await sign_in(client, "bob@example.com")).status == 200
+    assert (await client.get("/api/0/users/me/")).status == 200
+    await enroll_totp(client)
+
+    answer = await client.post(url(member_id), headers=headers)
+    assert answer.status == 200, await answer.text()
+    # Bob's session (maybe whoever took his factor) is over.
+    assert (await client.get("/api/0/users/me/")).status == 401
