@@ -44,6 +44,13 @@ ROUTES: list[Route] = [
     Route("POST", f"{API}/auth/logout/", accounts.logout, tag="accounts"),
     Route("POST", f"{API}/auth/2fa/", accounts.second_factor, accounts.SecondFactorIn, "accounts"),
     Route("POST", f"{API}/auth/2fa/sms/", accounts.send_sms_code, tag="accounts"),
+    Route(
+        "POST",
+        f"{API}/auth/2fa/webauthn/",
+        accounts.webauthn_challenge,
+        accounts.EmptyIn,
+        "accounts",
+    ),
     Route("POST", f"{API}/api-tokens/", accounts.create_api_token, accounts.TokenIn, "accounts"),
     Route("GET", f"{API}/api-tokens/", accounts.list_api_tokens, tag="accounts"),
     Route("DELETE", f"{API}/api-tokens/{{id}}/", accounts.revoke_api_token, tag="accounts"),
@@ -65,9 +72,23 @@ ROUTES: list[Route] = [
     ),
     Route(
         "POST",
+        f"{ME}/authenticators/webauthn/register/",
+        authenticators.register_webauthn,
+        authenticators.WebauthnRegisterIn,
+        "2fa",
+    ),
+    Route(
+        "POST",
         f"{ME}/authenticators/recovery/regenerate/",
         authenticators.regenerate_recovery_codes,
         tag="2fa",
+    ),
+    Route(
+        "PUT",
+        f"{ME}/authenticators/{{id}}/",
+        authenticators.rename_authenticator,
+        authenticators.RenameIn,
+        "2fa",
     ),
     Route("DELETE", f"{ME}/authenticators/{{id}}/", authenticators.delete_authenticator, tag="2fa"),
     # Organizations, teams, members

@@ -29,7 +29,7 @@ from collections.abc import Iterable
 from datetime import datetime
 
 # Factor kinds that can count as a second factor once confirmed (recovery codes never do).
-FACTOR_KINDS: tuple[str, ...] = ("totp", "sms")
+FACTOR_KINDS: tuple[str, ...] = ("totp", "sms", "webauthn")
 
 # Requirement levels (issue 12 adds "secure" and "phishing-resistant"): the kinds each accepts.
 LEVELS: dict[str, tuple[str, ...]] = {

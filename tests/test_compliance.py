@@ -17,6 +17,8 @@ FACTOR_SETS = [
     ([("totp", False)], False),
     ([("totp", True)], True),
     ([("sms", True)], True),
+    ([("webauthn", True)], True),
+    ([("webauthn", False)], False),
     ([("recovery", True)], False),
     ([("recovery", True), ("sms", False)], False),
     ([("recovery", True), ("totp", True)], True),

@@ -1,4 +1,5 @@
-"""The signed-in user's second factors: TOTP, backup phone (SMS) and recovery codes.
+"""The signed-in user's second factors: TOTP, backup phone (SMS), security keys and passkeys
+(WebAuthn) and recovery codes.
 
 The plain async functions here (checking a code, sending a sign-in SMS, the rate limits) are
 what both the API handlers and the pages call.
@@ -13,6 +14,7 @@ import asyncpg
 import redis.asyncio as aioredis
 import structlog
 from aiohttp import web
+from aiohttp_session import get_session
 from pydantic import BaseModel, Field
 
 from api.auth import Auth, require_user
@@ -21,8 +23,9 @@ from api.handlers.invites import join_from_session
 from api.keys import PG, REDIS, SETTINGS
 from db import authenticators, outbox, users
 from jobs import email as email_jobs
-from require2fa import compliance, email_contexts, ratelimit, sms, totp
+from require2fa import compliance, email_contexts, ratelimit, sms, totp, webauthn
 from require2fa.ratelimit import Limit
+from require2fa.security import new_token
 from require2fa.settings import Settings
 
 log = structlog.get_logger(__name__)
@@ -36,12 +39,26 @@ SMS_SENDS = Limit("sms-send", 5, 3600)
 LAST_FACTOR = "Cannot delete authenticator because organization requires 2FA"
 INVALID_CODE = "Invalid verification code."
 SMS_FAILED = "The text message could not be sent; try again later."
+KEY_NOT_ACCEPTED = "The security key's answer could not be verified; try again."
+KEY_TAKEN = "This security key is already registered."
+MAX_KEYS = 20
+# The session's key holding, per WebAuthn purpose, the random value its challenge is filed under.
+WEBAUTHN_SESSION_KEY = "webauthn"
 
 
 class TotpEnrollIn(BaseModel):
     secret: str | None = Field(default=None, max_length=64)
     otp: str | None = Field(default=None, max_length=16)
     name: str = Field(default="Authenticator app", min_length=1, max_length=100)
+
+
+class WebauthnRegisterIn(BaseModel):
+    credential: dict[str, Any] | None = None  # the registration response, as JSON
+    name: str = Field(default="Security key", min_length=1, max_length=100)
+
+
+class RenameIn(BaseModel):
+    name: str = Field(min_length=1, max_length=100)
 
 
 class SmsEnrollIn(BaseModel):
@@ -361,7 +378,9 @@ async def regenerate_recovery_codes(request: web.Request) -> web.Response:
         await users.lock(conn, [auth.user_id])
         if await authenticators.count_second_factors(conn, auth.user_id) == 0:
             raise api_error(
-                400, "Set up an authenticator app or a backup phone before recovery codes."
+                400,
+                "Set up an authenticator app, a security key or a backup phone before recovery"
+                " codes.",
             )
         authenticator_id, codes = await _new_recovery_codes(conn, settings, auth.user_id)
         await _security_notice(
@@ -410,3 +429,190 @@ async def delete_authenticator(request: web.Request) -> web.Response:
         )
     await email_jobs.kick()
     return web.Response(status=204)
+
+
+async def rename_authenticator(request: web.Request) -> web.Response:
+    """Renames one of the caller's factors (an app, a phone or a key; not the recovery codes)."""
+    auth = await require_user(request)
+    authenticator_id = path_id(request, "id")
+    body = await parse_body(request, RenameIn)
+    name = " ".join(body.name.split())
+    if not name:
+        raise api_error(400, "Invalid request.", errors={"name": ["Enter a name."]})
+    async with request.app[PG].acquire() as conn:
+        row = await authenticators.rename(conn, auth.user_id, authenticator_id, name)
+    if row is None:
+        raise api_error(404, "The requested authenticator does not exist.")
+    return web.json_response(serialize_authenticator(row))
+
+
+# --- Security keys and passkeys (WebAuthn) ---------------------------------------------------
+
+
+async def _binding(request: web.Request, auth: Auth, purpose: str, *, fresh: bool) -> str:
+    """What a WebAuthn challenge is filed under: a random value kept in the browser session
+    (a new one for each ceremony started, so an older cookie cannot finish it), or the API
+    token asking."""
+    if auth.token_id is not None:
+        return f"token-{auth.token_id}"
+    session = await get_session(request)
+    held = session.get(WEBAUTHN_SESSION_KEY)
+    held = dict(held) if isinstance(held, dict) else {}
+    if fresh:
+        replaced = held.get(purpose)
+        if isinstance(replaced, str):  # a ceremony this session started and left unfinished
+            await webauthn.drop_challenge(
+                request.app[REDIS], request.app[SETTINGS], purpose=purpose, binding=replaced
+            )
+        held[purpose] = new_token()
+        session[WEBAUTHN_SESSION_KEY] = held
+    value = held.get(purpose)
+    if not isinstance(value, str):
+        raise api_error(400, KEY_NOT_ACCEPTED)
+    if not fresh:
+        del held[purpose]
+        session[WEBAUTHN_SESSION_KEY] = held
+    return value
+
+
+def _credentials(rows: list[asyncpg.Record]) -> list[tuple[bytes, list[str] | None]]:
+    return [(bytes(row["credential_id"]), row["transports"]) for row in rows]
+
+
+async def webauthn_options(request: web.Request, auth: Auth, purpose: str) -> dict[str, Any]:
+    """Starts a sign-in (or re-authentication) with one of the user's keys: a challenge filed
+    for this session, and the request options naming their keys. 400 when they have none."""
+    settings = request.app[SETTINGS]
+    async with request.app[PG].acquire() as conn:
+        keys = await authenticators.of_type(conn, auth.user_id, "webauthn")
+    if not keys:
+        raise api_error(400, "No security key is set up for this account.")
+    challenge = webauthn.new_challenge()
+    await webauthn.store_challenge(
+        request.app[REDIS],
+        settings,
+        purpose=purpose,
+        binding=await _binding(request, auth, purpose, fresh=True),
+        user_id=auth.user_id,
+        challenge=challenge,
+    )
+    return webauthn.authentication_options(
+        settings, credentials=_credentials(keys), challenge=challenge
+    )
+
+
+async def verify_webauthn(
+    request: web.Request, auth: Auth, credential: dict[str, Any], purpose: str
+) -> asyncpg.Record | None:
+    """The user's key that signed `credential` (an authentication response) over the challenge
+    this session was given for `purpose`, its counter now recorded; None when it does not verify
+    (no such challenge, used already, another origin or RP id, a bad signature, a key that is not
+    theirs, a counter that did not go forward). The challenge is spent either way."""
+    settings = request.app[SETTINGS]
+    try:
+        challenge = await webauthn.take_challenge(
+            request.app[REDIS],
+            settings,
+            purpose=purpose,
+            binding=await _binding(request, auth, purpose, fresh=False),
+            user_id=auth.user_id,
+        )
+        credential_id = webauthn.credential_id_of(credential)
+    except (webauthn.CeremonyError, web.HTTPException) as err:
+        log.info("webauthn.refused", user_id=auth.user_id, reason=getattr(err, "reason", "none"))
+        return None
+    async with request.app[PG].acquire() as conn:
+        key = await authenticators.webauthn_by_credential(conn, auth.user_id, credential_id)
+        if key is None:
+            log.info("webauthn.refused", user_id=auth.user_id, reason="unknown credential")
+            return None
+        try:
+            asserted = webauthn.verify_authentication(
+                settings,
+                credential,
+                challenge,
+                public_key=bytes(key["public_key"]),
+                sign_count=key["sign_count"],
+            )
+        except webauthn.CeremonyError as err:
+            log.info("webauthn.refused", user_id=auth.user_id, reason=err.reason)
+            return None
+        if not await authenticators.claim_webauthn_counter(
+            conn, key["id"], key["sign_count"], asserted.new_sign_count
+        ):
+            log.info("webauthn.refused", user_id=auth.user_id, reason="counter did not advance")
+            return None
+        return await authenticators.get(conn, auth.user_id, key["id"])
+
+
+async def register_webauthn(request: web.Request) -> web.Response:
+    """`{}`: creation options for a new key (a challenge filed for this session; nothing stored).
+    `{credential, name}`: verifies the registration response against that challenge and writes
+    the key, recovery codes on the first factor and a security notice."""
+    auth = await require_user(request)
+    body = await parse_body(request, WebauthnRegisterIn)
+    settings = request.app[SETTINGS]
+    redis = request.app[REDIS]
+    pool = request.app[PG]
+    if body.credential is None:
+        async with pool.acquire() as conn:
+            keys = await authenticators.of_type(conn, auth.user_id, "webauthn")
+        if len(keys) >= MAX_KEYS:
+            raise api_error(409, f"You have {MAX_KEYS} security keys; remove one to add another.")
+        challenge = webauthn.new_challenge()
+        await webauthn.store_challenge(
+            redis,
+            settings,
+            purpose=webauthn.REGISTER,
+            binding=await _binding(request, auth, webauthn.REGISTER, fresh=True),
+            user_id=auth.user_id,
+            challenge=challenge,
+        )
+        options = webauthn.registration_options(
+            settings,
+            user_id=auth.user_id,
+            email=auth.user["email"],
+            display_name=auth.user["name"],
+            existing=_credentials(keys),
+            challenge=challenge,
+        )
+        return web.json_response({"publicKey": options})
+    enrolled = await confirm_webauthn(request, auth, body.credential, body.name)
+    return await _enrolled(request, auth, enrolled)
+
+
+async def confirm_webauthn(
+    request: web.Request, auth: Auth, credential: dict[str, Any], name: str
+) -> Enrolled:
+    """Verifies a registration response against this session's challenge (spent either way)
+    and writes the key, the first recovery codes and a security notice. 400/409 as JSON
+    `HTTPException`s. The caller then calls `after_enrollment`."""
+    settings = request.app[SETTINGS]
+    try:
+        challenge = await webauthn.take_challenge(
+            request.app[REDIS],
+            settings,
+            purpose=webauthn.REGISTER,
+            binding=await _binding(request, auth, webauthn.REGISTER, fresh=False),
+            user_id=auth.user_id,
+        )
+        registered = webauthn.verify_registration(settings, credential, challenge)
+    except webauthn.CeremonyError as err:
+        log.info("webauthn.registration_refused", user_id=auth.user_id, reason=err.reason)
+        raise api_error(400, KEY_NOT_ACCEPTED) from None
+    async with request.app[PG].acquire() as conn, conn.transaction():
+        await users.lock(conn, [auth.user_id])
+        if len(await authenticators.of_type(conn, auth.user_id, "webauthn")) >= MAX_KEYS:
+            raise api_error(409, f"You have {MAX_KEYS} security keys; remove one to add another.")
+        factor = await authenticators.insert_webauthn(
+            conn,
+            user_id=auth.user_id,
+            name=" ".join(name.split()) or "Security key",
+            credential_id=registered.credential_id,
+            public_key=registered.public_key,
+            sign_count=registered.sign_count,
+            transports=registered.transports,
+        )
+        if factor is None:
+            raise api_error(409, KEY_TAKEN)
+        return await _confirm_factor(conn, settings, auth, factor)
