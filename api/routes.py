@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 from aiohttp import web
 from pydantic import BaseModel
@@ -158,6 +159,11 @@ PAGES: list[Route] = [
     Route("POST", "/auth/logout/", pages.logout_page, tag="pages"),
     Route("GET", "/account/security/", pages.security_page, tag="pages"),
     Route("POST", "/account/security/totp/", pages.enroll_totp_page, tag="pages"),
+    Route("POST", "/account/security/webauthn/", pages.enroll_webauthn_page, tag="pages"),
+    Route("POST", "/account/security/sms/", pages.enroll_sms_page, tag="pages"),
+    Route("POST", "/account/security/recovery/", pages.recovery_codes_page, tag="pages"),
+    Route("POST", "/account/security/factors/{id}/rename/", pages.rename_factor_page, tag="pages"),
+    Route("POST", "/account/security/factors/{id}/remove/", pages.remove_factor_page, tag="pages"),
     Route("GET", "/organizations/{org}/", pages.organization_page, tag="pages"),
     Route("GET", "/organizations/{org}/settings/", org_pages.settings_page, tag="pages"),
     Route("POST", "/organizations/{org}/settings/", org_pages.settings_page, tag="pages"),
@@ -172,9 +178,14 @@ PAGES: list[Route] = [
 ]
 
 
+# Our own scripts and styles (package data), under /static/.
+STATIC_DIR = Path(__file__).resolve().parent / "static"
+
+
 def add_routes(app: web.Application) -> None:
     from api.openapi import openapi_json
 
     for route in ROUTES + PAGES:
         app.router.add_route(route.method, route.path, route.handler)
     app.router.add_get(f"{API}/openapi.json", openapi_json)
+    app.router.add_static("/static/", STATIC_DIR)

@@ -113,9 +113,9 @@ async def login(request: web.Request) -> web.Response:
     user = await check_password(request, body)
     if user["has2fa"]:
         await sign_in(request, user["id"], half=True)
-        interfaces = await _interfaces(request, user["id"])
-        extra: dict[str, Any] = {"2faRequired": True, "interfaces": interfaces}
-        if "sms" in interfaces and "totp" not in interfaces and "webauthn" not in interfaces:
+        kinds = await interfaces(request, user["id"])
+        extra: dict[str, Any] = {"2faRequired": True, "interfaces": kinds}
+        if "sms" in kinds and "totp" not in kinds and "webauthn" not in kinds:
             extra["smsSent"] = await _try_send_login_code(request, user["id"])
         raise api_error(401, "Enter a code from your second factor.", **extra)
     await sign_in(request, user["id"], half=False)
@@ -206,7 +206,7 @@ async def webauthn_challenge(request: web.Request) -> web.Response:
     return web.json_response({"publicKey": options})
 
 
-async def _interfaces(request: web.Request, user_id: int) -> list[str]:
+async def interfaces(request: web.Request, user_id: int) -> list[str]:
     async with request.app[PG].acquire() as conn:
         rows = await conn.fetch(
             """select distinct type from authenticators

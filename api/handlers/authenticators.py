@@ -332,34 +332,53 @@ async def enroll_sms(request: web.Request) -> web.Response:
     confirms it, writing the factor, recovery codes on the first factor and a security notice."""
     auth = await require_user(request)
     body = await parse_body(request, SmsEnrollIn)
-    settings = request.app[SETTINGS]
-    pool = request.app[PG]
-    redis = request.app[REDIS]
-    phone = sms.normalize_phone(body.phone)
+    if body.otp is None:
+        phone = await send_enrollment_code(request, auth, body.phone)
+        return web.json_response({"phone": phone, "sent": True, "expiresIn": sms.CODE_TTL_SECONDS})
+    enrolled = await confirm_sms(request, auth, body.phone, body.otp)
+    return await _enrolled(request, auth, enrolled)
+
+
+def _phone(text: str) -> str:
+    phone = sms.normalize_phone(text)
     if phone is None:
         raise api_error(
             400,
             "Invalid request.",
             errors={"phone": ["Enter the number in international format, such as +14155550123."]},
         )
-    if body.otp is None:
-        async with pool.acquire() as conn:
-            await _refuse_second(conn, auth.user_id, "sms")
-        await count_sms_send(redis, settings, auth.user_id)
-        code = sms.new_code()
-        await sms.store_code(
-            redis, settings, purpose="enroll", user_id=auth.user_id, binding=phone, code=code
-        )
-        await _send(settings, phone, code)
-        return web.json_response({"phone": phone, "sent": True, "expiresIn": sms.CODE_TTL_SECONDS})
+    return phone
 
+
+async def send_enrollment_code(request: web.Request, auth: Auth, phone_text: str) -> str:
+    """Texts a code to the number being added (rate limited); the number in E.164. 400 for a
+    bad number, 409 when a backup phone exists, 429, 503 as JSON `HTTPException`s."""
+    settings, redis = request.app[SETTINGS], request.app[REDIS]
+    phone = _phone(phone_text)
+    async with request.app[PG].acquire() as conn:
+        await _refuse_second(conn, auth.user_id, "sms")
+    await count_sms_send(redis, settings, auth.user_id)
+    code = sms.new_code()
+    await sms.store_code(
+        redis, settings, purpose="enroll", user_id=auth.user_id, binding=phone, code=code
+    )
+    await _send(settings, phone, code)
+    return phone
+
+
+async def confirm_sms(request: web.Request, auth: Auth, phone_text: str, otp: str) -> Enrolled:
+    """Confirms a backup phone with the code texted to it (rate limited): writes the factor,
+    recovery codes on the first factor and a security notice. The caller then calls
+    `after_enrollment`."""
+    settings, redis = request.app[SETTINGS], request.app[REDIS]
+    phone = _phone(phone_text)
     await count_attempt(redis, settings, auth.user_id)
     taken = await sms.take_code(
-        redis, settings, purpose="enroll", user_id=auth.user_id, binding=phone, code=body.otp
+        redis, settings, purpose="enroll", user_id=auth.user_id, binding=phone, code=otp
     )
     if not taken:
         raise api_error(400, INVALID_CODE, errors={"otp": [INVALID_CODE]})
-    async with pool.acquire() as conn, conn.transaction():
+    async with request.app[PG].acquire() as conn, conn.transaction():
         await users.lock(conn, [auth.user_id])
         await _refuse_second(conn, auth.user_id, "sms")
         factor = await authenticators.insert_sms(
@@ -367,12 +386,17 @@ async def enroll_sms(request: web.Request) -> web.Response:
         )
         enrolled = await _confirm_factor(conn, settings, auth, factor)
     await attempt_succeeded(redis, settings, auth.user_id)
-    return await _enrolled(request, auth, enrolled)
+    return enrolled
 
 
 async def regenerate_recovery_codes(request: web.Request) -> web.Response:
     """A new set of recovery codes, voiding the old one; queues a security notice."""
     auth = await require_user(request)
+    return web.json_response({"recoveryCodes": await regenerate(request, auth)})
+
+
+async def regenerate(request: web.Request, auth: Auth) -> list[str]:
+    """What `regenerate_recovery_codes` does; the new codes (400 without a second factor)."""
     settings = request.app[SETTINGS]
     async with request.app[PG].acquire() as conn, conn.transaction():
         await users.lock(conn, [auth.user_id])
@@ -393,15 +417,19 @@ async def regenerate_recovery_codes(request: web.Request) -> web.Response:
             factor_name="Recovery codes",
         )
     await email_jobs.kick()
-    return web.json_response({"recoveryCodes": codes})
+    return codes
 
 
 async def delete_authenticator(request: web.Request) -> web.Response:
-    """Removes one of the caller's factors (with the recovery codes when it was the last TOTP or
-    SMS factor); refused while an organization of theirs requires 2FA. Queues a security
-    notice."""
+    """Removes one of the caller's factors (with the recovery codes when it was the last second
+    factor); refused while an organization of theirs requires 2FA. Queues a security notice."""
     auth = await require_user(request)
-    authenticator_id = path_id(request, "id")
+    await remove(request, auth, path_id(request, "id"))
+    return web.Response(status=204)
+
+
+async def remove(request: web.Request, auth: Auth, authenticator_id: int) -> asyncpg.Record:
+    """What `delete_authenticator` does; the factor removed. 404, or 403 `LAST_FACTOR`."""
     settings = request.app[SETTINGS]
     async with request.app[PG].acquire() as conn, conn.transaction():
         # Locked like an enrollment, so two deletions cannot each leave the other as the last.
@@ -428,7 +456,7 @@ async def delete_authenticator(request: web.Request) -> web.Response:
             factor_name=factor["name"],
         )
     await email_jobs.kick()
-    return web.Response(status=204)
+    return factor
 
 
 async def rename_authenticator(request: web.Request) -> web.Response:
@@ -436,14 +464,25 @@ async def rename_authenticator(request: web.Request) -> web.Response:
     auth = await require_user(request)
     authenticator_id = path_id(request, "id")
     body = await parse_body(request, RenameIn)
-    name = " ".join(body.name.split())
-    if not name:
-        raise api_error(400, "Invalid request.", errors={"name": ["Enter a name."]})
+    row = await rename(request, auth, authenticator_id, body.name)
+    return web.json_response(serialize_authenticator(row))
+
+
+async def rename(
+    request: web.Request, auth: Auth, authenticator_id: int, name_text: str
+) -> asyncpg.Record:
+    """Gives one of the user's factors a new name (spaces collapsed); 400 for a blank or too
+    long name, 404 for a factor that is not theirs or is the recovery codes."""
+    name = " ".join(name_text.split())
+    if not name or len(name) > 100:
+        raise api_error(
+            400, "Invalid request.", errors={"name": ["Enter a name of 1 to 100 characters."]}
+        )
     async with request.app[PG].acquire() as conn:
         row = await authenticators.rename(conn, auth.user_id, authenticator_id, name)
     if row is None:
         raise api_error(404, "The requested authenticator does not exist.")
-    return web.json_response(serialize_authenticator(row))
+    return row
 
 
 # --- Security keys and passkeys (WebAuthn) ---------------------------------------------------
