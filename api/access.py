@@ -12,6 +12,7 @@ from api.auth import Auth, require_user
 from api.errors import api_error
 from api.keys import PG
 from db import members, organizations
+from require2fa import compliance
 
 MANAGERS = ("owner", "manager")
 _SLUG = re.compile(r"^[a-z0-9][a-z0-9-]{0,49}$")
@@ -47,11 +48,13 @@ async def org_access(request: web.Request, *, roles: tuple[str, ...] | None = No
         member = await members.of_user(conn, org["id"], auth.user_id) if org else None
     if org is None or (member is None and not auth.user["is_superuser"]):
         raise api_error(404, "The requested organization does not exist.")
-    if org["require_2fa"] and member is not None and not member["has2fa"]:
+    if org["require_2fa"] and member is not None and not member["meets_level"]:
         raise api_error(
             401,
-            "This organization requires two-factor authentication; set it up to continue.",
+            "This organization requires two-factor authentication with"
+            f" {compliance.needs(org['require_2fa_level'])}; set it up to continue.",
             code="2fa-required",
+            require2FALevel=org["require_2fa_level"],
         )
     access = OrgAccess(auth=auth, org=org, member=member)
     if roles is not None:

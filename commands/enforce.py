@@ -57,7 +57,7 @@ async def dry_run(
         rows = await members.page(
             conn,
             org["id"],
-            where=MemberFilter(has2fa=False, pending=False),
+            where=MemberFilter(meets_level=False, pending=False),
             after_id=after,
             limit=1000,
         )

@@ -195,6 +195,27 @@ async def org_requires_2fa(conn: asyncpg.Connection, user_id: int) -> bool:
     )
 
 
+async def needed_by_requirement(
+    conn: asyncpg.Connection, user_id: int, authenticator_id: int
+) -> bool:
+    """Whether removing this factor would leave the user short of the level of an organization
+    of theirs that requires 2FA (one whose level they meet now, and would not without it)."""
+    with_it = compliance.second_factor_sql("$1", level_sql="o.require_2fa_level")
+    without = (
+        "exists (select 1 from authenticators a where a.user_id = $1 and a.id <> $2 and "
+        + compliance.factor_counts_sql("a", level_sql="o.require_2fa_level")
+        + ")"
+    )
+    return await conn.fetchval(
+        f"""select exists (select 1 from members m join organizations o
+                           on o.id = m.organization_id
+                           where m.user_id = $1 and o.require_2fa
+                             and {with_it} and not {without})""",
+        user_id,
+        authenticator_id,
+    )
+
+
 async def delete(conn: asyncpg.Connection, authenticator_id: int) -> None:
     await conn.execute("delete from authenticators where id = $1", authenticator_id)
 

@@ -1,20 +1,40 @@
-"""Compliance counts of an organization: who a run started now would remove, and its members
-by 2FA state. The condition is `require2fa.compliance`'s (through `db.users.HAS_2FA_SQL`)."""
+"""Compliance counts of an organization: who a run started now would remove (at its level), and
+its members by 2FA state. The conditions are `require2fa.compliance`'s."""
 
 from __future__ import annotations
 
 import asyncpg
 
 from db.users import HAS_2FA_SQL
+from require2fa import compliance
+
+# The member's user (alias `u`) meets the level of the organization (alias `o`).
+MEETS_LEVEL_SQL = compliance.second_factor_sql("u.id", level_sql="o.require_2fa_level")
 
 
 async def count_noncompliant(
-    conn: asyncpg.Connection, organization_id: int, *, except_user_id: int | None
+    conn: asyncpg.Connection,
+    organization_id: int,
+    *,
+    except_user_id: int | None,
+    level: str | None = None,
 ) -> int:
-    """Active members without a second factor: who a run started now would remove."""
+    """Active members without a second factor that the organization's level (or `level`, the
+    one an owner is about to choose) accepts: who a run started now would remove."""
+    if level is not None:
+        meets = compliance.second_factor_sql("u.id", level_sql="$3::text")
+        return await conn.fetchval(
+            f"""select count(*) from members m join users u on u.id = m.user_id
+                where m.organization_id = $1 and u.id is distinct from $2 and not {meets}""",
+            organization_id,
+            except_user_id,
+            compliance.level_of(level),
+        )
     return await conn.fetchval(
         f"""select count(*) from members m join users u on u.id = m.user_id
-            where m.organization_id = $1 and u.id is distinct from $2 and not {HAS_2FA_SQL}""",
+                                        join organizations o on o.id = m.organization_id
+            where m.organization_id = $1 and u.id is distinct from $2
+              and not {MEETS_LEVEL_SQL}""",
         organization_id,
         except_user_id,
     )

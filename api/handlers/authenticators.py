@@ -438,12 +438,14 @@ async def remove(request: web.Request, auth: Auth, authenticator_id: int) -> asy
         if factor is None:
             raise api_error(404, "The requested authenticator does not exist.")
         if compliance.counts(factor["type"]):
+            # The last factor that an organization's level accepts stays (any level: the
+            # last second factor at all).
+            if await authenticators.needed_by_requirement(conn, auth.user_id, factor["id"]):
+                raise api_error(403, LAST_FACTOR)
             others = await authenticators.count_second_factors(
                 conn, auth.user_id, excluding=factor["id"]
             )
             if others == 0:
-                if await authenticators.org_requires_2fa(conn, auth.user_id):
-                    raise api_error(403, LAST_FACTOR)
                 await authenticators.delete_recovery(conn, auth.user_id)
         await authenticators.delete(conn, factor["id"])
         await _security_notice(

@@ -81,7 +81,7 @@ async def compliance(request: web.Request) -> web.StreamResponse:
         rows = await members.page(
             conn,
             org_id,
-            where=MemberFilter(has2fa=False, pending=False),
+            where=MemberFilter(meets_level=False, pending=False),
             after_id=cursor,
             limit=per_page + 1,
         )

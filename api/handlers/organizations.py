@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+from typing import Literal
 
 import structlog
 from aiohttp import web
@@ -33,6 +34,9 @@ class OrganizationUpdate(BaseModel):
 
     name: str | None = Field(default=None, min_length=1, max_length=200)
     require_2fa: bool | None = Field(default=None, alias="require2FA")
+    require_2fa_level: Literal["any", "secure", "phishing-resistant"] | None = Field(
+        default=None, alias="require2FALevel"
+    )
     sso_enabled: bool | None = Field(default=None, alias="ssoEnabled")
 
 
@@ -91,6 +95,7 @@ async def update_organization(request: web.Request) -> web.Response:
         name=body.name,
         require_2fa=body.require_2fa,
         sso_enabled=body.sso_enabled,
+        level=body.require_2fa_level,
     )
     extra = {"enforcement": serialize_run(change.run, brief=True)} if change.run else {}
     return web.json_response(serialize_org(change.org, role=access.role, **extra))
@@ -103,6 +108,7 @@ async def apply_change(
     name: str | None = None,
     require_2fa: bool | None = None,
     sso_enabled: bool | None = None,
+    level: str | None = None,
 ) -> organization_settings.Change:
     """`organization_settings.change_organization` in its own transaction (the API's PUT and
     the settings page); a refusal is a `DomainError`; a new run's coordinator is sent after
@@ -116,10 +122,18 @@ async def apply_change(
             name=name,
             require_2fa=require_2fa,
             sso_enabled=sso_enabled,
+            level=level,
+            recently_authenticated=await recently_authenticated(request, access),
         )
     if change.started and change.run is not None:
         await send_coordinator(change.run["id"])
     return change
+
+
+async def recently_authenticated(request: web.Request, access: OrgAccess) -> bool:
+    """Whether the caller re-authenticated recently enough to lower the level (CONTRACT §9's
+    sudo mode; until the sessions carry it, every signed-in caller counts as recent)."""
+    return True
 
 
 async def send_coordinator(run_id: int) -> None:

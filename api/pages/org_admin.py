@@ -22,10 +22,15 @@ from api.keys import PG, SETTINGS
 from api.pages.views import _detail, _form, _html_errors, _signed_in, render
 from api.pagination import page_args, split_page
 from db import audit, counts, members, organizations, runs
-from require2fa import links, organization_settings
-from require2fa.errors import DomainError, Invalid, NotAllowed
+from require2fa import compliance, links, organization_settings
+from require2fa.errors import DomainError, Invalid, NotAllowed, NotSignedIn
 
 PER_PAGE = 50
+LEVEL_LABELS = {
+    "any": "Any second factor (app, key or phone)",
+    "secure": "Secure: an authenticator app or a security key, no text messages",
+    "phishing-resistant": "Phishing-resistant: security keys and passkeys only",
+}
 
 
 def _org_url(access: OrgAccess, section: str = "") -> str:
@@ -49,6 +54,8 @@ async def _settings(
     status: int = 200,
     error: str | None = None,
     confirm: int | None = None,
+    confirm_level: str | None = None,
+    turning_on: bool = True,
 ) -> web.Response:
     org = access.org
     run, emails, blocked = None, (0, 0), None
@@ -81,6 +88,9 @@ async def _settings(
         blocked=blocked,
         blocked_2fa=blocked == organization_settings.NEEDS_PERSONAL_2FA,
         confirm=confirm,
+        confirm_level=confirm_level or org["require_2fa_level"],
+        turning_on=turning_on,
+        levels=LEVEL_LABELS,
         run=run,
         emails=emails,
         window_days=request.app[SETTINGS].reinstatement_window.days,
@@ -97,33 +107,49 @@ async def settings_page(request: web.Request) -> web.StreamResponse:
     if form is None:
         return await _settings(request, access)
     choice = form.get("require2FA")
-    if choice not in ("on", "off"):
+    level = form.get("require2FALevel") or None
+    if level is not None and level not in compliance.LEVELS:
+        return await _settings(request, access, status=400, error="Choose a requirement level.")
+    if choice not in ("on", "off") and not (choice is None and level is not None):
         return await _settings(
             request, access, status=400, error="Choose to turn the requirement on or off."
         )
-    require = choice == "on"
-    if require and not access.org["require_2fa"] and form.get("confirmed") != "yes":
+    org = access.org
+    require = None if choice is None else choice == "on"
+    turning_on = bool(require) and not org["require_2fa"]
+    raising = (
+        org["require_2fa"]
+        and require is not False
+        and compliance.is_stricter(level, org["require_2fa_level"])
+    )
+    if (turning_on or raising) and form.get("confirmed") != "yes":
         async with request.app[PG].acquire() as conn:
             try:
                 await organization_settings.check(
                     conn,
-                    access.org,
+                    org,
                     actor=actor(request, access.auth),
                     role=access.role,
-                    require_2fa=True,
+                    require_2fa=True if turning_on else None,
+                    level=level,
                 )
             except DomainError as refused:
                 return await _settings(
                     request, access, status=status_of(refused), error=refused.detail
                 )
-            # The count that `2fa-compliance` answers.
+            # The count that `2fa-compliance` answers, at the level being chosen.
             count = await counts.count_noncompliant(
-                conn, access.org["id"], except_user_id=access.auth.user_id
+                conn,
+                org["id"],
+                except_user_id=access.auth.user_id,
+                level=level or org["require_2fa_level"],
             )
-        return await _settings(request, access, confirm=count)
+        return await _settings(
+            request, access, confirm=count, confirm_level=level, turning_on=turning_on
+        )
     try:
-        await org_api.apply_change(request, access, require_2fa=require)
-    except (Invalid, NotAllowed) as refused:
+        await org_api.apply_change(request, access, require_2fa=require, level=level)
+    except (Invalid, NotAllowed, NotSignedIn) as refused:
         return await _settings(request, access, status=status_of(refused), error=refused.detail)
     raise web.HTTPSeeOther(_org_url(access, "settings/"))
 

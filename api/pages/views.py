@@ -29,7 +29,7 @@ from api.handlers import accounts, invites
 from api.handlers import authenticators as factors
 from api.keys import PG, REDIS, SETTINGS
 from db import authenticators, members, organizations
-from require2fa import links, sms, totp, webauthn
+from require2fa import compliance, links, sms, totp, webauthn
 from require2fa.errors import DomainError
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -179,7 +179,13 @@ async def accept_page(request: web.Request) -> web.StreamResponse:
         joined = await invites.accept(request)
         raise web.HTTPSeeOther(joined["redirect"])
     invite = await invites.look(request)
-    return await render(request, "accept.html", invite=invite, here=request.path)
+    return await render(
+        request,
+        "accept.html",
+        invite=invite,
+        here=request.path,
+        needs=compliance.needs(invite["require2FALevel"]),
+    )
 
 
 # --- Signing in and up --------------------------------------------------------------------
@@ -588,7 +594,7 @@ async def organization_page(request: web.Request) -> web.StreamResponse:
             title="Not found",
             message="This organization does not exist, or you are not a member of it.",
         )
-    needs_2fa = bool(org["require_2fa"]) and not member["has2fa"]
+    needs_2fa = bool(org["require_2fa"]) and not member["meets_level"]
     return await render(
         request,
         "organization.html",
@@ -596,5 +602,6 @@ async def organization_page(request: web.Request) -> web.StreamResponse:
         role=member["role"],
         orgs=mine,
         needs_2fa=needs_2fa,
+        needs=compliance.needs(org["require_2fa_level"]),
         section="overview",
     )
