@@ -219,3 +219,58 @@ async def test_the_last_accepted_factor_stays(client, pool) -> None:
     assert (
         await client.delete(f"/api/0/users/me/authenticators/{app_id}/", headers=mine)
     ).status == 204
+
+
+async def test_settings_page_chooses_the_level_with_a_count_at_that_level(
+    client, pool, broker
+) -> None:
+    from tests.factories import enroll_totp
+
+    registered = await client.post(
+        "/api/0/auth/register/",
+        json={"email": "owner@example.com", "password": "correct horse battery staple"},
+    )
+    owner_id = int((await registered.json())["id"])
+    await enroll_totp(client)
+    await add_factor(pool, owner_id, "webauthn")
+    org = await create_org(pool, "acme", owner_id)
+    for kind in ("none", "totp", "sms", "webauthn"):
+        user = await create_user(pool, f"{kind}@example.com")
+        if kind != "none":
+            await add_factor(pool, user["id"], kind)
+        await add_member(pool, org["id"], user)
+    settings_url = "/organizations/acme/settings/"
+
+    page = await (await client.get(settings_url)).text()
+    assert 'name="require2FALevel"' in page and "Phishing-resistant" in page
+    asked = await client.post(settings_url, data={"require2FA": "on", "require2FALevel": "secure"})
+    page = await asked.text()
+    assert "<strong>2 members</strong>" in page and 'name="confirmed" value="yes"' in page
+    assert 'name="require2FALevel" value="secure"' in page
+    done = await client.post(
+        settings_url,
+        data={"require2FA": "on", "require2FALevel": "secure", "confirmed": "yes"},
+        allow_redirects=False,
+    )
+    assert done.status == 303
+    async with pool.acquire() as conn:
+        row = await conn.fetchrow("select * from organizations where slug = 'acme'")
+    assert (row["require_2fa"], row["require_2fa_level"]) == (True, "secure")
+
+    # Raising it asks again, counting at the new level (the app-only member too).
+    raised = await client.post(settings_url, data={"require2FALevel": "phishing-resistant"})
+    page = await raised.text()
+    assert "Raise the requirement level?" in page and "<strong>3 members</strong>" in page
+    confirmed = await client.post(
+        settings_url,
+        data={"require2FALevel": "phishing-resistant", "confirmed": "yes"},
+        allow_redirects=False,
+    )
+    assert confirmed.status == 303
+    async with pool.acquire() as conn:
+        runs = await conn.fetch("select status from enforcement_runs order by id")
+        level = await conn.fetchval("select require_2fa_level from organizations")
+    assert level == "phishing-resistant"
+    assert [r["status"] for r in runs] == ["cancelled", "queued"]
+    bad = await client.post(settings_url, data={"require2FALevel": "nope"})
+    assert bad.status == 400
