@@ -12,6 +12,7 @@ from api.auth import Auth, require_user
 from api.errors import api_error
 from api.keys import PG
 from db import members, organizations
+from require2fa import compliance
 
 MANAGERS = ("owner", "manager")
 _SLUG = re.compile(r"^[a-z0-9][a-z0-9-]{0,49}$")
@@ -50,13 +51,15 @@ async def org_access(request: web.Request, *, roles: tuple[str, ...] | None = No
     if (
         org["require_2fa"]
         and member is not None
-        and not member["has2fa"]
+        and not member["meets_level"]
         and not member["exempt_2fa"]  # an exemption that lasts: never blocked for 2FA
     ):
         raise api_error(
             401,
-            "This organization requires two-factor authentication; set it up to continue.",
+            "This organization requires two-factor authentication with"
+            f" {compliance.needs(org['require_2fa_level'])}; set it up to continue.",
             code="2fa-required",
+            require2FALevel=org["require_2fa_level"],
         )
     access = OrgAccess(auth=auth, org=org, member=member)
     if roles is not None:

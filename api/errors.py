@@ -49,7 +49,7 @@ _STATUS_OF: tuple[tuple[type[domain.DomainError], int], ...] = (
     (domain.TooMany, 429),
 )
 # Codes that API answers carry as `"code"` (clients act on them).
-PUBLIC_CODES = frozenset({"2fa-required"})
+PUBLIC_CODES = frozenset({"2fa-required", "sudo-required"})
 
 
 def status_of(err: domain.DomainError) -> int:

@@ -30,6 +30,7 @@ def serialize_org(org: asyncpg.Record, **extra: Any) -> dict[str, Any]:
         "slug": org["slug"],
         "name": org["name"],
         "require2FA": org["require_2fa"],
+        "require2FALevel": org["require_2fa_level"],
         "ssoEnabled": org["sso_enabled"],
         # A scheduled requirement: when it starts (`require2FA` stays false until then).
         "enforceAt": _iso(org.get("enforce_at")),
@@ -56,6 +57,7 @@ def serialize_member(row: asyncpg.Record) -> dict[str, Any]:
             "email": row["user_email"],
             "name": row["user_name"],
             "has2fa": row["has2fa"],
+            "meetsRequirement": row["meets_level"],
         }
     return {
         "id": str(row["id"]),
@@ -65,7 +67,12 @@ def serialize_member(row: asyncpg.Record) -> dict[str, Any]:
         "teams": list(row["team_slugs"]),
         "settings": row["settings"],
         "pending": row["user_id"] is None,
-        "pendingReason": row["pending_reason"],
+        # Removed for 2FA: `2fa` (no second factor) or `2fa-level` (none the level accepts).
+        "pendingReason": (
+            row["removal_reason"] or row["pending_reason"]
+            if row["pending_reason"] == "2fa"
+            else row["pending_reason"]
+        ),
         "reinstateBy": row["reinstate_by"].isoformat() if row["reinstate_by"] else None,
         "lastRemindedAt": _iso(row.get("last_reminded_at")),
         "exempt2FA": _exemption(row),

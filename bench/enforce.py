@@ -54,13 +54,14 @@ with cand as (
     select m.id, m.user_id,
            translate(rtrim(encode(uuid_send(gen_random_uuid()) || uuid_send(gen_random_uuid()),
                                   'base64'), '='), '+/', '-_') as token
-    from members m join users u on u.id = m.user_id
+    from members m join users u on u.id = m.user_id join organizations o on o.id = m.organization_id
     where m.organization_id = $1 and u.id <> $2 and not {has_2fa_user}),
 removed as (
     update members m
     set user_id = null, pending_reason = '2fa', token_hash = sha256(convert_to(c.token, 'UTF8')),
         reinstate_by = now() + interval '90 days', removed_at = now(), removed_by_run = $3,
-        expiry_reminded_at = null
+        expiry_reminded_at = null,
+        removal_reason = case when {any_factor_candidate} then '2fa-level' else '2fa' end
     from cand c
     where m.id = c.id and m.user_id = c.user_id and not {has_2fa_candidate}
     returning m.id, m.email, m.role, c.user_id, c.token, m.reinstate_by),
@@ -304,12 +305,16 @@ async def measure(
     removed = await conn.fetchval(
         BOUND_SQL.format(
             message_id=MESSAGE_ID_SQL.format(key="k.key"),
-            has_2fa_user=compliance.second_factor_sql("u.id"),
-            has_2fa_candidate=compliance.second_factor_sql("c.user_id"),
+            # At the organization's level, as the batches judge it (`any` here: the seed's
+            # factors are TOTP), with the removal reason they write.
+            has_2fa_user=compliance.second_factor_sql("u.id", level_sql="o.require_2fa_level"),
+            has_2fa_candidate=compliance.second_factor_sql("c.user_id", level_sql="$4::text"),
+            any_factor_candidate=compliance.second_factor_sql("c.user_id"),
         ),
         bound_seeded.organization_id,
         bound_owner_id,
         bound_run,
+        "any",
     )
     bound_seconds = time.perf_counter() - started
     assert removed == bound_expected, (removed, bound_expected)

@@ -14,6 +14,7 @@ SECOND_FACTORS = compliance.FACTOR_KINDS
 
 _SELECT = """
     select a.id, a.user_id, a.type, a.name, a.phone, a.secret_encrypted, a.last_used_step,
+           a.credential_id, a.public_key, a.sign_count, a.transports,
            a.confirmed_at, a.created_at, a.last_used_at,
            case when a.type = 'recovery' then
                (select count(*) from recovery_codes rc
@@ -77,6 +78,79 @@ async def insert_sms(
     )
 
 
+async def insert_webauthn(
+    conn: asyncpg.Connection,
+    *,
+    user_id: int,
+    name: str,
+    credential_id: bytes,
+    public_key: bytes,
+    sign_count: int,
+    transports: list[str],
+) -> asyncpg.Record | None:
+    """A confirmed security key or passkey; None when that credential is registered already
+    (to this account or another)."""
+    return await conn.fetchrow(
+        """insert into authenticators (user_id, type, name, credential_id, public_key, sign_count,
+                                       transports, confirmed_at)
+           values ($1, 'webauthn', $2, $3, $4, $5, $6, now())
+           on conflict (credential_id) where credential_id is not null do nothing
+           returning *""",
+        user_id,
+        name,
+        credential_id,
+        public_key,
+        sign_count,
+        transports,
+    )
+
+
+async def webauthn_by_credential(
+    conn: asyncpg.Connection, user_id: int, credential_id: bytes
+) -> asyncpg.Record | None:
+    """The user's key with this credential id (another user's key is not found)."""
+    return await conn.fetchrow(
+        _SELECT + " where a.user_id = $1 and a.type = 'webauthn' and a.credential_id = $2",
+        user_id,
+        credential_id,
+    )
+
+
+async def claim_webauthn_counter(
+    conn: asyncpg.Connection, authenticator_id: int, seen: int, new_count: int
+) -> bool:
+    """Record a verified assertion's counter; False when the row no longer holds `seen` (a
+    parallel use of the same key got there first) or the counter did not go forward.
+
+    An authenticator that keeps no counter reports 0 every time; then the single-use challenge
+    is what stops a replay.
+    """
+    claimed = await conn.fetchval(
+        """update authenticators set sign_count = $3, last_used_at = now()
+           where id = $1 and sign_count = $2 and ($3 > $2 or ($3 = 0 and $2 = 0))
+           returning id""",
+        authenticator_id,
+        seen,
+        new_count,
+    )
+    return claimed is not None
+
+
+async def rename(
+    conn: asyncpg.Connection, user_id: int, authenticator_id: int, name: str
+) -> asyncpg.Record | None:
+    """Renames one of the user's factors (not the recovery codes); the row, or None."""
+    renamed = await conn.fetchval(
+        """update authenticators set name = $3
+           where user_id = $1 and id = $2 and type <> 'recovery' and confirmed_at is not null
+           returning id""",
+        user_id,
+        authenticator_id,
+        name,
+    )
+    return await get(conn, user_id, renamed) if renamed is not None else None
+
+
 async def claim_totp_step(conn: asyncpg.Connection, authenticator_id: int, step: int) -> bool:
     """Record `step` as used; False when it (or a later one) was used already.
 
@@ -126,6 +200,27 @@ async def delete_all(conn: asyncpg.Connection, user_id: int) -> list[str]:
     kinds deleted, one per factor."""
     rows = await conn.fetch("delete from authenticators where user_id = $1 returning type", user_id)
     return sorted(row["type"] for row in rows)
+
+
+async def needed_by_requirement(
+    conn: asyncpg.Connection, user_id: int, authenticator_id: int
+) -> bool:
+    """Whether removing this factor would leave the user short of the level of an organization
+    of theirs that requires 2FA (one whose level they meet now, and would not without it)."""
+    with_it = compliance.second_factor_sql("$1", level_sql="o.require_2fa_level")
+    without = (
+        "exists (select 1 from authenticators a where a.user_id = $1 and a.id <> $2 and "
+        + compliance.factor_counts_sql("a", level_sql="o.require_2fa_level")
+        + ")"
+    )
+    return await conn.fetchval(
+        f"""select exists (select 1 from members m join organizations o
+                           on o.id = m.organization_id
+                           where m.user_id = $1 and o.require_2fa
+                             and {with_it} and not {without})""",
+        user_id,
+        authenticator_id,
+    )
 
 
 async def delete(conn: asyncpg.Connection, authenticator_id: int) -> None:

@@ -1,4 +1,5 @@
-"""One batch of a run: the removal of the members of one id range who have no second factor.
+"""One batch of a run: the removal of the members of one id range who have no second factor
+that the organization's level accepts.
 
 Locks are always taken in the same order, so none of these can deadlock with another (the
 switch, `require2fa.organization_settings`, takes the organization FOR UPDATE):
@@ -21,12 +22,7 @@ from typing import Any
 import asyncpg
 
 from db.audit import Actor
-from db.counts import NONCOMPLIANT_SQL
 from require2fa import compliance
-
-# The removal's recheck, on the candidate's user `t.user_id` and member `m`: still no second
-# factor and no exemption that lasts, in this statement.
-NONCOMPLIANT_T_SQL = compliance.noncompliant_sql("t.user_id", exempt_until_sql="m.exempt_2fa_until")
 
 
 @dataclass(frozen=True)
@@ -46,6 +42,7 @@ class BatchHead:
     organization_id: int
     org_name: str
     org_slug: str
+    level: str  # the organization's requirement level, read under its lock
     first_member_id: int
     last_member_id: int
     actor: Actor
@@ -58,7 +55,8 @@ async def start_batch(conn: asyncpg.Connection, run_id: int, batch_no: int) -> B
     if run is None:
         return None
     org = await conn.fetchrow(
-        "select id, name, slug, require_2fa from organizations where id = $1 for share",
+        """select id, name, slug, require_2fa, require_2fa_level from organizations
+           where id = $1 for share""",
         run["organization_id"],
     )
     if org is None or not org["require_2fa"]:
@@ -80,6 +78,7 @@ async def start_batch(conn: asyncpg.Connection, run_id: int, batch_no: int) -> B
         organization_id=org["id"],
         org_name=org["name"],
         org_slug=org["slug"],
+        level=org["require_2fa_level"],
         first_member_id=batch["first_member_id"],
         last_member_id=batch["last_member_id"],
         actor=Actor(
@@ -93,17 +92,22 @@ async def start_batch(conn: asyncpg.Connection, run_id: int, batch_no: int) -> B
 
 
 async def candidates(conn: asyncpg.Connection, head: BatchHead) -> list[Candidate]:
-    """Active members of the batch without a second factor, as read before any lock: the
-    removal statement checks each of them again."""
+    """Active members of the batch without a second factor that the level accepts and without
+    an exemption that lasts, as read
+    before any lock: the removal statement checks each of them again."""
+    noncompliant = compliance.noncompliant_sql(
+        "u.id", level_sql="$5::text", exempt_until_sql="m.exempt_2fa_until"
+    )
     rows = await conn.fetch(
         f"""select m.id, m.user_id, m.email from members m join users u on u.id = m.user_id
             where m.organization_id = $1 and m.id between $2 and $3
-              and u.id is distinct from $4 and {NONCOMPLIANT_SQL}
+              and u.id is distinct from $4 and {noncompliant}
             order by m.id""",
         head.organization_id,
         head.first_member_id,
         head.last_member_id,
         head.actor.user_id,
+        head.level,
     )
     return [Candidate(row["id"], row["user_id"], row["email"]) for row in rows]
 
@@ -128,7 +132,9 @@ async def remove(
     reinstate_by: datetime,
 ) -> tuple[int, int]:
     """Removes those candidates that are, in this statement, still active with the same user
-    and still without a second factor; writes their `member.pending` entries and outbox rows.
+    and still without a second factor that the level accepts (reason `2fa`, or `2fa-level` for
+    one whose factors are all of kinds the level does not accept); writes their
+    `member.pending` entries and outbox rows.
 
     Returns (removed, members of the batch's range). Call with the candidates' users locked.
     """
@@ -141,19 +147,25 @@ async def remove(
                 update members m
                 set user_id = null, pending_reason = '2fa', token_hash = t.token_hash,
                     reinstate_by = $9, removed_at = $10, removed_by_run = $7,
-                    expiry_reminded_at = null
+                    expiry_reminded_at = null,
+                    removal_reason = case when {compliance.second_factor_sql("t.user_id")}
+                                          then '2fa-level' else '2fa' end
                 from t
                 where m.id = t.member_id and m.organization_id = $8 and m.user_id = t.user_id
-                  and {NONCOMPLIANT_T_SQL}
-                returning m.id, m.email, m.role, t.user_id, t.context, t.dedupe_key,
-                          t.message_id),
+                  and {
+            compliance.noncompliant_sql(
+                "t.user_id", level_sql="$17::text", exempt_until_sql="m.exempt_2fa_until"
+            )
+        }
+                returning m.id, m.email, m.role, m.removal_reason, t.user_id, t.context,
+                          t.dedupe_key, t.message_id),
             logged as (
                 insert into audit_log (organization_id, event, actor_user_id, actor_token_id,
                                        actor_label, target_member_id, target_user_id,
                                        ip_address, data, created_at)
                 select $8, 'member.pending', $11, $12, $13, r.id, r.user_id, $14::inet,
                        jsonb_build_object(
-                           'email', r.email, 'role', r.role, 'reason', '2fa',
+                           'email', r.email, 'role', r.role, 'reason', r.removal_reason,
                            'teams', coalesce((select jsonb_agg(tm.slug order by tm.slug)
                                               from member_teams mt
                                               join teams tm on tm.id = mt.team_id
@@ -186,6 +198,7 @@ async def remove(
         head.actor.ip_address,
         head.first_member_id,
         head.last_member_id,
+        head.level,
     )
     return row["removed"], row["in_range"]
 

@@ -1,5 +1,5 @@
-"""Compliance counts of an organization: who a run started now would remove, and its members
-by 2FA state. The condition is `require2fa.compliance`'s (through `db.users.HAS_2FA_SQL`)."""
+"""Compliance counts of an organization: who a run started now would remove (at its level), and
+its members by 2FA state. The conditions are `require2fa.compliance`'s."""
 
 from __future__ import annotations
 
@@ -8,18 +8,39 @@ import asyncpg
 from db.users import HAS_2FA_SQL
 from require2fa import compliance
 
-# Does not meet the requirement: no second factor and no exemption that lasts (members `m`,
-# users `u`); an AND term that plans as an anti-join.
-NONCOMPLIANT_SQL = compliance.noncompliant_sql("u.id", exempt_until_sql="m.exempt_2fa_until")
+# The member's user (alias `u`) meets the level of the organization (alias `o`).
+MEETS_LEVEL_SQL = compliance.second_factor_sql("u.id", level_sql="o.require_2fa_level")
+# Does not meet the requirement at the organization's level (`o`) and has no exemption that
+# lasts (members `m`, users `u`); an AND term that plans as an anti-join.
+NONCOMPLIANT_SQL = compliance.noncompliant_sql(
+    "u.id", level_sql="o.require_2fa_level", exempt_until_sql="m.exempt_2fa_until"
+)
 
 
 async def count_noncompliant(
-    conn: asyncpg.Connection, organization_id: int, *, except_user_id: int | None
+    conn: asyncpg.Connection,
+    organization_id: int,
+    *,
+    except_user_id: int | None,
+    level: str | None = None,
 ) -> int:
-    """Active members who do not meet the requirement (no second factor, no exemption that
-    lasts): who a run started now would remove."""
+    """Active members who do not meet the requirement at the organization's level (or `level`,
+    the one an owner is about to choose) and have no exemption that lasts: who a run started now
+    would remove."""
+    if level is not None:
+        noncompliant = compliance.noncompliant_sql(
+            "u.id", level_sql="$3::text", exempt_until_sql="m.exempt_2fa_until"
+        )
+        return await conn.fetchval(
+            f"""select count(*) from members m join users u on u.id = m.user_id
+                where m.organization_id = $1 and u.id is distinct from $2 and {noncompliant}""",
+            organization_id,
+            except_user_id,
+            compliance.level_of(level),
+        )
     return await conn.fetchval(
         f"""select count(*) from members m join users u on u.id = m.user_id
+                                        join organizations o on o.id = m.organization_id
             where m.organization_id = $1 and u.id is distinct from $2
               and {NONCOMPLIANT_SQL}""",
         organization_id,

@@ -10,16 +10,24 @@ import asyncpg
 
 from db.audit import Actor
 from db.users import HAS_2FA_SQL
+from require2fa import compliance
 
-# One member row as the API shows it: joined with its user, its 2FA state and its team slugs.
+# Whether the member's user has a factor that the organization's level accepts.
+MEETS_LEVEL_SQL = compliance.second_factor_sql("u.id", level_sql="o.require_2fa_level")
+
+# One member row as the API shows it: joined with its user, its 2FA state (any factor, and one
+# that meets the organization's level) and its team slugs.
 _SELECT = f"""
     select m.*, u.name as user_name, u.email as user_email,
            case when u.id is null then null else {HAS_2FA_SQL} end as has2fa,
            coalesce(m.exempt_2fa_until > now(), false) as exempt_2fa,
+           case when u.id is null then null else {MEETS_LEVEL_SQL} end as meets_level,
+           o.require_2fa_level,
            coalesce((select array_agg(t.slug order by t.slug) from member_teams mt
                      join teams t on t.id = mt.team_id where mt.member_id = m.id),
                     '{{}}') as team_slugs
-    from members m left join users u on u.id = m.user_id
+    from members m join organizations o on o.id = m.organization_id
+         left join users u on u.id = m.user_id
 """
 
 
@@ -29,17 +37,20 @@ class MemberFilter:
     text.
 
     `has2fa` speaks of members with a user; pending members have none and match neither value.
+    `meets_level` (no query key: the compliance list) is `has2fa` at the organization's level.
     """
 
     has2fa: bool | None = None
+    meets_level: bool | None = None
     pending: bool | None = None
     role: str | None = None
     text: str | None = None
     exempt: bool | None = None  # an exemption that lasts now
 
 
-# Who a run started now would remove: active, no second factor, no exemption that lasts.
-NONCOMPLIANT = MemberFilter(has2fa=False, pending=False, exempt=False)
+# Who a run started now would remove: active, no second factor that the organization's level
+# accepts, no exemption that lasts.
+NONCOMPLIANT = MemberFilter(meets_level=False, pending=False, exempt=False)
 
 
 async def get(
@@ -78,6 +89,7 @@ async def page(
           and ($6::text is null or m.email like '%' || $6 || '%'
                or coalesce(u.name, '') ilike '%' || $6 || '%')
           and ($8::boolean is null or coalesce(m.exempt_2fa_until > now(), false) = $8)
+          and ($9::boolean is null or (u.id is not null and {MEETS_LEVEL_SQL} = $9))
         order by m.id
         limit $7""",
         organization_id,
@@ -88,6 +100,7 @@ async def page(
         where.text,
         limit,
         where.exempt,
+        where.meets_level,
     )
 
 
@@ -179,7 +192,8 @@ async def lock(conn: asyncpg.Connection, member_id: int) -> None:
 async def for_accept(conn: asyncpg.Connection, member_id: int) -> asyncpg.Record | None:
     """The pending member behind an invite link, locked, with its organization."""
     return await conn.fetchrow(
-        """select m.*, o.slug as org_slug, o.name as org_name, o.require_2fa
+        """select m.*, o.slug as org_slug, o.name as org_name, o.require_2fa,
+                  o.require_2fa_level
            from members m join organizations o on o.id = m.organization_id
            where m.id = $1 for update of m""",
         member_id,
@@ -191,7 +205,7 @@ async def reinstate(conn: asyncpg.Connection, member_id: int, *, user_id: int, e
     await conn.execute(
         """update members set user_id = $2, email = $3, pending_reason = null, token_hash = null,
                               reinstate_by = null, removed_at = null, removed_by_run = null,
-                              expiry_reminded_at = null
+                              expiry_reminded_at = null, removal_reason = null
            where id = $1""",
         member_id,
         user_id,

@@ -79,16 +79,18 @@ async def update_settings(
     name: str | None,
     sso_enabled: bool,
     require_2fa: bool,
+    level: str,
 ) -> asyncpg.Record:
-    """Sets the name (when given), SSO and the requirement; the row as it is now."""
+    """Sets the name (when given), SSO, the requirement and its level; the row as it is now."""
     row = await conn.fetchrow(
         """update organizations set name = coalesce($2, name), sso_enabled = $3,
-                                    require_2fa = $4
+                                    require_2fa = $4, require_2fa_level = $5
            where id = $1 returning *""",
         organization_id,
         name,
         sso_enabled,
         require_2fa,
+        level,
     )
     assert row is not None
     return row

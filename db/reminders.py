@@ -1,7 +1,8 @@
 """Reminder emails to the members who do not meet the requirement yet, queued chunk by chunk.
 
 One statement per chunk of members (keyset on `members_org_id`): it picks the chunk's active
-members who do not meet the requirement (no second factor, no exemption), writes one outbox
+members who do not meet the requirement (no second factor that the organization's level
+accepts, no exemption), writes one outbox
 row each (the dedupe key makes a second attempt queue nothing) and stamps `last_reminded_at` on
 the members it queued for, in one transaction. Memory and transaction length do not grow with
 the organization, and a caller can show progress between chunks.
@@ -26,6 +27,7 @@ _CHUNK_SQL = f"""
 with chunk as (
     select m.id, m.email, m.organization_id
     from members m join users u on u.id = m.user_id
+                   join organizations o on o.id = m.organization_id
     where m.organization_id = $1 and ($6::bigint is null or m.id > $6)
       and u.id is distinct from $5 and {NONCOMPLIANT_SQL}
     order by m.id

@@ -39,8 +39,16 @@ async def by_id(conn: asyncpg.Connection, user_id: int) -> asyncpg.Record | None
     )
 
 
-async def has_2fa(conn: asyncpg.Connection, user_id: int) -> bool:
-    return await conn.fetchval(f"select {HAS_2FA_SQL} from users u where u.id = $1", user_id)
+async def has_2fa(conn: asyncpg.Connection, user_id: int, level: str | None = None) -> bool:
+    """Whether the user has a confirmed factor that counts (at `level`, when given)."""
+    if level is None:
+        return await conn.fetchval(f"select {HAS_2FA_SQL} from users u where u.id = $1", user_id)
+    return await conn.fetchval(
+        f"""select {compliance.second_factor_sql("u.id", level_sql="$2::text")}
+            from users u where u.id = $1""",
+        user_id,
+        compliance.level_of(level),
+    )
 
 
 async def lock(conn: asyncpg.Connection, user_ids: list[int]) -> None:

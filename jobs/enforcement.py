@@ -112,9 +112,9 @@ async def remove_batch_now(
     pool: asyncpg.Pool, settings: Settings, run_id: int, batch_no: int
 ) -> BatchResult | None:
     """Removes, in one transaction, the batch's members who are still active and still have no
-    second factor: members row, `member.pending` entry and outbox email per member, the run's
-    counters, the batch marked done. None when there was nothing to do (done already, run
-    cancelled or finished)."""
+    second factor that the organization's level accepts: members row, `member.pending` entry
+    and outbox email per member, the run's counters, the batch marked done. None when there was
+    nothing to do (done already, run cancelled or finished)."""
     started = time.perf_counter()
     async with pool.acquire() as conn, conn.transaction():
         head = await batches.start_batch(conn, run_id, batch_no)
@@ -139,6 +139,7 @@ async def remove_batch_now(
                     member_email=c.email,
                     token=token,
                     reinstate_by=reinstate_by,
+                    level=head.level,
                 )
                 for c, token in zip(found, tokens, strict=True)
             ],

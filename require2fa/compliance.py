@@ -29,13 +29,23 @@ from collections.abc import Iterable
 from datetime import datetime
 
 # Factor kinds that can count as a second factor once confirmed (recovery codes never do).
-FACTOR_KINDS: tuple[str, ...] = ("totp", "sms")
+FACTOR_KINDS: tuple[str, ...] = ("totp", "sms", "webauthn")
 
-# Requirement levels (issue 12 adds "secure" and "phishing-resistant"): the kinds each accepts.
+# Requirement levels, from the most lenient to the strictest: the kinds each accepts.
+# `secure` leaves out text messages (SIM swaps, interception); `phishing-resistant` accepts only
+# keys and passkeys, whose answers are bound to this site's origin.
 LEVELS: dict[str, tuple[str, ...]] = {
     "any": FACTOR_KINDS,
+    "secure": ("totp", "webauthn"),
+    "phishing-resistant": ("webauthn",),
 }
 DEFAULT_LEVEL = "any"
+# What a person is told a level needs (the removal email, the join and 2fa-required refusals).
+LEVEL_NEEDS: dict[str, str] = {
+    "any": "a second factor: an authenticator app, a security key or passkey, or a backup phone",
+    "secure": "an authenticator app or a security key or passkey (a backup phone does not count)",
+    "phishing-resistant": "a security key or passkey (authenticator apps and phones do not count)",
+}
 
 _WORD = re.compile(r"^[a-z][a-z0-9_-]*$")
 # A column reference (`u.id`, `t.user_id`) or a `$n` parameter: what callers may pass as SQL.
@@ -140,3 +150,22 @@ def meets_requirement(
     if exempt_until is not None and now is not None and now < exempt_until:
         return True
     return any(counts(kind, level) for kind in kinds)
+
+
+def level_of(level: str | None) -> str:
+    """`level`, or the default when it is None; ValueError for a level that does not exist."""
+    level = level or DEFAULT_LEVEL
+    if level not in LEVELS:
+        raise ValueError(f"not a requirement level: {level!r}")
+    return level
+
+
+def is_stricter(new: str | None, old: str | None) -> bool:
+    """Whether `new` accepts fewer kinds than `old` (raising the level starts a run)."""
+    order = list(LEVELS)
+    return order.index(level_of(new)) > order.index(level_of(old))
+
+
+def needs(level: str | None) -> str:
+    """What a member must set up to meet `level`, as a phrase."""
+    return LEVEL_NEEDS[level_of(level)]

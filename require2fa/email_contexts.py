@@ -12,7 +12,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from require2fa import links
+from require2fa import compliance, links
 
 Context = dict[str, Any]
 
@@ -30,15 +30,18 @@ def removed_for_2fa(
     member_email: str,
     token: str,
     reinstate_by: datetime | None,
+    level: str | None = None,
 ) -> Context:
     """The "Mandatory: Enable Two-Factor Authentication" email, with the member's fresh link
-    back in."""
+    back in and what the organization's level needs (`require2fa.compliance.needs`)."""
     return {
         "org_name": org_name,
         "org_slug": org_slug,
         "member_email": member_email,
         "accept_url": links.accept_url(base_url, member_id, token),
         "reinstate_by": _when(reinstate_by),
+        "level": compliance.level_of(level),
+        "needs": compliance.needs(level),
     }
 
 

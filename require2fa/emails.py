@@ -26,7 +26,12 @@ from require2fa.settings import Settings
 # Shipped as package data (pyproject.toml), so the path holds installed or editable.
 TEMPLATE_DIR = Path(__file__).resolve().parent / "templates" / "emails"
 
-FACTOR_LABELS = {"totp": "authenticator app", "sms": "backup phone", "recovery": "recovery codes"}
+FACTOR_LABELS = {
+    "totp": "authenticator app",
+    "sms": "backup phone",
+    "webauthn": "security key",
+    "recovery": "recovery codes",
+}
 
 
 class _HeaderRegistry(headerregistry.HeaderRegistry):

@@ -1,10 +1,12 @@
-"""Changing an organization's settings: its name, single sign-on, and the requirement itself.
+"""Changing an organization's settings: its name, single sign-on, and the requirement itself
+with its level (`require2fa.compliance.LEVELS`).
 
-The rules: only an owner changes the requirement or SSO; the owner must have a second factor
+The rules: only an owner changes the requirement, its level or SSO; the owner must meet the level
 themselves; the requirement cannot be turned on while SSO is on, and turning SSO on while it is
-required turns the requirement off (the identity provider enforces 2FA then). Every change is
-audited (`org.edit`); turning the requirement on writes a `queued` enforcement run that the
-caller's adapter sends to the workers once the transaction commits (`started`).
+required turns the requirement off (the identity provider enforces 2FA then); lowering the level
+needs a recent re-authentication. Every change is audited (`org.edit`); turning the requirement
+on, or raising its level while it is on, writes a `queued` enforcement run that the caller's
+adapter sends to the workers once the transaction commits (`started`).
 """
 
 from __future__ import annotations
@@ -16,7 +18,8 @@ import asyncpg
 
 from db import audit, organizations, runs, schedule, users
 from db.audit import Actor
-from require2fa.errors import Invalid, NotAllowed, NotFound
+from require2fa import compliance
+from require2fa.errors import Invalid, NotAllowed, NotFound, NotSignedIn
 
 ENFORCE_AT_NEEDS_ON = "enforceAt goes with turning the requirement on."
 ENFORCE_AT_PAST = "The date to require two-factor authentication must be in the future."
@@ -27,6 +30,8 @@ OWNERS_ONLY = "Only an owner can change two-factor authentication or single sign
 # Codes of the refusals that the settings page tells apart.
 PERSONAL_2FA_MISSING = "personal-2fa-missing"
 SSO_ENABLED = "sso-enabled"
+LEVEL_NOT_MET = "level-not-met"
+LOWERING_NEEDS_SUDO = "Lowering the requirement level needs a recent re-authentication."
 
 
 @dataclass(frozen=True)
@@ -48,12 +53,17 @@ async def change_organization(
     require_2fa: bool | None = None,
     sso_enabled: bool | None = None,
     enforce_at: datetime | None = None,
+    level: str | None = None,
+    recently_authenticated: bool = False,  # lowering the level needs it (the adapter knows)
 ) -> Change:
     """Applies a settings change in the caller's transaction, with its `org.edit` entries.
 
     Turning require-2FA on writes a `queued` run; turning it on while it is on starts nothing and
     returns the run under way (or the latest one). Turning it off, or turning SSO on while it is
-    required, cancels the run under way. Raises a `DomainError` when the rules forbid the change.
+    required, cancels the run under way. Raising the level while it is required starts a run as
+    turning it on does (a run under way is cancelled and replaced, so that the members it passed
+    are judged again); lowering it starts nothing. Raises a `DomainError` when the rules forbid
+    the change.
 
     With `enforce_at`, turning it on writes a `scheduled` run instead and the requirement stays
     off until then (`db.schedule`; `org.edit` carries `enforce_at`). Any later choice about the
@@ -62,7 +72,7 @@ async def change_organization(
     org = await organizations.lock(conn, organization_id)
     if org is None:
         raise NotFound("not-found", "The requested organization does not exist.")
-    if require_2fa and actor.user_id is not None:
+    if (require_2fa or level is not None) and actor.user_id is not None:
         # The same lock as deleting a factor: the owner cannot lose their last factor while
         # turning the requirement on (the order is organization, then users, as in a batch).
         await users.lock(conn, [actor.user_id])
@@ -75,6 +85,8 @@ async def change_organization(
         require_2fa=require_2fa,
         sso_enabled=sso_enabled,
         enforce_at=enforce_at,
+        level=level,
+        recently_authenticated=recently_authenticated,
     )
     new_sso = org["sso_enabled"] if sso_enabled is None else sso_enabled
     new_require = org["require_2fa"] if require_2fa is None else require_2fa
@@ -84,6 +96,10 @@ async def change_organization(
     on_a_date = bool(new_require and enforce_at is not None and not org["require_2fa"])
     if on_a_date:
         new_require = False
+    old_level = org["require_2fa_level"]
+    new_level = old_level if level is None else compliance.level_of(level)
+    # A stricter level while the requirement stays on removes whoever no longer meets it.
+    raised = org["require_2fa"] and new_require and compliance.is_stricter(new_level, old_level)
 
     edits: dict[str, str] = {}
     if name is not None and name != org["name"]:
@@ -91,9 +107,16 @@ async def change_organization(
     if new_sso != org["sso_enabled"]:
         edits["sso_enabled"] = f"to {new_sso}"
     was_required = org["require_2fa"]
+    if new_level != old_level:
+        edits["require_2fa_level"] = f"to {new_level}"
     if edits or new_require != was_required:
         org = await organizations.update_settings(
-            conn, organization_id, name=name, sso_enabled=new_sso, require_2fa=new_require
+            conn,
+            organization_id,
+            name=name,
+            sso_enabled=new_sso,
+            require_2fa=new_require,
+            level=new_level,
         )
     if edits:
         await audit.record(
@@ -110,19 +133,23 @@ async def change_organization(
         org = await organizations.get(conn, organization_id)
         if scheduled is not None:
             return Change(org=org, run=scheduled, started=False)
-    if new_require == was_required:
+    if new_require == was_required and not raised:
         run = await runs.current_run(conn, organization_id) if require_2fa else None
         return Change(org=org, run=run, started=False)
-    await audit.record(
-        conn,
-        organization_id=organization_id,
-        event="org.edit",
-        actor=actor,
-        data={"require_2fa": f"to {new_require}"},
-    )
+    if new_require != was_required:
+        await audit.record(
+            conn,
+            organization_id=organization_id,
+            event="org.edit",
+            actor=actor,
+            data={"require_2fa": f"to {new_require}"},
+        )
     if not new_require:
         await runs.cancel_active(conn, organization_id)
         return Change(org=org, run=None, started=False)
+    if raised:
+        # The run under way judged members by the old level: a new one goes over all of them.
+        await runs.cancel_active(conn, organization_id)
     run = await runs.insert(conn, organization_id, actor)
     if run is None:  # a run left under way while it was off; let that one finish the work
         return Change(org=org, run=await runs.current_run(conn, organization_id), started=False)
@@ -172,6 +199,8 @@ async def check(
     require_2fa: bool | None = None,
     sso_enabled: bool | None = None,
     enforce_at: datetime | None = None,
+    level: str | None = None,
+    recently_authenticated: bool = True,
 ) -> None:
     """Raises a `DomainError` when the rules forbid the change; changes nothing (the settings page
     asks it before its confirm step, `change_organization` again under the row lock)."""
@@ -183,13 +212,27 @@ async def check(
             raise Invalid("enforce-at-past", ENFORCE_AT_PAST)
         if enforce_at > now + schedule.MAX_AHEAD:
             raise Invalid("enforce-at-too-late", ENFORCE_AT_TOO_LATE)
-    if (require_2fa is not None or sso_enabled is not None) and role != "owner":
+    if (
+        require_2fa is not None or sso_enabled is not None or level is not None
+    ) and role != "owner":
         raise NotAllowed("owners-only", OWNERS_ONLY)
     if name is not None and role not in ("owner", "manager"):
         raise NotAllowed("managers-only", "Only owners and managers can rename the organization.")
+    if level is not None and level not in compliance.LEVELS:
+        raise Invalid("unknown-level", f"The level must be one of: {', '.join(compliance.LEVELS)}.")
     new_sso = org["sso_enabled"] if sso_enabled is None else sso_enabled
-    if require_2fa:
+    new_level = org["require_2fa_level"] if level is None else level
+    if compliance.is_stricter(org["require_2fa_level"], new_level) and not recently_authenticated:
+        raise NotSignedIn("sudo-required", LOWERING_NEEDS_SUDO)
+    required = org["require_2fa"] if require_2fa is None else require_2fa
+    if require_2fa or (required and level is not None):
         if new_sso:
             raise Invalid(SSO_ENABLED, NOT_WITH_SSO)
         if actor.user_id is None or not await users.has_2fa(conn, actor.user_id):
             raise Invalid(PERSONAL_2FA_MISSING, NEEDS_PERSONAL_2FA)
+        if not await users.has_2fa(conn, actor.user_id, new_level):
+            raise Invalid(
+                LEVEL_NOT_MET,
+                "Cannot require this level without meeting it yourself: set up"
+                f" {compliance.needs(new_level)}.",
+            )

@@ -136,13 +136,14 @@ def redis_url() -> Iterator[str]:
 
 @pytest.fixture(autouse=True)
 def _forget_redis_state(request: pytest.FixtureRequest) -> Iterator[None]:
-    """Rate-limit counters and pending SMS codes are keyed by ids that restart in every test:
+    """Rate-limit counters, pending SMS codes and WebAuthn challenges are keyed by ids that
+    restart in every test:
     forget them after each test that used Redis."""
     yield
     if "redis_url" not in request.fixturenames:
         return
     client = sync_redis.Redis.from_url(REDIS_URL)
-    for pattern in ("rl", "sms-code"):
+    for pattern in ("rl", "sms-code", "webauthn"):
         for key in client.scan_iter(f"{NAMESPACE}:{pattern}:*"):
             client.delete(key)
     client.close()

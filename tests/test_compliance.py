@@ -17,6 +17,8 @@ FACTOR_SETS = [
     ([("totp", False)], False),
     ([("totp", True)], True),
     ([("sms", True)], True),
+    ([("webauthn", True)], True),
+    ([("webauthn", False)], False),
     ([("recovery", True)], False),
     ([("recovery", True), ("sms", False)], False),
     ([("recovery", True), ("totp", True)], True),
@@ -115,3 +117,22 @@ def test_sql_is_built_from_references_only(bad: str) -> None:
         compliance.second_factor_sql(bad)
     with pytest.raises(ValueError):
         compliance.compliant_sql("u.id", exempt_until_sql=bad)
+
+
+@pytest.mark.parametrize("level", ["any", "secure", "phishing-resistant"])
+async def test_each_level_in_sql_and_python_agree(pool: asyncpg.Pool, level: str) -> None:
+    kinds_sets = [[], ["sms"], ["totp"], ["webauthn"], ["sms", "totp"], ["sms", "webauthn"]]
+    async with pool.acquire() as conn:
+        for n, kinds in enumerate(kinds_sets):
+            user_id = await _user_with(conn, pool, 100 + n, [(k, True) for k in kinds])
+            expected = compliance.meets_requirement(kinds, level)
+            got = await conn.fetchval(
+                f"""select {compliance.second_factor_sql("u.id", level_sql="$2::text")}
+                    from users u where u.id = $1""",
+                user_id,
+                level,
+            )
+            assert got is expected, (level, kinds)
+    assert compliance.meets_requirement(["totp"], "secure")
+    assert not compliance.meets_requirement(["sms"], "secure")
+    assert not compliance.meets_requirement(["totp", "sms"], "phishing-resistant")

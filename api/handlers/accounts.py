@@ -8,7 +8,7 @@ from typing import Any
 
 import redis.asyncio as aioredis
 from aiohttp import web
-from pydantic import BaseModel, EmailStr, Field
+from pydantic import BaseModel, ConfigDict, EmailStr, Field, model_validator
 
 from api.auth import mark_reauthenticated, require_sudo, require_user, sign_in, sign_out
 from api.errors import api_error, parse_body, path_id, rate_limited
@@ -16,7 +16,7 @@ from api.handlers import authenticators as factors
 from api.keys import PG, REDIS, SETTINGS
 from api.sessions import SESSION_ID
 from db import authenticators, sessions, users
-from require2fa import ratelimit, reauth, sms
+from require2fa import ratelimit, reauth, sms, webauthn
 from require2fa.ratelimit import Limit
 from require2fa.security import hash_password, new_token, token_hash, verify_password
 
@@ -41,8 +41,22 @@ class TokenIn(BaseModel):
     name: str = Field(default="", max_length=200)
 
 
+class EmptyIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
 class SecondFactorIn(BaseModel):
-    otp: str = Field(min_length=1, max_length=64)
+    """A code (`otp`: TOTP, SMS or recovery code) or a security key's answer (`webauthn`: the
+    authentication response JSON of `navigator.credentials.get()`); exactly one."""
+
+    otp: str | None = Field(default=None, min_length=1, max_length=64)
+    webauthn: dict[str, Any] | None = None
+
+    @model_validator(mode="after")
+    def _one(self) -> SecondFactorIn:
+        if (self.otp is None) == (self.webauthn is None):
+            raise ValueError("Send either otp or webauthn.")
+        return self
 
 
 class SudoIn(BaseModel):
@@ -113,9 +127,9 @@ async def login(request: web.Request) -> web.Response:
     user = await check_password(request, body)
     if user["has2fa"]:
         await sign_in(request, user["id"], half=True)
-        interfaces = await _interfaces(request, user["id"])
-        extra: dict[str, Any] = {"2faRequired": True, "interfaces": interfaces}
-        if "sms" in interfaces and "totp" not in interfaces:
+        kinds = await interfaces(request, user["id"])
+        extra: dict[str, Any] = {"2faRequired": True, "interfaces": kinds}
+        if "sms" in kinds and "totp" not in kinds and "webauthn" not in kinds:
             extra["smsSent"] = await _try_send_login_code(request, user["id"])
         raise api_error(401, "Enter a code from your second factor.", **extra)
     await sign_in(request, user["id"], half=False)
@@ -156,15 +170,22 @@ async def _try_send_login_code(request: web.Request, user_id: int) -> bool:
 
 
 async def second_factor(request: web.Request) -> web.Response:
-    """Checks a TOTP, SMS or recovery code for a half-signed-in session (rate limited); on
-    success the session is fully signed in, under a new cookie."""
+    """Checks a TOTP, SMS or recovery code, or a security key's answer to the challenge of
+    `auth/2fa/webauthn/`, for a half-signed-in session (rate limited); on success the session
+    is fully signed in, under a new cookie."""
     auth = await require_user(request, allow_half=True)
     if not auth.half_signed_in:
         raise api_error(400, "You are already signed in.")
     body = await parse_body(request, SecondFactorIn)
     pool, redis, settings = request.app[PG], request.app[REDIS], request.app[SETTINGS]
     await factors.count_attempt(redis, settings, auth.user_id)
-    factor = await factors.verify_second_factor(pool, redis, settings, auth.user_id, body.otp)
+    if body.webauthn is not None:
+        factor = await factors.verify_webauthn(request, auth, body.webauthn, webauthn.SIGN_IN)
+        if factor is None:
+            raise api_error(401, factors.KEY_NOT_ACCEPTED, **{"2faRequired": True})
+    else:
+        assert body.otp is not None
+        factor = await factors.verify_second_factor(pool, redis, settings, auth.user_id, body.otp)
     if factor is None:
         raise api_error(401, factors.INVALID_CODE, **{"2faRequired": True})
     await factors.attempt_succeeded(redis, settings, auth.user_id)
@@ -188,7 +209,18 @@ async def send_sms_code(request: web.Request) -> web.Response:
     return web.json_response({"sent": True, "phone": sms.mask_phone(factor["phone"])})
 
 
-async def _interfaces(request: web.Request, user_id: int) -> list[str]:
+async def webauthn_challenge(request: web.Request) -> web.Response:
+    """Starts the security-key step of a half-signed-in session: `{"publicKey": request
+    options}` with a fresh challenge bound to this session (five minutes, single use)."""
+    auth = await require_user(request, allow_half=True)
+    if not auth.half_signed_in:
+        raise api_error(400, "You are already signed in.")
+    await parse_body(request, EmptyIn)
+    options = await factors.webauthn_options(request, auth, webauthn.SIGN_IN)
+    return web.json_response({"publicKey": options})
+
+
+async def interfaces(request: web.Request, user_id: int) -> list[str]:
     async with request.app[PG].acquire() as conn:
         rows = await conn.fetch(
             """select distinct type from authenticators

@@ -1,4 +1,5 @@
-"""The signed-in user's second factors: TOTP, backup phone (SMS) and recovery codes.
+"""The signed-in user's second factors: TOTP, backup phone (SMS), security keys and passkeys
+(WebAuthn) and recovery codes.
 
 The plain async functions here (checking a code, sending a sign-in SMS, the rate limits) are
 what both the API handlers and the pages call.
@@ -13,6 +14,7 @@ import asyncpg
 import redis.asyncio as aioredis
 import structlog
 from aiohttp import web
+from aiohttp_session import get_session
 from pydantic import BaseModel, Field
 
 from api.auth import Auth, require_sudo, require_user
@@ -22,8 +24,9 @@ from api.keys import PG, REDIS, SETTINGS
 from api.sessions import SESSION_ID
 from db import authenticators, outbox, sessions, users
 from jobs import email as email_jobs
-from require2fa import compliance, email_contexts, ratelimit, sms, totp
+from require2fa import compliance, email_contexts, ratelimit, sms, totp, webauthn
 from require2fa.ratelimit import Limit
+from require2fa.security import new_token
 from require2fa.settings import Settings
 
 log = structlog.get_logger(__name__)
@@ -37,12 +40,26 @@ SMS_SENDS = Limit("sms-send", 5, 3600)
 LAST_FACTOR = "Cannot delete authenticator because organization requires 2FA"
 INVALID_CODE = "Invalid verification code."
 SMS_FAILED = "The text message could not be sent; try again later."
+KEY_NOT_ACCEPTED = "The security key's answer could not be verified; try again."
+KEY_TAKEN = "This security key is already registered."
+MAX_KEYS = 20
+# The session's key holding, per WebAuthn purpose, the random value its challenge is filed under.
+WEBAUTHN_SESSION_KEY = "webauthn"
 
 
 class TotpEnrollIn(BaseModel):
     secret: str | None = Field(default=None, max_length=64)
     otp: str | None = Field(default=None, max_length=16)
     name: str = Field(default="Authenticator app", min_length=1, max_length=100)
+
+
+class WebauthnRegisterIn(BaseModel):
+    credential: dict[str, Any] | None = None  # the registration response, as JSON
+    name: str = Field(default="Security key", min_length=1, max_length=100)
+
+
+class RenameIn(BaseModel):
+    name: str = Field(min_length=1, max_length=100)
 
 
 class SmsEnrollIn(BaseModel):
@@ -316,34 +333,53 @@ async def enroll_sms(request: web.Request) -> web.Response:
     confirms it, writing the factor, recovery codes on the first factor and a security notice."""
     auth = await require_user(request)
     body = await parse_body(request, SmsEnrollIn)
-    settings = request.app[SETTINGS]
-    pool = request.app[PG]
-    redis = request.app[REDIS]
-    phone = sms.normalize_phone(body.phone)
+    if body.otp is None:
+        phone = await send_enrollment_code(request, auth, body.phone)
+        return web.json_response({"phone": phone, "sent": True, "expiresIn": sms.CODE_TTL_SECONDS})
+    enrolled = await confirm_sms(request, auth, body.phone, body.otp)
+    return await _enrolled(request, auth, enrolled)
+
+
+def _phone(text: str) -> str:
+    phone = sms.normalize_phone(text)
     if phone is None:
         raise api_error(
             400,
             "Invalid request.",
             errors={"phone": ["Enter the number in international format, such as +14155550123."]},
         )
-    if body.otp is None:
-        async with pool.acquire() as conn:
-            await _refuse_second(conn, auth.user_id, "sms")
-        await count_sms_send(redis, settings, auth.user_id)
-        code = sms.new_code()
-        await sms.store_code(
-            redis, settings, purpose="enroll", user_id=auth.user_id, binding=phone, code=code
-        )
-        await _send(settings, phone, code)
-        return web.json_response({"phone": phone, "sent": True, "expiresIn": sms.CODE_TTL_SECONDS})
+    return phone
 
+
+async def send_enrollment_code(request: web.Request, auth: Auth, phone_text: str) -> str:
+    """Texts a code to the number being added (rate limited); the number in E.164. 400 for a
+    bad number, 409 when a backup phone exists, 429, 503 as JSON `HTTPException`s."""
+    settings, redis = request.app[SETTINGS], request.app[REDIS]
+    phone = _phone(phone_text)
+    async with request.app[PG].acquire() as conn:
+        await _refuse_second(conn, auth.user_id, "sms")
+    await count_sms_send(redis, settings, auth.user_id)
+    code = sms.new_code()
+    await sms.store_code(
+        redis, settings, purpose="enroll", user_id=auth.user_id, binding=phone, code=code
+    )
+    await _send(settings, phone, code)
+    return phone
+
+
+async def confirm_sms(request: web.Request, auth: Auth, phone_text: str, otp: str) -> Enrolled:
+    """Confirms a backup phone with the code texted to it (rate limited): writes the factor,
+    recovery codes on the first factor and a security notice. The caller then calls
+    `after_enrollment`."""
+    settings, redis = request.app[SETTINGS], request.app[REDIS]
+    phone = _phone(phone_text)
     await count_attempt(redis, settings, auth.user_id)
     taken = await sms.take_code(
-        redis, settings, purpose="enroll", user_id=auth.user_id, binding=phone, code=body.otp
+        redis, settings, purpose="enroll", user_id=auth.user_id, binding=phone, code=otp
     )
     if not taken:
         raise api_error(400, INVALID_CODE, errors={"otp": [INVALID_CODE]})
-    async with pool.acquire() as conn, conn.transaction():
+    async with request.app[PG].acquire() as conn, conn.transaction():
         await users.lock(conn, [auth.user_id])
         await _refuse_second(conn, auth.user_id, "sms")
         factor = await authenticators.insert_sms(
@@ -351,18 +387,27 @@ async def enroll_sms(request: web.Request) -> web.Response:
         )
         enrolled = await _confirm_factor(conn, settings, auth, factor)
     await attempt_succeeded(redis, settings, auth.user_id)
-    return await _enrolled(request, auth, enrolled)
+    return enrolled
 
 
 async def regenerate_recovery_codes(request: web.Request) -> web.Response:
     """A new set of recovery codes, voiding the old one (sudo); queues a security notice."""
-    auth = await require_sudo(request)
+    auth = await require_user(request)
+    return web.json_response({"recoveryCodes": await regenerate(request, auth)})
+
+
+async def regenerate(request: web.Request, auth: Auth) -> list[str]:
+    """What `regenerate_recovery_codes` does (API and page), after a recent re-authentication
+    (`require_sudo`); the new codes (400 without a second factor)."""
+    await require_sudo(request)
     settings = request.app[SETTINGS]
     async with request.app[PG].acquire() as conn, conn.transaction():
         await users.lock(conn, [auth.user_id])
         if await authenticators.count_second_factors(conn, auth.user_id) == 0:
             raise api_error(
-                400, "Set up an authenticator app or a backup phone before recovery codes."
+                400,
+                "Set up an authenticator app, a security key or a backup phone before recovery"
+                " codes.",
             )
         authenticator_id, codes = await _new_recovery_codes(conn, settings, auth.user_id)
         await _security_notice(
@@ -375,15 +420,22 @@ async def regenerate_recovery_codes(request: web.Request) -> web.Response:
             factor_name="Recovery codes",
         )
     await email_jobs.kick()
-    return web.json_response({"recoveryCodes": codes})
+    return codes
 
 
 async def delete_authenticator(request: web.Request) -> web.Response:
-    """Removes one of the caller's factors (with the recovery codes when it was the last TOTP or
-    SMS factor); refused while an organization of theirs requires 2FA (sudo). Ends the user's
-    other sessions; queues a security notice."""
-    auth = await require_sudo(request)
-    authenticator_id = path_id(request, "id")
+    """Removes one of the caller's factors (with the recovery codes when it was the last second
+    factor); refused while an organization of theirs requires 2FA (sudo). Ends the user's other
+    sessions; queues a security notice."""
+    auth = await require_user(request)
+    await remove(request, auth, path_id(request, "id"))
+    return web.Response(status=204)
+
+
+async def remove(request: web.Request, auth: Auth, authenticator_id: int) -> asyncpg.Record:
+    """What `delete_authenticator` does (API and page), after a recent re-authentication
+    (`require_sudo`); the factor removed. 404, or 403 `LAST_FACTOR`."""
+    await require_sudo(request)
     settings = request.app[SETTINGS]
     async with request.app[PG].acquire() as conn, conn.transaction():
         # Locked like an enrollment, so two deletions cannot each leave the other as the last.
@@ -392,12 +444,14 @@ async def delete_authenticator(request: web.Request) -> web.Response:
         if factor is None:
             raise api_error(404, "The requested authenticator does not exist.")
         if compliance.counts(factor["type"]):
+            # The last factor that an organization's level accepts stays (any level: the
+            # last second factor at all).
+            if await authenticators.needed_by_requirement(conn, auth.user_id, factor["id"]):
+                raise api_error(403, LAST_FACTOR)
             others = await authenticators.count_second_factors(
                 conn, auth.user_id, excluding=factor["id"]
             )
             if others == 0:
-                if await authenticators.org_requires_2fa(conn, auth.user_id):
-                    raise api_error(403, LAST_FACTOR)
                 await authenticators.delete_recovery(conn, auth.user_id)
         await authenticators.delete(conn, factor["id"])
         await sessions.end_others(conn, auth.user_id, keep=request.get(SESSION_ID))
@@ -411,4 +465,202 @@ async def delete_authenticator(request: web.Request) -> web.Response:
             factor_name=factor["name"],
         )
     await email_jobs.kick()
-    return web.Response(status=204)
+    return factor
+
+
+async def rename_authenticator(request: web.Request) -> web.Response:
+    """Renames one of the caller's factors (an app, a phone or a key; not the recovery codes)."""
+    auth = await require_user(request)
+    authenticator_id = path_id(request, "id")
+    body = await parse_body(request, RenameIn)
+    row = await rename(request, auth, authenticator_id, body.name)
+    return web.json_response(serialize_authenticator(row))
+
+
+async def rename(
+    request: web.Request, auth: Auth, authenticator_id: int, name_text: str
+) -> asyncpg.Record:
+    """Gives one of the user's factors a new name (spaces collapsed); 400 for a blank or too
+    long name, 404 for a factor that is not theirs or is the recovery codes."""
+    name = " ".join(name_text.split())
+    if not name or len(name) > 100:
+        raise api_error(
+            400, "Invalid request.", errors={"name": ["Enter a name of 1 to 100 characters."]}
+        )
+    async with request.app[PG].acquire() as conn:
+        row = await authenticators.rename(conn, auth.user_id, authenticator_id, name)
+    if row is None:
+        raise api_error(404, "The requested authenticator does not exist.")
+    return row
+
+
+# --- Security keys and passkeys (WebAuthn) ---------------------------------------------------
+
+
+async def _binding(request: web.Request, auth: Auth, purpose: str, *, fresh: bool) -> str:
+    """What a WebAuthn challenge is filed under: a random value kept in the browser session
+    (a new one for each ceremony started, so an older cookie cannot finish it), or the API
+    token asking."""
+    if auth.token_id is not None:
+        return f"token-{auth.token_id}"
+    session = await get_session(request)
+    held = session.get(WEBAUTHN_SESSION_KEY)
+    held = dict(held) if isinstance(held, dict) else {}
+    if fresh:
+        replaced = held.get(purpose)
+        if isinstance(replaced, str):  # a ceremony this session started and left unfinished
+            await webauthn.drop_challenge(
+                request.app[REDIS], request.app[SETTINGS], purpose=purpose, binding=replaced
+            )
+        held[purpose] = new_token()
+        session[WEBAUTHN_SESSION_KEY] = held
+    value = held.get(purpose)
+    if not isinstance(value, str):
+        raise api_error(400, KEY_NOT_ACCEPTED)
+    if not fresh:
+        del held[purpose]
+        session[WEBAUTHN_SESSION_KEY] = held
+    return value
+
+
+def _credentials(rows: list[asyncpg.Record]) -> list[tuple[bytes, list[str] | None]]:
+    return [(bytes(row["credential_id"]), row["transports"]) for row in rows]
+
+
+async def webauthn_options(request: web.Request, auth: Auth, purpose: str) -> dict[str, Any]:
+    """Starts a sign-in (or re-authentication) with one of the user's keys: a challenge filed
+    for this session, and the request options naming their keys. 400 when they have none."""
+    settings = request.app[SETTINGS]
+    async with request.app[PG].acquire() as conn:
+        keys = await authenticators.of_type(conn, auth.user_id, "webauthn")
+    if not keys:
+        raise api_error(400, "No security key is set up for this account.")
+    challenge = webauthn.new_challenge()
+    await webauthn.store_challenge(
+        request.app[REDIS],
+        settings,
+        purpose=purpose,
+        binding=await _binding(request, auth, purpose, fresh=True),
+        user_id=auth.user_id,
+        challenge=challenge,
+    )
+    return webauthn.authentication_options(
+        settings, credentials=_credentials(keys), challenge=challenge
+    )
+
+
+async def verify_webauthn(
+    request: web.Request, auth: Auth, credential: dict[str, Any], purpose: str
+) -> asyncpg.Record | None:
+    """The user's key that signed `credential` (an authentication response) over the challenge
+    this session was given for `purpose`, its counter now recorded; None when it does not verify
+    (no such challenge, used already, another origin or RP id, a bad signature, a key that is not
+    theirs, a counter that did not go forward). The challenge is spent either way."""
+    settings = request.app[SETTINGS]
+    try:
+        challenge = await webauthn.take_challenge(
+            request.app[REDIS],
+            settings,
+            purpose=purpose,
+            binding=await _binding(request, auth, purpose, fresh=False),
+            user_id=auth.user_id,
+        )
+        credential_id = webauthn.credential_id_of(credential)
+    except (webauthn.CeremonyError, web.HTTPException) as err:
+        log.info("webauthn.refused", user_id=auth.user_id, reason=getattr(err, "reason", "none"))
+        return None
+    async with request.app[PG].acquire() as conn:
+        key = await authenticators.webauthn_by_credential(conn, auth.user_id, credential_id)
+        if key is None:
+            log.info("webauthn.refused", user_id=auth.user_id, reason="unknown credential")
+            return None
+        try:
+            asserted = webauthn.verify_authentication(
+                settings,
+                credential,
+                challenge,
+                public_key=bytes(key["public_key"]),
+                sign_count=key["sign_count"],
+            )
+        except webauthn.CeremonyError as err:
+            log.info("webauthn.refused", user_id=auth.user_id, reason=err.reason)
+            return None
+        if not await authenticators.claim_webauthn_counter(
+            conn, key["id"], key["sign_count"], asserted.new_sign_count
+        ):
+            log.info("webauthn.refused", user_id=auth.user_id, reason="counter did not advance")
+            return None
+        return await authenticators.get(conn, auth.user_id, key["id"])
+
+
+async def register_webauthn(request: web.Request) -> web.Response:
+    """`{}`: creation options for a new key (a challenge filed for this session; nothing stored).
+    `{credential, name}`: verifies the registration response against that challenge and writes
+    the key, recovery codes on the first factor and a security notice."""
+    auth = await require_user(request)
+    body = await parse_body(request, WebauthnRegisterIn)
+    settings = request.app[SETTINGS]
+    redis = request.app[REDIS]
+    pool = request.app[PG]
+    if body.credential is None:
+        async with pool.acquire() as conn:
+            keys = await authenticators.of_type(conn, auth.user_id, "webauthn")
+        if len(keys) >= MAX_KEYS:
+            raise api_error(409, f"You have {MAX_KEYS} security keys; remove one to add another.")
+        challenge = webauthn.new_challenge()
+        await webauthn.store_challenge(
+            redis,
+            settings,
+            purpose=webauthn.REGISTER,
+            binding=await _binding(request, auth, webauthn.REGISTER, fresh=True),
+            user_id=auth.user_id,
+            challenge=challenge,
+        )
+        options = webauthn.registration_options(
+            settings,
+            user_id=auth.user_id,
+            email=auth.user["email"],
+            display_name=auth.user["name"],
+            existing=_credentials(keys),
+            challenge=challenge,
+        )
+        return web.json_response({"publicKey": options})
+    enrolled = await confirm_webauthn(request, auth, body.credential, body.name)
+    return await _enrolled(request, auth, enrolled)
+
+
+async def confirm_webauthn(
+    request: web.Request, auth: Auth, credential: dict[str, Any], name: str
+) -> Enrolled:
+    """Verifies a registration response against this session's challenge (spent either way)
+    and writes the key, the first recovery codes and a security notice. 400/409 as JSON
+    `HTTPException`s. The caller then calls `after_enrollment`."""
+    settings = request.app[SETTINGS]
+    try:
+        challenge = await webauthn.take_challenge(
+            request.app[REDIS],
+            settings,
+            purpose=webauthn.REGISTER,
+            binding=await _binding(request, auth, webauthn.REGISTER, fresh=False),
+            user_id=auth.user_id,
+        )
+        registered = webauthn.verify_registration(settings, credential, challenge)
+    except webauthn.CeremonyError as err:
+        log.info("webauthn.registration_refused", user_id=auth.user_id, reason=err.reason)
+        raise api_error(400, KEY_NOT_ACCEPTED) from None
+    async with request.app[PG].acquire() as conn, conn.transaction():
+        await users.lock(conn, [auth.user_id])
+        if len(await authenticators.of_type(conn, auth.user_id, "webauthn")) >= MAX_KEYS:
+            raise api_error(409, f"You have {MAX_KEYS} security keys; remove one to add another.")
+        factor = await authenticators.insert_webauthn(
+            conn,
+            user_id=auth.user_id,
+            name=" ".join(name.split()) or "Security key",
+            credential_id=registered.credential_id,
+            public_key=registered.public_key,
+            sign_count=registered.sign_count,
+            transports=registered.transports,
+        )
+        if factor is None:
+            raise api_error(409, KEY_TAKEN)
+        return await _confirm_factor(conn, settings, auth, factor)

@@ -22,7 +22,7 @@ from api.serializers import serialize_member
 from db import audit, maintenance, members, outbox, users
 from db.audit import Actor
 from jobs import email as email_jobs
-from require2fa import email_contexts, links, ratelimit
+from require2fa import compliance, email_contexts, links, ratelimit
 from require2fa.security import new_token, token_hash, token_matches
 
 INVALID = "Invalid invite code"
@@ -116,7 +116,7 @@ async def look(request: web.Request) -> dict[str, Any]:
         has2fa = False
         if auth is not None and not auth.half_signed_in:
             existing = await members.of_user(conn, row["organization_id"], auth.user_id) is not None
-            has2fa = await users.has_2fa(conn, auth.user_id)
+            has2fa = await users.has_2fa(conn, auth.user_id, row["require_2fa_level"])
     if auth is None or auth.token_id is None:
         # A browser (signed in or not) rather than a program holding an API token.
         session = await get_session(request)
@@ -129,6 +129,7 @@ async def look(request: web.Request) -> dict[str, Any]:
         "role": row["role"],
         "needsAuthentication": not signed_in,
         "needs2fa": bool(row["require_2fa"]) and not has2fa,
+        "require2FALevel": row["require_2fa_level"],
         "existingMember": existing,
         "pendingReason": row["pending_reason"],
         "reinstateBy": row["reinstate_by"].isoformat() if row["reinstate_by"] else None,
@@ -151,11 +152,15 @@ async def accept(request: web.Request) -> dict[str, Any]:
         row = await _pending_member(conn, member_id, request.match_info["token"])
         if await members.of_user(conn, row["organization_id"], auth.user_id) is not None:
             raise api_error(409, "You are already a member of this organization.")
-        if row["require_2fa"] and not await users.has_2fa(conn, auth.user_id):
+        if row["require_2fa"] and not await users.has_2fa(
+            conn, auth.user_id, row["require_2fa_level"]
+        ):
             raise api_error(
                 403,
-                "This organization requires two-factor authentication; set it up first.",
+                "This organization requires two-factor authentication with"
+                f" {compliance.needs(row['require_2fa_level'])}; set it up first.",
                 code="2fa-required",
+                require2FALevel=row["require_2fa_level"],
             )
         joined = await _join(conn, row, auth.user, actor(request, auth))
     _forget(await get_session(request), member_id)
@@ -200,7 +205,9 @@ async def _join_remembered(
             if user is None or await members.of_user(conn, row["organization_id"], user_id):
                 _forget(session)
                 return None
-            if row["require_2fa"] and not user["has2fa"]:
+            if row["require_2fa"] and not await users.has_2fa(
+                conn, user_id, row["require_2fa_level"]
+            ):
                 return None
             who = Actor(user_id=user_id, label=user["email"], ip_address=request.remote)
             joined = await _join(conn, row, user, who)
@@ -246,6 +253,7 @@ async def reinvite(request: web.Request, access: OrgAccess, member_id: int) -> w
                 member_email=row["email"],
                 token=token,
                 reinstate_by=row["reinstate_by"],
+                level=org["require_2fa_level"],
             )
         else:
             template = "invite"

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import re
 from datetime import datetime
+from typing import Literal
 
 import asyncpg
 import structlog
@@ -18,7 +19,7 @@ from api.handlers.enforcement import serialize_run
 from api.keys import PG
 from api.serializers import serialize_org, serialize_team
 from db import members, organizations
-from require2fa import organization_settings
+from require2fa import compliance, organization_settings
 
 log = structlog.get_logger(__name__)
 
@@ -35,6 +36,9 @@ class OrganizationUpdate(BaseModel):
 
     name: str | None = Field(default=None, min_length=1, max_length=200)
     require_2fa: bool | None = Field(default=None, alias="require2FA")
+    require_2fa_level: Literal["any", "secure", "phishing-resistant"] | None = Field(
+        default=None, alias="require2FALevel"
+    )
     sso_enabled: bool | None = Field(default=None, alias="ssoEnabled")
     # With require2FA true: enforce from then on (ISO 8601 with its offset, at most a year ahead).
     enforce_at: AwareDatetime | None = Field(default=None, alias="enforceAt")
@@ -112,6 +116,7 @@ async def update_organization(request: web.Request) -> web.Response:
         require_2fa=body.require_2fa,
         sso_enabled=body.sso_enabled,
         enforce_at=body.enforce_at,
+        level=body.require_2fa_level,
     )
     extra = {"enforcement": serialize_run(change.run, brief=True)} if change.run else {}
     return web.json_response(serialize_org(change.org, role=access.role, **extra))
@@ -125,14 +130,16 @@ async def apply_change(
     require_2fa: bool | None = None,
     sso_enabled: bool | None = None,
     enforce_at: datetime | None = None,
+    level: str | None = None,
 ) -> organization_settings.Change:
     """`organization_settings.change_organization` in its own transaction (the API's PUT and
     the settings page); a refusal is a `DomainError`; a new run's coordinator is sent after
     the commit.
-    Turning the requirement off (directly, or by turning SSO on) needs a recent
-    re-authentication of the owner (`require_sudo`)."""
+    Turning the requirement off (directly, or by turning SSO on) or lowering its level needs a
+    recent re-authentication of the owner (`require_sudo`)."""
     turns_off = access.org["require_2fa"] and (require_2fa is False or bool(sso_enabled))
-    if turns_off and access.role == "owner":  # others get their 403 from the rules below
+    lowers = level is not None and compliance.is_stricter(access.org["require_2fa_level"], level)
+    if (turns_off or lowers) and access.role == "owner":  # others get their 403 from the rules
         await require_sudo(request)
     async with request.app[PG].acquire() as conn, conn.transaction():
         change = await organization_settings.change_organization(
@@ -144,6 +151,9 @@ async def apply_change(
             require_2fa=require_2fa,
             sso_enabled=sso_enabled,
             enforce_at=enforce_at,
+            level=level,
+            # An owner who lowers the level got past `require_sudo` above.
+            recently_authenticated=True,
         )
     if change.started and change.run is not None:
         await send_coordinator(change.run["id"])

@@ -18,6 +18,7 @@ from api.keys import PG
 from api.pages.views import _detail, _form, _html_errors, _signed_in, render
 from db import counts as member_counts
 from db import organizations, runs
+from require2fa import compliance
 
 
 @_html_errors
@@ -93,6 +94,7 @@ async def organization_page(request: web.Request) -> web.StreamResponse:
             role=org["role"],
             orgs=mine,
             needs_2fa=True,
+            needs=compliance.needs(org["require_2fa_level"]),
             counts=None,
             run=None,
             section="overview",
@@ -107,6 +109,7 @@ async def organization_page(request: web.Request) -> web.StreamResponse:
         role=access.role,
         orgs=mine,
         needs_2fa=False,
+        needs=compliance.needs(access.org["require_2fa_level"]),
         counts=counts,
         share=_share(counts["enrolled"], counts["active"]),
         run=run,

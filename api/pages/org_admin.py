@@ -29,11 +29,16 @@ from api.pagination import page_args, split_page
 from db import audit, counts, members, organizations, runs
 from db import webhooks as webhook_rows
 from jobs import email as email_jobs
-from require2fa import links, organization_settings, owner_tools
-from require2fa.errors import DomainError, Invalid, NotAllowed
+from require2fa import compliance, links, organization_settings, owner_tools
+from require2fa.errors import DomainError, Invalid, NotAllowed, NotSignedIn
 
 PER_PAGE = 50
 PREVIEW = 10  # members named in the confirm dialog; the rest are a link away
+LEVEL_LABELS = {
+    "any": "Any second factor (app, key or phone)",
+    "secure": "Secure: an authenticator app or a security key, no text messages",
+    "phishing-resistant": "Phishing-resistant: security keys and passkeys only",
+}
 
 
 def _org_url(access: OrgAccess, section: str = "") -> str:
@@ -62,6 +67,8 @@ async def _settings(
     created: webhook_api.webhooks.Created | None = None,
     webhook_error: str | None = None,
     webhook_form: dict[str, object] | None = None,
+    confirm_level: str | None = None,
+    turning_on: bool = True,
 ) -> web.Response:
     org = access.org
     run, emails, blocked, hooks = None, (0, 0), None, []
@@ -102,6 +109,9 @@ async def _settings(
         preview=preview or [],
         notice=notice,
         can_remind=access.role in MANAGERS,
+        confirm_level=confirm_level or org["require_2fa_level"],
+        turning_on=turning_on,
+        levels=LEVEL_LABELS,
         run=run,
         emails=emails,
         window_days=request.app[SETTINGS].reinstatement_window.days,
@@ -124,39 +134,62 @@ async def settings_page(request: web.Request) -> web.StreamResponse:
     if form is None:
         return await _settings(request, access)
     choice = form.get("require2FA")
-    if choice not in ("on", "off"):
+    level = form.get("require2FALevel") or None
+    if level is not None and level not in compliance.LEVELS:
+        return await _settings(request, access, status=400, error="Choose a requirement level.")
+    if choice not in ("on", "off") and not (choice is None and level is not None):
         return await _settings(
             request, access, status=400, error="Choose to turn the requirement on or off."
         )
-    require = choice == "on"
-    if require and not access.org["require_2fa"] and form.get("confirmed") != "yes":
+    org = access.org
+    require = None if choice is None else choice == "on"
+    turning_on = bool(require) and not org["require_2fa"]
+    raising = (
+        org["require_2fa"]
+        and require is not False
+        and compliance.is_stricter(level, org["require_2fa_level"])
+    )
+    if (turning_on or raising) and form.get("confirmed") != "yes":
         async with request.app[PG].acquire() as conn:
             try:
                 await organization_settings.check(
                     conn,
-                    access.org,
+                    org,
                     actor=actor(request, access.auth),
                     role=access.role,
-                    require_2fa=True,
+                    require_2fa=True if turning_on else None,
+                    level=level,
                 )
             except DomainError as refused:
                 return await _settings(
                     request, access, status=status_of(refused), error=refused.detail
                 )
-            # The count and the first names that `2fa-compliance` answers (the acting owner,
-            # who has 2FA anyway, left out).
+            # The count and the first names that `2fa-compliance` answers, at the level being
+            # chosen (the acting owner, who has 2FA anyway, left out).
             count = await counts.count_noncompliant(
-                conn, access.org["id"], except_user_id=access.auth.user_id
-            )
-            first = await members.page(
                 conn,
-                access.org["id"],
-                where=members.NONCOMPLIANT,
-                after_id=None,
-                limit=PREVIEW + 1,
+                org["id"],
+                except_user_id=access.auth.user_id,
+                level=level or org["require_2fa_level"],
             )
+            first = []
+            if level in (None, org["require_2fa_level"]):  # names at the organization's level
+                first = await members.page(
+                    conn,
+                    access.org["id"],
+                    where=members.NONCOMPLIANT,
+                    after_id=None,
+                    limit=PREVIEW + 1,
+                )
         preview = [row for row in first if row["user_id"] != access.auth.user_id][:PREVIEW]
-        return await _settings(request, access, confirm=count, preview=preview)
+        return await _settings(
+            request,
+            access,
+            confirm=count,
+            preview=preview,
+            confirm_level=level,
+            turning_on=turning_on,
+        )
     enforce_at = None
     if require and form.get("when") == "date":
         enforce_at = _enforce_at(form.get("enforceAt", ""))
@@ -165,8 +198,10 @@ async def settings_page(request: web.Request) -> web.StreamResponse:
                 request, access, status=400, error="Choose the date and time (UTC) to start."
             )
     try:
-        await org_api.apply_change(request, access, require_2fa=require, enforce_at=enforce_at)
-    except (Invalid, NotAllowed) as refused:
+        await org_api.apply_change(
+            request, access, require_2fa=require, enforce_at=enforce_at, level=level
+        )
+    except (Invalid, NotAllowed, NotSignedIn) as refused:
         return await _settings(request, access, status=status_of(refused), error=refused.detail)
     raise web.HTTPSeeOther(_org_url(access, "settings/"))
 

@@ -25,12 +25,12 @@ from markupsafe import Markup
 from pydantic import ValidationError
 
 from api.auth import Auth, authenticate, mark_reauthenticated, sign_in, sign_out
-from api.errors import api_error, from_domain
+from api.errors import api_error, from_domain, path_id
 from api.handlers import accounts, invites
 from api.handlers import authenticators as factors
 from api.keys import PG, REDIS, SETTINGS
 from db import authenticators, organizations, schedule
-from require2fa import links, reauth, totp
+from require2fa import compliance, links, reauth, sms, totp, webauthn
 from require2fa.errors import DomainError
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -252,85 +252,144 @@ async def accept_page(request: web.Request) -> web.StreamResponse:
         joined = await invites.accept(request)
         raise web.HTTPSeeOther(joined["redirect"])
     invite = await invites.look(request)
-    return await render(request, "accept.html", invite=invite, here=request.path)
+    return await render(
+        request,
+        "accept.html",
+        invite=invite,
+        here=request.path,
+        needs=compliance.needs(invite["require2FALevel"]),
+    )
 
 
 # --- Signing in and up --------------------------------------------------------------------
 
 
+async def _code_step(
+    request: web.Request,
+    auth: Auth | None,
+    next_path: str,
+    *,
+    status: int = 200,
+    error: str | None = None,
+    message: str | None = None,
+) -> web.Response:
+    """The second step of signing in, offering what the user has: a code (app, phone or
+    recovery code), "Text me a code" for a backup phone, "Use your security key"."""
+    interfaces = await accounts.interfaces(request, auth.user_id) if auth is not None else []
+    return await render(
+        request,
+        "login.html",
+        status=status,
+        step="code",
+        next=next_path,
+        error=error,
+        message=message,
+        email="",
+        interfaces=interfaces,
+    )
+
+
+async def _password_step(
+    request: web.Request, next_path: str, *, status: int = 200, error: str | None, email: str
+) -> web.Response:
+    return await render(
+        request,
+        "login.html",
+        status=status,
+        step="password",
+        next=next_path,
+        error=error,
+        message=None,
+        email=email,
+        interfaces=[],
+    )
+
+
 @_html_errors
 async def login_page(request: web.Request) -> web.StreamResponse:
-    """Password, then (for a user with 2FA, half signed in) a code from the second factor."""
+    """Password, then (for a user with 2FA, half signed in) the second factor: a code, a code
+    texted on request, or a security key (whose answer `webauthn.js` posts here)."""
     auth = await authenticate(request)
     half = auth is not None and auth.half_signed_in
     next_path = _local(request.query.get("next")) or ""
     if request.method == "GET":
         if auth is not None and not half:
             raise web.HTTPSeeOther(await _after_sign_in(request, next_path))
-        return await render(
-            request,
-            "login.html",
-            step="code" if half else "password",
-            next=next_path,
-            error=None,
-            email="",
-        )
+        if half:
+            return await _code_step(request, auth, next_path)
+        return await _password_step(request, next_path, error=None, email="")
     form = await _form(request)
     next_path = _local(form.get("next")) or ""
-    if "otp" in form:
+    if "otp" in form or "webauthn" in form or "send_sms" in form:
         if auth is None or not half:
             raise web.HTTPSeeOther(LOGIN)
-        pool, redis, settings = request.app[PG], request.app[REDIS], request.app[SETTINGS]
-        await factors.count_attempt(redis, settings, auth.user_id)
-        factor = await factors.verify_second_factor(
-            pool, redis, settings, auth.user_id, form["otp"][:64]
-        )
-        if factor is None:
-            return await render(
-                request,
-                "login.html",
-                status=400,
-                step="code",
-                next=next_path,
-                error=factors.INVALID_CODE,
-                email="",
-            )
-        await factors.attempt_succeeded(redis, settings, auth.user_id)
-        await sign_in(request, auth.user_id, half=False)
-        raise web.HTTPSeeOther(await _after_sign_in(request, next_path))
+        return await _second_step(request, auth, form, next_path)
     email = form.get("email", "")[:320]
     try:
         body = accounts.LoginIn(email=email, password=form.get("password", ""))
     except ValidationError:
-        return await render(
-            request,
-            "login.html",
-            status=400,
-            step="password",
-            next=next_path,
-            error="Enter your email and password.",
-            email=email,
+        return await _password_step(
+            request, next_path, status=400, error="Enter your email and password.", email=email
         )
     try:
         user = await accounts.check_password(request, body)
     except web.HTTPException as exc:
         if exc.status != 401:
             raise
-        return await render(
-            request,
-            "login.html",
-            status=401,
-            step="password",
-            next=next_path,
-            error=_detail(exc),
-            email=email,
-        )
+        return await _password_step(request, next_path, status=401, error=_detail(exc), email=email)
     await sign_in(request, user["id"], half=bool(user["has2fa"]))
     if user["has2fa"]:
-        return await render(
-            request, "login.html", step="code", next=next_path, error=None, email=""
-        )
+        return await _code_step(request, await authenticate(request), next_path)
     raise web.HTTPSeeOther(await _after_sign_in(request, next_path))
+
+
+async def _second_step(
+    request: web.Request, auth: Auth, form: dict[str, str], next_path: str
+) -> web.StreamResponse:
+    pool, redis, settings = request.app[PG], request.app[REDIS], request.app[SETTINGS]
+    if "send_sms" in form:
+        try:
+            factor = await factors.send_login_code(pool, redis, settings, auth.user_id)
+        except web.HTTPException as exc:
+            if exc.status not in (429, 503):
+                raise
+            return await _code_step(request, auth, next_path, status=exc.status, error=_detail(exc))
+        if factor is None:
+            return await _code_step(
+                request, auth, next_path, status=400, error="No backup phone is set up."
+            )
+        phone = sms.mask_phone(factor["phone"])
+        return await _code_step(request, auth, next_path, message=f"We texted a code to {phone}.")
+    await factors.count_attempt(redis, settings, auth.user_id)
+    if "webauthn" in form:
+        credential = _json_object(form["webauthn"])
+        found = (
+            await factors.verify_webauthn(request, auth, credential, webauthn.SIGN_IN)
+            if credential is not None
+            else None
+        )
+        error = factors.KEY_NOT_ACCEPTED
+    else:
+        found = await factors.verify_second_factor(
+            pool, redis, settings, auth.user_id, form["otp"][:64]
+        )
+        error = factors.INVALID_CODE
+    if found is None:
+        return await _code_step(request, auth, next_path, status=400, error=error)
+    await factors.attempt_succeeded(redis, settings, auth.user_id)
+    await sign_in(request, auth.user_id, half=False)
+    raise web.HTTPSeeOther(await _after_sign_in(request, next_path))
+
+
+def _json_object(text: str) -> dict[str, Any] | None:
+    """A JSON object posted in a form field (a security key's answer), or None."""
+    if len(text) > 64 * 1024:
+        return None
+    try:
+        value = json.loads(text)
+    except (ValueError, RecursionError):
+        return None
+    return value if isinstance(value, dict) else None
 
 
 @_html_errors
@@ -384,6 +443,26 @@ async def logout_page(request: web.Request) -> web.StreamResponse:
 # --- Security -----------------------------------------------------------------------------
 
 
+KINDS = {
+    "totp": "Authenticator app",
+    "sms": "Backup phone",
+    "webauthn": "Security key or passkey",
+    "recovery": "Recovery codes",
+}
+RECOVERY_FILE = "require2fa-recovery-codes.txt"
+
+
+def _recovery_download(email: str, codes: list[str]) -> str:
+    """The recovery codes as a `data:` URL for the page's download link (nothing is stored in
+    the clear, so the page that shows them once is the only place they can come from)."""
+    text = (
+        f"require2fa recovery codes for {email}\n\n"
+        + "\n".join(codes)
+        + ("\n\nEach code signs you in once. Keep this file somewhere safe.\n")
+    )
+    return "data:text/plain;charset=utf-8," + quote(text, safe="")
+
+
 async def _security(
     request: web.Request,
     auth: Auth,
@@ -391,12 +470,15 @@ async def _security(
     status: int = 200,
     secret: str | None = None,
     error: str | None = None,
+    message: str | None = None,
     recovery_codes: list[str] | None = None,
     joined: dict[str, Any] | None = None,
+    sms_pending: str | None = None,
 ) -> web.Response:
     async with request.app[PG].acquire() as conn:
         rows = await authenticators.for_user(conn, auth.user_id)
     has_totp = any(row["type"] == "totp" for row in rows)
+    has_sms = any(row["type"] == "sms" for row in rows)
     setup = None
     if not has_totp:
         secret = secret or totp.new_secret()
@@ -413,16 +495,31 @@ async def _security(
         "security.html",
         status=status,
         factors=rows,
+        kinds=KINDS,
+        has_second_factor=any(row["type"] in authenticators.SECOND_FACTORS for row in rows),
+        has_sms=has_sms,
+        sms_pending=sms_pending,
         setup=setup,
         error=error,
+        message=message,
         recovery_codes=recovery_codes,
+        recovery_download=(
+            _recovery_download(auth.user["email"], recovery_codes) if recovery_codes else None
+        ),
+        recovery_file=RECOVERY_FILE,
         joined=joined_org,
     )
 
 
+# Refusals from the API's functions that the security page shows in place (the rest, such as
+# 404, become an error page).
+SHOWN_HERE = (400, 403, 409, 429, 503)
+
+
 @_html_errors
 async def security_page(request: web.Request) -> web.StreamResponse:
-    """The person's factors, and the authenticator app's setup (QR code and secret)."""
+    """Every factor of the person (kind, name, added, last used, rename, remove), and adding
+    an authenticator app, a security key or passkey, a backup phone, new recovery codes."""
     auth = await _signed_in(request)
     return await _security(request, auth)
 
@@ -439,10 +536,113 @@ async def enroll_totp_page(request: web.Request) -> web.StreamResponse:
             request, auth, secret, form.get("otp", "")[:16], "Authenticator app"
         )
     except web.HTTPException as exc:
-        if exc.status not in (400, 409):
+        if exc.status not in SHOWN_HERE:
             raise
         return await _security(request, auth, status=exc.status, secret=secret, error=_detail(exc))
+    return await _after_enrollment(request, auth, enrolled, "Authenticator app added.")
+
+
+async def _after_enrollment(
+    request: web.Request, auth: Auth, enrolled: factors.Enrolled, message: str
+) -> web.Response:
     joined = await factors.after_enrollment(request, auth)
     return await _security(
-        request, auth, status=201, recovery_codes=enrolled.recovery_codes, joined=joined
+        request,
+        auth,
+        status=201,
+        message=message,
+        recovery_codes=enrolled.recovery_codes,
+        joined=joined,
     )
+
+
+@_html_errors
+async def enroll_webauthn_page(request: web.Request) -> web.StreamResponse:
+    """Verifies the new key's registration response that `webauthn.js` posts (against the
+    challenge the API gave this session) and writes it as the API's enrollment does."""
+    form = await _form(request)
+    auth = await _signed_in(request)
+    credential = _json_object(form.get("credential", ""))
+    name = form.get("name", "")[:100].strip() or "Security key"
+    if credential is None:
+        return await _security(request, auth, status=400, error=factors.KEY_NOT_ACCEPTED)
+    try:
+        enrolled = await factors.confirm_webauthn(request, auth, credential, name)
+    except web.HTTPException as exc:
+        if exc.status not in SHOWN_HERE:
+            raise
+        return await _security(request, auth, status=exc.status, error=_detail(exc))
+    return await _after_enrollment(request, auth, enrolled, f"{enrolled.factor['name']} added.")
+
+
+@_html_errors
+async def enroll_sms_page(request: web.Request) -> web.StreamResponse:
+    """A backup phone: `phone` texts it a code; `phone` and `otp` confirm it."""
+    form = await _form(request)
+    auth = await _signed_in(request)
+    phone = form.get("phone", "")[:32]
+    otp = form.get("otp")
+    try:
+        if otp is None:
+            sent_to = await factors.send_enrollment_code(request, auth, phone)
+            return await _security(
+                request,
+                auth,
+                message=f"We texted a code to {sms.mask_phone(sent_to)}.",
+                sms_pending=sent_to,
+            )
+        enrolled = await factors.confirm_sms(request, auth, phone, otp[:16])
+    except web.HTTPException as exc:
+        if exc.status not in SHOWN_HERE:
+            raise
+        pending = phone if otp is not None else None
+        return await _security(
+            request, auth, status=exc.status, error=_detail(exc), sms_pending=pending
+        )
+    return await _after_enrollment(request, auth, enrolled, "Backup phone added.")
+
+
+@_html_errors
+async def recovery_codes_page(request: web.Request) -> web.StreamResponse:
+    """New recovery codes, shown once (with a .txt download); the old ones stop working."""
+    await _form(request)
+    auth = await _signed_in(request)
+    try:
+        codes = await factors.regenerate(request, auth)
+    except web.HTTPException as exc:
+        if exc.status not in SHOWN_HERE:
+            raise
+        return await _security(request, auth, status=exc.status, error=_detail(exc))
+    return await _security(request, auth, message="New recovery codes.", recovery_codes=codes)
+
+
+def _factor_id(request: web.Request) -> int:
+    return path_id(request, "id", not_found="The requested authenticator does not exist.")
+
+
+@_html_errors
+async def rename_factor_page(request: web.Request) -> web.StreamResponse:
+    form = await _form(request)
+    auth = await _signed_in(request)
+    try:
+        row = await factors.rename(request, auth, _factor_id(request), form.get("name", "")[:200])
+    except web.HTTPException as exc:
+        if exc.status not in SHOWN_HERE:
+            raise
+        return await _security(request, auth, status=exc.status, error=_detail(exc))
+    return await _security(request, auth, message=f"Renamed to {row['name']}.")
+
+
+@_html_errors
+async def remove_factor_page(request: web.Request) -> web.StreamResponse:
+    """Removes a factor, unless it is the last one while an organization requires 2FA (the
+    contract's sentence is shown)."""
+    await _form(request)
+    auth = await _signed_in(request)
+    try:
+        row = await factors.remove(request, auth, _factor_id(request))
+    except web.HTTPException as exc:
+        if exc.status not in SHOWN_HERE:
+            raise
+        return await _security(request, auth, status=exc.status, error=_detail(exc))
+    return await _security(request, auth, message=f"{row['name']} removed.")

@@ -59,6 +59,7 @@ async def test_the_noncompliant_condition_plans_as_an_anti_join(pool) -> None:
     async with pool.acquire() as conn:
         plan = await conn.fetch(
             f"""explain select count(*) from members m join users u on u.id = m.user_id
+                                   join organizations o on o.id = m.organization_id
                 where m.organization_id = $1 and {NONCOMPLIANT_SQL}""",
             org["id"],
         )

@@ -209,7 +209,16 @@ async def test_removal_keeps_the_row_and_writes_audit_and_email(pool, settings) 
     assert mail["dedupe_key"] == f"removed:{run_id}:{alice_id}"
     assert mail["message_id"] == outbox.message_id(mail["dedupe_key"])
     context = mail["context"]
-    assert set(context) == {"org_name", "org_slug", "member_email", "accept_url", "reinstate_by"}
+    assert set(context) == {
+        "org_name",
+        "org_slug",
+        "member_email",
+        "accept_url",
+        "reinstate_by",
+        "level",
+        "needs",
+    }
+    assert context["level"] == "any"
     assert context["org_slug"] == "acme" and context["member_email"] == "alice@example.com"
     prefix = f"http://testserver/accept/{alice_id}/"
     assert context["accept_url"].startswith(prefix) and context["accept_url"].endswith("/")
