@@ -20,9 +20,11 @@ from collections import defaultdict
 from typing import Any
 
 import asyncpg
+import dramatiq
 import redis.asyncio as aioredis
 import structlog
 from aiohttp import web
+from dramatiq.brokers.rabbitmq import RabbitmqBroker
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from prometheus_client.core import (
     REGISTRY,
@@ -148,7 +150,20 @@ async def _redis_figures(client: aioredis.Redis, namespace: str) -> dict[str, An
             "dead": dead,
         }
         del delayed_waiting  # delayed_stored counts those waiting and those a worker holds
+    broker = dramatiq.get_broker()
+    if isinstance(broker, RabbitmqBroker):  # BROKER_URL=amqp://…: the queues live there
+        queues = await asyncio.to_thread(_rabbitmq_queues, broker)
     return {"dramatiq": dramatiq_fields, "emails": emails, "queues": queues}
+
+
+def _rabbitmq_queues(broker: RabbitmqBroker) -> dict[str, dict[str, int]]:
+    """Each queue's ready, delayed and dead-lettered messages, as RabbitMQ counts them (it does
+    not count those a consumer holds unacknowledged, so there is no in-flight figure)."""
+    queues: dict[str, dict[str, int]] = {}
+    for queue in QUEUES:
+        waiting, delayed, dead = broker.get_queue_message_counts(queue)
+        queues[queue] = {"waiting": waiting, "delayed": delayed, "dead": dead}
+    return queues
 
 
 async def _database_figures(pool: asyncpg.Pool) -> dict[str, Any]:

@@ -23,10 +23,11 @@ async def redis(redis_url: str) -> AsyncIterator[aioredis.Redis]:
 
 
 async def deliver_to_sink(pool, redis, settings: Settings, data_dir: Path, orgs: list[str]) -> None:
-    """Sends one invite per organization name through the outbox to a MailSink in `data_dir`."""
+    """Sends one invite per organization name through the outbox to a MailSink in `data_dir`,
+    one dispatch each, so that they arrive in order (a dispatch sends over several connections)."""
     with MailSink(data_dir / "mail") as sink:
-        async with pool.acquire() as conn:
-            for n, org in enumerate(orgs):
+        for n, org in enumerate(orgs):
+            async with pool.acquire() as conn:
                 await outbox.enqueue(
                     conn,
                     template="invite",
@@ -39,8 +40,8 @@ async def deliver_to_sink(pool, redis, settings: Settings, data_dir: Path, orgs:
                     },
                     dedupe_key=f"mailbox-test:{n}",
                 )
-        report = await email_jobs.dispatch(pool, redis, settings.replace(smtp_url=sink.url))
-        assert report.sent == len(orgs)
+            report = await email_jobs.dispatch(pool, redis, settings.replace(smtp_url=sink.url))
+            assert report.sent == 1
 
 
 async def test_lists_and_shows_the_sinks_messages(
