@@ -19,8 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import ssl
-import time
-from datetime import datetime, timedelta
+from datetime import timedelta
 
 import asyncpg
 import dramatiq
@@ -29,7 +28,7 @@ import redis.asyncio as aioredis
 import structlog
 
 from db import outbox
-from jobs import observe, resources
+from jobs import observe, outbox_family, resources
 from jobs.mail.delivery import Delivery, Report
 from jobs.mail.rate import SendRate
 from jobs.mail.slots import Slots
@@ -43,18 +42,6 @@ BATCH_MAX = 100  # rows claimed at a time (fewer when EMAIL_RATE is low: about 1
 LEASE = timedelta(minutes=5)  # a claim lapses after this; the sweeper then puts the rows back
 BUDGET_SECONDS = 60.0  # one dispatch message sends for about this long, then sends itself again
 CONNECTIONS = 4  # SMTP connections one dispatch sends over at once
-
-# Records a wake-up at ARGV[1] (ms since the epoch) unless one is already pending at or before
-# it; returns 1 when the caller should schedule it.
-_WAKE = """
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local at = tonumber(ARGV[1])
-local pending = tonumber(redis.call('GET', KEYS[1]))
-if pending and pending > now and pending <= at then return 0 end
-redis.call('SET', KEYS[1], ARGV[1], 'PX', math.max(1, at - now) + 60000)
-return 1
-"""
 
 
 def batch_size(settings: Settings) -> int:
@@ -117,23 +104,11 @@ async def dispatch(
 
 async def sweep(pool: asyncpg.Pool) -> tuple[int, bool]:
     """Puts back rows whose claim lapsed (their worker died); returns (put back, any due)."""
-    async with pool.acquire() as conn:
-        released = await outbox.release_lapsed(conn)
-        due = await outbox.any_due(conn)
-    if released:
-        log.warning("email.claims_lapsed", rows=released)
-    return released, due
+    return await outbox_family.sweep(pool, outbox, "email.claims_lapsed")
 
 
-async def schedule_wake(redis: aioredis.Redis, settings: Settings, at: datetime) -> bool:
-    """Sends a delayed `email.dispatch` for `at` unless one at or before it is pending."""
-    at_ms = int(at.timestamp() * 1000)
-    key = f"{settings.redis_namespace}:email:wake"
-    if not await redis.eval(_WAKE, 1, key, at_ms):  # type: ignore[misc]
-        return False
-    delay_ms = max(1000, at_ms - int(time.time() * 1000))
-    await asyncio.to_thread(dispatch_job.send_with_options, delay=delay_ms)
-    return True
+def _wake_key(settings: Settings) -> str:
+    return f"{settings.redis_namespace}:email:wake"
 
 
 # --- Actors ---------------------------------------------------------------------------------
@@ -170,7 +145,9 @@ async def dispatch_job() -> None:
     if report.more:
         await asyncio.to_thread(dispatch_job.send)
     elif report.wake_at is not None and not report.busy:
-        await schedule_wake(res.redis, res.settings, report.wake_at)
+        await outbox_family.schedule_wake(
+            res.redis, _wake_key(res.settings), report.wake_at, dispatch_job
+        )
 
 
 @dramatiq.actor(actor_name="email.sweep", queue_name="email", time_limit=60_000, **NO_RETRY)
@@ -178,14 +155,14 @@ async def sweep_job() -> None:
     """Puts back outbox rows a dead worker had claimed; sends `email.dispatch` if rows are due,
     else a delayed one for the next retry."""
     res = resources.current()
-    _released, due = await sweep(res.pool)
-    if due:
-        await asyncio.to_thread(dispatch_job.send)
-        return
-    async with res.pool.acquire() as conn:
-        wake_at = await outbox.next_due_at(conn)
-    if wake_at is not None:
-        await schedule_wake(res.redis, res.settings, wake_at)
+    await outbox_family.sweep_and_wake(
+        res.pool,
+        res.redis,
+        outbox,
+        event="email.claims_lapsed",
+        wake_key=_wake_key(res.settings),
+        dispatch=dispatch_job,
+    )
 
 
 async def kick() -> None:

@@ -30,7 +30,6 @@ from __future__ import annotations
 import asyncio
 import random
 import socket
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -40,13 +39,12 @@ import aiohttp
 import asyncpg
 import dramatiq
 import redis
-import redis.asyncio as aioredis
 import structlog
 from aiohttp.abc import AbstractResolver, ResolveResult
 from aiohttp.resolver import DefaultResolver
 
 from db import webhooks as outbox
-from jobs import resources
+from jobs import outbox_family, resources
 from require2fa import webhooks
 from require2fa.settings import Settings
 
@@ -64,18 +62,6 @@ KEEP_BYTES = 1024  # of each answer, kept as lastResponse
 RETRY_BASE_SECONDS = 10.0
 RETRY_MAX_SECONDS = 3600.0
 USER_AGENT = "require2fa-webhooks/1"
-
-# Records a wake-up at ARGV[1] (ms since the epoch) unless one is already pending at or before
-# it; returns 1 when the caller should schedule it (the same scheme as the email dispatcher).
-_WAKE = """
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local at = tonumber(ARGV[1])
-local pending = tonumber(redis.call('GET', KEYS[1]))
-if pending and pending > now and pending <= at then return 0 end
-redis.call('SET', KEYS[1], ARGV[1], 'PX', math.max(1, at - now) + 60000)
-return 1
-"""
 
 
 def retry_delay(attempts: int) -> float:
@@ -418,23 +404,11 @@ async def dispatch(
 
 async def sweep(pool: asyncpg.Pool) -> tuple[int, bool]:
     """Puts back rows whose claim lapsed (their worker died); returns (put back, any due)."""
-    async with pool.acquire() as conn:
-        released = await outbox.release_lapsed(conn)
-        due = await outbox.any_due(conn)
-    if released:
-        log.warning("webhooks.claims_lapsed", rows=released)
-    return released, due
+    return await outbox_family.sweep(pool, outbox, "webhooks.claims_lapsed")
 
 
-async def schedule_wake(redis_client: aioredis.Redis, settings: Settings, at: datetime) -> bool:
-    """Sends a delayed `webhooks.dispatch` for `at` unless one at or before it is pending."""
-    at_ms = int(at.timestamp() * 1000)
-    key = f"{settings.redis_namespace}:webhooks:wake"
-    if not await redis_client.eval(_WAKE, 1, key, at_ms):  # type: ignore[misc]
-        return False
-    delay_ms = max(1000, at_ms - int(time.time() * 1000))
-    await asyncio.to_thread(dispatch_job.send_with_options, delay=delay_ms)
-    return True
+def _wake_key(settings: Settings) -> str:
+    return f"{settings.redis_namespace}:webhooks:wake"
 
 
 # --- Actors ---------------------------------------------------------------------------------
@@ -490,7 +464,9 @@ async def dispatch_job() -> None:
     if due:
         await asyncio.to_thread(dispatch_job.send)
     elif report.wake_at is not None:
-        await schedule_wake(res.redis, res.settings, report.wake_at)
+        await outbox_family.schedule_wake(
+            res.redis, _wake_key(res.settings), report.wake_at, dispatch_job
+        )
 
 
 @dramatiq.actor(actor_name="webhooks.sweep", queue_name=QUEUE, max_retries=0, time_limit=60_000)
@@ -498,14 +474,14 @@ async def sweep_job() -> None:
     """Puts back deliveries a dead worker had claimed; sends `webhooks.dispatch` if rows are
     due, else a delayed one for the next retry."""
     res = resources.current()
-    _released, due = await sweep(res.pool)
-    if due:
-        await asyncio.to_thread(dispatch_job.send)
-        return
-    async with res.pool.acquire() as conn:
-        wake_at = await outbox.next_due_at(conn)
-    if wake_at is not None:
-        await schedule_wake(res.redis, res.settings, wake_at)
+    await outbox_family.sweep_and_wake(
+        res.pool,
+        res.redis,
+        outbox,
+        event="webhooks.claims_lapsed",
+        wake_key=_wake_key(res.settings),
+        dispatch=dispatch_job,
+    )
 
 
 async def kick(send: Callable[[], object] | None = None) -> None:
