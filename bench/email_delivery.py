@@ -63,7 +63,7 @@ def serve(port: int) -> None:
     class Counter:
         received = 0
 
-        async def handle_DATA(self, server, session, envelope) -> str:  # noqa: N802
+        async def handle_DATA(self, server, session, envelope) -> str:
             Counter.received += 1
             return "250 OK"
 

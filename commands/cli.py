@@ -7,7 +7,7 @@ import logging
 import os
 import sys
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from importlib import metadata
 from pathlib import Path
 from typing import Any, NoReturn, TypeVar
@@ -25,22 +25,31 @@ T = TypeVar("T")
 
 
 class Failure(click.ClickException):
-    """Ends the command with `error: <message>` on one line and `exit_code`."""
+    """Ends the command with `error: <message>` on one line and exit code 1."""
 
-    def __init__(self, message: str, exit_code: int = 1) -> None:
-        super().__init__(message)
-        self.exit_code = exit_code
+
+class BadValue(Failure):
+    """A value on the command line that cannot be used: exit code 2, as click's own."""
+
+    exit_code = 2
 
 
 class Cli(click.Group):
     """The group, with every failure said the same way: one line starting `error: `, and a
     non-zero exit code (2 for a bad command line or setting, 1 for the rest)."""
 
-    def main(self, *args: Any, standalone_mode: bool = True, **kwargs: Any) -> Any:
+    def main(
+        self,
+        args: Sequence[str] | None = None,
+        prog_name: str | None = None,
+        complete_var: str | None = None,
+        standalone_mode: bool = True,
+        **extra: Any,
+    ) -> Any:
         if not standalone_mode:
-            return super().main(*args, standalone_mode=False, **kwargs)
+            return super().main(args, prog_name, complete_var, False, **extra)
         try:
-            code = super().main(*args, standalone_mode=False, **kwargs)
+            code = super().main(args, prog_name, complete_var, False, **extra)
         except click.UsageError as err:
             if err.ctx is not None:
                 click.echo(err.ctx.get_usage(), err=True)
@@ -308,7 +317,7 @@ def totp_code(secret: str) -> None:
     try:
         click.echo(totp.code_at(secret.replace(" ", "").upper(), totp.current_step()))
     except (ValueError, TypeError) as err:
-        raise Failure(f"not a base32 TOTP secret ({err})", 2) from None
+        raise BadValue(f"not a base32 TOTP secret ({err})") from None
 
 
 @main.command()

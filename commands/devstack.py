@@ -365,7 +365,7 @@ def _pg_system_user() -> pwd.struct_passwd | None:
     options = "--system --no-create-home --shell /usr/sbin/nologin"
     command = ["useradd", *options.split(), PG_SYSTEM_USER]
     try:
-        subprocess.run(command, check=True, capture_output=True, text=True)  # noqa: S603, S607
+        subprocess.run(command, check=True, capture_output=True, text=True)  # noqa: S603
     except (OSError, subprocess.CalledProcessError) as err:
         log.warning("devstack.useradd_failed", user=PG_SYSTEM_USER, error=str(err), using="nobody")
         return pwd.getpwnam("nobody")

@@ -275,22 +275,31 @@ class _Dispatch:
     def _fail(self, row: asyncpg.Record, status: int | None, body: str | None, error: str) -> None:
         self.outcomes.failed.append((row["id"], row["attempts"], status, body, error))
 
-    async def _deliver(self, row: asyncpg.Record) -> None:
+    def _ready(self, row: asyncpg.Record) -> tuple[str, str, bytes] | None:
+        """The URL, secret and body to post, or None when the row's outcome is already decided
+        (recorded here): a refused URL, a secret we cannot read, a receiver down, a body too big."""
         url = self._url(row)
         if isinstance(url, webhooks.Invalid):
             self._fail(row, None, None, f"refused: {url}")
-            return
+            return None
         secret = self._secret(row)
         if secret is None:
             self._fail(row, None, None, "the secret cannot be decrypted (SECRET_KEY changed)")
-            return
+            return None
         if row["webhook_id"] in self.down:
             self._retry(row, None, None, None, self.down[row["webhook_id"]])
-            return
+            return None
         payload = webhooks.body(row)
         if len(payload) > webhooks.MAX_BODY:
             self._fail(row, None, None, f"body of {len(payload)} bytes is over the limit")
+            return None
+        return url, secret, payload
+
+    async def _deliver(self, row: asyncpg.Record) -> None:
+        ready = self._ready(row)
+        if ready is None:
             return
+        url, secret, payload = ready
         headers = {
             webhooks.EVENT_HEADER: row["event"],
             webhooks.DELIVERY_HEADER: str(row["id"]),
@@ -321,6 +330,9 @@ class _Dispatch:
                 return
             self._retry(row, None, None, None, describe(err))
             return
+        self._answered(row, status, first, retry_after)
+
+    def _answered(self, row: asyncpg.Record, status: int, first: str, retry_after: str) -> None:
         if 200 <= status < 300:
             self.outcomes.delivered.append((row["id"], row["attempts"], status, first))
         elif status in (408, 429) or status >= 500:

@@ -101,14 +101,8 @@ async def change_organization(
     # A stricter level while the requirement stays on removes whoever no longer meets it.
     raised = org["require_2fa"] and new_require and compliance.is_stricter(new_level, old_level)
 
-    edits: dict[str, str] = {}
-    if name is not None and name != org["name"]:
-        edits["name"] = f"to {name}"
-    if new_sso != org["sso_enabled"]:
-        edits["sso_enabled"] = f"to {new_sso}"
+    edits = _edits(org, name=name, sso_enabled=new_sso, level=new_level)
     was_required = org["require_2fa"]
-    if new_level != old_level:
-        edits["require_2fa_level"] = f"to {new_level}"
     if edits or new_require != was_required:
         org = await organizations.update_settings(
             conn,
@@ -136,7 +130,44 @@ async def change_organization(
     if new_require == was_required and not raised:
         run = await runs.current_run(conn, organization_id) if require_2fa else None
         return Change(org=org, run=run, started=False)
-    if new_require != was_required:
+    return await _requirement_changed(
+        conn,
+        org,
+        actor=actor,
+        required=new_require,
+        turned=new_require != was_required,
+        raised=raised,
+    )
+
+
+def _edits(
+    org: asyncpg.Record, *, name: str | None, sso_enabled: bool, level: str
+) -> dict[str, str]:
+    """The `org.edit` data of a change to the name, SSO or the level."""
+    edits: dict[str, str] = {}
+    if name is not None and name != org["name"]:
+        edits["name"] = f"to {name}"
+    if sso_enabled != org["sso_enabled"]:
+        edits["sso_enabled"] = f"to {sso_enabled}"
+    if level != org["require_2fa_level"]:
+        edits["require_2fa_level"] = f"to {level}"
+    return edits
+
+
+async def _requirement_changed(
+    conn: asyncpg.Connection,
+    org: asyncpg.Record,
+    *,
+    actor: Actor,
+    required: bool,
+    turned: bool,
+    raised: bool,
+) -> Change:
+    """The requirement was turned on or off (`required` says which) or its level raised: audits
+    the switch, cancels the run under way or writes a new one."""
+    organization_id = org["id"]
+    new_require = required
+    if turned:
         await audit.record(
             conn,
             organization_id=organization_id,
@@ -205,13 +236,7 @@ async def check(
     """Raises a `DomainError` when the rules forbid the change; changes nothing (the settings page
     asks it before its confirm step, `change_organization` again under the row lock)."""
     if enforce_at is not None:
-        if not require_2fa:
-            raise Invalid("enforce-at-needs-on", ENFORCE_AT_NEEDS_ON)
-        now = await conn.fetchval("select now()")
-        if enforce_at <= now:
-            raise Invalid("enforce-at-past", ENFORCE_AT_PAST)
-        if enforce_at > now + schedule.MAX_AHEAD:
-            raise Invalid("enforce-at-too-late", ENFORCE_AT_TOO_LATE)
+        await _check_enforce_at(conn, enforce_at, require_2fa)
     if (
         require_2fa is not None or sso_enabled is not None or level is not None
     ) and role != "owner":
@@ -228,11 +253,28 @@ async def check(
     if require_2fa or (required and level is not None):
         if new_sso:
             raise Invalid(SSO_ENABLED, NOT_WITH_SSO)
-        if actor.user_id is None or not await users.has_2fa(conn, actor.user_id):
-            raise Invalid(PERSONAL_2FA_MISSING, NEEDS_PERSONAL_2FA)
-        if not await users.has_2fa(conn, actor.user_id, new_level):
-            raise Invalid(
-                LEVEL_NOT_MET,
-                "Cannot require this level without meeting it yourself: set up"
-                f" {compliance.needs(new_level)}.",
-            )
+        await _check_actor_meets(conn, actor, new_level)
+
+
+async def _check_enforce_at(
+    conn: asyncpg.Connection, enforce_at: datetime, require_2fa: bool | None
+) -> None:
+    if not require_2fa:
+        raise Invalid("enforce-at-needs-on", ENFORCE_AT_NEEDS_ON)
+    now = await conn.fetchval("select now()")
+    if enforce_at <= now:
+        raise Invalid("enforce-at-past", ENFORCE_AT_PAST)
+    if enforce_at > now + schedule.MAX_AHEAD:
+        raise Invalid("enforce-at-too-late", ENFORCE_AT_TOO_LATE)
+
+
+async def _check_actor_meets(conn: asyncpg.Connection, actor: Actor, level: str) -> None:
+    """The one who requires 2FA at `level` has a second factor, and one that meets the level."""
+    if actor.user_id is None or not await users.has_2fa(conn, actor.user_id):
+        raise Invalid(PERSONAL_2FA_MISSING, NEEDS_PERSONAL_2FA)
+    if not await users.has_2fa(conn, actor.user_id, level):
+        raise Invalid(
+            LEVEL_NOT_MET,
+            "Cannot require this level without meeting it yourself: set up"
+            f" {compliance.needs(level)}.",
+        )

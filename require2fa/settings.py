@@ -10,7 +10,7 @@ from datetime import timedelta
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
-DEV_SECRET_KEY = "development-only-secret-key-do-not-use-in-production"  # noqa: S105
+DEV_SECRET_KEY = "development-only-secret-key-do-not-use-in-production"
 # What a long-running process (web, worker, clock) needs outside development. Commands that only
 # touch the database (migrate, status, ...) ask for less: `Settings.from_env(env, needs=...)`.
 SERVER_NEEDS = frozenset({"SECRET_KEY", "BASE_URL"})
@@ -123,15 +123,8 @@ class Settings:
             raise SettingsError("PORT", "must be a TCP port number (1-65535)")
         if not self.base_url and self.environment == "development":
             object.__setattr__(self, "base_url", f"http://localhost:{self.port}")
-        production = self.environment != "development"
-        if production and "SECRET_KEY" in self.needs and self.secret_key == DEV_SECRET_KEY:
-            raise SettingsError("SECRET_KEY", "must be set outside development")
-        if production and "BASE_URL" in self.needs and not self.base_url:
-            raise SettingsError(
-                "BASE_URL",
-                "must be set outside development: the address people open, which email links "
-                "use and forms must come from (e.g. https://require2fa.example.com)",
-            )
+        if self.environment != "development":
+            self._check_production()
         if len(self.secret_key) < 16:
             raise SettingsError("SECRET_KEY", "must be at least 16 characters long")
         if self.log_format not in ("json", "text"):
@@ -144,6 +137,10 @@ class Settings:
             raise SettingsError("SMS_URL", "must be console: or an https:// URL")
         if self.email_rate <= 0:
             raise SettingsError("EMAIL_RATE", "must be a positive number of emails per second")
+        self._check_urls()
+
+    def _check_urls(self) -> None:
+        """The service URLs have schemes we can use."""
         for name, url, schemes, expected in (
             ("DATABASE_URL", self.database_url, ("postgres", "postgresql"), "a postgresql://"),
             ("REDIS_URL", self.redis_url, ("redis", "rediss", "unix"), "a redis://"),
@@ -160,6 +157,17 @@ class Settings:
             parse_smtp_url(self.smtp_url)
         except ValueError as err:
             raise SettingsError("SMTP_URL", str(err)) from None
+
+    def _check_production(self) -> None:
+        """What a server needs outside development: a secret key and the address people open."""
+        if "SECRET_KEY" in self.needs and self.secret_key == DEV_SECRET_KEY:
+            raise SettingsError("SECRET_KEY", "must be set outside development")
+        if "BASE_URL" in self.needs and not self.base_url:
+            raise SettingsError(
+                "BASE_URL",
+                "must be set outside development: the address people open, which email links "
+                "use and forms must come from (e.g. https://require2fa.example.com)",
+            )
 
     @property
     def development(self) -> bool:

@@ -139,33 +139,37 @@ class Delivery:
                 self._later(row, err)
                 await smtp.drop()
                 continue
-            try:
-                await smtp.send(message)
-            except aiosmtplib.SMTPRecipientsRefused as err:
-                code = err.recipients[0].code if err.recipients else 0
-                if code >= 500:
-                    self._fail(row, describe(err))
-                else:
-                    self._later(row, err)
-            except aiosmtplib.SMTPResponseException as err:
-                # 5xx to the message itself is final; 4xx, or a refusal of our sender (the
-                # same for every message: a setting to fix), is worth trying again.
-                if err.code >= 500 and isinstance(err, aiosmtplib.SMTPDataError):
-                    self._fail(row, describe(err))
-                else:
-                    self._later(row, err)
-            except (ValueError, aiosmtplib.SMTPNotSupported) as err:
-                # An address the server cannot take (non-ASCII without SMTPUTF8): final.
-                self._fail(row, f"cannot send: {err}")
-            except TRANSIENT as err:
-                # The connection broke or timed out: whether the server kept the message is
-                # unknown; it is sent again later with the same Message-ID.
-                self._later(row, err)
-                await smtp.drop()
+            await self._send_one(smtp, row, message)
+
+    async def _send_one(self, smtp: Smtp, row: asyncpg.Record, message: EmailMessage) -> None:
+        """Sends one message on the open connection and records what became of it."""
+        try:
+            await smtp.send(message)
+        except aiosmtplib.SMTPRecipientsRefused as err:
+            code = err.recipients[0].code if err.recipients else 0
+            if code >= 500:
+                self._fail(row, describe(err))
             else:
-                self.sent.append(row["id"])
-                if len(self.sent) >= FLUSH_EVERY:
-                    await self._flush_sent()
+                self._later(row, err)
+        except aiosmtplib.SMTPResponseException as err:
+            # 5xx to the message itself is final; 4xx, or a refusal of our sender (the
+            # same for every message: a setting to fix), is worth trying again.
+            if err.code >= 500 and isinstance(err, aiosmtplib.SMTPDataError):
+                self._fail(row, describe(err))
+            else:
+                self._later(row, err)
+        except (ValueError, aiosmtplib.SMTPNotSupported) as err:
+            # An address the server cannot take (non-ASCII without SMTPUTF8): final.
+            self._fail(row, f"cannot send: {err}")
+        except TRANSIENT as err:
+            # The connection broke or timed out: whether the server kept the message is
+            # unknown; it is sent again later with the same Message-ID.
+            self._later(row, err)
+            await smtp.drop()
+        else:
+            self.sent.append(row["id"])
+            if len(self.sent) >= FLUSH_EVERY:
+                await self._flush_sent()
 
     async def _flush_sent(self) -> None:
         ids, self.sent = self.sent, []

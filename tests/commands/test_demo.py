@@ -43,7 +43,7 @@ def _demo(data_dir: Path) -> list[str]:
         for key, value in os.environ.items()
         if key not in ("DATABASE_URL", "REDIS_URL", "SMTP_URL", "REDIS_NAMESPACE", "BASE_URL")
     }
-    result = subprocess.run(  # noqa: S603
+    result = subprocess.run(
         [sys.executable, "-m", "commands.cli", "demo", "--members", "200", "--data-dir", data_dir],
         env={**env, "REQUIRE2FA_EMBEDDED": "1"},
         capture_output=True,

@@ -83,7 +83,7 @@ def test_one_line_naming_the_setting(
 
 def test_dramatiq_jobs_with_an_unreachable_database_says_one_line(redis_url: str) -> None:
     """`dramatiq jobs` itself (the Procfile's other spelling): one `error:` line, no traceback."""
-    result = subprocess.run(  # noqa: S603
+    result = subprocess.run(
         [sys.executable, "-m", "dramatiq", "jobs", "--processes", "1", "--threads", "1"],
         env={**os.environ, **PROD, "DATABASE_URL": REFUSED, "REDIS_URL": redis_url},
         capture_output=True,

@@ -83,7 +83,7 @@ async def test_honcho_runs_the_procfile_end_to_end(
     assert migrate.returncode == 0, migrate.stderr
     log_path = tmp_path / "honcho.log"
     with log_path.open("wb") as log:
-        honcho = subprocess.Popen(  # noqa: S603, ASYNC220 - starting it does not block
+        honcho = subprocess.Popen(  # noqa: ASYNC220 - starting it does not block
             [str(HONCHO), "start", "web", "worker", "clock"],
             env=env,
             cwd=ROOT,

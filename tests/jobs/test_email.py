@@ -232,7 +232,7 @@ class Flaky(Mailbox):
         super().__init__()
         self.seen: set[str] = set()
 
-    async def handle_DATA(self, server, session, envelope) -> str:  # noqa: N802
+    async def handle_DATA(self, server, session, envelope) -> str:
         recipient = envelope.rcpt_tos[0]
         if recipient not in self.seen:
             self.seen.add(recipient)
@@ -264,13 +264,13 @@ async def test_a_4xx_reply_is_retried_and_then_delivered_once(pool, redis, setti
 class Picky(Mailbox):
     """Refuses recipients named `bad…` with 550, and messages to `spam…` at DATA with 554."""
 
-    async def handle_RCPT(self, server, session, envelope, address, rcpt_options) -> str:  # noqa: N802
+    async def handle_RCPT(self, server, session, envelope, address, rcpt_options) -> str:
         if address.startswith("bad"):
             return "550 5.1.1 No such user here"
         envelope.rcpt_tos.append(address)
         return "250 OK"
 
-    async def handle_DATA(self, server, session, envelope) -> str:  # noqa: N802
+    async def handle_DATA(self, server, session, envelope) -> str:
         if envelope.rcpt_tos[0].startswith("spam"):
             return "554 5.7.1 Message rejected"
         return await super().handle_DATA(server, session, envelope)

@@ -17,7 +17,7 @@ import pytest
     ],
 )
 def test_bad_setting_stops_the_worker(redis_url: str, env: dict[str, str], line: str) -> None:
-    result = subprocess.run(  # noqa: S603
+    result = subprocess.run(
         [sys.executable, "-m", "dramatiq", "jobs", "--processes", "1", "--threads", "1"],
         env={**os.environ, **env},
         capture_output=True,
