@@ -79,3 +79,36 @@ def serialize_member(row: asyncpg.Record) -> dict[str, Any]:
         "dateCreated": row["created_at"].isoformat(),
         "user": user,
     }
+
+
+def serialize_run(
+    run: asyncpg.Record, *, brief: bool = False, emails: tuple[int, int] | None = None
+) -> dict[str, Any]:
+    """An enforcement run; `brief` is the `{id, status}` that the organization's PUT answers."""
+    if brief:
+        brief_form = {"id": str(run["id"]), "status": run["status"]}
+        if run["enforce_at"] is not None:
+            brief_form["enforceAt"] = _iso(run["enforce_at"])
+        return brief_form
+    queued, sent = emails or (0, 0)
+    return {
+        "id": str(run["id"]),
+        "status": run["status"],
+        "total": run["total"],
+        "removed": run["removed"],
+        "skipped": run["skipped"],
+        "batchesTotal": run["batches_total"],
+        "batchesDone": run["batches_done"],
+        "emailsQueued": queued,
+        "emailsSent": sent,
+        "actor": {"id": _id(run["actor_user_id"]), "name": run["actor_label"]},
+        "dateCreated": _iso(run["created_at"]),
+        "startedAt": _iso(run["started_at"]),
+        "finishedAt": _iso(run["finished_at"]),
+        "error": run["error"],  # why a `failed` run stopped
+        "enforceAt": _iso(run["enforce_at"]),  # a run on a date: when it starts
+    }
+
+
+def _id(value: int | None) -> str | None:
+    return str(value) if value is not None else None

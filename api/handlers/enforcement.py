@@ -1,67 +1,21 @@
-"""Seeing enforcement: who would be removed, the runs' progress, reminders, and its metrics."""
+"""Seeing enforcement: who would be removed, the runs' progress, reminders."""
 
 from __future__ import annotations
 
 import asyncio
 from datetime import UTC, datetime
-from typing import Any
 
-import asyncpg
 import structlog
 from aiohttp import web
-from prometheus_client.core import (
-    REGISTRY,
-    CounterMetricFamily,
-    GaugeMetricFamily,
-    HistogramMetricFamily,
-)
-from prometheus_client.registry import Collector
 
 from api.access import MANAGERS, OrgAccess, org_access
 from api.errors import api_error, path_id
 from api.keys import PG
 from api.pagination import link_header, page_args, split_page
-from api.serializers import serialize_member
+from api.serializers import serialize_member, serialize_run
 from db import counts, members, report, runs
 
 log = structlog.get_logger(__name__)
-
-
-def _iso(value: datetime | None) -> str | None:
-    return value.isoformat() if value is not None else None
-
-
-def serialize_run(
-    run: asyncpg.Record, *, brief: bool = False, emails: tuple[int, int] | None = None
-) -> dict[str, Any]:
-    """An enforcement run; `brief` is the `{id, status}` that the organization's PUT answers."""
-    if brief:
-        brief_form = {"id": str(run["id"]), "status": run["status"]}
-        if run["enforce_at"] is not None:
-            brief_form["enforceAt"] = _iso(run["enforce_at"])
-        return brief_form
-    queued, sent = emails or (0, 0)
-    return {
-        "id": str(run["id"]),
-        "status": run["status"],
-        "total": run["total"],
-        "removed": run["removed"],
-        "skipped": run["skipped"],
-        "batchesTotal": run["batches_total"],
-        "batchesDone": run["batches_done"],
-        "emailsQueued": queued,
-        "emailsSent": sent,
-        "actor": {"id": _id(run["actor_user_id"]), "name": run["actor_label"]},
-        "dateCreated": _iso(run["created_at"]),
-        "startedAt": _iso(run["started_at"]),
-        "finishedAt": _iso(run["finished_at"]),
-        "error": run["error"],  # why a `failed` run stopped
-        "enforceAt": _iso(run["enforce_at"]),  # a run on a date: when it starts
-    }
-
-
-def _id(value: int | None) -> str | None:
-    return str(value) if value is not None else None
 
 
 def _run_id(request: web.Request) -> int:
@@ -174,41 +128,3 @@ async def send_reminder_message(access: OrgAccess) -> None:
 
     day = datetime.now(UTC).date().isoformat()
     await asyncio.to_thread(queue_reminders.send, access.org["id"], day, access.auth.user_id)
-
-
-# --- Metrics -----------------------------------------------------------------------------------
-
-
-class EnforcementCollector(Collector):
-    """Enforcement metrics read from the database at scrape time: the workers that do the work
-    cannot be scraped, and the database is where the truth is anyway."""
-
-    def __init__(self) -> None:
-        self.values: dict[str, Any] | None = None
-
-    def collect(self) -> Any:
-        values = self.values
-        if values is None:
-            return
-        runs = GaugeMetricFamily(
-            "require2fa_enforcement_runs", "Enforcement runs by status.", labels=["status"]
-        )
-        for status, count in values["runs"].items():
-            runs.add_metric([status], count)
-        yield runs
-        yield CounterMetricFamily(
-            "require2fa_enforcement_members_removed",
-            "Members removed for having no second factor.",
-            value=values["removed"],
-        )
-        cumulative = [(str(bound), count) for bound, count in values["batch_buckets"]]
-        yield HistogramMetricFamily(
-            "require2fa_enforcement_batch_seconds",
-            "Wall time of one enforcement batch's transaction.",
-            buckets=[*cumulative, ("+Inf", values["batch_count"])],
-            sum_value=values["batch_sum"],
-        )
-
-
-COLLECTOR = EnforcementCollector()
-REGISTRY.register(COLLECTOR)

@@ -34,7 +34,6 @@ from prometheus_client.core import (
 )
 from prometheus_client.registry import Collector
 
-from api.handlers.enforcement import COLLECTOR as ENFORCEMENT
 from api.keys import PG, REDIS, SETTINGS
 from db import metrics as enforcement_metrics
 from db import outbox
@@ -44,6 +43,41 @@ log = structlog.get_logger(__name__)
 
 # The lengths a scrape reads per queue (and its delay queue, `<queue>.DQ`).
 QUEUES = ("enforcement", "email", "maintenance")
+
+
+class EnforcementCollector(Collector):
+    """Enforcement metrics read from the database at scrape time: the workers that do the work
+    cannot be scraped, and the database is where the truth is anyway."""
+
+    def __init__(self) -> None:
+        self.values: dict[str, Any] | None = None
+
+    def collect(self) -> Any:
+        values = self.values
+        if values is None:
+            return
+        runs = GaugeMetricFamily(
+            "require2fa_enforcement_runs", "Enforcement runs by status.", labels=["status"]
+        )
+        for status, count in values["runs"].items():
+            runs.add_metric([status], count)
+        yield runs
+        yield CounterMetricFamily(
+            "require2fa_enforcement_members_removed",
+            "Members removed for having no second factor.",
+            value=values["removed"],
+        )
+        cumulative = [(str(bound), count) for bound, count in values["batch_buckets"]]
+        yield HistogramMetricFamily(
+            "require2fa_enforcement_batch_seconds",
+            "Wall time of one enforcement batch's transaction.",
+            buckets=[*cumulative, ("+Inf", values["batch_count"])],
+            sum_value=values["batch_sum"],
+        )
+
+
+ENFORCEMENT = EnforcementCollector()
+REGISTRY.register(ENFORCEMENT)
 
 
 class OperationsCollector(Collector):

@@ -15,9 +15,8 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 from api.access import MANAGERS, OrgAccess, org_access
 from api.auth import Auth, actor, require_sudo, require_user
 from api.errors import api_error, parse_body
-from api.handlers.enforcement import serialize_run
 from api.keys import PG
-from api.serializers import serialize_org, serialize_team
+from api.serializers import serialize_org, serialize_run, serialize_team
 from db import members, organizations
 from require2fa import compliance, organization_settings
 
