@@ -19,8 +19,9 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --disable-pip-version-check -e '.[dev]'
 	touch $@
 
-# Coverage of the product's packages; the whole suite (no PYTEST_ARGS) fails under COVERAGE_MIN.
-COVERAGE_MIN := 0
+# Coverage of the product's packages; the whole suite (no PYTEST_ARGS) fails under COVERAGE_MIN
+# (90.3% measured on the whole suite, 3 December 2026).
+COVERAGE_MIN := 88
 COVERAGE := --cov=api --cov=db --cov=jobs --cov=require2fa --cov=commands --cov-report=term \
 	$(if $(PYTEST_ARGS),,--cov-fail-under=$(COVERAGE_MIN))
 
