@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator
 import redis.asyncio as aioredis
 from aiohttp import web
 
-from api import auth
+from api import auth, headers
 from api.errors import error_middleware
 from api.keys import PG, REDIS, SETTINGS
 from api.observe import observe_middleware
@@ -24,6 +24,7 @@ def create_app(settings: Settings) -> web.Application:
     )
     app[SETTINGS] = settings
     auth.setup(app, settings)
+    headers.setup(app)
     app.cleanup_ctx.append(_resources)
     add_routes(app)
     if settings.development:

@@ -28,7 +28,10 @@ PREFIX = "/_dev/mailbox"
 PAGE_SIZE = 50
 _NAME = re.compile(r"^[0-9]{1,12}$")
 # The HTML part is someone else's markup: no scripts, no requests out, only its own styles.
-_HTML_PART_POLICY = "default-src 'none'; style-src 'unsafe-inline'; img-src data:; sandbox"
+# Framed by the mailbox page itself (same origin), unlike every other page.
+_HTML_PART_POLICY = (
+    "default-src 'none'; style-src 'unsafe-inline'; img-src data:; sandbox; frame-ancestors 'self'"
+)
 
 _LIST = """<!doctype html>
 <html lang="en"><head><meta charset="utf-8">
@@ -255,6 +258,7 @@ async def message_html(request: web.Request) -> web.Response:
         raise api_error(404, "This message has no HTML part.")
     response = web.Response(text=html.get_content(), content_type="text/html")
     response.headers["Content-Security-Policy"] = _HTML_PART_POLICY
+    response.headers["X-Frame-Options"] = "SAMEORIGIN"
     return response
 
 
