@@ -126,12 +126,18 @@ async def require_sudo(request: web.Request) -> Auth:
     `{"code": "sudo-required"}` (`POST auth/sudo/` then lets them continue). Call it after the
     permission checks, so that someone who may not make the change at all gets their 403."""
     auth = await require_user(request)
-    if auth.token_id is not None:
-        return auth
-    session = await get_session(request)
-    if not reauth.is_recent(session.get(reauth.SESSION_FIELD)):
+    if not await recently_authenticated(request, auth):
         raise api_error(401, reauth.REQUIRED_DETAIL, code=reauth.REQUIRED_CODE)
     return auth
+
+
+async def recently_authenticated(request: web.Request, auth: Auth) -> bool:
+    """Whether `auth` may make a sensitive change now (what `require_sudo` asks), for the domain
+    functions that decide it themselves."""
+    if auth.token_id is not None:
+        return True
+    session = await get_session(request)
+    return reauth.is_recent(session.get(reauth.SESSION_FIELD))
 
 
 async def mark_reauthenticated(request: web.Request) -> float:

@@ -64,6 +64,8 @@ def from_domain(err: domain.DomainError) -> web.HTTPException:
     if isinstance(err, domain.TooMany):
         return rate_limited(err.retry_after, err.detail)
     extra = {"code": err.code} if err.code in PUBLIC_CODES else {}
+    if err.field is not None:  # about one input: as a validation error of that field
+        return api_error(status_of(err), "Invalid request.", errors={err.field: [err.detail]})
     return api_error(status_of(err), err.detail, **extra)
 
 

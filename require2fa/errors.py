@@ -9,12 +9,14 @@ from __future__ import annotations
 
 
 class DomainError(Exception):
-    """A refusal. `code` is for programs (e.g. `owners-only`), `detail` for people."""
+    """A refusal. `code` is for programs (e.g. `owners-only`), `detail` for people; `field`
+    names the input it is about, when it is about one."""
 
-    def __init__(self, code: str, detail: str) -> None:
+    def __init__(self, code: str, detail: str, *, field: str | None = None) -> None:
         super().__init__(detail)
         self.code = code
         self.detail = detail
+        self.field = field
 
 
 class Invalid(DomainError):

@@ -11,6 +11,7 @@ adapter sends to the workers once the transaction commits (`started`).
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -18,7 +19,7 @@ import asyncpg
 
 from db import audit, organizations, runs, schedule, users
 from db.audit import Actor
-from require2fa import compliance
+from require2fa import compliance, reauth
 from require2fa.errors import Invalid, NotAllowed, NotFound, NotSignedIn
 
 ENFORCE_AT_NEEDS_ON = "enforceAt goes with turning the requirement on."
@@ -41,6 +42,47 @@ class Change:
     org: asyncpg.Record
     run: asyncpg.Record | None  # the run this change started, or the one already under way
     started: bool  # a new run was written: send its coordinator once the transaction commits
+
+
+async def apply_change(
+    pool: asyncpg.Pool,
+    org: asyncpg.Record,
+    *,
+    actor: Actor,
+    role: str,
+    recently_authenticated: bool,
+    start_run: Callable[[int], Awaitable[None]],
+    name: str | None = None,
+    require_2fa: bool | None = None,
+    sso_enabled: bool | None = None,
+    enforce_at: datetime | None = None,
+    level: str | None = None,
+) -> Change:
+    """`change_organization` in a transaction of its own (the API's PUT and the settings page);
+    `start_run(run_id)` sends a new run to the workers once it is committed.
+
+    An owner turning the requirement off (directly, or by turning SSO on) or lowering its level
+    must have re-authenticated recently (`reauth`); others get their refusal from the rules."""
+    turns_off = org["require_2fa"] and (require_2fa is False or bool(sso_enabled))
+    lowers = level is not None and compliance.is_stricter(org["require_2fa_level"], level)
+    if (turns_off or lowers) and role == "owner" and not recently_authenticated:
+        raise NotSignedIn(reauth.REQUIRED_CODE, reauth.REQUIRED_DETAIL)
+    async with pool.acquire() as conn, conn.transaction():
+        change = await change_organization(
+            conn,
+            organization_id=org["id"],
+            actor=actor,
+            role=role,
+            name=name,
+            require_2fa=require_2fa,
+            sso_enabled=sso_enabled,
+            enforce_at=enforce_at,
+            level=level,
+            recently_authenticated=True,  # an owner's was checked above
+        )
+    if change.started and change.run is not None:
+        await start_run(change.run["id"])
+    return change
 
 
 async def change_organization(

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import asyncio
-from datetime import UTC, datetime
 
 import structlog
 from aiohttp import web
 
+from api import dispatch
 from api.access import MANAGERS, OrgAccess, org_access
 from api.errors import api_error, path_id
 from api.keys import PG
@@ -115,16 +115,8 @@ async def send_reminders(request: web.Request) -> web.Response:
     authentication" email for every active member without 2FA, once per member per day (owners,
     managers). Answers 202 at once: at a million members the queueing takes seconds."""
     access = await org_access(request, roles=MANAGERS)
-    await send_reminder_message(access)
+    await dispatch.send_reminders(access.org["id"], access.auth.user_id)
     return web.json_response(
         {"detail": "Reminders are being sent to every member without two-factor authentication."},
         status=202,
     )
-
-
-async def send_reminder_message(access: OrgAccess) -> None:
-    """Sends `enforcement.queue_reminders` for today, leaving out the member asking."""
-    from jobs.enforcement import queue_reminders
-
-    day = datetime.now(UTC).date().isoformat()
-    await asyncio.to_thread(queue_reminders.send, access.org["id"], day, access.auth.user_id)

@@ -1,8 +1,8 @@
 """The pages to start from: `/` (sign in or register; signed in, your organizations), New
 organization, and an organization's overview with its compliance at a glance.
 
-They reuse the API's functions (`organizations.new_organization`, `api.access.org_access`) and
-the `db` queries, so a page creates, allows and refuses exactly what the matching API call does.
+They call the domain functions that the API calls (`require2fa.organizations`, with
+`api.access.org_access`), so a page creates, allows and refuses exactly what the API does.
 """
 
 from __future__ import annotations
@@ -13,12 +13,14 @@ from aiohttp import web
 
 from api.access import MANAGERS, org_access
 from api.auth import authenticate
-from api.handlers import organizations as org_api
+from api.errors import status_of
 from api.keys import PG
-from api.pages.views import _detail, _form, _html_errors, _signed_in, render
+from api.pages.views import _form, _html_errors, _signed_in, render
 from db import counts as member_counts
-from db import organizations, runs
+from db import runs
 from require2fa import compliance
+from require2fa import organizations as organizations_domain
+from require2fa.errors import Conflict, Invalid
 
 
 @_html_errors
@@ -27,8 +29,7 @@ async def home_page(request: web.Request) -> web.StreamResponse:
     auth = await authenticate(request)
     if auth is None or auth.half_signed_in or auth.token_id is not None:
         return await render(request, "home.html", orgs=None)
-    async with request.app[PG].acquire() as conn:
-        orgs = await organizations.for_user(conn, auth.user_id)
+    orgs = await organizations_domain.of_user(request.app[PG], auth.user_id)
     return await render(request, "home.html", orgs=orgs)
 
 
@@ -42,22 +43,19 @@ async def new_organization_page(request: web.Request) -> web.StreamResponse:
         return await render(request, "new_organization.html", error=None, name="", slug="")
     name, slug = form.get("name", "").strip()[:200], form.get("slug", "").strip().lower()[:50]
     try:
-        body = org_api.OrganizationIn(name=name, slug=slug or None)
-    except ValueError:
-        error = "Enter a name." if not name else "A slug is lowercase letters, digits and dashes."
-        return await render(
-            request, "new_organization.html", status=400, error=error, name=name, slug=slug
+        org = await organizations_domain.create_organization(
+            request.app[PG],
+            name=name,
+            slug=slug or None,
+            owner_id=auth.user_id,
+            owner_email=auth.user["email"],
         )
-    try:
-        org = await org_api.new_organization(request, auth, body)
-    except web.HTTPException as exc:
-        if exc.status not in (400, 409):
-            raise
+    except (Invalid, Conflict) as refused:
         return await render(
             request,
             "new_organization.html",
-            status=exc.status,
-            error=_detail(exc),
+            status=status_of(refused),
+            error=refused.detail,
             name=name,
             slug=slug,
         )
@@ -70,8 +68,7 @@ async def organization_page(request: web.Request) -> web.StreamResponse:
     how many use 2FA, who is pending, and the latest enforcement run."""
     auth = await _signed_in(request)
     slug = request.match_info["org"]
-    async with request.app[PG].acquire() as conn:
-        mine = await organizations.for_user(conn, auth.user_id)
+    mine = await organizations_domain.of_user(request.app[PG], auth.user_id)
     org = next((row for row in mine if row["slug"] == slug), None)
     if org is None:
         return await render(

@@ -1,8 +1,8 @@
 """An organization's admin pages: Security & Privacy (the require-2FA switch and its run's
 progress, and the webhooks), the members (2FA column, pending badge, Resend) and the audit log.
 
-They go through the API's own functions (`api.access.org_access`, `organizations.apply_change`,
-`invites.reinvite`, `members.parse_query`, the `db` queries), so a page allows, refuses and
+They call what the API calls (`organization_settings.apply_change`, `invites.reinvite`,
+`api.access.org_access`, `members.parse_query`, the `db` queries), so a page allows, refuses and
 writes exactly what the matching API call does. The plumbing (rendering, HTML errors, the
 same-origin check on forms) is `api.pages.views`'.
 """
@@ -15,12 +15,11 @@ import asyncpg
 from aiohttp import web
 
 from api.access import MANAGERS, OrgAccess, org_access
-from api.auth import actor, require_sudo
+from api.auth import actor, recently_authenticated, require_sudo
+from api.dispatch import send_coordinator, send_reminders
 from api.errors import api_error, path_id, status_of
-from api.handlers import enforcement as enforcement_api
 from api.handlers import invites
 from api.handlers import members as member_api
-from api.handlers import organizations as org_api
 from api.handlers import webhooks as webhook_api
 from api.handlers.audit import audit_page, serialize_entry
 from api.keys import PG, SETTINGS
@@ -29,7 +28,7 @@ from api.pagination import page_args, split_page
 from db import audit, counts, members, organizations, runs
 from db import webhooks as webhook_rows
 from jobs import email as email_jobs
-from require2fa import compliance, links, organization_settings, owner_tools
+from require2fa import compliance, links, organization_settings, owner_tools, reauth
 from require2fa.errors import DomainError, Invalid, NotAllowed, NotSignedIn
 
 PER_PAGE = 50
@@ -127,8 +126,9 @@ async def _settings(
 @_html_errors
 async def settings_page(request: web.Request) -> web.StreamResponse:
     """The require-2FA switch (owners). Turning it on first answers a confirm dialog with the
-    number of members it would remove; confirmed, it goes through `apply_change` (the run,
-    `org.edit`, the coordinator) and comes back here to the run's progress."""
+    number of members it would remove; confirmed, it goes through
+    `organization_settings.apply_change` (the run, `org.edit`, the coordinator) and comes back
+    here to the run's progress."""
     form = await _form(request) if request.method == "POST" else None
     access = await _access(request)
     if form is None:
@@ -198,10 +198,20 @@ async def settings_page(request: web.Request) -> web.StreamResponse:
                 request, access, status=400, error="Choose the date and time (UTC) to start."
             )
     try:
-        await org_api.apply_change(
-            request, access, require_2fa=require, enforce_at=enforce_at, level=level
+        await organization_settings.apply_change(
+            request.app[PG],
+            access.org,
+            actor=actor(request, access.auth),
+            role=access.role,
+            recently_authenticated=await recently_authenticated(request, access.auth),
+            start_run=send_coordinator,
+            require_2fa=require,
+            enforce_at=enforce_at,
+            level=level,
         )
     except (Invalid, NotAllowed, NotSignedIn) as refused:
+        if refused.code == reauth.REQUIRED_CODE:
+            raise  # the page asks for the password or a code, then goes on
         return await _settings(request, access, status=status_of(refused), error=refused.detail)
     raise web.HTTPSeeOther(_org_url(access, "settings/"))
 
@@ -213,7 +223,7 @@ async def reminders_page(request: web.Request) -> web.StreamResponse:
     day each); back on the settings page with a notice."""
     await _form(request)
     access = await _access(request, roles=MANAGERS)
-    await enforcement_api.send_reminder_message(access)
+    await send_reminders(access.org["id"], access.auth.user_id)
     return await _settings(
         request,
         access,
