@@ -8,6 +8,7 @@ import redis.asyncio as aioredis
 from aiohttp import web
 
 from api import auth, headers
+from api.csrf import csrf_middleware
 from api.errors import error_middleware
 from api.keys import PG, REDIS, SETTINGS
 from api.observe import observe_middleware
@@ -18,8 +19,9 @@ from require2fa.settings import Settings
 
 def create_app(settings: Settings) -> web.Application:
     app = web.Application(
-        # observe_middleware first: it sees every answer, the error pages' included.
-        middlewares=[observe_middleware, error_middleware],
+        # observe_middleware first: it sees every answer, the error pages' included;
+        # csrf_middleware inside error_middleware, so that its refusals are JSON like any other.
+        middlewares=[observe_middleware, error_middleware, csrf_middleware],
         client_max_size=1024 * 1024,
     )
     app[SETTINGS] = settings
