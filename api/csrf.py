@@ -10,8 +10,8 @@ no `Authorization` header is refused (403) unless
 - its `Origin`, when the browser sends one, is BASE_URL's (`settings.allowed_origins`).
 
 A request without a body (whatever its `Content-Type`) still has its `Origin` checked: browsers
-send one with every cross-site POST, form or `fetch`. Bearer tokens are not sent by browsers on their own and are unaffected; the pages' forms
-are checked by `api.pages.views._same_origin`.
+send one with every cross-site POST, form or `fetch`. Bearer tokens are not sent by browsers on
+their own and are unaffected; the pages' forms are checked by `api.pages.views._same_origin`.
 """
 
 from __future__ import annotations
