@@ -11,6 +11,7 @@ from api import auth, headers
 from api.csrf import csrf_middleware
 from api.errors import error_middleware
 from api.keys import PG, REDIS, SETTINGS
+from api.limits import MAX_BODY_BYTES
 from api.observe import observe_middleware
 from api.routes import add_routes
 from db.pool import create_pool
@@ -22,7 +23,7 @@ def create_app(settings: Settings) -> web.Application:
         # observe_middleware first: it sees every answer, the error pages' included;
         # csrf_middleware inside error_middleware, so that its refusals are JSON like any other.
         middlewares=[observe_middleware, error_middleware, csrf_middleware],
-        client_max_size=1024 * 1024,
+        client_max_size=MAX_BODY_BYTES,
     )
     app[SETTINGS] = settings
     auth.setup(app, settings)

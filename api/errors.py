@@ -11,6 +11,7 @@ from aiohttp import web
 from aiohttp.typedefs import Handler
 from pydantic import BaseModel, ValidationError
 
+from api.limits import LIMIT_ERRORS, MAX_BODY_BYTES
 from api.observe import REQUEST_ID
 from require2fa import errors as domain
 
@@ -25,7 +26,7 @@ _DEFAULT_DETAIL = {
     405: "Method not allowed.",
     409: "Conflict.",
     410: "Gone.",
-    413: "The request body is too large.",
+    413: f"The request body is too large: at most {MAX_BODY_BYTES // 1024} KB.",
     429: "Too many requests.",
 }
 
@@ -78,11 +79,15 @@ def rate_limited(
 
 
 def validation_error(err: ValidationError) -> web.HTTPException:
+    """400 with `errors` per field; a value over a size limit (`api.limits`) says so in `detail`."""
     errors: dict[str, list[str]] = {}
+    detail = "Invalid request."
     for item in err.errors():
         field = ".".join(str(part) for part in item["loc"]) or "non_field_errors"
         errors.setdefault(field, []).append(item["msg"])
-    return api_error(400, "Invalid request.", errors=errors)
+        if item["type"] in LIMIT_ERRORS and detail == "Invalid request.":
+            detail = f"{field}: {item['msg']}"
+    return api_error(400, detail, errors=errors)
 
 
 async def parse_body(request: web.Request, model: type[M]) -> M:

@@ -8,12 +8,13 @@ from typing import Any
 
 import redis.asyncio as aioredis
 from aiohttp import web
-from pydantic import BaseModel, ConfigDict, EmailStr, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from api.auth import mark_reauthenticated, require_sudo, require_user, sign_in, sign_out
 from api.errors import api_error, parse_body, path_id, rate_limited
 from api.handlers import authenticators as factors
 from api.keys import PG, REDIS, SETTINGS
+from api.limits import Email
 from api.sessions import SESSION_ID
 from db import authenticators, sessions, users
 from require2fa import ratelimit, reauth, sms, webauthn
@@ -27,7 +28,7 @@ LOGIN_PER_IP = Limit("login-ip", 50, 900)
 
 
 class RegisterIn(BaseModel):
-    email: EmailStr
+    email: Email
     password: str = Field(min_length=8, max_length=256)
     name: str = Field(default="", max_length=200)
 

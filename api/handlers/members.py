@@ -2,17 +2,18 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Literal
 
 import asyncpg
 from aiohttp import web
-from pydantic import AwareDatetime, BaseModel, ConfigDict, EmailStr, Field
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
 from api.access import MANAGERS, OrgAccess, org_access
 from api.auth import actor, require_sudo
 from api.errors import api_error, parse_body, path_id
 from api.handlers.invites import reinvite
 from api.keys import PG, SETTINGS
+from api.limits import Email, MemberSettings, TeamSlugs
 from api.pagination import link_header, page_args, split_page
 from api.serializers import serialize_member
 from db import audit, members, organizations, outbox
@@ -27,9 +28,9 @@ ROLES: tuple[str, ...] = Role.__args__  # type: ignore[attr-defined]
 
 
 class InviteIn(BaseModel):
-    email: EmailStr
+    email: Email
     role: Role = "member"
-    teams: list[str] = Field(default_factory=list, max_length=100)
+    teams: TeamSlugs = Field(default_factory=list)
 
 
 class ExemptionIn(BaseModel):
@@ -43,8 +44,8 @@ class MemberUpdate(BaseModel):
     model_config = ConfigDict(populate_by_name=True)
 
     role: Role | None = None
-    teams: list[str] | None = Field(default=None, max_length=100)
-    settings: dict[str, Any] | None = None
+    teams: TeamSlugs | None = None
+    settings: MemberSettings = None
     reinvite: bool | None = None
     # `{"reason", "until"}` exempts (owners), `null` lifts the exemption; absent: unchanged.
     exempt_2fa: ExemptionIn | None = Field(default=None, alias="exempt2FA")
