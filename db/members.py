@@ -284,3 +284,8 @@ async def lapsed_exemptions(conn: asyncpg.Connection, *, limit: int) -> list[asy
            order by exempt_2fa_until limit $1""",
         limit,
     )
+
+
+async def set_token_hash(conn: asyncpg.Connection, member_id: int, token_hash: bytes) -> None:
+    """A fresh link for a pending member: the old one stops working."""
+    await conn.execute("update members set token_hash = $2 where id = $1", member_id, token_hash)

@@ -19,7 +19,7 @@ from pydantic import BaseModel, Field
 
 from api.auth import Auth, require_sudo, require_user
 from api.errors import api_error, parse_body, path_id, rate_limited
-from api.handlers.invites import join_from_session
+from api.invite_session import join_from_session
 from api.keys import PG, REDIS, SETTINGS
 from api.sessions import SESSION_ID
 from db import authenticators, outbox, sessions, users
@@ -243,7 +243,7 @@ async def after_enrollment(request: web.Request, auth: Auth) -> dict[str, Any] |
     arrived through an invite link (remembered in the session), joins them now that 2FA is
     set up. The join (`join_from_session`'s answer), or None."""
     await email_jobs.kick()  # the security notice
-    return await join_from_session(request, request.app[PG], auth.user_id)
+    return await join_from_session(request, auth.user_id)
 
 
 async def _confirm_factor(

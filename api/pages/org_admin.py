@@ -1,7 +1,7 @@
 """An organization's admin pages: Security & Privacy (the require-2FA switch and its run's
 progress, and the webhooks), the members (2FA column, pending badge, Resend) and the audit log.
 
-They call what the API calls (`organization_settings.apply_change`, `invites.reinvite`,
+They call what the API calls (`organization_settings.apply_change`, `invitations.resend`,
 `api.access.org_access`, `members.parse_query`, the `db` queries), so a page allows, refuses and
 writes exactly what the matching API call does. The plumbing (rendering, HTML errors, the
 same-origin check on forms) is `api.pages.views`'.
@@ -18,18 +18,17 @@ from api.access import MANAGERS, OrgAccess, org_access
 from api.auth import actor, recently_authenticated, require_sudo
 from api.dispatch import send_coordinator, send_reminders
 from api.errors import api_error, path_id, status_of
-from api.handlers import invites
 from api.handlers import members as member_api
 from api.handlers import webhooks as webhook_api
 from api.handlers.audit import audit_page, serialize_entry
-from api.keys import PG, SETTINGS
+from api.keys import PG, REDIS, SETTINGS
 from api.pages.views import _detail, _form, _html_errors, _signed_in, render
 from api.pagination import page_args, split_page
 from db import audit, counts, members, organizations, runs
 from db import webhooks as webhook_rows
 from jobs import email as email_jobs
-from require2fa import compliance, links, organization_settings, owner_tools, reauth
-from require2fa.errors import DomainError, Invalid, NotAllowed, NotSignedIn
+from require2fa import compliance, invitations, links, organization_settings, owner_tools, reauth
+from require2fa.errors import DomainError, Invalid, NotAllowed, NotSignedIn, TooMany
 
 PER_PAGE = 50
 PREVIEW = 10  # members named in the confirm dialog; the rest are a link away
@@ -335,19 +334,28 @@ async def members_page(request: web.Request) -> web.StreamResponse:
 
 @_html_errors
 async def resend_page(request: web.Request) -> web.StreamResponse:
-    """Sends a pending member's email again through the API's `reinvite` (owners, managers; a
-    fresh link, `member.reinvite`, the outbox row; rate limited, a 429 is said on the page)."""
+    """Sends a pending member's email again (`require2fa.invitations.resend`, as the API does;
+    owners, managers; a fresh link, `member.reinvite`, the outbox row; rate limited, a 429 is
+    said on the page)."""
     await _form(request)
     access = await _access(request)
     member_id = member_api.member_id(request)
+    access.require_role(*MANAGERS)
     try:
-        await invites.reinvite(request, access, member_id)
-    except web.HTTPException as exc:
-        if exc.status != 429:
-            raise
-        response = await _members(request, access, status=429, error=_detail(exc))
-        response.headers["Retry-After"] = exc.headers["Retry-After"]
+        await invitations.resend(
+            request.app[PG],
+            request.app[REDIS],
+            request.app[SETTINGS],
+            org=access.org,
+            member_id=member_id,
+            inviter=access.auth.user["name"] or access.auth.user["email"],
+            actor=actor(request, access.auth),
+        )
+    except TooMany as refused:
+        response = await _members(request, access, status=429, error=refused.detail)
+        response.headers["Retry-After"] = str(max(1, refused.retry_after))
         return response
+    await email_jobs.kick()
     raise web.HTTPSeeOther(f"{_org_url(access, 'members/')}?resent={member_id}")
 
 

@@ -24,6 +24,7 @@ from aiohttp_session import get_session
 from markupsafe import Markup
 from pydantic import ValidationError
 
+from api import invite_session
 from api.auth import Auth, authenticate, mark_reauthenticated, sign_in, sign_out
 from api.errors import api_error, from_domain, path_id
 from api.handlers import accounts, invites
@@ -219,7 +220,7 @@ def _local(path: str | None) -> str | None:
 
 
 async def _remembered_link(request: web.Request) -> str | None:
-    remembered = (await get_session(request)).get(invites.SESSION_KEY)
+    remembered = (await get_session(request)).get(invite_session.SESSION_KEY)
     if not isinstance(remembered, dict):
         return None
     member_id, token = remembered.get("memberId"), remembered.get("token")

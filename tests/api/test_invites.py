@@ -10,8 +10,8 @@ import dramatiq
 import pyotp
 import pytest
 
-from api.handlers.invites import REINVITE_LIMIT
 from db import maintenance
+from require2fa.invitations import REINVITE_LIMIT
 from tests.factories import (
     add_member,
     add_totp,

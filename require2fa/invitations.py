@@ -1,0 +1,189 @@
+"""Invitation links: which member a link names, joining through it, and sending it again.
+
+A link is `/accept/{member_id}/{token}/` (`require2fa.links`); the member row keeps only the
+token's hash. A person joins the same member row (its role, teams and settings) once signed in,
+with a second factor that meets the organization's level when it requires one.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import asyncpg
+import redis.asyncio as aioredis
+
+from db import audit, maintenance, members, outbox, users
+from db.audit import Actor
+from require2fa import email_contexts, links, ratelimit
+from require2fa.errors import Conflict, DomainError, Gone, Invalid, NotFound, TooMany
+from require2fa.security import new_token, token_hash, token_matches
+from require2fa.settings import Settings
+
+INVALID = "Invalid invite code"
+EXPIRED = "This invitation has expired"
+# Resending a member's email: a few times an hour is plenty and keeps inboxes from flooding.
+REINVITE_LIMIT = ratelimit.Limit("member-reinvite", 5, 3600)
+
+
+async def pending_member(conn: asyncpg.Connection, member_id: int, token: str) -> asyncpg.Record:
+    """The pending member a link names, locked; `Invalid` for any bad link, `Gone` once expired.
+
+    A purged member's genuine link (its tombstone keeps the token hash) is expired too, not
+    invalid; a tampered one stays invalid.
+    """
+    row = await members.for_accept(conn, member_id)
+    if row is None:
+        purged = await maintenance.purged_link(conn, member_id)
+        if purged is not None and token_matches(token, purged["token_hash"]):
+            raise Gone("invite-expired", EXPIRED)
+        raise Invalid("invite-invalid", INVALID)
+    if row["user_id"] is not None or not token_matches(token, row["token_hash"]):
+        raise Invalid("invite-invalid", INVALID)
+    if members.is_expired(row, datetime.now(UTC)):
+        raise Gone("invite-expired", EXPIRED)
+    return row
+
+
+async def join(
+    conn: asyncpg.Connection, row: asyncpg.Record, user: asyncpg.Record, who: Actor
+) -> dict[str, Any]:
+    """Gives the member row `row` the user back (role, teams and settings are the row's own);
+    writes `member.accept`. The caller holds the row and user locks, inside a transaction.
+    `{"orgSlug", "memberId", "redirect"}`."""
+    try:
+        async with conn.transaction():
+            await members.reinstate(conn, row["id"], user_id=user["id"], email=user["email"])
+    except asyncpg.UniqueViolationError:
+        raise Conflict("email-taken", "Another membership already uses your email.") from None
+    await audit.record(
+        conn,
+        organization_id=row["organization_id"],
+        event="member.accept",
+        actor=who,
+        target_member_id=row["id"],
+        target_user_id=user["id"],
+        data={"email": user["email"], "role": row["role"], "via": row["pending_reason"]},
+    )
+    return {
+        "orgSlug": row["org_slug"],
+        "memberId": str(row["id"]),
+        "redirect": links.organization_path(row["org_slug"]),
+    }
+
+
+@dataclass(frozen=True)
+class Remembered:
+    """What joining through a remembered link came to: the join, or None; `keep` when the link
+    is still good for later (it only lacks the second factor the organization requires)."""
+
+    joined: dict[str, Any] | None
+    keep: bool = False
+
+
+async def join_remembered(
+    pool: asyncpg.Pool, *, user_id: int, member_id: object, token: object, ip_address: str | None
+) -> Remembered:
+    """Joins `user_id` through a link that a browser remembered, if it is still good (called
+    once a 2FA enrollment has committed); writes `member.accept`."""
+    if not isinstance(member_id, int) or not isinstance(token, str):
+        return Remembered(None)
+    try:
+        async with pool.acquire() as conn, conn.transaction():
+            await users.lock(conn, [user_id])
+            user = await users.by_id(conn, user_id)
+            row = await pending_member(conn, member_id, token)
+            if user is None or await members.of_user(conn, row["organization_id"], user_id):
+                return Remembered(None)
+            if row["require_2fa"] and not await users.has_2fa(
+                conn, user_id, row["require_2fa_level"]
+            ):
+                return Remembered(None, keep=True)
+            who = Actor(user_id=user_id, label=user["email"], ip_address=ip_address)
+            return Remembered(await join(conn, row, user, who))
+    except DomainError:
+        return Remembered(None)
+
+
+async def resend(
+    pool: asyncpg.Pool,
+    redis: aioredis.Redis,
+    settings: Settings,
+    *,
+    org: asyncpg.Record,
+    member_id: int,
+    inviter: str,
+    actor: Actor,
+) -> asyncpg.Record:
+    """Sends a pending member's email again with a fresh link, so the old one stops working;
+    `reinstate_by` stays counted from the removal. Rate limited per member; `member.reinvite`.
+    The member row as it is now; the caller kicks the outbox once this returns."""
+    verdict = await ratelimit.hit(
+        redis, settings.redis_namespace, REINVITE_LIMIT, f"member:{member_id}"
+    )
+    if not verdict.allowed:
+        raise TooMany(
+            "reinvite-limited",
+            "This member was sent too many emails; try later.",
+            retry_after=verdict.retry_after,
+        )
+    token = new_token()
+    async with pool.acquire() as conn, conn.transaction():
+        # Locked first, so that an accept or the purge committing meanwhile is seen, not raced.
+        await members.lock(conn, member_id)
+        row = await members.get(conn, org["id"], member_id)
+        if row is None:
+            raise NotFound("member-not-found", "The requested member does not exist.")
+        if row["user_id"] is not None:
+            raise Conflict("member-joined", "This member has already joined.")
+        if members.is_expired(row, datetime.now(UTC)):
+            raise Gone("invite-expired", EXPIRED)
+        await members.set_token_hash(conn, row["id"], token_hash(token))
+        template, context = _email(settings, org, row, token, inviter)
+        await outbox.enqueue(
+            conn,
+            template=template,
+            to=row["email"],
+            context=context,
+            dedupe_key=f"reinvite:{row['id']}:{token_hash(token).hex()[:16]}",
+            organization_id=org["id"],
+            member_id=row["id"],
+        )
+        await audit.record(
+            conn,
+            organization_id=org["id"],
+            event="member.reinvite",
+            actor=actor,
+            target_member_id=row["id"],
+            data={"email": row["email"], "reason": row["pending_reason"]},
+        )
+        updated = await members.get(conn, org["id"], row["id"])
+    assert updated is not None
+    return updated
+
+
+def _email(
+    settings: Settings, org: asyncpg.Record, row: asyncpg.Record, token: str, inviter: str
+) -> tuple[str, dict[str, Any]]:
+    """The email a resend sends: the 2FA email again for a member removed for it, else the
+    invitation."""
+    if row["pending_reason"] == "2fa":
+        return "removed_for_2fa", email_contexts.removed_for_2fa(
+            base_url=settings.base_url,
+            org_name=org["name"],
+            org_slug=org["slug"],
+            member_id=row["id"],
+            member_email=row["email"],
+            token=token,
+            reinstate_by=row["reinstate_by"],
+            level=org["require_2fa_level"],
+        )
+    return "invite", email_contexts.invite(
+        base_url=settings.base_url,
+        org_name=org["name"],
+        org_slug=org["slug"],
+        inviter=inviter,
+        member_id=row["id"],
+        token=token,
+    )
