@@ -9,27 +9,40 @@ from typing import Any
 from aiohttp import web
 from aiohttp_session import Session, get_session
 
-from api.keys import PG
+from api.keys import PG, SETTINGS
 from require2fa import invitations
+from require2fa.security import seal, unseal
 
-# Session key of the link last looked at: {"memberId": int, "token": str}.
+# Session key of the link last looked at: {"memberId": int, "tokenSealed": str}. The token is a
+# secret kept in a database row (the session's): sealed under a key derived from SECRET_KEY.
 SESSION_KEY = "invite"
+_PURPOSE = "session-invite-token"
 
 
-def remember(session: Session, member_id: int, token: str) -> None:
-    session[SESSION_KEY] = {"memberId": member_id, "token": token}
+def remember(session: Session, member_id: int, token: str, secret_key: str) -> None:
+    session[SESSION_KEY] = {"memberId": member_id, "tokenSealed": seal(secret_key, _PURPOSE, token)}
+
+
+def remembered(session: Session, secret_key: str) -> tuple[int, str] | None:
+    """(member id, token) of the link the session remembers, or None."""
+    held = session.get(SESSION_KEY)
+    if not isinstance(held, dict):
+        return None
+    member_id, sealed = held.get("memberId"), held.get("tokenSealed")
+    if not isinstance(member_id, int) or not isinstance(sealed, str):
+        return None
+    try:
+        return member_id, unseal(secret_key, _PURPOSE, sealed)
+    except ValueError:
+        return None
 
 
 def forget(session: Session, member_id: int | None = None) -> None:
     """Drops the remembered link (only if it is `member_id`'s, when given)."""
-    remembered = session.get(SESSION_KEY)
-    if remembered is None:
+    held = session.get(SESSION_KEY)
+    if held is None:
         return
-    if (
-        member_id is None
-        or not isinstance(remembered, dict)
-        or remembered.get("memberId") == member_id
-    ):
+    if member_id is None or not isinstance(held, dict) or held.get("memberId") == member_id:
         del session[SESSION_KEY]
 
 
@@ -41,14 +54,14 @@ async def join_from_session(request: web.Request, user_id: int) -> dict[str, Any
     bad (used, replaced, expired) is forgotten; one that only lacks 2FA is kept for later.
     """
     session = await get_session(request)
-    remembered = session.get(SESSION_KEY)
-    if not isinstance(remembered, dict):
+    held = remembered(session, request.app[SETTINGS].secret_key)
+    if held is None:
         return None
     outcome = await invitations.join_remembered(
         request.app[PG],
         user_id=user_id,
-        member_id=remembered.get("memberId"),
-        token=remembered.get("token"),
+        member_id=held[0],
+        token=held[1],
         ip_address=request.remote,
     )
     if not outcome.keep:

@@ -92,16 +92,17 @@ async def purged_link(conn: asyncpg.Connection, member_id: int) -> asyncpg.Recor
 
 
 # Members due for the "expires soon" email, locked, with their organization and the newest link
-# we emailed them (removal or resend; the token is stored hashed, so the link is only there).
+# we emailed them (removal or resend; the token is stored hashed, so the link is only there,
+# sealed: `require2fa.email_contexts.SEALED_LINK`).
 _DUE_SQL = """
 select m.id, m.organization_id, m.email, m.reinstate_by, o.name as org_name, o.slug as org_slug,
-       link.accept_url
+       link.sealed_accept_url
 from members m
 join organizations o on o.id = m.organization_id
 left join lateral (
-    select e.context->>'accept_url' as accept_url from email_outbox e
+    select e.context->>'accept_url_sealed' as sealed_accept_url from email_outbox e
     where e.member_id = m.id and e.template in ('removed_for_2fa', 'invite')
-      and e.context ? 'accept_url'
+      and e.context ? 'accept_url_sealed'
     order by e.id desc limit 1
 ) link on true
 where m.pending_reason = '2fa' and m.expiry_reminded_at is null
@@ -122,6 +123,7 @@ async def expiry_reminders(
     conn: asyncpg.Connection,
     base_url: str,
     *,
+    secret_key: str,
     now: datetime | None = None,
     batch_size: int = REMINDER_BATCH,
 ) -> ReminderResult:
@@ -136,7 +138,7 @@ async def expiry_reminders(
             if not rows:
                 break
             seen += len(rows)
-            current = await _links(conn, base_url, rows)
+            current = await _links(conn, base_url, secret_key, rows)
             records = [_reminder(row, current[row["id"]]) for row in rows]
             inserted = await conn.fetchval(
                 """with added as (
@@ -157,13 +159,13 @@ async def expiry_reminders(
     return ReminderResult(queued=queued, members=seen)
 
 
-def _reminder(row: asyncpg.Record, accept_url: str) -> tuple[Any, ...]:
+def _reminder(row: asyncpg.Record, sealed_accept_url: str) -> tuple[Any, ...]:
     """One `expiry_soon` outbox row, in the column order of the insert above."""
     dedupe_key = f"expiry:{row['id']}:{row['reinstate_by'].isoformat()}"
     context = email_contexts.expiry_soon(
         org_name=row["org_name"],
         org_slug=row["org_slug"],
-        accept_url=accept_url,
+        sealed_accept_url=sealed_accept_url,
         reinstate_by=row["reinstate_by"],
     )
     return (
@@ -178,12 +180,13 @@ def _reminder(row: asyncpg.Record, accept_url: str) -> tuple[Any, ...]:
 
 
 async def _links(
-    conn: asyncpg.Connection, base_url: str, rows: list[asyncpg.Record]
+    conn: asyncpg.Connection, base_url: str, secret_key: str, rows: list[asyncpg.Record]
 ) -> dict[int, str]:
-    """The member's current link; a member with none on record (its email row was cleaned up)
-    gets a fresh token, which replaces the old one: the reminder then carries the only link."""
-    found = {row["id"]: row["accept_url"] for row in rows if row["accept_url"]}
-    missing = [row["id"] for row in rows if not row["accept_url"]]
+    """The member's current link, sealed; a member with none on record (its email row was
+    cleaned up) gets a fresh token, which replaces the old one: the reminder then carries the
+    only link."""
+    found = {row["id"]: row["sealed_accept_url"] for row in rows if row["sealed_accept_url"]}
+    missing = [row["id"] for row in rows if not row["sealed_accept_url"]]
     if missing:
         tokens = {member_id: new_token() for member_id in missing}
         await conn.execute(
@@ -193,5 +196,7 @@ async def _links(
             [token_hash(tokens[member_id]) for member_id in missing],
         )
         for member_id, token in tokens.items():
-            found[member_id] = links.accept_url(base_url, member_id, token)
+            found[member_id] = email_contexts.seal_link(
+                secret_key, links.accept_url(base_url, member_id, token)
+            )
     return found

@@ -100,10 +100,12 @@ async def claim(conn: asyncpg.Connection, *, limit: int, lease: timedelta) -> li
 
 
 async def mark_sent(conn: asyncpg.Connection, ids: Sequence[int]) -> int:
-    """The SMTP server accepted these rows' messages."""
+    """The SMTP server accepted these rows' messages. A link in the clear (a row written before
+    links were sealed, migration 0105) is dropped with it."""
     result = await conn.execute(
         """update email_outbox
-              set status = 'sent', sent_at = now(), claimed_until = null, last_error = null
+              set status = 'sent', sent_at = now(), claimed_until = null, last_error = null,
+                  context = context - 'accept_url'
             where id = any($1::bigint[]) and status in ('queued', 'sending')""",
         list(ids),
     )

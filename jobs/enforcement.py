@@ -133,6 +133,7 @@ async def remove_batch_now(
             contexts=[
                 email_contexts.removed_for_2fa(
                     base_url=settings.base_url,
+                    secret_key=settings.secret_key,
                     org_name=head.org_name,
                     org_slug=head.org_slug,
                     member_id=c.member_id,

@@ -33,6 +33,7 @@ async def lapse() -> None:
         lapsed, removed = await owner_tools.lapse_exemptions(
             conn,
             base_url=resources.settings.base_url,
+            secret_key=resources.settings.secret_key,
             reinstatement_window=resources.settings.reinstatement_window,
         )
     if lapsed:

@@ -46,7 +46,9 @@ async def expiry_reminders() -> None:
     """Queues the `expiry_soon` emails (outbox) due now and marks the members reminded."""
     resources = current()
     async with resources.pool.acquire() as conn:
-        result = await maintenance.expiry_reminders(conn, resources.settings.base_url)
+        result = await maintenance.expiry_reminders(
+            conn, resources.settings.base_url, secret_key=resources.settings.secret_key
+        )
     log.info("queued expiry reminders", queued=result.queued, members=result.members)
     if result.queued:
         await email_jobs.kick()

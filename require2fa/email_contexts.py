@@ -5,6 +5,10 @@ outbox row's `context`). Producers (the batch removal, the invitation, the resen
 reminders, the expiry reminder, the security notice) call these and never assemble a context
 themselves; set-based statements receive the contexts built here as a `jsonb[]` parameter.
 Links come from `require2fa.links`.
+
+An accept link is a secret (whoever holds it can rejoin as that member), so a context never
+holds one in the clear: it keeps `accept_url_sealed` (`seal_link`, AES-GCM under a key derived
+from SECRET_KEY), which `require2fa.emails.render` opens into `accept_url` at send time.
 """
 
 from __future__ import annotations
@@ -13,8 +17,20 @@ from datetime import datetime
 from typing import Any
 
 from require2fa import compliance, links
+from require2fa.security import seal, unseal
 
 Context = dict[str, Any]
+LINK_PURPOSE = "email-accept-link"
+SEALED_LINK = "accept_url_sealed"
+
+
+def seal_link(secret_key: str, url: str) -> str:
+    return seal(secret_key, LINK_PURPOSE, url)
+
+
+def open_link(secret_key: str, sealed: str) -> str:
+    """The accept link a context keeps sealed; `ValueError` if it cannot be opened."""
+    return unseal(secret_key, LINK_PURPOSE, sealed)
 
 
 def _when(moment: datetime | None) -> str:
@@ -24,6 +40,7 @@ def _when(moment: datetime | None) -> str:
 def removed_for_2fa(
     *,
     base_url: str,
+    secret_key: str,
     org_name: str,
     org_slug: str,
     member_id: int,
@@ -38,7 +55,7 @@ def removed_for_2fa(
         "org_name": org_name,
         "org_slug": org_slug,
         "member_email": member_email,
-        "accept_url": links.accept_url(base_url, member_id, token),
+        SEALED_LINK: seal_link(secret_key, links.accept_url(base_url, member_id, token)),
         "reinstate_by": _when(reinstate_by),
         "level": compliance.level_of(level),
         "needs": compliance.needs(level),
@@ -46,14 +63,21 @@ def removed_for_2fa(
 
 
 def invite(
-    *, base_url: str, org_name: str, org_slug: str, inviter: str, member_id: int, token: str
+    *,
+    base_url: str,
+    secret_key: str,
+    org_name: str,
+    org_slug: str,
+    inviter: str,
+    member_id: int,
+    token: str,
 ) -> Context:
     """The "Join {org}" email, with the invitation's link."""
     return {
         "org_name": org_name,
         "org_slug": org_slug,
         "inviter": inviter,
-        "accept_url": links.accept_url(base_url, member_id, token),
+        SEALED_LINK: seal_link(secret_key, links.accept_url(base_url, member_id, token)),
     }
 
 
@@ -67,14 +91,14 @@ def reminder_2fa(*, base_url: str, org_name: str, org_slug: str) -> Context:
 
 
 def expiry_soon(
-    *, org_name: str, org_slug: str, accept_url: str, reinstate_by: datetime | None
+    *, org_name: str, org_slug: str, sealed_accept_url: str, reinstate_by: datetime | None
 ) -> Context:
-    """The "Your access to {org} expires soon" email, with the member's current link (the one last
-    emailed, read back from the outbox, or a fresh one from `links.accept_url`)."""
+    """The "Your access to {org} expires soon" email, with the member's current link, sealed (the
+    one last emailed, read back from the outbox, or a fresh one from `seal_link`)."""
     return {
         "org_name": org_name,
         "org_slug": org_slug,
-        "accept_url": accept_url,
+        SEALED_LINK: sealed_accept_url,
         "reinstate_by": _when(reinstate_by),
     }
 

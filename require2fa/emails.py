@@ -21,6 +21,7 @@ from typing import Any
 import css_inline
 import jinja2
 
+from require2fa import email_contexts
 from require2fa.settings import Settings
 
 # Shipped as package data (pyproject.toml), so the path holds installed or editable.
@@ -108,6 +109,12 @@ def render(template: str, context: Mapping[str, Any], settings: Settings) -> Ren
         raise RenderError(f"unknown email template {template!r}")
     env = environment()
     values = {**context, "base_url": settings.base_url}
+    sealed = values.pop(email_contexts.SEALED_LINK, None)
+    if sealed is not None:
+        try:
+            values["accept_url"] = email_contexts.open_link(settings.secret_key, str(sealed))
+        except ValueError as err:
+            raise RenderError(f"{template}: {err}") from err
     try:
         subject = env.get_template(f"{template}.subject.txt").render(values)
         html = env.get_template(f"{template}.html").render(values)

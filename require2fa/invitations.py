@@ -171,6 +171,7 @@ def _email(
     if row["pending_reason"] == "2fa":
         return "removed_for_2fa", email_contexts.removed_for_2fa(
             base_url=settings.base_url,
+            secret_key=settings.secret_key,
             org_name=org["name"],
             org_slug=org["slug"],
             member_id=row["id"],
@@ -181,6 +182,7 @@ def _email(
         )
     return "invite", email_contexts.invite(
         base_url=settings.base_url,
+        secret_key=settings.secret_key,
         org_name=org["name"],
         org_slug=org["slug"],
         inviter=inviter,

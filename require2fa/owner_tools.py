@@ -51,6 +51,7 @@ async def reset_member_2fa(
     actor: Actor,
     actor_role: str,
     base_url: str,
+    secret_key: str,
     reinstatement_window: timedelta,
 ) -> ResetResult:
     """Deletes the member's factors and recovery codes, writes `member.2fa-reset` and queues a
@@ -120,6 +121,7 @@ async def reset_member_2fa(
             row,
             actor,
             base_url=base_url,
+            secret_key=secret_key,
             reinstatement_window=reinstatement_window,
             reason="2fa-reset",
             dedupe_key=f"removed:reset:{entry}",
@@ -136,6 +138,7 @@ async def _remove(
     actor: Actor,
     *,
     base_url: str,
+    secret_key: str,
     reinstatement_window: timedelta,
     reason: str,
     dedupe_key: str,
@@ -171,6 +174,7 @@ async def _remove(
         to=row["email"],
         context=email_contexts.removed_for_2fa(
             base_url=base_url,
+            secret_key=secret_key,
             org_name=org["name"],
             org_slug=org["slug"],
             member_id=row["id"],
@@ -210,6 +214,7 @@ async def set_exemption(
     reason: str | None,
     until: datetime | None,
     base_url: str,
+    secret_key: str,
     reinstatement_window: timedelta,
 ) -> ExemptResult:
     """Exempts an active member from the requirement until `until` (at most a year ahead) for
@@ -272,6 +277,7 @@ async def set_exemption(
             row,
             actor,
             base_url=base_url,
+            secret_key=secret_key,
             reinstatement_window=reinstatement_window,
             reason="2fa",
             dedupe_key=f"removed:exempt:{entry}",
@@ -286,7 +292,7 @@ LAPSE_BATCH = 500
 
 
 async def lapse_exemptions(
-    conn: asyncpg.Connection, *, base_url: str, reinstatement_window: timedelta
+    conn: asyncpg.Connection, *, base_url: str, secret_key: str, reinstatement_window: timedelta
 ) -> tuple[int, int]:
     """Ends the exemptions whose time has come: each lapsed member is treated like anyone else
     (where the organization requires 2FA and the member has no second factor: removed, with
@@ -300,7 +306,11 @@ async def lapse_exemptions(
             done = 0
             for item in due:
                 outcome = await _lapse_one(
-                    conn, item, base_url=base_url, reinstatement_window=reinstatement_window
+                    conn,
+                    item,
+                    base_url=base_url,
+                    secret_key=secret_key,
+                    reinstatement_window=reinstatement_window,
                 )
                 if outcome is not None:
                     done += 1
@@ -316,6 +326,7 @@ async def _lapse_one(
     item: asyncpg.Record,
     *,
     base_url: str,
+    secret_key: str,
     reinstatement_window: timedelta,
 ) -> int | None:
     """Ends one lapsed exemption; 1 when the member was removed, 0 when not, None when the row
@@ -357,6 +368,7 @@ async def _lapse_one(
         row,
         audit.SYSTEM,
         base_url=base_url,
+        secret_key=secret_key,
         reinstatement_window=reinstatement_window,
         reason="2fa",
         dedupe_key=f"removed:lapsed:{entry}",

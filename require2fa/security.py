@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
 import hmac
 import secrets
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
+from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 _hasher = PasswordHasher()  # argon2id with the library's current recommended parameters
@@ -53,3 +56,28 @@ def derive_key(secret_key: str, purpose: str, length: int = 32) -> bytes:
 
 def fernet_key(secret_key: str, purpose: str) -> bytes:
     return base64.urlsafe_b64encode(derive_key(secret_key, purpose))
+
+
+@functools.lru_cache(maxsize=16)
+def _aead(secret_key: str, purpose: str) -> AESGCM:
+    return AESGCM(derive_key(secret_key, purpose))
+
+
+def seal(secret_key: str, purpose: str, text: str) -> str:
+    """`text` encrypted and authenticated (AES-256-GCM, a random nonce) under the key for
+    `purpose`, as URL-safe base64: for secrets that must be read back, such as the accept link
+    an outbox row keeps until its email is sent."""
+    nonce = secrets.token_bytes(12)
+    sealed = nonce + _aead(secret_key, purpose).encrypt(nonce, text.encode(), purpose.encode())
+    return base64.urlsafe_b64encode(sealed).decode("ascii")
+
+
+def unseal(secret_key: str, purpose: str, sealed: str) -> str:
+    """The text `seal` sealed; raises `ValueError` when it was sealed under another key or
+    purpose, or altered."""
+    try:
+        raw = base64.urlsafe_b64decode(sealed.encode("ascii"))
+        opened = _aead(secret_key, purpose).decrypt(raw[:12], raw[12:], purpose.encode())
+    except (ValueError, InvalidTag) as err:
+        raise ValueError("cannot open a sealed value (another SECRET_KEY?)") from err
+    return opened.decode()

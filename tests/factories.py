@@ -10,6 +10,7 @@ from aiohttp.test_utils import TestClient
 from db import members, organizations, users
 from require2fa import email_contexts
 from require2fa.security import hash_password, new_token, token_hash
+from require2fa.settings import DEV_SECRET_KEY
 
 PASSWORD = "correct horse battery staple"
 
@@ -169,6 +170,7 @@ async def remove_for_2fa(pool: asyncpg.Pool, member_id: int, settings: Any) -> s
         )
         context = email_contexts.removed_for_2fa(
             base_url=settings.base_url,
+            secret_key=settings.secret_key,
             org_name=org["name"],
             org_slug=org["slug"],
             member_id=member_id,
@@ -185,4 +187,10 @@ async def remove_for_2fa(pool: asyncpg.Pool, member_id: int, settings: Any) -> s
             organization_id=org["id"],
             member_id=member_id,
         )
-    return str(context["accept_url"])
+    return link_in(context, settings.secret_key)
+
+
+def link_in(context: Any, secret_key: str = DEV_SECRET_KEY) -> str:
+    """The accept link an outbox row's context keeps sealed (a dict, or the jsonb's sealed text)."""
+    sealed = context[email_contexts.SEALED_LINK] if isinstance(context, dict) else context
+    return email_contexts.open_link(secret_key, str(sealed))

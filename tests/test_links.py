@@ -8,6 +8,7 @@ from datetime import UTC, datetime
 from db.outbox import TEMPLATES
 from require2fa import email_contexts, links
 from require2fa.emails import render
+from require2fa.settings import DEV_SECRET_KEY as KEY
 from require2fa.settings import Settings
 
 BASE = "https://2fa.example.com"
@@ -31,6 +32,7 @@ def test_every_template_has_a_context_builder_that_renders() -> None:
     contexts = {
         "removed_for_2fa": email_contexts.removed_for_2fa(
             base_url=BASE,
+            secret_key=KEY,
             org_name="Acme",
             org_slug="acme",
             member_id=7,
@@ -39,11 +41,20 @@ def test_every_template_has_a_context_builder_that_renders() -> None:
             reinstate_by=when,
         ),
         "invite": email_contexts.invite(
-            base_url=BASE, org_name="Acme", org_slug="acme", inviter="Ada", member_id=7, token="t"
+            base_url=BASE,
+            secret_key=KEY,
+            org_name="Acme",
+            org_slug="acme",
+            inviter="Ada",
+            member_id=7,
+            token="t",
         ),
         "reminder_2fa": email_contexts.reminder_2fa(base_url=BASE, org_name="Acme", org_slug="a"),
         "expiry_soon": email_contexts.expiry_soon(
-            org_name="Acme", org_slug="acme", accept_url=f"{BASE}/accept/7/t/", reinstate_by=when
+            org_name="Acme",
+            org_slug="acme",
+            sealed_accept_url=email_contexts.seal_link(KEY, f"{BASE}/accept/7/t/"),
+            reinstate_by=when,
         ),
         "security_notice": email_contexts.security_notice(
             base_url=BASE, action="added", factor="totp", factor_name="Phone"

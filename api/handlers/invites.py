@@ -14,7 +14,7 @@ from aiohttp_session import get_session
 from api import invite_session
 from api.auth import actor, authenticate, require_user
 from api.errors import api_error, path_id
-from api.keys import PG
+from api.keys import PG, SETTINGS
 from db import members, users
 from require2fa import compliance, invitations
 
@@ -50,7 +50,9 @@ async def look(request: web.Request) -> dict[str, Any]:
             has2fa = await users.has_2fa(conn, auth.user_id, row["require_2fa_level"])
     if auth is None or auth.token_id is None:
         # A browser (signed in or not) rather than a program holding an API token.
-        invite_session.remember(await get_session(request), row["id"], token)
+        invite_session.remember(
+            await get_session(request), row["id"], token, request.app[SETTINGS].secret_key
+        )
     signed_in = auth is not None and not auth.half_signed_in
     return {
         "orgSlug": row["org_slug"],

@@ -151,6 +151,7 @@ async def invite_member(request: web.Request) -> web.Response:
             to=str(body.email).lower(),
             context=email_contexts.invite(
                 base_url=settings.base_url,
+                secret_key=settings.secret_key,
                 org_name=org["name"],
                 org_slug=org["slug"],
                 inviter=access.auth.user["name"] or access.auth.user["email"],
@@ -279,6 +280,7 @@ async def reset_2fa(request: web.Request) -> web.Response:
             actor=actor(request, access.auth),
             actor_role=access.role,
             base_url=settings.base_url,
+            secret_key=settings.secret_key,
             reinstatement_window=settings.reinstatement_window,
         )
     await email_jobs.kick()
@@ -313,6 +315,7 @@ async def exempt(request: web.Request, access: OrgAccess, body: MemberUpdate) ->
                 reason=exemption.reason if exemption else None,
                 until=exemption.until if exemption else None,
                 base_url=settings.base_url,
+                secret_key=settings.secret_key,
                 reinstatement_window=settings.reinstatement_window,
             )
         except Invalid as refused:

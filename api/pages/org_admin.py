@@ -385,6 +385,7 @@ async def reset_2fa_page(request: web.Request) -> web.StreamResponse:
                 actor=actor(request, access.auth),
                 actor_role=access.role,
                 base_url=settings.base_url,
+                secret_key=settings.secret_key,
                 reinstatement_window=settings.reinstatement_window,
             )
         except DomainError as refused:
@@ -425,6 +426,7 @@ async def exempt_page(request: web.Request) -> web.StreamResponse:
                 reason=reason,
                 until=until,
                 base_url=settings.base_url,
+                secret_key=settings.secret_key,
                 reinstatement_window=settings.reinstatement_window,
             )
         except DomainError as refused:

@@ -220,13 +220,8 @@ def _local(path: str | None) -> str | None:
 
 
 async def _remembered_link(request: web.Request) -> str | None:
-    remembered = (await get_session(request)).get(invite_session.SESSION_KEY)
-    if not isinstance(remembered, dict):
-        return None
-    member_id, token = remembered.get("memberId"), remembered.get("token")
-    if not isinstance(member_id, int) or not isinstance(token, str):
-        return None
-    return links.accept_path(member_id, token)
+    held = invite_session.remembered(await get_session(request), request.app[SETTINGS].secret_key)
+    return links.accept_path(*held) if held is not None else None
 
 
 async def _after_sign_in(request: web.Request, next_path: str | None) -> str:

@@ -2,7 +2,15 @@
 
 from __future__ import annotations
 
-from tests.factories import PASSWORD, add_member, create_org, create_user, remove_for_2fa, sign_in
+from tests.factories import (
+    PASSWORD,
+    add_member,
+    create_org,
+    create_user,
+    link_in,
+    remove_for_2fa,
+    sign_in,
+)
 
 
 async def test_home_signed_out_offers_the_ways_in(client) -> None:
@@ -90,7 +98,7 @@ async def test_first_invitation_says_join_and_a_removal_says_rejoin(client, pool
         context = await conn.fetchval(
             "select context from email_outbox where template = 'invite' order by id desc limit 1"
         )
-    link = context["accept_url"].replace(settings.base_url, "")
+    link = link_in(context).replace(settings.base_url, "")
     await client.post("/auth/logout/")
     page = await (await client.get(link)).text()
     assert "<h1>Join Acme</h1>" in page and "Rejoin" not in page

@@ -17,6 +17,7 @@ from tests.factories import (
     add_totp,
     create_org,
     create_user,
+    link_in,
     remove_for_2fa,
     sign_in,
     token_for,
@@ -32,11 +33,12 @@ def api_path(accept_url: str) -> str:
 
 async def newest_link(pool, member_id: int) -> str:
     async with pool.acquire() as conn:
-        return await conn.fetchval(
-            """select context->>'accept_url' from email_outbox
+        sealed = await conn.fetchval(
+            """select context->>'accept_url_sealed' from email_outbox
                where member_id = $1 order by id desc limit 1""",
             member_id,
         )
+    return link_in(sealed)
 
 
 async def audit_events(pool, member_id: int) -> list[tuple[str, dict]]:
@@ -186,7 +188,7 @@ async def test_the_journey_from_the_switch(client, pool, settings, enforcement_w
             member_id,
         )
     assert email["to_address"] == "alice@example.com"
-    link = api_path(email["context"]["accept_url"])
+    link = api_path(link_in(email["context"]))
 
     await sign_in(client, "alice@example.com")
     looked = await (await client.get(link)).json()
@@ -344,7 +346,7 @@ async def test_resend(client, pool, settings) -> None:
     assert email["template"] == "removed_for_2fa" and email["to_address"] == "alice@example.com"
     assert email["context"]["reinstate_by"] == reinstate_by
     assert email["context"]["member_email"] == "alice@example.com"
-    new_link = api_path(email["context"]["accept_url"])
+    new_link = api_path(link_in(email["context"]))
     assert new_link != old_link
 
     old = await client.get(old_link)

@@ -8,7 +8,7 @@ import pytest
 from api.handlers.authenticators import LAST_FACTOR
 from jobs.enforcement import coordinate_run, remove_batch_now
 from require2fa import compliance
-from tests.factories import add_member, create_org, create_user, token_for
+from tests.factories import add_member, create_org, create_user, link_in, token_for
 from tests.softkey import SoftKey
 
 ORG = "/api/0/organizations/acme/"
@@ -186,8 +186,10 @@ async def test_the_ongoing_check_and_joins_follow_the_level(client, pool) -> Non
     await add_factor(pool, newcomer["id"], "totp")
     async with pool.acquire() as conn:
         member_id = await conn.fetchval("select id from members where email = 'new@example.com'")
-        accept_url = await conn.fetchval(
-            "select context->>'accept_url' from email_outbox where template = 'invite'"
+        accept_url = link_in(
+            await conn.fetchval(
+                "select context->>'accept_url_sealed' from email_outbox where template = 'invite'"
+            )
         )
     path = "/api/0/accept-invite/" + accept_url.split("/accept/", 1)[1]
     new_headers = await token_for(pool, newcomer["id"])

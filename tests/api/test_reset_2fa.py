@@ -6,7 +6,15 @@ import asyncio
 
 import pytest
 
-from tests.factories import add_member, create_org, create_user, enroll_totp, sign_in, token_for
+from tests.factories import (
+    add_member,
+    create_org,
+    create_user,
+    enroll_totp,
+    link_in,
+    sign_in,
+    token_for,
+)
 
 
 def url(member_id: int, slug: str = "acme") -> str:
@@ -94,7 +102,7 @@ async def test_where_required_the_member_is_removed_at_once_and_can_rejoin(
     emails = {row["template"]: row for row in await outbox_rows(pool)}
     mandatory = emails["removed_for_2fa"]
     assert mandatory["to_address"] == "alice@example.com"
-    link = mandatory["context"]["accept_url"]
+    link = link_in(mandatory["context"])
     assert link.startswith(f"http://testserver/accept/{member_id}/")
     assert emails["security_notice"]["context"]["removed"] is True
 

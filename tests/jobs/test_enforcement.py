@@ -25,7 +25,7 @@ from db.audit import Actor
 from jobs.enforcement import coordinate, coordinate_run, remove_batch, remove_batch_now, sweep_now
 from require2fa import organization_settings
 from require2fa.security import token_hash
-from tests.factories import add_member, add_totp, create_org, create_user
+from tests.factories import add_member, add_totp, create_org, create_user, link_in
 
 SEEDED = 2_500  # three batches of 1,000
 
@@ -213,7 +213,7 @@ async def test_removal_keeps_the_row_and_writes_audit_and_email(pool, settings) 
         "org_name",
         "org_slug",
         "member_email",
-        "accept_url",
+        "accept_url_sealed",
         "reinstate_by",
         "level",
         "needs",
@@ -221,8 +221,9 @@ async def test_removal_keeps_the_row_and_writes_audit_and_email(pool, settings) 
     assert context["level"] == "any"
     assert context["org_slug"] == "acme" and context["member_email"] == "alice@example.com"
     prefix = f"http://testserver/accept/{alice_id}/"
-    assert context["accept_url"].startswith(prefix) and context["accept_url"].endswith("/")
-    token = context["accept_url"][len(prefix) : -1]
+    link = link_in(context)
+    assert link.startswith(prefix) and link.endswith("/")
+    token = link[len(prefix) : -1]
     assert token_hash(token) == bytes(alice_row["token_hash"])
     assert context["reinstate_by"] == alice_row["reinstate_by"].isoformat()
 

@@ -15,7 +15,8 @@ import dramatiq
 import pytest
 
 from db import maintenance
-from tests.factories import add_member, create_org, create_user, remove_for_2fa, token_for
+from require2fa.settings import DEV_SECRET_KEY as KEY
+from tests.factories import add_member, create_org, create_user, link_in, remove_for_2fa, token_for
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -171,14 +172,14 @@ async def test_expiry_reminder_once_with_the_current_link(client, pool, settings
     )
     assert resent.status == 200
     async with pool.acquire() as conn:
-        newest = await conn.fetchval(
-            """select context->>'accept_url' from email_outbox
+        sealed = await conn.fetchval(
+            """select context->>'accept_url_sealed' from email_outbox
                where member_id = $1 order by id desc limit 1""",
             soon,
         )
         reinstate_by = await conn.fetchval("select reinstate_by from members where id = $1", soon)
-        first = await maintenance.expiry_reminders(conn, settings.base_url)
-        second = await maintenance.expiry_reminders(conn, settings.base_url)
+        first = await maintenance.expiry_reminders(conn, settings.base_url, secret_key=KEY)
+        second = await maintenance.expiry_reminders(conn, settings.base_url, secret_key=KEY)
     assert (first.queued, second.queued) == (1, 0)
 
     [reminder] = await reminders(pool)
@@ -187,10 +188,10 @@ async def test_expiry_reminder_once_with_the_current_link(client, pool, settings
     assert reminder["context"] == {
         "org_name": org["name"],
         "org_slug": "acme",
-        "accept_url": newest,
+        "accept_url_sealed": sealed,
         "reinstate_by": reinstate_by.isoformat(),
     }
-    page = urlsplit(newest).path.removeprefix("/accept/")
+    page = urlsplit(link_in(sealed)).path.removeprefix("/accept/")
     assert (await client.get(f"/api/0/accept-invite/{page}")).status == 200
     assert await count(
         pool, "select expiry_reminded_at is not null from members where id = $1", soon
@@ -202,7 +203,9 @@ async def test_expiry_reminder_once_with_the_current_link(client, pool, settings
     # Even if the mark were lost, the dedupe key keeps it to one email per window.
     async with pool.acquire() as conn:
         await conn.execute("update members set expiry_reminded_at = null where id = $1", soon)
-        assert (await maintenance.expiry_reminders(conn, settings.base_url)).queued == 0
+        assert (
+            await maintenance.expiry_reminders(conn, settings.base_url, secret_key=KEY)
+        ).queued == 0
     assert len(await reminders(pool)) == 1
 
 
@@ -210,13 +213,17 @@ async def test_expiry_reminder_without_a_link_on_record_mints_one(client, pool, 
     _, org = await organization(pool)
     soon = await removed(pool, org, settings, "soon", expires_in=timedelta(days=2))
     async with pool.acquire() as conn:
-        old = await conn.fetchval(
-            "select context->>'accept_url' from email_outbox where member_id = $1", soon
+        old = link_in(
+            await conn.fetchval(
+                "select context->>'accept_url_sealed' from email_outbox where member_id = $1", soon
+            )
         )
         await conn.execute("delete from email_outbox where member_id = $1", soon)
-        assert (await maintenance.expiry_reminders(conn, settings.base_url)).queued == 1
+        assert (
+            await maintenance.expiry_reminders(conn, settings.base_url, secret_key=KEY)
+        ).queued == 1
     [reminder] = await reminders(pool)
-    fresh = reminder["context"]["accept_url"]
+    fresh = link_in(reminder["context"])
     assert fresh != old
     api = "/api/0/accept-invite/"
     assert (await client.get(api + urlsplit(fresh).path.removeprefix("/accept/"))).status == 200
