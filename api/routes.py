@@ -185,6 +185,13 @@ PAGES: list[Route] = [
     Route("POST", "/account/security/recovery/", pages.recovery_codes_page, tag="pages"),
     Route("POST", "/account/security/factors/{id}/rename/", pages.rename_factor_page, tag="pages"),
     Route("POST", "/account/security/factors/{id}/remove/", pages.remove_factor_page, tag="pages"),
+    Route("POST", "/account/security/sessions/{id}/end/", pages.end_session_page, tag="pages"),
+    Route(
+        "POST",
+        "/account/security/sessions/end-others/",
+        pages.end_other_sessions_page,
+        tag="pages",
+    ),
     # Before /organizations/{org}/: "new" is a reserved slug.
     Route("GET", "/organizations/new/", home.new_organization_page, tag="pages"),
     Route("POST", "/organizations/new/", home.new_organization_page, tag="pages"),

@@ -57,6 +57,9 @@ def schedule() -> list[Scheduled]:
     return [
         Scheduled("maintenance.purge_expired", "maintenance", CronTrigger(hour=3, timezone=UTC)),
         Scheduled("maintenance.expiry_reminders", "maintenance", CronTrigger(hour=9, timezone=UTC)),
+        Scheduled(
+            "maintenance.purge_sessions", "maintenance", IntervalTrigger(hours=1, timezone=UTC)
+        ),
         Scheduled("enforcement.sweep", "enforcement", IntervalTrigger(minutes=1, timezone=UTC)),
         Scheduled("email.sweep", "email", IntervalTrigger(minutes=1, timezone=UTC)),
         Scheduled("exemptions.lapse", "enforcement", IntervalTrigger(minutes=1, timezone=UTC)),

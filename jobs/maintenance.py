@@ -1,4 +1,5 @@
-"""Daily upkeep that the clock schedules: purge expired pending members, send expiry reminders.
+"""Upkeep that the clock schedules: purge expired pending members, send expiry reminders
+(daily), delete expired sessions (hourly).
 
 Thin shims over `db.maintenance`, which is idempotent by construction: a second delivery, a
 second clock or a retry after a crash finds nothing left to do.
@@ -6,10 +7,11 @@ second clock or a retry after a crash finds nothing left to do.
 
 from __future__ import annotations
 
+import asyncpg
 import dramatiq
 import structlog
 
-from db import maintenance
+from db import maintenance, sessions
 from jobs import email as email_jobs
 from jobs.resources import current
 from jobs.retry import retry_options
@@ -52,3 +54,31 @@ async def expiry_reminders() -> None:
     log.info("queued expiry reminders", queued=result.queued, members=result.members)
     if result.queued:
         await email_jobs.kick()
+
+
+SESSION_PURGE_BATCH = 10_000
+
+
+async def purge_sessions_now(pool: asyncpg.Pool, *, batch_size: int = SESSION_PURGE_BATCH) -> int:
+    """Deletes every session row whose time is up (`expires_at` passed), a batch per statement;
+    returns how many. Those rows already answer as no session at all; this keeps the table (and
+    its data: addresses, user agents) from growing forever."""
+    purged = 0
+    while True:
+        async with pool.acquire() as conn:
+            done = await sessions.purge_expired(conn, limit=batch_size)
+        purged += done
+        if done < batch_size:
+            return purged
+
+
+@dramatiq.actor(
+    actor_name="maintenance.purge_sessions",
+    queue_name=QUEUE,
+    **RETRY,
+    time_limit=3600 * 1000,
+)
+async def purge_sessions() -> None:
+    """Deletes expired session rows."""
+    purged = await purge_sessions_now(current().pool)
+    log.info("purged expired sessions", purged=purged)

@@ -30,7 +30,8 @@ from api.errors import api_error, from_domain, path_id
 from api.handlers import accounts, invites
 from api.handlers import authenticators as factors
 from api.keys import PG, REDIS, SETTINGS
-from db import authenticators, organizations, schedule
+from api.sessions import SESSION_ID
+from db import authenticators, organizations, schedule, sessions
 from require2fa import compliance, links, reauth, sms, totp, webauthn
 from require2fa.errors import DomainError
 
@@ -473,6 +474,7 @@ async def _security(
 ) -> web.Response:
     async with request.app[PG].acquire() as conn:
         rows = await authenticators.for_user(conn, auth.user_id)
+        signed_in = await sessions.for_user(conn, auth.user_id)
     has_totp = any(row["type"] == "totp" for row in rows)
     has_sms = any(row["type"] == "sms" for row in rows)
     setup = None
@@ -504,6 +506,8 @@ async def _security(
         ),
         recovery_file=RECOVERY_FILE,
         joined=joined_org,
+        sessions=signed_in,
+        current_session=request.get(SESSION_ID),
     )
 
 
@@ -610,6 +614,33 @@ async def recovery_codes_page(request: web.Request) -> web.StreamResponse:
             raise
         return await _security(request, auth, status=exc.status, error=_detail(exc))
     return await _security(request, auth, message="New recovery codes.", recovery_codes=codes)
+
+
+@_html_errors
+async def end_session_page(request: web.Request) -> web.StreamResponse:
+    """Ends one of the person's sessions (the "End" button of the Sessions section); ending
+    this one signs out."""
+    await _form(request)
+    auth = await _signed_in(request)
+    session_id = path_id(request, "id", not_found="The requested session does not exist.")
+    if session_id == request.get(SESSION_ID):
+        await sign_out(request)
+        raise web.HTTPSeeOther(LOGIN)
+    async with request.app[PG].acquire() as conn:
+        if not await sessions.end(conn, auth.user_id, session_id):
+            raise api_error(404, "The requested session does not exist.")
+    return await _security(request, auth, message="Session ended.")
+
+
+@_html_errors
+async def end_other_sessions_page(request: web.Request) -> web.StreamResponse:
+    """Ends every session of the person but this one."""
+    await _form(request)
+    auth = await _signed_in(request)
+    async with request.app[PG].acquire() as conn:
+        ended = await sessions.end_others(conn, auth.user_id, keep=request.get(SESSION_ID))
+    noun = "session" if ended == 1 else "sessions"
+    return await _security(request, auth, message=f"{ended} other {noun} ended.")
 
 
 def _factor_id(request: web.Request) -> int:
