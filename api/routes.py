@@ -51,6 +51,13 @@ ROUTES: list[Route] = [
     Route("POST", f"{API}/auth/sudo/", accounts.sudo, accounts.SudoIn, "accounts"),
     Route(
         "POST",
+        f"{API}/auth/sudo/webauthn/",
+        accounts.sudo_webauthn_challenge,
+        accounts.EmptyIn,
+        "accounts",
+    ),
+    Route(
+        "POST",
         f"{API}/auth/2fa/webauthn/",
         accounts.webauthn_challenge,
         accounts.EmptyIn,

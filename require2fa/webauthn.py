@@ -46,7 +46,8 @@ CHALLENGE_TTL_SECONDS = 5 * 60
 TIMEOUT_MS = 4 * 60 * 1000
 REGISTER = "register"
 SIGN_IN = "login"
-PURPOSES = (REGISTER, SIGN_IN, "sudo")
+SUDO = "sudo"  # re-authentication of a signed-in session (`POST auth/sudo/`)
+PURPOSES = (REGISTER, SIGN_IN, SUDO)
 
 
 class CeremonyError(Exception):

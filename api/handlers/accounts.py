@@ -10,7 +10,7 @@ import redis.asyncio as aioredis
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from api.auth import mark_reauthenticated, require_sudo, require_user, sign_in, sign_out
+from api.auth import Auth, mark_reauthenticated, require_sudo, require_user, sign_in, sign_out
 from api.errors import api_error, parse_body, path_id, rate_limited
 from api.handlers import authenticators as factors
 from api.keys import PG, REDIS, SETTINGS
@@ -61,10 +61,12 @@ class SecondFactorIn(BaseModel):
 
 
 class SudoIn(BaseModel):
-    """One of: the account's password, or a code from a second factor (TOTP, SMS, recovery)."""
+    """One of: the account's password, a code from a second factor (TOTP, SMS, recovery), or a
+    security key's answer (`webauthn`) to the challenge of `auth/sudo/webauthn/`."""
 
     password: str | None = Field(default=None, min_length=1, max_length=256)
     otp: str | None = Field(default=None, min_length=1, max_length=64)
+    webauthn: dict[str, Any] | None = None
 
 
 class PasswordIn(BaseModel):
@@ -293,10 +295,36 @@ async def sudo(request: web.Request) -> web.Response:
     if auth.token_id is not None:
         raise api_error(400, "API tokens do not need to confirm a password.")
     body = await parse_body(request, SudoIn)
-    await confirm_identity(request, auth.user, password=body.password, otp=body.otp)
+    if body.webauthn is not None and body.password is None and body.otp is None:
+        await confirm_with_key(request, auth, body.webauthn)
+    else:
+        if body.webauthn is not None:
+            raise api_error(400, "Send one of password, otp or webauthn.")
+        await confirm_identity(request, auth.user, password=body.password, otp=body.otp)
     checked_at = await mark_reauthenticated(request)
     until = datetime.fromtimestamp(checked_at, UTC) + reauth.WINDOW
     return web.json_response({"sudoUntil": until.isoformat()})
+
+
+async def sudo_webauthn_challenge(request: web.Request) -> web.Response:
+    """Starts a re-authentication with a security key: `{"publicKey": request options}`, a
+    fresh challenge bound to this session (five minutes, single use); 400 without a key."""
+    auth = await require_user(request)
+    if auth.token_id is not None:
+        raise api_error(400, "API tokens do not need to confirm a password.")
+    await parse_body(request, EmptyIn)
+    options = await factors.webauthn_options(request, auth, webauthn.SUDO)
+    return web.json_response({"publicKey": options})
+
+
+async def confirm_with_key(request: web.Request, auth: Auth, credential: dict[str, Any]) -> None:
+    """Checks a security key's answer to this session's sudo challenge; 401 `sudo-required`
+    when it does not verify, 429 over the second-factor limit. The pages' inline step too."""
+    redis, settings = request.app[REDIS], request.app[SETTINGS]
+    await factors.count_attempt(redis, settings, auth.user_id)
+    if await factors.verify_webauthn(request, auth, credential, webauthn.SUDO) is None:
+        raise api_error(401, factors.KEY_NOT_ACCEPTED, code=reauth.REQUIRED_CODE)
+    await factors.attempt_succeeded(redis, settings, auth.user_id)
 
 
 async def confirm_identity(

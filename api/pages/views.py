@@ -135,7 +135,8 @@ def _code(exc: web.HTTPException) -> str | None:
 
 
 # The form fields of the inline re-authentication step (`_ask_to_confirm`, `_form`).
-SUDO_FIELDS = ("sudo_password", "sudo_otp")
+SUDO_FIELDS = ("sudo_password", "sudo_otp", "sudo_webauthn")
+_MAX_ASSERTION = 16 * 1024  # a security key's answer is a few hundred bytes
 
 
 async def _ask_to_confirm(request: web.Request, exc: web.HTTPException) -> web.Response:
@@ -149,6 +150,10 @@ async def _ask_to_confirm(request: web.Request, exc: web.HTTPException) -> web.R
         if isinstance(value, str) and key not in SUDO_FIELDS
     ]
     retried = any(data.get(name) for name in SUDO_FIELDS)
+    has_key = False
+    if auth is not None:
+        async with request.app[PG].acquire() as conn:
+            has_key = bool(await authenticators.of_type(conn, auth.user_id, "webauthn"))
     return await render(
         request,
         "sudo.html",
@@ -156,8 +161,19 @@ async def _ask_to_confirm(request: web.Request, exc: web.HTTPException) -> web.R
         action=request.path_qs,
         fields=fields,
         has2fa=bool(auth and auth.user["has2fa"]),
+        has_key=has_key,
         error=_detail(exc) if retried else None,
     )
+
+
+def _assertion(text: str) -> dict[str, Any]:
+    """The security key's answer that webauthn.js wrote into the form (JSON); an empty one
+    when it is not an object, which then fails verification like any wrong answer."""
+    try:
+        value = json.loads(text[:_MAX_ASSERTION])
+    except ValueError:
+        return {}
+    return value if isinstance(value, dict) else {}
 
 
 def _same_origin(request: web.Request) -> None:
@@ -183,16 +199,19 @@ async def _form(request: web.Request) -> dict[str, str]:
     _same_origin(request)
     data = await request.post()
     form = {key: value for key, value in data.items() if isinstance(value, str)}
-    password, otp = (form.pop(name, "") for name in SUDO_FIELDS)
-    if password or otp:
+    password, otp, key_answer = (form.pop(name, "") for name in SUDO_FIELDS)
+    if password or otp or key_answer:
         auth = await authenticate(request)
         if auth is not None and not auth.half_signed_in and auth.token_id is None:
-            await accounts.confirm_identity(
-                request,
-                auth.user,
-                password=password[:256] or None,
-                otp=None if password else otp[:64],
-            )
+            if key_answer and not (password or otp):
+                await accounts.confirm_with_key(request, auth, _assertion(key_answer))
+            else:
+                await accounts.confirm_identity(
+                    request,
+                    auth.user,
+                    password=password[:256] or None,
+                    otp=None if password else otp[:64],
+                )
             await mark_reauthenticated(request)
     return form
 
