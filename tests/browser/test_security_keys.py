@@ -128,7 +128,7 @@ async def test_a_passkey_added_on_the_security_page_signs_in(
     await page.get_by_label("Code we texted").fill(code.group(1))
     await page.get_by_role("button", name="Confirm phone").click()
     await page.get_by_text("Backup phone added.").wait_for()
-    table = await page.locator("table").inner_text()
+    table = await page.locator("table.factors").inner_text()
     for kind in ("Authenticator app", "Security key or passkey", "Backup phone", "Recovery codes"):
         assert kind in table
     await page.screenshot(path=str(shots / "issue12-security-page.png"), full_page=True)
