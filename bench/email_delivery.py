@@ -89,8 +89,9 @@ def free_port() -> int:
 # --- The benchmark ---------------------------------------------------------------------------
 
 
-async def fill_outbox(pool: asyncpg.Pool, count: int) -> None:
+async def fill_outbox(pool: asyncpg.Pool, count: int, secret_key: str) -> None:
     from db import outbox
+    from require2fa.email_contexts import SEALED_LINK, seal_link
 
     async with pool.acquire() as conn, conn.transaction():
         for n in range(count):
@@ -102,7 +103,10 @@ async def fill_outbox(pool: asyncpg.Pool, count: int) -> None:
                     "org_name": "Bench Org",
                     "org_slug": "bench",
                     "member_email": f"member{n}@example.com",
-                    "accept_url": f"{BASE_URL}/accept/{n + 1}/{uuid.uuid4().hex}/",
+                    # Sealed, as every producer writes it; the render opens it.
+                    SEALED_LINK: seal_link(
+                        secret_key, f"{BASE_URL}/accept/{n + 1}/{uuid.uuid4().hex}/"
+                    ),
                     "reinstate_by": "2026-06-30T10:00:00+00:00",
                 },
                 dedupe_key=f"removed:bench:{n}",
@@ -164,7 +168,7 @@ async def main(count: int, email_rate: float, connections: int, port: int) -> di
             email_rate=email_rate,
             base_url=BASE_URL,
         )
-        await fill_outbox(pool, count)
+        await fill_outbox(pool, count, settings.secret_key)
 
         started = time.perf_counter()
         messages = await bare_messages(pool, settings)
