@@ -104,6 +104,15 @@ def second_factor_sql(user_id_sql: str = "u.id", *, level_sql: str | None = None
     )
 
 
+def second_factor_probe_sql(user_id_sql: str = "u.id", *, level_sql: str | None = None) -> str:
+    """`second_factor_sql` for a select list or a filter evaluated row by row (a page of
+    members): the same `exists`, with an `offset 0` that keeps the planner from replacing it by a
+    hashed subplan built from every factor of every organization. Each row then costs one probe
+    of the partial index, whatever the size of the table. Not for the set-based statements: there
+    `second_factor_sql` lets `not exists` become an anti-join."""
+    return second_factor_sql(user_id_sql, level_sql=level_sql)[:-1] + " offset 0)"
+
+
 def compliant_sql(
     user_id_sql: str = "u.id",
     *,

@@ -57,6 +57,15 @@ async def test_sql_and_python_agree(pool: asyncpg.Pool) -> None:
                 "any",
             )
             assert (has, at_level) == (expected, expected), factors
+            # The per-row form that the members pages use says the same.
+            probed = await conn.fetchrow(
+                f"""select {compliance.second_factor_probe_sql("u.id")},
+                           {compliance.second_factor_probe_sql("u.id", level_sql="$2::text")}
+                    from users u where u.id = $1""",
+                user_id,
+                "any",
+            )
+            assert tuple(probed) == (expected, expected), factors
             # An exemption running now counts, one that has lapsed does not.
             for until, exempt in (
                 (now + timedelta(days=1), True),

@@ -111,6 +111,38 @@ async def test_list_filters_and_cursor_pagination(client, pool) -> None:
     assert bad_cursor.status == 400
 
 
+async def test_pages_stay_in_their_organization_with_has2fa(client, pool) -> None:
+    """Cursor pages read the organization's own rows: an organization created before it (whose
+    members interleave with its own) and one created after it do not leak in, and has2fa is each
+    member's own."""
+    other_owner = await create_user(pool, "other@example.com", has2fa=True)
+    beside = await create_org(pool, "beside", other_owner["id"])
+    _, org, headers = await _org_with_owner(pool)
+    expected = {"owner@example.com": True}
+    for i in range(6):
+        user = await create_user(pool, f"m{i}@example.com", has2fa=i % 3 == 0)
+        await add_member(pool, org["id"], user)
+        expected[f"m{i}@example.com"] = i % 3 == 0
+        stranger = await create_user(pool, f"s{i}@example.com", has2fa=i % 2 == 0)
+        await add_member(pool, beside["id"], stranger)
+    after = await create_org(pool, "after", other_owner["id"])
+    await add_member(pool, after["id"], await create_user(pool, "late@example.com"))
+
+    seen: dict[str, bool] = {}
+    ids: list[int] = []
+    next_url = "/api/0/organizations/acme/members/?per_page=3"
+    while next_url:
+        response = await client.get(next_url, headers=headers)
+        assert response.status == 200
+        for member in await response.json():
+            seen[member["email"]] = member["user"]["has2fa"]
+            ids.append(int(member["id"]))
+        match = re.search(r'<([^>]+)>; rel="next"; results="true"', response.headers["Link"])
+        next_url = match.group(1).replace(str(client.make_url("")), "") if match else ""
+    assert seen == expected
+    assert ids == sorted(ids)
+
+
 async def test_update_role_teams_and_own_settings(client, pool) -> None:
     _, org, headers = await _org_with_owner(pool)
     user = await create_user(pool, "m@example.com", has2fa=True)
