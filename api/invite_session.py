@@ -1,6 +1,8 @@
 """The invitation link a browser looked at last, kept in its session: a person who then sets up
-2FA is joined as soon as the enrollment is confirmed, without coming back to the link
-(CONTRACT §1.4). The join itself is `require2fa.invitations.join_remembered`."""
+2FA is offered the explicit "Join {org}" step of that link once the enrollment is confirmed
+(CONTRACT §1.4). Nothing joins without the person pressing Join on the link's page: a link
+opened by mistake (or planted by someone else) must not join its organization on its own.
+The step is `require2fa.invitations.remembered_step`."""
 
 from __future__ import annotations
 
@@ -10,7 +12,7 @@ from aiohttp import web
 from aiohttp_session import Session, get_session
 
 from api.keys import PG, SETTINGS
-from require2fa import invitations
+from require2fa import invitations, links
 from require2fa.security import seal, unseal
 
 # Session key of the link last looked at: {"memberId": int, "tokenSealed": str}. The token is a
@@ -46,24 +48,23 @@ def forget(session: Session, member_id: int | None = None) -> None:
         del session[SESSION_KEY]
 
 
-async def join_from_session(request: web.Request, user_id: int) -> dict[str, Any] | None:
-    """Joins `user_id` through the link remembered in the session, if there is one and it is
-    still good; writes `member.accept`. Returns `{"orgSlug", "memberId", "redirect"}`, or None.
+async def step_from_session(request: web.Request, user_id: int) -> dict[str, Any] | None:
+    """The "Join {org}" step of the link remembered in the session, if there is one and it is
+    still good for `user_id`: `{"orgSlug", "orgName", "email", "memberId", "pendingReason",
+    "acceptPath"}` (the link's page, where Join is pressed), or None. Joins nothing.
 
     Called by the 2FA enrollment after its transaction has committed. A link that turned out
-    bad (used, replaced, expired) is forgotten; one that only lacks 2FA is kept for later.
+    bad (used, replaced, expired, another account's) is forgotten.
     """
     session = await get_session(request)
     held = remembered(session, request.app[SETTINGS].secret_key)
     if held is None:
         return None
-    outcome = await invitations.join_remembered(
-        request.app[PG],
-        user_id=user_id,
-        member_id=held[0],
-        token=held[1],
-        ip_address=request.remote,
+    outcome = await invitations.remembered_step(
+        request.app[PG], user_id=user_id, member_id=held[0], token=held[1]
     )
     if not outcome.keep:
         forget(session)
-    return outcome.joined
+    if outcome.step is None:
+        return None
+    return {**outcome.step, "acceptPath": links.accept_path(*held)}

@@ -145,7 +145,8 @@ async def remove(
                          as t(member_id, user_id, context, token_hash, dedupe_key, message_id)),
             removed as (
                 update members m
-                set user_id = null, pending_reason = '2fa', token_hash = t.token_hash,
+                set user_id = null, removed_user_id = m.user_id, pending_reason = '2fa',
+                    token_hash = t.token_hash,
                     reinstate_by = $9, removed_at = $10, removed_by_run = $7,
                     expiry_reminded_at = null,
                     removal_reason = case when {compliance.second_factor_sql("t.user_id")}

@@ -211,7 +211,8 @@ async def reinstate(conn: asyncpg.Connection, member_id: int, *, user_id: int, e
     await conn.execute(
         """update members set user_id = $2, email = $3, pending_reason = null, token_hash = null,
                               reinstate_by = null, removed_at = null, removed_by_run = null,
-                              expiry_reminded_at = null, removal_reason = null
+                              expiry_reminded_at = null, removal_reason = null,
+                              removed_user_id = null
            where id = $1""",
         member_id,
         user_id,
@@ -245,7 +246,7 @@ async def remove_now(
     keeps its role, teams and settings; returns it, or None when it no longer has that user."""
     return await conn.fetchrow(
         """update members
-           set user_id = null, pending_reason = '2fa', token_hash = $3,
+           set user_id = null, removed_user_id = user_id, pending_reason = '2fa', token_hash = $3,
                removed_at = now(), reinstate_by = now() + $4::interval, removed_by_run = null,
                expiry_reminded_at = null
            where id = $1 and user_id = $2

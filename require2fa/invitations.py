@@ -17,7 +17,15 @@ import redis.asyncio as aioredis
 from db import audit, maintenance, members, outbox, users
 from db.audit import Actor
 from require2fa import email_contexts, links, ratelimit
-from require2fa.errors import Conflict, DomainError, Gone, Invalid, NotFound, TooMany
+from require2fa.errors import (
+    Conflict,
+    DomainError,
+    Gone,
+    Invalid,
+    NotAllowed,
+    NotFound,
+    TooMany,
+)
 from require2fa.security import new_token, token_hash, token_matches
 from require2fa.settings import Settings
 
@@ -73,37 +81,55 @@ async def join(
     }
 
 
+def check_claimant(row: asyncpg.Record, user_id: int) -> None:
+    """A rejoin link (a member removed for 2FA) gives the membership back to the account it
+    was taken from only: `NotAllowed` for anyone else. An invitation is anyone's to accept."""
+    removed = row["removed_user_id"]
+    if row["pending_reason"] == "2fa" and removed is not None and removed != user_id:
+        raise NotAllowed(
+            "invite-other-account",
+            f"This link gives {row['email']} back its membership of {row['org_name']}; only the"
+            " account it was removed from can use it. Sign in as that account to rejoin.",
+        )
+
+
 @dataclass(frozen=True)
 class Remembered:
-    """What joining through a remembered link came to: the join, or None; `keep` when the link
-    is still good for later (it only lacks the second factor the organization requires)."""
+    """What a remembered link offers once a 2FA enrollment has committed: the "Join {org}" step
+    (`{"orgSlug", "orgName", "email", "memberId", "pendingReason"}`), or None; `keep` when the
+    link is still good for later (the step offered, or it only lacks the factor required)."""
 
-    joined: dict[str, Any] | None
+    step: dict[str, Any] | None
     keep: bool = False
 
 
-async def join_remembered(
-    pool: asyncpg.Pool, *, user_id: int, member_id: object, token: object, ip_address: str | None
+async def remembered_step(
+    pool: asyncpg.Pool, *, user_id: int, member_id: object, token: object
 ) -> Remembered:
-    """Joins `user_id` through a link that a browser remembered, if it is still good (called
-    once a 2FA enrollment has committed); writes `member.accept`."""
+    """The explicit "Join {org}" step that a link a browser remembered leads to, if it is still
+    good for `user_id`. Joins nothing: the person joins by pressing Join on the link's page."""
     if not isinstance(member_id, int) or not isinstance(token, str):
         return Remembered(None)
     try:
         async with pool.acquire() as conn, conn.transaction():
-            await users.lock(conn, [user_id])
-            user = await users.by_id(conn, user_id)
             row = await pending_member(conn, member_id, token)
-            if user is None or await members.of_user(conn, row["organization_id"], user_id):
+            check_claimant(row, user_id)
+            if await members.of_user(conn, row["organization_id"], user_id):
                 return Remembered(None)
             if row["require_2fa"] and not await users.has_2fa(
                 conn, user_id, row["require_2fa_level"]
             ):
                 return Remembered(None, keep=True)
-            who = Actor(user_id=user_id, label=user["email"], ip_address=ip_address)
-            return Remembered(await join(conn, row, user, who))
     except DomainError:
         return Remembered(None)
+    step = {
+        "orgSlug": row["org_slug"],
+        "orgName": row["org_name"],
+        "email": row["email"],
+        "memberId": str(row["id"]),
+        "pendingReason": row["pending_reason"],
+    }
+    return Remembered(step, keep=True)
 
 
 async def resend(

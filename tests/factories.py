@@ -144,7 +144,8 @@ async def remove_for_2fa(pool: asyncpg.Pool, member_id: int, settings: Any) -> s
     token = new_token()
     async with pool.acquire() as conn, conn.transaction():
         row = await conn.fetchrow(
-            """update members set user_id = null, pending_reason = '2fa', token_hash = $2,
+            """update members set user_id = null, removed_user_id = user_id, pending_reason = '2fa',
+                      token_hash = $2,
                       removed_at = now(), reinstate_by = now() + $3::interval
                where id = $1 and user_id is not null
                returning *""",

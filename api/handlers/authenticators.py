@@ -19,7 +19,7 @@ from pydantic import BaseModel, Field
 
 from api.auth import Auth, require_sudo, require_user
 from api.errors import api_error, parse_body, path_id, rate_limited
-from api.invite_session import join_from_session
+from api.invite_session import step_from_session
 from api.keys import PG, REDIS, SETTINGS
 from api.sessions import SESSION_ID
 from db import authenticators, outbox, sessions, users
@@ -232,18 +232,18 @@ async def _enrolled(request: web.Request, auth: Auth, enrolled: Enrolled) -> web
     body = serialize_authenticator(enrolled.factor)
     if enrolled.recovery_codes is not None:
         body["recoveryCodes"] = enrolled.recovery_codes
-    joined = await after_enrollment(request, auth)
-    if joined is not None:
-        body["joined"] = joined
+    step = await after_enrollment(request, auth)
+    if step is not None:
+        body["joinStep"] = step
     return web.json_response(body, status=201)
 
 
 async def after_enrollment(request: web.Request, auth: Auth) -> dict[str, Any] | None:
     """Once an enrollment has committed: sends its security notice and, for a person who
-    arrived through an invite link (remembered in the session), joins them now that 2FA is
-    set up. The join (`join_from_session`'s answer), or None."""
+    arrived through an invite link (remembered in the session), offers that link's explicit
+    "Join {org}" step (`step_from_session`'s answer), or None. Joins nothing."""
     await email_jobs.kick()  # the security notice
-    return await join_from_session(request, auth.user_id)
+    return await step_from_session(request, auth.user_id)
 
 
 async def _confirm_factor(

@@ -1,7 +1,8 @@
 """Invitation links: look at one, accept it (`require2fa.invitations`).
 
 Looking at a valid link remembers it in the session (`api.invite_session`), so that a person who
-then sets up 2FA (CONTRACT §1.4) is joined as soon as the enrollment is confirmed.
+then sets up 2FA (CONTRACT §1.4) is led back to it; joining is always the explicit POST. A rejoin
+link (removed for 2FA) answers 403 to any signed-in account but the one it was removed from.
 """
 
 from __future__ import annotations
@@ -46,6 +47,7 @@ async def look(request: web.Request) -> dict[str, Any]:
         existing = False
         has2fa = False
         if auth is not None and not auth.half_signed_in:
+            invitations.check_claimant(row, auth.user_id)
             existing = await members.of_user(conn, row["organization_id"], auth.user_id) is not None
             has2fa = await users.has_2fa(conn, auth.user_id, row["require_2fa_level"])
     if auth is None or auth.token_id is None:
@@ -82,6 +84,7 @@ async def accept(request: web.Request) -> dict[str, Any]:
         # The user first, then the member: the order enrollment (then join) takes them in.
         await users.lock(conn, [auth.user_id])
         row = await invitations.pending_member(conn, member_id, request.match_info["token"])
+        invitations.check_claimant(row, auth.user_id)
         if await members.of_user(conn, row["organization_id"], auth.user_id) is not None:
             raise api_error(409, "You are already a member of this organization.")
         if row["require_2fa"] and not await users.has_2fa(

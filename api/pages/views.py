@@ -31,7 +31,7 @@ from api.handlers import accounts, invites
 from api.handlers import authenticators as factors
 from api.keys import PG, REDIS, SETTINGS
 from api.sessions import SESSION_ID
-from db import authenticators, organizations, schedule, sessions
+from db import authenticators, schedule, sessions
 from require2fa import compliance, links, reauth, sms, totp, webauthn
 from require2fa.errors import DomainError
 
@@ -488,7 +488,7 @@ async def _security(
     error: str | None = None,
     message: str | None = None,
     recovery_codes: list[str] | None = None,
-    joined: dict[str, Any] | None = None,
+    join_step: dict[str, Any] | None = None,
     sms_pending: str | None = None,
 ) -> web.Response:
     async with request.app[PG].acquire() as conn:
@@ -502,11 +502,6 @@ async def _security(
         url = totp.otpauth_url(secret, auth.user["email"])
         # Our own SVG, drawn by segno from the otpauth URL.
         setup = {"secret": secret, "qrcode": Markup(totp.qrcode_svg(url))}  # noqa: S704
-    joined_org = None
-    if joined is not None:
-        async with request.app[PG].acquire() as conn:
-            org = await organizations.by_slug(conn, joined["orgSlug"])
-        joined_org = {"name": org["name"] if org else joined["orgSlug"], "url": joined["redirect"]}
     return await render(
         request,
         "security.html",
@@ -524,7 +519,7 @@ async def _security(
             _recovery_download(auth.user["email"], recovery_codes) if recovery_codes else None
         ),
         recovery_file=RECOVERY_FILE,
-        joined=joined_org,
+        join_step=join_step,
         sessions=signed_in,
         current_session=request.get(SESSION_ID),
     )
@@ -564,14 +559,14 @@ async def enroll_totp_page(request: web.Request) -> web.StreamResponse:
 async def _after_enrollment(
     request: web.Request, auth: Auth, enrolled: factors.Enrolled, message: str
 ) -> web.Response:
-    joined = await factors.after_enrollment(request, auth)
+    join_step = await factors.after_enrollment(request, auth)
     return await _security(
         request,
         auth,
         status=201,
         message=message,
         recovery_codes=enrolled.recovery_codes,
-        joined=joined,
+        join_step=join_step,
     )
 
 

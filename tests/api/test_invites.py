@@ -121,10 +121,21 @@ async def test_the_journey_back_in(client, pool, settings) -> None:
     assert refused.status == 403
     assert (await refused.json())["code"] == "2fa-required"
 
-    # Setting up 2FA joins at once: the link travelled in the session.
+    # Setting up 2FA leads back to the link (it travelled in the session): an explicit step.
     enrolled = await enroll_totp(client)
     assert len(enrolled["recoveryCodes"]) == 10
-    assert enrolled["joined"] == {
+    assert enrolled["joinStep"] == {
+        "orgSlug": "acme",
+        "orgName": "Acme",
+        "email": "alice@example.com",
+        "memberId": str(member_id),
+        "pendingReason": "2fa",
+        "acceptPath": link.replace("/api/0/accept-invite/", "/accept/"),
+    }
+    assert (await client.get("/api/0/organizations/acme/")).status == 404  # not yet
+    joined = await client.post(link)
+    assert joined.status == 200
+    assert await joined.json() == {
         "orgSlug": "acme",
         "memberId": str(member_id),
         "redirect": "/organizations/acme/",
@@ -195,8 +206,8 @@ async def test_the_journey_from_the_switch(client, pool, settings, enforcement_w
     assert looked["needs2fa"] is True
     assert looked["reinstateBy"] == removed["reinstateBy"] == email["context"]["reinstate_by"]
     enrolled = await enroll_totp(client)
-    assert enrolled["joined"]["orgSlug"] == "acme"
-    assert enrolled["joined"]["redirect"] == "/organizations/acme/"
+    assert enrolled["joinStep"]["orgSlug"] == "acme"
+    assert (await client.post(link)).status == 200
     assert (await client.get("/api/0/organizations/acme/")).status == 200
 
     after = await member_as_owner_sees_it(client, pool, owner["id"], member_id)
@@ -222,7 +233,7 @@ async def test_accept_with_an_api_token(client, pool, settings) -> None:
     assert (await client.post(link, headers=headers)).status == 403
 
     enrolled = await enroll_totp(client, headers)
-    assert "joined" not in enrolled  # nothing remembered: a token is not a browser session
+    assert "joinStep" not in enrolled  # nothing remembered: a token is not a browser session
     assert (await (await client.get(link, headers=headers)).json())["needs2fa"] is False
 
     accepted = await client.post(link, headers=headers)
@@ -290,7 +301,7 @@ async def test_enrolling_without_a_link_joins_nothing(client, pool, settings) ->
     _, _, _, member_id = await seed_org(pool)
     await remove_for_2fa(pool, member_id, settings)
     await sign_in(client, "alice@example.com")
-    assert "joined" not in await enroll_totp(client)
+    assert "joinStep" not in await enroll_totp(client)
     assert (await client.get("/api/0/organizations/acme/")).status == 404
 
 
@@ -305,7 +316,7 @@ async def test_join_after_enrolling_forgets_a_replaced_link(client, pool, settin
         headers=await token_for(pool, owner["id"]),
     )
     assert resent.status == 200
-    assert "joined" not in await enroll_totp(client)
+    assert "joinStep" not in await enroll_totp(client)
     async with pool.acquire() as conn:
         assert await conn.fetchval("select user_id from members where id = $1", member_id) is None
     # The new link still works, by hand.
@@ -322,7 +333,7 @@ async def test_join_after_enrolling_joins_nothing_once_expired(client, pool, set
             "update members set reinstate_by = now() - interval '1 second' where id = $1",
             member_id,
         )
-    assert "joined" not in await enroll_totp(client)
+    assert "joinStep" not in await enroll_totp(client)
     assert (await client.get(link)).status == 410
 
 
@@ -461,3 +472,118 @@ async def test_purged_link_says_expired(client, pool, settings) -> None:
     events = await audit_events(pool, member_id)
     assert [event for event, _ in events] == ["member.pending", "member.remove"]
     assert events[1][1]["reason"] == "2fa-window-expired"
+
+
+async def invite_link(client, pool, owner_id: int, org_slug: str, email: str) -> tuple[int, str]:
+    """An invitation sent through the API by the organization's owner: (member id, API link)."""
+    invited = await client.post(
+        f"/api/0/organizations/{org_slug}/members/",
+        json={"email": email, "role": "member"},
+        headers=await token_for(pool, owner_id),
+    )
+    assert invited.status == 201, await invited.text()
+    member_id = int((await invited.json())["id"])
+    return member_id, api_path(await newest_link(pool, member_id))
+
+
+async def memberships(pool, user_id: int) -> list[str]:
+    async with pool.acquire() as conn:
+        rows = await conn.fetch(
+            """select o.slug from members m join organizations o on o.id = m.organization_id
+               where m.user_id = $1 order by o.slug""",
+            user_id,
+        )
+    return [row["slug"] for row in rows]
+
+
+async def test_opening_someone_elses_link_then_enrolling_joins_nothing(client, pool) -> None:
+    """A victim opens the link an attacker sent themselves, later sets up 2FA: they are shown
+    the "Join {org}" step with the address the invitation was sent to, and joined only when
+    they press Join."""
+    attacker = await create_user(pool, "mallory@example.com", has2fa=True)
+    await create_org(pool, "evil", attacker["id"])
+    member_id, link = await invite_link(client, pool, attacker["id"], "evil", "mal2@example.com")
+    victim = await create_user(pool, "victim@example.com")
+
+    await sign_in(client, "victim@example.com")
+    looked = await client.get(link)
+    assert looked.status == 200
+    assert (await looked.json())["email"] == "mal2@example.com"
+    page = await (await client.get(link.replace("/api/0/accept-invite/", "/accept/"))).text()
+    assert "mal2@example.com" in page
+
+    enrolled = await enroll_totp(client)
+    assert enrolled["joinStep"]["orgSlug"] == "evil"
+    assert enrolled["joinStep"]["email"] == "mal2@example.com"
+    assert await memberships(pool, victim["id"]) == []
+    assert (await client.get("/api/0/organizations/evil/")).status == 404
+    assert [event for event, _ in await audit_events(pool, member_id)] == ["member.invite"]
+
+    # Pressing Join is what joins.
+    joined = await client.post(link)
+    assert joined.status == 200
+    assert await memberships(pool, victim["id"]) == ["evil"]
+
+
+async def test_the_security_page_offers_the_join_step_and_joins_nothing(client, pool) -> None:
+    owner = await create_user(pool, "owner@example.com", has2fa=True)
+    await create_org(pool, "acme", owner["id"])
+    _, link = await invite_link(client, pool, owner["id"], "acme", "someone@example.com")
+    page_link = link.replace("/api/0/accept-invite/", "/accept/")
+    carol = await create_user(pool, "carol@example.com")
+    await sign_in(client, "carol@example.com")
+    assert (await client.get(page_link)).status == 200
+
+    started = await client.post("/api/0/users/me/authenticators/totp/enroll/", json={})
+    secret = (await started.json())["secret"]
+    confirmed = await client.post(
+        "/account/security/totp/", data={"secret": secret, "otp": pyotp.TOTP(secret).now()}
+    )
+    text = await confirmed.text()
+    assert confirmed.status == 201, text
+    assert "someone@example.com" in text and f'href="{page_link}"' in text
+    assert await memberships(pool, carol["id"]) == []
+
+    button = await (await client.get(page_link)).text()
+    assert "Join Acme</button>" in button and "someone@example.com" in button
+    pressed = await client.post(page_link, allow_redirects=False)
+    assert pressed.status == 303 and pressed.headers["Location"] == "/organizations/acme/"
+    assert await memberships(pool, carol["id"]) == ["acme"]
+
+
+async def test_a_rejoin_link_works_only_for_the_account_it_was_removed_from(
+    client, pool, settings
+) -> None:
+    owner, _, alice, member_id = await seed_org(pool)
+    before = await member_as_owner_sees_it(client, pool, owner["id"], member_id)
+    link = api_path(await remove_for_2fa(pool, member_id, settings))
+    page_link = link.replace("/api/0/accept-invite/", "/accept/")
+    bob = await create_user(pool, "bob@example.com")
+    await sign_in(client, "bob@example.com")
+    await enroll_totp(client)
+
+    # Bob (signed in, with 2FA) is refused, by the API and the page; nothing changes.
+    for headers in (await token_for(pool, bob["id"]), None):
+        for method in (client.get, client.post):
+            refused = await method(link, headers=headers)
+            assert refused.status == 403, await refused.text()
+            assert "only the account it was removed from" in (await refused.json())["detail"]
+    page = await client.get(page_link)
+    assert page.status == 403 and "only the account it was removed from" in await page.text()
+    pressed = await client.post(page_link, allow_redirects=False)
+    assert pressed.status == 403
+    assert await memberships(pool, bob["id"]) == []
+    async with pool.acquire() as conn:
+        row = await conn.fetchrow("select * from members where id = $1", member_id)
+    assert row["user_id"] is None and row["pending_reason"] == "2fa"
+    assert [event for event, _ in await audit_events(pool, member_id)] == ["member.pending"]
+
+    # Alice still gets everything back through the same link.
+    await client.post("/api/0/auth/logout/", json={})
+    await sign_in(client, "alice@example.com")
+    await enroll_totp(client)
+    assert (await client.post(link)).status == 200
+    after = await member_as_owner_sees_it(client, pool, owner["id"], member_id)
+    assert after["user"]["id"] == str(alice["id"])
+    for kept in ("role", "teams", "settings"):
+        assert after[kept] == before[kept]

@@ -76,8 +76,14 @@ async def test_the_whole_way_back_in_through_pages(client, pool, settings) -> No
     )
     page = await enrolled.text()
     assert enrolled.status == 201, page
-    assert "You are back in Acme" in page and 'href="/organizations/acme/"' in page
+    assert "alice@example.com" in page and f'href="{path}">Rejoin Acme</a>' in page
     assert "Your recovery codes" in page and "Set up an authenticator app" not in page
+    assert (await client.get("/organizations/acme/")).status == 404  # not before the button
+
+    button = await (await client.get(path)).text()
+    assert "Rejoin Acme</button>" in button
+    pressed = await client.post(path, allow_redirects=False)
+    assert pressed.status == 303 and pressed.headers["Location"] == "/organizations/acme/"
 
     org_page = await client.get("/organizations/acme/")
     page = await org_page.text()
@@ -110,13 +116,16 @@ async def test_the_whole_way_back_in_through_pages(client, pool, settings) -> No
 async def test_register_then_rejoin_with_the_button(client, pool, settings) -> None:
     owner = await create_user(pool, "owner@example.com")
     org = await create_org(pool, "acme", owner["id"])
-    # Bob's account is gone; his old membership is pending under his email.
+    # Bob's old membership is pending under his email, from before the account it was removed
+    # from was recorded (so the link is not tied to one account).
     bob = await create_user(pool, "bob@example.com")
     member_id = await add_member(pool, org["id"], bob)
     path = urlsplit(await remove_for_2fa(pool, member_id, settings)).path
     async with pool.acquire() as conn:
         await conn.execute(
-            "update members set email = 'bobby@example.com' where id = $1", member_id
+            """update members set email = 'bobby@example.com', removed_user_id = null
+               where id = $1""",
+            member_id,
         )
 
     assert (await client.get(path)).status == 200  # remembered in the session

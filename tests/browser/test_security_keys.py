@@ -218,8 +218,9 @@ async def test_at_phishing_resistant_an_app_only_member_comes_back_with_a_key(
     await page.wait_for_url(base + "/account/security/")
     await page.get_by_label("Name", exact=True).fill("Alice's key")
     await page.get_by_role("button", name="Add security key").click()
-    await page.get_by_text("You are back in Acme").wait_for()
-    await page.get_by_role("link", name="Go to Acme").click()
+    await page.get_by_text("The invitation you opened was sent to").wait_for()
+    await page.get_by_role("link", name="Rejoin Acme").click()
+    await page.get_by_role("button", name="Rejoin Acme").click()
     await page.wait_for_url(base + "/organizations/acme/")
 
     async with pool.acquire() as conn:
