@@ -10,6 +10,7 @@ from aiohttp import web
 from api import auth, headers
 from api.csrf import csrf_middleware
 from api.errors import error_middleware
+from api.forwarded import forwarded_middleware
 from api.keys import PG, REDIS, SETTINGS
 from api.limits import MAX_BODY_BYTES
 from api.observe import observe_middleware
@@ -20,9 +21,10 @@ from require2fa.settings import Settings
 
 def create_app(settings: Settings) -> web.Application:
     app = web.Application(
-        # observe_middleware first: it sees every answer, the error pages' included;
-        # csrf_middleware inside error_middleware, so that its refusals are JSON like any other.
-        middlewares=[observe_middleware, error_middleware, csrf_middleware],
+        # forwarded_middleware first: everything after it (logs, audit, rate limits) sees the
+        # client's address; observe_middleware next: it sees every answer, the error pages'
+        # included; csrf_middleware inside error_middleware, so that its refusals are JSON.
+        middlewares=[forwarded_middleware, observe_middleware, error_middleware, csrf_middleware],
         client_max_size=MAX_BODY_BYTES,
     )
     app[SETTINGS] = settings

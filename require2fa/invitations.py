@@ -32,7 +32,25 @@ from require2fa.settings import Settings
 INVALID = "Invalid invite code"
 EXPIRED = "This invitation has expired"
 # Resending a member's email: a few times an hour is plenty and keeps inboxes from flooding.
+# Keyed by (organization, member) and counted once the member is known to be the organization's.
 REINVITE_LIMIT = ratelimit.Limit("member-reinvite", 5, 3600)
+# Looking at or accepting links, per client address: guessing is hopeless (256-bit tokens) and
+# this keeps it so; a person's whole way back in takes a handful.
+ACCEPT_LIMIT = ratelimit.Limit("accept-invite", 60, 900)
+# What a presented token is compared with when the member is unknown or holds no token, so that
+# every bad link costs the same work (one hash, one comparison) whatever made it bad.
+_NO_TOKEN = token_hash(new_token())
+
+
+async def count_look(redis: aioredis.Redis, namespace: str, address: str | None) -> None:
+    """Counts one look at (or acceptance of) a link from `address`; `TooMany` once over."""
+    verdict = await ratelimit.hit(redis, namespace, ACCEPT_LIMIT, address or "-")
+    if not verdict.allowed:
+        raise TooMany(
+            "accept-limited",
+            "Too many invitation links tried from your address; try later.",
+            retry_after=verdict.retry_after,
+        )
 
 
 async def pending_member(conn: asyncpg.Connection, member_id: int, token: str) -> asyncpg.Record:
@@ -41,13 +59,18 @@ async def pending_member(conn: asyncpg.Connection, member_id: int, token: str) -
     A purged member's genuine link (its tombstone keeps the token hash) is expired too, not
     invalid; a tampered one stays invalid.
     """
+    # The same statements and one comparison for an unknown member, a used link and a wrong
+    # token: how long the answer takes says nothing about which it was.
     row = await members.for_accept(conn, member_id)
+    purged = await maintenance.purged_link(conn, member_id)
+    source = row if row is not None else purged
+    stored = source["token_hash"] if source is not None else None
+    matches = token_matches(token, stored or _NO_TOKEN) and stored is not None
     if row is None:
-        purged = await maintenance.purged_link(conn, member_id)
-        if purged is not None and token_matches(token, purged["token_hash"]):
+        if purged is not None and matches:
             raise Gone("invite-expired", EXPIRED)
         raise Invalid("invite-invalid", INVALID)
-    if row["user_id"] is not None or not token_matches(token, row["token_hash"]):
+    if row["user_id"] is not None or not matches:
         raise Invalid("invite-invalid", INVALID)
     if members.is_expired(row, datetime.now(UTC)):
         raise Gone("invite-expired", EXPIRED)
@@ -143,17 +166,10 @@ async def resend(
     actor: Actor,
 ) -> asyncpg.Record:
     """Sends a pending member's email again with a fresh link, so the old one stops working;
-    `reinstate_by` stays counted from the removal. Rate limited per member; `member.reinvite`.
-    The member row as it is now; the caller kicks the outbox once this returns."""
-    verdict = await ratelimit.hit(
-        redis, settings.redis_namespace, REINVITE_LIMIT, f"member:{member_id}"
-    )
-    if not verdict.allowed:
-        raise TooMany(
-            "reinvite-limited",
-            "This member was sent too many emails; try later.",
-            retry_after=verdict.retry_after,
-        )
+    `reinstate_by` stays counted from the removal. Rate limited per (organization, member),
+    counted once the member is found in `org` (nobody spends another organization's allowance);
+    `member.reinvite`. The member row as it is now; the caller kicks the outbox once this
+    returns."""
     token = new_token()
     async with pool.acquire() as conn, conn.transaction():
         # Locked first, so that an accept or the purge committing meanwhile is seen, not raced.
@@ -161,6 +177,15 @@ async def resend(
         row = await members.get(conn, org["id"], member_id)
         if row is None:
             raise NotFound("member-not-found", "The requested member does not exist.")
+        verdict = await ratelimit.hit(
+            redis, settings.redis_namespace, REINVITE_LIMIT, f"{org['id']}:{member_id}"
+        )
+        if not verdict.allowed:
+            raise TooMany(
+                "reinvite-limited",
+                "This member was sent too many emails; try later.",
+                retry_after=verdict.retry_after,
+            )
         if row["user_id"] is not None:
             raise Conflict("member-joined", "This member has already joined.")
         if members.is_expired(row, datetime.now(UTC)):

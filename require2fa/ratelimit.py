@@ -2,6 +2,10 @@
 
 A fixed window per key: the first hit starts the window, `limit` hits fit in it. Callers name
 their keys (`"2fa:user:42"`), the namespace keeps test runs and deployments apart.
+
+Every attempt is counted before the work it guards, by one INCR whose result decides (with the
+window's expiry set in the same script), never read first and counted after: N requests in
+parallel get N distinct counts, so exactly `limit` of them go through.
 """
 
 from __future__ import annotations
@@ -43,14 +47,6 @@ async def hit(redis: aioredis.Redis, namespace: str, rule: Limit, key: str) -> V
     return Verdict(False, max(1, -(-int(ttl_ms) // 1000)))
 
 
-async def peek(redis: aioredis.Redis, namespace: str, rule: Limit, key: str) -> Verdict:
-    """Whether `key` is over `rule` now, without counting an attempt."""
-    name = f"{namespace}:rl:{rule.name}:{key}"
-    count, ttl_ms = await redis.get(name), await redis.pttl(name)
-    if count is None or int(count) < rule.limit or ttl_ms <= 0:
-        return Verdict(True, 0)
-    return Verdict(False, max(1, -(-int(ttl_ms) // 1000)))
-
-
 async def reset(redis: aioredis.Redis, namespace: str, rule: Limit, key: str) -> None:
+    """Forgets `key`'s attempts under `rule` (a success by whoever may clear them)."""
     await redis.delete(f"{namespace}:rl:{rule.name}:{key}")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import ipaddress
 import re
 from collections.abc import Callable, Mapping
 from datetime import timedelta
@@ -19,12 +20,27 @@ _DURATION = re.compile(r"^\s*(\d+)\s*([smhd]?)\s*$")
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "": 1}
 
 
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
 class SettingsError(ValueError):
     """A setting is missing or malformed; `str(err)` is one line naming the variable."""
 
     def __init__(self, variable: str, problem: str) -> None:
         super().__init__(f"{variable}: {problem}")
         self.variable = variable
+
+
+def parse_networks(text: str) -> tuple[str, ...]:
+    """`TRUSTED_PROXIES`: comma-separated addresses or networks (`10.0.0.1, 10.1.0.0/16, ::1`)."""
+    found = []
+    for part in text.split(","):
+        if part.strip():
+            try:
+                found.append(str(ipaddress.ip_network(part.strip(), strict=False)))
+            except ValueError:
+                raise ValueError(f"{part.strip()!r} is not an IP address or network") from None
+    return tuple(found)
 
 
 def _port(text: str) -> int:
@@ -111,6 +127,9 @@ class Settings:
     sms_url: str = "console:"
     log_format: str = "text"
     data_dir: str = ".require2fa"
+    # The reverse proxies whose X-Forwarded-For / X-Forwarded-Proto are believed (addresses or
+    # networks); nobody's by default, so the connecting address is the client's.
+    trusted_proxies: tuple[str, ...] = ()
     # Prefix for every Redis key we own (queues, rate limits); lets test runs share one Redis.
     redis_namespace: str = "require2fa"
     # Which of SERVER_NEEDS this process must have outside development (see from_env).
@@ -135,6 +154,10 @@ class Settings:
             )
         if not (self.sms_url == "console:" or self.sms_url.startswith("https://")):
             raise SettingsError("SMS_URL", "must be console: or an https:// URL")
+        try:
+            parse_networks(",".join(self.trusted_proxies))
+        except ValueError as err:
+            raise SettingsError("TRUSTED_PROXIES", str(err)) from None
         if self.email_rate <= 0:
             raise SettingsError("EMAIL_RATE", "must be a positive number of emails per second")
         self._check_urls()
@@ -195,6 +218,10 @@ class Settings:
         port = f":{parts.port}" if parts.port else ""
         return frozenset({f"{parts.scheme}://{name}{port}" for name in LOOPBACK_HOSTS})
 
+    @functools.cached_property
+    def trusted_networks(self) -> tuple[Network, ...]:
+        return tuple(ipaddress.ip_network(net, strict=False) for net in self.trusted_proxies)
+
     @property
     def smtp(self) -> SmtpTarget:
         return parse_smtp_url(self.smtp_url)
@@ -240,6 +267,7 @@ class Settings:
             "PORT": ("port", _port),
             "EMAIL_RATE": ("email_rate", _number),
             "REINSTATEMENT_WINDOW": ("reinstatement_window", parse_duration),
+            "TRUSTED_PROXIES": ("trusted_proxies", parse_networks),
         }
         for var, (field, convert) in converters.items():
             if environ.get(var):

@@ -128,3 +128,19 @@ def test_broker_url_selects_the_broker() -> None:
     chosen = build_broker(amqp + "?heartbeat=5", "ns", middleware=[])
     assert isinstance(chosen, RabbitmqBroker) and chosen.parameters.heartbeat == 5
     assert isinstance(build_broker("redis://127.0.0.1:6379/0", "ns", middleware=[]), RedisBroker)
+
+
+def test_trusted_proxies() -> None:
+    from require2fa.settings import Settings, SettingsError
+
+    assert Settings.from_env({"ENVIRONMENT": "development"}).trusted_proxies == ()
+    read = Settings.from_env(
+        {"ENVIRONMENT": "development", "TRUSTED_PROXIES": "10.0.0.1, 10.1.0.0/16,::1"}
+    )
+    assert read.trusted_proxies == ("10.0.0.1/32", "10.1.0.0/16", "::1/128")
+    assert len(read.trusted_networks) == 3
+    with pytest.raises(SettingsError) as err:
+        Settings.from_env({"ENVIRONMENT": "development", "TRUSTED_PROXIES": "10.0.0.1,proxy"})
+    assert str(err.value).startswith("TRUSTED_PROXIES:")
+    with pytest.raises(SettingsError):
+        Settings(trusted_proxies=("nonsense",))

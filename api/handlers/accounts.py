@@ -6,7 +6,6 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-import redis.asyncio as aioredis
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -21,10 +20,10 @@ from require2fa import ratelimit, reauth, sms, webauthn
 from require2fa.ratelimit import Limit
 from require2fa.security import hash_password, new_token, token_hash, verify_password
 
-# Failed password attempts: per account (the email as typed, so unknown accounts count too)
-# and per client address.
-LOGIN_PER_ACCOUNT = Limit("login-account", 10, 900)
-LOGIN_PER_IP = Limit("login-ip", 50, 900)
+# Password attempts per (client address, account as typed, so unknown accounts count too):
+# failures against one account never hold back another, and nobody can lock an account from
+# addresses other than their own. A success clears its counter.
+LOGIN_LIMIT = Limit("login", 10, 900)
 
 
 class RegisterIn(BaseModel):
@@ -106,26 +105,16 @@ async def create_account(request: web.Request, body: RegisterIn) -> Any:
     return user
 
 
-def _login_keys(request: web.Request, email: str) -> list[tuple[Limit, str]]:
-    return [(LOGIN_PER_ACCOUNT, email.strip().lower()), (LOGIN_PER_IP, request.remote or "-")]
-
-
-async def _failures_retry_after(
-    redis: aioredis.Redis, namespace: str, keys: list[tuple[Limit, str]]
-) -> int:
-    """Seconds until sign-in may be tried again (0: now). Only failures are counted (with
-    `ratelimit.hit`), so a blocked caller is recognised by reading the counter it wrote."""
-    for rule, key in keys:
-        verdict = await ratelimit.peek(redis, namespace, rule, key)
-        if not verdict.allowed:
-            return verdict.retry_after
-    return 0
+def login_key(request: web.Request, email: str) -> str:
+    """The (address, account) key of password attempts; the address is the client's as
+    `TRUSTED_PROXIES` decides (`api.forwarded`)."""
+    return f"{request.remote or '-'}|{email.strip().lower()}"
 
 
 async def login(request: web.Request) -> web.Response:
     """Checks the password; a user with 2FA is only half signed in until `auth/2fa/` (and when
-    a backup phone is their only factor, it is sent a code). Failures count against the account
-    and the client address (429 once over)."""
+    a backup phone is their only factor, it is sent a code). Attempts count against the client
+    address and account together (429 once over)."""
     body = await parse_body(request, LoginIn)
     user = await check_password(request, body)
     if user["has2fa"]:
@@ -140,24 +129,25 @@ async def login(request: web.Request) -> web.Response:
 
 
 async def check_password(request: web.Request, body: LoginIn) -> Any:
-    """The user whose password `body` holds (with `has2fa`); a failure counts against the
-    account and the client address: 401, or 429 once over. Signs nobody in."""
+    """The user whose password `body` holds (with `has2fa`). Each attempt counts against the
+    (client address, account) pair before the password is checked, so that parallel attempts
+    cannot pass the limit: 401, or 429 once over. A success clears the count. Signs nobody in."""
     settings = request.app[SETTINGS]
     redis = request.app[REDIS]
-    keys = _login_keys(request, body.email)
-    retry_after = await _failures_retry_after(redis, settings.redis_namespace, keys)
-    if retry_after:
-        raise rate_limited(retry_after, "Too many failed sign-in attempts; try again later.")
+    key = login_key(request, body.email)
+    verdict = await ratelimit.hit(redis, settings.redis_namespace, LOGIN_LIMIT, key)
+    if not verdict.allowed:
+        raise rate_limited(
+            verdict.retry_after, "Too many failed sign-in attempts; try again later."
+        )
     async with request.app[PG].acquire() as conn:
         user = await users.by_email(conn, body.email)
         if not verify_password(user["password_hash"] if user else None, body.password):
-            for rule, key in keys:
-                await ratelimit.hit(redis, settings.redis_namespace, rule, key)
             raise api_error(401, "Invalid email or password.")
         assert user is not None
         user = await users.by_id(conn, user["id"])
         assert user is not None
-    await ratelimit.reset(redis, settings.redis_namespace, *keys[0])
+    await ratelimit.reset(redis, settings.redis_namespace, LOGIN_LIMIT, key)
     return user
 
 

@@ -15,7 +15,7 @@ from aiohttp_session import get_session
 from api import invite_session
 from api.auth import actor, authenticate, require_user
 from api.errors import api_error, path_id
-from api.keys import PG, SETTINGS
+from api.keys import PG, REDIS, SETTINGS
 from db import members, users
 from require2fa import compliance, invitations
 
@@ -30,6 +30,12 @@ def _link_member_id(request: web.Request) -> int:
         raise api_error(400, INVALID) from None
 
 
+async def _count(request: web.Request) -> None:
+    """Counts the look (or acceptance) against the client's address: 429 once over."""
+    settings = request.app[SETTINGS]
+    await invitations.count_look(request.app[REDIS], settings.redis_namespace, request.remote)
+
+
 async def get_invite(request: web.Request) -> web.Response:
     """What accepting this link still needs (signing in, setting up 2FA); remembers the link in
     the session for the join after enrolling."""
@@ -40,6 +46,7 @@ async def look(request: web.Request) -> dict[str, Any]:
     """The link in the path (`member_id`, `token`) as `get_invite` describes it; a browser's
     session remembers it. 400 for a bad link, 410 once expired (JSON errors)."""
     auth = await authenticate(request)
+    await _count(request)
     member_id = _link_member_id(request)
     token = request.match_info["token"]
     async with request.app[PG].acquire() as conn, conn.transaction():
@@ -79,6 +86,7 @@ async def accept(request: web.Request) -> dict[str, Any]:
     """What `accept_invite` does for the link in the path; `{"orgSlug", "memberId",
     "redirect"}`. Errors are JSON `HTTPException`s (401, 400, 403, 409, 410)."""
     auth = await require_user(request)
+    await _count(request)
     member_id = _link_member_id(request)
     async with request.app[PG].acquire() as conn, conn.transaction():
         # The user first, then the member: the order enrollment (then join) takes them in.
