@@ -9,8 +9,8 @@ import asyncpg
 from aiohttp import web
 
 from api.auth import Auth, require_user
+from api.connection import connection
 from api.errors import api_error
-from api.keys import PG
 from db import members, organizations
 from require2fa import compliance
 
@@ -43,7 +43,7 @@ async def org_access(request: web.Request, *, roles: tuple[str, ...] | None = No
     """
     auth = await require_user(request)
     slug = request.match_info["org"]
-    async with request.app[PG].acquire() as conn:
+    async with connection(request) as conn:
         org = await organizations.by_slug(conn, slug) if _SLUG.match(slug) else None
         member = await members.of_user(conn, org["id"], auth.user_id) if org else None
     if org is None or (member is None and not auth.user["is_superuser"]):

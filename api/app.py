@@ -8,6 +8,7 @@ import redis.asyncio as aioredis
 from aiohttp import web
 
 from api import auth, headers
+from api.connection import connection_middleware
 from api.csrf import csrf_middleware
 from api.errors import error_middleware
 from api.forwarded import forwarded_middleware
@@ -23,8 +24,16 @@ def create_app(settings: Settings) -> web.Application:
     app = web.Application(
         # forwarded_middleware first: everything after it (logs, audit, rate limits) sees the
         # client's address; observe_middleware next: it sees every answer, the error pages'
-        # included; csrf_middleware inside error_middleware, so that its refusals are JSON.
-        middlewares=[forwarded_middleware, observe_middleware, error_middleware, csrf_middleware],
+        # included; csrf_middleware inside error_middleware, so that its refusals are JSON;
+        # connection_middleware outside the sessions' (added by auth.setup), so that loading and
+        # saving a session use the request's one connection too.
+        middlewares=[
+            forwarded_middleware,
+            observe_middleware,
+            error_middleware,
+            connection_middleware,
+            csrf_middleware,
+        ],
         client_max_size=MAX_BODY_BYTES,
     )
     app[SETTINGS] = settings

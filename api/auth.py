@@ -16,8 +16,8 @@ from aiohttp import web
 from aiohttp_session import get_session, new_session
 from aiohttp_session import setup as setup_sessions
 
+from api.connection import connection
 from api.errors import api_error
-from api.keys import PG
 from api.sessions import PostgresStorage, end_current
 from db import users
 from db.audit import Actor
@@ -59,12 +59,11 @@ async def authenticate(request: web.Request) -> Auth | None:
         return request[_AUTH]  # type: ignore[return-value]
     auth: Auth | None = None
     header = request.headers.get("Authorization", "")
-    pool = request.app[PG]
     if header:
         scheme, _, token = header.partition(" ")
         if scheme.lower() != "bearer" or not token.strip():
             raise api_error(401, "Invalid authorization header; expected 'Bearer <token>'.")
-        async with pool.acquire() as conn:
+        async with connection(request) as conn:
             row = await users.by_token(conn, token_hash(token.strip()))
         if row is None:
             raise api_error(401, "Invalid token.")
@@ -73,7 +72,7 @@ async def authenticate(request: web.Request) -> Auth | None:
         session = await get_session(request)
         user_id = session.get("uid")
         if isinstance(user_id, int):
-            async with pool.acquire() as conn:
+            async with connection(request) as conn:
                 row = await users.by_id(conn, user_id)
             if row is None:
                 session.invalidate()

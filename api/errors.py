@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import uuid
 from typing import Any, TypeVar
 
@@ -11,6 +10,7 @@ from aiohttp import web
 from aiohttp.typedefs import Handler
 from pydantic import BaseModel, ValidationError
 
+from api.jsonio import dumps
 from api.limits import LIMIT_ERRORS, MAX_BODY_BYTES
 from api.observe import REQUEST_ID
 from require2fa import errors as domain
@@ -34,7 +34,7 @@ _DEFAULT_DETAIL = {
 def api_error(status: int, detail: str | None = None, **extra: Any) -> web.HTTPException:
     """An exception to raise: answers `status` with a JSON body."""
     body = {"detail": detail or _DEFAULT_DETAIL.get(status, "Error."), **extra}
-    exc = web.HTTPException(text=json.dumps(body), content_type="application/json")
+    exc = web.HTTPException(text=dumps(body), content_type="application/json")
     exc.set_status(status)
     return exc
 

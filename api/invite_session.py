@@ -11,7 +11,8 @@ from typing import Any
 from aiohttp import web
 from aiohttp_session import Session, get_session
 
-from api.keys import PG, SETTINGS
+from api.connection import request_pool
+from api.keys import SETTINGS
 from require2fa import invitations, links
 from require2fa.security import seal, unseal
 
@@ -61,7 +62,7 @@ async def step_from_session(request: web.Request, user_id: int) -> dict[str, Any
     if held is None:
         return None
     outcome = await invitations.remembered_step(
-        request.app[PG], user_id=user_id, member_id=held[0], token=held[1]
+        await request_pool(request), user_id=user_id, member_id=held[0], token=held[1]
     )
     if not outcome.keep:
         forget(session)

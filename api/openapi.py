@@ -7,6 +7,7 @@ from typing import Any
 
 from aiohttp import web
 
+from api.jsonio import json_response
 from api.routes import ROUTES
 
 _PARAM = re.compile(r"{(\w+)}")
@@ -69,4 +70,4 @@ def build() -> dict[str, Any]:
 
 async def openapi_json(request: web.Request) -> web.Response:
     """This document."""
-    return web.json_response(build())
+    return json_response(build())

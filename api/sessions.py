@@ -14,7 +14,7 @@ from typing import Any
 from aiohttp import web
 from aiohttp_session import AbstractStorage, Session
 
-from api.keys import PG
+from api.connection import connection
 from db import sessions
 from require2fa.security import new_token, token_hash
 
@@ -31,7 +31,7 @@ class PostgresStorage(AbstractStorage):
         key = self.load_cookie(request)
         if not key or len(key) > _MAX_KEY:
             return Session(None, data=None, new=True, max_age=self.max_age)
-        async with request.app[PG].acquire() as conn:
+        async with connection(request) as conn:
             row = await sessions.load(conn, token_hash(key))
         if row is None:
             return Session(None, data=None, new=True, max_age=self.max_age)
@@ -44,7 +44,7 @@ class PostgresStorage(AbstractStorage):
     ) -> None:
         key = session.identity
         data: dict[str, Any] = dict(session)
-        async with request.app[PG].acquire() as conn:
+        async with connection(request) as conn:
             if session.empty:
                 if key is not None:
                     await sessions.delete(conn, token_hash(str(key)))
@@ -71,6 +71,6 @@ class PostgresStorage(AbstractStorage):
 async def end_current(request: web.Request, session: Session) -> None:
     """Deletes the stored row of `session` now (before a new session replaces it)."""
     if session.identity is not None:
-        async with request.app[PG].acquire() as conn:
+        async with connection(request) as conn:
             await sessions.delete(conn, token_hash(str(session.identity)))
     request.pop(SESSION_ID, None)

@@ -3,23 +3,34 @@
 from __future__ import annotations
 
 import asyncio
-import json
 
 import asyncpg
+import orjson
 
 from require2fa.reach import CONNECT_TIMEOUT, Unreachable, why
 
+# orjson: the members pages decode a settings object per row. Keys that are not strings are
+# written as strings, as the standard library does.
+_OPTIONS = orjson.OPT_NON_STR_KEYS
+
+
+def _encode_json(value: object) -> str:
+    return orjson.dumps(value, option=_OPTIONS).decode()
+
 
 def _encode_jsonb(value: object) -> bytes:
-    return b"\x01" + json.dumps(value).encode()  # jsonb's binary format: version 1, then text
+    # jsonb's binary format: version 1, then the text
+    return b"\x01" + orjson.dumps(value, option=_OPTIONS)
 
 
 def _decode_jsonb(data: bytes) -> object:
-    return json.loads(data[1:])
+    return orjson.loads(data[1:])
 
 
 async def _init_connection(conn: asyncpg.Connection) -> None:
-    await conn.set_type_codec("json", encoder=json.dumps, decoder=json.loads, schema="pg_catalog")
+    await conn.set_type_codec(
+        "json", encoder=_encode_json, decoder=orjson.loads, schema="pg_catalog"
+    )
     # Binary, so that COPY (copy_records_to_table) can write jsonb columns too.
     await conn.set_type_codec(
         "jsonb", encoder=_encode_jsonb, decoder=_decode_jsonb, schema="pg_catalog", format="binary"

@@ -10,9 +10,11 @@ from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from api.auth import Auth, mark_reauthenticated, require_sudo, require_user, sign_in, sign_out
+from api.connection import connection, request_pool
 from api.errors import api_error, parse_body, path_id, rate_limited
 from api.handlers import authenticators as factors
-from api.keys import PG, REDIS, SETTINGS
+from api.jsonio import json_response
+from api.keys import REDIS, SETTINGS
 from api.limits import Email
 from api.sessions import SESSION_ID
 from db import authenticators, sessions, users
@@ -88,12 +90,12 @@ async def register(request: web.Request) -> web.Response:
     """Creates a user and signs them in."""
     body = await parse_body(request, RegisterIn)
     user = await create_account(request, body)
-    return web.json_response(serialize_user(user), status=201)
+    return json_response(serialize_user(user), status=201)
 
 
 async def create_account(request: web.Request, body: RegisterIn) -> Any:
     """Writes the user and signs them in; 409 when the email is taken."""
-    async with request.app[PG].acquire() as conn:
+    async with connection(request) as conn:
         user = await users.create(
             conn, email=str(body.email), name=body.name, password_hash=hash_password(body.password)
         )
@@ -125,7 +127,7 @@ async def login(request: web.Request) -> web.Response:
             extra["smsSent"] = await _try_send_login_code(request, user["id"])
         raise api_error(401, "Enter a code from your second factor.", **extra)
     await sign_in(request, user["id"], half=False)
-    return web.json_response(serialize_user(user))
+    return json_response(serialize_user(user))
 
 
 async def check_password(request: web.Request, body: LoginIn) -> Any:
@@ -140,7 +142,7 @@ async def check_password(request: web.Request, body: LoginIn) -> Any:
         raise rate_limited(
             verdict.retry_after, "Too many failed sign-in attempts; try again later."
         )
-    async with request.app[PG].acquire() as conn:
+    async with connection(request) as conn:
         user = await users.by_email(conn, body.email)
         if not verify_password(user["password_hash"] if user else None, body.password):
             raise api_error(401, "Invalid email or password.")
@@ -155,7 +157,7 @@ async def _try_send_login_code(request: web.Request, user_id: int) -> bool:
     """Sign-in goes on even when the text cannot be sent now; `auth/2fa/sms/` resends."""
     try:
         sent = await factors.send_login_code(
-            request.app[PG], request.app[REDIS], request.app[SETTINGS], user_id
+            await request_pool(request), request.app[REDIS], request.app[SETTINGS], user_id
         )
     except web.HTTPException:
         return False
@@ -170,7 +172,7 @@ async def second_factor(request: web.Request) -> web.Response:
     if not auth.half_signed_in:
         raise api_error(400, "You are already signed in.")
     body = await parse_body(request, SecondFactorIn)
-    pool, redis, settings = request.app[PG], request.app[REDIS], request.app[SETTINGS]
+    pool, redis, settings = await request_pool(request), request.app[REDIS], request.app[SETTINGS]
     await factors.count_attempt(redis, settings, auth.user_id)
     if body.webauthn is not None:
         factor = await factors.verify_webauthn(request, auth, body.webauthn, webauthn.SIGN_IN)
@@ -186,7 +188,7 @@ async def second_factor(request: web.Request) -> web.Response:
     async with pool.acquire() as conn:
         user = await users.by_id(conn, auth.user_id)
     assert user is not None
-    return web.json_response(serialize_user(user))
+    return json_response(serialize_user(user))
 
 
 async def send_sms_code(request: web.Request) -> web.Response:
@@ -195,11 +197,11 @@ async def send_sms_code(request: web.Request) -> web.Response:
     if not auth.half_signed_in:
         raise api_error(400, "You are already signed in.")
     factor = await factors.send_login_code(
-        request.app[PG], request.app[REDIS], request.app[SETTINGS], auth.user_id
+        await request_pool(request), request.app[REDIS], request.app[SETTINGS], auth.user_id
     )
     if factor is None:
         raise api_error(400, "No backup phone is set up for this account.")
-    return web.json_response({"sent": True, "phone": sms.mask_phone(factor["phone"])})
+    return json_response({"sent": True, "phone": sms.mask_phone(factor["phone"])})
 
 
 async def webauthn_challenge(request: web.Request) -> web.Response:
@@ -210,11 +212,11 @@ async def webauthn_challenge(request: web.Request) -> web.Response:
         raise api_error(400, "You are already signed in.")
     await parse_body(request, EmptyIn)
     options = await factors.webauthn_options(request, auth, webauthn.SIGN_IN)
-    return web.json_response({"publicKey": options})
+    return json_response({"publicKey": options})
 
 
 async def interfaces(request: web.Request, user_id: int) -> list[str]:
-    async with request.app[PG].acquire() as conn:
+    async with connection(request) as conn:
         rows = await conn.fetch(
             """select distinct type from authenticators
                where user_id = $1 and confirmed_at is not null order by type""",
@@ -230,7 +232,7 @@ async def logout(request: web.Request) -> web.Response:
 
 async def me(request: web.Request) -> web.Response:
     auth = await require_user(request)
-    return web.json_response(serialize_user(auth.user))
+    return json_response(serialize_user(auth.user))
 
 
 async def create_api_token(request: web.Request) -> web.Response:
@@ -239,19 +241,19 @@ async def create_api_token(request: web.Request) -> web.Response:
     auth = await require_sudo(request)
     body = await parse_body(request, TokenIn)
     token = new_token()
-    async with request.app[PG].acquire() as conn:
+    async with connection(request) as conn:
         token_id = await users.create_token(
             conn, user_id=auth.user_id, token_hash=token_hash(token), name=body.name
         )
-    return web.json_response({"id": str(token_id), "token": token, "name": body.name}, status=201)
+    return json_response({"id": str(token_id), "token": token, "name": body.name}, status=201)
 
 
 async def list_api_tokens(request: web.Request) -> web.Response:
     """The caller's API tokens: names and dates (a token itself is only ever shown once)."""
     auth = await require_user(request)
-    async with request.app[PG].acquire() as conn:
+    async with connection(request) as conn:
         rows = await authenticators.tokens(conn, auth.user_id)
-    return web.json_response(
+    return json_response(
         [
             {
                 "id": str(row["id"]),
@@ -268,7 +270,7 @@ async def revoke_api_token(request: web.Request) -> web.Response:
     """Deletes one of the caller's API tokens; it stops working at once."""
     auth = await require_user(request)
     token_id = path_id(request, "id")
-    async with request.app[PG].acquire() as conn:
+    async with connection(request) as conn:
         if not await authenticators.revoke_token(conn, auth.user_id, token_id):
             raise api_error(404, "The requested token does not exist.")
     return web.Response(status=204)
@@ -293,7 +295,7 @@ async def sudo(request: web.Request) -> web.Response:
         await confirm_identity(request, auth.user, password=body.password, otp=body.otp)
     checked_at = await mark_reauthenticated(request)
     until = datetime.fromtimestamp(checked_at, UTC) + reauth.WINDOW
-    return web.json_response({"sudoUntil": until.isoformat()})
+    return json_response({"sudoUntil": until.isoformat()})
 
 
 async def sudo_webauthn_challenge(request: web.Request) -> web.Response:
@@ -304,7 +306,7 @@ async def sudo_webauthn_challenge(request: web.Request) -> web.Response:
         raise api_error(400, "API tokens do not need to confirm a password.")
     await parse_body(request, EmptyIn)
     options = await factors.webauthn_options(request, auth, webauthn.SUDO)
-    return web.json_response({"publicKey": options})
+    return json_response({"publicKey": options})
 
 
 async def confirm_with_key(request: web.Request, auth: Auth, credential: dict[str, Any]) -> None:
@@ -337,7 +339,7 @@ async def confirm_identity(
             raise api_error(401, "Invalid password.", code=reauth.REQUIRED_CODE) from None
         return
     assert otp is not None
-    pool, redis, settings = request.app[PG], request.app[REDIS], request.app[SETTINGS]
+    pool, redis, settings = await request_pool(request), request.app[REDIS], request.app[SETTINGS]
     await factors.count_attempt(redis, settings, user["id"])
     if await factors.verify_second_factor(pool, redis, settings, user["id"], otp) is None:
         raise api_error(401, factors.INVALID_CODE, code=reauth.REQUIRED_CODE)
@@ -352,7 +354,7 @@ async def change_password(request: web.Request) -> web.Response:
     auth = await require_user(request)
     body = await parse_body(request, PasswordIn)
     await confirm_identity(request, auth.user, password=body.current)
-    async with request.app[PG].acquire() as conn, conn.transaction():
+    async with connection(request) as conn, conn.transaction():
         await conn.execute(
             "update users set password_hash = $2 where id = $1",
             auth.user_id,
@@ -378,16 +380,16 @@ def serialize_session(row: Any, current: int | None) -> dict[str, Any]:
 async def list_sessions(request: web.Request) -> web.Response:
     """The caller's signed-in sessions (browsers), the current one marked."""
     auth = await require_user(request)
-    async with request.app[PG].acquire() as conn:
+    async with connection(request) as conn:
         rows = await sessions.for_user(conn, auth.user_id)
     current = request.get(SESSION_ID)
-    return web.json_response([serialize_session(row, current) for row in rows])
+    return json_response([serialize_session(row, current) for row in rows])
 
 
 async def end_other_sessions(request: web.Request) -> web.Response:
     """Ends every session of the caller but the current one (all of them for an API token)."""
     auth = await require_user(request)
-    async with request.app[PG].acquire() as conn:
+    async with connection(request) as conn:
         await sessions.end_others(conn, auth.user_id, keep=request.get(SESSION_ID))
     return web.Response(status=204)
 
@@ -399,7 +401,7 @@ async def end_session(request: web.Request) -> web.Response:
     if session_id == request.get(SESSION_ID):
         await sign_out(request)
         return web.Response(status=204)
-    async with request.app[PG].acquire() as conn:
+    async with connection(request) as conn:
         if not await sessions.end(conn, auth.user_id, session_id):
             raise api_error(404, "The requested session does not exist.")
     return web.Response(status=204)

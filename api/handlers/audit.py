@@ -9,8 +9,9 @@ import asyncpg
 from aiohttp import web
 
 from api.access import MANAGERS, OrgAccess, org_access
+from api.connection import connection
 from api.errors import api_error
-from api.keys import PG
+from api.jsonio import json_response
 from api.pagination import link_header, page_args, split_page
 from db import audit
 
@@ -59,7 +60,7 @@ async def audit_page(request: web.Request, access: OrgAccess, *, per_page: int =
         unknown = f"Unknown event: {event[:100]}"
         raise api_error(400, unknown, errors={"event": [unknown]})
     cursor, limit = page_args(request, default=per_page)
-    async with request.app[PG].acquire() as conn:
+    async with connection(request) as conn:
         rows = await audit.page(
             conn,
             organization_id=access.org["id"],
@@ -76,7 +77,7 @@ async def list_audit_logs(request: web.Request) -> web.Response:
     access = await org_access(request, roles=MANAGERS)
     found = await audit_page(request, access)
     rows, next_cursor = found.rows, found.next_cursor
-    response = web.json_response(
+    response = json_response(
         {"rows": [serialize_entry(row) for row in rows], "options": list(audit.EVENTS)}
     )
     response.headers["Link"] = link_header(request, next_cursor=next_cursor)

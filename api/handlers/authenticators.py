@@ -18,9 +18,11 @@ from aiohttp_session import get_session
 from pydantic import BaseModel, Field
 
 from api.auth import Auth, require_sudo, require_user
+from api.connection import connection, request_pool
 from api.errors import api_error, parse_body, path_id, rate_limited
 from api.invite_session import step_from_session
-from api.keys import PG, REDIS, SETTINGS
+from api.jsonio import json_response
+from api.keys import REDIS, SETTINGS
 from api.sessions import SESSION_ID
 from db import authenticators, outbox, sessions, users
 from jobs import email as email_jobs
@@ -214,9 +216,9 @@ async def _security_notice(
 async def list_authenticators(request: web.Request) -> web.Response:
     """The caller's confirmed factors."""
     auth = await require_user(request)
-    async with request.app[PG].acquire() as conn:
+    async with connection(request) as conn:
         rows = await authenticators.for_user(conn, auth.user_id)
-    return web.json_response([serialize_authenticator(row) for row in rows])
+    return json_response([serialize_authenticator(row) for row in rows])
 
 
 @dataclass(frozen=True)
@@ -235,7 +237,7 @@ async def _enrolled(request: web.Request, auth: Auth, enrolled: Enrolled) -> web
     step = await after_enrollment(request, auth)
     if step is not None:
         body["joinStep"] = step
-    return web.json_response(body, status=201)
+    return json_response(body, status=201)
 
 
 async def after_enrollment(request: web.Request, auth: Auth) -> dict[str, Any] | None:
@@ -278,15 +280,13 @@ async def enroll_totp(request: web.Request) -> web.Response:
     confirms it, writing the factor, recovery codes on the first factor and a security notice."""
     auth = await require_user(request)
     body = await parse_body(request, TotpEnrollIn)
-    pool = request.app[PG]
+    pool = await request_pool(request)
     if body.otp is None:
         async with pool.acquire() as conn:
             await _refuse_second(conn, auth.user_id, "totp")
         fresh = totp.new_secret()
         url = totp.otpauth_url(fresh, auth.user["email"])
-        return web.json_response(
-            {"secret": fresh, "otpauthUrl": url, "qrcode": totp.qrcode_svg(url)}
-        )
+        return json_response({"secret": fresh, "otpauthUrl": url, "qrcode": totp.qrcode_svg(url)})
 
     enrolled = await confirm_totp(request, auth, body.secret or "", body.otp, body.name)
     return await _enrolled(request, auth, enrolled)
@@ -299,7 +299,7 @@ async def confirm_totp(
     factor, recovery codes on the first factor and a security notice. 400/409/429 as JSON
     `HTTPException`s. The caller then calls `after_enrollment`."""
     settings = request.app[SETTINGS]
-    pool = request.app[PG]
+    pool = await request_pool(request)
     secret = totp.normalize_secret(secret_text)
     if secret is None:
         raise api_error(
@@ -335,7 +335,7 @@ async def enroll_sms(request: web.Request) -> web.Response:
     body = await parse_body(request, SmsEnrollIn)
     if body.otp is None:
         phone = await send_enrollment_code(request, auth, body.phone)
-        return web.json_response({"phone": phone, "sent": True, "expiresIn": sms.CODE_TTL_SECONDS})
+        return json_response({"phone": phone, "sent": True, "expiresIn": sms.CODE_TTL_SECONDS})
     enrolled = await confirm_sms(request, auth, body.phone, body.otp)
     return await _enrolled(request, auth, enrolled)
 
@@ -356,7 +356,7 @@ async def send_enrollment_code(request: web.Request, auth: Auth, phone_text: str
     bad number, 409 when a backup phone exists, 429, 503 as JSON `HTTPException`s."""
     settings, redis = request.app[SETTINGS], request.app[REDIS]
     phone = _phone(phone_text)
-    async with request.app[PG].acquire() as conn:
+    async with connection(request) as conn:
         await _refuse_second(conn, auth.user_id, "sms")
     await count_sms_send(redis, settings, auth.user_id)
     code = sms.new_code()
@@ -379,7 +379,7 @@ async def confirm_sms(request: web.Request, auth: Auth, phone_text: str, otp: st
     )
     if not taken:
         raise api_error(400, INVALID_CODE, errors={"otp": [INVALID_CODE]})
-    async with request.app[PG].acquire() as conn, conn.transaction():
+    async with connection(request) as conn, conn.transaction():
         await users.lock(conn, [auth.user_id])
         await _refuse_second(conn, auth.user_id, "sms")
         factor = await authenticators.insert_sms(
@@ -393,7 +393,7 @@ async def confirm_sms(request: web.Request, auth: Auth, phone_text: str, otp: st
 async def regenerate_recovery_codes(request: web.Request) -> web.Response:
     """A new set of recovery codes, voiding the old one (sudo); queues a security notice."""
     auth = await require_user(request)
-    return web.json_response({"recoveryCodes": await regenerate(request, auth)})
+    return json_response({"recoveryCodes": await regenerate(request, auth)})
 
 
 async def regenerate(request: web.Request, auth: Auth) -> list[str]:
@@ -401,7 +401,7 @@ async def regenerate(request: web.Request, auth: Auth) -> list[str]:
     (`require_sudo`); the new codes (400 without a second factor)."""
     await require_sudo(request)
     settings = request.app[SETTINGS]
-    async with request.app[PG].acquire() as conn, conn.transaction():
+    async with connection(request) as conn, conn.transaction():
         await users.lock(conn, [auth.user_id])
         if await authenticators.count_second_factors(conn, auth.user_id) == 0:
             raise api_error(
@@ -437,7 +437,7 @@ async def remove(request: web.Request, auth: Auth, authenticator_id: int) -> asy
     (`require_sudo`); the factor removed. 404, or 403 `LAST_FACTOR`."""
     await require_sudo(request)
     settings = request.app[SETTINGS]
-    async with request.app[PG].acquire() as conn, conn.transaction():
+    async with connection(request) as conn, conn.transaction():
         # Locked like an enrollment, so two deletions cannot each leave the other as the last.
         await users.lock(conn, [auth.user_id])
         factor = await authenticators.get(conn, auth.user_id, authenticator_id, lock=True)
@@ -474,7 +474,7 @@ async def rename_authenticator(request: web.Request) -> web.Response:
     authenticator_id = path_id(request, "id")
     body = await parse_body(request, RenameIn)
     row = await rename(request, auth, authenticator_id, body.name)
-    return web.json_response(serialize_authenticator(row))
+    return json_response(serialize_authenticator(row))
 
 
 async def rename(
@@ -487,7 +487,7 @@ async def rename(
         raise api_error(
             400, "Invalid request.", errors={"name": ["Enter a name of 1 to 100 characters."]}
         )
-    async with request.app[PG].acquire() as conn:
+    async with connection(request) as conn:
         row = await authenticators.rename(conn, auth.user_id, authenticator_id, name)
     if row is None:
         raise api_error(404, "The requested authenticator does not exist.")
@@ -531,7 +531,7 @@ async def webauthn_options(request: web.Request, auth: Auth, purpose: str) -> di
     """Starts a sign-in (or re-authentication) with one of the user's keys: a challenge filed
     for this session, and the request options naming their keys. 400 when they have none."""
     settings = request.app[SETTINGS]
-    async with request.app[PG].acquire() as conn:
+    async with connection(request) as conn:
         keys = await authenticators.of_type(conn, auth.user_id, "webauthn")
     if not keys:
         raise api_error(400, "No security key is set up for this account.")
@@ -569,7 +569,7 @@ async def verify_webauthn(
     except (webauthn.CeremonyError, web.HTTPException) as err:
         log.info("webauthn.refused", user_id=auth.user_id, reason=getattr(err, "reason", "none"))
         return None
-    async with request.app[PG].acquire() as conn:
+    async with connection(request) as conn:
         key = await authenticators.webauthn_by_credential(conn, auth.user_id, credential_id)
         if key is None:
             log.info("webauthn.refused", user_id=auth.user_id, reason="unknown credential")
@@ -601,7 +601,7 @@ async def register_webauthn(request: web.Request) -> web.Response:
     body = await parse_body(request, WebauthnRegisterIn)
     settings = request.app[SETTINGS]
     redis = request.app[REDIS]
-    pool = request.app[PG]
+    pool = await request_pool(request)
     if body.credential is None:
         async with pool.acquire() as conn:
             keys = await authenticators.of_type(conn, auth.user_id, "webauthn")
@@ -624,7 +624,7 @@ async def register_webauthn(request: web.Request) -> web.Response:
             existing=_credentials(keys),
             challenge=challenge,
         )
-        return web.json_response({"publicKey": options})
+        return json_response({"publicKey": options})
     enrolled = await confirm_webauthn(request, auth, body.credential, body.name)
     return await _enrolled(request, auth, enrolled)
 
@@ -648,7 +648,7 @@ async def confirm_webauthn(
     except webauthn.CeremonyError as err:
         log.info("webauthn.registration_refused", user_id=auth.user_id, reason=err.reason)
         raise api_error(400, KEY_NOT_ACCEPTED) from None
-    async with request.app[PG].acquire() as conn, conn.transaction():
+    async with connection(request) as conn, conn.transaction():
         await users.lock(conn, [auth.user_id])
         if len(await authenticators.of_type(conn, auth.user_id, "webauthn")) >= MAX_KEYS:
             raise api_error(409, f"You have {MAX_KEYS} security keys; remove one to add another.")

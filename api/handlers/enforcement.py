@@ -9,8 +9,9 @@ from aiohttp import web
 
 from api import dispatch
 from api.access import MANAGERS, OrgAccess, org_access
+from api.connection import connection, request_pool
 from api.errors import api_error, path_id
-from api.keys import PG
+from api.jsonio import json_response
 from api.pagination import link_header, page_args, split_page
 from api.serializers import serialize_member, serialize_run
 from db import counts, members, report, runs
@@ -37,7 +38,7 @@ async def compliance(request: web.Request) -> web.StreamResponse:
     # Only the owner asking is left out (they must have 2FA to turn it on anyway); a manager
     # without 2FA who asks would be removed by the run, so is counted and listed.
     acting_owner = access.auth.user_id if access.role == "owner" else None
-    async with request.app[PG].acquire() as conn:
+    async with connection(request) as conn:
         count = await counts.count_noncompliant(conn, org_id, except_user_id=acting_owner)
         rows = await members.page(
             conn, org_id, where=members.NONCOMPLIANT, after_id=cursor, limit=per_page + 1
@@ -47,7 +48,7 @@ async def compliance(request: web.Request) -> web.StreamResponse:
         "count": count,
         "members": [serialize_member(r) for r in rows if r["user_id"] != acting_owner],
     }
-    response = web.json_response(body)
+    response = json_response(body)
     response.headers["Link"] = link_header(request, next_cursor=next_cursor)
     return response
 
@@ -64,7 +65,7 @@ async def compliance_csv(request: web.Request, access: OrgAccess) -> web.StreamR
         }
     )
     response.enable_chunked_encoding()
-    pool = request.app[PG]
+    pool = await request_pool(request)
     conn = await pool.acquire()
     try:
         await response.prepare(request)
@@ -88,13 +89,13 @@ async def list_enforcements(request: web.Request) -> web.Response:
     """The organization's enforcement runs, newest first (owners, managers)."""
     access = await org_access(request, roles=MANAGERS)
     cursor, per_page = page_args(request, default=25)
-    async with request.app[PG].acquire() as conn:
+    async with connection(request) as conn:
         found = await runs.runs_page(conn, access.org["id"], before_id=cursor, limit=per_page + 1)
         found, next_cursor = split_page(found, per_page)
         body = [
             serialize_run(run, emails=await runs.email_counts(conn, run["id"])) for run in found
         ]
-    response = web.json_response(body)
+    response = json_response(body)
     response.headers["Link"] = link_header(request, next_cursor=next_cursor)
     return response
 
@@ -102,12 +103,12 @@ async def list_enforcements(request: web.Request) -> web.Response:
 async def get_enforcement(request: web.Request) -> web.Response:
     """One run's live progress: counters, and the emails it queued and sent (owners, managers)."""
     access = await org_access(request, roles=MANAGERS)
-    async with request.app[PG].acquire() as conn:
+    async with connection(request) as conn:
         run = await runs.get_run(conn, _run_id(request), organization_id=access.org["id"])
         if run is None:
             raise api_error(404, "The requested enforcement does not exist.")
         emails = await runs.email_counts(conn, run["id"])
-    return web.json_response(serialize_run(run, emails=emails))
+    return json_response(serialize_run(run, emails=emails))
 
 
 async def send_reminders(request: web.Request) -> web.Response:
@@ -116,7 +117,7 @@ async def send_reminders(request: web.Request) -> web.Response:
     managers). Answers 202 at once: at a million members the queueing takes seconds."""
     access = await org_access(request, roles=MANAGERS)
     await dispatch.send_reminders(access.org["id"], access.auth.user_id)
-    return web.json_response(
+    return json_response(
         {"detail": "Reminders are being sent to every member without two-factor authentication."},
         status=202,
     )

@@ -7,14 +7,16 @@ import asyncio
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from api.keys import PG, REDIS
+from api.connection import connection
+from api.jsonio import json_response
+from api.keys import REDIS
 
 
 async def healthz(request: web.Request) -> web.Response:
     """200 when PostgreSQL and Redis answer, 503 naming what does not."""
     checks: dict[str, str] = {}
     try:
-        async with asyncio.timeout(2), request.app[PG].acquire() as conn:
+        async with asyncio.timeout(2), connection(request) as conn:
             await conn.fetchval("select 1")
         checks["database"] = "ok"
     except Exception as err:  # any failure means unhealthy; say which
@@ -29,7 +31,7 @@ async def healthz(request: web.Request) -> web.Response:
     body = {"status": "ok" if healthy else "unavailable", "checks": checks}
     if not healthy:
         body["detail"] = "A dependency is unreachable."
-    return web.json_response(body, status=200 if healthy else 503)
+    return json_response(body, status=200 if healthy else 503)
 
 
 async def metrics(request: web.Request) -> web.Response:

@@ -14,8 +14,10 @@ from aiohttp_session import get_session
 
 from api import invite_session
 from api.auth import actor, authenticate, require_user
+from api.connection import connection
 from api.errors import api_error, path_id
-from api.keys import PG, REDIS, SETTINGS
+from api.jsonio import json_response
+from api.keys import REDIS, SETTINGS
 from db import members, users
 from require2fa import compliance, invitations
 
@@ -39,7 +41,7 @@ async def _count(request: web.Request) -> None:
 async def get_invite(request: web.Request) -> web.Response:
     """What accepting this link still needs (signing in, setting up 2FA); remembers the link in
     the session for the join after enrolling."""
-    return web.json_response(await look(request))
+    return json_response(await look(request))
 
 
 async def look(request: web.Request) -> dict[str, Any]:
@@ -49,7 +51,7 @@ async def look(request: web.Request) -> dict[str, Any]:
     await _count(request)
     member_id = _link_member_id(request)
     token = request.match_info["token"]
-    async with request.app[PG].acquire() as conn, conn.transaction():
+    async with connection(request) as conn, conn.transaction():
         row = await invitations.pending_member(conn, member_id, token)
         existing = False
         has2fa = False
@@ -79,7 +81,7 @@ async def look(request: web.Request) -> dict[str, Any]:
 
 async def accept_invite(request: web.Request) -> web.Response:
     """Joins the signed-in user to the member row (role, teams, settings kept); `member.accept`."""
-    return web.json_response(await accept(request))
+    return json_response(await accept(request))
 
 
 async def accept(request: web.Request) -> dict[str, Any]:
@@ -88,7 +90,7 @@ async def accept(request: web.Request) -> dict[str, Any]:
     auth = await require_user(request)
     await _count(request)
     member_id = _link_member_id(request)
-    async with request.app[PG].acquire() as conn, conn.transaction():
+    async with connection(request) as conn, conn.transaction():
         # The user first, then the member: the order enrollment (then join) takes them in.
         await users.lock(conn, [auth.user_id])
         row = await invitations.pending_member(conn, member_id, request.match_info["token"])

@@ -10,8 +10,10 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
 from api.access import MANAGERS, OrgAccess, org_access
 from api.auth import actor, require_sudo
+from api.connection import connection, request_pool
 from api.errors import api_error, parse_body, path_id
-from api.keys import PG, REDIS, SETTINGS
+from api.jsonio import json_response
+from api.keys import REDIS, SETTINGS
 from api.limits import Email, MemberSettings, TeamSlugs
 from api.pagination import link_header, page_args, split_page
 from api.serializers import serialize_member
@@ -106,12 +108,12 @@ async def list_members(request: web.Request) -> web.Response:
     access = await org_access(request)
     where = parse_query(request.query.get("query", ""))
     cursor, per_page = page_args(request)
-    async with request.app[PG].acquire() as conn:
+    async with connection(request) as conn:
         rows = await members.page(
             conn, access.org["id"], where=where, after_id=cursor, limit=per_page + 1
         )
     rows, next_cursor = split_page(rows, per_page)
-    response = web.json_response([serialize_member(row) for row in rows])
+    response = json_response([serialize_member(row) for row in rows])
     response.headers["Link"] = link_header(request, next_cursor=next_cursor)
     return response
 
@@ -124,7 +126,7 @@ async def invite_member(request: web.Request) -> web.Response:
     settings = request.app[SETTINGS]
     token = new_token()
     org = access.org
-    async with request.app[PG].acquire() as conn, conn.transaction():
+    async with connection(request) as conn, conn.transaction():
         team_ids = await resolve_teams(conn, org["id"], body.teams)
         new_id = await members.insert_pending(
             conn,
@@ -165,16 +167,16 @@ async def invite_member(request: web.Request) -> web.Response:
         row = await members.get(conn, org["id"], new_id)
     assert row is not None
     await email_jobs.kick()
-    return web.json_response(serialize_member(row), status=201)
+    return json_response(serialize_member(row), status=201)
 
 
 async def get_member(request: web.Request) -> web.Response:
     access = await org_access(request)
-    async with request.app[PG].acquire() as conn:
+    async with connection(request) as conn:
         row = await members.get(conn, access.org["id"], member_id(request))
     if row is None:
         raise api_error(404, "The requested member does not exist.")
-    return web.json_response(serialize_member(row))
+    return json_response(serialize_member(row))
 
 
 async def update_member(request: web.Request) -> web.Response:
@@ -186,7 +188,7 @@ async def update_member(request: web.Request) -> web.Response:
     if "exempt_2fa" in body.model_fields_set:
         return await exempt(request, access, body)
     org_id = access.org["id"]
-    async with request.app[PG].acquire() as conn, conn.transaction():
+    async with connection(request) as conn, conn.transaction():
         row = await members.get(conn, org_id, member_id(request))
         if row is None:
             raise api_error(404, "The requested member does not exist.")
@@ -216,7 +218,7 @@ async def update_member(request: web.Request) -> web.Response:
         )
         updated = await members.get(conn, org_id, row["id"])
     assert updated is not None
-    return web.json_response(serialize_member(updated))
+    return json_response(serialize_member(updated))
 
 
 async def reinvite(request: web.Request, access: OrgAccess, member_id: int) -> web.Response:
@@ -224,7 +226,7 @@ async def reinvite(request: web.Request, access: OrgAccess, member_id: int) -> w
     `require2fa.invitations.resend`."""
     access.require_role(*MANAGERS)
     row = await invitations.resend(
-        request.app[PG],
+        await request_pool(request),
         request.app[REDIS],
         request.app[SETTINGS],
         org=access.org,
@@ -233,14 +235,14 @@ async def reinvite(request: web.Request, access: OrgAccess, member_id: int) -> w
         actor=actor(request, access.auth),
     )
     await email_jobs.kick()
-    return web.json_response(serialize_member(row))
+    return json_response(serialize_member(row))
 
 
 async def delete_member(request: web.Request) -> web.Response:
     """Removes a member (owners, managers; anyone may leave); writes `member.remove`."""
     access = await org_access(request)
     org_id = access.org["id"]
-    async with request.app[PG].acquire() as conn, conn.transaction():
+    async with connection(request) as conn, conn.transaction():
         row = await members.get(conn, org_id, member_id(request))
         if row is None:
             raise api_error(404, "The requested member does not exist.")
@@ -272,7 +274,7 @@ async def reset_2fa(request: web.Request) -> web.Response:
     if access.role == "owner":
         await require_sudo(request)
     settings = request.app[SETTINGS]
-    async with request.app[PG].acquire() as conn, conn.transaction():
+    async with connection(request) as conn, conn.transaction():
         result = await owner_tools.reset_member_2fa(
             conn,
             organization_id=access.org["id"],
@@ -284,7 +286,7 @@ async def reset_2fa(request: web.Request) -> web.Response:
             reinstatement_window=settings.reinstatement_window,
         )
     await email_jobs.kick()
-    return web.json_response(
+    return json_response(
         {
             "member": serialize_member(result.member),
             "deletedFactors": result.deleted,
@@ -304,7 +306,7 @@ async def exempt(request: web.Request, access: OrgAccess, body: MemberUpdate) ->
         await require_sudo(request)
     settings = request.app[SETTINGS]
     exemption = body.exempt_2fa
-    async with request.app[PG].acquire() as conn, conn.transaction():
+    async with connection(request) as conn, conn.transaction():
         try:
             result = await owner_tools.set_exemption(
                 conn,
@@ -323,4 +325,4 @@ async def exempt(request: web.Request, access: OrgAccess, body: MemberUpdate) ->
             raise api_error(400, "Invalid request.", errors={field: [refused.detail]}) from None
     if result.removed:
         await email_jobs.kick()
-    return web.json_response(serialize_member(result.member))
+    return json_response(serialize_member(result.member))

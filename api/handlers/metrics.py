@@ -34,7 +34,8 @@ from prometheus_client.core import (
 )
 from prometheus_client.registry import Collector
 
-from api.keys import PG, REDIS, SETTINGS
+from api.connection import request_pool
+from api.keys import REDIS, SETTINGS
 from db import metrics as enforcement_metrics
 from db import outbox
 from jobs.observe import DURATION_BUCKETS_MS, emails_key, metrics_key
@@ -214,7 +215,7 @@ async def metrics(request: web.Request) -> web.Response:
     database: dict[str, Any] | BaseException
     figures: dict[str, Any] | BaseException
     database, figures = await asyncio.gather(
-        _database_figures(request.app[PG]),
+        _database_figures(await request_pool(request)),
         _redis_figures(request.app[REDIS], settings.redis_namespace),
         return_exceptions=True,
     )

@@ -9,9 +9,10 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
 from api.access import MANAGERS, org_access
 from api.auth import actor, recently_authenticated, require_user
+from api.connection import request_pool
 from api.dispatch import send_coordinator
 from api.errors import parse_body
-from api.keys import PG
+from api.jsonio import json_response
 from api.serializers import serialize_org, serialize_run, serialize_team
 from require2fa import organization_settings
 from require2fa import organizations as organizations_domain
@@ -46,25 +47,25 @@ async def create_organization(request: web.Request) -> web.Response:
     auth = await require_user(request)
     body = await parse_body(request, OrganizationIn)
     org = await organizations_domain.create_organization(
-        request.app[PG],
+        await request_pool(request),
         name=body.name,
         slug=body.slug,
         owner_id=auth.user_id,
         owner_email=auth.user["email"],
     )
-    return web.json_response(serialize_org(org, role="owner"), status=201)
+    return json_response(serialize_org(org, role="owner"), status=201)
 
 
 async def list_organizations(request: web.Request) -> web.Response:
     """The caller's organizations."""
     auth = await require_user(request)
-    rows = await organizations_domain.of_user(request.app[PG], auth.user_id)
-    return web.json_response([serialize_org(row, role=row["role"]) for row in rows])
+    rows = await organizations_domain.of_user(await request_pool(request), auth.user_id)
+    return json_response([serialize_org(row, role=row["role"]) for row in rows])
 
 
 async def get_organization(request: web.Request) -> web.Response:
     access = await org_access(request)
-    return web.json_response(serialize_org(access.org, role=access.role))
+    return json_response(serialize_org(access.org, role=access.role))
 
 
 async def update_organization(request: web.Request) -> web.Response:
@@ -73,7 +74,7 @@ async def update_organization(request: web.Request) -> web.Response:
     access = await org_access(request)
     body = await parse_body(request, OrganizationUpdate)
     change = await organization_settings.apply_change(
-        request.app[PG],
+        await request_pool(request),
         access.org,
         actor=actor(request, access.auth),
         role=access.role,
@@ -86,7 +87,7 @@ async def update_organization(request: web.Request) -> web.Response:
         level=body.require_2fa_level,
     )
     extra = {"enforcement": serialize_run(change.run, brief=True)} if change.run else {}
-    return web.json_response(serialize_org(change.org, role=access.role, **extra))
+    return json_response(serialize_org(change.org, role=access.role, **extra))
 
 
 async def create_team(request: web.Request) -> web.Response:
@@ -94,12 +95,15 @@ async def create_team(request: web.Request) -> web.Response:
     access = await org_access(request, roles=(*MANAGERS, "admin"))
     body = await parse_body(request, TeamIn)
     team = await organizations_domain.create_team(
-        request.app[PG], organization_id=access.org["id"], name=body.name, slug=body.slug
+        await request_pool(request),
+        organization_id=access.org["id"],
+        name=body.name,
+        slug=body.slug,
     )
-    return web.json_response(serialize_team(team), status=201)
+    return json_response(serialize_team(team), status=201)
 
 
 async def list_teams(request: web.Request) -> web.Response:
     access = await org_access(request)
-    rows = await organizations_domain.teams(request.app[PG], access.org["id"])
-    return web.json_response([serialize_team(row) for row in rows])
+    rows = await organizations_domain.teams(await request_pool(request), access.org["id"])
+    return json_response([serialize_team(row) for row in rows])

@@ -10,8 +10,10 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from api.access import OrgAccess, org_access
 from api.auth import actor, require_sudo
+from api.connection import connection
 from api.errors import api_error, parse_body, path_id
-from api.keys import PG, SETTINGS
+from api.jsonio import json_response
+from api.keys import SETTINGS
 from api.pagination import link_header, page_args, split_page
 from db import webhooks as queries
 from require2fa import webhooks
@@ -74,7 +76,7 @@ async def create(
     try:
         checked = webhooks.check_url(url, settings)
         await webhooks.check_destination(checked, settings)
-        async with request.app[PG].acquire() as conn, conn.transaction():
+        async with connection(request) as conn, conn.transaction():
             return await webhooks.create(
                 conn,
                 organization_id=access.org["id"],
@@ -89,7 +91,7 @@ async def create(
 
 async def delete(request: web.Request, access: OrgAccess, webhook_id: int) -> None:
     """`webhooks.delete` (the webhook, its deliveries, `webhook.delete`), or 404."""
-    async with request.app[PG].acquire() as conn, conn.transaction():
+    async with connection(request) as conn, conn.transaction():
         deleted = await webhooks.delete(
             conn,
             organization_id=access.org["id"],
@@ -106,20 +108,20 @@ async def create_webhook(request: web.Request) -> web.Response:
     access = await org_access(request, roles=OWNERS)
     body = await parse_body(request, WebhookIn)
     created = await create(request, access, url=body.url, events=body.events)
-    return web.json_response(serialize_webhook(created.webhook, secret=created.secret), status=201)
+    return json_response(serialize_webhook(created.webhook, secret=created.secret), status=201)
 
 
 async def list_webhooks(request: web.Request) -> web.Response:
     """The organization's webhooks (owners), without their secrets."""
     access = await org_access(request, roles=OWNERS)
-    async with request.app[PG].acquire() as conn:
+    async with connection(request) as conn:
         rows = await queries.list_for(conn, access.org["id"])
-    return web.json_response([serialize_webhook(row) for row in rows])
+    return json_response([serialize_webhook(row) for row in rows])
 
 
 async def _webhook(request: web.Request, access: OrgAccess) -> asyncpg.Record:
     webhook_id = path_id(request, "webhook_id", not_found=NOT_FOUND)
-    async with request.app[PG].acquire() as conn:
+    async with connection(request) as conn:
         row = await queries.get(conn, organization_id=access.org["id"], webhook_id=webhook_id)
     if row is None:
         raise api_error(404, NOT_FOUND)
@@ -129,7 +131,7 @@ async def _webhook(request: web.Request, access: OrgAccess) -> asyncpg.Record:
 async def get_webhook(request: web.Request) -> web.Response:
     """One webhook (owners), without its secret."""
     access = await org_access(request, roles=OWNERS)
-    return web.json_response(serialize_webhook(await _webhook(request, access)))
+    return json_response(serialize_webhook(await _webhook(request, access)))
 
 
 async def delete_webhook(request: web.Request) -> web.Response:
@@ -145,9 +147,9 @@ async def list_deliveries(request: web.Request) -> web.Response:
     access = await org_access(request, roles=OWNERS)
     webhook = await _webhook(request, access)
     cursor, limit = page_args(request, default=100)
-    async with request.app[PG].acquire() as conn:
+    async with connection(request) as conn:
         rows = await queries.deliveries_page(conn, webhook["id"], before_id=cursor, limit=limit + 1)
     rows, next_cursor = split_page(rows, limit)
-    response = web.json_response([serialize_delivery(row) for row in rows])
+    response = json_response([serialize_delivery(row) for row in rows])
     response.headers["Link"] = link_header(request, next_cursor=next_cursor)
     return response

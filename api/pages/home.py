@@ -13,8 +13,8 @@ from aiohttp import web
 
 from api.access import MANAGERS, org_access
 from api.auth import authenticate
+from api.connection import connection, request_pool
 from api.errors import status_of
-from api.keys import PG
 from api.pages.views import _form, _html_errors, _signed_in, render
 from db import counts as member_counts
 from db import runs
@@ -29,7 +29,7 @@ async def home_page(request: web.Request) -> web.StreamResponse:
     auth = await authenticate(request)
     if auth is None or auth.half_signed_in or auth.token_id is not None:
         return await render(request, "home.html", orgs=None)
-    orgs = await organizations_domain.of_user(request.app[PG], auth.user_id)
+    orgs = await organizations_domain.of_user(await request_pool(request), auth.user_id)
     return await render(request, "home.html", orgs=orgs)
 
 
@@ -44,7 +44,7 @@ async def new_organization_page(request: web.Request) -> web.StreamResponse:
     name, slug = form.get("name", "").strip()[:200], form.get("slug", "").strip().lower()[:50]
     try:
         org = await organizations_domain.create_organization(
-            request.app[PG],
+            await request_pool(request),
             name=name,
             slug=slug or None,
             owner_id=auth.user_id,
@@ -68,7 +68,7 @@ async def organization_page(request: web.Request) -> web.StreamResponse:
     how many use 2FA, who is pending, and the latest enforcement run."""
     auth = await _signed_in(request)
     slug = request.match_info["org"]
-    mine = await organizations_domain.of_user(request.app[PG], auth.user_id)
+    mine = await organizations_domain.of_user(await request_pool(request), auth.user_id)
     org = next((row for row in mine if row["slug"] == slug), None)
     if org is None:
         return await render(
@@ -96,7 +96,7 @@ async def organization_page(request: web.Request) -> web.StreamResponse:
             run=None,
             section="overview",
         )
-    async with request.app[PG].acquire() as conn:
+    async with connection(request) as conn:
         counts = await member_counts.member_counts(conn, org["id"])
         run = await runs.current_run(conn, org["id"]) if access.role in MANAGERS else None
     return await render(

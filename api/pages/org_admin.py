@@ -16,12 +16,13 @@ from aiohttp import web
 
 from api.access import MANAGERS, OrgAccess, org_access
 from api.auth import actor, recently_authenticated, require_sudo
+from api.connection import connection, request_pool
 from api.dispatch import send_coordinator, send_reminders
 from api.errors import api_error, path_id, status_of
 from api.handlers import members as member_api
 from api.handlers import webhooks as webhook_api
 from api.handlers.audit import audit_page, serialize_entry
-from api.keys import PG, REDIS, SETTINGS
+from api.keys import REDIS, SETTINGS
 from api.pages.views import _detail, _form, _html_errors, _signed_in, render
 from api.pagination import page_args, split_page
 from db import audit, counts, members, organizations, runs
@@ -70,7 +71,7 @@ async def _settings(
 ) -> web.Response:
     org = access.org
     run, emails, blocked, hooks = None, (0, 0), None, []
-    async with request.app[PG].acquire() as conn:
+    async with connection(request) as conn:
         orgs = await organizations.for_user(conn, access.auth.user_id)
         if access.role == "owner":
             hooks = [
@@ -149,7 +150,7 @@ async def settings_page(request: web.Request) -> web.StreamResponse:
         and compliance.is_stricter(level, org["require_2fa_level"])
     )
     if (turning_on or raising) and form.get("confirmed") != "yes":
-        async with request.app[PG].acquire() as conn:
+        async with connection(request) as conn:
             try:
                 await organization_settings.check(
                     conn,
@@ -198,7 +199,7 @@ async def settings_page(request: web.Request) -> web.StreamResponse:
             )
     try:
         await organization_settings.apply_change(
-            request.app[PG],
+            await request_pool(request),
             access.org,
             actor=actor(request, access.auth),
             role=access.role,
@@ -294,7 +295,7 @@ async def _members(
     where = member_api.parse_query(query)
     cursor, per_page = page_args(request, default=PER_PAGE)
     org_id = access.org["id"]
-    async with request.app[PG].acquire() as conn:
+    async with connection(request) as conn:
         rows = await members.page(conn, org_id, where=where, after_id=cursor, limit=per_page + 1)
         orgs = await organizations.for_user(conn, access.auth.user_id)
         resent = request.query.get("resent", "")
@@ -343,7 +344,7 @@ async def resend_page(request: web.Request) -> web.StreamResponse:
     access.require_role(*MANAGERS)
     try:
         await invitations.resend(
-            request.app[PG],
+            await request_pool(request),
             request.app[REDIS],
             request.app[SETTINGS],
             org=access.org,
@@ -367,7 +368,7 @@ async def reset_2fa_page(request: web.Request) -> web.StreamResponse:
     form = await _form(request)
     access = await _access(request)
     member_id = member_api.member_id(request)
-    async with request.app[PG].acquire() as conn:
+    async with connection(request) as conn:
         row = await members.get(conn, access.org["id"], member_id)
     if row is None:
         raise api_error(404, "The requested member does not exist.")
@@ -376,7 +377,7 @@ async def reset_2fa_page(request: web.Request) -> web.StreamResponse:
     if access.role == "owner":  # anyone else gets the use case's refusal
         await require_sudo(request)
     settings = request.app[SETTINGS]
-    async with request.app[PG].acquire() as conn, conn.transaction():
+    async with connection(request) as conn, conn.transaction():
         try:
             result = await owner_tools.reset_member_2fa(
                 conn,
@@ -415,7 +416,7 @@ async def exempt_page(request: web.Request) -> web.StreamResponse:
     if access.role == "owner":  # anyone else gets the use case's refusal
         await require_sudo(request)
     settings = request.app[SETTINGS]
-    async with request.app[PG].acquire() as conn, conn.transaction():
+    async with connection(request) as conn, conn.transaction():
         try:
             result = await owner_tools.set_exemption(
                 conn,
@@ -452,7 +453,7 @@ async def audit_log_page(request: web.Request) -> web.StreamResponse:
     """The audit log, newest first, of one event or all; cursor paging (owners, managers)."""
     access = await _access(request, roles=MANAGERS)
     found = await audit_page(request, access, per_page=PER_PAGE)
-    async with request.app[PG].acquire() as conn:
+    async with connection(request) as conn:
         orgs = await organizations.for_user(conn, access.auth.user_id)
     return await render(
         request,

@@ -26,10 +26,11 @@ from pydantic import ValidationError
 
 from api import invite_session
 from api.auth import Auth, authenticate, mark_reauthenticated, sign_in, sign_out
+from api.connection import connection, request_pool
 from api.errors import api_error, from_domain, path_id
 from api.handlers import accounts, invites
 from api.handlers import authenticators as factors
-from api.keys import PG, REDIS, SETTINGS
+from api.keys import REDIS, SETTINGS
 from api.sessions import SESSION_ID
 from db import authenticators, schedule, sessions
 from require2fa import compliance, links, reauth, sms, totp, webauthn
@@ -65,7 +66,7 @@ async def render(
     if user is not None:
         # The banner of every page: organizations that will require 2FA on a date this person
         # does not meet yet.
-        async with request.app[PG].acquire() as conn:
+        async with connection(request) as conn:
             rows = await schedule.deadlines_for(conn, user["id"])
         deadlines = [
             {"name": row["name"], "slug": row["slug"], "date": _day(row["enforce_at"])}
@@ -152,7 +153,7 @@ async def _ask_to_confirm(request: web.Request, exc: web.HTTPException) -> web.R
     retried = any(data.get(name) for name in SUDO_FIELDS)
     has_key = False
     if auth is not None:
-        async with request.app[PG].acquire() as conn:
+        async with connection(request) as conn:
             has_key = bool(await authenticators.of_type(conn, auth.user_id, "webauthn"))
     return await render(
         request,
@@ -362,7 +363,7 @@ async def login_page(request: web.Request) -> web.StreamResponse:
 async def _second_step(
     request: web.Request, auth: Auth, form: dict[str, str], next_path: str
 ) -> web.StreamResponse:
-    pool, redis, settings = request.app[PG], request.app[REDIS], request.app[SETTINGS]
+    pool, redis, settings = await request_pool(request), request.app[REDIS], request.app[SETTINGS]
     if "send_sms" in form:
         try:
             factor = await factors.send_login_code(pool, redis, settings, auth.user_id)
@@ -491,7 +492,7 @@ async def _security(
     join_step: dict[str, Any] | None = None,
     sms_pending: str | None = None,
 ) -> web.Response:
-    async with request.app[PG].acquire() as conn:
+    async with connection(request) as conn:
         rows = await authenticators.for_user(conn, auth.user_id)
         signed_in = await sessions.for_user(conn, auth.user_id)
     has_totp = any(row["type"] == "totp" for row in rows)
@@ -640,7 +641,7 @@ async def end_session_page(request: web.Request) -> web.StreamResponse:
     if session_id == request.get(SESSION_ID):
         await sign_out(request)
         raise web.HTTPSeeOther(LOGIN)
-    async with request.app[PG].acquire() as conn:
+    async with connection(request) as conn:
         if not await sessions.end(conn, auth.user_id, session_id):
             raise api_error(404, "The requested session does not exist.")
     return await _security(request, auth, message="Session ended.")
@@ -651,7 +652,7 @@ async def end_other_sessions_page(request: web.Request) -> web.StreamResponse:
     """Ends every session of the person but this one."""
     await _form(request)
     auth = await _signed_in(request)
-    async with request.app[PG].acquire() as conn:
+    async with connection(request) as conn:
         ended = await sessions.end_others(conn, auth.user_id, keep=request.get(SESSION_ID))
     noun = "session" if ended == 1 else "sessions"
     return await _security(request, auth, message=f"{ended} other {noun} ended.")
