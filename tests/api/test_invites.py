@@ -587,3 +587,17 @@ async def test_a_rejoin_link_works_only_for_the_account_it_was_removed_from(
     assert after["user"]["id"] == str(alice["id"])
     for kept in ("role", "teams", "settings"):
         assert after[kept] == before[kept]
+
+
+async def test_another_account_enrolling_after_opening_a_rejoin_link_joins_nothing(
+    client, pool, settings
+) -> None:
+    _, _, alice, member_id = await seed_org(pool)
+    link = api_path(await remove_for_2fa(pool, member_id, settings))
+    assert (await client.get(link)).status == 200  # remembered while nobody is signed in
+    bob = await create_user(pool, "bob@example.com")
+    await sign_in(client, "bob@example.com")
+    assert "joinStep" not in await enroll_totp(client)
+    assert await memberships(pool, bob["id"]) == []
+    async with pool.acquire() as conn:
+        assert await conn.fetchval("select user_id from members where id = $1", member_id) is None

@@ -146,3 +146,11 @@ async def test_accept_links_are_limited_per_address(proxied_client, pool, settin
     for n in (1, 2):
         other = await look(n, "198.51.100.7")
         assert other.status == 400 and (await other.json())["detail"] == "Invalid invite code"
+
+
+async def test_the_client_address_is_what_sessions_record(proxied_client, pool) -> None:
+    await create_user(pool, "ada@example.com")
+    signed = await login(proxied_client, "ada@example.com", PASSWORD, "198.51.100.7")
+    assert signed.status == 200
+    listed = await proxied_client.get("/api/0/users/me/sessions/")
+    assert [row["ipAddress"] for row in await listed.json()] == ["198.51.100.7"]
