@@ -1,0 +1,283 @@
+"""Benchmark: the API under load against a bare aiohttp + asyncpg server running the same SQL.
+
+    .venv/bin/python bench/api.py [--members 100000] [--seconds 10] [--connections 50,200]
+
+Seeds an organization with `commands.seed` (30% of the members without a second factor) and an
+enforcement run, then runs `wrk -t2 --latency` with the owner's bearer token, for each endpoint
+and number of connections, against:
+- `require2fa web` (the real application: middlewares, authentication, organization access,
+  serializers);
+- the bound: a bare aiohttp server started from this script (`--bare`) with an asyncpg pool of the
+  same size and codecs, that runs the same statements (`db.users.by_token`,
+  `db.organizations.by_slug`, `db.members.of_user`, then the handler's) on one connection per
+  request and answers `orjson.dumps` of the rows, with no checks, serializers or middlewares.
+Endpoints: the members page (`?per_page=100`), the organization GET, the 2fa-compliance count and
+first page, and a run's status. Prints one JSON object: req/s, p99 and errors of each, and the
+ratio of the application's req/s to the bound's. Needs `wrk` (apt-get install -y wrk). Uses the
+PostgreSQL at DATABASE_URL (default 127.0.0.1:5432) and the Redis at REDIS_URL; the database it
+creates is dropped at the end.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import re
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+import aiohttp
+import asyncpg
+import orjson
+from aiohttp import web
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from commands.seed import seed  # noqa: E402
+from db import counts, members, organizations, runs, users  # noqa: E402
+from db.audit import Actor  # noqa: E402
+from db.migrate import migrate  # noqa: E402
+from db.pool import connect, create_pool  # noqa: E402
+from require2fa.security import new_token, token_hash  # noqa: E402
+from require2fa.settings import Settings  # noqa: E402
+
+ADMIN_DSN = os.environ.get("DATABASE_URL") or "postgresql://postgres@127.0.0.1:5432/postgres"
+REDIS_URL = os.environ.get("REDIS_URL") or "redis://127.0.0.1:6379/0"
+DB = f"require2fa_bench_api_{uuid.uuid4().hex[:8]}"
+SLUG = "loaded"
+POOL_SIZE = 20  # the web process's pool (api/app.py)
+
+
+def dsn(name: str) -> str:
+    return urlunsplit(urlsplit(ADMIN_DSN)._replace(path=f"/{name}"))
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+# The bound: the same statements, one connection per request, nothing else.
+
+
+def _json(value: Any) -> web.Response:
+    return web.Response(body=orjson.dumps(value, default=str), content_type="application/json")
+
+
+async def _caller(conn: asyncpg.Connection, request: web.Request) -> tuple[Any, Any]:
+    token = request.headers["Authorization"].partition(" ")[2]
+    user = await users.by_token(conn, token_hash(token))
+    org = await organizations.by_slug(conn, request.match_info["org"])
+    assert user is not None and org is not None
+    member = await members.of_user(conn, org["id"], user["id"])
+    return user, (org, member)
+
+
+def bare_app(database_url: str) -> web.Application:
+    app = web.Application()
+    pool_key = web.AppKey("pool", asyncpg.Pool)
+
+    async def pool_ctx(app: web.Application) -> Any:
+        app[pool_key] = await create_pool(database_url, max_size=POOL_SIZE)
+        yield
+        await app[pool_key].close()
+
+    async def members_page(request: web.Request) -> web.Response:
+        async with request.app[pool_key].acquire() as conn:
+            _, (org, _member) = await _caller(conn, request)
+            rows = await members.page(
+                conn, org["id"], where=members.MemberFilter(), after_id=None, limit=101
+            )
+        return _json([dict(row) for row in rows[:100]])
+
+    async def organization(request: web.Request) -> web.Response:
+        async with request.app[pool_key].acquire() as conn:
+            _, (org, _member) = await _caller(conn, request)
+        return _json(dict(org))
+
+    async def compliance(request: web.Request) -> web.Response:
+        async with request.app[pool_key].acquire() as conn:
+            user, (org, _member) = await _caller(conn, request)
+            count = await counts.count_noncompliant(conn, org["id"], except_user_id=user["id"])
+            rows = await members.page(
+                conn, org["id"], where=members.NONCOMPLIANT, after_id=None, limit=101
+            )
+        return _json({"count": count, "members": [dict(row) for row in rows[:100]]})
+
+    async def run_status(request: web.Request) -> web.Response:
+        async with request.app[pool_key].acquire() as conn:
+            _, (org, _member) = await _caller(conn, request)
+            run = await runs.get_run(
+                conn, int(request.match_info["run"]), organization_id=org["id"]
+            )
+            assert run is not None
+            emails = await runs.email_counts(conn, run["id"])
+        return _json({**dict(run), "emails": emails})
+
+    app.cleanup_ctx.append(pool_ctx)
+    prefix = "/api/0/organizations/{org}/"
+    app.router.add_get(prefix + "members/", members_page)
+    app.router.add_get(prefix, organization)
+    app.router.add_get(prefix + "2fa-compliance/", compliance)
+    app.router.add_get(prefix + "2fa-enforcements/{run}/", run_status)
+    app.router.add_get("/healthz", lambda request: _json({"ok": True}))
+    return app
+
+
+# The measurement.
+
+
+async def prepare(count: int) -> tuple[str, int]:
+    """The database, seeded; returns (the owner's API token, the run's id)."""
+    admin = await asyncpg.connect(ADMIN_DSN)
+    await admin.execute(f'drop database if exists "{DB}" with (force)')
+    await admin.execute(f'create database "{DB}"')
+    await admin.close()
+    conn = await connect(dsn(DB))
+    try:
+        await migrate(conn)
+        seeded = await seed(
+            conn, Settings(environment="development"), slug=SLUG, count=count, enrolled=0.7
+        )
+        token = new_token()
+        await users.create_token(conn, user_id=seeded.owner_id, token_hash=token_hash(token))
+        run = await runs.insert(
+            conn, seeded.organization_id, Actor(user_id=seeded.owner_id, label="owner")
+        )
+        assert run is not None
+        await conn.execute("vacuum analyze")
+        return token, run["id"]
+    finally:
+        await conn.close()
+
+
+async def wait_up(base: str, process: subprocess.Popen[bytes]) -> None:
+    deadline = time.monotonic() + 60
+    async with aiohttp.ClientSession() as session:
+        while time.monotonic() < deadline:
+            if process.poll() is not None:
+                raise RuntimeError(f"server at {base} exited with {process.returncode}")
+            try:
+                async with session.get(f"{base}/healthz") as response:
+                    if response.status == 200:
+                        return
+            except aiohttp.ClientError:
+                pass
+            await asyncio.sleep(0.2)
+    raise RuntimeError(f"server at {base} did not start")
+
+
+def start_web(port: int) -> subprocess.Popen[bytes]:
+    env = {
+        **os.environ,
+        "ENVIRONMENT": "development",
+        "DATABASE_URL": dsn(DB),
+        "REDIS_URL": REDIS_URL,
+        "REDIS_NAMESPACE": f"require2fa-bench-api-{port}",
+        "PORT": str(port),
+        "LOG_FORMAT": "json",
+    }
+    command = [str(Path(sys.executable).with_name("require2fa")), "web"]
+    return subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def start_bare(port: int) -> subprocess.Popen[bytes]:
+    command = [sys.executable, __file__, "--bare", str(port), "--database-url", dsn(DB)]
+    return subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+_UNITS = {"us": 0.001, "ms": 1.0, "s": 1000.0, "m": 60_000.0}
+
+
+def wrk(url: str, token: str, connections: int, seconds: int) -> dict[str, Any]:
+    output = subprocess.run(
+        ["wrk", "-t2", f"-c{connections}", f"-d{seconds}s", "--latency", "--timeout", "10s"]
+        + ["-H", f"Authorization: Bearer {token}", url],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", output).group(1))  # type: ignore[union-attr]
+    p99 = re.search(r"99%\s+([\d.]+)(us|ms|s|m)\b", output)
+    non_2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", output)
+    socket_errors = re.search(
+        r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", output
+    )
+    return {
+        "rps": round(rps, 1),
+        "p99_ms": round(float(p99.group(1)) * _UNITS[p99.group(2)], 1) if p99 else None,
+        "errors": (int(non_2xx.group(1)) if non_2xx else 0)
+        + (sum(int(n) for n in socket_errors.groups()) if socket_errors else 0),
+    }
+
+
+async def measure(count: int, seconds: int, connections: list[int]) -> dict[str, Any]:
+    token, run_id = await prepare(count)
+    app_port, bare_port = free_port(), free_port()
+    servers = {"app": start_web(app_port), "bare": start_bare(bare_port)}
+    try:
+        ports = {"app": app_port, "bare": bare_port}
+        for name, process in servers.items():
+            await wait_up(f"http://127.0.0.1:{ports[name]}", process)
+        paths = {
+            "members_page": f"/api/0/organizations/{SLUG}/members/?per_page=100",
+            "organization": f"/api/0/organizations/{SLUG}/",
+            "compliance": f"/api/0/organizations/{SLUG}/2fa-compliance/",
+            "run_status": f"/api/0/organizations/{SLUG}/2fa-enforcements/{run_id}/",
+        }
+        results: dict[str, Any] = {}
+        for endpoint, path in paths.items():
+            for conns in connections:
+                figures = {
+                    name: await asyncio.to_thread(
+                        wrk, f"http://127.0.0.1:{ports[name]}{path}", token, conns, seconds
+                    )
+                    for name in ("bare", "app")
+                }
+                bound = figures["bare"]["rps"]
+                figures["ratio"] = round(figures["app"]["rps"] / bound, 2) if bound else None
+                results[f"{endpoint}@{conns}"] = figures
+        return {
+            "members": count + 1,
+            "seconds_each": seconds,
+            "wrk": "-t2 --latency, bearer token",
+            "pool_size": POOL_SIZE,
+            "cpus": os.cpu_count(),
+            "results": results,
+        }
+    finally:
+        for process in servers.values():
+            process.terminate()
+            process.wait(timeout=30)
+        admin = await asyncpg.connect(ADMIN_DSN)
+        await admin.execute(f'drop database if exists "{DB}" with (force)')
+        await admin.close()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--members", type=int, default=100_000)
+    parser.add_argument("--seconds", type=int, default=10)
+    parser.add_argument("--connections", default="50,200")
+    parser.add_argument("--bare", type=int, metavar="PORT", help=argparse.SUPPRESS)
+    parser.add_argument("--database-url", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.bare:
+        web.run_app(bare_app(args.database_url), host="127.0.0.1", port=args.bare, print=None)
+        return
+    connections = [int(n) for n in args.connections.split(",")]
+    print(json.dumps(asyncio.run(measure(args.members, args.seconds, connections)), indent=2))
+
+
+if __name__ == "__main__":
+    main()
