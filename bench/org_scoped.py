@@ -11,6 +11,9 @@ it (whose ids come after the big one's), and measures all three again. The bound
 measurement: no figure of a 100k organization should grow once the 1M one is there. Prints one
 JSON object. Uses the PostgreSQL at DATABASE_URL (default 127.0.0.1:5432); the database it
 creates is dropped at the end.
+
+`--database NAME --slugs a,b` measures organizations already seeded in database NAME instead
+(nothing seeded, nothing dropped): to compare two versions of the code on the same data.
 """
 
 from __future__ import annotations
@@ -109,13 +112,28 @@ async def measure(size: int, beside: int, runs: int) -> dict[str, Any]:
         await admin.close()
 
 
+async def measure_existing(database: str, slugs: list[str], runs: int) -> dict[str, Any]:
+    conn = await connect(urlunsplit(urlsplit(ADMIN_DSN)._replace(path=f"/{database}")))
+    try:
+        found = {slug: await figures(conn, slug, runs) for slug in slugs}
+        return {"database": database, **found, "cpus": os.cpu_count()}
+    finally:
+        await conn.close()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--members", type=int, default=100_000)
     parser.add_argument("--beside", type=int, default=1_000_000)
     parser.add_argument("--runs", type=int, default=20)
+    parser.add_argument("--database")
+    parser.add_argument("--slugs", default="")
     args = parser.parse_args()
     logs.configure("text")  # logs on stderr; stdout carries only the JSON
+    if args.database:
+        slugs = args.slugs.split(",")
+        print(json.dumps(asyncio.run(measure_existing(args.database, slugs, args.runs)), indent=2))
+        return
     print(json.dumps(asyncio.run(measure(args.members, args.beside, args.runs)), indent=2))
 
 
