@@ -7,7 +7,9 @@ For each size, two organizations are seeded with `commands.seed` (half the membe
 organizations/{org}/` over HTTP (the aiohttp app, in this process) and the clock runs until the
 run is completed: every removal, `member.pending` entry and outbox row committed by two
 `dramatiq jobs` worker processes. On the second, the bound: the same removals, audit entries and
-outbox rows written by one set-based SQL statement. Prints one JSON object: per size the PUT
+outbox rows written by set-based SQL statements, one per slice of the members by id, run at once
+on as many connections as the run's worker processes use (`--bound-connections`, default 2: the
+run uses both cores, so the bound must too). Prints one JSON object: per size the PUT
 latency, the run's and the bound's seconds and members per second, their ratio, and the peak
 resident memory of each worker process. With `--webhook`, both organizations first subscribe a
 webhook to every event, so that each removal also writes its webhook delivery (the audit_log
@@ -55,7 +57,8 @@ with cand as (
            translate(rtrim(encode(uuid_send(gen_random_uuid()) || uuid_send(gen_random_uuid()),
                                   'base64'), '='), '+/', '-_') as token
     from members m join users u on u.id = m.user_id join organizations o on o.id = m.organization_id
-    where m.organization_id = $1 and u.id <> $2 and not {has_2fa_user}),
+    where m.organization_id = $1 and u.id <> $2 and not {has_2fa_user}
+      and m.id between $5 and $6),
 removed as (
     update members m
     set user_id = null, pending_reason = '2fa', token_hash = sha256(convert_to(c.token, 'UTF8')),
@@ -215,6 +218,7 @@ async def measure(
     settings: Any,
     size: int,
     webhook: bool = False,
+    bound_connections: int = 2,
 ) -> dict[str, Any]:
     from commands.seed import seed
     from db.counts import count_noncompliant
@@ -300,23 +304,46 @@ async def measure(
         bound_seeded.organization_id,
         bound_owner_id,
     )
-    await conn.execute("checkpoint")
-    started = time.perf_counter()
-    removed = await conn.fetchval(
-        BOUND_SQL.format(
-            message_id=MESSAGE_ID_SQL.format(key="k.key"),
-            # At the organization's level, as the batches judge it (`any` here: the seed's
-            # factors are TOTP), with the removal reason they write.
-            has_2fa_user=compliance.second_factor_sql("u.id", level_sql="o.require_2fa_level"),
-            has_2fa_candidate=compliance.second_factor_sql("c.user_id", level_sql="$4::text"),
-            any_factor_candidate=compliance.second_factor_sql("c.user_id"),
-        ),
-        bound_seeded.organization_id,
-        bound_owner_id,
-        bound_run,
-        "any",
+    bound_sql = BOUND_SQL.format(
+        message_id=MESSAGE_ID_SQL.format(key="k.key"),
+        # At the organization's level, as the batches judge it (`any` here: the seed's
+        # factors are TOTP), with the removal reason they write.
+        has_2fa_user=compliance.second_factor_sql("u.id", level_sql="o.require_2fa_level"),
+        has_2fa_candidate=compliance.second_factor_sql("c.user_id", level_sql="$4::text"),
+        any_factor_candidate=compliance.second_factor_sql("c.user_id"),
     )
-    bound_seconds = time.perf_counter() - started
+    # Equal slices of the members by id, one statement each, all at once.
+    slices = await conn.fetch(
+        """select min(id) as lo, max(id) as hi
+           from (select id, ntile($2) over (order by id) as part from members
+                 where organization_id = $1) as parts
+           group by part order by part""",
+        bound_seeded.organization_id,
+        bound_connections,
+    )
+    bound_conns = [await asyncpg.connect(DSN) for _ in slices]
+    await conn.execute("checkpoint")
+    try:
+        started = time.perf_counter()
+        parts = await asyncio.gather(
+            *(
+                c.fetchval(
+                    bound_sql,
+                    bound_seeded.organization_id,
+                    bound_owner_id,
+                    bound_run,
+                    "any",
+                    part["lo"],
+                    part["hi"],
+                )
+                for c, part in zip(bound_conns, slices, strict=True)
+            )
+        )
+        bound_seconds = time.perf_counter() - started
+    finally:
+        for c in bound_conns:
+            await c.close()
+    removed = sum(parts)
     assert removed == bound_expected, (removed, bound_expected)
 
     members = size + 1
@@ -332,6 +359,7 @@ async def measure(
         "removed_per_s": round(expected / seconds),
         "batches": run["batches_total"],
         "bound_seconds": round(bound_seconds, 2),
+        "bound_connections": len(slices),
         "bound_members_per_s": round(members / bound_seconds),
         "throughput_vs_bound": round(bound_seconds / seconds, 3),
         "worker_peak_rss_mb": sorted(round(kb / 1024, 1) for kb in workers.peak.values()),
@@ -344,6 +372,12 @@ async def main() -> None:
     parser.add_argument("--threads", type=int, default=4, help="worker threads per process")
     parser.add_argument(
         "--webhook", action="store_true", help="each organization has a webhook for every event"
+    )
+    parser.add_argument(
+        "--bound-connections",
+        type=int,
+        default=2,
+        help="connections the bound's statements run on at once (the run's worker processes)",
     )
     args = parser.parse_args()
     sizes = [int(s) for s in args.sizes.split(",")]
@@ -388,7 +422,14 @@ async def main() -> None:
             await warm_up(conn, http, f"http://127.0.0.1:{port}", settings)
             for size in sizes:
                 result = await measure(
-                    conn, http, f"http://127.0.0.1:{port}", workers, settings, size, args.webhook
+                    conn,
+                    http,
+                    f"http://127.0.0.1:{port}",
+                    workers,
+                    settings,
+                    size,
+                    args.webhook,
+                    args.bound_connections,
                 )
                 results.append(result)
                 print(json.dumps(result), file=sys.stderr)
