@@ -25,14 +25,12 @@ import asyncio
 import json
 import os
 import re
-import socket
 import subprocess
 import sys
 import time
 import uuid
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 import aiohttp
 import asyncpg
@@ -42,6 +40,7 @@ from aiohttp import web
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from commands.devstack import free_port, with_database  # noqa: E402
 from commands.seed import seed  # noqa: E402
 from db import counts, members, organizations, runs, users  # noqa: E402
 from db.audit import Actor  # noqa: E402
@@ -54,18 +53,9 @@ from require2fa.settings import Settings  # noqa: E402
 ADMIN_DSN = os.environ.get("DATABASE_URL") or "postgresql://postgres@127.0.0.1:5432/postgres"
 REDIS_URL = os.environ.get("REDIS_URL") or "redis://127.0.0.1:6379/0"
 DB = f"require2fa_bench_api_{uuid.uuid4().hex[:8]}"
+DSN = with_database(ADMIN_DSN, DB)
 SLUG = "loaded"
 POOL_SIZE = 20  # the web process's pool (api/app.py)
-
-
-def dsn(name: str) -> str:
-    return urlunsplit(urlsplit(ADMIN_DSN)._replace(path=f"/{name}"))
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 # The bound: the same statements, one connection per request, nothing else.
@@ -144,7 +134,7 @@ async def prepare(count: int) -> tuple[str, int]:
     await admin.execute(f'drop database if exists "{DB}" with (force)')
     await admin.execute(f'create database "{DB}"')
     await admin.close()
-    conn = await connect(dsn(DB))
+    conn = await connect(DSN)
     try:
         await migrate(conn)
         seeded = await seed(
@@ -182,7 +172,7 @@ def start_web(port: int) -> subprocess.Popen[bytes]:
     env = {
         **os.environ,
         "ENVIRONMENT": "development",
-        "DATABASE_URL": dsn(DB),
+        "DATABASE_URL": DSN,
         "REDIS_URL": REDIS_URL,
         "REDIS_NAMESPACE": f"require2fa-bench-api-{port}",
         "PORT": str(port),
@@ -193,7 +183,14 @@ def start_web(port: int) -> subprocess.Popen[bytes]:
 
 
 def start_bare(port: int) -> subprocess.Popen[bytes]:
-    command = [sys.executable, __file__, "--bare", str(port), "--database-url", dsn(DB)]
+    command = [
+        sys.executable,
+        __file__,
+        "--bare",
+        str(port),
+        "--database-url",
+        DSN,
+    ]
     return subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
@@ -225,7 +222,7 @@ def wrk(url: str, token: str, connections: int, seconds: int) -> dict[str, Any]:
 async def drained() -> None:
     """Waits (up to a minute) until the statements of the requests wrk left behind have ended,
     so that they do not count against the next measurement."""
-    conn = await asyncpg.connect(dsn(DB))
+    conn = await asyncpg.connect(DSN)
     try:
         for _ in range(600):
             busy = await conn.fetchval(

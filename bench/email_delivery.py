@@ -33,22 +33,22 @@ import json  # noqa: E402
 import os  # noqa: E402
 import platform  # noqa: E402
 import signal  # noqa: E402
-import socket  # noqa: E402
 import subprocess  # noqa: E402
 import time  # noqa: E402
 import uuid  # noqa: E402
-from urllib.parse import urlsplit, urlunsplit  # noqa: E402
 
 import aiosmtplib  # noqa: E402
 import asyncpg  # noqa: E402
 import redis.asyncio as aioredis  # noqa: E402
+
+from commands.devstack import free_port, with_database  # noqa: E402
 
 ADMIN_DSN = os.environ.get("DATABASE_URL") or "postgresql://postgres@127.0.0.1:5432/postgres"
 REDIS_URL = os.environ.get("REDIS_URL") or "redis://127.0.0.1:6379/0"
 RUN = uuid.uuid4().hex[:8]
 DB = f"require2fa_bench_email_{RUN}"
 NAMESPACE = f"require2fa-bench-email-{RUN}"
-DSN = urlunsplit(urlsplit(ADMIN_DSN)._replace(path=f"/{DB}"))
+DSN = with_database(ADMIN_DSN, DB)
 BASE_URL = "http://localhost:8000"
 WARMUP = 200
 
@@ -78,12 +78,6 @@ def serve(port: int) -> None:
     loop.run_until_complete(stop.wait())
     controller.stop()
     print(Counter.received, flush=True)
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 # --- The benchmark ---------------------------------------------------------------------------

@@ -25,7 +25,6 @@ import asyncio
 import contextlib
 import json
 import os
-import socket
 import statistics
 import sys
 import tempfile
@@ -33,7 +32,6 @@ import time
 import uuid
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 import aiohttp
 import asyncpg
@@ -41,12 +39,14 @@ import asyncpg
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from commands.devstack import free_port, with_database  # noqa: E402
+
 ADMIN_DSN = os.environ.get("DATABASE_URL") or "postgresql://postgres@127.0.0.1:5432/postgres"
 REDIS_URL = os.environ.get("REDIS_URL") or "redis://127.0.0.1:6379/0"
 RUN = uuid.uuid4().hex[:8]
 DB = f"require2fa_bench_enforce_{RUN}"
 NAMESPACE = f"require2fa-bench-{RUN}"
-DSN = urlunsplit(urlsplit(ADMIN_DSN)._replace(path=f"/{DB}"))
+DSN = with_database(ADMIN_DSN, DB)
 
 # What the batches do, for a whole organization at once: the members without a second factor
 # (but the owner) become pending with a fresh random token, each with its audit entry and its
@@ -93,12 +93,6 @@ mailed as (
     on conflict (dedupe_key) do nothing)
 select count(*) from removed
 """
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 def rss_kb(pid: int) -> int:

@@ -24,7 +24,6 @@ import statistics
 import sys
 import time
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
 
 import aiohttp
 import asyncpg
@@ -32,7 +31,7 @@ import asyncpg
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from commands.devstack import free_port  # noqa: E402
+from commands.devstack import free_port, with_database  # noqa: E402
 from commands.seed import seed  # noqa: E402
 from db import counts  # noqa: E402
 from db.migrate import migrate  # noqa: E402
@@ -43,6 +42,7 @@ from require2fa.settings import Settings  # noqa: E402
 ADMIN_DSN = os.environ.get("DATABASE_URL") or "postgresql://postgres@127.0.0.1:5432/postgres"
 REDIS_URL = os.environ.get("REDIS_URL") or "redis://127.0.0.1:6379/0"
 DB = "require2fa_bench_metrics"
+DSN = with_database(ADMIN_DSN, DB)
 
 # A run's outbox: one email per member without 2FA; the older half sent.
 OUTBOX_SQL = """
@@ -61,10 +61,6 @@ values ($1, 'running', $2::bigint, $2::bigint / 2, ($2::bigint / 1000)::int) ret
 """
 
 
-def dsn(name: str) -> str:
-    return urlunsplit(urlsplit(ADMIN_DSN)._replace(path=f"/{name}"))
-
-
 def percentile(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
@@ -75,10 +71,10 @@ async def prepare(members: int) -> int:
     await admin.execute(f'drop database if exists "{DB}" with (force)')
     await admin.execute(f'create database "{DB}"')
     await admin.close()
-    conn = await connect(dsn(DB))
+    conn = await connect(DSN)
     try:
         await migrate(conn)
-        settings = Settings(environment="development", database_url=dsn(DB))
+        settings = Settings(environment="development", database_url=DSN)
         seeded = await seed(conn, settings, slug="big", count=members, enrolled=0.5)
         run_id = await conn.fetchval(RUN_SQL, seeded.organization_id, members)
         await conn.execute(OUTBOX_SQL, seeded.organization_id, run_id)
@@ -113,7 +109,7 @@ async def main() -> None:
     port = free_port()
     settings = Settings(
         environment="development",
-        database_url=dsn(DB),
+        database_url=DSN,
         redis_url=REDIS_URL,
         redis_namespace="require2fa-bench-metrics",
         base_url=f"http://127.0.0.1:{port}",
@@ -135,7 +131,7 @@ async def main() -> None:
             for line in body.splitlines()
             if line.startswith("require2fa_outbox_pending ")
         )
-        conn = await connect(dsn(DB))
+        conn = await connect(DSN)
         try:
             bounds = []
             for _ in range(5):

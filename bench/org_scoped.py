@@ -29,13 +29,13 @@ import uuid
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from commands.devstack import with_database  # noqa: E402
 from commands.seed import seed  # noqa: E402
 from db import counts, members  # noqa: E402
 from db.migrate import migrate  # noqa: E402
@@ -89,7 +89,7 @@ async def figures(conn: asyncpg.Connection, slug: str, runs: int) -> dict[str, A
 async def measure(size: int, beside: int, runs: int) -> dict[str, Any]:
     admin = await asyncpg.connect(ADMIN_DSN)
     await admin.execute(f'create database "{DB}"')
-    conn = await connect(urlunsplit(urlsplit(ADMIN_DSN)._replace(path=f"/{DB}")))
+    conn = await connect(with_database(ADMIN_DSN, DB))
     try:
         await migrate(conn)
         settings = Settings(environment="development")
@@ -113,7 +113,7 @@ async def measure(size: int, beside: int, runs: int) -> dict[str, Any]:
 
 
 async def measure_existing(database: str, slugs: list[str], runs: int) -> dict[str, Any]:
-    conn = await connect(urlunsplit(urlsplit(ADMIN_DSN)._replace(path=f"/{database}")))
+    conn = await connect(with_database(ADMIN_DSN, database))
     try:
         found = {slug: await figures(conn, slug, runs) for slug in slugs}
         return {"database": database, **found, "cpus": os.cpu_count()}

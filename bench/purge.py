@@ -18,12 +18,10 @@ import argparse
 import asyncio
 import json
 import os
-import socket
 import statistics
 import sys
 import time
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
 
 import aiohttp
 import asyncpg
@@ -31,6 +29,7 @@ import asyncpg
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from commands.devstack import free_port, with_database  # noqa: E402
 from commands.seed import seed  # noqa: E402
 from db import maintenance  # noqa: E402
 from db.migrate import migrate  # noqa: E402
@@ -42,6 +41,7 @@ from require2fa.settings import Settings  # noqa: E402
 ADMIN_DSN = os.environ.get("DATABASE_URL") or "postgresql://postgres@127.0.0.1:5432/postgres"
 REDIS_URL = os.environ.get("REDIS_URL") or "redis://127.0.0.1:6379/0"
 DB = "require2fa_bench_purge"
+DSN = with_database(ADMIN_DSN, DB)
 BOUND_DB = "require2fa_bench_purge_bound"
 
 # The one statement that makes every member of the organization (but its owner) a pending
@@ -52,16 +52,6 @@ update members set user_id = null, pending_reason = '2fa',
        reinstate_by = now() - interval '1 day'
 where organization_id = $1 and role <> 'owner'
 """
-
-
-def dsn(name: str) -> str:
-    return urlunsplit(urlsplit(ADMIN_DSN)._replace(path=f"/{name}"))
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 def percentiles(samples: list[float]) -> dict[str, float | int]:
@@ -85,7 +75,7 @@ async def prepare(members: int, other: int) -> tuple[int, str]:
     for name in (DB, BOUND_DB):
         await admin.execute(f'drop database if exists "{name}" with (force)')
     await admin.execute(f'create database "{DB}"')
-    conn = await connect(dsn(DB))
+    conn = await connect(DSN)
     await migrate(conn)
     settings = Settings(environment="development")
     doomed = await seed(conn, settings, slug="expired", count=members, enrolled=0.0)
@@ -105,7 +95,7 @@ async def prepare(members: int, other: int) -> tuple[int, str]:
 
 
 async def bound() -> tuple[int, float]:
-    conn = await connect(dsn(BOUND_DB))
+    conn = await connect(with_database(ADMIN_DSN, BOUND_DB))
     try:
         started = time.perf_counter()
         status = await conn.execute(
@@ -120,7 +110,7 @@ async def start_web(port: int) -> asyncio.subprocess.Process:
     env = {
         **os.environ,
         "ENVIRONMENT": "development",
-        "DATABASE_URL": dsn(DB),
+        "DATABASE_URL": DSN,
         "REDIS_URL": REDIS_URL,
         "REDIS_NAMESPACE": "require2fa-bench",
         "PORT": str(port),
@@ -182,7 +172,7 @@ async def main() -> None:
                 await get_members(session, url, headers)
             idle = [await get_members(session, url, headers) for _ in range(300)]
 
-            conn = await connect(dsn(DB))
+            conn = await connect(DSN)
             purge = asyncio.create_task(maintenance.purge_expired(conn, batch_size=args.batch_size))
             during: list[float] = []
             while not purge.done():

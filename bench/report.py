@@ -24,7 +24,6 @@ import os
 import sys
 import time
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
 
 import aiohttp
 import asyncpg
@@ -32,7 +31,7 @@ import asyncpg
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from commands.devstack import free_port  # noqa: E402
+from commands.devstack import free_port, with_database  # noqa: E402
 from commands.seed import seed  # noqa: E402
 from db import report  # noqa: E402
 from db.migrate import migrate  # noqa: E402
@@ -44,12 +43,9 @@ from require2fa.settings import Settings  # noqa: E402
 ADMIN_DSN = os.environ.get("DATABASE_URL") or "postgresql://postgres@127.0.0.1:5432/postgres"
 REDIS_URL = os.environ.get("REDIS_URL") or "redis://127.0.0.1:6379/0"
 DB = "require2fa_bench_report"
+DSN = with_database(ADMIN_DSN, DB)
 FLAT_MB = 50  # "flat": the peak at the largest size within this of the peak at the smallest
 MIN_RATIO = 0.5
-
-
-def dsn(name: str) -> str:
-    return urlunsplit(urlsplit(ADMIN_DSN)._replace(path=f"/{name}"))
 
 
 def rss_kb(pid: int, field: str = "VmRSS") -> int:
@@ -66,7 +62,7 @@ async def prepare(sizes: list[int]) -> dict[int, tuple[str, int, str]]:
     await admin.execute(f'drop database if exists "{DB}" with (force)')
     await admin.execute(f'create database "{DB}"')
     await admin.close()
-    conn = await connect(dsn(DB))
+    conn = await connect(DSN)
     await migrate(conn)
     settings = Settings(environment="development")
     orgs = {}
@@ -87,7 +83,7 @@ async def prepare(sizes: list[int]) -> dict[int, tuple[str, int, str]]:
 
 async def bound(organization_id: int) -> tuple[int, float]:
     """COPY of the report's select, counted; (data rows, seconds)."""
-    conn = await connect(dsn(DB))
+    conn = await connect(DSN)
     lines = 0
 
     async def count(chunk: bytes) -> None:
@@ -135,7 +131,7 @@ async def start_web(port: int) -> asyncio.subprocess.Process:
     env = {
         **os.environ,
         "ENVIRONMENT": "development",
-        "DATABASE_URL": dsn(DB),
+        "DATABASE_URL": DSN,
         "REDIS_URL": REDIS_URL,
         "REDIS_NAMESPACE": "require2fa-bench-report",
         "PORT": str(port),

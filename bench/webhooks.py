@@ -24,13 +24,11 @@ import json
 import os
 import platform
 import signal
-import socket
 import subprocess
 import sys
 import time
 import uuid
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
 
 import aiohttp
 import asyncpg
@@ -38,10 +36,12 @@ import asyncpg
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from commands.devstack import free_port, with_database  # noqa: E402
+
 ADMIN_DSN = os.environ.get("DATABASE_URL") or "postgresql://postgres@127.0.0.1:5432/postgres"
 RUN = uuid.uuid4().hex[:8]
 DB = f"require2fa_bench_webhooks_{RUN}"
-DSN = urlunsplit(urlsplit(ADMIN_DSN)._replace(path=f"/{DB}"))
+DSN = with_database(ADMIN_DSN, DB)
 WARMUP = 500
 
 
@@ -74,12 +74,6 @@ def serve(port: int) -> None:
 
     asyncio.run(main())
     print(received, flush=True)
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 # --- The benchmark ---------------------------------------------------------------------------
