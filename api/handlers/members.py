@@ -8,19 +8,20 @@ import asyncpg
 from aiohttp import web
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
+from api import org_actions
 from api.access import MANAGERS, OrgAccess, org_access
 from api.auth import actor, require_sudo
-from api.connection import connection, request_pool
+from api.connection import connection
 from api.errors import api_error, parse_body, path_id
 from api.jsonio import json_response
-from api.keys import REDIS, SETTINGS
+from api.keys import SETTINGS
 from api.limits import Email, MemberSettings, TeamSlugs
 from api.pagination import link_header, page_args, split_page
 from api.serializers import serialize_member
 from db import audit, members, organizations, outbox
 from db.members import MemberFilter
 from jobs import email as email_jobs
-from require2fa import email_contexts, invitations, owner_tools
+from require2fa import email_contexts, owner_tools
 from require2fa.errors import Invalid
 from require2fa.security import new_token, token_hash
 
@@ -224,17 +225,7 @@ async def update_member(request: web.Request) -> web.Response:
 async def reinvite(request: web.Request, access: OrgAccess, member_id: int) -> web.Response:
     """Sends a pending member's email again with a fresh link (owners, managers; rate limited);
     `require2fa.invitations.resend`."""
-    access.require_role(*MANAGERS)
-    row = await invitations.resend(
-        await request_pool(request),
-        request.app[REDIS],
-        request.app[SETTINGS],
-        org=access.org,
-        member_id=member_id,
-        inviter=access.auth.user["name"] or access.auth.user["email"],
-        actor=actor(request, access.auth),
-    )
-    await email_jobs.kick()
+    row = await org_actions.resend(request, access, member_id)
     return json_response(serialize_member(row))
 
 

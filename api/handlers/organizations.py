@@ -7,14 +7,13 @@ from typing import Literal
 from aiohttp import web
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
+from api import org_actions
 from api.access import MANAGERS, org_access
-from api.auth import actor, recently_authenticated, require_user
+from api.auth import require_user
 from api.connection import request_pool
-from api.dispatch import send_coordinator
 from api.errors import parse_body
 from api.jsonio import json_response
 from api.serializers import serialize_org, serialize_run, serialize_team
-from require2fa import organization_settings
 from require2fa import organizations as organizations_domain
 from require2fa.organizations import SLUG
 
@@ -73,13 +72,9 @@ async def update_organization(request: web.Request) -> web.Response:
     require-2FA on writes an enforcement run and sends its coordinator after the commit."""
     access = await org_access(request)
     body = await parse_body(request, OrganizationUpdate)
-    change = await organization_settings.apply_change(
-        await request_pool(request),
-        access.org,
-        actor=actor(request, access.auth),
-        role=access.role,
-        recently_authenticated=await recently_authenticated(request, access.auth),
-        start_run=send_coordinator,
+    change = await org_actions.change_settings(
+        request,
+        access,
         name=body.name,
         require_2fa=body.require_2fa,
         sso_enabled=body.sso_enabled,

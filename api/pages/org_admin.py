@@ -14,21 +14,22 @@ from datetime import UTC, datetime
 import asyncpg
 from aiohttp import web
 
+from api import org_actions
 from api.access import MANAGERS, OrgAccess, org_access
-from api.auth import actor, recently_authenticated, require_sudo
-from api.connection import connection, request_pool
-from api.dispatch import send_coordinator, send_reminders
+from api.auth import actor, require_sudo
+from api.connection import connection
+from api.dispatch import send_reminders
 from api.errors import api_error, path_id, status_of
 from api.handlers import members as member_api
 from api.handlers import webhooks as webhook_api
 from api.handlers.audit import audit_page, serialize_entry
-from api.keys import REDIS, SETTINGS
+from api.keys import SETTINGS
 from api.pages.views import _detail, _form, _html_errors, _signed_in, render
 from api.pagination import page_args, split_page
 from db import audit, counts, members, organizations, runs
 from db import webhooks as webhook_rows
 from jobs import email as email_jobs
-from require2fa import compliance, invitations, links, organization_settings, owner_tools, reauth
+from require2fa import compliance, links, organization_settings, owner_tools, reauth
 from require2fa.errors import DomainError, Invalid, NotAllowed, NotSignedIn, TooMany
 
 PER_PAGE = 50
@@ -198,16 +199,8 @@ async def settings_page(request: web.Request) -> web.StreamResponse:
                 request, access, status=400, error="Choose the date and time (UTC) to start."
             )
     try:
-        await organization_settings.apply_change(
-            await request_pool(request),
-            access.org,
-            actor=actor(request, access.auth),
-            role=access.role,
-            recently_authenticated=await recently_authenticated(request, access.auth),
-            start_run=send_coordinator,
-            require_2fa=require,
-            enforce_at=enforce_at,
-            level=level,
+        await org_actions.change_settings(
+            request, access, require_2fa=require, enforce_at=enforce_at, level=level
         )
     except (Invalid, NotAllowed, NotSignedIn) as refused:
         if refused.code == reauth.REQUIRED_CODE:
@@ -341,22 +334,12 @@ async def resend_page(request: web.Request) -> web.StreamResponse:
     await _form(request)
     access = await _access(request)
     member_id = member_api.member_id(request)
-    access.require_role(*MANAGERS)
     try:
-        await invitations.resend(
-            await request_pool(request),
-            request.app[REDIS],
-            request.app[SETTINGS],
-            org=access.org,
-            member_id=member_id,
-            inviter=access.auth.user["name"] or access.auth.user["email"],
-            actor=actor(request, access.auth),
-        )
+        await org_actions.resend(request, access, member_id)
     except TooMany as refused:
         response = await _members(request, access, status=429, error=refused.detail)
         response.headers["Retry-After"] = str(max(1, refused.retry_after))
         return response
-    await email_jobs.kick()
     raise web.HTTPSeeOther(f"{_org_url(access, 'members/')}?resent={member_id}")
 
 
