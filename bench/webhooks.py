@@ -253,5 +253,6 @@ if __name__ == "__main__":
     received = int(out.strip().splitlines()[-1])
     # Every request reached the receiver once: the warm-up, the bare loop, the outbox.
     result["server_received"] = received
-    result["exactly_once"] = result["all_delivered"] and received == min(WARMUP, args.count) + 2 * args.count
+    expected = min(WARMUP, args.count) + 2 * args.count
+    result["exactly_once"] = result["all_delivered"] and received == expected
     print(json.dumps(result, indent=2))
