@@ -64,6 +64,7 @@ async def migrate_processes(dsn: str, count: int) -> list[tuple[int, str]]:
         for _ in range(1200):  # 60 s at most
             waiting = await holder.fetchval(
                 """select count(*) from pg_locks where locktype = 'advisory' and not granted
+                     and database = (select oid from pg_database where datname = current_database())
                      and ((classid::bigint << 32) | objid::bigint) = $1""",
                 LOCK_KEY,
             )
