@@ -92,6 +92,11 @@ class Host:
         self.processes.append(process)
         return process
 
+    def stop_all(self) -> None:
+        """Stops every process started on this host (SIGTERM, then SIGKILL)."""
+        for process in self.processes:
+            stop(process, wait=15)
+
     def cut(self) -> None:
         """Takes the host off the network: its veth goes down at both ends (no RST, no FIN:
         what a pulled cable or a dead switch does)."""

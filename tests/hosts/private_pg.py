@@ -73,7 +73,7 @@ def server(addresses: Sequence[str]) -> Iterator[int]:
                 "-c",
                 "shared_buffers=32MB",
                 "-c",
-                "max_connections=40",
+                "max_connections=80",
             ),
             start_new_session=True,
             stdout=subprocess.DEVNULL,

@@ -43,7 +43,11 @@ def two_hosts_and_a_server():
             port = stack.enter_context(private_pg.server([host.gateway for host in made.values()]))
         except netns.Unavailable as err:
             pytest.skip(f"hosts as network namespaces: {err}")
-        yield made, port
+        try:
+            yield made, port
+        finally:
+            for host in made.values():  # before their servers go
+                host.stop_all()
 
 
 async def wait_for(conn: asyncpg.Connection, query: str, wanted, what: str, limit: float):

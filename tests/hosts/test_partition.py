@@ -1,24 +1,29 @@
 """A deployment over three hosts made of network namespaces: host A and host B each run
 `require2fa worker`; the root namespace is the third host, with PostgreSQL, Redis, RabbitMQ,
-the SMTP server and a `require2fa clock` (tests/hosts/netns.py says how they are reached).
+the SMTP server and a `require2fa clock`. The hosts reach a PostgreSQL server of the test's own
+directly (`private_pg`: the server itself has to notice a host that vanishes), and the run's
+Redis, RabbitMQ and SMTP server through forwarders (tests/hosts/netns.py).
 
 Host A takes the run's first batches, two of them held inside their transactions (the test
 holds a user lock each needs, as an enrollment would); then A is cut off the network. Its
 messages come back to B after the broker's timeout (the Redis broker's worker heartbeat, or
 the AMQP heartbeat after which RabbitMQ drops A's connection), its transactions end when the
-database side gives up on it, and the run completes with exact counts: removed = the members
-without a factor, one `member.pending` and one email each. Then A comes back, and changes
-nothing. On both brokers; `make test-faults` (it needs root for `ip netns`).
+server gives up on its connections (the keepalives our sessions ask for, `db.pool`), and the
+run completes with exact counts: removed = the members without a factor, one `member.pending`
+and one email each. Then A comes back, and changes nothing. On both brokers;
+`make test-faults` (it needs root for `ip netns`).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import sys
 import time
 from collections import Counter
+from collections.abc import AsyncIterator
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
@@ -28,10 +33,12 @@ from dramatiq.brokers.rabbitmq import RabbitmqBroker
 
 from commands.seed import seed
 from db import counts, planning, users
+from db.migrate import migrate
+from db.pool import create_pool
 from jobs.enforcement import coordinate
-from tests.conftest import NAMESPACE, REDIS_URL, SMTP_PORT, TEST_DSN, Mailbox
+from tests.conftest import NAMESPACE, REDIS_URL, SMTP_PORT, Mailbox
 from tests.factories import create_user
-from tests.hosts import netns
+from tests.hosts import netns, private_pg
 
 BIN = Path(sys.executable).parent
 MEMBERS = 10_000
@@ -48,12 +55,12 @@ def at(url: str, host: str) -> str:
     return urlunsplit(parts._replace(netloc="@".join(netloc)))
 
 
-def host_env(gateway: str, broker_url: str | None) -> dict[str, str]:
+def host_env(gateway: str, pg_port: int, broker_url: str | None) -> dict[str, str]:
     """The environment of a process on a host whose servers are reached at `gateway`."""
     env = {
         "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
         "ENVIRONMENT": "development",
-        "DATABASE_URL": at(TEST_DSN, gateway),
+        "DATABASE_URL": f"postgresql://postgres@{gateway}:{pg_port}/require2fa",
         "REDIS_URL": at(REDIS_URL, gateway),
         "REDIS_NAMESPACE": NAMESPACE,
         "SMTP_URL": f"smtp://{gateway}:{SMTP_PORT}",
@@ -102,23 +109,43 @@ async def outcome(pool: asyncpg.Pool, run_id: int) -> dict:
 
 @pytest.fixture
 def deployment_hosts():
-    try:
-        netns.check()
-    except netns.Unavailable as err:
-        pytest.skip(f"hosts as network namespaces: {err}")
-    ports = sorted(
-        {urlsplit(TEST_DSN).port or 5432, urlsplit(REDIS_URL).port or 6379, 5672, SMTP_PORT}
-    )
-    with netns.hosts(("a", "b"), ports) as made:
-        yield made
+    """Hosts a and b, and the private PostgreSQL's port (a database `require2fa`, migrated)."""
+    ports = sorted({urlsplit(REDIS_URL).port or 6379, 5672, SMTP_PORT})
+    with contextlib.ExitStack() as stack:
+        try:
+            made = stack.enter_context(netns.hosts(("a", "b"), ports))
+            port = stack.enter_context(private_pg.server([host.gateway for host in made.values()]))
+        except netns.Unavailable as err:
+            pytest.skip(f"hosts as network namespaces: {err}")
+        try:
+            yield made, port
+        finally:
+            for host in made.values():  # before their servers go
+                host.stop_all()
+
+
+@pytest.fixture
+async def host_pool(deployment_hosts) -> AsyncIterator[asyncpg.Pool]:
+    """A pool on the private server's database, from the root namespace (the third host)."""
+    _, port = deployment_hosts
+    admin = await asyncpg.connect(f"postgresql://postgres@127.0.0.1:{port}/postgres")
+    await admin.execute("create database require2fa")
+    await admin.close()
+    private = await create_pool(f"postgresql://postgres@127.0.0.1:{port}/require2fa")
+    async with private.acquire() as conn:
+        await migrate(conn)
+    yield private
+    await private.close()
 
 
 @pytest.mark.faults
 @pytest.mark.timeout(900)
 async def test_worker_host_cut_off_mid_run(
-    pool, settings, broker, broker_url, mailbox: Mailbox, deployment_hosts, tmp_path
+    host_pool, settings, broker, broker_url, mailbox: Mailbox, deployment_hosts, tmp_path
 ) -> None:
-    host_a, host_b = deployment_hosts["a"], deployment_hosts["b"]
+    made, pg_port = deployment_hosts
+    host_a, host_b = made["a"], made["b"]
+    pool = host_pool
     owner = await create_user(pool, "owner@hosts.test", has2fa=True)
     async with pool.acquire() as conn:
         seeded = await seed(
@@ -152,19 +179,22 @@ async def test_worker_host_cut_off_mid_run(
         await users.lock(conn, [victim])
         blockers.append((conn, transaction))
 
-    worker = [str(BIN / "require2fa"), "worker", "--processes", "1", "--threads", "2"]
+    worker = [str(BIN / "require2fa"), "worker", "--processes", "1"]
     logs = {name: str(tmp_path / f"{name}.log") for name in ("a", "b", "clock")}
     host_a.run(
-        [*worker, "--queues", "enforcement"], host_env(host_a.gateway, broker_url), logs["a"]
+        [*worker, "--queues", "enforcement"],
+        host_env(host_a.gateway, pg_port, broker_url),
+        logs["a"],
     )
     coordinate.send(run_id)
     try:
         # A plans nothing (the run is planned), sends the batches, and takes them: two of its
         # threads wait inside batches 3 and 4.
         await until(lambda: _at_least(lock_waits(pool), 2), "host A inside two batches", 120)
-        host_b.run(worker, host_env(host_b.gateway, broker_url), logs["b"])
-        clock_env = {**host_env("127.0.0.1", broker_url), "REDIS_URL": REDIS_URL}
-        clock_env["DATABASE_URL"] = TEST_DSN
+        # B runs every queue, the emails' too (a dispatch holds its thread while it sends).
+        env_b = host_env(host_b.gateway, pg_port, broker_url)
+        host_b.run([*worker, "--threads", "4"], env_b, logs["b"])
+        clock_env = {**host_env("127.0.0.1", pg_port, broker_url), "REDIS_URL": REDIS_URL}
         if broker_url is not None:
             clock_env["BROKER_URL"] = broker_url
         # The clock runs on the third host (the root namespace); stopped with host B's processes.
