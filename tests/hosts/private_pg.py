@@ -79,14 +79,13 @@ def server(addresses: Sequence[str]) -> Iterator[int]:
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
+        # Accepting connections (not only listening: it listens while it starts up).
+        ready = [shutil.which("pg_isready") or "pg_isready", "-q", "-h", "127.0.0.1"]
         deadline = time.monotonic() + 60
-        while True:
-            with socket.socket() as probe:
-                if probe.connect_ex(("127.0.0.1", port)) == 0:
-                    break
+        while subprocess.run([*ready, "-p", str(port)], timeout=30).returncode != 0:
             if process.poll() is not None or time.monotonic() > deadline:
                 raise Unavailable("the private PostgreSQL did not start")
-            time.sleep(0.1)
+            time.sleep(0.2)
         yield port
     finally:
         if process is not None:
