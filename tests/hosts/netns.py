@@ -60,7 +60,8 @@ def check() -> None:
 
 
 def remove_leftovers() -> None:
-    """Deletes the namespaces and veths of an earlier run of these tests that died."""
+    """Deletes the namespaces and veths of an earlier run of these tests that died (so two runs
+    of them must not overlap on one machine)."""
     listed = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True, timeout=30)
     for line in listed.stdout.splitlines():
         name = line.split()[0] if line.strip() else ""
