@@ -54,11 +54,15 @@ async def of_type(conn: asyncpg.Connection, user_id: int, type_: str) -> list[as
 async def insert_totp(
     conn: asyncpg.Connection, *, user_id: int, name: str, secret_encrypted: bytes, step: int
 ) -> asyncpg.Record:
-    """A confirmed TOTP factor; `step` (the one that confirmed it) counts as used."""
+    """A confirmed TOTP factor; `step` (the one that confirmed it) counts as used.
+
+    `confirmed_at` is the moment of the insert (not the transaction's start), so that, taken
+    after the user's lock as enrollment does, it says when the factor started to count: later
+    than any removal that the lock made it wait for."""
     return await conn.fetchrow(
         """insert into authenticators (user_id, type, name, secret_encrypted, last_used_step,
                                        confirmed_at)
-           values ($1, 'totp', $2, $3, $4, now()) returning *""",
+           values ($1, 'totp', $2, $3, $4, clock_timestamp()) returning *""",
         user_id,
         name,
         secret_encrypted,
@@ -71,7 +75,7 @@ async def insert_sms(
 ) -> asyncpg.Record:
     return await conn.fetchrow(
         """insert into authenticators (user_id, type, name, phone, confirmed_at)
-           values ($1, 'sms', $2, $3, now()) returning *""",
+           values ($1, 'sms', $2, $3, clock_timestamp()) returning *""",
         user_id,
         name,
         phone,
@@ -93,7 +97,7 @@ async def insert_webauthn(
     return await conn.fetchrow(
         """insert into authenticators (user_id, type, name, credential_id, public_key, sign_count,
                                        transports, confirmed_at)
-           values ($1, 'webauthn', $2, $3, $4, $5, $6, now())
+           values ($1, 'webauthn', $2, $3, $4, $5, $6, clock_timestamp())
            on conflict (credential_id) where credential_id is not null do nothing
            returning *""",
         user_id,

@@ -37,16 +37,34 @@ async def _init_connection(conn: asyncpg.Connection) -> None:
     )
 
 
+# Asked of the server for each of our sessions, so that the server notices within about half a
+# minute a client whose host vanished from the network (power, cable, partition) and ends its
+# session: its transaction rolls back and its row and advisory locks (a batch's, the clock's
+# leadership) go to the others. Linux's defaults take two hours idle, or about fifteen minutes
+# with replies unacknowledged. Ignored on Unix sockets. docs/SCALING.md.
+SERVER_SETTINGS = {
+    "tcp_keepalives_idle": "10",
+    "tcp_keepalives_interval": "5",
+    "tcp_keepalives_count": "3",
+    "tcp_user_timeout": "20000",  # ms of data unacknowledged by the client
+}
+
+
 async def create_pool(dsn: str, *, min_size: int = 1, max_size: int = 10) -> asyncpg.Pool:
     pool = await asyncpg.create_pool(
-        dsn, min_size=min_size, max_size=max_size, init=_init_connection, command_timeout=60
+        dsn,
+        min_size=min_size,
+        max_size=max_size,
+        init=_init_connection,
+        command_timeout=60,
+        server_settings=SERVER_SETTINGS,
     )
     assert pool is not None
     return pool
 
 
 async def connect(dsn: str) -> asyncpg.Connection:
-    conn = await asyncpg.connect(dsn)
+    conn = await asyncpg.connect(dsn, server_settings=SERVER_SETTINGS)
     await _init_connection(conn)
     return conn
 

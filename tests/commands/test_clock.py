@@ -101,6 +101,7 @@ async def test_leadership_passes_on_when_the_leader_goes(clocks, pool) -> None:
         killed = await conn.fetchval(
             """select pg_terminate_backend(pid, 10000) from pg_locks
                where locktype = 'advisory' and granted
+                 and database = (select oid from pg_database where datname = current_database())
                  and ((classid::bigint << 32) | objid::bigint) = $1""",
             LOCK,
         )
@@ -125,6 +126,8 @@ async def _released(pool) -> None:
         for _ in range(600):  # 30 s at most
             held = await conn.fetchval(
                 """select exists (select 1 from pg_locks where locktype = 'advisory' and granted
+                                  and database = (select oid from pg_database
+                                                  where datname = current_database())
                                   and ((classid::bigint << 32) | objid::bigint) = $1)""",
                 LOCK,
             )
