@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import threading
 import time
 from collections import Counter
@@ -59,7 +60,7 @@ OPERATIONS = {result.ok().label: result.ok() for result in SCHEMA.get_all_operat
 CALLERS = ("anonymous", "owner")
 # Cases per operation, per caller and kind (valid, invalid): 2 x 2 x 50 operations x 6 is over
 # a thousand, fewer where the document leaves less to vary (an operation without input has one).
-EXAMPLES = 6
+EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "6"))  # more for a longer search by hand
 CHECKS = [
     not_a_server_error,
     status_code_conformance,
