@@ -301,3 +301,11 @@ def test_operation_answers_as_documented(label: str, world: World, base_url: str
     TOTALS["seconds"] += time.monotonic() - started
     TOTALS["operations"] += 1
     assert not failures, f"{len(failures)} cases of {label}:\n" + "\n\n".join(failures)
+
+
+def test_at_least_a_thousand_cases() -> None:
+    """After every operation above ran (a whole run of this module), the cases sent add up."""
+    if TOTALS["operations"] < len(OPERATIONS):
+        pytest.skip("only part of the operations ran")
+    assert TOTALS["cases"] >= 1000, TOTALS["cases"]
+    assert TOTALS["5xx"] == 0 and TOTALS["schema violations"] == 0
