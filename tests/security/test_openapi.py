@@ -22,6 +22,7 @@ from api.handlers.webhooks import serialize_delivery, serialize_webhook
 from api.openapi import build
 from api.routes import ROUTES
 from api.serializers import serialize_member, serialize_org, serialize_run, serialize_team
+from tests.factories import create_org, create_user, token_for
 
 NOW = datetime(2026, 12, 6, 7, 0, tzinfo=UTC)
 DOCUMENT = build()
@@ -220,3 +221,18 @@ def test_a_key_the_schema_does_not_list_fails() -> None:
         conforms({**data, "secretField": 1}, "Member")
     with pytest.raises(jsonschema_rs.ValidationError):
         conforms({key: value for key, value in data.items() if key != "role"}, "Member")
+
+
+@pytest.mark.parametrize("query", ["per_page=-4", "per_page=0", "cursor=x", "per_page=1001"])
+async def test_the_csv_report_refuses_what_the_json_one_refuses(client, pool, query) -> None:
+    """The document says `per_page` is 1 to 1000 and `cursor` an id for either format; the CSV
+    answered 200 to any of them (found by the fuzzing)."""
+    owner = await create_user(pool, "owner@example.com", has2fa=True)
+    await create_org(pool, "alpha", owner["id"])
+    headers = await token_for(pool, owner["id"])
+    for fmt in ("json", "csv"):
+        response = await client.get(
+            f"/api/0/organizations/alpha/2fa-compliance/?format={fmt}&{query}", headers=headers
+        )
+        assert response.status == 400, (fmt, await response.text())
+        assert (await response.json())["detail"]
