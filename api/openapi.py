@@ -1,4 +1,5 @@
-"""The OpenAPI 3.1 document, built from the route table and the request models."""
+"""The OpenAPI 3.1 document, built from the route table, the request models and what each
+operation answers (`api.schemas`)."""
 
 from __future__ import annotations
 
@@ -7,64 +8,128 @@ from typing import Any
 
 from aiohttp import web
 
+from api import schemas
 from api.jsonio import json_response
-from api.routes import ROUTES
+from api.routes import API, ROUTES
+from api.schemas import Answer
 
 _PARAM = re.compile(r"{(\w+)}")
+OPENAPI_PATH = f"{API}/openapi.json"
+_SECURITY: list[dict[str, list[str]]] = [{"token": []}, {"session": []}]
+
+
+def _content(answers: Answer | tuple[Answer, ...]) -> dict[str, Any]:
+    if isinstance(answers, Answer):
+        answers = (answers,)
+    return {
+        answer.media_type: {"schema": answer.schema}
+        for answer in answers
+        if answer.schema is not None
+    }
+
+
+def _headers(answers: Answer | tuple[Answer, ...]) -> dict[str, Any]:
+    """The answers' headers; required when every media type carries them."""
+    if isinstance(answers, Answer):
+        answers = (answers,)
+    names = {name for answer in answers for name in answer.headers}
+    return {
+        name: {
+            "required": all(name in answer.headers for answer in answers),
+            "schema": {"type": "string"},
+            "description": _HEADER_TEXT[name],
+        }
+        for name in sorted(names)
+    }
+
+
+_HEADER_TEXT = {
+    "Link": 'Cursor pagination: `rel="next"` with `results="true"` when there is more.',
+    "Retry-After": "Seconds to wait before trying again.",
+}
+
+
+def responses(operation: schemas.Operation) -> dict[str, Any]:
+    """The operation's documented answers: its successes, then its errors."""
+    documented: dict[str, Any] = {}
+    for status, answers in sorted(operation.success.items()):
+        first = answers if isinstance(answers, Answer) else answers[0]
+        response: dict[str, Any] = {"description": first.description}
+        if content := _content(answers):
+            response["content"] = content
+        if headers := _headers(answers):
+            response["headers"] = headers
+        documented[str(status)] = response
+    for status in operation.errors:
+        error: dict[str, Any] = {
+            "description": schemas.ERROR_TEXT[status],
+            "content": {"application/json": {"schema": schemas.ref("Error")}},
+        }
+        if status == 429:
+            error["headers"] = _headers(Answer(None, "", headers=("Retry-After",)))
+        documented[str(status)] = error
+    return documented
 
 
 def build() -> dict[str, Any]:
     paths: dict[str, dict[str, Any]] = {}
-    schemas: dict[str, Any] = {}
+    components: dict[str, Any] = dict(schemas.SHAPES)
     for route in ROUTES:
+        key = (route.method, route.path)
+        if key not in schemas.OPERATIONS:
+            raise LookupError(f"{route.method} {route.path} has no entry in api.schemas.OPERATIONS")
         doc = (route.handler.__doc__ or route.handler.__name__.replace("_", " ")).strip()
         operation: dict[str, Any] = {
             "operationId": route.handler.__name__,
             "summary": doc.splitlines()[0],
+            "description": " ".join(doc.split()),
             "tags": [route.tag],
             "parameters": [
                 {"name": name, "in": "path", "required": True, "schema": {"type": "string"}}
                 for name in _PARAM.findall(route.path)
-            ],
+            ]
+            + schemas.QUERY.get(key, []),
+            "responses": responses(schemas.OPERATIONS[key]),
+        }
+        if key in schemas.ANONYMOUS:
+            operation["security"] = [{}, *_SECURITY]
+        if route.body is not None:
+            name = route.body.__name__
+            components[name] = route.body.model_json_schema(
+                ref_template="#/components/schemas/{model}"
+            )
+            components.update(components[name].pop("$defs", {}))
+            operation["requestBody"] = {
+                "required": True,
+                "content": {"application/json": {"schema": schemas.ref(name)}},
+            }
+        paths.setdefault(route.path, {})[route.method.lower()] = operation
+    paths[OPENAPI_PATH] = {
+        "get": {
+            "operationId": "openapi_json",
+            "summary": "This document.",
+            "tags": ["operations"],
+            "security": [{}, *_SECURITY],
             "responses": {
-                "default": {
-                    "description": "An error: JSON with a `detail` sentence",
-                    "content": {
-                        "application/json": {"schema": {"$ref": "#/components/schemas/Error"}}
-                    },
+                "200": {
+                    "description": "OpenAPI 3.1.",
+                    "content": {"application/json": {"schema": {"type": "object"}}},
                 }
             },
         }
-        if route.body is not None:
-            name = route.body.__name__
-            schemas[name] = route.body.model_json_schema(
-                ref_template="#/components/schemas/{model}"
-            )
-            schemas.update(schemas[name].pop("$defs", {}))
-            operation["requestBody"] = {
-                "required": True,
-                "content": {
-                    "application/json": {"schema": {"$ref": f"#/components/schemas/{name}"}}
-                },
-            }
-        paths.setdefault(route.path, {})[route.method.lower()] = operation
-    schemas["Error"] = {
-        "type": "object",
-        "required": ["detail"],
-        "properties": {
-            "detail": {"type": "string"},
-            "errors": {"type": "object", "additionalProperties": {"type": "array"}},
-        },
     }
     return {
         "openapi": "3.1.0",
         "info": {"title": "require2fa", "version": "0"},
         "paths": paths,
         "components": {
-            "schemas": schemas,
-            "securitySchemes": {"token": {"type": "http", "scheme": "bearer"}},
+            "schemas": components,
+            "securitySchemes": {
+                "token": {"type": "http", "scheme": "bearer"},
+                "session": {"type": "apiKey", "in": "cookie", "name": "r2fa_session"},
+            },
         },
-        "security": [{"token": []}],
+        "security": _SECURITY,
     }
 
 

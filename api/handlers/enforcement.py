@@ -29,11 +29,12 @@ async def compliance(request: web.Request) -> web.StreamResponse:
     every member instead (`compliance_csv`)."""
     access = await org_access(request, roles=MANAGERS)
     fmt = request.query.get("format", "json")
+    # Checked for either format: the CSV has every member, but a bad value is still a 400.
+    cursor, per_page = page_args(request)
     if fmt == "csv":
         return await compliance_csv(request, access)
     if fmt != "json":
         raise api_error(400, "format must be json or csv.")
-    cursor, per_page = page_args(request)
     org_id = access.org["id"]
     # Only the owner asking is left out (they must have 2FA to turn it on anyway); a manager
     # without 2FA who asks would be removed by the run, so is counted and listed.

@@ -76,6 +76,8 @@ MATRIX: dict[str, tuple[int, int, int, int, int, int]] = {
     "PUT org require2FA on (while off)": (403, 403, 403, 403, 200, 200),
     "PUT org require2FA off (while on)": (403, 403, 403, 403, 200, SUDO),
     "PUT org require2FALevel secure": (403, 403, 403, 403, 200, 200),
+    "PUT org ssoEnabled on (while off)": (403, 403, 403, 403, 200, 200),
+    "PUT org ssoEnabled on (while on: turns it off)": (403, 403, 403, 403, 200, SUDO),
     # Enforcement and the audit log
     "GET 2fa-compliance": (403, 403, 403, 200, 200, 200),
     "GET 2fa-compliance csv": (403, 403, 403, 200, 200, 200),
@@ -95,6 +97,8 @@ MATRIX: dict[str, tuple[int, int, int, int, int, int]] = {
     "PUT members/{target} role": (403, 403, 403, 200, 200, 200),
     "PUT members/{b_member} role": (404, 404, 404, 404, 404, 404),
     "PUT members/{owner} role (an owner)": (403, 403, 403, 403, 200, 200),
+    "PUT members/{target} role owner (grant)": (403, 403, 403, 403, 200, 200),
+    "PUT members/{target} teams": (403, 403, 403, 200, 200, 200),
     "PUT members/{own} settings": (200, 200, 200, 200, 200, 200),
     "PUT members/{target} settings": (403, 403, 403, 403, 403, 403),
     "PUT members/{b_member} settings": (404, 404, 404, 404, 404, 404),
@@ -103,6 +107,7 @@ MATRIX: dict[str, tuple[int, int, int, int, int, int]] = {
     "PUT members/{b_pending} reinvite": (403, 403, 403, 404, 404, 404),
     "PUT members/{target} exempt2FA": (403, 403, 403, 403, 200, SUDO),
     "PUT members/{b_member} exempt2FA": (403, 403, 403, 403, 404, SUDO),
+    "PUT members/{target} exempt2FA null (lift)": (403, 403, 403, 403, 200, SUDO),
     "POST members/{victim}/reset-2fa": (403, 403, 403, 403, 200, SUDO),
     "POST members/{b_member}/reset-2fa": (403, 403, 403, 403, 404, SUDO),
     "DELETE members/{victim}": (403, 403, 403, 204, 204, 204),
@@ -146,7 +151,7 @@ async def _seed(world: World, require_2fa: bool) -> None:
     pool, client = world.pool, world.client
     owner = await create_user(pool, "owner@a.example")
     owner_token = await token_for(pool, owner["id"])
-    alpha = await create_org(pool, "alpha", owner["id"])
+    alpha = await create_org(pool, "alpha", owner["id"], teams=("ops",))
     world.org_id = alpha["id"]
     secret = await enroll_totp(client, headers=owner_token)
     async with pool.acquire() as conn:
@@ -246,7 +251,8 @@ async def _victim_hook(world: World) -> dict[str, int]:
 async def _restore_requirement(world: World, required: bool) -> None:
     async with world.pool.acquire() as conn:
         await conn.execute(
-            """update organizations set require_2fa = $2, require_2fa_level = 'any'
+            """update organizations set require_2fa = $2, require_2fa_level = 'any',
+                      sso_enabled = false
                where id = $1""",
             world.org_id,
             required,
@@ -280,6 +286,19 @@ async def _undo_off(world: World) -> None:
     await _restore_requirement(world, True)
 
 
+async def _undo_sso_while_off(world: World) -> None:
+    await _restore_requirement(world, False)
+
+
+async def _undo_sso_while_on(world: World) -> None:
+    await _restore_requirement(world, True)
+
+
+async def _undo_grant(world: World) -> None:
+    async with world.pool.acquire() as conn:
+        await conn.execute("update members set role = 'member' where id = $1", world.ids["target"])
+
+
 async def _undo_level(world: World) -> None:
     async with world.pool.acquire() as conn:
         await conn.execute(
@@ -300,6 +319,12 @@ OPS: dict[str, Op] = {
     "PUT org require2FALevel secure": Op(
         "PUT", "/", {"require2FALevel": "secure"}, undo=_undo_level
     ),
+    "PUT org ssoEnabled on (while off)": Op(
+        "PUT", "/", {"ssoEnabled": True}, undo=_undo_sso_while_off, states=(False,)
+    ),
+    "PUT org ssoEnabled on (while on: turns it off)": Op(
+        "PUT", "/", {"ssoEnabled": True}, undo=_undo_sso_while_on, states=(True,)
+    ),
     "GET 2fa-compliance": Op("GET", "/2fa-compliance/"),
     "GET 2fa-compliance csv": Op("GET", "/2fa-compliance/?format=csv"),
     "GET 2fa-enforcements": Op("GET", "/2fa-enforcements/"),
@@ -318,6 +343,10 @@ OPS: dict[str, Op] = {
     "PUT members/{target} role": Op("PUT", "/members/{target}/", {"role": "member"}),
     "PUT members/{b_member} role": Op("PUT", "/members/{b_member}/", {"role": "member"}),
     "PUT members/{owner} role (an owner)": Op("PUT", "/members/{owner}/", {"role": "owner"}),
+    "PUT members/{target} role owner (grant)": Op(
+        "PUT", "/members/{target}/", {"role": "owner"}, undo=_undo_grant
+    ),
+    "PUT members/{target} teams": Op("PUT", "/members/{target}/", {"teams": ["ops"]}),
     "PUT members/{own} settings": Op("PUT", "/members/{own}/", {"settings": {"weekly": False}}),
     "PUT members/{target} settings": Op(
         "PUT", "/members/{target}/", {"settings": {"weekly": False}}
@@ -330,6 +359,9 @@ OPS: dict[str, Op] = {
     "PUT members/{b_pending} reinvite": Op("PUT", "/members/{b_pending}/", {"reinvite": True}),
     "PUT members/{target} exempt2FA": Op("PUT", "/members/{target}/", EXEMPT),
     "PUT members/{b_member} exempt2FA": Op("PUT", "/members/{b_member}/", EXEMPT),
+    "PUT members/{target} exempt2FA null (lift)": Op(
+        "PUT", "/members/{target}/", {"exempt2FA": None}
+    ),
     "POST members/{victim}/reset-2fa": Op("POST", "/members/{victim}/reset-2fa/", {}, _victim),
     "POST members/{b_member}/reset-2fa": Op("POST", "/members/{b_member}/reset-2fa/", {}),
     "DELETE members/{victim}": Op("DELETE", "/members/{victim}/", fresh=_victim),
