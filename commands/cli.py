@@ -253,18 +253,17 @@ def createuser(email: str, password: str | None, name: str, superuser: bool) -> 
 def createtoken(email: str, name: str) -> None:
     """Create an API token for a user and print it (it is shown this once)."""
     from db import users
-    from require2fa.security import new_token, token_hash
+    from require2fa import tokens
 
-    token = new_token()
-
-    async def work(conn: Any) -> bool:
+    async def work(conn: Any) -> str | None:
         user = await users.by_email(conn, email)
         if user is None:
-            return False
-        await users.create_token(conn, user_id=user["id"], token_hash=token_hash(token), name=name)
-        return True
+            return None
+        _, token = await tokens.issue(conn, user["id"], name=name)
+        return token
 
-    if not run_db(load_settings(needs=DATABASE_ONLY), work):
+    token = run_db(load_settings(needs=DATABASE_ONLY), work)
+    if token is None:
         raise Failure(f"no user with email {email}")
     click.echo(token)
 

@@ -24,7 +24,7 @@ from api.handlers import members as member_api
 from api.handlers import webhooks as webhook_api
 from api.handlers.audit import audit_page, serialize_entry
 from api.keys import SETTINGS
-from api.pages.views import _detail, _form, _html_errors, _signed_in, render
+from api.pages.base import detail, html_errors, read_form, render, signed_in
 from api.pagination import page_args, split_page
 from db import audit, counts, members, organizations, runs
 from db import webhooks as webhook_rows
@@ -48,7 +48,7 @@ def _org_url(access: OrgAccess, section: str = "") -> str:
 async def _access(request: web.Request, *, roles: tuple[str, ...] | None = None) -> OrgAccess:
     """The signed-in person's view of the organization (a sign-in redirect when there is none;
     the API's 404, 401 `2fa-required` and 403, as pages)."""
-    await _signed_in(request)
+    await signed_in(request)
     return await org_access(request, roles=roles)
 
 
@@ -124,13 +124,13 @@ async def _settings(
     )
 
 
-@_html_errors
+@html_errors
 async def settings_page(request: web.Request) -> web.StreamResponse:
     """The require-2FA switch (owners). Turning it on first answers a confirm dialog with the
     number of members it would remove; confirmed, it goes through
     `organization_settings.apply_change` (the run, `org.edit`, the coordinator) and comes back
     here to the run's progress."""
-    form = await _form(request) if request.method == "POST" else None
+    form = await read_form(request) if request.method == "POST" else None
     access = await _access(request)
     if form is None:
         return await _settings(request, access)
@@ -209,12 +209,12 @@ async def settings_page(request: web.Request) -> web.StreamResponse:
     raise web.HTTPSeeOther(_org_url(access, "settings/"))
 
 
-@_html_errors
+@html_errors
 async def reminders_page(request: web.Request) -> web.StreamResponse:
     """ "Send reminders" (owners, managers): what `POST …/2fa-reminders/` does (the
     `enforcement.queue_reminders` message: today's reminder to each member without 2FA, once a
     day each); back on the settings page with a notice."""
-    await _form(request)
+    await read_form(request)
     access = await _access(request, roles=MANAGERS)
     await send_reminders(access.org["id"], access.auth.user_id)
     return await _settings(
@@ -238,11 +238,11 @@ def _enforce_at(value: str) -> datetime | None:
 # --- Webhooks ---------------------------------------------------------------------------------
 
 
-@_html_errors
+@html_errors
 async def webhook_create_page(request: web.Request) -> web.StreamResponse:
     """Subscribes a URL from the settings page through the API's `create` (owners; the URL's
     checks, `webhook.create`); answers the page with the secret shown this once."""
-    form = await _form(request)
+    form = await read_form(request)
     access = await _access(request, roles=("owner",))
     chosen = [e for e in (await request.post()).getall("events", []) if isinstance(e, str)]
     events = chosen if form.get("scope") == "some" else ["*"]
@@ -256,16 +256,16 @@ async def webhook_create_page(request: web.Request) -> web.StreamResponse:
             request,
             access,
             status=400,
-            webhook_error=_detail(exc),
+            webhook_error=detail(exc),
             webhook_form={"url": url[:2048], "events": chosen, "scope": form.get("scope")},
         )
     return await _settings(request, access, status=201, created=created)
 
 
-@_html_errors
+@html_errors
 async def webhook_delete_page(request: web.Request) -> web.StreamResponse:
     """Deletes a webhook through the API's `delete` (owners; `webhook.delete`)."""
-    await _form(request)
+    await read_form(request)
     access = await _access(request, roles=("owner",))
     webhook_id = path_id(request, "webhook_id", not_found=webhook_api.NOT_FOUND)
     await webhook_api.delete(request, access, webhook_id)
@@ -318,7 +318,7 @@ async def _members(
     )
 
 
-@_html_errors
+@html_errors
 async def members_page(request: web.Request) -> web.StreamResponse:
     """Members with their 2FA state; pending ones with why and until when, and (owners,
     managers) a Resend button. `?query=` filters as the API's does; cursor paging."""
@@ -326,12 +326,12 @@ async def members_page(request: web.Request) -> web.StreamResponse:
     return await _members(request, access)
 
 
-@_html_errors
+@html_errors
 async def resend_page(request: web.Request) -> web.StreamResponse:
     """Sends a pending member's email again (`require2fa.invitations.resend`, as the API does;
     owners, managers; a fresh link, `member.reinvite`, the outbox row; rate limited, a 429 is
     said on the page)."""
-    await _form(request)
+    await read_form(request)
     access = await _access(request)
     member_id = member_api.member_id(request)
     try:
@@ -343,12 +343,12 @@ async def resend_page(request: web.Request) -> web.StreamResponse:
     raise web.HTTPSeeOther(f"{_org_url(access, 'members/')}?resent={member_id}")
 
 
-@_html_errors
+@html_errors
 async def reset_2fa_page(request: web.Request) -> web.StreamResponse:
     """Resets a member's 2FA through the API's use case (owners): a confirm step first, then
     `require2fa.owner_tools.reset_member_2fa`; a refusal (409: in another organization) is said
     on the members page."""
-    form = await _form(request)
+    form = await read_form(request)
     access = await _access(request)
     member_id = member_api.member_id(request)
     async with connection(request) as conn:
@@ -381,11 +381,11 @@ async def reset_2fa_page(request: web.Request) -> web.StreamResponse:
     return await _members(request, access, notice=notice)
 
 
-@_html_errors
+@html_errors
 async def exempt_page(request: web.Request) -> web.StreamResponse:
     """Exempts a member until a date (end of that day, UTC) for a reason, or lifts it (`lift`),
     through the API's use case (owners); a refusal is said on the members page."""
-    form = await _form(request)
+    form = await read_form(request)
     access = await _access(request)
     member_id = member_api.member_id(request)
     until: datetime | None = None
@@ -431,7 +431,7 @@ async def exempt_page(request: web.Request) -> web.StreamResponse:
 # --- Audit log --------------------------------------------------------------------------------
 
 
-@_html_errors
+@html_errors
 async def audit_log_page(request: web.Request) -> web.StreamResponse:
     """The audit log, newest first, of one event or all; cursor paging (owners, managers)."""
     access = await _access(request, roles=MANAGERS)
