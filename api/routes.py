@@ -22,7 +22,7 @@ from api.handlers import (
     organizations,
     webhooks,
 )
-from api.pages import accept, home, sign_in
+from api.pages import accept, home, org_members, sign_in
 from api.pages import account as account_pages
 from api.pages import org_admin as org_pages
 
@@ -230,24 +230,24 @@ PAGES: list[Route] = [
         org_pages.webhook_delete_page,
         tag="pages",
     ),
-    Route("GET", "/organizations/{org}/members/", org_pages.members_page, tag="pages"),
+    Route("GET", "/organizations/{org}/members/", org_members.members_page, tag="pages"),
     Route(
         "POST",
         "/organizations/{org}/members/{member_id}/resend/",
-        org_pages.resend_page,
+        org_members.resend_page,
         tag="pages",
     ),
     Route(
         "POST",
         "/organizations/{org}/members/{member_id}/reset-2fa/",
-        org_pages.reset_2fa_page,
+        org_members.reset_2fa_page,
         tag="pages",
     ),
     Route("POST", "/organizations/{org}/reminders/", org_pages.reminders_page, tag="pages"),
     Route(
         "POST",
         "/organizations/{org}/members/{member_id}/exempt/",
-        org_pages.exempt_page,
+        org_members.exempt_page,
         tag="pages",
     ),
     Route("GET", "/organizations/{org}/audit-log/", org_pages.audit_log_page, tag="pages"),

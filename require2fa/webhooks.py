@@ -31,6 +31,7 @@ from cryptography.fernet import Fernet, InvalidToken
 from db import audit
 from db import webhooks as queries
 from db.audit import Actor
+from require2fa import errors
 from require2fa.security import fernet_key
 from require2fa.settings import Settings
 
@@ -46,12 +47,11 @@ MAX_BODY = 64 * 1024  # an audit entry is far smaller; a bigger body is refused,
 RESOLVE_TIMEOUT = 5.0
 
 
-class Invalid(ValueError):
+class Invalid(errors.Invalid):
     """A subscription the rules refuse; `field` names the input, `str()` is the sentence."""
 
     def __init__(self, field: str, message: str) -> None:
-        super().__init__(message)
-        self.field = field
+        super().__init__("webhook-invalid", message, field=field, summary=message)
 
 
 class BlockedAddress(OSError):
@@ -300,3 +300,65 @@ async def delete(
         data={"id": str(webhook["id"]), "url": webhook["url"]},
     )
     return True
+
+
+NOT_FOUND = "The requested webhook does not exist."
+
+
+async def subscribe(
+    pool: asyncpg.Pool,
+    settings: Settings,
+    *,
+    organization_id: int,
+    url: str,
+    events: Iterable[str],
+    actor: Actor,
+) -> Created:
+    """`create` with the URL checked (and, outside development, resolved) before its
+    transaction; `Invalid` for a URL or events the rules refuse."""
+    checked = check_url(url, settings)
+    await check_destination(checked, settings)
+    async with pool.acquire() as conn, conn.transaction():
+        return await create(
+            conn,
+            organization_id=organization_id,
+            url=checked,
+            events=events,
+            actor=actor,
+            settings=settings,
+        )
+
+
+async def unsubscribe(
+    pool: asyncpg.Pool, *, organization_id: int, webhook_id: int, actor: Actor
+) -> None:
+    """`delete` in a transaction of its own; `NotFound` when there is no such webhook."""
+    async with pool.acquire() as conn, conn.transaction():
+        deleted = await delete(
+            conn, organization_id=organization_id, webhook_id=webhook_id, actor=actor
+        )
+    if not deleted:
+        raise errors.NotFound("webhook-not-found", NOT_FOUND)
+
+
+async def get(pool: asyncpg.Pool, *, organization_id: int, webhook_id: int) -> asyncpg.Record:
+    """One of the organization's webhooks; `NotFound`."""
+    async with pool.acquire() as conn:
+        row = await queries.get(conn, organization_id=organization_id, webhook_id=webhook_id)
+    if row is None:
+        raise errors.NotFound("webhook-not-found", NOT_FOUND)
+    return row
+
+
+async def listed(pool: asyncpg.Pool, organization_id: int) -> list[asyncpg.Record]:
+    """The organization's webhooks."""
+    async with pool.acquire() as conn:
+        return await queries.list_for(conn, organization_id)
+
+
+async def deliveries(
+    pool: asyncpg.Pool, webhook_id: int, *, before_id: int | None, limit: int
+) -> list[asyncpg.Record]:
+    """A page of the webhook's deliveries, newest first."""
+    async with pool.acquire() as conn:
+        return await queries.deliveries_page(conn, webhook_id, before_id=before_id, limit=limit)

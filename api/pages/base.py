@@ -24,6 +24,7 @@ from aiohttp import web
 from aiohttp_session import get_session
 
 from api import factor_actions, invite_session
+from api.access import OrgAccess, org_access
 from api.auth import Auth, authenticate, mark_reauthenticated
 from api.connection import connection, request_pool
 from api.errors import api_error, from_domain, status_of
@@ -271,3 +272,14 @@ SHOWN_HERE = (400, 403, 409, 429, 503)
 def shown_here(err: DomainError) -> bool:
     """Whether the page that was posted shows `err` in place (else `html_errors` answers)."""
     return status_of(err) in SHOWN_HERE
+
+
+def org_url(access: OrgAccess, section: str = "") -> str:
+    return links.organization_path(access.org["slug"], section)
+
+
+async def org_page(request: web.Request, *, roles: tuple[str, ...] | None = None) -> OrgAccess:
+    """The signed-in person's view of the organization (a sign-in redirect when there is none;
+    the API's 404, 401 `2fa-required` and 403, as pages)."""
+    await signed_in(request)
+    return await org_access(request, roles=roles)
