@@ -26,11 +26,10 @@ from aiohttp_session import get_session
 from api import factor_actions, invite_session
 from api.access import OrgAccess, org_access
 from api.auth import Auth, authenticate, mark_reauthenticated
-from api.connection import connection, request_pool
+from api.connection import request_pool
 from api.errors import api_error, from_domain, status_of
 from api.keys import SETTINGS
-from db import schedule
-from require2fa import factors, links, reauth
+from require2fa import factors, links, reauth, rollout
 from require2fa.errors import DomainError
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -63,8 +62,7 @@ async def render(
     if user is not None:
         # The banner of every page: organizations that will require 2FA on a date this person
         # does not meet yet.
-        async with connection(request) as conn:
-            rows = await schedule.deadlines_for(conn, user["id"])
+        rows = await rollout.deadlines(await request_pool(request), user["id"])
         deadlines = [
             {"name": row["name"], "slug": row["slug"], "date": _day(row["enforce_at"])}
             for row in rows

@@ -13,12 +13,10 @@ from aiohttp import web
 
 from api.access import MANAGERS, org_access
 from api.auth import authenticate
-from api.connection import connection, request_pool
+from api.connection import request_pool
 from api.errors import status_of
 from api.pages.base import html_errors, read_form, render, signed_in
-from db import counts as member_counts
-from db import runs
-from require2fa import compliance
+from require2fa import compliance, rollout
 from require2fa import organizations as organizations_domain
 from require2fa.errors import Conflict, Invalid
 
@@ -96,9 +94,10 @@ async def organization_page(request: web.Request) -> web.StreamResponse:
             run=None,
             section="overview",
         )
-    async with connection(request) as conn:
-        counts = await member_counts.member_counts(conn, org["id"])
-        run = await runs.current_run(conn, org["id"]) if access.role in MANAGERS else None
+    pool = await request_pool(request)
+    counts = await rollout.member_counts(pool, org["id"])
+    current = await rollout.current_run(pool, org["id"]) if access.role in MANAGERS else None
+    run = current.run if current is not None else None
     return await render(
         request,
         "organization.html",

@@ -17,15 +17,21 @@ from aiohttp import web
 from api import org_actions
 from api.access import MANAGERS, OrgAccess
 from api.auth import actor
-from api.connection import connection
+from api.connection import request_pool
 from api.dispatch import send_reminders
 from api.errors import path_id, status_of
 from api.keys import SETTINGS
 from api.pages.base import html_errors, org_page, org_url, read_form, render
 from api.serializers import serialize_entry, serialize_webhook
-from db import audit, counts, members, organizations, runs
-from db import webhooks as webhook_rows
-from require2fa import audit_log, compliance, organization_settings, reauth, webhooks
+from require2fa import (
+    audit_log,
+    compliance,
+    organization_settings,
+    organizations,
+    reauth,
+    rollout,
+    webhooks,
+)
 from require2fa.errors import DomainError, Invalid, NotAllowed, NotSignedIn
 
 PER_PAGE = 50
@@ -57,25 +63,21 @@ async def _settings(
 ) -> web.Response:
     org = access.org
     run, emails, blocked, hooks = None, (0, 0), None, []
-    async with connection(request) as conn:
-        orgs = await organizations.for_user(conn, access.auth.user_id)
-        if access.role == "owner":
-            hooks = [serialize_webhook(row) for row in await webhook_rows.list_for(conn, org["id"])]
-        if access.role in MANAGERS:
-            run = await runs.current_run(conn, org["id"])
-            if run is not None:
-                emails = await runs.email_counts(conn, run["id"])
-        if access.role == "owner" and not org["require_2fa"]:
-            try:
-                await organization_settings.check(
-                    conn,
-                    org,
-                    actor=actor(request, access.auth),
-                    role=access.role,
-                    require_2fa=True,
-                )
-            except DomainError as refused:
-                blocked = refused.detail
+    pool = await request_pool(request)
+    orgs = await organizations.of_user(pool, access.auth.user_id)
+    if access.role == "owner":
+        hooks = [serialize_webhook(row) for row in await webhooks.listed(pool, org["id"])]
+    if access.role in MANAGERS:
+        current = await rollout.current_run(pool, org["id"])
+        if current is not None:
+            run, emails = current.run, current.emails
+    if access.role == "owner" and not org["require_2fa"]:
+        try:
+            await organization_settings.precheck(
+                pool, org, actor=actor(request, access.auth), role=access.role, require_2fa=True
+            )
+        except DomainError as refused:
+            blocked = refused.detail
     return await render(
         request,
         "settings.html",
@@ -98,7 +100,7 @@ async def _settings(
         emails=emails,
         window_days=request.app[SETTINGS].reinstatement_window.days,
         webhooks=hooks,
-        webhook_events=audit.EVENTS,
+        webhook_events=audit_log.EVENTS,
         created=serialize_webhook(created.webhook) if created else None,
         secret=created.secret if created else None,
         webhook_error=webhook_error,
@@ -133,42 +135,35 @@ async def settings_page(request: web.Request) -> web.StreamResponse:
         and compliance.is_stricter(level, org["require_2fa_level"])
     )
     if (turning_on or raising) and form.get("confirmed") != "yes":
-        async with connection(request) as conn:
-            try:
-                await organization_settings.check(
-                    conn,
-                    org,
-                    actor=actor(request, access.auth),
-                    role=access.role,
-                    require_2fa=True if turning_on else None,
-                    level=level,
-                )
-            except DomainError as refused:
-                return await _settings(
-                    request, access, status=status_of(refused), error=refused.detail
-                )
-            # The count and the first names that `2fa-compliance` answers, at the level being
-            # chosen (the acting owner, who has 2FA anyway, left out).
-            count = await counts.count_noncompliant(
-                conn,
-                org["id"],
-                except_user_id=access.auth.user_id,
-                level=level or org["require_2fa_level"],
+        pool = await request_pool(request)
+        try:
+            await organization_settings.precheck(
+                pool,
+                org,
+                actor=actor(request, access.auth),
+                role=access.role,
+                require_2fa=True if turning_on else None,
+                level=level,
             )
-            first = []
-            if level in (None, org["require_2fa_level"]):  # names at the organization's level
-                first = await members.page(
-                    conn,
-                    access.org["id"],
-                    where=members.NONCOMPLIANT,
-                    after_id=None,
-                    limit=PREVIEW + 1,
-                )
-        preview = [row for row in first if row["user_id"] != access.auth.user_id][:PREVIEW]
+        except DomainError as refused:
+            return await _settings(request, access, status=status_of(refused), error=refused.detail)
+        # The count and the first names that `2fa-compliance` answers, at the level being
+        # chosen (the acting owner, who has 2FA anyway, left out); names only at the
+        # organization's own level.
+        found = await rollout.noncompliant(
+            pool,
+            org["id"],
+            except_user_id=access.auth.user_id,
+            after_id=None,
+            limit=PREVIEW + 1,
+            level=level or org["require_2fa_level"],
+            names=level in (None, org["require_2fa_level"]),
+        )
+        preview = [row for row in found.rows if row["user_id"] != access.auth.user_id][:PREVIEW]
         return await _settings(
             request,
             access,
-            confirm=count,
+            confirm=found.count,
             preview=preview,
             confirm_level=level,
             turning_on=turning_on,
@@ -260,8 +255,7 @@ async def audit_log_page(request: web.Request) -> web.StreamResponse:
     """The audit log, newest first, of one event or all; cursor paging (owners, managers)."""
     access = await org_page(request, roles=MANAGERS)
     found = await org_actions.audit_page(request, access, per_page=PER_PAGE)
-    async with connection(request) as conn:
-        orgs = await organizations.for_user(conn, access.auth.user_id)
+    orgs = await organizations.of_user(await request_pool(request), access.auth.user_id)
     return await render(
         request,
         "audit_log.html",
