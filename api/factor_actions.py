@@ -16,7 +16,7 @@ from api.connection import request_pool
 from api.invite_session import step_from_session
 from api.keys import REDIS, SETTINGS
 from jobs import email as email_jobs
-from require2fa import accounts, factors, reauth, security_keys, webauthn
+from require2fa import accounts, enrollment, factors, reauth, security_keys, webauthn
 from require2fa.errors import NotSignedIn
 from require2fa.security import new_token
 
@@ -100,7 +100,7 @@ async def registration_options(request: web.Request, auth: Auth) -> dict[str, An
 
 async def register_key(
     request: web.Request, auth: Auth, credential: dict[str, Any], name: str
-) -> factors.Enrolled:
+) -> enrollment.Enrolled:
     """`security_keys.register` against this session's challenge. The caller then calls
     `after_enrollment`."""
     return await security_keys.register(

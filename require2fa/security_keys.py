@@ -19,8 +19,8 @@ import structlog
 
 from db import authenticators, users
 from require2fa import webauthn
+from require2fa.enrollment import Enrolled, confirm_factor
 from require2fa.errors import Conflict, Invalid
-from require2fa.factors import Enrolled, confirm_factor
 from require2fa.settings import Settings
 
 log = structlog.get_logger(__name__)

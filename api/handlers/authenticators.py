@@ -17,8 +17,8 @@ from api.jsonio import json_response
 from api.keys import REDIS, SETTINGS
 from api.sessions import SESSION_ID
 from jobs import email as email_jobs
-from require2fa import factors, sms
-from require2fa.factors import Enrolled
+from require2fa import enrollment, factors, sms
+from require2fa.enrollment import Enrolled
 
 
 class TotpEnrollIn(BaseModel):
@@ -81,8 +81,8 @@ async def enroll_totp(request: web.Request) -> web.Response:
     body = await parse_body(request, TotpEnrollIn)
     pool = await request_pool(request)
     if body.otp is None:
-        return json_response(await factors.new_totp(pool, auth.user))
-    enrolled = await factors.confirm_totp(
+        return json_response(await enrollment.new_totp(pool, auth.user))
+    enrolled = await enrollment.confirm_totp(
         pool,
         request.app[REDIS],
         request.app[SETTINGS],
@@ -101,9 +101,11 @@ async def enroll_sms(request: web.Request) -> web.Response:
     body = await parse_body(request, SmsEnrollIn)
     pool, redis, settings = await request_pool(request), request.app[REDIS], request.app[SETTINGS]
     if body.otp is None:
-        phone = await factors.send_enrollment_code(pool, redis, settings, auth.user_id, body.phone)
+        phone = await enrollment.send_enrollment_code(
+            pool, redis, settings, auth.user_id, body.phone
+        )
         return json_response({"phone": phone, "sent": True, "expiresIn": sms.CODE_TTL_SECONDS})
-    enrolled = await factors.confirm_sms(
+    enrolled = await enrollment.confirm_sms(
         pool, redis, settings, auth.user, phone_text=body.phone, otp=body.otp
     )
     return await _enrolled(request, auth, enrolled)
@@ -112,7 +114,9 @@ async def enroll_sms(request: web.Request) -> web.Response:
 async def regenerate_recovery_codes(request: web.Request) -> web.Response:
     """A new set of recovery codes, voiding the old one (sudo); queues a security notice."""
     auth = await require_sudo(request)
-    codes = await factors.regenerate(await request_pool(request), request.app[SETTINGS], auth.user)
+    codes = await enrollment.regenerate(
+        await request_pool(request), request.app[SETTINGS], auth.user
+    )
     await email_jobs.kick()
     return json_response({"recoveryCodes": codes})
 
@@ -124,7 +128,7 @@ async def delete_authenticator(request: web.Request) -> web.Response:
     auth = await require_user(request)
     authenticator_id = path_id(request, "id")
     await require_sudo(request)
-    await factors.remove(
+    await enrollment.remove(
         await request_pool(request),
         request.app[SETTINGS],
         auth.user,
@@ -140,7 +144,7 @@ async def rename_authenticator(request: web.Request) -> web.Response:
     auth = await require_user(request)
     authenticator_id = path_id(request, "id")
     body = await parse_body(request, RenameIn)
-    row = await factors.rename(
+    row = await enrollment.rename(
         await request_pool(request), auth.user_id, authenticator_id, body.name
     )
     return json_response(serialize_authenticator(row))

@@ -27,7 +27,7 @@ from api.pages.base import (
 )
 from api.sessions import SESSION_ID
 from jobs import email as email_jobs
-from require2fa import accounts, compliance, factors, security_keys, sms, totp
+from require2fa import accounts, compliance, enrollment, factors, security_keys, sms, totp
 from require2fa.errors import DomainError
 
 KINDS = {
@@ -122,7 +122,7 @@ async def enroll_totp_page(request: web.Request) -> web.StreamResponse:
     auth = await signed_in(request)
     secret = posted.get("secret", "")[:64]
     try:
-        enrolled = await factors.confirm_totp(
+        enrolled = await enrollment.confirm_totp(
             await request_pool(request),
             request.app[REDIS],
             request.app[SETTINGS],
@@ -137,7 +137,7 @@ async def enroll_totp_page(request: web.Request) -> web.StreamResponse:
 
 
 async def _after_enrollment(
-    request: web.Request, auth: Auth, enrolled: factors.Enrolled, message: str
+    request: web.Request, auth: Auth, enrolled: enrollment.Enrolled, message: str
 ) -> web.Response:
     join_step = await factor_actions.after_enrollment(request, auth)
     return await _security(
@@ -177,14 +177,16 @@ async def enroll_sms_page(request: web.Request) -> web.StreamResponse:
     pool, redis, settings = await request_pool(request), request.app[REDIS], request.app[SETTINGS]
     try:
         if otp is None:
-            sent_to = await factors.send_enrollment_code(pool, redis, settings, auth.user_id, phone)
+            sent_to = await enrollment.send_enrollment_code(
+                pool, redis, settings, auth.user_id, phone
+            )
             return await _security(
                 request,
                 auth,
                 message=f"We texted a code to {sms.mask_phone(sent_to)}.",
                 sms_pending=sent_to,
             )
-        enrolled = await factors.confirm_sms(
+        enrolled = await enrollment.confirm_sms(
             pool, redis, settings, auth.user, phone_text=phone, otp=otp[:16]
         )
     except DomainError as err:
@@ -199,7 +201,7 @@ async def recovery_codes_page(request: web.Request) -> web.StreamResponse:
     auth = await signed_in(request)
     await require_sudo(request)
     try:
-        codes = await factors.regenerate(
+        codes = await enrollment.regenerate(
             await request_pool(request), request.app[SETTINGS], auth.user
         )
     except DomainError as err:
@@ -243,7 +245,7 @@ async def rename_factor_page(request: web.Request) -> web.StreamResponse:
     posted = await read_form(request)
     auth = await signed_in(request)
     try:
-        row = await factors.rename(
+        row = await enrollment.rename(
             await request_pool(request),
             auth.user_id,
             _factor_id(request),
@@ -263,7 +265,7 @@ async def remove_factor_page(request: web.Request) -> web.StreamResponse:
     authenticator_id = _factor_id(request)
     await require_sudo(request)
     try:
-        row = await factors.remove(
+        row = await enrollment.remove(
             await request_pool(request),
             request.app[SETTINGS],
             auth.user,
