@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 import asyncpg
 from aiohttp import web
@@ -69,24 +70,28 @@ async def confirm_if_owner(request: web.Request, access: OrgAccess) -> None:
         await require_sudo(request)
 
 
+def _on_member(request: web.Request, access: OrgAccess, member_id: int) -> dict[str, Any]:
+    """What an owner tool takes about the member, the caller and the settings."""
+    settings = request.app[SETTINGS]
+    return {
+        "organization_id": access.org["id"],
+        "member_id": member_id,
+        "actor": actor(request, access.auth),
+        "actor_role": access.role,
+        "base_url": settings.base_url,
+        "secret_key": settings.secret_key,
+        "reinstatement_window": settings.reinstatement_window,
+    }
+
+
 async def reset_2fa(
     request: web.Request, access: OrgAccess, member_id: int
 ) -> owner_tools.ResetResult:
     """`owner_tools.reset_member_2fa` as the caller (after `confirm_if_owner`), then wakes the
     email dispatcher."""
-    settings = request.app[SETTINGS]
     pool = await request_pool(request)
     async with pool.acquire() as conn, conn.transaction():
-        result = await owner_tools.reset_member_2fa(
-            conn,
-            organization_id=access.org["id"],
-            member_id=member_id,
-            actor=actor(request, access.auth),
-            actor_role=access.role,
-            base_url=settings.base_url,
-            secret_key=settings.secret_key,
-            reinstatement_window=settings.reinstatement_window,
-        )
+        result = await owner_tools.reset_member_2fa(conn, **_on_member(request, access, member_id))
     await email_jobs.kick()
     return result
 
@@ -101,20 +106,10 @@ async def set_exemption(
 ) -> owner_tools.ExemptResult:
     """`owner_tools.set_exemption` as the caller (after `confirm_if_owner`); wakes the email
     dispatcher when it removed the member."""
-    settings = request.app[SETTINGS]
     pool = await request_pool(request)
     async with pool.acquire() as conn, conn.transaction():
         result = await owner_tools.set_exemption(
-            conn,
-            organization_id=access.org["id"],
-            member_id=member_id,
-            actor=actor(request, access.auth),
-            actor_role=access.role,
-            reason=reason,
-            until=until,
-            base_url=settings.base_url,
-            secret_key=settings.secret_key,
-            reinstatement_window=settings.reinstatement_window,
+            conn, **_on_member(request, access, member_id), reason=reason, until=until
         )
     if result.removed:
         await email_jobs.kick()

@@ -7,6 +7,8 @@ from typing import Any
 
 import asyncpg
 
+from require2fa import audit_log
+
 
 def _iso(value: datetime | None) -> str | None:
     return value.isoformat() if value is not None else None
@@ -115,24 +117,12 @@ def _id(value: int | None) -> str | None:
 
 
 def serialize_entry(row: asyncpg.Record) -> dict[str, Any]:
-    actor: dict[str, Any] | None = None
-    if row["actor_user_id"] is not None or row["actor_label"]:
-        actor = {
-            "type": "user" if row["actor_user_id"] is not None else "system",
-            "id": str(row["actor_user_id"]) if row["actor_user_id"] is not None else None,
-            "email": row["actor_email"],
-            "name": row["actor_name"] or row["actor_label"],
-            "tokenId": str(row["actor_token_id"]) if row["actor_token_id"] is not None else None,
-        }
-    target_user = None
-    if row["target_user_id"] is not None:
-        target_user = {"id": str(row["target_user_id"]), "email": row["data"].get("email")}
     return {
         "id": str(row["id"]),
         "event": row["event"],
-        "actor": actor,
+        "actor": audit_log.actor_json(row),
         "actorLabel": row["actor_label"],
-        "targetUser": target_user,
+        "targetUser": audit_log.target_user_json(row, row["data"]),
         "targetMember": (
             str(row["target_member_id"]) if row["target_member_id"] is not None else None
         ),

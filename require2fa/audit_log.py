@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
 import asyncpg
 
 from db import audit
@@ -22,3 +25,27 @@ async def page(
         return await audit.page(
             conn, organization_id=org_id, event=event, before_id=before_id, limit=limit
         )
+
+
+# --- An entry as JSON (the audit-log API and the webhooks' bodies) ---------------------------
+
+
+def actor_json(row: Mapping[str, Any]) -> dict[str, Any] | None:
+    """`{type, id, email, name, tokenId}` of the entry's actor (a user, or the system under a
+    label), or None. `row` has the entry's columns and `actor_email`, `actor_name`."""
+    if row["actor_user_id"] is None and not row["actor_label"]:
+        return None
+    return {
+        "type": "user" if row["actor_user_id"] is not None else "system",
+        "id": str(row["actor_user_id"]) if row["actor_user_id"] is not None else None,
+        "email": row["actor_email"],
+        "name": row["actor_name"] or row["actor_label"],
+        "tokenId": str(row["actor_token_id"]) if row["actor_token_id"] is not None else None,
+    }
+
+
+def target_user_json(row: Mapping[str, Any], data: Mapping[str, Any]) -> dict[str, Any] | None:
+    """`{id, email}` of the entry's target user (the email as the entry's data recorded it)."""
+    if row["target_user_id"] is None:
+        return None
+    return {"id": str(row["target_user_id"]), "email": data.get("email")}

@@ -39,13 +39,7 @@ NOT_FOUND = "The requested authenticator does not exist."
 async def count_attempt(redis: aioredis.Redis, settings: Settings, user_id: int) -> None:
     """Counts one second-factor attempt of the user; `TooMany` once over either limit."""
     for rule in (SECOND_FACTOR_BURST, SECOND_FACTOR_HOURLY):
-        verdict = await ratelimit.hit(redis, settings.redis_namespace, rule, str(user_id))
-        if not verdict.allowed:
-            raise TooMany(
-                "2fa-limited",
-                "Too many codes tried; try again later.",
-                retry_after=verdict.retry_after,
-            )
+        await _hit(redis, settings, rule, user_id, "Too many codes tried; try again later.")
 
 
 async def attempt_succeeded(redis: aioredis.Redis, settings: Settings, user_id: int) -> None:
@@ -55,13 +49,16 @@ async def attempt_succeeded(redis: aioredis.Redis, settings: Settings, user_id: 
 
 
 async def count_sms_send(redis: aioredis.Redis, settings: Settings, user_id: int) -> None:
-    verdict = await ratelimit.hit(redis, settings.redis_namespace, SMS_SENDS, str(user_id))
+    """Counts one text message sent to the user; `TooMany` once over."""
+    await _hit(redis, settings, SMS_SENDS, user_id, "Too many text messages sent; try again later.")
+
+
+async def _hit(
+    redis: aioredis.Redis, settings: Settings, rule: Limit, user_id: int, detail: str
+) -> None:
+    verdict = await ratelimit.hit(redis, settings.redis_namespace, rule, str(user_id))
     if not verdict.allowed:
-        raise TooMany(
-            "sms-limited",
-            "Too many text messages sent; try again later.",
-            retry_after=verdict.retry_after,
-        )
+        raise TooMany(f"{rule.name}-limited", detail, retry_after=verdict.retry_after)
 
 
 # --- Signing in ---------------------------------------------------------------------------

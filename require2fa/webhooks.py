@@ -31,7 +31,7 @@ from cryptography.fernet import Fernet, InvalidToken
 from db import audit
 from db import webhooks as queries
 from db.audit import Actor
-from require2fa import errors
+from require2fa import audit_log, errors
 from require2fa.security import fernet_key
 from require2fa.settings import Settings
 
@@ -209,27 +209,15 @@ def payload(row: Mapping[str, Any]) -> dict[str, Any]:
     """`{id, event, organization, actor, targetUser, targetMember, data, dateCreated}` of one
     audit entry (the fields the audit-log API shows, but the IP address). `row` has the entry's
     columns and `org_slug`, `actor_email`, `actor_name`."""
-    actor: dict[str, Any] | None = None
-    if row["actor_user_id"] is not None or row["actor_label"]:
-        actor = {
-            "type": "user" if row["actor_user_id"] is not None else "system",
-            "id": str(row["actor_user_id"]) if row["actor_user_id"] is not None else None,
-            "email": row["actor_email"],
-            "name": row["actor_name"] or row["actor_label"],
-            "tokenId": str(row["actor_token_id"]) if row["actor_token_id"] is not None else None,
-        }
     data = row["data"]
     if isinstance(data, str):
         data = json.loads(data)
-    target_user = None
-    if row["target_user_id"] is not None:
-        target_user = {"id": str(row["target_user_id"]), "email": data.get("email")}
     return {
         "id": str(row["audit_id"]),
         "event": row["event"],
         "organization": {"id": str(row["organization_id"]), "slug": row["org_slug"]},
-        "actor": actor,
-        "targetUser": target_user,
+        "actor": audit_log.actor_json(row),
+        "targetUser": audit_log.target_user_json(row, data),
         "targetMember": (
             str(row["target_member_id"]) if row["target_member_id"] is not None else None
         ),

@@ -3,8 +3,6 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 import asyncpg
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field
@@ -15,7 +13,7 @@ from api.connection import request_pool
 from api.errors import parse_body, path_id
 from api.jsonio import json_response
 from api.pagination import link_header, page_args, split_page
-from api.serializers import serialize_webhook
+from api.serializers import serialize_delivery, serialize_webhook
 from require2fa import webhooks
 
 OWNERS = ("owner",)
@@ -29,26 +27,6 @@ class WebhookIn(BaseModel):
     events: list[str] = Field(
         default_factory=lambda: [webhooks.ALL_EVENTS], min_length=1, max_length=webhooks.MAX_EVENTS
     )
-
-
-def serialize_delivery(row: asyncpg.Record) -> dict[str, Any]:
-    last = None
-    if row["last_status"] is not None:
-        last = {"status": row["last_status"], "body": row["last_body"] or ""}
-    return {
-        "id": str(row["id"]),
-        "event": row["event"],
-        "auditLogId": str(row["audit_log_id"]),
-        "status": row["status"],
-        "attempts": row["attempts"],
-        "lastResponse": last,
-        "lastError": row["last_error"],
-        "dateCreated": row["created_at"].isoformat(),
-        "nextAttemptAt": (
-            row["next_attempt_at"].isoformat() if row["status"] in ("queued", "sending") else None
-        ),
-        "deliveredAt": row["delivered_at"].isoformat() if row["delivered_at"] else None,
-    }
 
 
 async def create_webhook(request: web.Request) -> web.Response:
