@@ -1,7 +1,7 @@
 """Domain errors: a use case refuses with a stable `code` and a `detail` sentence for people.
 
 The kind of refusal is the class; each adapter maps the classes once (the API to HTTP statuses
-in `api.errors`, the pages to error pages in `api.pages.views`, the CLI to a one-line failure).
+in `api.errors`, the pages to error pages in `api.pages.base`, the CLI to a one-line failure).
 Nothing here knows about HTTP.
 """
 
