@@ -10,11 +10,12 @@ from aiohttp import web
 
 from api.auth import Auth, require_user
 from api.connection import connection
-from api.errors import api_error
+from api.errors import api_error, path_id
 from db import members, organizations
 from require2fa import compliance
+from require2fa.members import MANAGERS
 
-MANAGERS = ("owner", "manager")
+__all__ = ["MANAGERS", "OrgAccess", "member_id", "org_access"]
 _SLUG = re.compile(r"^[a-z0-9][a-z0-9-]{0,49}$")
 
 
@@ -65,3 +66,8 @@ async def org_access(request: web.Request, *, roles: tuple[str, ...] | None = No
     if roles is not None:
         access.require_role(*roles)
     return access
+
+
+def member_id(request: web.Request) -> int:
+    """The member id in the path (`member_id`); 404 when it cannot be one."""
+    return path_id(request, "member_id", not_found="The requested member does not exist.")

@@ -11,7 +11,7 @@ no `Authorization` header is refused (403) unless
 
 A request without a body (whatever its `Content-Type`) still has its `Origin` checked: browsers
 send one with every cross-site POST, form or `fetch`. Bearer tokens are not sent by browsers on
-their own and are unaffected; the pages' forms are checked by `api.pages.views._same_origin`.
+their own and are unaffected; the pages' forms are checked by `api.pages.base.same_origin`.
 """
 
 from __future__ import annotations

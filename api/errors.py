@@ -48,6 +48,7 @@ _STATUS_OF: tuple[tuple[type[domain.DomainError], int], ...] = (
     (domain.Conflict, 409),
     (domain.Gone, 410),
     (domain.TooMany, 429),
+    (domain.Unavailable, 503),
 )
 # Codes that API answers carry as `"code"` (clients act on them).
 PUBLIC_CODES = frozenset({"2fa-required", "sudo-required"})
@@ -66,7 +67,8 @@ def from_domain(err: domain.DomainError) -> web.HTTPException:
         return rate_limited(err.retry_after, err.detail)
     extra = {"code": err.code} if err.code in PUBLIC_CODES else {}
     if err.field is not None:  # about one input: as a validation error of that field
-        return api_error(status_of(err), "Invalid request.", errors={err.field: [err.detail]})
+        summary = err.summary or "Invalid request."
+        return api_error(status_of(err), summary, errors={err.field: [err.detail]})
     return api_error(status_of(err), err.detail, **extra)
 
 

@@ -11,9 +11,12 @@ from typing import Any
 from aiohttp import web
 from aiohttp_session import Session, get_session
 
+from api.auth import actor, authenticate, require_user
 from api.connection import request_pool
-from api.keys import SETTINGS
+from api.errors import MAX_ID
+from api.keys import REDIS, SETTINGS
 from require2fa import invitations, links
+from require2fa.errors import Invalid
 from require2fa.security import seal, unseal
 
 # Session key of the link last looked at: {"memberId": int, "tokenSealed": str}. The token is a
@@ -69,3 +72,54 @@ async def step_from_session(request: web.Request, user_id: int) -> dict[str, Any
     if outcome.step is None:
         return None
     return {**outcome.step, "acceptPath": links.accept_path(*held)}
+
+
+# --- Looking at and accepting the link in the path (the API and the accept page) -------------
+
+
+def _link(request: web.Request) -> tuple[int, str]:
+    """(member id, token) of the link in the path; `Invalid` when the id cannot be one."""
+    try:
+        member_id = int(request.match_info["member_id"])
+    except ValueError:
+        member_id = 0
+    if not 0 < member_id <= MAX_ID:
+        raise Invalid("invite-invalid", invitations.INVALID)
+    return member_id, request.match_info["token"]
+
+
+async def _count(request: web.Request) -> None:
+    """Counts the look (or acceptance) against the client's address: `TooMany` once over."""
+    settings = request.app[SETTINGS]
+    await invitations.count_look(request.app[REDIS], settings.redis_namespace, request.remote)
+
+
+async def look(request: web.Request) -> dict[str, Any]:
+    """`invitations.look` for the link in the path and the caller; a browser's session (signed
+    in or not, as opposed to a program holding an API token) remembers the link."""
+    auth = await authenticate(request)
+    await _count(request)
+    member_id, token = _link(request)
+    signed_in = auth is not None and not auth.half_signed_in
+    found = await invitations.look(
+        await request_pool(request),
+        member_id,
+        token,
+        user_id=auth.user_id if auth is not None and signed_in else None,
+    )
+    if auth is None or auth.token_id is None:
+        remember(await get_session(request), member_id, token, request.app[SETTINGS].secret_key)
+    return found
+
+
+async def accept(request: web.Request) -> dict[str, Any]:
+    """`invitations.accept` for the link in the path, as the signed-in caller; the session
+    forgets the link. `{"orgSlug", "memberId", "redirect"}`."""
+    auth = await require_user(request)
+    await _count(request)
+    member_id, token = _link(request)
+    joined = await invitations.accept(
+        await request_pool(request), member_id, token, user=auth.user, who=actor(request, auth)
+    )
+    forget(await get_session(request), member_id)
+    return joined

@@ -3,18 +3,21 @@ request, call the one domain function, wake the workers. Each adapter then rende
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 import asyncpg
 from aiohttp import web
 
 from api.access import MANAGERS, OrgAccess
-from api.auth import actor, recently_authenticated
+from api.auth import actor, recently_authenticated, require_sudo
 from api.connection import request_pool
 from api.dispatch import send_coordinator
 from api.keys import REDIS, SETTINGS
+from api.pagination import page_args, split_page
 from jobs import email as email_jobs
-from require2fa import invitations, organization_settings
+from require2fa import audit_log, invitations, organization_settings, owner_tools, webhooks
 
 
 async def change_settings(
@@ -58,3 +61,105 @@ async def resend(request: web.Request, access: OrgAccess, member_id: int) -> asy
     )
     await email_jobs.kick()
     return row
+
+
+async def confirm_if_owner(request: web.Request, access: OrgAccess) -> None:
+    """An owner resetting or exempting a member needs a recent re-authentication
+    (`require_sudo`); anyone else gets the use case's 403 instead."""
+    if access.role == "owner":
+        await require_sudo(request)
+
+
+def _on_member(request: web.Request, access: OrgAccess, member_id: int) -> dict[str, Any]:
+    """What an owner tool takes about the member, the caller and the settings."""
+    settings = request.app[SETTINGS]
+    return {
+        "organization_id": access.org["id"],
+        "member_id": member_id,
+        "actor": actor(request, access.auth),
+        "actor_role": access.role,
+        "base_url": settings.base_url,
+        "secret_key": settings.secret_key,
+        "reinstatement_window": settings.reinstatement_window,
+    }
+
+
+async def reset_2fa(
+    request: web.Request, access: OrgAccess, member_id: int
+) -> owner_tools.ResetResult:
+    """`owner_tools.reset_member_2fa` as the caller (after `confirm_if_owner`), then wakes the
+    email dispatcher."""
+    pool = await request_pool(request)
+    async with pool.acquire() as conn, conn.transaction():
+        result = await owner_tools.reset_member_2fa(conn, **_on_member(request, access, member_id))
+    await email_jobs.kick()
+    return result
+
+
+async def set_exemption(
+    request: web.Request,
+    access: OrgAccess,
+    member_id: int,
+    *,
+    reason: str | None,
+    until: datetime | None,
+) -> owner_tools.ExemptResult:
+    """`owner_tools.set_exemption` as the caller (after `confirm_if_owner`); wakes the email
+    dispatcher when it removed the member."""
+    pool = await request_pool(request)
+    async with pool.acquire() as conn, conn.transaction():
+        result = await owner_tools.set_exemption(
+            conn, **_on_member(request, access, member_id), reason=reason, until=until
+        )
+    if result.removed:
+        await email_jobs.kick()
+    return result
+
+
+async def create_webhook(
+    request: web.Request, access: OrgAccess, *, url: str, events: list[str]
+) -> webhooks.Created:
+    """`webhooks.subscribe` as the caller, after a recent re-authentication (`require_sudo`)."""
+    await require_sudo(request)
+    return await webhooks.subscribe(
+        await request_pool(request),
+        request.app[SETTINGS],
+        organization_id=access.org["id"],
+        url=url,
+        events=events,
+        actor=actor(request, access.auth),
+    )
+
+
+async def delete_webhook(request: web.Request, access: OrgAccess, webhook_id: int) -> None:
+    """`webhooks.unsubscribe` as the caller."""
+    await webhooks.unsubscribe(
+        await request_pool(request),
+        organization_id=access.org["id"],
+        webhook_id=webhook_id,
+        actor=actor(request, access.auth),
+    )
+
+
+@dataclass(frozen=True)
+class AuditPage:
+    event: str | None
+    cursor: int | None
+    rows: list[asyncpg.Record]
+    next_cursor: int | None
+
+
+async def audit_page(request: web.Request, access: OrgAccess, *, per_page: int = 100) -> AuditPage:
+    """The entries that `?event=`, `?cursor=` and `?per_page=` ask for, newest first (the API
+    and the audit-log page); `audit_log.page`."""
+    event = request.query.get("event") or None
+    cursor, limit = page_args(request, default=per_page)
+    rows = await audit_log.page(
+        await request_pool(request),
+        access.org["id"],
+        event=event,
+        before_id=cursor,
+        limit=limit + 1,
+    )
+    rows, next_cursor = split_page(rows, limit)
+    return AuditPage(event=event, cursor=cursor, rows=rows, next_cursor=next_cursor)

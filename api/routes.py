@@ -9,6 +9,7 @@ from pathlib import Path
 from aiohttp import web
 from pydantic import BaseModel
 
+from api import bodies
 from api.handlers import (
     accounts,
     audit,
@@ -21,9 +22,9 @@ from api.handlers import (
     organizations,
     webhooks,
 )
-from api.pages import home
+from api.pages import accept, home, org_members, sign_in
+from api.pages import account as account_pages
 from api.pages import org_admin as org_pages
-from api.pages import views as pages
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -43,8 +44,8 @@ ME = f"{API}/users/me"
 
 ROUTES: list[Route] = [
     # Accounts and 2FA
-    Route("POST", f"{API}/auth/register/", accounts.register, accounts.RegisterIn, "accounts"),
-    Route("POST", f"{API}/auth/login/", accounts.login, accounts.LoginIn, "accounts"),
+    Route("POST", f"{API}/auth/register/", accounts.register, bodies.RegisterIn, "accounts"),
+    Route("POST", f"{API}/auth/login/", accounts.login, bodies.LoginIn, "accounts"),
     Route("POST", f"{API}/auth/logout/", accounts.logout, tag="accounts"),
     Route("POST", f"{API}/auth/2fa/", accounts.second_factor, accounts.SecondFactorIn, "accounts"),
     Route("POST", f"{API}/auth/2fa/sms/", accounts.send_sms_code, tag="accounts"),
@@ -178,25 +179,37 @@ ROUTES: list[Route] = [
 # Pages for people (HTML, not in the OpenAPI document).
 PAGES: list[Route] = [
     Route("GET", "/", home.home_page, tag="pages"),
-    Route("GET", "/accept/{member_id}/{token}/", pages.accept_page, tag="pages"),
-    Route("POST", "/accept/{member_id}/{token}/", pages.accept_page, tag="pages"),
-    Route("GET", "/auth/login/", pages.login_page, tag="pages"),
-    Route("POST", "/auth/login/", pages.login_page, tag="pages"),
-    Route("GET", "/auth/register/", pages.register_page, tag="pages"),
-    Route("POST", "/auth/register/", pages.register_page, tag="pages"),
-    Route("POST", "/auth/logout/", pages.logout_page, tag="pages"),
-    Route("GET", "/account/security/", pages.security_page, tag="pages"),
-    Route("POST", "/account/security/totp/", pages.enroll_totp_page, tag="pages"),
-    Route("POST", "/account/security/webauthn/", pages.enroll_webauthn_page, tag="pages"),
-    Route("POST", "/account/security/sms/", pages.enroll_sms_page, tag="pages"),
-    Route("POST", "/account/security/recovery/", pages.recovery_codes_page, tag="pages"),
-    Route("POST", "/account/security/factors/{id}/rename/", pages.rename_factor_page, tag="pages"),
-    Route("POST", "/account/security/factors/{id}/remove/", pages.remove_factor_page, tag="pages"),
-    Route("POST", "/account/security/sessions/{id}/end/", pages.end_session_page, tag="pages"),
+    Route("GET", "/accept/{member_id}/{token}/", accept.accept_page, tag="pages"),
+    Route("POST", "/accept/{member_id}/{token}/", accept.accept_page, tag="pages"),
+    Route("GET", "/auth/login/", sign_in.login_page, tag="pages"),
+    Route("POST", "/auth/login/", sign_in.login_page, tag="pages"),
+    Route("GET", "/auth/register/", sign_in.register_page, tag="pages"),
+    Route("POST", "/auth/register/", sign_in.register_page, tag="pages"),
+    Route("POST", "/auth/logout/", sign_in.logout_page, tag="pages"),
+    Route("GET", "/account/security/", account_pages.security_page, tag="pages"),
+    Route("POST", "/account/security/totp/", account_pages.enroll_totp_page, tag="pages"),
+    Route("POST", "/account/security/webauthn/", account_pages.enroll_webauthn_page, tag="pages"),
+    Route("POST", "/account/security/sms/", account_pages.enroll_sms_page, tag="pages"),
+    Route("POST", "/account/security/recovery/", account_pages.recovery_codes_page, tag="pages"),
+    Route(
+        "POST",
+        "/account/security/factors/{id}/rename/",
+        account_pages.rename_factor_page,
+        tag="pages",
+    ),
+    Route(
+        "POST",
+        "/account/security/factors/{id}/remove/",
+        account_pages.remove_factor_page,
+        tag="pages",
+    ),
+    Route(
+        "POST", "/account/security/sessions/{id}/end/", account_pages.end_session_page, tag="pages"
+    ),
     Route(
         "POST",
         "/account/security/sessions/end-others/",
-        pages.end_other_sessions_page,
+        account_pages.end_other_sessions_page,
         tag="pages",
     ),
     # Before /organizations/{org}/: "new" is a reserved slug.
@@ -217,24 +230,24 @@ PAGES: list[Route] = [
         org_pages.webhook_delete_page,
         tag="pages",
     ),
-    Route("GET", "/organizations/{org}/members/", org_pages.members_page, tag="pages"),
+    Route("GET", "/organizations/{org}/members/", org_members.members_page, tag="pages"),
     Route(
         "POST",
         "/organizations/{org}/members/{member_id}/resend/",
-        org_pages.resend_page,
+        org_members.resend_page,
         tag="pages",
     ),
     Route(
         "POST",
         "/organizations/{org}/members/{member_id}/reset-2fa/",
-        org_pages.reset_2fa_page,
+        org_members.reset_2fa_page,
         tag="pages",
     ),
     Route("POST", "/organizations/{org}/reminders/", org_pages.reminders_page, tag="pages"),
     Route(
         "POST",
         "/organizations/{org}/members/{member_id}/exempt/",
-        org_pages.exempt_page,
+        org_members.exempt_page,
         tag="pages",
     ),
     Route("GET", "/organizations/{org}/audit-log/", org_pages.audit_log_page, tag="pages"),

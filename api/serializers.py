@@ -7,6 +7,8 @@ from typing import Any
 
 import asyncpg
 
+from require2fa import audit_log
+
 
 def _iso(value: datetime | None) -> str | None:
     return value.isoformat() if value is not None else None
@@ -112,3 +114,49 @@ def serialize_run(
 
 def _id(value: int | None) -> str | None:
     return str(value) if value is not None else None
+
+
+def serialize_entry(row: asyncpg.Record) -> dict[str, Any]:
+    return {
+        "id": str(row["id"]),
+        "event": row["event"],
+        "actor": audit_log.actor_json(row),
+        "actorLabel": row["actor_label"],
+        "targetUser": audit_log.target_user_json(row, row["data"]),
+        "targetMember": (
+            str(row["target_member_id"]) if row["target_member_id"] is not None else None
+        ),
+        "ipAddress": str(row["ip_address"]) if row["ip_address"] is not None else None,
+        "data": row["data"],
+        "dateCreated": row["created_at"].isoformat(),
+    }
+
+
+def serialize_webhook(row: asyncpg.Record, **extra: Any) -> dict[str, Any]:
+    return {
+        "id": str(row["id"]),
+        "url": row["url"],
+        "events": list(row["events"]),
+        "dateCreated": row["created_at"].isoformat(),
+        **extra,
+    }
+
+
+def serialize_delivery(row: asyncpg.Record) -> dict[str, Any]:
+    last = None
+    if row["last_status"] is not None:
+        last = {"status": row["last_status"], "body": row["last_body"] or ""}
+    return {
+        "id": str(row["id"]),
+        "event": row["event"],
+        "auditLogId": str(row["audit_log_id"]),
+        "status": row["status"],
+        "attempts": row["attempts"],
+        "lastResponse": last,
+        "lastError": row["last_error"],
+        "dateCreated": row["created_at"].isoformat(),
+        "nextAttemptAt": (
+            row["next_attempt_at"].isoformat() if row["status"] in ("queued", "sending") else None
+        ),
+        "deliveredAt": row["delivered_at"].isoformat() if row["delivered_at"] else None,
+    }

@@ -51,6 +51,16 @@ async def of_type(conn: asyncpg.Connection, user_id: int, type_: str) -> list[as
     )
 
 
+async def kinds(conn: asyncpg.Connection, user_id: int) -> list[str]:
+    """The types of the user's confirmed factors, each once, in order."""
+    rows = await conn.fetch(
+        """select distinct type from authenticators
+           where user_id = $1 and confirmed_at is not null order by type""",
+        user_id,
+    )
+    return [row["type"] for row in rows]
+
+
 async def insert_totp(
     conn: asyncpg.Connection, *, user_id: int, name: str, secret_encrypted: bytes, step: int
 ) -> asyncpg.Record:

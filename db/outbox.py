@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Sequence
-from datetime import datetime, timedelta
+from datetime import timedelta
 from typing import Any
 
 import asyncpg
+
+from db import claims
 
 TEMPLATES = (
     "removed_for_2fa",
@@ -66,10 +68,8 @@ async def enqueue(
 
 # --- Delivery ------------------------------------------------------------------------------
 #
-# A row is due when it is queued (or its claim has lapsed) and its next attempt time has come.
-# `sending` rows whose `claimed_until` passed belong to a worker that died: they are due again.
-_DUE = """status in ('queued', 'sending') and next_attempt_at <= now()
-          and (claimed_until is null or claimed_until < now())"""
+# Claimed under a lease, put back when it lapses (`db.claims`).
+_QUEUE = claims.Queue("email_outbox")
 
 # Retrying stops this long after the row was written; the row is then marked failed.
 GIVE_UP_AFTER = timedelta(days=1)
@@ -81,19 +81,8 @@ async def claim(conn: asyncpg.Connection, *, limit: int, lease: timedelta) -> li
     Rows another transaction is claiming are skipped, so concurrent dispatchers never share a row.
     """
     return await conn.fetch(
-        f"""with due as (
-                select id from email_outbox
-                 where {_DUE}
-                 order by next_attempt_at
-                 limit $1
-                   for update skip locked
-            )
-            update email_outbox o
-               set status = 'sending', claimed_until = now() + $2::interval,
-                   attempts = o.attempts + 1
-              from due
-             where o.id = due.id
-         returning o.id, o.template, o.to_address, o.context, o.message_id, o.attempts""",
+        _QUEUE.claimed_sql()
+        + " select id, template, to_address, context, message_id, attempts from claimed",
         limit,
         lease,
     )
@@ -159,26 +148,9 @@ async def mark_failed(conn: asyncpg.Connection, rows: Sequence[tuple[int, int, s
     return int(result.split()[-1])
 
 
-async def release_lapsed(conn: asyncpg.Connection) -> int:
-    """Puts back in the queue the rows whose claim lapsed: the worker holding them died."""
-    result = await conn.execute(
-        """update email_outbox
-              set status = 'queued', claimed_until = null
-            where status = 'sending' and claimed_until < now()"""
-    )
-    return int(result.split()[-1])
-
-
-async def any_due(conn: asyncpg.Connection) -> bool:
-    """Whether some row is waiting to be claimed now."""
-    return bool(await conn.fetchval(f"select exists (select 1 from email_outbox where {_DUE})"))
-
-
-async def next_due_at(conn: asyncpg.Connection) -> datetime | None:
-    """When the earliest queued row (a retry) is due. Lapsed claims are the sweeper's."""
-    return await conn.fetchval(
-        "select min(next_attempt_at) from email_outbox where status = 'queued'"
-    )
+release_lapsed = _QUEUE.release_lapsed
+any_due = _QUEUE.any_due
+next_due_at = _QUEUE.next_due_at
 
 
 async def counts_for_enforcement(conn: asyncpg.Connection, enforcement_id: int) -> tuple[int, int]:

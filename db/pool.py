@@ -89,3 +89,8 @@ async def create_pool_checked(dsn: str, *, min_size: int = 1, max_size: int = 10
         )
     except CONNECT_ERRORS as err:
         raise Unreachable("DATABASE_URL", dsn, why(err)) from None
+
+
+async def ping(conn: asyncpg.Connection) -> None:
+    """A round trip to the server (the health check)."""
+    await conn.fetchval("select 1")

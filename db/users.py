@@ -62,6 +62,10 @@ async def lock(conn: asyncpg.Connection, user_ids: list[int]) -> None:
     )
 
 
+async def set_password(conn: asyncpg.Connection, user_id: int, password_hash: str) -> None:
+    await conn.execute("update users set password_hash = $2 where id = $1", user_id, password_hash)
+
+
 async def create_token(
     conn: asyncpg.Connection, *, user_id: int, token_hash: bytes, name: str = ""
 ) -> int:

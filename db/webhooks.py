@@ -8,9 +8,11 @@ posts them and records delivered / retry later / failed.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import datetime, timedelta
+from datetime import timedelta
 
 import asyncpg
+
+from db import claims
 
 # --- Subscriptions --------------------------------------------------------------------------
 
@@ -86,9 +88,8 @@ async def deliveries_page(
 
 # --- Delivery -------------------------------------------------------------------------------
 #
-# Due: queued (or claimed by a worker whose lease ran out) and its attempt time has come.
-_DUE = """status in ('queued', 'sending') and next_attempt_at <= now()
-          and (claimed_until is null or claimed_until < now())"""
+# Claimed under a lease, put back when it lapses (`db.claims`).
+_QUEUE = claims.Queue("webhook_deliveries")
 
 # Retrying stops this long after the event; the row is then marked failed.
 GIVE_UP_AFTER = timedelta(days=1)
@@ -99,19 +100,8 @@ async def claim(conn: asyncpg.Connection, *, limit: int, lease: timedelta) -> li
     each with what its request needs: the webhook's URL and encrypted secret, and the audit
     entry. Rows another transaction is claiming are skipped."""
     return await conn.fetch(
-        f"""with due as (
-                select id from webhook_deliveries
-                 where {_DUE}
-                 order by next_attempt_at
-                 limit $1
-                   for update skip locked),
-            claimed as (
-                update webhook_deliveries d
-                   set status = 'sending', claimed_until = now() + $2::interval,
-                       attempts = d.attempts + 1
-                  from due
-                 where d.id = due.id
-             returning d.id, d.webhook_id, d.audit_log_id, d.attempts)
+        _QUEUE.claimed_sql()
+        + """
             select c.id, c.webhook_id, c.attempts, w.url, w.secret_encrypted,
                    l.id as audit_id, l.organization_id, l.event, l.actor_user_id,
                    l.actor_token_id, l.actor_label, l.target_member_id, l.target_user_id,
@@ -206,23 +196,6 @@ async def mark_failed(
     return int(result.split()[-1])
 
 
-async def release_lapsed(conn: asyncpg.Connection) -> int:
-    """Puts back in the queue the rows whose claim lapsed: the worker holding them died."""
-    result = await conn.execute(
-        """update webhook_deliveries set status = 'queued', claimed_until = null
-            where status = 'sending' and claimed_until < now()"""
-    )
-    return int(result.split()[-1])
-
-
-async def any_due(conn: asyncpg.Connection) -> bool:
-    return bool(
-        await conn.fetchval(f"select exists (select 1 from webhook_deliveries where {_DUE})")
-    )
-
-
-async def next_due_at(conn: asyncpg.Connection) -> datetime | None:
-    """When the earliest queued row (a retry) is due."""
-    return await conn.fetchval(
-        "select min(next_attempt_at) from webhook_deliveries where status = 'queued'"
-    )
+release_lapsed = _QUEUE.release_lapsed
+any_due = _QUEUE.any_due
+next_due_at = _QUEUE.next_due_at

@@ -9,7 +9,8 @@ Queues and their actors:
   removes those members where 2FA is required and they have no second factor)
 - `enforcement` also (jobs/scheduled.py): `enforcement.scheduled` starts the runs scheduled for
   now (`enforceAt`) and sends the countdown reminders 14, 7 and 1 days before
-- `webhooks` (jobs/webhooks.py): `webhooks.dispatch` posts due webhook deliveries,
+- `webhooks` (jobs/webhooks.py; the posting in jobs/webhook_delivery.py through the guarded
+  client of jobs/webhook_client.py): `webhooks.dispatch` posts due webhook deliveries,
   `webhooks.sweep` re-drives deliveries a crashed worker left claimed (`jobs/wakeup.py` sends
   a dispatch when the audit trigger notifies that deliveries were written)
 - `maintenance` (jobs/maintenance.py): `maintenance.purge_expired`, `maintenance.expiry_reminders`

@@ -1,7 +1,7 @@
 """Domain errors: a use case refuses with a stable `code` and a `detail` sentence for people.
 
 The kind of refusal is the class; each adapter maps the classes once (the API to HTTP statuses
-in `api.errors`, the pages to error pages in `api.pages.views`, the CLI to a one-line failure).
+in `api.errors`, the pages to error pages in `api.pages.base`, the CLI to a one-line failure).
 Nothing here knows about HTTP.
 """
 
@@ -10,13 +10,17 @@ from __future__ import annotations
 
 class DomainError(Exception):
     """A refusal. `code` is for programs (e.g. `owners-only`), `detail` for people; `field`
-    names the input it is about, when it is about one."""
+    names the input it is about, when it is about one, and `summary` is then the sentence
+    about the request as a whole (by default, that it is invalid)."""
 
-    def __init__(self, code: str, detail: str, *, field: str | None = None) -> None:
+    def __init__(
+        self, code: str, detail: str, *, field: str | None = None, summary: str | None = None
+    ) -> None:
         super().__init__(detail)
         self.code = code
         self.detail = detail
         self.field = field
+        self.summary = summary
 
 
 class Invalid(DomainError):
@@ -41,6 +45,10 @@ class Conflict(DomainError):
 
 class Gone(DomainError):
     """It existed but has expired (an invitation past its window)."""
+
+
+class Unavailable(DomainError):
+    """A service it depends on (the SMS gateway) failed; trying later may work."""
 
 
 class TooMany(DomainError):

@@ -16,7 +16,7 @@ import redis.asyncio as aioredis
 
 from db import audit, maintenance, members, outbox, users
 from db.audit import Actor
-from require2fa import email_contexts, links, ratelimit
+from require2fa import compliance, email_contexts, links, ratelimit
 from require2fa.errors import (
     Conflict,
     DomainError,
@@ -114,6 +114,68 @@ def check_claimant(row: asyncpg.Record, user_id: int) -> None:
             f"This link gives {row['email']} back its membership of {row['org_name']}; only the"
             " account it was removed from can use it. Sign in as that account to rejoin.",
         )
+
+
+class NeedsSecondFactor(NotAllowed):
+    """Joining an organization that requires a second factor the person does not have yet
+    (at its `level`)."""
+
+    def __init__(self, level: str) -> None:
+        super().__init__(
+            "2fa-required",
+            "This organization requires two-factor authentication with"
+            f" {compliance.needs(level)}; set it up first.",
+        )
+        self.level = level
+
+
+async def look(
+    pool: asyncpg.Pool, member_id: int, token: str, *, user_id: int | None
+) -> dict[str, Any]:
+    """What accepting the link still needs, for the person signed in as `user_id` (None when
+    nobody is): `{"orgSlug", "orgName", "email", "role", "needsAuthentication", "needs2fa",
+    "require2FALevel", "existingMember", "pendingReason", "reinstateBy"}`. `Invalid` for a bad
+    link, `Gone` once expired, `NotAllowed` for a rejoin link of another account."""
+    async with pool.acquire() as conn, conn.transaction():
+        row = await pending_member(conn, member_id, token)
+        existing = False
+        has2fa = False
+        if user_id is not None:
+            check_claimant(row, user_id)
+            existing = await members.of_user(conn, row["organization_id"], user_id) is not None
+            has2fa = await users.has_2fa(conn, user_id, row["require_2fa_level"])
+    return {
+        "orgSlug": row["org_slug"],
+        "orgName": row["org_name"],
+        "email": row["email"],
+        "role": row["role"],
+        "needsAuthentication": user_id is None,
+        "needs2fa": bool(row["require_2fa"]) and not has2fa,
+        "require2FALevel": row["require_2fa_level"],
+        "existingMember": existing,
+        "pendingReason": row["pending_reason"],
+        "reinstateBy": row["reinstate_by"].isoformat() if row["reinstate_by"] else None,
+    }
+
+
+async def accept(
+    pool: asyncpg.Pool, member_id: int, token: str, *, user: asyncpg.Record, who: Actor
+) -> dict[str, Any]:
+    """Joins `user` to the member row the link names (`join`): `Conflict` when they are a
+    member already, `NeedsSecondFactor` without the factor the organization requires, and the
+    link's refusals (`pending_member`, `check_claimant`)."""
+    async with pool.acquire() as conn, conn.transaction():
+        # The user first, then the member: the order enrollment (then join) takes them in.
+        await users.lock(conn, [user["id"]])
+        row = await pending_member(conn, member_id, token)
+        check_claimant(row, user["id"])
+        if await members.of_user(conn, row["organization_id"], user["id"]) is not None:
+            raise Conflict("already-member", "You are already a member of this organization.")
+        if row["require_2fa"] and not await users.has_2fa(
+            conn, user["id"], row["require_2fa_level"]
+        ):
+            raise NeedsSecondFactor(row["require_2fa_level"])
+        return await join(conn, row, user, who)
 
 
 @dataclass(frozen=True)

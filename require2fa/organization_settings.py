@@ -14,6 +14,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 import asyncpg
 
@@ -320,3 +321,9 @@ async def _check_actor_meets(conn: asyncpg.Connection, actor: Actor, level: str)
             "Cannot require this level without meeting it yourself: set up"
             f" {compliance.needs(level)}.",
         )
+
+
+async def precheck(pool: asyncpg.Pool, org: asyncpg.Record, *, actor: Actor, **change: Any) -> None:
+    """`check` on a connection of its own (the settings page, before its confirm step)."""
+    async with pool.acquire() as conn:
+        await check(conn, org, actor=actor, **change)

@@ -31,6 +31,7 @@ from cryptography.fernet import Fernet, InvalidToken
 from db import audit
 from db import webhooks as queries
 from db.audit import Actor
+from require2fa import audit_log, errors
 from require2fa.security import fernet_key
 from require2fa.settings import Settings
 
@@ -46,12 +47,11 @@ MAX_BODY = 64 * 1024  # an audit entry is far smaller; a bigger body is refused,
 RESOLVE_TIMEOUT = 5.0
 
 
-class Invalid(ValueError):
+class Invalid(errors.Invalid):
     """A subscription the rules refuse; `field` names the input, `str()` is the sentence."""
 
     def __init__(self, field: str, message: str) -> None:
-        super().__init__(message)
-        self.field = field
+        super().__init__("webhook-invalid", message, field=field, summary=message)
 
 
 class BlockedAddress(OSError):
@@ -209,27 +209,15 @@ def payload(row: Mapping[str, Any]) -> dict[str, Any]:
     """`{id, event, organization, actor, targetUser, targetMember, data, dateCreated}` of one
     audit entry (the fields the audit-log API shows, but the IP address). `row` has the entry's
     columns and `org_slug`, `actor_email`, `actor_name`."""
-    actor: dict[str, Any] | None = None
-    if row["actor_user_id"] is not None or row["actor_label"]:
-        actor = {
-            "type": "user" if row["actor_user_id"] is not None else "system",
-            "id": str(row["actor_user_id"]) if row["actor_user_id"] is not None else None,
-            "email": row["actor_email"],
-            "name": row["actor_name"] or row["actor_label"],
-            "tokenId": str(row["actor_token_id"]) if row["actor_token_id"] is not None else None,
-        }
     data = row["data"]
     if isinstance(data, str):
         data = json.loads(data)
-    target_user = None
-    if row["target_user_id"] is not None:
-        target_user = {"id": str(row["target_user_id"]), "email": data.get("email")}
     return {
         "id": str(row["audit_id"]),
         "event": row["event"],
         "organization": {"id": str(row["organization_id"]), "slug": row["org_slug"]},
-        "actor": actor,
-        "targetUser": target_user,
+        "actor": audit_log.actor_json(row),
+        "targetUser": audit_log.target_user_json(row, data),
         "targetMember": (
             str(row["target_member_id"]) if row["target_member_id"] is not None else None
         ),
@@ -300,3 +288,65 @@ async def delete(
         data={"id": str(webhook["id"]), "url": webhook["url"]},
     )
     return True
+
+
+NOT_FOUND = "The requested webhook does not exist."
+
+
+async def subscribe(
+    pool: asyncpg.Pool,
+    settings: Settings,
+    *,
+    organization_id: int,
+    url: str,
+    events: Iterable[str],
+    actor: Actor,
+) -> Created:
+    """`create` with the URL checked (and, outside development, resolved) before its
+    transaction; `Invalid` for a URL or events the rules refuse."""
+    checked = check_url(url, settings)
+    await check_destination(checked, settings)
+    async with pool.acquire() as conn, conn.transaction():
+        return await create(
+            conn,
+            organization_id=organization_id,
+            url=checked,
+            events=events,
+            actor=actor,
+            settings=settings,
+        )
+
+
+async def unsubscribe(
+    pool: asyncpg.Pool, *, organization_id: int, webhook_id: int, actor: Actor
+) -> None:
+    """`delete` in a transaction of its own; `NotFound` when there is no such webhook."""
+    async with pool.acquire() as conn, conn.transaction():
+        deleted = await delete(
+            conn, organization_id=organization_id, webhook_id=webhook_id, actor=actor
+        )
+    if not deleted:
+        raise errors.NotFound("webhook-not-found", NOT_FOUND)
+
+
+async def get(pool: asyncpg.Pool, *, organization_id: int, webhook_id: int) -> asyncpg.Record:
+    """One of the organization's webhooks; `NotFound`."""
+    async with pool.acquire() as conn:
+        row = await queries.get(conn, organization_id=organization_id, webhook_id=webhook_id)
+    if row is None:
+        raise errors.NotFound("webhook-not-found", NOT_FOUND)
+    return row
+
+
+async def listed(pool: asyncpg.Pool, organization_id: int) -> list[asyncpg.Record]:
+    """The organization's webhooks."""
+    async with pool.acquire() as conn:
+        return await queries.list_for(conn, organization_id)
+
+
+async def deliveries(
+    pool: asyncpg.Pool, webhook_id: int, *, before_id: int | None, limit: int
+) -> list[asyncpg.Record]:
+    """A page of the webhook's deliveries, newest first."""
+    async with pool.acquire() as conn:
+        return await queries.deliveries_page(conn, webhook_id, before_id=before_id, limit=limit)

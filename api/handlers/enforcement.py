@@ -9,18 +9,18 @@ from aiohttp import web
 
 from api import dispatch
 from api.access import MANAGERS, OrgAccess, org_access
-from api.connection import connection, request_pool
+from api.connection import request_pool
 from api.errors import api_error, path_id
 from api.jsonio import json_response
 from api.pagination import link_header, page_args, split_page
 from api.serializers import serialize_member, serialize_run
-from db import counts, members, report, runs
+from require2fa import rollout
 
 log = structlog.get_logger(__name__)
 
 
 def _run_id(request: web.Request) -> int:
-    return path_id(request, "enforcement_id", not_found="The requested enforcement does not exist.")
+    return path_id(request, "enforcement_id", not_found=rollout.RUN_NOT_FOUND)
 
 
 async def compliance(request: web.Request) -> web.StreamResponse:
@@ -39,14 +39,16 @@ async def compliance(request: web.Request) -> web.StreamResponse:
     # Only the owner asking is left out (they must have 2FA to turn it on anyway); a manager
     # without 2FA who asks would be removed by the run, so is counted and listed.
     acting_owner = access.auth.user_id if access.role == "owner" else None
-    async with connection(request) as conn:
-        count = await counts.count_noncompliant(conn, org_id, except_user_id=acting_owner)
-        rows = await members.page(
-            conn, org_id, where=members.NONCOMPLIANT, after_id=cursor, limit=per_page + 1
-        )
-    rows, next_cursor = split_page(rows, per_page)
+    found = await rollout.noncompliant(
+        await request_pool(request),
+        org_id,
+        except_user_id=acting_owner,
+        after_id=cursor,
+        limit=per_page + 1,
+    )
+    rows, next_cursor = split_page(found.rows, per_page)
     body = {
-        "count": count,
+        "count": found.count,
         "members": [serialize_member(r) for r in rows if r["user_id"] != acting_owner],
     }
     response = json_response(body)
@@ -66,22 +68,18 @@ async def compliance_csv(request: web.Request, access: OrgAccess) -> web.StreamR
         }
     )
     response.enable_chunked_encoding()
-    pool = await request_pool(request)
-    conn = await pool.acquire()
-    try:
+
+    async def start() -> None:
         await response.prepare(request)
-        await report.copy_report(conn, access.org["id"], response.write)
+
+    try:
+        await rollout.stream_report(
+            await request_pool(request), access.org["id"], response.write, start=start
+        )
     except (asyncio.CancelledError, ConnectionResetError):
-        # The reader went away mid-report. The connection is in the middle of a COPY: close it
-        # rather than hand it back to the pool; there is nobody left to answer.
-        conn.terminate()
+        # The reader went away mid-report; there is nobody left to answer.
         log.info("report.reader_gone", organization_id=access.org["id"])
         raise
-    except BaseException:
-        conn.terminate()
-        raise
-    finally:
-        await pool.release(conn)
     await response.write_eof()
     return response
 
@@ -90,12 +88,11 @@ async def list_enforcements(request: web.Request) -> web.Response:
     """The organization's enforcement runs, newest first (owners, managers)."""
     access = await org_access(request, roles=MANAGERS)
     cursor, per_page = page_args(request, default=25)
-    async with connection(request) as conn:
-        found = await runs.runs_page(conn, access.org["id"], before_id=cursor, limit=per_page + 1)
-        found, next_cursor = split_page(found, per_page)
-        body = [
-            serialize_run(run, emails=await runs.email_counts(conn, run["id"])) for run in found
-        ]
+    found = await rollout.runs_page(
+        await request_pool(request), access.org["id"], before_id=cursor, limit=per_page + 1
+    )
+    found, next_cursor = split_page(found, per_page)
+    body = [serialize_run(each.run, emails=each.emails) for each in found]
     response = json_response(body)
     response.headers["Link"] = link_header(request, next_cursor=next_cursor)
     return response
@@ -104,12 +101,8 @@ async def list_enforcements(request: web.Request) -> web.Response:
 async def get_enforcement(request: web.Request) -> web.Response:
     """One run's live progress: counters, and the emails it queued and sent (owners, managers)."""
     access = await org_access(request, roles=MANAGERS)
-    async with connection(request) as conn:
-        run = await runs.get_run(conn, _run_id(request), organization_id=access.org["id"])
-        if run is None:
-            raise api_error(404, "The requested enforcement does not exist.")
-        emails = await runs.email_counts(conn, run["id"])
-    return json_response(serialize_run(run, emails=emails))
+    found = await rollout.run(await request_pool(request), access.org["id"], _run_id(request))
+    return json_response(serialize_run(found.run, emails=found.emails))
 
 
 async def send_reminders(request: web.Request) -> web.Response:

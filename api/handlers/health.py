@@ -10,6 +10,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from api.connection import connection
 from api.jsonio import json_response
 from api.keys import REDIS
+from db import pool
 
 
 async def healthz(request: web.Request) -> web.Response:
@@ -17,7 +18,7 @@ async def healthz(request: web.Request) -> web.Response:
     checks: dict[str, str] = {}
     try:
         async with asyncio.timeout(2), connection(request) as conn:
-            await conn.fetchval("select 1")
+            await pool.ping(conn)
         checks["database"] = "ok"
     except Exception as err:  # any failure means unhealthy; say which
         checks["database"] = f"error: {type(err).__name__}"

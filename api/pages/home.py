@@ -13,17 +13,15 @@ from aiohttp import web
 
 from api.access import MANAGERS, org_access
 from api.auth import authenticate
-from api.connection import connection, request_pool
+from api.connection import request_pool
 from api.errors import status_of
-from api.pages.views import _form, _html_errors, _signed_in, render
-from db import counts as member_counts
-from db import runs
-from require2fa import compliance
+from api.pages.base import html_errors, read_form, render, signed_in
+from require2fa import compliance, rollout
 from require2fa import organizations as organizations_domain
 from require2fa.errors import Conflict, Invalid
 
 
-@_html_errors
+@html_errors
 async def home_page(request: web.Request) -> web.StreamResponse:
     """Signed out: what this is, and the ways in. Signed in: your organizations."""
     auth = await authenticate(request)
@@ -33,12 +31,12 @@ async def home_page(request: web.Request) -> web.StreamResponse:
     return await render(request, "home.html", orgs=orgs)
 
 
-@_html_errors
+@html_errors
 async def new_organization_page(request: web.Request) -> web.StreamResponse:
     """A name (and a slug, made from the name when left empty); creates the organization with
     you as its owner through the API's `new_organization` and goes to its overview."""
-    form = await _form(request) if request.method == "POST" else None
-    auth = await _signed_in(request)
+    form = await read_form(request) if request.method == "POST" else None
+    auth = await signed_in(request)
     if form is None:
         return await render(request, "new_organization.html", error=None, name="", slug="")
     name, slug = form.get("name", "").strip()[:200], form.get("slug", "").strip().lower()[:50]
@@ -62,11 +60,11 @@ async def new_organization_page(request: web.Request) -> web.StreamResponse:
     raise web.HTTPSeeOther(f"/organizations/{quote(org['slug'], safe='')}/")
 
 
-@_html_errors
+@html_errors
 async def organization_page(request: web.Request) -> web.StreamResponse:
     """The overview: your role, and (for everyone who may see it) how many members there are,
     how many use 2FA, who is pending, and the latest enforcement run."""
-    auth = await _signed_in(request)
+    auth = await signed_in(request)
     slug = request.match_info["org"]
     mine = await organizations_domain.of_user(await request_pool(request), auth.user_id)
     org = next((row for row in mine if row["slug"] == slug), None)
@@ -96,9 +94,10 @@ async def organization_page(request: web.Request) -> web.StreamResponse:
             run=None,
             section="overview",
         )
-    async with connection(request) as conn:
-        counts = await member_counts.member_counts(conn, org["id"])
-        run = await runs.current_run(conn, org["id"]) if access.role in MANAGERS else None
+    pool = await request_pool(request)
+    counts = await rollout.member_counts(pool, org["id"])
+    current = await rollout.current_run(pool, org["id"]) if access.role in MANAGERS else None
+    run = current.run if current is not None else None
     return await render(
         request,
         "organization.html",

@@ -10,9 +10,9 @@ from structlog.testing import capture_logs
 
 from api.app import create_app
 from api.auth import SESSION_COOKIE
-from api.handlers.accounts import LOGIN_LIMIT
-from api.handlers.authenticators import SECOND_FACTOR_HOURLY
 from require2fa import ratelimit
+from require2fa.accounts import LOGIN_LIMIT
+from require2fa.factors import SECOND_FACTOR_HOURLY
 from tests.factories import (
     PASSWORD,
     create_org,

@@ -11,8 +11,8 @@ from cryptography.fernet import Fernet
 from structlog.testing import capture_logs
 
 from api.app import create_app
-from api.handlers.authenticators import LAST_FACTOR
 from db import authenticators, users
+from require2fa.factors import LAST_FACTOR
 from require2fa.security import fernet_key
 from tests.factories import PASSWORD, create_org, create_user, sign_in, totp_code
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import pytest
 
-from api.handlers.authenticators import LAST_FACTOR
 from jobs.enforcement import coordinate_run, remove_batch_now
 from require2fa import compliance
+from require2fa.factors import LAST_FACTOR
 from tests.factories import add_member, create_org, create_user, link_in, token_for
 from tests.softkey import SoftKey
 

@@ -14,7 +14,7 @@ from urllib.parse import unquote
 
 from structlog.testing import capture_logs
 
-from api.handlers.authenticators import LAST_FACTOR
+from require2fa.factors import LAST_FACTOR
 from tests.api.test_authenticators import _sent_code
 from tests.factories import PASSWORD, add_member, create_org, create_user
 from tests.softkey import SoftKey

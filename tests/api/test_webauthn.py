@@ -10,7 +10,8 @@ import pytest
 import redis.asyncio as aioredis
 
 from api.app import create_app
-from api.handlers.authenticators import KEY_NOT_ACCEPTED, KEY_TAKEN, LAST_FACTOR
+from require2fa.factors import LAST_FACTOR
+from require2fa.security_keys import KEY_NOT_ACCEPTED, KEY_TAKEN
 from tests.factories import PASSWORD, add_member, create_org, create_user, sign_in
 from tests.softkey import SoftKey, b64url, unb64url
 

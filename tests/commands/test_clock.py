@@ -99,10 +99,8 @@ async def test_leadership_passes_on_when_the_leader_goes(clocks, pool) -> None:
         # With a timeout, pg_terminate_backend waits until the backend has exited (and so has
         # let the lock go) instead of only signalling it.
         killed = await conn.fetchval(
-            """select pg_terminate_backend(pid, 10000) from pg_locks
-               where locktype = 'advisory' and granted
-                 and database = (select oid from pg_database where datname = current_database())
-                 and ((classid::bigint << 32) | objid::bigint) = $1""",
+            f"""select pg_terminate_backend(pid, 10000) from pg_locks
+                where {THIS_DATABASE_LOCK}""",
             LOCK,
         )
     assert killed
@@ -117,6 +115,11 @@ async def test_leadership_passes_on_when_the_leader_goes(clocks, pool) -> None:
 
 
 LOCK = 0x72_32_66_61_63_6B
+# The clock's lock in this run's database only: advisory locks are per database, and other test
+# runs (each in a database of its own) on the same server hold the same key in theirs.
+THIS_DATABASE_LOCK = """locktype = 'advisory' and granted
+    and database = (select oid from pg_database where datname = current_database())
+    and ((classid::bigint << 32) | objid::bigint) = $1"""
 
 
 async def _released(pool) -> None:
@@ -125,10 +128,7 @@ async def _released(pool) -> None:
     async with pool.acquire() as conn:
         for _ in range(600):  # 30 s at most
             held = await conn.fetchval(
-                """select exists (select 1 from pg_locks where locktype = 'advisory' and granted
-                                  and database = (select oid from pg_database
-                                                  where datname = current_database())
-                                  and ((classid::bigint << 32) | objid::bigint) = $1)""",
+                f"select exists (select 1 from pg_locks where {THIS_DATABASE_LOCK})",
                 LOCK,
             )
             if not held:

@@ -11,7 +11,7 @@ import ipaddress
 import pytest
 
 from api.forwarded import client_address
-from api.handlers.accounts import LOGIN_LIMIT
+from require2fa.accounts import LOGIN_LIMIT
 from require2fa.invitations import ACCEPT_LIMIT, REINVITE_LIMIT
 from tests.factories import PASSWORD, add_member, create_org, create_user, remove_for_2fa, token_for
 

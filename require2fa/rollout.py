@@ -1,0 +1,120 @@
+"""Following a requirement's rollout: who would lose access if it were turned on now (the count,
+the names and the CSV report), the enforcement runs with their emails, the organization's
+member counts, and the dates on which organizations of a person will require 2FA. Reads only;
+turning the requirement on is `require2fa.organization_settings`."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+import asyncpg
+
+from db import counts, members, report, runs, schedule
+from require2fa.errors import NotFound
+
+RUN_NOT_FOUND = "The requested enforcement does not exist."
+
+
+@dataclass(frozen=True)
+class Noncompliant:
+    count: int  # every member it would remove, `except_user_id` left out
+    rows: list[asyncpg.Record]  # the page asked for (at the organization's level), by id
+
+
+async def noncompliant(
+    pool: asyncpg.Pool,
+    org_id: int,
+    *,
+    except_user_id: int | None,
+    after_id: int | None,
+    limit: int,
+    level: str | None = None,
+    names: bool = True,
+) -> Noncompliant:
+    """Who a run now would remove (at `level`, else the organization's): their number and a
+    page of them (`names`; the page is at the organization's own level)."""
+    async with pool.acquire() as conn:
+        count = await counts.count_noncompliant(
+            conn, org_id, except_user_id=except_user_id, level=level
+        )
+        rows = (
+            await members.page(
+                conn, org_id, where=members.NONCOMPLIANT, after_id=after_id, limit=limit
+            )
+            if names
+            else []
+        )
+    return Noncompliant(count=count, rows=rows)
+
+
+@dataclass(frozen=True)
+class Run:
+    run: asyncpg.Record
+    emails: tuple[int, int]  # (queued, sent)
+
+    def __getitem__(self, column: str) -> Any:
+        """A column of the run's row (so that a page of runs is paged like rows)."""
+        return self.run[column]
+
+
+async def runs_page(
+    pool: asyncpg.Pool, org_id: int, *, before_id: int | None, limit: int
+) -> list[Run]:
+    """The organization's runs, newest first, each with its emails."""
+    async with pool.acquire() as conn:
+        found = await runs.runs_page(conn, org_id, before_id=before_id, limit=limit)
+        return [Run(run, await runs.email_counts(conn, run["id"])) for run in found]
+
+
+async def run(pool: asyncpg.Pool, org_id: int, run_id: int) -> Run:
+    """One of the organization's runs with its emails; `NotFound`."""
+    async with pool.acquire() as conn:
+        found = await runs.get_run(conn, run_id, organization_id=org_id)
+        if found is None:
+            raise NotFound("run-not-found", RUN_NOT_FOUND)
+        return Run(found, await runs.email_counts(conn, found["id"]))
+
+
+async def current_run(pool: asyncpg.Pool, org_id: int) -> Run | None:
+    """The organization's latest run with its emails, if it has one."""
+    async with pool.acquire() as conn:
+        found = await runs.current_run(conn, org_id)
+        if found is None:
+            return None
+        return Run(found, await runs.email_counts(conn, found["id"]))
+
+
+async def member_counts(pool: asyncpg.Pool, org_id: int) -> asyncpg.Record:
+    """`db.counts.member_counts`: active, enrolled, exempt, pending."""
+    async with pool.acquire() as conn:
+        return await counts.member_counts(conn, org_id)
+
+
+async def deadlines(pool: asyncpg.Pool, user_id: int) -> list[asyncpg.Record]:
+    """The person's organizations that will require 2FA on a date they do not meet yet."""
+    async with pool.acquire() as conn:
+        return await schedule.deadlines_for(conn, user_id)
+
+
+async def stream_report(
+    pool: asyncpg.Pool,
+    org_id: int,
+    write: Callable[[bytes], Awaitable[object]],
+    *,
+    start: Callable[[], Awaitable[object]],
+) -> None:
+    """The compliance report of every member, as CSV chunks handed to `write` while PostgreSQL
+    writes them; `start` is awaited once a connection is held, before the first chunk. A
+    connection left in the middle of the COPY (the reader went away, or anything else went
+    wrong) is closed rather than handed back to the pool."""
+    conn = await pool.acquire()
+    try:
+        await start()
+        await report.copy_report(conn, org_id, write)
+    except BaseException:
+        conn.terminate()
+        raise
+    finally:
+        await pool.release(conn)
