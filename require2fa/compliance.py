@@ -143,6 +143,37 @@ def noncompliant_sql(
     return f"not coalesce({_expression(exempt_until_sql)} > now(), false) and not {factor}"
 
 
+def factor_bit(kind: str) -> int:
+    """The bit of a factor kind in a user's factor mask (`users.factor_mask`, kept by the
+    triggers of migration 0150 with the SQL function `factor_bit`, which must agree): bit i for
+    `FACTOR_KINDS[i]`, 0 for a kind that never counts (recovery codes)."""
+    return 1 << FACTOR_KINDS.index(kind) if kind in FACTOR_KINDS else 0
+
+
+def factor_mask(kinds: Iterable[str]) -> int:
+    """The factor mask of a user whose confirmed factors are of `kinds`."""
+    mask = 0
+    for kind in kinds:
+        mask |= factor_bit(kind)
+    return mask
+
+
+def level_bits(level: str | None) -> int:
+    """The bits of the kinds that `level` accepts: a user meets it when
+    `factor_mask & level_bits(level) != 0` (the same answer as `meets_requirement` without an
+    exemption)."""
+    return factor_mask(LEVELS[level_of(level)])
+
+
+def level_bits_sql(level_sql: str) -> str:
+    """SQL expression: `level_bits` of the level that the expression `level_sql` evaluates to
+    (NULL: the default level)."""
+    arms = " ".join(
+        f"when '{name}' then {level_bits(name)}" for name in LEVELS if _WORD.match(name)
+    )
+    return f"(case coalesce({_expression(level_sql)}, '{DEFAULT_LEVEL}') {arms} else 0 end)"
+
+
 def counts(kind: str, level: str | None = None) -> bool:
     """Whether a confirmed factor of `kind` counts as a second factor (for `level`, when given)."""
     return kind in LEVELS[level or DEFAULT_LEVEL]
