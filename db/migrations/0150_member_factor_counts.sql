@@ -134,14 +134,19 @@ end $$;
 -- Memberships that appear: +1 on the row of their user's mask.
 create function members_factor_counts_insert() returns trigger language plpgsql as $$
 begin
-    perform 1 from users u
-      where u.id in (select n.user_id from new_rows n where n.user_id is not null)
-      order by u.id for share of u;
+    -- FOR SHARE returns the newest version of a user row that a concurrent transaction
+    -- changed: the mask read here is the one that holds while we hold the lock.
+    with locked as (
+        select n.organization_id, u.factor_mask
+          from new_rows n join users u on u.id = n.user_id
+         order by u.id
+           for share of u
+    )
     insert into member_factor_counts as c (organization_id, factor_mask, slot, members)
-    select n.organization_id, u.factor_mask, pg_backend_pid() % 64, count(*)
-      from new_rows n join users u on u.id = n.user_id
-     group by n.organization_id, u.factor_mask
-     order by n.organization_id, u.factor_mask
+    select organization_id, factor_mask, pg_backend_pid() % 64, count(*)
+      from locked
+     group by organization_id, factor_mask
+     order by organization_id, factor_mask
     on conflict (organization_id, factor_mask, slot)
         do update set members = c.members + excluded.members;
     return null;
@@ -152,16 +157,19 @@ end $$;
 -- `users_factor_counts_delete` took the user's memberships out before the user went).
 create function members_factor_counts_delete() returns trigger language plpgsql as $$
 begin
-    perform 1 from users u
-      where u.id in (select o.user_id from old_rows o where o.user_id is not null)
-      order by u.id for share of u;
+    with locked as (
+        select o.organization_id, u.factor_mask
+          from old_rows o join users u on u.id = o.user_id
+         where o.user_id is not null
+         order by u.id
+           for share of u
+    )
     insert into member_factor_counts as c (organization_id, factor_mask, slot, members)
-    select o.organization_id, u.factor_mask, pg_backend_pid() % 64, -count(*)
-      from old_rows o
-      join users u on u.id = o.user_id
-      join organizations g on g.id = o.organization_id
-     group by o.organization_id, u.factor_mask
-     order by o.organization_id, u.factor_mask
+    select l.organization_id, l.factor_mask, pg_backend_pid() % 64, -count(*)
+      from locked l
+     where exists (select 1 from organizations g where g.id = l.organization_id)
+     group by l.organization_id, l.factor_mask
+     order by l.organization_id, l.factor_mask
     on conflict (organization_id, factor_mask, slot)
         do update set members = c.members + excluded.members;
     return null;
@@ -170,34 +178,29 @@ end $$;
 -- A membership that changes hands: enforcement removes (user_id set to null), accepting an
 -- invitation or rejoining gives it a user. Updates of anything else move nothing.
 create function members_factor_counts_update() returns trigger language plpgsql as $$
-declare
-    ids bigint[];
 begin
-    select array_agg(distinct x.user_id order by x.user_id) into ids
-      from old_rows o
-      join new_rows n on n.id = o.id
-     cross join lateral (values (o.user_id), (n.user_id)) x(user_id)
-     where (o.organization_id, o.user_id) is distinct from (n.organization_id, n.user_id)
-       and x.user_id is not null;
-    if ids is null then
-        return null;
-    end if;
-    perform 1 from users u where u.id = any(ids) order by u.id for share of u;
+    with moved as (
+        select o.organization_id, o.user_id, -1 as delta
+          from old_rows o join new_rows n on n.id = o.id
+         where (o.organization_id, o.user_id) is distinct from (n.organization_id, n.user_id)
+           and o.user_id is not null
+        union all
+        select n.organization_id, n.user_id, 1
+          from old_rows o join new_rows n on n.id = o.id
+         where (o.organization_id, o.user_id) is distinct from (n.organization_id, n.user_id)
+           and n.user_id is not null
+    ), locked as (
+        select d.organization_id, u.factor_mask, d.delta
+          from moved d join users u on u.id = d.user_id
+         order by u.id
+           for share of u
+    )
     insert into member_factor_counts as c (organization_id, factor_mask, slot, members)
-    select d.organization_id, u.factor_mask, pg_backend_pid() % 64, sum(d.delta)
-      from (select o.organization_id, o.user_id, -1 as delta
-              from old_rows o join new_rows n on n.id = o.id
-             where (o.organization_id, o.user_id) is distinct from (n.organization_id, n.user_id)
-               and o.user_id is not null
-            union all
-            select n.organization_id, n.user_id, 1
-              from old_rows o join new_rows n on n.id = o.id
-             where (o.organization_id, o.user_id) is distinct from (n.organization_id, n.user_id)
-               and n.user_id is not null) d
-      join users u on u.id = d.user_id
-     group by d.organization_id, u.factor_mask
-    having sum(d.delta) <> 0
-     order by d.organization_id, u.factor_mask
+    select organization_id, factor_mask, pg_backend_pid() % 64, sum(delta)
+      from locked
+     group by organization_id, factor_mask
+    having sum(delta) <> 0
+     order by organization_id, factor_mask
     on conflict (organization_id, factor_mask, slot)
         do update set members = c.members + excluded.members;
     return null;
