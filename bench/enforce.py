@@ -363,6 +363,18 @@ async def measure(
         seeded.organization_id,
     )
     assert deliveries == (expected if webhook else 0), deliveries
+    # Where the run's time went: queued until planned, planned until the first batch is done,
+    # the batches' own transactions (summed over both processes), the last batch until seen.
+    timeline = await conn.fetchrow(
+        """select extract(epoch from r.started_at - r.created_at) as queued_to_planned,
+                  extract(epoch from min(b.done_at) - r.started_at) as planned_to_first_batch,
+                  extract(epoch from r.finished_at - r.started_at) as planned_to_finished,
+                  sum(b.seconds) as batch_seconds_sum,
+                  extract(epoch from max(b.enqueued_at) - r.started_at) as planned_to_last_sent
+           from enforcement_runs r join enforcement_batches b on b.run_id = r.id
+           where r.id = $1 group by r.id""",
+        run_id,
+    )
 
     # Two more samples of the switch's latency on the same organization, now that the first run
     # is over: off, then on again (measured; that run finds nobody left to remove), then off.
@@ -438,6 +450,7 @@ async def measure(
         "members_per_s": round(members / seconds),
         "removed_per_s": round(expected / seconds),
         "batches": run["batches_total"],
+        "timeline_s": {key: round(float(value), 3) for key, value in timeline.items()},
         "bound_seconds": round(bound_seconds, 2),
         "bound_connections": len(slices),
         "bound_members_per_s": round(members / bound_seconds),
