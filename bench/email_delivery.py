@@ -5,9 +5,9 @@
 Writes `--count` outbox rows (the 2FA removal email) into a fresh database, then, against one
 aiosmtpd server running in its own process:
 - the bare loop: the same rows, each rendered and built into a message (`require2fa.emails`, as
-  the outbox does) and sent, over as many reused aiosmtplib connections as the outbox uses, each
-  connection taking its share of the rows one after another: what rendering and the SMTP
-  exchange alone cost, with the outbox's parallelism;
+  the outbox does) a few ahead by one task, and sent over as many reused aiosmtplib connections
+  as the outbox uses, each taking the next message ready: what rendering and the SMTP exchange
+  alone cost, with the outbox's parallelism;
 - the outbox: one `jobs.email.dispatch` delivering every row (claim, render, inline CSS, rate
   limit through Redis, send over its reused SMTP connections, `--connections` of them (default:
   what the workers use), mark sent).
@@ -123,8 +123,10 @@ async def outbox_rows(pool: asyncpg.Pool) -> list:
 
 
 async def bare_loop(port: int, rows: list, settings, connections: int) -> float:
-    """Renders, builds and sends every row, `connections` SMTP connections at once, each taking
-    every `connections`-th row in turn."""
+    """Renders, builds and sends every row over `connections` SMTP connections: one task renders
+    a few messages ahead (yielding after each, so that a sender can read its reply) and each
+    connection sends the next message ready, the outbox's pipeline without its database and
+    limiter."""
     from require2fa.emails import build_message, render
 
     clients = [
@@ -133,21 +135,27 @@ async def bare_loop(port: int, rows: list, settings, connections: int) -> float:
     ]
     for client in clients:
         await client.connect()
+    ready: asyncio.Queue = asyncio.Queue(maxsize=8)
 
-    async def deliver(client: aiosmtplib.SMTP, share: list) -> None:
-        for row in share:
+    async def prepare() -> None:
+        for row in rows:
             message = build_message(
                 render(row["template"], row["context"], settings),
                 to=row["to_address"],
                 message_id=row["message_id"],
                 settings=settings,
             )
+            await ready.put(message)
+            await asyncio.sleep(0)
+        for _ in clients:
+            await ready.put(None)
+
+    async def deliver(client: aiosmtplib.SMTP) -> None:
+        while (message := await ready.get()) is not None:
             await client.send_message(message)
 
     started = time.perf_counter()
-    await asyncio.gather(
-        *(deliver(client, rows[n::connections]) for n, client in enumerate(clients))
-    )
+    await asyncio.gather(prepare(), *(deliver(client) for client in clients))
     seconds = time.perf_counter() - started
     for client in clients:
         await client.quit()
