@@ -213,9 +213,11 @@ async def wait_for_run(
 def latency(samples: list[float]) -> dict[str, float | int]:
     """p50, p99 and max of request durations (seconds), in ms."""
     ordered = sorted(samples)
+    if len(ordered) < 2:  # a run shorter than one round of requests
+        ordered = ordered * 2
     cuts = statistics.quantiles(ordered, n=100, method="inclusive")
     return {
-        "requests": len(ordered),
+        "requests": len(samples),
         "p50_ms": round(cuts[49] * 1000, 1),
         "p99_ms": round(cuts[98] * 1000, 1),
         "max_ms": round(ordered[-1] * 1000, 1),
@@ -260,10 +262,11 @@ class Probe:
     async def until(self, done: asyncio.Event) -> tuple[list[float], list[float]]:
         pages: list[float] = []
         switches: list[float] = []
-        while not done.is_set():
+        while True:  # at least one round, however short the run
             pages.append(await self.page())
             switches.append(await self.switch())
-        return pages, switches
+            if done.is_set():
+                return pages, switches
 
 
 async def measure(
