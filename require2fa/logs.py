@@ -16,11 +16,9 @@ In JSON that is one object per line; in text, `time [level] event key=value ...`
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import sys
 
-import orjson
 import structlog
 
 # Libraries whose INFO lines are per-connection chatter.
@@ -40,7 +38,7 @@ def configure(
     formatter; a Dramatiq worker process writes to a pipe that its parent reads.
     """
     renderer: structlog.typing.Processor = (
-        structlog.processors.JSONRenderer(serializer=_json)
+        structlog.processors.JSONRenderer()
         if log_format == "json"
         else structlog.dev.ConsoleRenderer(colors=False, timestamp_key="time")
     )
@@ -106,14 +104,6 @@ class StreamLogger:
                 sys.stderr.write(line)
 
     log = debug = info = warning = warn = error = err = critical = fatal = exception = msg
-
-
-def _json(value: object, **_: object) -> str:
-    """JSON of a log line (orjson; the standard library's for what orjson refuses)."""
-    try:
-        return orjson.dumps(value, default=repr).decode()
-    except TypeError:
-        return json.dumps(value, default=repr)
 
 
 def _add_process(name: str) -> structlog.typing.Processor:
