@@ -10,9 +10,11 @@ the removal of a batch, the last-factor rule, the benchmark's bound) renders its
 exactly `FACTOR_KINDS`, so that the probe stays an index-only anti-join.
 
 Extending it (data, not new code paths):
-- a new factor kind: add it to `FACTOR_KINDS` and to the levels that accept it, plus a migration
-  that widens `authenticators.type`'s check and re-creates the partial index with
-  `INDEX_PREDICATE` (the test compares the database's index with it);
+- a new factor kind: add it to `FACTOR_KINDS` (at the end: a kind's bit is its position) and to
+  the levels that accept it, plus a migration that widens `authenticators.type`'s check,
+  re-creates the partial index with `INDEX_PREDICATE` (the test compares the database's index
+  with it), gives the kind its bit in the SQL function `factor_bit` (tests/db/test_counts.py
+  compares it with `factor_bit` here) and calls `member_factor_counts_rebuild()`;
 - a requirement level: add a row to `LEVELS`; statements that know the organization pass its
   level column as `level_sql` (e.g. `"o.require_2fa_level"`);
 - an exemption: statements that know the member pass its column as `exempt_until_sql` (e.g.
