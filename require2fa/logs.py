@@ -15,7 +15,6 @@ In JSON that is one object per line; in text, `time [level] event key=value ...`
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import sys
 
@@ -51,14 +50,16 @@ def configure(
     if process is not None:
         shared.append(_add_process(process))
     structlog.configure(
-        # Our own lines are rendered by structlog and written as they are (`StreamLogger`);
-        # the filtering wrapper makes a line below the level cost one method call.
-        processors=[*shared, structlog.processors.format_exc_info, renderer],
-        logger_factory=StreamLogger,
-        wrapper_class=structlog.make_filtering_bound_logger(level),
+        # filter_by_level first: a line below the level costs a level check and nothing else.
+        processors=[
+            structlog.stdlib.filter_by_level,
+            *shared,
+            structlog.stdlib.ProcessorFormatter.wrap_for_formatter,
+        ],
+        logger_factory=structlog.stdlib.LoggerFactory(),
+        wrapper_class=structlog.stdlib.BoundLogger,
         cache_logger_on_first_use=True,
     )
-    # The libraries' lines (the standard library's logging) get the same keys and renderer.
     formatter = structlog.stdlib.ProcessorFormatter(
         processors=[
             structlog.stdlib.ProcessorFormatter.remove_processors_meta,
@@ -78,32 +79,6 @@ def configure(
     root.setLevel(level)
     for name in QUIET_LOGGERS:
         logging.getLogger(name).setLevel(max(level, logging.WARNING))
-
-
-class StreamLogger:
-    """Where our own lines end: the line the processors rendered, written to the stream of the
-    root logger's first handler, the one the libraries' lines go to (stderr, or the pipe a
-    Dramatiq worker's parent reads). The standard library's record, handler lock and second
-    formatting pass cost more than the rest of a line (the web process writes one per request).
-    """
-
-    def __init__(self, name: str | None = None) -> None:
-        self.name = name or ""
-
-    def msg(self, message: str) -> None:
-        handlers = logging.getLogger().handlers
-        stream = getattr(handlers[0], "stream", None) if handlers else None
-        line = message + "\n"
-        # A stream closed under us (a test's captured stderr) loses the line, as a logging
-        # handler would, rather than fail the caller.
-        with contextlib.suppress(ValueError, OSError):
-            try:
-                (stream or sys.stderr).write(line)
-                (stream or sys.stderr).flush()
-            except (ValueError, OSError):
-                sys.stderr.write(line)
-
-    log = debug = info = warning = warn = error = err = critical = fatal = exception = msg
 
 
 def _add_process(name: str) -> structlog.typing.Processor:
