@@ -4,15 +4,19 @@
 
 Writes `--count` outbox rows (the 2FA removal email) into a fresh database, then, against one
 aiosmtpd server running in its own process:
-- the bare loop: the same messages, rendered beforehand, sent one after another over one
-  reused aiosmtplib connection: what the SMTP exchange alone costs;
+- the bare loop: the same rows, each rendered and built into a message (`require2fa.emails`, as
+  the outbox does) a few ahead by one task, and sent over as many reused aiosmtplib connections
+  as the outbox uses, each taking the next message ready: what rendering and the SMTP exchange
+  alone cost, with the outbox's parallelism;
 - the outbox: one `jobs.email.dispatch` delivering every row (claim, render, inline CSS, rate
   limit through Redis, send over its reused SMTP connections, `--connections` of them (default:
   what the workers use), mark sent).
-The target is an outbox rate of at least half the bare rate. `--email-rate` is EMAIL_RATE for
-the outbox run; the default is high enough that the limiter counts every send without holding
-any back. Prints one JSON object. Uses the PostgreSQL at DATABASE_URL (default 127.0.0.1:5432)
-and the Redis at REDIS_URL; the database and Redis keys it creates are removed at the end.
+The target is an outbox rate of at least 0.8 of the bare rate: what the outbox adds (claiming,
+the limiter, marking sent, retries' bookkeeping) costs at most a fifth. `--email-rate` is
+EMAIL_RATE for the outbox run; the default is high enough that the limiter counts every send
+without holding any back. Prints one JSON object. Uses the PostgreSQL at DATABASE_URL (default
+127.0.0.1:5432) and the Redis at REDIS_URL; the database and Redis keys it creates are removed
+at the end.
 """
 
 from __future__ import annotations
@@ -51,6 +55,7 @@ NAMESPACE = f"require2fa-bench-email-{RUN}"
 DSN = with_database(ADMIN_DSN, DB)
 BASE_URL = "http://localhost:8000"
 WARMUP = 200
+TARGET = 0.8  # the outbox's rate over the bare loop's
 
 
 # --- The SMTP server (its own process, so that it does not share our interpreter) -----------
@@ -109,33 +114,51 @@ async def fill_outbox(pool: asyncpg.Pool, count: int, secret_key: str) -> None:
             )
 
 
-async def bare_messages(pool: asyncpg.Pool, settings) -> list:
-    """The outbox's messages, rendered and built the same way, ready to send."""
-    from require2fa.emails import build_message, render
-
+async def outbox_rows(pool: asyncpg.Pool) -> list:
+    """The outbox's rows, as the dispatcher reads them."""
     async with pool.acquire() as conn:
-        rows = await conn.fetch(
+        return await conn.fetch(
             "select template, to_address, context, message_id from email_outbox order by id"
         )
-    return [
-        build_message(
-            render(row["template"], row["context"], settings),
-            to=row["to_address"],
-            message_id=row["message_id"],
-            settings=settings,
-        )
-        for row in rows
+
+
+async def bare_loop(port: int, rows: list, settings, connections: int) -> float:
+    """Renders, builds and sends every row over `connections` SMTP connections: one task renders
+    a few messages ahead (yielding after each, so that a sender can read its reply) and each
+    connection sends the next message ready, the outbox's pipeline without its database and
+    limiter."""
+    from require2fa.emails import build_message, render
+
+    clients = [
+        aiosmtplib.SMTP(hostname="127.0.0.1", port=port, start_tls=False, timeout=30)
+        for _ in range(connections)
     ]
+    for client in clients:
+        await client.connect()
+    ready: asyncio.Queue = asyncio.Queue(maxsize=8)
 
+    async def prepare() -> None:
+        for row in rows:
+            message = build_message(
+                render(row["template"], row["context"], settings),
+                to=row["to_address"],
+                message_id=row["message_id"],
+                settings=settings,
+            )
+            await ready.put(message)
+            await asyncio.sleep(0)
+        for _ in clients:
+            await ready.put(None)
 
-async def bare_loop(port: int, messages: list) -> float:
-    client = aiosmtplib.SMTP(hostname="127.0.0.1", port=port, start_tls=False, timeout=30)
-    await client.connect()
+    async def deliver(client: aiosmtplib.SMTP) -> None:
+        while (message := await ready.get()) is not None:
+            await client.send_message(message)
+
     started = time.perf_counter()
-    for message in messages:
-        await client.send_message(message)
+    await asyncio.gather(prepare(), *(deliver(client) for client in clients))
     seconds = time.perf_counter() - started
-    await client.quit()
+    for client in clients:
+        await client.quit()
     return seconds
 
 
@@ -164,13 +187,11 @@ async def main(count: int, email_rate: float, connections: int, port: int) -> di
         )
         await fill_outbox(pool, count, settings.secret_key)
 
-        started = time.perf_counter()
-        messages = await bare_messages(pool, settings)
-        render_seconds = time.perf_counter() - started
-
-        await bare_loop(port, messages[:WARMUP])  # the server and our client warm up
+        rows = await outbox_rows(pool)
+        # The server, our client and the templates warm up.
+        await bare_loop(port, rows[:WARMUP], settings, connections)
         cpu = time.process_time()
-        bare_seconds = await bare_loop(port, messages)
+        bare_seconds = await bare_loop(port, rows, settings, connections)
         bare_cpu = time.process_time() - cpu
 
         started, cpu = time.perf_counter(), time.process_time()
@@ -198,6 +219,7 @@ async def main(count: int, email_rate: float, connections: int, port: int) -> di
         "email_rate_setting": email_rate,
         "outbox_connections": connections,
         "bare": {
+            "connections": connections,
             "seconds": round(bare_seconds, 3),
             "per_second": round(bare_rate, 1),
             "client_cpu_ms_per_email": round(bare_cpu / count * 1000, 3),
@@ -211,10 +233,9 @@ async def main(count: int, email_rate: float, connections: int, port: int) -> di
             "failed": report.failed,
             "rows_by_status": statuses,
         },
-        "render_ms_per_email": round(render_seconds / count * 1000, 3),
         "ratio": round(outbox_rate / bare_rate, 3),
-        "target_ratio": 0.5,
-        "meets_target": outbox_rate >= 0.5 * bare_rate,
+        "target_ratio": TARGET,
+        "meets_target": outbox_rate >= TARGET * bare_rate,
         "all_sent": statuses == {"sent": count},
         "python": platform.python_version(),
         "cpus": os.cpu_count(),

@@ -1,6 +1,7 @@
 """Benchmark: require 2FA on organizations of 10k, 100k and 1M members, against the bound.
 
     .venv/bin/python bench/enforce.py [--sizes 10000,100000,1000000] [--threads 4] [--webhook]
+                                      [--probe]
 
 For each size, two organizations are seeded with `commands.seed` (half the members without
 2FA) in one fresh database. On the first, the requirement is turned on with `PUT
@@ -13,7 +14,12 @@ run uses both cores, so the bound must too). Prints one JSON object: per size th
 latency, the run's and the bound's seconds and members per second, their ratio, and the peak
 resident memory of each worker process. With `--webhook`, both organizations first subscribe a
 webhook to every event, so that each removal also writes its webhook delivery (the audit_log
-trigger, in the same statement; nobody sends them here). Uses the PostgreSQL at DATABASE_URL
+trigger, in the same statement; nobody sends them here). With `--probe`, the latency of what
+users wait on is measured idle (before the run) and while the run goes, one request after
+another: the members page of the organization under enforcement (`GET …/members/?per_page=100`)
+and the switch of another organization (`PUT …/` `{"require2FA": true}`, then false), with p50,
+p99 and the ratio of each p99 to its idle p99 (the requests compete with the run, so the run's
+figures of a probed size are not the bound's). Uses the PostgreSQL at DATABASE_URL
 (default 127.0.0.1:5432) and the Redis at REDIS_URL; the database and Redis keys it creates are
 removed at the end.
 """
@@ -204,6 +210,65 @@ async def wait_for_run(
         await asyncio.sleep(0.05)
 
 
+def latency(samples: list[float]) -> dict[str, float | int]:
+    """p50, p99 and max of request durations (seconds), in ms."""
+    ordered = sorted(samples)
+    if len(ordered) < 2:  # a run shorter than one round of requests
+        ordered = ordered * 2
+    cuts = statistics.quantiles(ordered, n=100, method="inclusive")
+    return {
+        "requests": len(samples),
+        "p50_ms": round(cuts[49] * 1000, 1),
+        "p99_ms": round(cuts[98] * 1000, 1),
+        "max_ms": round(ordered[-1] * 1000, 1),
+    }
+
+
+class Probe:
+    """One request after another: the members page of the organization under enforcement, then
+    the switch of another one (on, off), each timed."""
+
+    def __init__(
+        self, http: aiohttp.ClientSession, base: str, slug: str, other: str, headers: dict[str, str]
+    ) -> None:
+        self.http, self.headers = http, headers
+        self.page_url = f"{base}/api/0/organizations/{slug}/members/?per_page=100"
+        self.switch_url = f"{base}/api/0/organizations/{other}/"
+        self.on = True
+
+    async def page(self) -> float:
+        started = time.perf_counter()
+        async with self.http.get(self.page_url, headers=self.headers) as response:
+            await response.read()
+            assert response.status == 200, response.status
+        return time.perf_counter() - started
+
+    async def switch(self) -> float:
+        started = time.perf_counter()
+        body = {"require2FA": self.on}
+        async with self.http.put(self.switch_url, json=body, headers=self.headers) as response:
+            await response.read()
+            assert response.status == 200, response.status
+        self.on = not self.on
+        return time.perf_counter() - started
+
+    async def samples(self, count: int) -> tuple[list[float], list[float]]:
+        pages, switches = [], []
+        for _ in range(count):
+            pages.append(await self.page())
+            switches.append(await self.switch())
+        return pages, switches
+
+    async def until(self, done: asyncio.Event) -> tuple[list[float], list[float]]:
+        pages: list[float] = []
+        switches: list[float] = []
+        while True:  # at least one round, however short the run
+            pages.append(await self.page())
+            switches.append(await self.switch())
+            if done.is_set():
+                return pages, switches
+
+
 async def measure(
     conn: asyncpg.Connection,
     http: aiohttp.ClientSession,
@@ -213,6 +278,7 @@ async def measure(
     size: int,
     webhook: bool = False,
     bound_connections: int = 2,
+    probe: bool = False,
 ) -> dict[str, Any]:
     from commands.seed import seed
     from db.counts import count_noncompliant
@@ -249,6 +315,22 @@ async def measure(
     headers = {"Authorization": f"Bearer {token}"}
     warm = await http.get(f"{base}/api/0/organizations/{slug}/", headers=headers)
     assert warm.status == 200, await warm.text()
+    prober = None
+    probed: dict[str, Any] = {}
+    if probe:
+        # Another organization of the same owner, every member with 2FA: its runs remove nobody.
+        other = f"probe-{size}"
+        await seed(
+            conn,
+            settings,
+            slug=other,
+            count=1000,
+            enrolled=1.0,
+            owner_email=f"owner@{slug}.example",
+        )
+        prober = Probe(http, base, slug, other, headers)
+        await prober.samples(20)  # warm
+        probed["idle"] = await prober.samples(200)
     await conn.execute("checkpoint")
 
     workers.reset_peaks()
@@ -259,8 +341,15 @@ async def measure(
     put_seconds = time.perf_counter() - started
     assert response.status == 200, await response.text()
     run_id = int((await response.json())["enforcement"]["id"])
+    finished = asyncio.Event()
+    probing = asyncio.create_task(prober.until(finished)) if prober is not None else None
     run = await wait_for_run(conn, run_id, workers)
     seconds = time.perf_counter() - started
+    finished.set()
+    if probing is not None and prober is not None:
+        probed["during_run"] = await probing
+        if not prober.on:  # leave the other organization's requirement off
+            await prober.switch()
     assert run["status"] == "completed", run["status"]
     assert run["removed"] == expected, (run["removed"], expected)
     counts = await conn.fetchrow(
@@ -277,6 +366,18 @@ async def measure(
         seeded.organization_id,
     )
     assert deliveries == (expected if webhook else 0), deliveries
+    # Where the run's time went: queued until planned, planned until the first batch is done,
+    # the batches' own transactions (summed over both processes), the last batch until seen.
+    timeline = await conn.fetchrow(
+        """select extract(epoch from r.started_at - r.created_at) as queued_to_planned,
+                  extract(epoch from min(b.done_at) - r.started_at) as planned_to_first_batch,
+                  extract(epoch from r.finished_at - r.started_at) as planned_to_finished,
+                  sum(b.seconds) as batch_seconds_sum,
+                  extract(epoch from max(b.enqueued_at) - r.started_at) as planned_to_last_sent
+           from enforcement_runs r join enforcement_batches b on b.run_id = r.id
+           where r.id = $1 group by r.id""",
+        run_id,
+    )
 
     # Two more samples of the switch's latency on the same organization, now that the first run
     # is over: off, then on again (measured; that run finds nobody left to remove), then off.
@@ -352,12 +453,29 @@ async def measure(
         "members_per_s": round(members / seconds),
         "removed_per_s": round(expected / seconds),
         "batches": run["batches_total"],
+        "timeline_s": {key: round(float(value), 3) for key, value in timeline.items()},
         "bound_seconds": round(bound_seconds, 2),
         "bound_connections": len(slices),
         "bound_members_per_s": round(members / bound_seconds),
         "throughput_vs_bound": round(bound_seconds / seconds, 3),
         "worker_peak_rss_mb": sorted(round(kb / 1024, 1) for kb in workers.peak.values()),
+        **({"probe": probe_figures(probed)} if probe else {}),
     }
+
+
+def probe_figures(probed: dict[str, Any]) -> dict[str, Any]:
+    """Latency of the members page and of the other organization's switch, idle and during the
+    run, with the ratio of the p99s."""
+    figures: dict[str, Any] = {}
+    for n, name in enumerate(("members_page", "put_require2fa_other_org")):
+        idle = latency(probed["idle"][n])
+        during = latency(probed["during_run"][n])
+        figures[name] = {
+            "idle": idle,
+            "during_run": during,
+            "p99_during_over_idle": round(during["p99_ms"] / idle["p99_ms"], 2),
+        }
+    return figures
 
 
 async def main() -> None:
@@ -372,6 +490,11 @@ async def main() -> None:
         type=int,
         default=2,
         help="connections the bound's statements run on at once (the run's worker processes)",
+    )
+    parser.add_argument(
+        "--probe",
+        action="store_true",
+        help="time the members page and another organization's switch, idle and during the run",
     )
     args = parser.parse_args()
     sizes = [int(s) for s in args.sizes.split(",")]
@@ -424,6 +547,7 @@ async def main() -> None:
                     size,
                     args.webhook,
                     args.bound_connections,
+                    args.probe,
                 )
                 results.append(result)
                 print(json.dumps(result), file=sys.stderr)

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
+from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import dramatiq
@@ -53,6 +54,17 @@ HEARTBEAT_TIMEOUT_MS = 15_000
 MAINTENANCE_CHANCE = 100_000
 # AMQP heartbeat asked for when BROKER_URL names none: a silent peer is dropped after ~2 of these.
 AMQP_HEARTBEAT_SECONDS = 15
+# An idle Redis consumer polls its queue with a backoff that grows up to this many milliseconds
+# (Dramatiq's worker timeout, 1,000 by default): the longest a message sent to an idle worker
+# waits before it is picked up. A run's coordinator and its first batches are such messages.
+IDLE_POLL_MS = 100
+
+
+class _RedisBroker(RedisBroker):
+    """Dramatiq's Redis broker, whose idle consumers poll at least every `IDLE_POLL_MS`."""
+
+    def consume(self, queue_name: str, prefetch: int = 1, timeout: int = 5000) -> Any:
+        return super().consume(queue_name, prefetch, timeout=min(timeout, IDLE_POLL_MS))
 
 
 def is_amqp(url: str) -> bool:
@@ -109,7 +121,7 @@ def build_broker(
         return RabbitmqBroker(
             url=_with_heartbeat(url), confirm_delivery=True, middleware=middleware
         )
-    return RedisBroker(
+    return _RedisBroker(
         url=url,
         namespace=namespace,
         middleware=middleware,

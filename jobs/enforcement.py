@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
@@ -34,6 +35,24 @@ BATCH_SIZE = 1000
 SEND_CHUNK = 100  # batch messages sent between two writes of `enqueued_at`
 # A running run that made no progress for this long has its unfinished batches sent again.
 STALE_AFTER = timedelta(seconds=60)
+
+
+# Batches that one worker process removes at once (the others wait their turn). Each is one
+# transaction on its own connection, mostly the database's CPU: more at once than it has cores
+# only makes them queue on each other and on the CPU that users' requests need.
+BATCHES_AT_ONCE = 2
+_batch_slots: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Semaphore] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def batch_slots() -> asyncio.Semaphore:
+    """The batch slots of the running event loop (a worker process has one; tests start many)."""
+    loop = asyncio.get_running_loop()
+    slots = _batch_slots.get(loop)
+    if slots is None:
+        slots = _batch_slots[loop] = asyncio.Semaphore(BATCHES_AT_ONCE)
+    return slots
 
 
 # Lost connections, timeouts and lock conflicts retry for long; anything else a few times
@@ -179,7 +198,8 @@ async def remove_batch(run_id: int, batch_no: int) -> None:
     """Removes batch `batch_no` of run `run_id` (members, audit, outbox, counters); then wakes
     the email dispatcher."""
     resources = current()
-    result = await remove_batch_now(resources.pool, resources.settings, run_id, batch_no)
+    async with batch_slots():
+        result = await remove_batch_now(resources.pool, resources.settings, run_id, batch_no)
     if result is None:
         return
     log.info(

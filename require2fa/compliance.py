@@ -10,9 +10,11 @@ the removal of a batch, the last-factor rule, the benchmark's bound) renders its
 exactly `FACTOR_KINDS`, so that the probe stays an index-only anti-join.
 
 Extending it (data, not new code paths):
-- a new factor kind: add it to `FACTOR_KINDS` and to the levels that accept it, plus a migration
-  that widens `authenticators.type`'s check and re-creates the partial index with
-  `INDEX_PREDICATE` (the test compares the database's index with it);
+- a new factor kind: add it to `FACTOR_KINDS` (at the end: a kind's bit is its position) and to
+  the levels that accept it, plus a migration that widens `authenticators.type`'s check,
+  re-creates the partial index with `INDEX_PREDICATE` (the test compares the database's index
+  with it), gives the kind its bit in the SQL function `factor_bit` (tests/db/test_counts.py
+  compares it with `factor_bit` here) and calls `member_factor_counts_rebuild()`;
 - a requirement level: add a row to `LEVELS`; statements that know the organization pass its
   level column as `level_sql` (e.g. `"o.require_2fa_level"`);
 - an exemption: statements that know the member pass its column as `exempt_until_sql` (e.g.
@@ -141,6 +143,37 @@ def noncompliant_sql(
     if exempt_until_sql is None:
         return f"not {factor}"
     return f"not coalesce({_expression(exempt_until_sql)} > now(), false) and not {factor}"
+
+
+def factor_bit(kind: str) -> int:
+    """The bit of a factor kind in a user's factor mask (`users.factor_mask`, kept by the
+    triggers of migration 0150 with the SQL function `factor_bit`, which must agree): bit i for
+    `FACTOR_KINDS[i]`, 0 for a kind that never counts (recovery codes)."""
+    return 1 << FACTOR_KINDS.index(kind) if kind in FACTOR_KINDS else 0
+
+
+def factor_mask(kinds: Iterable[str]) -> int:
+    """The factor mask of a user whose confirmed factors are of `kinds`."""
+    mask = 0
+    for kind in kinds:
+        mask |= factor_bit(kind)
+    return mask
+
+
+def level_bits(level: str | None) -> int:
+    """The bits of the kinds that `level` accepts: a user meets it when
+    `factor_mask & level_bits(level) != 0` (the same answer as `meets_requirement` without an
+    exemption)."""
+    return factor_mask(LEVELS[level_of(level)])
+
+
+def level_bits_sql(level_sql: str) -> str:
+    """SQL expression: `level_bits` of the level that the expression `level_sql` evaluates to
+    (NULL: the default level)."""
+    arms = " ".join(
+        f"when '{name}' then {level_bits(name)}" for name in LEVELS if _WORD.match(name)
+    )
+    return f"(case coalesce({_expression(level_sql)}, '{DEFAULT_LEVEL}') {arms} else 0 end)"
 
 
 def counts(kind: str, level: str | None = None) -> bool:
