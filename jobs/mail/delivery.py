@@ -22,7 +22,6 @@ from require2fa.settings import Settings
 log = structlog.get_logger(__name__)
 
 RENDER_AHEAD = 8  # messages rendered ahead of the senders
-FLUSH_EVERY = 20  # sent rows are marked in groups this size: a crash re-sends at most these
 RETRY_BASE_SECONDS = 10.0
 RETRY_MAX_SECONDS = 3600.0
 
@@ -48,6 +47,12 @@ class Delivery:
 
     One task renders the messages a few steps ahead; one sender task per SMTP connection takes
     them in turn, so the server works on one connection while we render or talk on another.
+
+    A row is marked sent as soon as the server has accepted its message, before its connection
+    sends the next one: a crash at any point leaves at most one accepted message unmarked per
+    open connection, and only those go out a second time (with the same Message-ID).
+    The claims on the batch last `lease`; `renew` (the dispatch's heartbeat) extends them while
+    this process lives, and a row is sent only while its claim is known to hold.
     """
 
     def __init__(
@@ -57,6 +62,9 @@ class Delivery:
         self.settings = settings
         self.rate = rate
         self.report = report
+        self.rows: list[asyncpg.Record] = []  # the batch being sent
+        self.held: set[int] = set()
+        self.claim_ends = 0.0
 
     async def run(self, rows: list[asyncpg.Record], smtps: list[Smtp], lease: timedelta) -> None:
         self.sent: list[int] = []
@@ -64,6 +72,8 @@ class Delivery:
         self.failed: list[tuple[int, int, str]] = []
         self.unavailable: BaseException | None = None  # the server cannot be reached now
         self.left = len(rows)
+        self.rows = rows
+        self.held = {row["id"] for row in rows}  # rows whose claim is known to hold
         self.prepared: asyncio.Queue[tuple[asyncpg.Record, EmailMessage | Exception] | None]
         self.prepared = asyncio.Queue(maxsize=RENDER_AHEAD)
         # Past this, another dispatcher may claim these rows: what is not sent by then goes back.
@@ -80,6 +90,22 @@ class Delivery:
                 await renderer
             # Recorded even when a sender failed: rows sent must not go out again.
             await self._record()
+            self.rows = []
+
+    async def renew(self, lease: timedelta) -> None:
+        """Extends the claims on the rows of the batch being sent that are not recorded yet."""
+        rows = self.rows
+        pending = [(row["id"], row["attempts"]) for row in rows if row["id"] in self.held]
+        if not pending:
+            return
+        started = asyncio.get_running_loop().time()
+        async with self.pool.acquire() as conn:
+            renewed = await outbox.renew_claims(conn, pending, lease=lease)
+        if rows is not self.rows:
+            return  # that batch ended meanwhile
+        # Rows recorded meanwhile are not `sending` any more; the others lapsed: not ours.
+        self.held &= set(renewed)
+        self.claim_ends = started + lease.total_seconds() * 0.8
 
     async def _record(self) -> None:
         try:
@@ -126,7 +152,7 @@ class Delivery:
             if self.unavailable is not None:
                 self._later(row, self.unavailable)
                 continue
-            if asyncio.get_running_loop().time() > self.claim_ends:
+            if asyncio.get_running_loop().time() > self.claim_ends or row["id"] not in self.held:
                 self.retry.append((row["id"], row["attempts"], 0.0, "claim ran out before sending"))
                 continue
             await self.rate.take(self.left + 1)
@@ -168,13 +194,18 @@ class Delivery:
             await smtp.drop()
         else:
             self.sent.append(row["id"])
-            if len(self.sent) >= FLUSH_EVERY:
-                await self._flush_sent()
+            await self._flush_sent()  # before this connection sends anything else
 
     async def _flush_sent(self) -> None:
         ids, self.sent = self.sent, []
-        if ids:
-            self.report.sent += await _mark_sent(self.pool, ids)
+        if not ids:
+            return
+        try:
+            marked = await _mark_sent(self.pool, ids)
+        except BaseException:
+            self.sent.extend(ids)  # tried again when the batch is recorded
+            raise
+        self.report.sent += marked  # added after the await: senders mark at the same time
 
 
 async def _mark_sent(pool: asyncpg.Pool, ids: list[int]) -> int:
