@@ -449,8 +449,11 @@ async def test_claims_are_renewed_while_their_dispatch_lives(pool, redis, settin
         first = asyncio.create_task(
             email_jobs.dispatch(pool, redis, target, connections=1, lease=lease)
         )
-        while not mailbox.messages:  # the first dispatch has claimed the batch
-            await asyncio.sleep(0.02)
+
+        async def claimed() -> bool:
+            return bool(mailbox.messages)
+
+        await until(claimed, "the first dispatch claimed the batch and sends")
         stolen = []
         while not first.done():
             async with pool.acquire() as conn:
