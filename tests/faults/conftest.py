@@ -141,15 +141,17 @@ class Org:
     owner: asyncpg.Record
     expected: int  # members who do not meet the requirement (the owner has 2FA)
     members: int
+    slug: str
 
 
 async def big_org(pool: asyncpg.Pool, settings: Any, members: int, enrolled: float) -> Org:
     owner = await create_user(pool, f"owner-{uuid.uuid4().hex[:6]}@faults.test", has2fa=True)
+    slug = f"faults-{uuid.uuid4().hex[:6]}"
     async with pool.acquire() as conn:
         result = await seed(
             conn,
             settings,
-            slug=f"faults-{uuid.uuid4().hex[:6]}",
+            slug=slug,
             count=members,
             enrolled=enrolled,
             owner_email=owner["email"],
@@ -157,7 +159,7 @@ async def big_org(pool: asyncpg.Pool, settings: Any, members: int, enrolled: flo
         expected = await counts.count_noncompliant(
             conn, result.organization_id, except_user_id=owner["id"]
         )
-    return Org(result.organization_id, owner, expected, members)
+    return Org(result.organization_id, owner, expected, members, slug)
 
 
 async def turn_on(pool: asyncpg.Pool, org: Org) -> int:
@@ -278,3 +280,41 @@ def record(name: str, figures: dict[str, Any]) -> None:
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / f"{name}.json").write_text(json.dumps(figures, indent=2, sort_keys=True) + "\n")
     print(f"\nFAULTS {name} {json.dumps(figures, sort_keys=True)}")
+
+
+async def wait_for_lock_wait(pool: asyncpg.Pool, limit: float = 120.0) -> int:
+    """Waits until a connection of another process is blocked on a lock; returns its pid."""
+    started = time.monotonic()
+    async with pool.acquire() as conn:
+        while True:
+            found = await conn.fetchval(
+                """select pid from pg_stat_activity
+                   where wait_event_type = 'Lock' and datname = current_database() limit 1"""
+            )
+            if found is not None:
+                return int(found)
+            if time.monotonic() - started > limit:
+                raise AssertionError("no connection came to wait on the lock")
+            await asyncio.sleep(0.02)
+
+
+async def user_in_batch(pool: asyncpg.Pool, run_id: int, org: Org, batch_no: int) -> int:
+    """A user without 2FA whom batch `batch_no` of the run will remove (its last one)."""
+    from db import users
+
+    async with pool.acquire() as conn:
+        batch = await conn.fetchrow(
+            "select * from enforcement_batches where run_id = $1 and batch_no = $2",
+            run_id,
+            batch_no,
+        )
+        return int(
+            await conn.fetchval(
+                f"""select u.id from members m join users u on u.id = m.user_id
+                    where m.organization_id = $1 and m.id between $2 and $3
+                      and not {users.HAS_2FA_SQL} order by u.id desc limit 1""",
+                org.id,
+                batch["first_member_id"],
+                batch["last_member_id"],
+            )
+        )

@@ -248,3 +248,43 @@ def running(deployment: Deployment) -> Iterator[Deployment]:
         yield deployment
     finally:
         deployment.stop_all()
+
+
+def _descendants(pid: int) -> list[int]:
+    children: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            with contextlib.suppress(OSError, IndexError, ValueError):
+                stat = Path(f"/proc/{entry}/stat").read_text()
+                ppid = int(stat.rsplit(")", 1)[1].split()[1])
+                children.setdefault(ppid, []).append(int(entry))
+    found, todo = [], [pid]
+    while todo:
+        current = todo.pop()
+        found.append(current)
+        todo.extend(children.get(current, []))
+    return found
+
+
+def process_with_local_port(
+    processes: list[subprocess.Popen[bytes]], port: int
+) -> subprocess.Popen[bytes] | None:
+    """Which of `processes` (or their children) owns the TCP socket bound to local `port`: the
+    process behind a PostgreSQL backend, from its `client_port`."""
+    inodes = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        with contextlib.suppress(OSError):
+            for line in Path(table).read_text().splitlines()[1:]:
+                fields = line.split()
+                if int(fields[1].rsplit(":", 1)[1], 16) == port:
+                    inodes.add(f"socket:[{fields[9]}]")
+    for process in processes:
+        if process.poll() is not None:
+            continue
+        for pid in _descendants(process.pid):
+            with contextlib.suppress(OSError):
+                for fd in os.listdir(f"/proc/{pid}/fd"):
+                    with contextlib.suppress(OSError):
+                        if os.readlink(f"/proc/{pid}/fd/{fd}") in inodes:
+                            return process
+    return None
