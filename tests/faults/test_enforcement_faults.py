@@ -171,9 +171,12 @@ async def _planned(pool: asyncpg.Pool, run_id: int) -> bool:
 
 
 async def _put(port: int, slug: str, headers: dict[str, str], body: dict) -> aiohttp.ClientResponse:
-    async with aiohttp.ClientSession() as session, session.put(
-        f"http://127.0.0.1:{port}/api/0/organizations/{slug}/", json=body, headers=headers
-    ) as response:
+    async with (
+        aiohttp.ClientSession() as session,
+        session.put(
+            f"http://127.0.0.1:{port}/api/0/organizations/{slug}/", json=body, headers=headers
+        ) as response,
+    ):
         await response.read()
         return response
 
