@@ -45,13 +45,21 @@ from tests.faults.deployment import PostgresServer, RedisServer, process_with_lo
 
 MEMBERS = int(os.environ.get("FAULTS_MEMBERS") or 100_000)
 ENROLLED = 0.9
+# The scenarios that `make test` runs too, on a small organization (`[quick]`); the `[full]`
+# ones are behind the `faults` marker (`make test-faults`).
+QUICK_MEMBERS = 3_000
+SIZES = [
+    pytest.param(QUICK_MEMBERS, id="quick"),
+    pytest.param(MEMBERS, id="full", marks=pytest.mark.faults),
+]
+FULL = [pytest.param(MEMBERS, id="full", marks=pytest.mark.faults)]
 BROKERS = ["redis", "rabbitmq"]
 # The emails one killed worker process may send twice: one per SMTP connection it has open.
 PER_PROCESS = slots.DISPATCHERS * email_jobs.CONNECTIONS
 # Generous liveness deadline for a whole run (the figures recorded are the measurement).
 RUN_LIMIT = 900
 
-pytestmark = [pytest.mark.faults, pytest.mark.timeout(1800)]
+pytestmark = [pytest.mark.timeout(1800)]
 
 
 async def owner_of(pool: asyncpg.Pool, backend_pid: int, processes: list) -> object:
@@ -84,16 +92,17 @@ async def settle(stack, pool, run_id, org, started: float, name: str, **figures)
 # --- processes -------------------------------------------------------------------------------
 
 
+@pytest.mark.parametrize("members", SIZES)
 @pytest.mark.parametrize("kind", BROKERS)
 async def test_workers_killed_in_planning_removal_and_delivery(
-    kind, pool, settings, make_stack
+    kind, members, pool, settings, make_stack
 ) -> None:
     """kill -9 of the worker process that is planning (inside the planning transaction), of the
     one inside a batch's transaction, and of one in the middle of delivering the emails; a new
     worker started after each kill."""
     stack = make_stack(kind)
     deployment = stack.deployment
-    org = await big_org(pool, settings, MEMBERS, ENROLLED)
+    org = await big_org(pool, settings, members, ENROLLED)
     deployment.clock()
     workers = [deployment.worker(), deployment.worker()]
     run_id = await turn_on(pool, org)
@@ -156,7 +165,7 @@ async def test_workers_killed_in_planning_removal_and_delivery(
         run_id,
         org,
         started,
-        "workers_killed",
+        f"workers_killed-{members}",
         kills=kills,
         removed_at_removal_kill=removed_at_kill,
         emails_at_delivery_kill=sent_at_kill,
@@ -181,15 +190,18 @@ async def _put(port: int, slug: str, headers: dict[str, str], body: dict) -> aio
         return response
 
 
+@pytest.mark.parametrize("members", SIZES)
 @pytest.mark.parametrize("kind", BROKERS)
-async def test_web_killed_in_the_middle_of_turning_it_on(kind, pool, settings, make_stack) -> None:
+async def test_web_killed_in_the_middle_of_turning_it_on(
+    kind, members, pool, settings, make_stack
+) -> None:
     """kill -9 of the web process while the PUT that turns the requirement on is inside its
     transaction, after it wrote the flag (it waits for a lock held here): nothing of it stays.
     Then a PUT on a new web process, whose process is killed as soon as its transaction has
     committed: the run goes on (from the message if it was sent, else from the sweeper)."""
     stack = make_stack(kind)
     deployment = stack.deployment
-    org = await big_org(pool, settings, MEMBERS, ENROLLED)
+    org = await big_org(pool, settings, members, ENROLLED)
     headers = await token_for(pool, org.owner["id"])
     deployment.clock()
     deployment.worker()
@@ -267,20 +279,21 @@ async def test_web_killed_in_the_middle_of_turning_it_on(kind, pool, settings, m
         run_id,
         org,
         started,
-        "web_killed",
+        f"web_killed-{members}",
         inside_transaction="nothing kept: flag off, no run, no audit entry",
         after_commit_answered=answered,
     )
 
 
+@pytest.mark.parametrize("members", FULL)
 @pytest.mark.parametrize("kind", BROKERS)
-async def test_clock_leader_killed(kind, pool, settings, make_stack) -> None:
+async def test_clock_leader_killed(kind, members, pool, settings, make_stack) -> None:
     """Two clocks; the run's coordinator message is lost, so only the clock's sweep can start
     it; the leading clock is killed at once. The other takes over within a minute and its sweeps
     carry the run to its end."""
     stack = make_stack(kind)
     deployment = stack.deployment
-    org = await big_org(pool, settings, MEMBERS, ENROLLED)
+    org = await big_org(pool, settings, members, ENROLLED)
     first = deployment.clock()
     await until(lambda: _log_has(first, '"leader": true'), "the first clock leads", 60)
     second = deployment.clock()
@@ -311,8 +324,9 @@ def _log_has(process, needle: str) -> bool:
 # --- servers ----------------------------------------------------------------------------------
 
 
+@pytest.mark.parametrize("members", FULL)
 @pytest.mark.parametrize("kind", BROKERS)
-async def test_redis_restarted_empty(kind, pool, settings, make_stack, tmp_path) -> None:
+async def test_redis_restarted_empty(kind, members, pool, settings, make_stack, tmp_path) -> None:
     """The deployment's Redis (a server of the test's own, nothing on disk) is killed when half
     the members are removed and started again empty 5 s later: queued messages (on the Redis
     broker), dispatcher slots, rate buckets are gone. The sweepers finish the run."""
@@ -321,7 +335,7 @@ async def test_redis_restarted_empty(kind, pool, settings, make_stack, tmp_path)
     try:
         stack = make_stack(kind, redis=redis.url)
         deployment = stack.deployment
-        org = await big_org(pool, settings, MEMBERS, ENROLLED)
+        org = await big_org(pool, settings, members, ENROLLED)
         deployment.clock()
         deployment.worker()
         deployment.worker()
@@ -356,8 +370,9 @@ async def _at_least(count, n: int) -> bool:
     return await count >= n
 
 
+@pytest.mark.parametrize("members", FULL)
 @pytest.mark.parametrize("kind", BROKERS)
-async def test_postgres_restarted(kind, settings, make_stack, tmp_path) -> None:
+async def test_postgres_restarted(kind, members, settings, make_stack, tmp_path) -> None:
     """The deployment's PostgreSQL (a cluster of the test's own) is stopped when a third of the
     members are removed (a fast shutdown: open transactions roll back, connections drop) and
     started again 5 s later; then stopped again when a third of the emails arrived. The pools
@@ -376,7 +391,7 @@ async def test_postgres_restarted(kind, settings, make_stack, tmp_path) -> None:
         try:
             stack = make_stack(kind, database_url=dsn)
             deployment = stack.deployment
-            org = await big_org(pool, settings, MEMBERS, ENROLLED)
+            org = await big_org(pool, settings, members, ENROLLED)
             deployment.clock()
             deployment.worker()
             deployment.worker()
@@ -423,14 +438,15 @@ async def _reconnects(pool: asyncpg.Pool) -> bool:
         return False
 
 
+@pytest.mark.parametrize("members", SIZES)
 @pytest.mark.parametrize("kind", BROKERS)
-async def test_smtp_down_for_a_minute(kind, pool, settings, make_stack) -> None:
+async def test_smtp_down_for_a_minute(kind, members, pool, settings, make_stack) -> None:
     """The SMTP server goes away when a third of the emails arrived, and comes back a minute
-    later on the same port: every email arrives, and the few in flight when it went may arrive
-    twice (their acceptance was not seen)."""
+    later (5 s in `[quick]`) on the same port: every email arrives, and the few in flight when
+    it went may arrive twice (their acceptance was not seen)."""
     stack = make_stack(kind)
     deployment = stack.deployment
-    org = await big_org(pool, settings, MEMBERS, ENROLLED)
+    org = await big_org(pool, settings, members, ENROLLED)
     deployment.clock()
     deployment.worker()
     deployment.worker()
@@ -442,7 +458,7 @@ async def test_smtp_down_for_a_minute(kind, pool, settings, make_stack) -> None:
     down_at = time.monotonic()
     at_stop = stack.sink.received
     sent_rows_at_stop = await emails_sent(pool, run_id)
-    await asyncio.sleep(60)
+    await asyncio.sleep(60 if members == MEMBERS else 5)
     stack.controller.start()
     back_at = time.monotonic()
     result = await settle(
@@ -451,7 +467,7 @@ async def test_smtp_down_for_a_minute(kind, pool, settings, make_stack) -> None:
         run_id,
         org,
         started,
-        "smtp_down_a_minute",
+        f"smtp_down_a_minute-{members}",
         emails_when_it_went=at_stop,
         rows_marked_sent_when_it_went=sent_rows_at_stop,
         first_email_after_return_seconds=round(
