@@ -70,12 +70,17 @@ async def owner_of(pool: asyncpg.Pool, backend_pid: int, processes: list) -> obj
     return process_with_local_port(processes, int(port))
 
 
-async def settle(stack, pool, run_id, org, started: float, name: str, **figures) -> dict:
-    """Waits for the end of the run, checks the exact counts, records the figures."""
+async def settle(
+    stack, pool, run_id, org, started: float, name: str, since: float | None = None, **figures
+) -> dict:
+    """Waits for the end of the run, checks the exact counts, records the figures (with the
+    seconds from `since`, the server's return, to the end)."""
     await until(
         lambda: finished(pool, run_id, org), "the run completed, every email sent", RUN_LIMIT
     )
     total = time.monotonic() - started
+    if since is not None:
+        figures["seconds_from_return_to_end"] = round(time.monotonic() - since, 1)
     await asyncio.sleep(2)  # a message accepted just before its row was marked arrives
     result = await assert_exact(pool, run_id, org, stack.sink)
     run = await run_status(pool, run_id)
@@ -357,8 +362,8 @@ async def test_redis_restarted_empty(kind, members, pool, settings, make_stack, 
             org,
             started,
             "redis_restarted_empty",
+            since=restarted,
             removed_at_kill=removed_at_kill,
-            seconds_from_restart_to_end=round(time.monotonic() - restarted, 1),
         )
     finally:
         redis.kill()
@@ -419,8 +424,8 @@ async def test_postgres_restarted(kind, members, settings, make_stack, tmp_path)
                 org,
                 started,
                 "postgres_restarted",
+                since=restarted,
                 restarts="fast shutdown during removal, crash (SIGKILL) during delivery",
-                seconds_from_last_restart_to_end=round(time.monotonic() - restarted, 1),
             )
         finally:
             await pool.close()
@@ -466,11 +471,13 @@ async def test_smtp_down_for_a_minute(kind, members, pool, settings, make_stack)
         org,
         started,
         f"smtp_down_a_minute-{members}",
+        since=back_at,
         emails_when_it_went=at_stop,
         rows_marked_sent_when_it_went=sent_rows_at_stop,
-        first_email_after_return_seconds=round(
-            (stack.sink.arrived_after(back_at) or [back_at])[0] - back_at, 1
-        ),
         seconds_down=round(back_at - down_at, 1),
     )
+    after = stack.sink.arrived_after(back_at)
+    # The rows wait for their retry time (10 s, 20 s, 40 s… after each failed attempt).
+    result["first_email_after_return_seconds"] = round(after[0] - back_at, 1) if after else None
+    record(f"smtp_down_a_minute-{members}-{kind}", result)
     assert result["duplicate_emails"] <= 2 * PER_PROCESS
