@@ -11,6 +11,7 @@ from email.message import EmailMessage
 
 import aiosmtplib
 import asyncpg
+import redis
 import structlog
 
 from db import outbox
@@ -155,7 +156,15 @@ class Delivery:
             if asyncio.get_running_loop().time() > self.claim_ends or row["id"] not in self.held:
                 self.retry.append((row["id"], row["attempts"], 0.0, "claim ran out before sending"))
                 continue
-            await self.rate.take(self.left + 1)
+            try:
+                await self.rate.take(self.left + 1)
+            except (redis.RedisError, OSError) as err:
+                # Redis is away: nothing more is sent now (the rate would not hold), and the
+                # other senders finish their message rather than being cut off in the middle.
+                log.warning("email.rate_unavailable", error=describe(err), rows=self.left + 1)
+                self.unavailable = err
+                self._later(row, err)
+                continue
             try:
                 await smtp.connect()
             except TRANSIENT as err:
