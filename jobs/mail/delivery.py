@@ -24,6 +24,15 @@ log = structlog.get_logger(__name__)
 
 RENDER_AHEAD = 8  # messages rendered ahead of the senders
 RETRY_BASE_SECONDS = 10.0
+RECORD_PAUSE = 1.0  # seconds between attempts at recording outcomes while the database is away
+# The database cannot be reached right now (a restart, a network cut).
+DATABASE_DOWN = (
+    OSError,
+    TimeoutError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.OperatorInterventionError,  # shutting down, starting up
+    asyncpg.InterfaceError,
+)
 RETRY_MAX_SECONDS = 3600.0
 
 
@@ -109,14 +118,26 @@ class Delivery:
         self.claim_ends = started + lease.total_seconds() * 0.8
 
     async def _record(self) -> None:
-        try:
-            await self._flush_sent()
-            async with self.pool.acquire() as conn:
-                self.report.retried += await outbox.mark_retry(conn, self.retry)
-                self.report.failed += await outbox.mark_failed(conn, self.failed)
-        except Exception:  # the lease runs out and the sweeper puts the rows back
-            log.exception("email.record_failed", sent=len(self.sent), retry=len(self.retry))
-            return
+        # PostgreSQL may be restarting: the outcomes are tried again until the claims would
+        # end (rows accepted by the server and not marked by then go out a second time).
+        loop = asyncio.get_running_loop()
+        while True:
+            try:
+                await self._flush_sent()
+                async with self.pool.acquire() as conn:
+                    self.report.retried += await outbox.mark_retry(conn, self.retry)
+                    self.retry = []
+                    self.report.failed += await outbox.mark_failed(conn, self.failed)
+                break
+            except DATABASE_DOWN as err:
+                if loop.time() + RECORD_PAUSE > self.claim_ends:
+                    log.error("email.record_failed", sent=len(self.sent), error=str(err))
+                    return  # the claims lapse and the rows are due again
+                log.warning("email.record_retried", sent=len(self.sent), error=str(err))
+                await asyncio.sleep(RECORD_PAUSE)
+            except Exception:  # a bug: the claims lapse and the rows are due again
+                log.exception("email.record_failed", sent=len(self.sent), retry=len(self.retry))
+                return
         for row_id, _attempts, error in self.failed:
             log.warning("email.failed", outbox_id=row_id, error=error)
 
@@ -203,7 +224,13 @@ class Delivery:
             await smtp.drop()
         else:
             self.sent.append(row["id"])
-            await self._flush_sent()  # before this connection sends anything else
+            try:
+                await self._flush_sent()  # before this connection sends anything else
+            except DATABASE_DOWN as err:
+                # Sending stops (the rest waits for a retry); the marks are tried again when
+                # the batch is recorded. The other connections finish their message first.
+                log.warning("email.mark_failed", error=str(err))
+                self.unavailable = err
 
     async def _flush_sent(self) -> None:
         ids, self.sent = self.sent, []

@@ -202,10 +202,10 @@ class PostgresServer:
         bin_dir = devstack._pg_bin()
         pgdata = self.workdir / "pgdata"
         user = devstack._pg_system_user()
+        self.workdir.mkdir(parents=True, exist_ok=True)
         if user is not None:
             devstack._grant_traversal(pgdata)
             devstack._grant_traversal(bin_dir)
-        self.workdir.mkdir(parents=True, exist_ok=True)
         if user is not None:
             os.chown(self.workdir, user.pw_uid, user.pw_gid)
         devstack._initdb(pgdata, bin_dir, user)
