@@ -131,7 +131,13 @@ async def _heartbeat(slots: Slots, delivery: Delivery, lease: timedelta) -> None
                 log.warning("email.slot_lost")
                 slots.key = None  # the batch in hand goes on; no further one is claimed
             await delivery.renew(lease)
-        except (redis.RedisError, OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as err:
+        except (
+            redis.RedisError,
+            OSError,
+            TimeoutError,
+            asyncpg.PostgresError,
+            asyncpg.InterfaceError,
+        ) as err:
             log.warning("email.heartbeat_failed", error=str(err))
 
 

@@ -24,6 +24,7 @@ log = structlog.get_logger(__name__)
 
 RENDER_AHEAD = 8  # messages rendered ahead of the senders
 RETRY_BASE_SECONDS = 10.0
+RETRY_MAX_SECONDS = 3600.0
 RECORD_PAUSE = 1.0  # seconds between attempts at recording outcomes while the database is away
 # The database cannot be reached right now (a restart, a network cut).
 DATABASE_DOWN = (
@@ -33,7 +34,6 @@ DATABASE_DOWN = (
     asyncpg.OperatorInterventionError,  # shutting down, starting up
     asyncpg.InterfaceError,
 )
-RETRY_MAX_SECONDS = 3600.0
 
 
 @dataclass
