@@ -284,39 +284,21 @@ def record(name: str, figures: dict[str, Any]) -> None:
     print(f"\nFAULTS {name} {json.dumps(figures, sort_keys=True)}")
 
 
-async def wait_for_lock_wait(pool: asyncpg.Pool, limit: float = 120.0) -> int:
-    """Waits until a connection of another process is blocked on a lock; returns its pid."""
+async def wait_for_lock_wait(pool: asyncpg.Pool, blocker: int, limit: float = 120.0) -> int:
+    """Waits until a connection is blocked by the backend `blocker` (a lock the test holds);
+    returns its pid."""
     started = time.monotonic()
     async with pool.acquire() as conn:
         while True:
             found = await conn.fetchval(
                 """select pid from pg_stat_activity
-                   where wait_event_type = 'Lock' and datname = current_database() limit 1"""
+                   where wait_event_type = 'Lock' and datname = current_database()
+                     and $1 = any(pg_blocking_pids(pid))
+                   limit 1""",
+                blocker,
             )
             if found is not None:
                 return int(found)
             if time.monotonic() - started > limit:
                 raise AssertionError("no connection came to wait on the lock")
             await asyncio.sleep(0.02)
-
-
-async def user_in_batch(pool: asyncpg.Pool, run_id: int, org: Org, batch_no: int) -> int:
-    """A user without 2FA whom batch `batch_no` of the run will remove (its last one)."""
-    from db import users
-
-    async with pool.acquire() as conn:
-        batch = await conn.fetchrow(
-            "select * from enforcement_batches where run_id = $1 and batch_no = $2",
-            run_id,
-            batch_no,
-        )
-        return int(
-            await conn.fetchval(
-                f"""select u.id from members m join users u on u.id = m.user_id
-                    where m.organization_id = $1 and m.id between $2 and $3
-                      and not {users.HAS_2FA_SQL} order by u.id desc limit 1""",
-                org.id,
-                batch["first_member_id"],
-                batch["last_member_id"],
-            )
-        )

@@ -22,6 +22,7 @@ import asyncpg
 import pytest
 
 from commands import devstack
+from db import users
 from db.migrate import migrate
 from db.planning import PLAN_LOCK
 from db.pool import create_pool
@@ -38,7 +39,6 @@ from tests.faults.conftest import (
     run_status,
     turn_on,
     until,
-    user_in_batch,
     wait_for_lock_wait,
 )
 from tests.faults.deployment import PostgresServer, RedisServer, process_with_local_port
@@ -114,8 +114,8 @@ async def test_workers_killed_in_planning_removal_and_delivery(
     started = time.monotonic()
     kills: list[str] = []
 
-    async def kill_the_waiting_one(what: str) -> None:
-        backend = await wait_for_lock_wait(pool)
+    async def kill_the_waiting_one(what: str, blocker: int) -> None:
+        backend = await wait_for_lock_wait(pool, blocker)
         victim = await owner_of(pool, backend, workers)
         assert victim is not None, "the waiting connection belongs to no worker"
         deployment.kill(victim)  # type: ignore[arg-type]
@@ -123,36 +123,41 @@ async def test_workers_killed_in_planning_removal_and_delivery(
         workers.append(deployment.worker())
         kills.append(what)
 
-    # 1. Planning: the coordinator waits for the run's plan lock, held here, inside its
-    # transaction; its worker is killed there.
-    holder = await pool.acquire()
+    # A user whom a batch in the middle of the run will remove: their row lock is held here
+    # from the start (as 2FA enrollment takes it), so that batch waits for it.
+    user_id = await middle_user(pool, org)
+    user_holder = await pool.acquire()
+    user_lock = user_holder.transaction()
+    await user_lock.start()
     try:
-        async with holder.transaction():
-            await holder.execute("select pg_advisory_xact_lock($1, $2)", PLAN_LOCK, run_id % 2**31)
-            stack.send("enforcement.coordinate", "enforcement", run_id)
-            await kill_the_waiting_one("planning")
-    finally:
-        await pool.release(holder)
-    assert (await run_status(pool, run_id))["status"] == "queued"
+        await user_holder.execute("select 1 from users where id = $1 for update", user_id)
+        user_blocker = await user_holder.fetchval("select pg_backend_pid()")
 
-    # 2. Removal: the worker of a batch in the middle of the run is killed inside the batch's
-    # transaction (it waits for a user's row lock held here, as 2FA enrollment takes it).
-    await until(
-        lambda: _planned(pool, run_id), "the run planned by the redelivered coordinator", 300
-    )
-    async with pool.acquire() as conn:
-        batches = await conn.fetchval(
-            "select batches_total from enforcement_runs where id = $1", run_id
-        )
-    user_id = await user_in_batch(pool, run_id, org, batches // 2)
-    holder = await pool.acquire()
-    try:
-        async with holder.transaction():
-            await holder.execute("select 1 from users where id = $1 for update", user_id)
-            await kill_the_waiting_one("removal")
-            removed_at_kill = await removed_so_far(pool, run_id)
+        # 1. Planning: the coordinator waits for the run's plan lock, held here, inside its
+        # transaction; its worker is killed there.
+        holder = await pool.acquire()
+        try:
+            async with holder.transaction():
+                await holder.execute(
+                    "select pg_advisory_xact_lock($1, $2)", PLAN_LOCK, run_id % 2**31
+                )
+                stack.send("enforcement.coordinate", "enforcement", run_id)
+                await kill_the_waiting_one(
+                    "planning", await holder.fetchval("select pg_backend_pid()")
+                )
+                # Nothing of the killed planning stayed (checked while the plan lock still
+                # holds off the coordinator that RabbitMQ hands to the other worker at once).
+                assert (await run_status(pool, run_id))["status"] == "queued"
+        finally:
+            await pool.release(holder)
+
+        # 2. Removal: the worker of the batch waiting for that user is killed inside the
+        # batch's transaction.
+        await kill_the_waiting_one("removal", user_blocker)
+        removed_at_kill = await removed_so_far(pool, run_id)
     finally:
-        await pool.release(holder)
+        await user_lock.rollback()
+        await pool.release(user_holder)
 
     # 3. Delivery: once a third of the emails arrived, the worker that is sending is killed
     # (every worker sends; the oldest one goes).
@@ -179,9 +184,19 @@ async def test_workers_killed_in_planning_removal_and_delivery(
     assert result["duplicate_emails"] <= PER_PROCESS
 
 
-async def _planned(pool: asyncpg.Pool, run_id: int) -> bool:
-    run = await run_status(pool, run_id)
-    return run["status"] != "queued" and (run["batches_total"] or 0) > 0
+async def middle_user(pool: asyncpg.Pool, org) -> int:
+    """The user without 2FA halfway through the organization's members (in id order, the order
+    of the batches)."""
+    async with pool.acquire() as conn:
+        return int(
+            await conn.fetchval(
+                f"""select u.id from members m join users u on u.id = m.user_id
+                    where m.organization_id = $1 and not {users.HAS_2FA_SQL}
+                    order by m.id offset $2 limit 1""",
+                org.id,
+                org.expected // 2,
+            )
+        )
 
 
 async def _put(port: int, slug: str, headers: dict[str, str], body: dict) -> aiohttp.ClientResponse:
@@ -232,7 +247,7 @@ async def test_web_killed_in_the_middle_of_turning_it_on(
                 "select 1 from enforcement_runs where organization_id = $1 for update", org.id
             )
             put = asyncio.create_task(_put(port, org.slug, headers, {"require2FA": True}))
-            await wait_for_lock_wait(pool)
+            await wait_for_lock_wait(pool, await holder.fetchval("select pg_backend_pid()"))
             deployment.kill(web)
             with pytest.raises(aiohttp.ClientError):
                 await put
