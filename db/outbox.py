@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Sequence
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import asyncpg
@@ -88,6 +88,28 @@ async def claim(conn: asyncpg.Connection, *, limit: int, lease: timedelta) -> li
     )
 
 
+async def renew_claims(
+    conn: asyncpg.Connection, rows: Sequence[tuple[int, int]], *, lease: timedelta
+) -> list[int]:
+    """Extends by `lease` the claims on (id, attempts) rows that this claim still holds (same
+    `attempts`, still `sending`); returns their ids. A row missing from the answer was sent,
+    recorded, or lapsed and claimed by another dispatcher: it is no longer this claim's."""
+    if not rows:
+        return []
+    ids, attempts = zip(*rows, strict=True)
+    renewed = await conn.fetch(
+        """update email_outbox o
+              set claimed_until = now() + $3::interval
+             from unnest($1::bigint[], $2::int[]) as r(id, attempts)
+            where o.id = r.id and o.attempts = r.attempts and o.status = 'sending'
+        returning o.id""",
+        list(ids),
+        list(attempts),
+        lease,
+    )
+    return [row["id"] for row in renewed]
+
+
 async def mark_sent(conn: asyncpg.Connection, ids: Sequence[int]) -> int:
     """The SMTP server accepted these rows' messages. A link in the clear (a row written before
     links were sealed, migration 0105) is dropped with it."""
@@ -150,7 +172,17 @@ async def mark_failed(conn: asyncpg.Connection, rows: Sequence[tuple[int, int, s
 
 release_lapsed = _QUEUE.release_lapsed
 any_due = _QUEUE.any_due
-next_due_at = _QUEUE.next_due_at
+
+
+async def next_due_at(conn: asyncpg.Connection) -> datetime | None:
+    """When the next row becomes due: the earliest queued row (a retry), or the earliest claim
+    to end. A live dispatcher renews its claims, so that wake-up finds nothing; a dead one's
+    claims are due again then, without waiting for the sweeper."""
+    return await conn.fetchval(
+        """select least(
+                  (select min(next_attempt_at) from email_outbox where status = 'queued'),
+                  (select min(claimed_until) from email_outbox where status = 'sending'))"""
+    )
 
 
 async def counts_for_enforcement(conn: asyncpg.Connection, enforcement_id: int) -> tuple[int, int]:

@@ -8,6 +8,13 @@
 - `email.sweep` puts back rows whose claim lapsed (their worker died) and kicks a dispatch when
   rows are due that nobody kicked. The clock runs it every minute.
 
+After a worker dies (kill -9 included) delivery goes on within seconds, without the sweeper:
+a dispatch's slot and the claims on the batch it sends are short (`SLOT_TTL_MS`, `LEASE`) and
+renewed every `HEARTBEAT_SECONDS` while the dispatch lives; a dispatch that finds every slot
+taken, or rows claimed by others, schedules a wake-up for when those would lapse; and each row
+is marked sent as soon as the server accepts it, so the emails sent twice after a crash are at
+most one per SMTP connection open at that moment (docs/RELIABILITY.md).
+
 Producers write outbox rows in their own transaction and `await kick()` once it has committed.
 
 Sending is limited to `EMAIL_RATE` messages a second for all workers together (a token bucket
@@ -18,8 +25,9 @@ a few worker threads busy rather than all of them.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ssl
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
 import asyncpg
 import dramatiq
@@ -31,7 +39,7 @@ from db import outbox
 from jobs import observe, outbox_family, resources
 from jobs.mail.delivery import Delivery, Report
 from jobs.mail.rate import SendRate
-from jobs.mail.slots import Slots
+from jobs.mail.slots import SLOT_TTL_MS, Slots
 from jobs.mail.smtp import Smtp
 from jobs.retry import NO_RETRY, retry_options
 from require2fa.settings import Settings
@@ -39,7 +47,9 @@ from require2fa.settings import Settings
 log = structlog.get_logger(__name__)
 
 BATCH_MAX = 100  # rows claimed at a time (fewer when EMAIL_RATE is low: about 10 s of sending)
-LEASE = timedelta(minutes=5)  # a claim lapses after this; the sweeper then puts the rows back
+# A claim lapses after this unless its dispatch renews it; the rows are then due again.
+LEASE = timedelta(seconds=30)
+HEARTBEAT_SECONDS = 5.0  # how often a dispatch renews its slot and its claims
 BUDGET_SECONDS = 60.0  # one dispatch message sends for about this long, then sends itself again
 CONNECTIONS = 4  # SMTP connections one dispatch sends over at once
 
@@ -66,12 +76,16 @@ async def dispatch(
     report = Report()
     slots = Slots(redis, settings)
     if not await slots.acquire():
+        # The holders send what is due; if they died, their slots lapse within SLOT_TTL_MS and
+        # the wake-up finds one free.
         report.busy = True
+        report.wake_at = datetime.now(UTC) + timedelta(milliseconds=SLOT_TTL_MS + 1000)
         return report
     loop = asyncio.get_running_loop()
     deadline = loop.time() + budget
     delivery = Delivery(pool, settings, SendRate(redis, settings), report)
     smtps = [Smtp(settings, tls_context) for _ in range(max(1, connections))]
+    heartbeat = asyncio.create_task(_heartbeat(slots, delivery, lease))
     try:
         while True:
             async with pool.acquire() as conn:
@@ -88,11 +102,13 @@ async def dispatch(
             await delivery.run(rows, smtps, lease)
             if delivery.unavailable is not None:
                 break  # the server cannot be reached: the rest waits for its retry time
-            if loop.time() >= deadline:
-                report.more = True
+            if loop.time() >= deadline or slots.key is None:
+                report.more = True  # out of time, or the slot was lost: a new message goes on
                 break
-            await slots.renew()
     finally:
+        heartbeat.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await heartbeat
         await slots.release()
         for smtp in smtps:
             await smtp.close()
@@ -100,6 +116,29 @@ async def dispatch(
         async with pool.acquire() as conn:
             report.wake_at = await outbox.next_due_at(conn)
     return report
+
+
+async def _heartbeat(slots: Slots, delivery: Delivery, lease: timedelta) -> None:
+    """Renews the dispatch's slot and the claims of the batch it sends, until cancelled. A
+    failure is logged and tried again at the next beat: the claims then end by themselves and
+    the senders stop before they do."""
+    interval = max(0.5, min(HEARTBEAT_SECONDS, lease.total_seconds() / 3))
+    while True:
+        await asyncio.sleep(interval)
+        try:
+            key = slots.key
+            if key is not None and not await slots.renew() and slots.key == key:
+                log.warning("email.slot_lost")
+                slots.key = None  # the batch in hand goes on; no further one is claimed
+            await delivery.renew(lease)
+        except (
+            redis.RedisError,
+            OSError,
+            TimeoutError,
+            asyncpg.PostgresError,
+            asyncpg.InterfaceError,
+        ) as err:
+            log.warning("email.heartbeat_failed", error=str(err))
 
 
 async def sweep(pool: asyncpg.Pool) -> tuple[int, bool]:
@@ -144,7 +183,7 @@ async def dispatch_job() -> None:
         )
     if report.more:
         await asyncio.to_thread(dispatch_job.send)
-    elif report.wake_at is not None and not report.busy:
+    elif report.wake_at is not None:
         await outbox_family.schedule_wake(
             res.redis, _wake_key(res.settings), report.wake_at, dispatch_job
         )

@@ -11,6 +11,7 @@ from email.message import EmailMessage
 
 import aiosmtplib
 import asyncpg
+import redis
 import structlog
 
 from db import outbox
@@ -22,9 +23,17 @@ from require2fa.settings import Settings
 log = structlog.get_logger(__name__)
 
 RENDER_AHEAD = 8  # messages rendered ahead of the senders
-FLUSH_EVERY = 20  # sent rows are marked in groups this size: a crash re-sends at most these
 RETRY_BASE_SECONDS = 10.0
 RETRY_MAX_SECONDS = 3600.0
+RECORD_PAUSE = 1.0  # seconds between attempts at recording outcomes while the database is away
+# The database cannot be reached right now (a restart, a network cut).
+DATABASE_DOWN = (
+    OSError,
+    TimeoutError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.OperatorInterventionError,  # shutting down, starting up
+    asyncpg.InterfaceError,
+)
 
 
 @dataclass
@@ -48,6 +57,12 @@ class Delivery:
 
     One task renders the messages a few steps ahead; one sender task per SMTP connection takes
     them in turn, so the server works on one connection while we render or talk on another.
+
+    A row is marked sent as soon as the server has accepted its message, before its connection
+    sends the next one: a crash at any point leaves at most one accepted message unmarked per
+    open connection, and only those go out a second time (with the same Message-ID).
+    The claims on the batch last `lease`; `renew` (the dispatch's heartbeat) extends them while
+    this process lives, and a row is sent only while its claim is known to hold.
     """
 
     def __init__(
@@ -57,6 +72,9 @@ class Delivery:
         self.settings = settings
         self.rate = rate
         self.report = report
+        self.rows: list[asyncpg.Record] = []  # the batch being sent
+        self.held: set[int] = set()
+        self.claim_ends = 0.0
 
     async def run(self, rows: list[asyncpg.Record], smtps: list[Smtp], lease: timedelta) -> None:
         self.sent: list[int] = []
@@ -64,6 +82,8 @@ class Delivery:
         self.failed: list[tuple[int, int, str]] = []
         self.unavailable: BaseException | None = None  # the server cannot be reached now
         self.left = len(rows)
+        self.rows = rows
+        self.held = {row["id"] for row in rows}  # rows whose claim is known to hold
         self.prepared: asyncio.Queue[tuple[asyncpg.Record, EmailMessage | Exception] | None]
         self.prepared = asyncio.Queue(maxsize=RENDER_AHEAD)
         # Past this, another dispatcher may claim these rows: what is not sent by then goes back.
@@ -80,16 +100,44 @@ class Delivery:
                 await renderer
             # Recorded even when a sender failed: rows sent must not go out again.
             await self._record()
+            self.rows = []
+
+    async def renew(self, lease: timedelta) -> None:
+        """Extends the claims on the rows of the batch being sent that are not recorded yet."""
+        rows = self.rows
+        pending = [(row["id"], row["attempts"]) for row in rows if row["id"] in self.held]
+        if not pending:
+            return
+        started = asyncio.get_running_loop().time()
+        async with self.pool.acquire() as conn:
+            renewed = await outbox.renew_claims(conn, pending, lease=lease)
+        if rows is not self.rows:
+            return  # that batch ended meanwhile
+        # Rows recorded meanwhile are not `sending` any more; the others lapsed: not ours.
+        self.held &= set(renewed)
+        self.claim_ends = started + lease.total_seconds() * 0.8
 
     async def _record(self) -> None:
-        try:
-            await self._flush_sent()
-            async with self.pool.acquire() as conn:
-                self.report.retried += await outbox.mark_retry(conn, self.retry)
-                self.report.failed += await outbox.mark_failed(conn, self.failed)
-        except Exception:  # the lease runs out and the sweeper puts the rows back
-            log.exception("email.record_failed", sent=len(self.sent), retry=len(self.retry))
-            return
+        # PostgreSQL may be restarting: the outcomes are tried again until the claims would
+        # end (rows accepted by the server and not marked by then go out a second time).
+        loop = asyncio.get_running_loop()
+        while True:
+            try:
+                await self._flush_sent()
+                async with self.pool.acquire() as conn:
+                    self.report.retried += await outbox.mark_retry(conn, self.retry)
+                    self.retry = []
+                    self.report.failed += await outbox.mark_failed(conn, self.failed)
+                break
+            except DATABASE_DOWN as err:
+                if loop.time() + RECORD_PAUSE > self.claim_ends:
+                    log.error("email.record_failed", sent=len(self.sent), error=str(err))
+                    return  # the claims lapse and the rows are due again
+                log.warning("email.record_retried", sent=len(self.sent), error=str(err))
+                await asyncio.sleep(RECORD_PAUSE)
+            except Exception:  # a bug: the claims lapse and the rows are due again
+                log.exception("email.record_failed", sent=len(self.sent), retry=len(self.retry))
+                return
         for row_id, _attempts, error in self.failed:
             log.warning("email.failed", outbox_id=row_id, error=error)
 
@@ -126,10 +174,18 @@ class Delivery:
             if self.unavailable is not None:
                 self._later(row, self.unavailable)
                 continue
-            if asyncio.get_running_loop().time() > self.claim_ends:
+            if asyncio.get_running_loop().time() > self.claim_ends or row["id"] not in self.held:
                 self.retry.append((row["id"], row["attempts"], 0.0, "claim ran out before sending"))
                 continue
-            await self.rate.take(self.left + 1)
+            try:
+                await self.rate.take(self.left + 1)
+            except (redis.RedisError, OSError) as err:
+                # Redis is away: nothing more is sent now (the rate would not hold), and the
+                # other senders finish their message rather than being cut off in the middle.
+                log.warning("email.rate_unavailable", error=describe(err), rows=self.left + 1)
+                self.unavailable = err
+                self._later(row, err)
+                continue
             try:
                 await smtp.connect()
             except TRANSIENT as err:
@@ -168,13 +224,24 @@ class Delivery:
             await smtp.drop()
         else:
             self.sent.append(row["id"])
-            if len(self.sent) >= FLUSH_EVERY:
-                await self._flush_sent()
+            try:
+                await self._flush_sent()  # before this connection sends anything else
+            except DATABASE_DOWN as err:
+                # Sending stops (the rest waits for a retry); the marks are tried again when
+                # the batch is recorded. The other connections finish their message first.
+                log.warning("email.mark_failed", error=str(err))
+                self.unavailable = err
 
     async def _flush_sent(self) -> None:
         ids, self.sent = self.sent, []
-        if ids:
-            self.report.sent += await _mark_sent(self.pool, ids)
+        if not ids:
+            return
+        try:
+            marked = await _mark_sent(self.pool, ids)
+        except BaseException:
+            self.sent.extend(ids)  # tried again when the batch is recorded
+            raise
+        self.report.sent += marked  # added after the await: senders mark at the same time
 
 
 async def _mark_sent(pool: asyncpg.Pool, ids: list[int]) -> int:

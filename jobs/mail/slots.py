@@ -9,7 +9,9 @@ import redis.asyncio as aioredis
 from require2fa.settings import Settings
 
 DISPATCHERS = 4  # dispatches that may send at the same time, across every worker
-SLOT_TTL_MS = 120_000  # a dead dispatcher's slot frees itself after this
+# A dead dispatcher's slot frees itself after this; a live one renews it every few seconds
+# (`jobs.email.HEARTBEAT_SECONDS`), so after a kill -9 another dispatcher may send within it.
+SLOT_TTL_MS = 15_000
 
 # Slot keys hold the owner's token; only the owner renews or frees its slot.
 _RENEW = """
@@ -39,9 +41,13 @@ class Slots:
                 return True
         return False
 
-    async def renew(self) -> None:
-        if self.key is not None:
-            await self.redis.eval(_RENEW, 1, self.key, self.token, SLOT_TTL_MS)  # type: ignore[misc]
+    async def renew(self) -> bool:
+        """Keeps the slot for another SLOT_TTL_MS; False when it was lost (it lapsed, or Redis
+        restarted empty): another dispatch may have it now."""
+        if self.key is None:
+            return False
+        renewed = await self.redis.eval(_RENEW, 1, self.key, self.token, SLOT_TTL_MS)  # type: ignore[misc]
+        return bool(renewed)
 
     async def release(self) -> None:
         if self.key is not None:

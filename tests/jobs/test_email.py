@@ -408,6 +408,66 @@ async def test_only_a_few_dispatchers_send_at_once(pool, redis, settings) -> Non
     assert (await email_jobs.dispatch(pool, redis, settings)).sent == 1
 
 
+async def test_a_dispatch_that_finds_every_slot_taken_schedules_a_wake_up(
+    pool, redis, settings
+) -> None:
+    """Were the holders dead, their slots lapse: the wake-up comes after that, not never."""
+    holders = [mail_slots.Slots(redis, settings) for _ in range(mail_slots.DISPATCHERS)]
+    for slots in holders:
+        assert await slots.acquire()
+    try:
+        before = dt.datetime.now(dt.UTC)
+        report = await email_jobs.dispatch(pool, redis, settings)
+    finally:
+        for slots in holders:
+            await slots.release()
+    assert report.busy and report.wake_at is not None
+    assert report.wake_at > before + dt.timedelta(milliseconds=mail_slots.SLOT_TTL_MS)
+
+
+class Slow(Mailbox):
+    """Takes `delay` seconds over each message."""
+
+    def __init__(self, delay: float) -> None:
+        super().__init__()
+        self.delay = delay
+
+    async def handle_DATA(self, server, session, envelope) -> str:
+        await asyncio.sleep(self.delay)
+        return await super().handle_DATA(server, session, envelope)
+
+
+async def test_claims_are_renewed_while_their_dispatch_lives(pool, redis, settings) -> None:
+    """A batch that takes several leases to send keeps its rows: a second dispatcher claiming
+    all along never gets one, and each message goes out once."""
+    mailbox = Slow(0.15)
+    server = start_server(mailbox)
+    target = settings.replace(smtp_url=f"smtp://127.0.0.1:{server.port}")
+    addresses = await queue(pool, 12)
+    lease = dt.timedelta(seconds=1.5)
+    try:
+        first = asyncio.create_task(
+            email_jobs.dispatch(pool, redis, target, connections=1, lease=lease)
+        )
+
+        async def claimed() -> bool:
+            return bool(mailbox.messages)
+
+        await until(claimed, "the first dispatch claimed the batch and sends")
+        stolen = []
+        while not first.done():
+            async with pool.acquire() as conn:
+                stolen += await outbox.claim(conn, limit=100, lease=lease)
+            await asyncio.sleep(0.1)
+        report = await first
+    finally:
+        server.stop()
+    assert stolen == []
+    assert (report.sent, report.retried) == (12, 0)  # no row given up for a lapsed claim
+    assert {row["attempts"] for row in await rows(pool)} == {1}
+    assert_each_once(mailbox, addresses)
+
+
 # --- TLS and authentication ---------------------------------------------------------------
 
 
