@@ -7,10 +7,10 @@ worker left behind, `exemptions.lapse`, which ends the exemptions whose time has
 reminders.
 
 Two clocks running at once double nothing, for two reasons. Only the clock holding a PostgreSQL
-advisory lock (session level, on a connection of its own) sends anything; the others keep
-trying to take the lock, so one of them leads within a minute of the leader's death. And every
-job is idempotent by construction, so the brief moment where a dying leader and its successor
-both send changes nothing either.
+advisory lock (session level, on a connection of its own) sends anything; the others try to take
+the lock every `LEADERSHIP_EVERY` seconds, so one of them leads within seconds of the leader's
+session ending. And every job is idempotent by construction, so the brief moment where a dying
+leader and its successor both send changes nothing either.
 
 Messages go out by actor name, through a broker built as the workers' is (`BROKER_URL`, else
 Redis) but without middleware: the clock runs no actor.
@@ -137,6 +137,11 @@ class Clock:
         self.broker.close()
 
 
+# How often a follower tries the lock (and the leader proves its session alive). A new leader
+# sends each item at that item's next time.
+LEADERSHIP_EVERY = 10
+
+
 def build_scheduler(clock: Clock) -> BlockingScheduler:
     # One worker thread: the clock's event loop must not be driven by two threads at once.
     scheduler = BlockingScheduler(
@@ -152,6 +157,12 @@ def build_scheduler(clock: Clock) -> BlockingScheduler:
             id=item.actor_name,
             name=item.actor_name,
         )
+    scheduler.add_job(
+        clock.is_leader,
+        IntervalTrigger(seconds=LEADERSHIP_EVERY, timezone=UTC),
+        id="leadership",
+        name="leadership",
+    )
     return scheduler
 
 

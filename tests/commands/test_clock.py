@@ -73,7 +73,8 @@ def test_the_schedule() -> None:
 def test_the_scheduler_runs_each_item(clocks) -> None:
     scheduler = build_scheduler(clocks[0])
     jobs = {job.id: job for job in scheduler.get_jobs()}
-    assert set(jobs) == {item.actor_name for item in schedule()}
+    assert set(jobs) == {item.actor_name for item in schedule()} | {"leadership"}
+    assert jobs["leadership"].func == clocks[0].is_leader
     assert jobs["email.sweep"].args == ("email.sweep", "email")
 
 
