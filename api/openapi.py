@@ -1,5 +1,5 @@
 """The OpenAPI 3.1 document, built from the route table, the request models and what each
-operation answers (`api.schemas`)."""
+operation answers (`api.answers`, with the shapes of `api.schemas`)."""
 
 from __future__ import annotations
 
@@ -8,10 +8,10 @@ from typing import Any
 
 from aiohttp import web
 
-from api import schemas
+from api import answers, schemas
+from api.answers import Answer
 from api.jsonio import json_response
 from api.routes import API, ROUTES
-from api.schemas import Answer
 
 _PARAM = re.compile(r"{(\w+)}")
 OPENAPI_PATH = f"{API}/openapi.json"
@@ -49,20 +49,20 @@ _HEADER_TEXT = {
 }
 
 
-def responses(operation: schemas.Operation) -> dict[str, Any]:
+def responses(operation: answers.Operation) -> dict[str, Any]:
     """The operation's documented answers: its successes, then its errors."""
     documented: dict[str, Any] = {}
-    for status, answers in sorted(operation.success.items()):
-        first = answers if isinstance(answers, Answer) else answers[0]
+    for status, given in sorted(operation.success.items()):
+        first = given if isinstance(given, Answer) else given[0]
         response: dict[str, Any] = {"description": first.description}
-        if content := _content(answers):
+        if content := _content(given):
             response["content"] = content
-        if headers := _headers(answers):
+        if headers := _headers(given):
             response["headers"] = headers
         documented[str(status)] = response
     for status in operation.errors:
         error: dict[str, Any] = {
-            "description": schemas.ERROR_TEXT[status],
+            "description": answers.ERROR_TEXT[status],
             "content": {"application/json": {"schema": schemas.ref("Error")}},
         }
         if status == 429:
@@ -76,8 +76,8 @@ def build() -> dict[str, Any]:
     components: dict[str, Any] = dict(schemas.SHAPES)
     for route in ROUTES:
         key = (route.method, route.path)
-        if key not in schemas.OPERATIONS:
-            raise LookupError(f"{route.method} {route.path} has no entry in api.schemas.OPERATIONS")
+        if key not in answers.OPERATIONS:
+            raise LookupError(f"{route.method} {route.path} has no entry in api.answers.OPERATIONS")
         doc = (route.handler.__doc__ or route.handler.__name__.replace("_", " ")).strip()
         operation: dict[str, Any] = {
             "operationId": route.handler.__name__,
@@ -88,10 +88,10 @@ def build() -> dict[str, Any]:
                 {"name": name, "in": "path", "required": True, "schema": {"type": "string"}}
                 for name in _PARAM.findall(route.path)
             ]
-            + schemas.QUERY.get(key, []),
-            "responses": responses(schemas.OPERATIONS[key]),
+            + answers.QUERY.get(key, []),
+            "responses": responses(answers.OPERATIONS[key]),
         }
-        if key in schemas.ANONYMOUS:
+        if key in answers.ANONYMOUS:
             operation["security"] = [{}, *_SECURITY]
         if route.body is not None:
             name = route.body.__name__
