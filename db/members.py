@@ -27,7 +27,12 @@ _SELECT = f"""
            coalesce((select array_agg(t.slug order by t.slug) from member_teams mt
                      join teams t on t.id = mt.team_id where mt.member_id = m.id),
                     '{{}}') as team_slugs
-    from members m join organizations o on o.id = m.organization_id
+    from members m
+         -- Looked up per member (a lateral subquery kept apart by `offset 0`), so that the plan
+         -- keeps the members index's order: a hash join with the one organization row gave up
+         -- that order, and a filtered page then read and sorted every member of the organization.
+         cross join lateral (select * from organizations o
+                              where o.id = m.organization_id offset 0) o
          left join users u on u.id = m.user_id
 """
 
