@@ -30,6 +30,7 @@ from jobs import email as email_jobs
 from jobs.mail import slots
 from tests.factories import token_for
 from tests.faults.conftest import (
+    Org,
     assert_exact,
     big_org,
     emails_sent,
@@ -360,14 +361,7 @@ async def test_redis_restarted_empty(kind, members, pool, settings, make_stack, 
     redis.start()
     try:
         stack = make_stack(kind, redis=redis.url)
-        deployment = stack.deployment
-        org = await big_org(pool, settings, members, ENROLLED)
-        deployment.clock()
-        deployment.worker()
-        deployment.worker()
-        run_id = await turn_on(pool, org)
-        started = time.monotonic()
-        stack.send("enforcement.coordinate", "enforcement", run_id)
+        org, run_id, started = await start_run(stack, pool, settings, members)
         await until(
             lambda: _at_least(removed_so_far(pool, run_id), org.expected // 2),
             "half the members removed",
@@ -390,6 +384,19 @@ async def test_redis_restarted_empty(kind, members, pool, settings, make_stack, 
         )
     finally:
         redis.kill()
+
+
+async def start_run(stack, pool, settings, members: int) -> tuple[Org, int, float]:
+    """A seeded organization, a clock and two workers, and its run turned on and sent: the
+    organization, the run's id and when it was sent."""
+    org = await big_org(pool, settings, members, ENROLLED)
+    stack.deployment.clock()
+    stack.deployment.worker()
+    stack.deployment.worker()
+    run_id = await turn_on(pool, org)
+    started = time.monotonic()
+    stack.send("enforcement.coordinate", "enforcement", run_id)
+    return org, run_id, started
 
 
 async def _at_least(count, n: int) -> bool:
@@ -416,14 +423,7 @@ async def test_postgres_restarted(kind, members, settings, make_stack, tmp_path)
         pool = await create_pool(dsn, max_size=4)
         try:
             stack = make_stack(kind, database_url=dsn)
-            deployment = stack.deployment
-            org = await big_org(pool, settings, members, ENROLLED)
-            deployment.clock()
-            deployment.worker()
-            deployment.worker()
-            run_id = await turn_on(pool, org)
-            started = time.monotonic()
-            stack.send("enforcement.coordinate", "enforcement", run_id)
+            org, run_id, started = await start_run(stack, pool, settings, members)
             await until(
                 lambda: _at_least(removed_so_far(pool, run_id), org.expected // 3),
                 "a third of the members removed",
@@ -471,14 +471,7 @@ async def test_smtp_down_for_a_minute(kind, members, pool, settings, make_stack)
     later (5 s in `[quick]`) on the same port: every email arrives, and the few in flight when
     it went may arrive twice (their acceptance was not seen)."""
     stack = make_stack(kind)
-    deployment = stack.deployment
-    org = await big_org(pool, settings, members, ENROLLED)
-    deployment.clock()
-    deployment.worker()
-    deployment.worker()
-    run_id = await turn_on(pool, org)
-    started = time.monotonic()
-    stack.send("enforcement.coordinate", "enforcement", run_id)
+    org, run_id, started = await start_run(stack, pool, settings, members)
     await until(lambda: stack.sink.received >= org.expected // 3, "a third of the emails", 600)
     stack.controller.stop()
     down_at = time.monotonic()
