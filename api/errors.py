@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import uuid
 from typing import Any, TypeVar
 
 import structlog
@@ -12,7 +11,7 @@ from pydantic import BaseModel, ValidationError
 
 from api.jsonio import dumps
 from api.limits import LIMIT_ERRORS, MAX_BODY_BYTES
-from api.observe import REQUEST_ID
+from api.observe import REQUEST_ID, new_request_id
 from require2fa import errors as domain
 
 log = structlog.get_logger(__name__)
@@ -139,7 +138,7 @@ def _has_nul(value: Any) -> bool:
 @web.middleware
 async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     # The id `observe_middleware` (the outer one) gave the request.
-    request_id = request.get(REQUEST_ID) or uuid.uuid4().hex
+    request_id = request.get(REQUEST_ID) or new_request_id()
     try:
         if any("\x00" in value for value in request.query.values()):
             # PostgreSQL cannot take NUL in text; no query parameter of ours needs one.

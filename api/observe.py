@@ -11,9 +11,10 @@ replaced by `***`.
 
 from __future__ import annotations
 
+import itertools
 import re
+import secrets
 import time
-import uuid
 
 import structlog
 from aiohttp import web
@@ -41,6 +42,38 @@ DURATION = Histogram(
 )
 
 
+# Request ids: this process's random prefix and a counter (unique, and no system call per
+# request as uuid4 makes).
+_PROCESS_PREFIX = secrets.token_hex(8)
+_SEQUENCE = itertools.count(1)
+
+
+def new_request_id() -> str:
+    return f"{_PROCESS_PREFIX}{next(_SEQUENCE):016x}"
+
+
+_METHODS = frozenset(("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"))
+# The metrics' children of each (method, route, status) seen.
+_CHILDREN: dict[tuple[str, str, int], tuple[Counter, Histogram]] = {}
+
+
+def _count(method: str, route: str, status: int, seconds: float) -> None:
+    """Adds the request to the metrics; each (method, route, status)'s children are looked up
+    once (the labels() lookup costs more than the count). A method of no route's is counted as
+    OTHER: a client that invents methods cannot make the metrics (or this cache) grow."""
+    if method not in _METHODS:
+        method = "OTHER"
+    key = (method, route, status)
+    children = _CHILDREN.get(key)
+    if children is None:
+        children = _CHILDREN[key] = (
+            REQUESTS.labels(method, route, str(status)),
+            DURATION.labels(method, route),
+        )
+    children[0].inc()
+    children[1].observe(seconds)
+
+
 def request_id(request: web.Request) -> str:
     """The request's id (set by `observe_middleware`)."""
     return request.get(REQUEST_ID) or ""
@@ -63,9 +96,9 @@ def _route(request: web.Request) -> str:
 @web.middleware
 async def observe_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     started = time.perf_counter()
-    rid = request.headers.get("X-Request-ID", "")[:64] or uuid.uuid4().hex
+    rid = request.headers.get("X-Request-ID", "")[:64] or new_request_id()
     if not rid.isprintable():
-        rid = uuid.uuid4().hex
+        rid = new_request_id()
     request[REQUEST_ID] = rid
     structlog.contextvars.bind_contextvars(request_id=rid)
     status = 500
@@ -79,8 +112,7 @@ async def observe_middleware(request: web.Request, handler: Handler) -> web.Stre
     finally:
         seconds = time.perf_counter() - started
         route = _route(request)
-        REQUESTS.labels(request.method, route, str(status)).inc()
-        DURATION.labels(request.method, route).observe(seconds)
+        _count(request.method, route, status, seconds)
         log.info(
             "request",
             method=request.method,

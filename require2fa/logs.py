@@ -17,7 +17,9 @@ from __future__ import annotations
 
 import logging
 import sys
+from typing import Any
 
+import orjson
 import structlog
 
 # Libraries whose INFO lines are per-connection chatter.
@@ -36,8 +38,9 @@ def configure(
     `keep_streams`: keep the root logger's handlers (and so where they write) and give each our
     formatter; a Dramatiq worker process writes to a pipe that its parent reads.
     """
+    _lean_records()
     renderer: structlog.typing.Processor = (
-        structlog.processors.JSONRenderer()
+        structlog.processors.JSONRenderer(serializer=_json)
         if log_format == "json"
         else structlog.dev.ConsoleRenderer(colors=False, timestamp_key="time")
     )
@@ -51,16 +54,20 @@ def configure(
         shared.append(_add_process(process))
     structlog.configure(
         # filter_by_level first: a line below the level costs a level check and nothing else.
+        # Our lines are rendered here and reach the standard library's logging as finished
+        # text (`_Formatter` passes them through): one log record each, not a record and a copy.
         processors=[
             structlog.stdlib.filter_by_level,
             *shared,
-            structlog.stdlib.ProcessorFormatter.wrap_for_formatter,
+            structlog.processors.format_exc_info,
+            renderer,
+            _finished,
         ],
         logger_factory=structlog.stdlib.LoggerFactory(),
         wrapper_class=structlog.stdlib.BoundLogger,
         cache_logger_on_first_use=True,
     )
-    formatter = structlog.stdlib.ProcessorFormatter(
+    formatter = _Formatter(
         processors=[
             structlog.stdlib.ProcessorFormatter.remove_processors_meta,
             structlog.processors.format_exc_info,
@@ -79,6 +86,34 @@ def configure(
     root.setLevel(level)
     for name in QUIET_LOGGERS:
         logging.getLogger(name).setLevel(max(level, logging.WARNING))
+
+
+_FINISHED = "require2fa_finished"
+
+
+def _finished(logger: object, method: str, line: Any) -> tuple[tuple[str], dict[str, Any]]:
+    """The renderer's line (a str), as the standard library's logger is called with it."""
+    return (line,), {"extra": {_FINISHED: True}}
+
+
+class _Formatter(structlog.stdlib.ProcessorFormatter):
+    """Our lines arrive rendered; the libraries' lines are rendered here, the same way."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        if getattr(record, _FINISHED, False):
+            return record.getMessage()
+        return super().format(record)
+
+
+def _json(event: Any, **_: Any) -> str:
+    return orjson.dumps(event, default=repr, option=orjson.OPT_NON_STR_KEYS).decode()
+
+
+def _lean_records() -> None:
+    """Spares every log record the caller's file and line, which no line of ours shows: finding
+    them walks up the stack (the logging HOWTO's "Optimization" section names this switch), and
+    the web process writes a line per request."""
+    logging._srcfile = None  # type: ignore[attr-defined]
 
 
 def _add_process(name: str) -> structlog.typing.Processor:
