@@ -3,11 +3,29 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import TypeAlias
 
 import asyncpg
 import orjson
 
 from require2fa.reach import CONNECT_TIMEOUT, Unreachable, why
+
+# What a read takes: the pool (it acquires a connection for itself), or a connection already
+# held, as a web request's own (api.connection), so that the request needs no second one.
+Source: TypeAlias = asyncpg.Pool | asyncpg.Connection | asyncpg.pool.PoolConnectionProxy
+
+
+@asynccontextmanager
+async def using(source: Source) -> AsyncIterator[asyncpg.Connection]:
+    """A connection of `source`: the connection itself, or one of the pool's for the block."""
+    if isinstance(source, asyncpg.Pool):
+        async with source.acquire() as conn:
+            yield conn
+    else:
+        yield source  # type: ignore[misc]
+
 
 # orjson: the members pages decode a settings object per row. Keys that are not strings are
 # written as strings, as the standard library does.

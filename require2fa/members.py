@@ -16,6 +16,7 @@ import asyncpg
 from db import audit, members, organizations, outbox
 from db.audit import Actor
 from db.members import MemberFilter
+from db.pool import Source, using
 from require2fa import email_contexts
 from require2fa.errors import Conflict, Invalid, NotAllowed, NotFound
 from require2fa.security import new_token, token_hash
@@ -90,10 +91,10 @@ async def get(pool: asyncpg.Pool, org_id: int, member_id: int) -> asyncpg.Record
 
 
 async def listed(
-    pool: asyncpg.Pool, org_id: int, *, where: MemberFilter, after_id: int | None, limit: int
+    source: Source, org_id: int, *, where: MemberFilter, after_id: int | None, limit: int
 ) -> list[asyncpg.Record]:
     """A page of the organization's members that `where` selects, by id after `after_id`."""
-    async with pool.acquire() as conn:
+    async with using(source) as conn:
         return await members.page(conn, org_id, where=where, after_id=after_id, limit=limit)
 
 

@@ -12,6 +12,7 @@ from typing import Any
 import asyncpg
 
 from db import counts, members, report, runs, schedule
+from db.pool import Source, using
 from require2fa.errors import NotFound
 
 RUN_NOT_FOUND = "The requested enforcement does not exist."
@@ -24,7 +25,7 @@ class Noncompliant:
 
 
 async def noncompliant(
-    pool: asyncpg.Pool,
+    source: Source,
     org_id: int,
     *,
     except_user_id: int | None,
@@ -35,7 +36,7 @@ async def noncompliant(
 ) -> Noncompliant:
     """Who a run now would remove (at `level`, else the organization's): their number and a
     page of them (`names`; the page is at the organization's own level)."""
-    async with pool.acquire() as conn:
+    async with using(source) as conn:
         count = await counts.count_noncompliant(
             conn, org_id, except_user_id=except_user_id, level=level
         )
@@ -59,18 +60,16 @@ class Run:
         return self.run[column]
 
 
-async def runs_page(
-    pool: asyncpg.Pool, org_id: int, *, before_id: int | None, limit: int
-) -> list[Run]:
+async def runs_page(source: Source, org_id: int, *, before_id: int | None, limit: int) -> list[Run]:
     """The organization's runs, newest first, each with its emails."""
-    async with pool.acquire() as conn:
+    async with using(source) as conn:
         found = await runs.runs_page(conn, org_id, before_id=before_id, limit=limit)
         return [Run(run, await runs.email_counts(conn, run["id"])) for run in found]
 
 
-async def run(pool: asyncpg.Pool, org_id: int, run_id: int) -> Run:
+async def run(source: Source, org_id: int, run_id: int) -> Run:
     """One of the organization's runs with its emails; `NotFound`."""
-    async with pool.acquire() as conn:
+    async with using(source) as conn:
         found = await runs.get_run(conn, run_id, organization_id=org_id)
         if found is None:
             raise NotFound("run-not-found", RUN_NOT_FOUND)

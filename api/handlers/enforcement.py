@@ -9,7 +9,7 @@ from aiohttp import web
 
 from api import dispatch
 from api.access import MANAGERS, OrgAccess, org_access
-from api.connection import request_pool
+from api.connection import connection, request_pool
 from api.errors import api_error, path_id
 from api.jsonio import json_response
 from api.pagination import link_header, page_args, split_page
@@ -39,13 +39,10 @@ async def compliance(request: web.Request) -> web.StreamResponse:
     # Only the owner asking is left out (they must have 2FA to turn it on anyway); a manager
     # without 2FA who asks would be removed by the run, so is counted and listed.
     acting_owner = access.auth.user_id if access.role == "owner" else None
-    found = await rollout.noncompliant(
-        await request_pool(request),
-        org_id,
-        except_user_id=acting_owner,
-        after_id=cursor,
-        limit=per_page + 1,
-    )
+    async with connection(request) as conn:  # the one that authenticated the request
+        found = await rollout.noncompliant(
+            conn, org_id, except_user_id=acting_owner, after_id=cursor, limit=per_page + 1
+        )
     rows, next_cursor = split_page(found.rows, per_page)
     body = {
         "count": found.count,
@@ -88,9 +85,10 @@ async def list_enforcements(request: web.Request) -> web.Response:
     """The organization's enforcement runs, newest first (owners, managers)."""
     access = await org_access(request, roles=MANAGERS)
     cursor, per_page = page_args(request, default=25)
-    found = await rollout.runs_page(
-        await request_pool(request), access.org["id"], before_id=cursor, limit=per_page + 1
-    )
+    async with connection(request) as conn:
+        found = await rollout.runs_page(
+            conn, access.org["id"], before_id=cursor, limit=per_page + 1
+        )
     found, next_cursor = split_page(found, per_page)
     body = [serialize_run(each.run, emails=each.emails) for each in found]
     response = json_response(body)
@@ -101,7 +99,9 @@ async def list_enforcements(request: web.Request) -> web.Response:
 async def get_enforcement(request: web.Request) -> web.Response:
     """One run's live progress: counters, and the emails it queued and sent (owners, managers)."""
     access = await org_access(request, roles=MANAGERS)
-    found = await rollout.run(await request_pool(request), access.org["id"], _run_id(request))
+    run_id = _run_id(request)
+    async with connection(request) as conn:
+        found = await rollout.run(conn, access.org["id"], run_id)
     return json_response(serialize_run(found.run, emails=found.emails))
 
 

@@ -8,7 +8,7 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 from api import org_actions
 from api.access import MANAGERS, OrgAccess, member_id, org_access
 from api.auth import actor
-from api.connection import request_pool
+from api.connection import connection, request_pool
 from api.errors import api_error, parse_body
 from api.jsonio import json_response
 from api.keys import SETTINGS
@@ -50,13 +50,10 @@ async def list_members(request: web.Request) -> web.Response:
     access = await org_access(request)
     where = members.parse_query(request.query.get("query", ""))
     cursor, per_page = page_args(request)
-    rows = await members.listed(
-        await request_pool(request),
-        access.org["id"],
-        where=where,
-        after_id=cursor,
-        limit=per_page + 1,
-    )
+    async with connection(request) as conn:  # the one that authenticated the request
+        rows = await members.listed(
+            conn, access.org["id"], where=where, after_id=cursor, limit=per_page + 1
+        )
     rows, next_cursor = split_page(rows, per_page)
     response = json_response([serialize_member(row) for row in rows])
     response.headers["Link"] = link_header(request, next_cursor=next_cursor)
