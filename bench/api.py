@@ -1,6 +1,7 @@
 """Benchmark: the API under load against a bare aiohttp + asyncpg server running the same SQL.
 
     .venv/bin/python bench/api.py [--members 100000] [--seconds 10] [--connections 50,200]
+                                  [--rounds 3]
 
 Seeds an organization with `commands.seed` (30% of the members without a second factor) and an
 enforcement run, then runs `wrk -t2 --latency` with the owner's bearer token, for each endpoint
@@ -12,10 +13,13 @@ and number of connections, against:
   `db.organizations.by_slug`, `db.members.of_user`, then the handler's) on one connection per
   request and answers `orjson.dumps` of the rows, with no checks, serializers or middlewares.
 Endpoints: the members page (`?per_page=100`), the organization GET, the 2fa-compliance count and
-first page, and a run's status. Prints one JSON object: req/s, p99 and errors of each, and the
-ratio of the application's req/s to the bound's. Needs `wrk` (apt-get install -y wrk). Uses the
-PostgreSQL at DATABASE_URL (default 127.0.0.1:5432) and the Redis at REDIS_URL; the database it
-creates is dropped at the end.
+first page, and a run's status. Each pair (endpoint, connections) is measured in `--rounds`
+rounds that alternate which server goes first (bare then app, app then bare, ...), so that a
+change of the machine's load during the pair weighs on both sides. Prints one JSON object: for
+each side the req/s over all its rounds, the median of its rounds' p99 and its errors; the
+ratio of the application's req/s to the bound's, and each round's ratio. Needs `wrk` (apt-get
+install -y wrk). Uses the PostgreSQL at DATABASE_URL (default 127.0.0.1:5432) and the Redis at
+REDIS_URL; the database it creates is dropped at the end.
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ import asyncio
 import json
 import os
 import re
+import statistics
 import subprocess
 import sys
 import time
@@ -237,7 +242,18 @@ async def drained() -> None:
         await conn.close()
 
 
-async def measure(count: int, seconds: int, connections: list[int]) -> dict[str, Any]:
+def _summary(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """One side's rounds: req/s over them all (rounds are of equal length), the median p99."""
+    p99s = sorted(run["p99_ms"] for run in runs if run["p99_ms"] is not None)
+    return {
+        "rps": round(statistics.mean(run["rps"] for run in runs), 1),
+        "p99_ms": p99s[len(p99s) // 2] if p99s else None,
+        "errors": sum(run["errors"] for run in runs),
+        "rounds_rps": [run["rps"] for run in runs],
+    }
+
+
+async def measure(count: int, seconds: int, connections: list[int], rounds: int) -> dict[str, Any]:
     token, run_id = await prepare(count)
     app_port, bare_port = free_port(), free_port()
     servers = {"app": start_web(app_port), "bare": start_bare(bare_port)}
@@ -255,18 +271,28 @@ async def measure(count: int, seconds: int, connections: list[int]) -> dict[str,
         results: dict[str, Any] = {}
         for endpoint, path in paths.items():
             for conns in connections:
-                figures = {}
-                for name in ("bare", "app"):
-                    figures[name] = await asyncio.to_thread(
-                        wrk, f"http://127.0.0.1:{ports[name]}{path}", token, conns, seconds
-                    )
-                    await drained()
+                runs_of: dict[str, list[dict[str, Any]]] = {"bare": [], "app": []}
+                for round_no in range(rounds):
+                    order = ("bare", "app") if round_no % 2 == 0 else ("app", "bare")
+                    for name in order:
+                        runs_of[name].append(
+                            await asyncio.to_thread(
+                                wrk, f"http://127.0.0.1:{ports[name]}{path}", token, conns, seconds
+                            )
+                        )
+                        await drained()
+                figures: dict[str, Any] = {name: _summary(each) for name, each in runs_of.items()}
                 bound = figures["bare"]["rps"]
                 figures["ratio"] = round(figures["app"]["rps"] / bound, 2) if bound else None
+                figures["round_ratios"] = [
+                    round(app["rps"] / bare["rps"], 2) if bare["rps"] else None
+                    for bare, app in zip(runs_of["bare"], runs_of["app"], strict=True)
+                ]
                 results[f"{endpoint}@{conns}"] = figures
         return {
             "members": count + 1,
             "seconds_each": seconds,
+            "rounds": rounds,
             "wrk": "-t2 --latency, bearer token",
             "pool_size": POOL_SIZE,
             "cpus": os.cpu_count(),
@@ -286,6 +312,7 @@ def main() -> None:
     parser.add_argument("--members", type=int, default=100_000)
     parser.add_argument("--seconds", type=int, default=10)
     parser.add_argument("--connections", default="50,200")
+    parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--bare", type=int, metavar="PORT", help=argparse.SUPPRESS)
     parser.add_argument("--database-url", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -294,7 +321,11 @@ def main() -> None:
         return
     logs.configure("text")  # logs on stderr; stdout carries only the JSON
     connections = [int(n) for n in args.connections.split(",")]
-    print(json.dumps(asyncio.run(measure(args.members, args.seconds, connections)), indent=2))
+    print(
+        json.dumps(
+            asyncio.run(measure(args.members, args.seconds, connections, args.rounds)), indent=2
+        )
+    )
 
 
 if __name__ == "__main__":
