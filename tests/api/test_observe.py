@@ -89,3 +89,13 @@ async def test_metrics_count_requests_the_outbox_and_the_workers(
     )
     assert count == processed
     assert isinstance(dramatiq.get_broker(), type(broker))
+
+
+async def test_methods_of_no_route_share_one_metrics_label(client) -> None:
+    # Methods the HTTP parser knows (WebDAV's) but no route of ours answers.
+    for method in ("PROPFIND", "MKCOL", "LOCK"):
+        assert (await client.request(method, "/healthz")).status == 405
+    text = await (await client.get("/metrics")).text()
+    assert not re.search(r'method="(PROPFIND|MKCOL|LOCK)"', text)  # no series per method
+    other = sample(text, "require2fa_http_requests_total", method="OTHER", status="405")
+    assert other is not None and other >= 3
