@@ -19,7 +19,6 @@ import logging
 import sys
 from typing import Any
 
-import orjson
 import structlog
 
 # Libraries whose INFO lines are per-connection chatter.
@@ -40,7 +39,7 @@ def configure(
     """
     _lean_records()
     renderer: structlog.typing.Processor = (
-        structlog.processors.JSONRenderer(serializer=_json)
+        structlog.processors.JSONRenderer()
         if log_format == "json"
         else structlog.dev.ConsoleRenderer(colors=False, timestamp_key="time")
     )
@@ -103,10 +102,6 @@ class _Formatter(structlog.stdlib.ProcessorFormatter):
         if getattr(record, _FINISHED, False):
             return record.getMessage()
         return super().format(record)
-
-
-def _json(event: Any, **_: Any) -> str:
-    return orjson.dumps(event, default=repr, option=orjson.OPT_NON_STR_KEYS).decode()
 
 
 def _lean_records() -> None:

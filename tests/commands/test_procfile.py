@@ -5,6 +5,7 @@ stops everything within honcho's 5 seconds (no SIGKILL)."""
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import shutil
 import signal
@@ -137,12 +138,10 @@ async def test_honcho_runs_the_procfile_end_to_end(
         assert seconds < 5, (seconds, output[-3000:])
         assert [pid for pid in processes if _alive(pid)] == []
         # Every process logged JSON lines with the same keys.
-        lines = [line.split("| ", 1)[1] for line in output.splitlines() if "| {" in line]
-        assert {"web", "worker", "clock"} <= {
-            line.split('"process": "', 1)[1].split('"', 1)[0]
-            for line in lines
-            if '"process": "' in line
-        }, output[-3000:]
+        lines = [
+            json.loads(line.split("| ", 1)[1]) for line in output.splitlines() if "| {" in line
+        ]
+        assert {"web", "worker", "clock"} <= {line.get("process") for line in lines}, output[-3000:]
     finally:
         if honcho.poll() is None:
             honcho.kill()
