@@ -153,6 +153,7 @@ async def remove(
                                           then '2fa-level' else '2fa' end
                 from t
                 where m.id = t.member_id and m.organization_id = $8 and m.user_id = t.user_id
+                  and m.id between $15 and $16
                   and {
             compliance.noncompliant_sql(
                 "t.user_id", level_sql="$17::text", exempt_until_sql="m.exempt_2fa_until"
