@@ -20,7 +20,7 @@ import asyncpg
 import dramatiq
 import structlog
 
-from db import batches, outbox, planning, run_summary, sweeper, users
+from db import batches, planning, run_summary, sweeper
 from jobs import email as email_jobs
 from jobs.resources import current
 from jobs.retry import NO_RETRY, retry_options
@@ -139,16 +139,11 @@ async def remove_batch_now(
         head = await batches.start_batch(conn, run_id, batch_no)
         if head is None:
             return None
-        found = await batches.candidates(conn, head)
-        # Enrollment takes the same lock: whoever commits first is seen by the other.
-        await users.lock(conn, [c.user_id for c in found])
+        found = await batches.candidates(conn, head)  # their users locked
         tokens = new_tokens(len(found))
-        keys = [f"removed:{run_id}:{c.member_id}" for c in found]
         reinstate_by = head.now + settings.reinstatement_window
         removal = batches.Removal(
             token_hashes=[token_hash(token) for token in tokens],
-            dedupe_keys=keys,
-            message_ids=[outbox.message_id(key) for key in keys],
             contexts=email_contexts.removed_for_2fa_each(
                 [(c.member_id, c.email, token) for c, token in zip(found, tokens, strict=True)],
                 base_url=settings.base_url,
