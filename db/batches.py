@@ -5,7 +5,8 @@ Locks are always taken in the same order, so none of these can deadlock with ano
 switch, `require2fa.organization_settings`, takes the organization FOR UPDATE):
 
     organization (FOR SHARE by batches, FOR UPDATE by the switch)
-    → batch row → users (`db.users.lock`, shared with 2FA enrollment) → members → run row
+    → batch row → users (FOR UPDATE in id order, as `db.users.lock`, which 2FA enrollment
+    takes) → members → run row
 
 A batch holds its organization FOR SHARE for its whole transaction, so turning the requirement
 off waits for the batches in flight, and every batch that starts afterwards sees the run
@@ -22,6 +23,7 @@ from typing import Any
 import asyncpg
 
 from db.audit import Actor
+from db.outbox import MESSAGE_ID_SQL
 from require2fa import compliance
 
 
@@ -93,8 +95,9 @@ async def start_batch(conn: asyncpg.Connection, run_id: int, batch_no: int) -> B
 
 async def candidates(conn: asyncpg.Connection, head: BatchHead) -> list[Candidate]:
     """Active members of the batch without a second factor that the level accepts and without
-    an exemption that lasts, as read
-    before any lock: the removal statement checks each of them again."""
+    an exemption that lasts, with their users locked (FOR UPDATE, in id order: the lock of
+    `db.users.lock`, which 2FA enrollment takes too, so that whoever commits first is seen by
+    the other). Read before the lock was granted: the removal statement checks each again."""
     noncompliant = compliance.noncompliant_sql(
         "u.id", level_sql="$5::text", exempt_until_sql="m.exempt_2fa_until"
     )
@@ -102,7 +105,8 @@ async def candidates(conn: asyncpg.Connection, head: BatchHead) -> list[Candidat
         f"""select m.id, m.user_id, m.email from members m join users u on u.id = m.user_id
             where m.organization_id = $1 and m.id between $2 and $3
               and u.id is distinct from $4 and {noncompliant}
-            order by m.id""",
+            order by u.id
+            for update of u""",
         head.organization_id,
         head.first_member_id,
         head.last_member_id,
@@ -114,13 +118,15 @@ async def candidates(conn: asyncpg.Connection, head: BatchHead) -> list[Candidat
 
 @dataclass(frozen=True)
 class Removal:
-    """Per candidate: its fresh rejoin token's hash (for the row), the outbox dedupe key, the
-    Message-ID that goes with it and the email's context (`require2fa.email_contexts`)."""
+    """Per candidate: its fresh rejoin token's hash (for the row) and the email's context
+    (`require2fa.email_contexts`). The outbox row's dedupe key is `removed:{run}:{member}` and
+    its Message-ID `db.outbox.message_id` of that key, both written by the statement."""
 
     token_hashes: list[bytes]
-    dedupe_keys: list[str]
-    message_ids: list[str]
     contexts: list[dict[str, Any]]
+
+
+_DEDUPE_KEY_SQL = "'removed:' || $5::bigint || ':' || r.id"
 
 
 async def remove(
@@ -136,59 +142,58 @@ async def remove(
     one whose factors are all of kinds the level does not accept); writes their
     `member.pending` entries and outbox rows.
 
-    Returns (removed, members of the batch's range). Call with the candidates' users locked.
+    Returns (removed, members of the batch's range). Call with the candidates' users locked
+    (`candidates` locks them).
     """
     row = await conn.fetchrow(
         f"""with t as (
-                select * from unnest($1::bigint[], $2::bigint[], $3::jsonb[], $4::bytea[],
-                                     $5::text[], $6::text[])
-                         as t(member_id, user_id, context, token_hash, dedupe_key, message_id)),
+                select * from unnest($1::bigint[], $2::bigint[], $3::jsonb[], $4::bytea[])
+                         as t(member_id, user_id, context, token_hash)),
             removed as (
                 update members m
                 set user_id = null, removed_user_id = m.user_id, pending_reason = '2fa',
                     token_hash = t.token_hash,
-                    reinstate_by = $9, removed_at = $10, removed_by_run = $7,
+                    reinstate_by = $7, removed_at = $8, removed_by_run = $5,
                     expiry_reminded_at = null,
                     removal_reason = case when {compliance.second_factor_sql("t.user_id")}
                                           then '2fa-level' else '2fa' end
                 from t
-                where m.id = t.member_id and m.organization_id = $8 and m.user_id = t.user_id
+                where m.id = t.member_id and m.organization_id = $6 and m.user_id = t.user_id
+                  and m.id between $13 and $14
                   and {
             compliance.noncompliant_sql(
-                "t.user_id", level_sql="$17::text", exempt_until_sql="m.exempt_2fa_until"
+                "t.user_id", level_sql="$15::text", exempt_until_sql="m.exempt_2fa_until"
             )
         }
-                returning m.id, m.email, m.role, m.removal_reason, t.user_id, t.context,
-                          t.dedupe_key, t.message_id),
+                returning m.id, m.email, m.role, m.removal_reason, t.user_id, t.context),
             logged as (
                 insert into audit_log (organization_id, event, actor_user_id, actor_token_id,
                                        actor_label, target_member_id, target_user_id,
                                        ip_address, data, created_at)
-                select $8, 'member.pending', $11, $12, $13, r.id, r.user_id, $14::inet,
+                select $6, 'member.pending', $9, $10, $11, r.id, r.user_id, $12::inet,
                        jsonb_build_object(
                            'email', r.email, 'role', r.role, 'reason', r.removal_reason,
                            'teams', coalesce((select jsonb_agg(tm.slug order by tm.slug)
                                               from member_teams mt
                                               join teams tm on tm.id = mt.team_id
                                               where mt.member_id = r.id), '[]'::jsonb)),
-                       $10
+                       $8
                 from removed r order by r.id),
             mailed as (
                 insert into email_outbox (template, to_address, context, dedupe_key, message_id,
                                           organization_id, member_id, enforcement_id)
                 select 'removed_for_2fa', r.email, r.context,
-                       r.dedupe_key, r.message_id, $8, r.id, $7
-                from removed r order by r.id
+                       k.key, {MESSAGE_ID_SQL.format(key="k.key")}, $6, r.id, $5
+                from removed r cross join lateral (select {_DEDUPE_KEY_SQL} as key) k
+                order by r.id
                 on conflict (dedupe_key) do nothing)
             select (select count(*) from removed) as removed,
                    (select count(*) from members
-                    where organization_id = $8 and id between $15 and $16) as in_range""",
+                    where organization_id = $6 and id between $13 and $14) as in_range""",
         [c.member_id for c in found],
         [c.user_id for c in found],
         removal.contexts,
         removal.token_hashes,
-        removal.dedupe_keys,
-        removal.message_ids,
         head.run_id,
         head.organization_id,
         reinstate_by,

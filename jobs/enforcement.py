@@ -20,12 +20,12 @@ import asyncpg
 import dramatiq
 import structlog
 
-from db import batches, outbox, planning, run_summary, sweeper, users
+from db import batches, planning, run_summary, sweeper
 from jobs import email as email_jobs
 from jobs.resources import current
 from jobs.retry import NO_RETRY, retry_options
 from require2fa import email_contexts, reminders
-from require2fa.security import new_token, token_hash
+from require2fa.security import new_tokens, token_hash
 from require2fa.settings import Settings
 
 log = structlog.get_logger(__name__)
@@ -139,30 +139,20 @@ async def remove_batch_now(
         head = await batches.start_batch(conn, run_id, batch_no)
         if head is None:
             return None
-        found = await batches.candidates(conn, head)
-        # Enrollment takes the same lock: whoever commits first is seen by the other.
-        await users.lock(conn, [c.user_id for c in found])
-        tokens = [new_token() for _ in found]
-        keys = [f"removed:{run_id}:{c.member_id}" for c in found]
+        found = await batches.candidates(conn, head)  # their users locked
+        tokens = new_tokens(len(found))
         reinstate_by = head.now + settings.reinstatement_window
         removal = batches.Removal(
             token_hashes=[token_hash(token) for token in tokens],
-            dedupe_keys=keys,
-            message_ids=[outbox.message_id(key) for key in keys],
-            contexts=[
-                email_contexts.removed_for_2fa(
-                    base_url=settings.base_url,
-                    secret_key=settings.secret_key,
-                    org_name=head.org_name,
-                    org_slug=head.org_slug,
-                    member_id=c.member_id,
-                    member_email=c.email,
-                    token=token,
-                    reinstate_by=reinstate_by,
-                    level=head.level,
-                )
-                for c, token in zip(found, tokens, strict=True)
-            ],
+            contexts=email_contexts.removed_for_2fa_each(
+                [(c.member_id, c.email, token) for c, token in zip(found, tokens, strict=True)],
+                base_url=settings.base_url,
+                secret_key=settings.secret_key,
+                org_name=head.org_name,
+                org_slug=head.org_slug,
+                reinstate_by=reinstate_by,
+                level=head.level,
+            ),
         )
         removed, in_range = await batches.remove(
             conn, head, found, removal, reinstate_by=reinstate_by

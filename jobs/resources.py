@@ -27,6 +27,14 @@ def _stop_event_loop() -> None:
         loop_thread.join()
 
 
+# Connections a worker process keeps open while idle: one per batch it removes at once
+# (`jobs.enforcement.BATCHES_AT_ONCE`) and one for a coordinator, so that a run that starts after
+# a quiet spell does not first wait for new connections (a new PostgreSQL session, its codecs,
+# its first plans). The pool still grows to `POOL_MAX` under load.
+POOL_MIN = 3
+POOL_MAX = 10
+
+
 class InvalidSettings(MiddlewareError):
     """A setting is missing or malformed: the worker cannot start."""
 
@@ -52,7 +60,9 @@ class Resources(dramatiq.Middleware):
                 raise SettingsError("DATABASE_URL", "not set; the workers need it")
             if not self._settings.redis_url and not self._settings.development:
                 raise SettingsError("REDIS_URL", "not set; the workers need it")
-            self._pool = loop_thread.run_coroutine(create_pool_checked(database_url, max_size=10))
+            self._pool = loop_thread.run_coroutine(
+                create_pool_checked(database_url, min_size=POOL_MIN, max_size=POOL_MAX)
+            )
         except (SettingsError, Unreachable) as err:
             sys.stderr.write(f"error: {err}\n")
             sys.stderr.flush()

@@ -13,11 +13,12 @@ from SECRET_KEY), which `require2fa.emails.render` opens into `accept_url` at se
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
 from require2fa import compliance, links
-from require2fa.security import seal, unseal
+from require2fa.security import seal, seal_each, unseal
 
 Context = dict[str, Any]
 LINK_PURPOSE = "email-accept-link"
@@ -26,6 +27,11 @@ SEALED_LINK = "accept_url_sealed"
 
 def seal_link(secret_key: str, url: str) -> str:
     return seal(secret_key, LINK_PURPOSE, url)
+
+
+def seal_links(secret_key: str, urls: Sequence[str]) -> list[str]:
+    """`seal_link` of each url (one batch's links)."""
+    return seal_each(secret_key, LINK_PURPOSE, urls)
 
 
 def open_link(secret_key: str, sealed: str) -> str:
@@ -51,15 +57,44 @@ def removed_for_2fa(
 ) -> Context:
     """The "Mandatory: Enable Two-Factor Authentication" email, with the member's fresh link
     back in and what the organization's level needs (`require2fa.compliance.needs`)."""
-    return {
+    return removed_for_2fa_each(
+        [(member_id, member_email, token)],
+        base_url=base_url,
+        secret_key=secret_key,
+        org_name=org_name,
+        org_slug=org_slug,
+        reinstate_by=reinstate_by,
+        level=level,
+    )[0]
+
+
+def removed_for_2fa_each(
+    members: Sequence[tuple[int, str, str]],
+    *,
+    base_url: str,
+    secret_key: str,
+    org_name: str,
+    org_slug: str,
+    reinstate_by: datetime | None,
+    level: str | None = None,
+) -> list[Context]:
+    """`removed_for_2fa` for each (member id, email, token) of one batch: what they share is
+    worked out once, each link sealed on its own."""
+    shared = {
         "org_name": org_name,
         "org_slug": org_slug,
-        "member_email": member_email,
-        SEALED_LINK: seal_link(secret_key, links.accept_url(base_url, member_id, token)),
         "reinstate_by": _when(reinstate_by),
         "level": compliance.level_of(level),
         "needs": compliance.needs(level),
     }
+    sealed = seal_links(
+        secret_key,
+        [links.accept_url(base_url, member_id, token) for member_id, _, token in members],
+    )
+    return [
+        {**shared, "member_email": member_email, SEALED_LINK: link}
+        for (_, member_email, _), link in zip(members, sealed, strict=True)
+    ]
 
 
 def invite(

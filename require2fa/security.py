@@ -7,6 +7,7 @@ import functools
 import hashlib
 import hmac
 import secrets
+from collections.abc import Sequence
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
@@ -24,6 +25,16 @@ _DUMMY_HASH = _hasher.hash(secrets.token_urlsafe(16))
 def new_token() -> str:
     """A URL-safe random token (256 bits)."""
     return secrets.token_urlsafe(32)
+
+
+def new_tokens(count: int) -> list[str]:
+    """`count` tokens like `new_token`'s, from one read of the system's random source (a batch
+    of removals needs a token per member; each read costs a system call)."""
+    raw = secrets.token_bytes(32 * count)
+    return [
+        base64.urlsafe_b64encode(raw[start : start + 32]).rstrip(b"=").decode("ascii")
+        for start in range(0, 32 * count, 32)
+    ]
 
 
 def token_hash(token: str) -> bytes:
@@ -67,9 +78,20 @@ def seal(secret_key: str, purpose: str, text: str) -> str:
     """`text` encrypted and authenticated (AES-256-GCM, a random nonce) under the key for
     `purpose`, as URL-safe base64: for secrets that must be read back, such as the accept link
     an outbox row keeps until its email is sent."""
-    nonce = secrets.token_bytes(12)
-    sealed = nonce + _aead(secret_key, purpose).encrypt(nonce, text.encode(), purpose.encode())
-    return base64.urlsafe_b64encode(sealed).decode("ascii")
+    return seal_each(secret_key, purpose, [text])[0]
+
+
+def seal_each(secret_key: str, purpose: str, texts: Sequence[str]) -> list[str]:
+    """`seal` of each text, each under its own random nonce, the nonces drawn from one read of
+    the system's random source."""
+    aead, associated = _aead(secret_key, purpose), purpose.encode()
+    nonces = secrets.token_bytes(12 * len(texts))
+    sealed = []
+    for n, text in enumerate(texts):
+        nonce = nonces[12 * n : 12 * n + 12]
+        box = nonce + aead.encrypt(nonce, text.encode(), associated)
+        sealed.append(base64.urlsafe_b64encode(box).decode("ascii"))
+    return sealed
 
 
 def unseal(secret_key: str, purpose: str, sealed: str) -> str:

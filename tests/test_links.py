@@ -79,3 +79,34 @@ def test_every_template_has_a_context_builder_that_renders() -> None:
     for template, context in contexts.items():
         rendered = render(template, context, settings)
         assert BASE in rendered.html and BASE in rendered.text, template
+
+
+def test_a_batch_of_removal_contexts_is_each_members_own() -> None:
+    from require2fa.security import new_tokens
+
+    when = datetime(2026, 6, 30, 10, tzinfo=UTC)
+    tokens = new_tokens(3)
+    assert len(set(tokens)) == 3 and all(len(t) == 43 and "=" not in t for t in tokens)
+    members = [(7, "a@example.com", tokens[0]), (8, "b@example.com", tokens[1])]
+    common = dict(base_url=BASE, secret_key=KEY, org_name="Acme", org_slug="acme")
+    batch = email_contexts.removed_for_2fa_each(
+        members, reinstate_by=when, level="secure", **common
+    )
+    for (member_id, email, token), context in zip(members, batch, strict=True):
+        one = email_contexts.removed_for_2fa(
+            member_id=member_id,
+            member_email=email,
+            token=token,
+            reinstate_by=when,
+            level="secure",
+            **common,
+        )
+        sealed = email_contexts.SEALED_LINK
+        assert {**context, sealed: ""} == {**one, sealed: ""}
+        assert email_contexts.open_link(KEY, context[sealed]) == links.accept_url(
+            BASE, member_id, token
+        )
+        assert token not in context[sealed]
+    # Each link under its own nonce: the same link sealed twice differs.
+    twice = email_contexts.seal_links(KEY, [f"{BASE}/accept/7/t/"] * 2)
+    assert twice[0] != twice[1] and twice[0][:16] != twice[1][:16]
