@@ -131,17 +131,16 @@ def _psql(bin_dir: Path, port: int, sql: str) -> str:
     return result.stdout.strip()
 
 
-def start_postgres(stack: contextlib.ExitStack, data_dir: Path) -> str:
+def launch_postgres(pgdata: Path, port: int, log_path: Path) -> subprocess.Popen[bytes]:
+    """PostgreSQL on `pgdata` (initialised the first time) at `port`, as a user of its own when
+    we are root; returns once it accepts connections. SIGINT stops it (a fast shutdown)."""
     bin_dir = pg_bin()
-    pgdata = data_dir / "postgres"
-    log_path = data_dir / "postgres.log"
     user = pg_system_user()
     if user is not None:
         _grant_traversal(pgdata)
         _grant_traversal(bin_dir)
     _initdb(pgdata, bin_dir, user)
     stop_leftover(pgdata / "postmaster.pid", pgdata, signal.SIGINT)
-    port = free_port()
     # SIGINT is PostgreSQL's fast shutdown: roll back open transactions, checkpoint, exit.
     process = spawn(
         "postgres",
@@ -151,8 +150,15 @@ def start_postgres(stack: contextlib.ExitStack, data_dir: Path) -> str:
         stop_signal=signal.SIGINT,
         user=user,
     )
-    stack.callback(stop, process, "postgres", signal.SIGINT)
     wait_until(lambda: _pg_ready(pgdata, process.pid), process, "postgres", log_path)
+    return process
+
+
+def start_postgres(stack: contextlib.ExitStack, data_dir: Path) -> str:
+    port = free_port()
+    process = launch_postgres(data_dir / "postgres", port, data_dir / "postgres.log")
+    stack.callback(stop, process, "postgres", signal.SIGINT)
+    bin_dir = pg_bin()
     if _psql(bin_dir, port, f"SELECT 1 FROM pg_database WHERE datname = '{DATABASE_NAME}'") != "1":
         _psql(bin_dir, port, f"CREATE DATABASE {DATABASE_NAME}")
     return f"postgresql://postgres@127.0.0.1:{port}/{DATABASE_NAME}"

@@ -199,28 +199,13 @@ class PostgresServer:
         return f"postgresql://postgres@127.0.0.1:{self.port}/{database}"
 
     def start(self) -> None:
-        bin_dir = embedded.pg_bin()
-        pgdata = self.workdir / "pgdata"
-        user = embedded.pg_system_user()
         self.workdir.mkdir(parents=True, exist_ok=True)
-        if user is not None:
-            devstack._grant_traversal(pgdata)
-            devstack._grant_traversal(bin_dir)
+        user = embedded.pg_system_user()
         if user is not None:
             os.chown(self.workdir, user.pw_uid, user.pw_gid)
-        devstack._initdb(pgdata, bin_dir, user)
-        argv = [bin_dir / "postgres", "-D", pgdata, "-p", str(self.port)]
-        argv += [f"--{s}" for s in devstack.PG_SETTINGS]
-        self.process = devstack._spawn(
-            "postgres",
-            [*argv],
-            self.workdir / "postgres.log",
-            cwd=pgdata,
-            stop_signal=signal.SIGINT,
-            user=user,
+        self.process = embedded.launch_postgres(
+            self.workdir / "pgdata", self.port, self.workdir / "postgres.log"
         )
-        process = self.process
-        _wait(lambda: devstack._pg_ready(pgdata, process.pid), "postgres")
 
     def stop(self, sig: int = signal.SIGINT) -> None:
         """SIGINT: a fast shutdown (open transactions roll back); SIGKILL: a crash."""
