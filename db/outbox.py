@@ -187,14 +187,23 @@ async def next_due_at(conn: asyncpg.Connection) -> datetime | None:
 
 async def counts_for_enforcement(conn: asyncpg.Connection, enforcement_id: int) -> tuple[int, int]:
     """(emails queued in total, emails sent) for one enforcement run."""
-    row = await conn.fetchrow(
-        """select count(*) as queued, count(*) filter (where status = 'sent') as sent
+    return (await counts_for_enforcements(conn, [enforcement_id]))[enforcement_id]
+
+
+async def counts_for_enforcements(
+    conn: asyncpg.Connection, enforcement_ids: list[int]
+) -> dict[int, tuple[int, int]]:
+    """`counts_for_enforcement` of each run, in one statement; (0, 0) for a run without emails."""
+    rows = await conn.fetch(
+        """select enforcement_id, count(*) as queued,
+                  count(*) filter (where status = 'sent') as sent
              from email_outbox
-            where enforcement_id = $1""",
-        enforcement_id,
+            where enforcement_id = any($1::bigint[])
+            group by enforcement_id""",
+        enforcement_ids,
     )
-    assert row is not None
-    return int(row["queued"]), int(row["sent"])
+    found = {row["enforcement_id"]: (int(row["queued"]), int(row["sent"])) for row in rows}
+    return {run_id: found.get(run_id, (0, 0)) for run_id in enforcement_ids}
 
 
 async def backlog(conn: asyncpg.Connection) -> tuple[int, float]:

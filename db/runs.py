@@ -71,6 +71,13 @@ async def email_counts(conn: asyncpg.Connection, run_id: int) -> tuple[int, int]
     return await outbox.counts_for_enforcement(conn, run_id)
 
 
+async def email_counts_of(
+    conn: asyncpg.Connection, run_ids: list[int]
+) -> dict[int, tuple[int, int]]:
+    """`email_counts` of each run, in one statement."""
+    return await outbox.counts_for_enforcements(conn, run_ids)
+
+
 async def runs_page(
     conn: asyncpg.Connection, organization_id: int, *, before_id: int | None, limit: int
 ) -> list[asyncpg.Record]:

@@ -64,7 +64,8 @@ async def runs_page(source: Source, org_id: int, *, before_id: int | None, limit
     """The organization's runs, newest first, each with its emails."""
     async with using(source) as conn:
         found = await runs.runs_page(conn, org_id, before_id=before_id, limit=limit)
-        return [Run(run, await runs.email_counts(conn, run["id"])) for run in found]
+        emails = await runs.email_counts_of(conn, [run["id"] for run in found])
+    return [Run(run, emails[run["id"]]) for run in found]
 
 
 async def run(source: Source, org_id: int, run_id: int) -> Run:

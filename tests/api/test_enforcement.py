@@ -166,7 +166,7 @@ async def test_enforcement_end_to_end_through_the_api(client, pool, broker, work
     assert run["emailsQueued"] == 3 and run["emailsSent"] == 0
     assert run["startedAt"] and run["finishedAt"]
     listed = await client.get("/api/0/organizations/acme/2fa-enforcements/", headers=headers)
-    assert [r["id"] for r in await listed.json()] == [run_id]
+    assert [(r["id"], r["emailsQueued"]) for r in await listed.json()] == [(run_id, 3)]
 
     pending = await client.get(
         "/api/0/organizations/acme/members/?query=is:pending", headers=headers
