@@ -11,7 +11,6 @@ from api import auth, headers
 from api.connection import connection_middleware
 from api.csrf import csrf_middleware
 from api.errors import error_middleware
-from api.forwarded import forwarded_middleware
 from api.keys import PG, REDIS, SETTINGS
 from api.limits import MAX_BODY_BYTES
 from api.observe import observe_middleware
@@ -22,13 +21,12 @@ from require2fa.settings import Settings
 
 def create_app(settings: Settings) -> web.Application:
     app = web.Application(
-        # forwarded_middleware first: everything after it (logs, audit, rate limits) sees the
-        # client's address; observe_middleware next: it sees every answer, the error pages'
-        # included; csrf_middleware inside error_middleware, so that its refusals are JSON;
-        # connection_middleware outside the sessions' (added by auth.setup), so that loading and
-        # saving a session use the request's one connection too.
+        # observe_middleware first: it finds the client's address behind our proxies, and it
+        # sees every answer, the error pages' included; csrf_middleware inside
+        # error_middleware, so that its refusals are JSON; connection_middleware outside the
+        # sessions' (added by auth.setup), so that loading and saving a session use the
+        # request's one connection too.
         middlewares=[
-            forwarded_middleware,
             observe_middleware,
             error_middleware,
             connection_middleware,

@@ -11,8 +11,8 @@ holds one connection while it waits for another, so a busy pool cannot deadlock.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
+from collections.abc import Awaitable, Callable
+from typing import Any
 
 import asyncpg
 from aiohttp import web
@@ -50,18 +50,28 @@ async def connection_middleware(request: web.Request, handler: Handler) -> web.S
         await held.release()
 
 
-@asynccontextmanager
-async def connection(request: web.Request) -> AsyncIterator[asyncpg.Connection]:
+class connection:  # a context manager: `async with connection(request) as conn`
     """The request's connection (acquired now if it has none yet); outside a request's
     lifetime, a connection of the pool's own for the block."""
-    held = request.get(_HELD)
-    if held is None or not held.open:
-        async with request.app[PG].acquire() as conn:
-            yield conn
-        return
-    if held.conn is None:
-        held.conn = await held.pool.acquire()
-    yield held.conn
+
+    __slots__ = ("_request", "_own")
+
+    def __init__(self, request: web.Request) -> None:
+        self._request = request
+        self._own: Any = None
+
+    async def __aenter__(self) -> asyncpg.Connection:
+        held = self._request.get(_HELD)
+        if held is None or not held.open:
+            self._own = self._request.app[PG].acquire()
+            return await self._own.__aenter__()
+        if held.conn is None:
+            held.conn = await held.pool.acquire()
+        return held.conn
+
+    async def __aexit__(self, *exc: object) -> None:
+        if self._own is not None:
+            await self._own.__aexit__(*exc)
 
 
 async def request_pool(request: web.Request) -> asyncpg.Pool:

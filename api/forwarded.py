@@ -13,7 +13,6 @@ import ipaddress
 from collections.abc import Sequence
 
 from aiohttp import web
-from aiohttp.typedefs import Handler
 
 from api.keys import SETTINGS
 from require2fa.settings import Network
@@ -46,14 +45,15 @@ def client_address(
     return address
 
 
-@web.middleware
-async def forwarded_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Gives the request its client's address (and scheme) when a trusted proxy forwarded it."""
+def as_client_sent(request: web.Request) -> web.Request:
+    """`request` with its client's address (and scheme) when a trusted proxy forwarded it, else
+    `request` itself. `api.observe` calls it first, so that everything after it (logs, audit,
+    rate limits) sees the client's address."""
     networks = request.app[SETTINGS].trusted_networks
     peer = request.remote
     if peer is None or not networks or not _trusted(peer, networks):
-        return await handler(request)
+        return request
     remote = client_address(peer, request.headers.getall("X-Forwarded-For", []), networks) or peer
     proto = request.headers.get("X-Forwarded-Proto", "").split(",")[-1].strip().lower()
     scheme = proto if proto in ("http", "https") else request.scheme
-    return await handler(request.clone(remote=remote, scheme=scheme))
+    return request.clone(remote=remote, scheme=scheme)

@@ -30,17 +30,20 @@ HSTS = "max-age=31536000; includeSubDomains"
 SERVER = "require2fa"
 
 
-async def add_security_headers(request: web.Request, response: web.StreamResponse) -> None:
-    headers = response.headers
-    headers.setdefault("Content-Security-Policy", CONTENT_SECURITY_POLICY)
-    headers.setdefault("X-Frame-Options", "DENY")
-    headers["X-Content-Type-Options"] = "nosniff"
-    # Accept links carry tokens in their path: never send them to another site as Referer.
-    headers["Referrer-Policy"] = "same-origin"
-    if request.app[SETTINGS].base_url.startswith("https://"):
-        headers["Strict-Transport-Security"] = HSTS
-    headers["Server"] = SERVER
-
-
 def setup(app: web.Application) -> None:
+    fixed = {
+        "X-Content-Type-Options": "nosniff",
+        # Accept links carry tokens in their path: never send them to another site as Referer.
+        "Referrer-Policy": "same-origin",
+        "Server": SERVER,
+    }
+    if app[SETTINGS].base_url.startswith("https://"):
+        fixed["Strict-Transport-Security"] = HSTS
+
+    async def add_security_headers(request: web.Request, response: web.StreamResponse) -> None:
+        headers = response.headers
+        headers.setdefault("Content-Security-Policy", CONTENT_SECURITY_POLICY)
+        headers.setdefault("X-Frame-Options", "DENY")
+        headers.update(fixed)
+
     app.on_response_prepare.append(add_security_headers)

@@ -1,6 +1,7 @@
 """What the web process says about each request: one access-log line and the HTTP metrics.
 
-`observe_middleware` is the outermost middleware: it gives the request its id (the caller's
+`observe_middleware` is the outermost middleware: it finds the client's address behind our
+proxies (`api.forwarded`), gives the request its id (the caller's
 `X-Request-ID`, else a new one) for every log line of the request, counts the request by route
 and status with its duration in `require2fa_http_requests_total` and
 `require2fa_http_request_duration_seconds`, and logs one `request` line. The accept links'
@@ -20,6 +21,8 @@ import structlog
 from aiohttp import web
 from aiohttp.typedefs import Handler
 from prometheus_client import Counter, Histogram
+
+from api.forwarded import as_client_sent
 
 log = structlog.get_logger("require2fa.access")
 
@@ -96,6 +99,7 @@ def _route(request: web.Request) -> str:
 @web.middleware
 async def observe_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     started = time.perf_counter()
+    request = as_client_sent(request)
     rid = request.headers.get("X-Request-ID", "")[:64] or new_request_id()
     if not rid.isprintable():
         rid = new_request_id()

@@ -15,8 +15,10 @@ In JSON that is one object per line; in text, `time [level] event key=value ...`
 
 from __future__ import annotations
 
+import json
 import logging
 import sys
+import time
 from typing import Any
 
 import structlog
@@ -39,7 +41,7 @@ def configure(
     """
     _lean_records()
     renderer: structlog.typing.Processor = (
-        structlog.processors.JSONRenderer()
+        _render_json
         if log_format == "json"
         else structlog.dev.ConsoleRenderer(colors=False, timestamp_key="time")
     )
@@ -47,26 +49,14 @@ def configure(
         structlog.contextvars.merge_contextvars,
         structlog.stdlib.add_log_level,
         structlog.stdlib.add_logger_name,
-        structlog.processors.TimeStamper(fmt="iso", utc=True, key="time"),
+        _add_time,
     ]
     if process is not None:
         shared.append(_add_process(process))
-    structlog.configure(
-        # filter_by_level first: a line below the level costs a level check and nothing else.
-        # Our lines are rendered here and reach the standard library's logging as finished
-        # text (`_Formatter` passes them through): one log record each, not a record and a copy.
-        processors=[
-            structlog.stdlib.filter_by_level,
-            *shared,
-            structlog.processors.format_exc_info,
-            renderer,
-            _finished,
-        ],
-        logger_factory=structlog.stdlib.LoggerFactory(),
-        wrapper_class=structlog.stdlib.BoundLogger,
-        cache_logger_on_first_use=True,
-    )
-    formatter = _Formatter(
+    root = logging.getLogger()
+    if not (keep_streams and root.handlers):
+        root.handlers[:] = [logging.StreamHandler(sys.stderr)]
+    formatter = structlog.stdlib.ProcessorFormatter(
         processors=[
             structlog.stdlib.ProcessorFormatter.remove_processors_meta,
             structlog.processors.format_exc_info,
@@ -74,40 +64,97 @@ def configure(
         ],
         foreign_pre_chain=shared,
     )
-    root = logging.getLogger()
-    if keep_streams and root.handlers:
-        for handler in root.handlers:
-            handler.setFormatter(formatter)
-    else:
-        handler = logging.StreamHandler(sys.stderr)
+    for handler in root.handlers:
         handler.setFormatter(formatter)
-        root.handlers[:] = [handler]
     root.setLevel(level)
     for name in QUIET_LOGGERS:
         logging.getLogger(name).setLevel(max(level, logging.WARNING))
+    # Our own lines skip the standard library's logging (a record, a handler and a formatter
+    # per line, and the web process writes a line per request): structlog renders them and
+    # `_Lines` writes them to the root logger's streams.
+    structlog.configure(
+        processors=[*shared, structlog.processors.format_exc_info, renderer],
+        logger_factory=_Lines,
+        wrapper_class=structlog.make_filtering_bound_logger(level),
+        cache_logger_on_first_use=True,
+    )
 
 
-_FINISHED = "require2fa_finished"
+class _Lines:
+    """Where structlog hands our finished lines: each goes to the stream of every stream
+    handler of the root logger (as the handlers are when it is written) whose level lets it
+    through, under the handler's lock, so that lines of threads never interleave. A stream that
+    fails is reported as the standard library reports it (`Handler.handleError`)."""
+
+    def __init__(self, name: str = "", *args: object) -> None:
+        self.name = name  # the line's `logger` (structlog.stdlib.add_logger_name reads it)
+
+    @staticmethod
+    def _write(line: str, level: int) -> None:
+        for handler in logging.getLogger().handlers:
+            if not isinstance(handler, logging.StreamHandler) or level < handler.level:
+                continue
+            try:
+                with handler.lock:  # type: ignore[union-attr]
+                    handler.stream.write(line + handler.terminator)
+                    handler.flush()
+            except Exception:
+                handler.handleError(logging.makeLogRecord({"msg": line, "levelno": level}))
+
+    def debug(self, line: str) -> None:
+        self._write(line, logging.DEBUG)
+
+    def info(self, line: str) -> None:
+        self._write(line, logging.INFO)
+
+    def warning(self, line: str) -> None:
+        self._write(line, logging.WARNING)
+
+    def error(self, line: str) -> None:
+        self._write(line, logging.ERROR)
+
+    def critical(self, line: str) -> None:
+        self._write(line, logging.CRITICAL)
+
+    msg = info
+    warn = warning
+    err = exception = error
+    fatal = critical
 
 
-def _finished(logger: object, method: str, line: Any) -> tuple[tuple[str], dict[str, Any]]:
-    """The renderer's line (a str), as the standard library's logger is called with it."""
-    return (line,), {"extra": {_FINISHED: True}}
+# JSON lines as `json.dumps` writes them (its separators), through an encoder built once instead
+# of once per line; a value JSON has no type for is written as its repr().
+# (CPython's C encoder, as `json.dumps` makes it: no circular-reference check, a default of
+# repr, ASCII-escaped strings, no indent, its separators, unsorted keys, NaN allowed.)
+_ENCODE = json.encoder.c_make_encoder(  # type: ignore[attr-defined]
+    None, repr, json.encoder.encode_basestring_ascii, None, ": ", ", ", False, False, True
+)
 
 
-class _Formatter(structlog.stdlib.ProcessorFormatter):
-    """Our lines arrive rendered; the libraries' lines are rendered here, the same way."""
+def _render_json(logger: object, method: str, event: structlog.typing.EventDict) -> str:
+    return "".join(_ENCODE(event, 0))
 
-    def format(self, record: logging.LogRecord) -> str:
-        if getattr(record, _FINISHED, False):
-            return record.getMessage()
-        return super().format(record)
+
+_SECOND: list[Any] = [None, ""]  # the last whole second stamped, and its text
+
+
+def _add_time(
+    logger: object, method: str, event: structlog.typing.EventDict
+) -> structlog.typing.EventDict:
+    """`time`: ISO 8601 in UTC to the microsecond (`2026-12-06T12:56:11.148183Z`); the
+    date and time of day are formatted once per second."""
+    now = time.time()
+    second = int(now)
+    if second != _SECOND[0]:
+        _SECOND[:] = [second, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))]
+    event["time"] = f"{_SECOND[1]}.{int((now - second) * 1_000_000):06d}Z"
+    return event
 
 
 def _lean_records() -> None:
-    """Spares every log record the caller's file and line, which no line of ours shows: finding
-    them walks up the stack (the logging HOWTO's "Optimization" section names this switch), and
-    the web process writes a line per request."""
+    """Spares every log record of the libraries the caller's file and line, which no line
+    shows: finding them walks up the stack (the logging HOWTO's "Optimization" section names
+    this switch)."""
     logging._srcfile = None  # type: ignore[attr-defined]
 
 
