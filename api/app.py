@@ -9,7 +9,6 @@ from aiohttp import web
 
 from api import auth, headers
 from api.connection import connection_middleware
-from api.csrf import csrf_middleware
 from api.errors import error_middleware
 from api.keys import PG, REDIS, SETTINGS
 from api.limits import MAX_BODY_BYTES
@@ -22,15 +21,14 @@ from require2fa.settings import Settings
 def create_app(settings: Settings) -> web.Application:
     app = web.Application(
         # observe_middleware first: it finds the client's address behind our proxies, and it
-        # sees every answer, the error pages' included; csrf_middleware inside
-        # error_middleware, so that its refusals are JSON; connection_middleware outside the
-        # sessions' (added by auth.setup), so that loading and saving a session use the
-        # request's one connection too.
+        # sees every answer, the error pages' included; error_middleware next: its refusals
+        # (bad query parameters, cross-site writes, `api.csrf`) and every error are JSON;
+        # connection_middleware outside the sessions' (added by auth.setup), so that loading
+        # and saving a session use the request's one connection too.
         middlewares=[
             observe_middleware,
             error_middleware,
             connection_middleware,
-            csrf_middleware,
         ],
         client_max_size=MAX_BODY_BYTES,
     )

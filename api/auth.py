@@ -18,6 +18,7 @@ from aiohttp_session import setup as setup_sessions
 
 from api.connection import connection
 from api.errors import api_error
+from api.keys import SESSION_COOKIE
 from api.sessions import PostgresStorage, end_current
 from db import users
 from db.audit import Actor
@@ -25,7 +26,6 @@ from require2fa import reauth
 from require2fa.security import token_hash
 from require2fa.settings import Settings
 
-SESSION_COOKIE = "r2fa_session"
 SESSION_MAX_AGE = 14 * 24 * 3600
 _AUTH = web.RequestKey("auth", object)
 

@@ -17,36 +17,27 @@ their own and are unaffected; the pages' forms are checked by `api.pages.base.sa
 from __future__ import annotations
 
 from aiohttp import web
-from aiohttp.typedefs import Handler
 
-from api.auth import SESSION_COOKIE
-from api.errors import api_error
-from api.keys import SETTINGS
+from api.keys import SESSION_COOKIE, SETTINGS
+from require2fa.errors import NotAllowed
 
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 
 
 def check(request: web.Request) -> None:
-    """Raises 403 for a cookie-authenticated API write that another site could have sent."""
+    """Refuses (403, by `api.errors.error_middleware`, which calls it for every request) a
+    cookie-authenticated API write that another site could have sent."""
     if request.method in SAFE_METHODS or not request.path.startswith("/api/"):
         return
     if "Authorization" in request.headers or SESSION_COOKIE not in request.cookies:
         return
     if request.can_read_body and request.content_type != "application/json":
-        raise api_error(
-            403,
-            "A request signed in by cookie must send its body as application/json.",
+        raise NotAllowed(
+            "csrf", "A request signed in by cookie must send its body as application/json."
         )
     origin = request.headers.get("Origin")
     settings = request.app[SETTINGS]
     if origin is not None and origin.rstrip("/").lower() not in settings.allowed_origins:
-        raise api_error(
-            403,
-            f"Requests signed in by cookie are accepted from {settings.origin} only.",
+        raise NotAllowed(
+            "csrf", f"Requests signed in by cookie are accepted from {settings.origin} only."
         )
-
-
-@web.middleware
-async def csrf_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    check(request)
-    return await handler(request)

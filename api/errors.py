@@ -9,6 +9,7 @@ from aiohttp import web
 from aiohttp.typedefs import Handler
 from pydantic import BaseModel, ValidationError
 
+from api import csrf
 from api.jsonio import dumps
 from api.limits import LIMIT_ERRORS, MAX_BODY_BYTES
 from api.observe import REQUEST_ID, new_request_id
@@ -140,9 +141,10 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
     # The id `observe_middleware` (the outer one) gave the request.
     request_id = request.get(REQUEST_ID) or new_request_id()
     try:
-        if any("\x00" in value for value in request.query.values()):
+        if request.query_string and any("\x00" in value for value in request.query.values()):
             # PostgreSQL cannot take NUL in text; no query parameter of ours needs one.
             raise api_error(400, "Query parameters must not contain NUL characters.")
+        csrf.check(request)
         response = await handler(request)
     except domain.DomainError as err:
         raise from_domain(err) from None

@@ -11,3 +11,5 @@ from require2fa.settings import Settings
 SETTINGS = web.AppKey("settings", Settings)
 PG = web.AppKey("pg", asyncpg.Pool)
 REDIS = web.AppKey("redis", aioredis.Redis)
+
+SESSION_COOKIE = "r2fa_session"  # the session cookie's name (api.auth, api.csrf)
