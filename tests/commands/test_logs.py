@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import logging
 import smtplib
@@ -26,6 +27,36 @@ def test_json_lines_have_the_same_keys_for_ours_and_the_libraries(capfd) -> None
         assert {"time", "level", "logger", "process", "event"} <= set(line)
         assert line["process"] == "web" and line["time"].endswith("Z")
     assert lines[0]["answer"] == 42 and lines[1]["level"] == "warning"
+
+
+def test_our_lines_go_to_the_root_handlers_as_they_are_when_written(capfd) -> None:
+    """Our lines skip the standard library's logging but still honour its root handlers: one
+    added after the first line (a cached logger) gets the next ones, a handler's level holds."""
+    logs.configure("json", process="web")
+    log = structlog.get_logger("require2fa.test")
+    later, warnings_only = io.StringIO(), io.StringIO()
+    root = logging.getLogger()
+    added = [logging.StreamHandler(later), logging.StreamHandler(warnings_only)]
+    added[1].setLevel(logging.WARNING)
+    try:
+        log.info("before")
+        root.handlers.extend(added)
+        log.info("after", n=1)
+        log.warning("careful")
+        log.debug("not at INFO")
+    finally:
+        for handler in added:
+            root.removeHandler(handler)
+        logs.configure("text")
+    stderr = [json.loads(line)["event"] for line in capfd.readouterr().err.splitlines()]
+    assert stderr == ["before", "after", "careful"]
+    assert [json.loads(line)["event"] for line in later.getvalue().splitlines()] == [
+        "after",
+        "careful",
+    ]
+    assert [json.loads(line)["event"] for line in warnings_only.getvalue().splitlines()] == [
+        "careful"
+    ]
 
 
 def test_the_smtp_sink_is_quiet(tmp_path, capfd) -> None:
