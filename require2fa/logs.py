@@ -19,7 +19,6 @@ import json
 import logging
 import sys
 import time
-from typing import Any
 
 import structlog
 
@@ -122,10 +121,9 @@ class _Lines:
     fatal = critical
 
 
-# JSON lines as `json.dumps` writes them (its separators), through an encoder built once instead
-# of once per line; a value JSON has no type for is written as its repr().
-# (CPython's C encoder, as `json.dumps` makes it: no circular-reference check, a default of
-# repr, ASCII-escaped strings, no indent, its separators, unsorted keys, NaN allowed.)
+# JSON lines as `json.dumps` writes them, by CPython's C encoder built once instead of once per
+# line: ASCII-escaped strings, no indent, `": "` and `", "`, keys in order, NaN allowed, no
+# circular-reference check, and a value JSON has no type for written as its repr().
 _ENCODE = json.encoder.c_make_encoder(  # type: ignore[attr-defined]
     None, repr, json.encoder.encode_basestring_ascii, None, ": ", ", ", False, False, True
 )
@@ -135,7 +133,7 @@ def _render_json(logger: object, method: str, event: structlog.typing.EventDict)
     return "".join(_ENCODE(event, 0))
 
 
-_SECOND: list[Any] = [None, ""]  # the last whole second stamped, and its text
+_last_second: tuple[int, str] = (0, "")  # the last whole second stamped, and its text
 
 
 def _add_time(
@@ -143,11 +141,13 @@ def _add_time(
 ) -> structlog.typing.EventDict:
     """`time`: ISO 8601 in UTC to the microsecond (`2026-12-06T12:56:11.148183Z`); the
     date and time of day are formatted once per second."""
+    global _last_second
     now = time.time()
     second = int(now)
-    if second != _SECOND[0]:
-        _SECOND[:] = [second, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))]
-    event["time"] = f"{_SECOND[1]}.{int((now - second) * 1_000_000):06d}Z"
+    stamped = _last_second  # one read: another thread may replace it meanwhile
+    if stamped[0] != second:
+        stamped = _last_second = (second, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second)))
+    event["time"] = f"{stamped[1]}.{int((now - second) * 1_000_000):06d}Z"
     return event
 
 
