@@ -16,8 +16,10 @@ Endpoints: the members page (`?per_page=100`), the organization GET, the 2fa-com
 first page, and a run's status. Each pair (endpoint, connections) is measured in `--rounds`
 rounds that alternate which server goes first (bare then app, app then bare, ...), so that a
 change of the machine's load during the pair weighs on both sides. Prints one JSON object: for
-each side the req/s over all its rounds, the median of its rounds' p99 and its errors; the
-ratio of the application's req/s to the bound's, and each round's ratio. Needs `wrk` (apt-get
+each side the req/s over all its rounds, the median of its rounds' p99, its errors and the
+median CPU time its server process used per request (user and system, from /proc/PID/stat:
+less noisy than req/s on a shared machine); the ratio of the application's req/s to the
+bound's, and each round's ratio. Needs `wrk` (apt-get
 install -y wrk). Uses the PostgreSQL at DATABASE_URL (default 127.0.0.1:5432) and the Redis at
 REDIS_URL; the database it creates is dropped at the end.
 """
@@ -202,7 +204,16 @@ def start_bare(port: int) -> subprocess.Popen[bytes]:
 _UNITS = {"us": 0.001, "ms": 1.0, "s": 1000.0, "m": 60_000.0}
 
 
-def wrk(url: str, token: str, connections: int, seconds: int) -> dict[str, Any]:
+def cpu_seconds(pid: int) -> float:
+    """The user and system CPU time process `pid` has used so far (/proc/PID/stat)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def wrk(url: str, token: str, connections: int, seconds: int, pid: int) -> dict[str, Any]:
+    """One `wrk` run against the server of process `pid`: req/s, p99, errors, and the server's
+    CPU time per request (user and system, in µs)."""
+    cpu_before = cpu_seconds(pid)
     output = subprocess.run(
         ["wrk", "-t2", f"-c{connections}", f"-d{seconds}s", "--latency", "--timeout", "10s"]
         + ["-H", f"Authorization: Bearer {token}", url],
@@ -210,6 +221,8 @@ def wrk(url: str, token: str, connections: int, seconds: int) -> dict[str, Any]:
         text=True,
         check=True,
     ).stdout
+    cpu = cpu_seconds(pid) - cpu_before
+    requests = int(re.search(r"(\d+) requests in", output).group(1))  # type: ignore[union-attr]
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", output).group(1))  # type: ignore[union-attr]
     p99 = re.search(r"99%\s+([\d.]+)(us|ms|s|m)\b", output)
     non_2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", output)
@@ -221,6 +234,7 @@ def wrk(url: str, token: str, connections: int, seconds: int) -> dict[str, Any]:
         "p99_ms": round(float(p99.group(1)) * _UNITS[p99.group(2)], 1) if p99 else None,
         "errors": (int(non_2xx.group(1)) if non_2xx else 0)
         + (sum(int(n) for n in socket_errors.groups()) if socket_errors else 0),
+        "cpu_us_per_request": round(cpu * 1e6 / requests, 1) if requests else None,
     }
 
 
@@ -245,11 +259,13 @@ async def drained() -> None:
 def _summary(runs: list[dict[str, Any]]) -> dict[str, Any]:
     """One side's rounds: req/s over them all (rounds are of equal length), the median p99."""
     p99s = sorted(run["p99_ms"] for run in runs if run["p99_ms"] is not None)
+    cpus = [run["cpu_us_per_request"] for run in runs if run["cpu_us_per_request"] is not None]
     return {
         "rps": round(statistics.mean(run["rps"] for run in runs), 1),
         "p99_ms": p99s[len(p99s) // 2] if p99s else None,
         "errors": sum(run["errors"] for run in runs),
         "rounds_rps": [run["rps"] for run in runs],
+        "cpu_us_per_request": statistics.median(cpus) if cpus else None,
     }
 
 
@@ -277,7 +293,12 @@ async def measure(count: int, seconds: int, connections: list[int], rounds: int)
                     for name in order:
                         runs_of[name].append(
                             await asyncio.to_thread(
-                                wrk, f"http://127.0.0.1:{ports[name]}{path}", token, conns, seconds
+                                wrk,
+                                f"http://127.0.0.1:{ports[name]}{path}",
+                                token,
+                                conns,
+                                seconds,
+                                servers[name].pid,
                             )
                         )
                         await drained()
