@@ -19,9 +19,9 @@ change of the machine's load during the pair weighs on both sides. Prints one JS
 each side the req/s over all its rounds, the median of its rounds' p99, its errors and the
 median CPU time its server process used per request (user and system, from /proc/PID/stat:
 less noisy than req/s on a shared machine); the ratio of the application's req/s to the
-bound's, and each round's ratio. Needs `wrk` (apt-get
-install -y wrk). Uses the PostgreSQL at DATABASE_URL (default 127.0.0.1:5432) and the Redis at
-REDIS_URL; the database it creates is dropped at the end.
+bound's, and each round's ratio. Needs `wrk` (apt-get install -y wrk). Uses the PostgreSQL at
+DATABASE_URL (default 127.0.0.1:5432) and the Redis at REDIS_URL; the database it creates is
+dropped at the end.
 """
 
 from __future__ import annotations
