@@ -1,4 +1,4 @@
-"""Rendering the outbox's emails from `require2fa/templates/emails/`: a subject line, an HTML part
+"""Rendering the outbox's emails from `templates/emails/`: a subject line, an HTML part
 with its CSS inlined, and a plain-text part. Pure functions over one cached Jinja2 environment.
 
 Each email `<name>` has three templates: `<name>.subject.txt`, `<name>.html` (extends
@@ -15,6 +15,7 @@ from datetime import UTC, datetime
 from email import headerregistry, policy
 from email.message import EmailMessage
 from email.utils import formatdate
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -24,8 +25,12 @@ import jinja2
 from require2fa import email_contexts
 from require2fa.settings import Settings
 
-# Shipped as package data (pyproject.toml), so the path holds installed or editable.
-TEMPLATE_DIR = Path(__file__).resolve().parent / "templates" / "emails"
+# The emails are package data of the top-level package `templates` (pyproject.toml), found
+# through the import system: the source tree, an editable install and an installed wheel each
+# resolve it to the directory Python imports it from, where a path relative to this module
+# would miss them once installed (they are not under `require2fa/`). A regular package, so that
+# `files()` is one directory on disk, which Jinja2's FileSystemLoader reads.
+TEMPLATE_DIR = Path(str(resources.files("templates") / "emails"))
 
 FACTOR_LABELS = {
     "totp": "authenticator app",
