@@ -1,4 +1,4 @@
-# Needs only make and Python 3.11+: PostgreSQL and Redis come from pip (see require2fa/devstack.py).
+# Needs only make and Python 3.11+: PostgreSQL and Redis come from pip (see commands/devstack.py).
 #   make test PYTEST_ARGS="-k members -x"     extra pytest arguments
 #   make venv PYTHON=python3.12               the interpreter that creates .venv
 

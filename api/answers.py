@@ -1,6 +1,6 @@
 """What each operation of the API answers: its success statuses with their bodies (shapes from
 `api/schemas.py`), the error statuses it can give, its query parameters, and which operations
-answer without being signed in (`openapi.json`, CONTRACT §5, §9)."""
+answer without being signed in (`openapi.json`)."""
 
 from __future__ import annotations
 
@@ -39,7 +39,7 @@ class Operation:
     errors: tuple[int, ...]
 
 
-# Error statuses by what the operation does (the sentences are CONTRACT §5's).
+# Error statuses by what the operation does, with the description `openapi.json` gives each.
 ERROR_TEXT = {
     400: "Invalid input: `detail`, and `errors` per field for a validation error.",
     401: "Not signed in, or the second factor, the organization's 2FA (`code`"

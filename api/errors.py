@@ -39,7 +39,7 @@ def api_error(status: int, detail: str | None = None, **extra: Any) -> web.HTTPE
     return exc
 
 
-# The one mapping of domain refusals to HTTP statuses (CONTRACT §5).
+# The one mapping of domain refusals to HTTP statuses (as `openapi.json` describes them).
 _STATUS_OF: tuple[tuple[type[domain.DomainError], int], ...] = (
     (domain.Invalid, 400),
     (domain.NotSignedIn, 401),

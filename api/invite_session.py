@@ -1,6 +1,6 @@
 """The invitation link a browser looked at last, kept in its session: a person who then sets up
 2FA is offered the explicit "Join {org}" step of that link once the enrollment is confirmed
-(CONTRACT §1.4). Nothing joins without the person pressing Join on the link's page: a link
+(docs/BEHAVIOUR.md). Nothing joins without the person pressing Join on the link's page: a link
 opened by mistake (or planted by someone else) must not join its organization on its own.
 The step is `require2fa.invitations.remembered_step`."""
 

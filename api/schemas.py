@@ -1,4 +1,4 @@
-"""The JSON shapes the API answers, as JSON Schema (`openapi.json`'s components, CONTRACT §5, §9);
+"""The JSON shapes the API answers, as JSON Schema (`openapi.json`'s components);
 what each operation answers with them is in `api/answers.py`.
 
 Each shape lists every key its serializer writes, all required, no others: a key added to or

@@ -1,4 +1,4 @@
-"""The `require2fa` command: one CLI for every process and operator task (CONTRACT §2).
+"""The `require2fa` command: one CLI for every process and operator task (README, Commands).
 
 The long-running processes (`migrate`, `web`, `worker`, `clock`) are here; the operator's
 commands are in `commands.cli_users`, `cli_orgs` and `cli_dev`, added to the one group below.

@@ -14,7 +14,7 @@ Layout of the data directory (default `.require2fa/`):
     mail/          one NNNNNN.eml per message the sink received
     devstack.lock  held while a stack runs here: one stack per data directory
 
-`resolve_services(data_dir, environ, database=NAME)` picks the services as CONTRACT §3 says:
+`resolve_services(data_dir, environ, database=NAME)` picks the services as the README says:
 
 - PostgreSQL: `DATABASE_URL` when set (and not empty), else a server answering on 127.0.0.1:5432
   (user `postgres`, trust auth), else the embedded one. On the last two, `database` names the
@@ -183,7 +183,7 @@ def resolve_services(
     fresh: bool = False,
     mail: str = "mail",
 ) -> Iterator[Services]:
-    """CONTRACT §3: the configured servers, else the local ones, else embedded ones we start.
+    """The configured servers, else the local ones, else embedded ones we start (README).
 
     `database`: the database to use on a local or embedded PostgreSQL (created when missing,
     dropped and created again when `fresh`); a `DATABASE_URL` is used as it is.

@@ -1,6 +1,6 @@
 """`python -m commands.testrun [pytest args]`: the test suite against real PostgreSQL and Redis.
 
-Picks the servers with `devstack.resolve_services` (CONTRACT §3: `DATABASE_URL`/`REDIS_URL`, else
+Picks the servers with `devstack.resolve_services` (README: `DATABASE_URL`/`REDIS_URL`, else
 127.0.0.1:5432/6379, else embedded ones under `.require2fa/test`; `REQUIRE2FA_EMBEDDED=1` forces
 the embedded ones), passes them to pytest as `DATABASE_URL` and `REDIS_URL`, and exits with
 pytest's exit code. Every embedded server is stopped afterwards. Ctrl-C and SIGTERM stop pytest

@@ -1,4 +1,4 @@
-"""The append-only audit log (CONTRACT §8)."""
+"""The append-only audit log; its event names are `EVENTS`."""
 
 from __future__ import annotations
 

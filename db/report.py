@@ -14,7 +14,7 @@ import asyncpg
 
 from require2fa import compliance
 
-# The columns, in order (CONTRACT §9): the CSV's header row.
+# The columns, in order (README, `require2fa report`): the CSV's header row.
 COLUMNS = (
     "email",
     "name",

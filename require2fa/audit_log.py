@@ -1,4 +1,4 @@
-"""Reading an organization's audit log (CONTRACT §8): newest first, one event or all."""
+"""Reading an organization's audit log (`db.audit.EVENTS`): newest first, one event or all."""
 
 from __future__ import annotations
 

@@ -3,7 +3,7 @@
 Removing a factor, regenerating recovery codes, creating an API token, turning the requirement
 off or lowering its level, resetting a member's 2FA, exempting a member and creating a webhook
 each need a password or second-factor check within the last `WINDOW` in the session that asks
-(CONTRACT §9). API tokens are not subject to it: a program holding one cannot type a password.
+(docs/SECURITY.md). API tokens are not subject to it: a program holding one cannot type a password.
 The HTTP side is `api.auth.require_sudo`.
 """
 

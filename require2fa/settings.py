@@ -237,7 +237,7 @@ class Settings:
         needs: frozenset[str] = SERVER_NEEDS,
         **defaults: Any,
     ) -> Settings:
-        """Read the variables of CONTRACT §4; a bad one raises `SettingsError` naming it.
+        """Read the settings of the README's table; a bad one raises `SettingsError` naming it.
 
         Without `ENVIRONMENT=development` (which `require2fa dev`, `make demo` and the tests set)
         the process counts as production and needs a real `SECRET_KEY` and `BASE_URL` (those of

@@ -1,4 +1,4 @@
-"""Webhooks: the rules of a subscription and of what is sent to it (CONTRACT §9).
+"""Webhooks: the rules of a subscription and of what is sent to it (docs/BEHAVIOUR.md).
 
 - Which URLs may be subscribed (`check_url`, `check_destination`) and which addresses may ever
   be connected to (`forbidden_address`): outside development, only `https://` and only public
@@ -153,7 +153,7 @@ async def check_destination(url: str, settings: Settings) -> None:
 
 
 def check_events(events: Sequence[str]) -> list[str]:
-    """`["*"]` or distinct audit event names (CONTRACT §8), in a stable order."""
+    """`["*"]` or distinct audit event names (`db.audit.EVENTS`), in a stable order."""
     wanted = list(dict.fromkeys(events))
     if not wanted:
         raise Invalid("events", 'Choose at least one event, or "*" for every event.')

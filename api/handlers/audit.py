@@ -1,4 +1,4 @@
-"""The organization's audit log (CONTRACT §8), for owners and managers."""
+"""The organization's audit log (events in `db.audit.EVENTS`), for owners and managers."""
 
 from __future__ import annotations
 

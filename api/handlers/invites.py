@@ -2,7 +2,7 @@
 `api.invite_session`).
 
 Looking at a valid link remembers it in the session (`api.invite_session`), so that a person who
-then sets up 2FA (CONTRACT §1.4) is led back to it; joining is always the explicit POST. A rejoin
+then sets up 2FA is led back to it; joining is always the explicit POST. A rejoin
 link (removed for 2FA) answers 403 to any signed-in account but the one it was removed from.
 """
 

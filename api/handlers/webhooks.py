@@ -1,4 +1,4 @@
-"""An organization's webhooks and their deliveries (CONTRACT §9), for owners
+"""An organization's webhooks and their deliveries (docs/BEHAVIOUR.md, Webhooks), for owners
 (`require2fa.webhooks`)."""
 
 from __future__ import annotations

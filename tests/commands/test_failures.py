@@ -1,5 +1,5 @@
 """Every setting or connection problem ends a command with one line naming the setting and what
-was tried, and a non-zero exit code (CONTRACT §4)."""
+was tried, and a non-zero exit code (README, Settings)."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
 """The authorization matrix (issue 10, point 11): every organization operation, asked by every
-kind of caller, with the requirement off and on, against CONTRACT §5 and §9.
+kind of caller, with the requirement off and on, against the status each should get (`MATRIX`).
 
 `MATRIX` is the table to check against the contract: one row per operation, the status each
 member role of organization A gets. The callers who are not (or not yet, or no longer) members

@@ -1,4 +1,4 @@
-"""Sessions live on the server (CONTRACT §9): the cookie is only a key; logging out, ending a
+"""Sessions live on the server (docs/SECURITY.md): the cookie is only a key; logging out, ending a
 session, changing the password or removing a factor ends sessions for good."""
 
 from __future__ import annotations

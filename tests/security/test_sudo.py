@@ -1,4 +1,4 @@
-"""Re-authentication before sensitive changes (CONTRACT §9, "sudo mode"): within 10 minutes of
+"""Re-authentication before sensitive changes (docs/SECURITY.md, "sudo mode"): within 10 minutes of
 a password or second-factor check in a cookie session, else 401 `sudo-required`; bearer tokens
 are not subject to it."""
 
