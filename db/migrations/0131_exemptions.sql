@@ -1,4 +1,4 @@
--- Exemptions from the requirement, for bots and service accounts (docs/BEHAVIOUR.md): while
+-- Exemptions from the requirement, for bots and service accounts (CONTRACT §9): while
 -- `exempt_2fa_until` is in the future the member is never removed or blocked for 2FA
 -- (`require2fa.compliance.compliant_sql(..., exempt_until_sql="m.exempt_2fa_until")`).
 -- An exemption lasts at most a year; `exempt_2fa_by` is the user who granted it.

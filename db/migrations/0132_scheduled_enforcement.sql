@@ -1,4 +1,4 @@
--- Enforcement on a date (`enforceAt`). Turning the requirement on with a date writes
+-- Enforcement on a date (CONTRACT §9 `enforceAt`). Turning the requirement on with a date writes
 -- a `scheduled` run and sets `organizations.enforce_at`; the requirement itself
 -- (`require_2fa`) stays off, so nobody is removed or blocked before then. At `enforce_at` the
 -- clock's `enforcement.scheduled` job turns it on and makes the same run `queued`, once (an
