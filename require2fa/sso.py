@@ -19,6 +19,7 @@ The client secret is stored as a Fernet token under the key that SECRET_KEY deri
 
 from __future__ import annotations
 
+import base64
 import hmac
 import secrets
 from collections.abc import Mapping
@@ -274,20 +275,18 @@ async def _exchange(
         "code_verifier": code_verifier,
     }
     methods = config.metadata.get("token_endpoint_auth_methods_supported", ["client_secret_basic"])
-    auth = None
+    headers = {"Accept": "application/json"}
     if "client_secret_basic" in methods:
         # RFC 6749 2.3.1: each part is form-encoded before the Basic scheme's base64.
-        auth = aiohttp.BasicAuth(
-            quote(config.client_id, safe=""), quote(config.client_secret, safe="")
-        )
+        pair = f"{quote(config.client_id, safe='')}:{quote(config.client_secret, safe='')}"
+        headers["Authorization"] = "Basic " + base64.b64encode(pair.encode()).decode("ascii")
     else:
         form |= {"client_id": config.client_id, "client_secret": config.client_secret}
     try:
         async with session.post(
             config.metadata["token_endpoint"],
             data=form,
-            auth=auth,
-            headers={"Accept": "application/json"},
+            headers=headers,
         ) as response:
             answer = await response.json(content_type=None)
     except (aiohttp.ClientError, TimeoutError, ValueError) as err:

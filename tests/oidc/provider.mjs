@@ -45,7 +45,8 @@ function build(issuer) {
     // Scope claims (email, email_verified, name) go into the ID token itself.
     conformIdTokenClaims: false,
     claims: {
-      openid: ['sub'],
+      // acr and amr with every ID token (by default only when the client asks for them).
+      openid: ['sub', 'acr', 'amr'],
       email: ['email', 'email_verified'],
       profile: ['name'],
     },
