@@ -57,7 +57,9 @@ async def delete_config(conn: asyncpg.Connection, organization_id: int) -> async
     )
 
 
-async def find_identity(conn: asyncpg.Connection, *, issuer: str, sub: str) -> asyncpg.Record | None:
+async def find_identity(
+    conn: asyncpg.Connection, *, issuer: str, sub: str
+) -> asyncpg.Record | None:
     return await conn.fetchrow(
         "select * from sso_identities where issuer = $1 and sub = $2", issuer, sub
     )

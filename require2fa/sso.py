@@ -164,7 +164,8 @@ async def discover(
         )
     if "code" not in metadata.get("response_types_supported", ["code"]):
         raise Invalid(
-            "sso-not-openid", "The provider does not offer the authorization code flow.",
+            "sso-not-openid",
+            "The provider does not offer the authorization code flow.",
             field="issuer",
         )
     return metadata
