@@ -51,7 +51,7 @@ ALGORITHMS = ("RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES
 
 @dataclass(frozen=True)
 class Config:
-    """An organization's identity provider, its secret in the clear (see `decrypt_client_secret`)."""
+    """An organization's identity provider, the secret in the clear (`decrypt_client_secret`)."""
 
     issuer: str
     client_id: str

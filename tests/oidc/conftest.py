@@ -112,7 +112,8 @@ def oidc_provider() -> Iterator[Provider]:
         }
         for client_id, method in CLIENTS.items()
     ]
-    process = subprocess.Popen(  # noqa: S603 (our own script, with the machine's Node)
+    # Our own script, with the machine's Node.
+    process = subprocess.Popen(
         [str(node), str(HERE / "provider.mjs"), json.dumps({"clients": clients})],
         cwd=HERE,
         stdin=subprocess.PIPE,
