@@ -7,7 +7,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: venv test test-faults test-browser screenshots chromium demo lint bench clean
+.PHONY: venv oidc-provider test test-faults test-browser screenshots chromium demo lint bench clean
 
 venv: $(STAMP)
 
@@ -25,7 +25,12 @@ COVERAGE_MIN := 88
 COVERAGE := --cov=api --cov=db --cov=jobs --cov=require2fa --cov=commands --cov-report=term \
 	$(if $(PYTEST_ARGS),,--cov-fail-under=$(COVERAGE_MIN))
 
-test: venv
+# The OpenID Provider that tests/oidc/ signs in against (npm, Node 20+).
+oidc-provider:
+	@test -d tests/oidc/node_modules || ! command -v npm >/dev/null \
+		|| npm ci --prefix tests/oidc --no-audit --no-fund
+
+test: venv oidc-provider
 	$(BIN)/python -m commands.testrun $(COVERAGE) $(PYTEST_ARGS)
 
 test-faults: venv

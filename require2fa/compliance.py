@@ -211,3 +211,27 @@ def is_stricter(new: str | None, old: str | None) -> bool:
 def needs(level: str | None) -> str:
     """What a member must set up to meet `level`, as a phrase."""
     return LEVEL_NEEDS[level_of(level)]
+
+
+# --- A second factor asserted by the identity provider (single sign-on with `mfa: idp`) ------
+
+# OpenID Connect `amr` values (RFC 8176) that name a second factor.
+IDP_MFA_AMR = frozenset({"mfa", "otp", "sms", "hwk", "swk", "pop", "face", "fpt"})
+# Bound to the device or the origin: a hardware key, proof of possession; or an `acr` of
+# phishing-resistant authentication (`phrh`: with a hardware-protected key).
+IDP_PHISHING_RESISTANT_AMR = frozenset({"hwk", "pop"})
+IDP_PHISHING_RESISTANT_ACR = frozenset({"phr", "phrh"})
+
+
+def idp_mfa_meets(amr: Iterable[str] | None, acr: str | None, level: str | None = None) -> bool:
+    """Whether a sign-in whose ID token asserted `amr` and `acr` meets `level`: `any` — one of
+    `IDP_MFA_AMR`; `secure` — the same, a lone `sms` aside; `phishing-resistant` — `hwk` or
+    `pop`, or `acr` `phr`/`phrh`."""
+    methods = set(amr or ())
+    level = level_of(level)
+    if level == "phishing-resistant":
+        return bool(methods & IDP_PHISHING_RESISTANT_AMR) or acr in IDP_PHISHING_RESISTANT_ACR
+    second = methods & IDP_MFA_AMR
+    if level == "secure":
+        second.discard("sms")
+    return bool(second)

@@ -1,0 +1,96 @@
+"""Single sign-on rows: an organization's OpenID Connect configuration and linked identities.
+
+The client secret arrives encrypted (`require2fa.sso.encrypt_client_secret`); nothing here
+reads or decrypts it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+import asyncpg
+
+
+async def save_config(
+    conn: asyncpg.Connection,
+    *,
+    organization_id: int,
+    issuer: str,
+    client_id: str,
+    client_secret_encrypted: bytes,
+    mfa: str,
+    metadata: dict[str, Any],
+) -> asyncpg.Record:
+    """Writes (or replaces) the organization's configuration with freshly read metadata."""
+    return await conn.fetchrow(
+        """insert into sso_configs (organization_id, issuer, client_id, client_secret_encrypted,
+                                    mfa, metadata)
+           values ($1, $2, $3, $4, $5, $6::jsonb)
+           on conflict (organization_id) do update
+              set issuer = excluded.issuer, client_id = excluded.client_id,
+                  client_secret_encrypted = excluded.client_secret_encrypted,
+                  mfa = excluded.mfa, metadata = excluded.metadata,
+                  metadata_fetched_at = now(), updated_at = now()
+           returning *""",
+        organization_id,
+        issuer,
+        client_id,
+        client_secret_encrypted,
+        mfa,
+        metadata,
+    )
+
+
+async def get_config(conn: asyncpg.Connection, organization_id: int) -> asyncpg.Record | None:
+    return await conn.fetchrow(
+        "select * from sso_configs where organization_id = $1", organization_id
+    )
+
+
+async def delete_config(conn: asyncpg.Connection, organization_id: int) -> asyncpg.Record | None:
+    """Deletes the configuration (linked identities stay: a new configuration of the same
+    issuer finds them again)."""
+    return await conn.fetchrow(
+        "delete from sso_configs where organization_id = $1 returning *", organization_id
+    )
+
+
+async def find_identity(
+    conn: asyncpg.Connection, *, issuer: str, sub: str
+) -> asyncpg.Record | None:
+    return await conn.fetchrow(
+        "select * from sso_identities where issuer = $1 and sub = $2", issuer, sub
+    )
+
+
+async def record_sign_in(
+    conn: asyncpg.Connection,
+    *,
+    issuer: str,
+    sub: str,
+    user_id: int,
+    organization_id: int,
+    amr: Sequence[str],
+    acr: str | None,
+    auth_time: datetime | None,
+) -> asyncpg.Record:
+    """Links (`issuer`, `sub`) to `user_id` on the first sign-in and records what each sign-in
+    asserted. An identity already linked keeps its user: the row returned says whose it is,
+    and the caller compares it with the user it meant."""
+    return await conn.fetchrow(
+        """insert into sso_identities (issuer, sub, user_id, organization_id, amr, acr, auth_time)
+           values ($1, $2, $3, $4, $5::text[], $6, $7)
+           on conflict (issuer, sub) do update
+              set last_sign_in_at = now(), amr = excluded.amr, acr = excluded.acr,
+                  auth_time = excluded.auth_time
+           returning *, (xmax = 0) as linked_now""",
+        issuer,
+        sub,
+        user_id,
+        organization_id,
+        list(amr),
+        acr,
+        auth_time,
+    )
