@@ -35,6 +35,25 @@ class Actor:
 SYSTEM = Actor(label="require2fa")
 
 
+# The one statement head that writes audit entries. Set-based statements elsewhere in `db/`
+# take theirs from `insert_sql`, with a `select` (or `values`) of these columns in this order.
+COLUMNS = (
+    "organization_id, event, actor_user_id, actor_token_id, actor_label, target_member_id,"
+    " target_user_id, ip_address, data, created_at"
+)
+
+
+def insert_sql(rows_sql: str) -> str:
+    """`insert into audit_log` of `rows_sql` (a `select` or `values` giving `COLUMNS`; the
+    entries are append-only). Append `returning …` as needed."""
+    return f"insert into audit_log ({COLUMNS})\n{rows_sql}"
+
+
+_RECORD_SQL = (
+    insert_sql("values ($1, $2, $3, $4, $5, $6, $7, $8::inet, $9, now())") + " returning id"
+)
+
+
 async def record(
     conn: asyncpg.Connection,
     *,
@@ -47,9 +66,7 @@ async def record(
 ) -> int:
     assert event in EVENTS, event
     return await conn.fetchval(
-        """insert into audit_log (organization_id, event, actor_user_id, actor_token_id,
-                                  actor_label, target_member_id, target_user_id, ip_address, data)
-           values ($1, $2, $3, $4, $5, $6, $7, $8::inet, $9) returning id""",
+        _RECORD_SQL,
         organization_id,
         event,
         actor.user_id,

@@ -1,5 +1,6 @@
 """One batch of a run: the removal of the members of one id range who have no second factor
-that the organization's level accepts.
+that the organization's level accepts (the removal itself is `db.removals.make_pending`, which
+every other way of making a member pending shares, under the same lock order).
 
 Locks are always taken in the same order, so none of these can deadlock with another (the
 switch, `require2fa.organization_settings`, takes the organization FOR UPDATE):
@@ -15,23 +16,14 @@ cancelled and removes nobody.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
 
 import asyncpg
 
 from db.audit import Actor
-from db.outbox import MESSAGE_ID_SQL
+from db.removals import Candidate
 from require2fa import compliance
-
-
-@dataclass(frozen=True)
-class Candidate:
-    member_id: int
-    user_id: int
-    email: str
 
 
 @dataclass(frozen=True)
@@ -97,7 +89,7 @@ async def candidates(conn: asyncpg.Connection, head: BatchHead) -> list[Candidat
     """Active members of the batch without a second factor that the level accepts and without
     an exemption that lasts, with their users locked (FOR UPDATE, in id order: the lock of
     `db.users.lock`, which 2FA enrollment takes too, so that whoever commits first is seen by
-    the other). Read before the lock was granted: the removal statement checks each again."""
+    the other). Read before the lock was granted: `db.removals.make_pending` checks each again."""
     noncompliant = compliance.noncompliant_sql(
         "u.id", level_sql="$5::text", exempt_until_sql="m.exempt_2fa_until"
     )
@@ -114,99 +106,6 @@ async def candidates(conn: asyncpg.Connection, head: BatchHead) -> list[Candidat
         head.level,
     )
     return [Candidate(row["id"], row["user_id"], row["email"]) for row in rows]
-
-
-@dataclass(frozen=True)
-class Removal:
-    """Per candidate: its fresh rejoin token's hash (for the row) and the email's context
-    (`require2fa.email_contexts`). The outbox row's dedupe key is `removed:{run}:{member}` and
-    its Message-ID `db.outbox.message_id` of that key, both written by the statement."""
-
-    token_hashes: list[bytes]
-    contexts: list[dict[str, Any]]
-
-
-_DEDUPE_KEY_SQL = "'removed:' || $5::bigint || ':' || r.id"
-
-
-async def remove(
-    conn: asyncpg.Connection,
-    head: BatchHead,
-    found: Sequence[Candidate],
-    removal: Removal,
-    *,
-    reinstate_by: datetime,
-) -> tuple[int, int]:
-    """Removes those candidates that are, in this statement, still active with the same user
-    and still without a second factor that the level accepts (reason `2fa`, or `2fa-level` for
-    one whose factors are all of kinds the level does not accept); writes their
-    `member.pending` entries and outbox rows.
-
-    Returns (removed, members of the batch's range). Call with the candidates' users locked
-    (`candidates` locks them).
-    """
-    row = await conn.fetchrow(
-        f"""with t as (
-                select * from unnest($1::bigint[], $2::bigint[], $3::jsonb[], $4::bytea[])
-                         as t(member_id, user_id, context, token_hash)),
-            removed as (
-                update members m
-                set user_id = null, removed_user_id = m.user_id, pending_reason = '2fa',
-                    token_hash = t.token_hash,
-                    reinstate_by = $7, removed_at = $8, removed_by_run = $5,
-                    expiry_reminded_at = null,
-                    removal_reason = case when {compliance.second_factor_sql("t.user_id")}
-                                          then '2fa-level' else '2fa' end
-                from t
-                where m.id = t.member_id and m.organization_id = $6 and m.user_id = t.user_id
-                  and m.id between $13 and $14
-                  and {
-            compliance.noncompliant_sql(
-                "t.user_id", level_sql="$15::text", exempt_until_sql="m.exempt_2fa_until"
-            )
-        }
-                returning m.id, m.email, m.role, m.removal_reason, t.user_id, t.context),
-            logged as (
-                insert into audit_log (organization_id, event, actor_user_id, actor_token_id,
-                                       actor_label, target_member_id, target_user_id,
-                                       ip_address, data, created_at)
-                select $6, 'member.pending', $9, $10, $11, r.id, r.user_id, $12::inet,
-                       jsonb_build_object(
-                           'email', r.email, 'role', r.role, 'reason', r.removal_reason,
-                           'teams', coalesce((select jsonb_agg(tm.slug order by tm.slug)
-                                              from member_teams mt
-                                              join teams tm on tm.id = mt.team_id
-                                              where mt.member_id = r.id), '[]'::jsonb)),
-                       $8
-                from removed r order by r.id),
-            mailed as (
-                insert into email_outbox (template, to_address, context, dedupe_key, message_id,
-                                          organization_id, member_id, enforcement_id)
-                select 'removed_for_2fa', r.email, r.context,
-                       k.key, {MESSAGE_ID_SQL.format(key="k.key")}, $6, r.id, $5
-                from removed r cross join lateral (select {_DEDUPE_KEY_SQL} as key) k
-                order by r.id
-                on conflict (dedupe_key) do nothing)
-            select (select count(*) from removed) as removed,
-                   (select count(*) from members
-                    where organization_id = $6 and id between $13 and $14) as in_range""",
-        [c.member_id for c in found],
-        [c.user_id for c in found],
-        removal.contexts,
-        removal.token_hashes,
-        head.run_id,
-        head.organization_id,
-        reinstate_by,
-        head.now,
-        head.actor.user_id,
-        head.actor.token_id,
-        head.actor.label,
-        head.actor.ip_address,
-        head.first_member_id,
-        head.last_member_id,
-        head.level,
-    )
-    return row["removed"], row["in_range"]
 
 
 async def finish_batch(

@@ -1,4 +1,5 @@
-"""Scheduled upkeep of pending members: purge the expired, remind those about to expire.
+"""Scheduled upkeep of pending members: purge the expired; the statements of the reminder to
+those about to expire (what it says is `require2fa.expiry`'s).
 
 Both are idempotent by construction, so two clocks, a double delivery or a crash change nothing:
 a batch deletes (or marks) rows and writes what follows from them in one transaction, and only
@@ -8,21 +9,17 @@ for rows it actually changed; `for update skip locked` keeps two runs off each o
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
 import asyncpg
 
-from db import outbox
+from db import audit
 from db.audit import SYSTEM
-from require2fa import email_contexts, links
-from require2fa.security import new_token, token_hash
 
 PURGE_BATCH = 2_000
-REMINDER_BATCH = 500
-REMIND_BEFORE = timedelta(days=7)
 PURGE_REASON = "2fa-window-expired"
 
 # One batch of the purge: the due rows (soonest first, on members_pending_2fa), deleted with
@@ -44,12 +41,13 @@ with doomed as (
     select id, organization_id, token_hash, reinstate_by from gone
     on conflict (member_id) do nothing
 )
-insert into audit_log (organization_id, event, actor_label, target_member_id, data)
-select organization_id, 'member.remove', $3, id,
-       jsonb_build_object('reason', $4::text, 'email', email, 'role', role,
-                          'reinstate_by', reinstate_by)
-from gone
-"""
+""" + audit.insert_sql(
+    """select organization_id, 'member.remove', null, null, $3, id, null, null,
+              jsonb_build_object('reason', $4::text, 'email', email, 'role', role,
+                                 'reinstate_by', reinstate_by),
+              now()
+       from gone"""
+)
 
 
 @dataclass(frozen=True)
@@ -91,9 +89,10 @@ async def purged_link(conn: asyncpg.Connection, member_id: int) -> asyncpg.Recor
     return await conn.fetchrow("select * from purged_members where member_id = $1", member_id)
 
 
-# Members due for the "expires soon" email, locked, with their organization and the newest link
-# we emailed them (removal or resend; the token is stored hashed, so the link is only there,
-# sealed: `require2fa.email_contexts.SEALED_LINK`).
+# Members due for the "expires soon" email (their window ends within `$2` of `$1`, the
+# database's clock when null), locked, with their organization and the newest link we emailed
+# them (removal or resend; the token is stored hashed, so the link is only there, sealed:
+# `require2fa.email_contexts.SEALED_LINK`).
 _DUE_SQL = """
 select m.id, m.organization_id, m.email, m.reinstate_by, o.name as org_name, o.slug as org_slug,
        link.sealed_accept_url
@@ -106,97 +105,37 @@ left join lateral (
     order by e.id desc limit 1
 ) link on true
 where m.pending_reason = '2fa' and m.expiry_reminded_at is null
-  and m.reinstate_by > $1 and m.reinstate_by <= $1 + $2::interval
+  and m.reinstate_by > coalesce($1::timestamptz, now())
+  and m.reinstate_by <= coalesce($1::timestamptz, now()) + $2::interval
 order by m.reinstate_by
 limit $3
 for update of m skip locked
 """
 
 
-@dataclass(frozen=True)
-class ReminderResult:
-    queued: int
-    members: int
+async def due_for_expiry(
+    conn: asyncpg.Connection, *, before: timedelta, as_of: datetime | None, limit: int
+) -> list[asyncpg.Record]:
+    """Up to `limit` pending members whose window ends within `before` (from `as_of`, or the
+    database's clock) and who have not been reminded, soonest first, locked (others' skipped),
+    each with its organization's name and slug and its newest sealed link (or None)."""
+    return await conn.fetch(_DUE_SQL, as_of, before, limit)
 
 
-async def expiry_reminders(
-    conn: asyncpg.Connection,
-    base_url: str,
-    *,
-    secret_key: str,
-    now: datetime | None = None,
-    batch_size: int = REMINDER_BATCH,
-) -> ReminderResult:
-    """Queues one `expiry_soon` email per pending member whose window ends within seven days and
-    marks `expiry_reminded_at`, in the same transaction: once per member and `reinstate_by`
-    (dedupe key `expiry:{member_id}:{reinstate_by}`), however often it runs."""
-    queued = seen = 0
-    while True:
-        async with conn.transaction():
-            as_of = now or await conn.fetchval("select now()")
-            rows = await conn.fetch(_DUE_SQL, as_of, REMIND_BEFORE, batch_size)
-            if not rows:
-                break
-            seen += len(rows)
-            current = await _links(conn, base_url, secret_key, rows)
-            records = [_reminder(row, current[row["id"]]) for row in rows]
-            inserted = await conn.fetchval(
-                """with added as (
-                       insert into email_outbox (template, to_address, context, dedupe_key,
-                                                 message_id, organization_id, member_id)
-                       select * from unnest($1::text[], $2::text[], $3::jsonb[], $4::text[],
-                                            $5::text[], $6::bigint[], $7::bigint[])
-                       on conflict (dedupe_key) do nothing
-                       returning 1)
-                   select count(*) from added""",
-                *(list(column) for column in zip(*records, strict=True)),
-            )
-            await conn.execute(
-                "update members set expiry_reminded_at = now() where id = any($1::bigint[])",
-                [row["id"] for row in rows],
-            )
-            queued += inserted
-    return ReminderResult(queued=queued, members=seen)
-
-
-def _reminder(row: asyncpg.Record, sealed_accept_url: str) -> tuple[Any, ...]:
-    """One `expiry_soon` outbox row, in the column order of the insert above."""
-    dedupe_key = f"expiry:{row['id']}:{row['reinstate_by'].isoformat()}"
-    context = email_contexts.expiry_soon(
-        org_name=row["org_name"],
-        org_slug=row["org_slug"],
-        sealed_accept_url=sealed_accept_url,
-        reinstate_by=row["reinstate_by"],
-    )
-    return (
-        "expiry_soon",
-        row["email"],
-        context,
-        dedupe_key,
-        outbox.message_id(dedupe_key),
-        row["organization_id"],
-        row["id"],
+async def replace_tokens(
+    conn: asyncpg.Connection, member_ids: Sequence[int], token_hashes: Sequence[bytes]
+) -> None:
+    """New link tokens (hashes) for these members: their old links stop working."""
+    await conn.execute(
+        """update members m set token_hash = t.hash
+           from unnest($1::bigint[], $2::bytea[]) as t(id, hash) where m.id = t.id""",
+        list(member_ids),
+        list(token_hashes),
     )
 
 
-async def _links(
-    conn: asyncpg.Connection, base_url: str, secret_key: str, rows: list[asyncpg.Record]
-) -> dict[int, str]:
-    """The member's current link, sealed; a member with none on record (its email row was
-    cleaned up) gets a fresh token, which replaces the old one: the reminder then carries the
-    only link."""
-    found = {row["id"]: row["sealed_accept_url"] for row in rows if row["sealed_accept_url"]}
-    missing = [row["id"] for row in rows if not row["sealed_accept_url"]]
-    if missing:
-        tokens = {member_id: new_token() for member_id in missing}
-        await conn.execute(
-            """update members m set token_hash = t.hash
-               from unnest($1::bigint[], $2::bytea[]) as t(id, hash) where m.id = t.id""",
-            missing,
-            [token_hash(tokens[member_id]) for member_id in missing],
-        )
-        for member_id, token in tokens.items():
-            found[member_id] = email_contexts.seal_link(
-                secret_key, links.accept_url(base_url, member_id, token)
-            )
-    return found
+async def mark_expiry_reminded(conn: asyncpg.Connection, member_ids: Sequence[int]) -> None:
+    await conn.execute(
+        "update members set expiry_reminded_at = now() where id = any($1::bigint[])",
+        list(member_ids),
+    )

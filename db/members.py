@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any
 
 import asyncpg
@@ -236,33 +236,6 @@ async def other_organizations(conn: asyncpg.Connection, user_id: int, organizati
            where user_id = $1 and organization_id <> $2""",
         user_id,
         organization_id,
-    )
-
-
-async def remove_now(
-    conn: asyncpg.Connection,
-    member_id: int,
-    *,
-    user_id: int,
-    token_hash: bytes,
-    reinstate_window: timedelta,
-) -> asyncpg.Record | None:
-    """Makes an active member pending for 2FA at once (outside a run), as a batch would: the row
-    keeps its role, teams and settings; returns it, or None when it no longer has that user."""
-    return await conn.fetchrow(
-        """update members
-           set user_id = null, removed_user_id = user_id, pending_reason = '2fa', token_hash = $3,
-               removed_at = now(), reinstate_by = now() + $4::interval, removed_by_run = null,
-               expiry_reminded_at = null
-           where id = $1 and user_id = $2
-           returning *,
-               coalesce((select array_agg(t.slug order by t.slug) from member_teams mt
-                         join teams t on t.id = mt.team_id where mt.member_id = members.id),
-                        '{}') as team_slugs""",
-        member_id,
-        user_id,
-        token_hash,
-        reinstate_window,
     )
 
 

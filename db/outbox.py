@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -36,6 +37,41 @@ MESSAGE_ID_SQL = (
 )
 
 
+# The one statement head that writes outbox rows. Set-based statements elsewhere in `db/` take
+# their rows from `insert_sql`, with a `select` (or `values`) of these columns in this order.
+COLUMNS = (
+    "template, to_address, context, dedupe_key, message_id, organization_id, member_id,"
+    " enforcement_id"
+)
+
+
+def insert_sql(rows_sql: str) -> str:
+    """`insert into email_outbox` of `rows_sql` (a `select` or `values` giving `COLUMNS`); a row
+    whose dedupe key is taken already is skipped. Append `returning …` as needed."""
+    return f"insert into email_outbox ({COLUMNS})\n{rows_sql}\non conflict (dedupe_key) do nothing"
+
+
+_ENQUEUE_SQL = insert_sql("values ($1, $2, $3, $4, $5, $6, $7, $8)") + " returning id"
+
+# Many rows at once: one array per column of `COLUMNS` but the Message-ID, made from the key.
+_ENQUEUE_MANY_SQL = f"""
+with added as (
+    {
+    insert_sql(
+        "select r.template, r.to_address, r.context, r.dedupe_key, "
+        + MESSAGE_ID_SQL.format(key="r.dedupe_key")
+        + ", r.organization_id, r.member_id, r.enforcement_id"
+        " from unnest($1::text[], $2::text[], $3::jsonb[], $4::text[], $5::bigint[],"
+        " $6::bigint[], $7::bigint[])"
+        " as r(template, to_address, context, dedupe_key, organization_id, member_id,"
+        " enforcement_id)"
+    )
+}
+    returning 1)
+select count(*) from added
+"""
+
+
 async def enqueue(
     conn: asyncpg.Connection,
     *,
@@ -50,11 +86,7 @@ async def enqueue(
     """Queue one email; a second call with the same `dedupe_key` queues nothing (returns None)."""
     assert template in TEMPLATES, template
     return await conn.fetchval(
-        """insert into email_outbox (template, to_address, context, dedupe_key, message_id,
-                                     organization_id, member_id, enforcement_id)
-           values ($1, $2, $3, $4, $5, $6, $7, $8)
-           on conflict (dedupe_key) do nothing
-           returning id""",
+        _ENQUEUE_SQL,
         template,
         to,
         context,
@@ -63,6 +95,37 @@ async def enqueue(
         organization_id,
         member_id,
         enforcement_id,
+    )
+
+
+@dataclass(frozen=True)
+class Email:
+    """One outbox row for `enqueue_many`."""
+
+    template: str
+    to: str
+    context: dict[str, Any]
+    dedupe_key: str
+    organization_id: int | None = None
+    member_id: int | None = None
+    enforcement_id: int | None = None
+
+
+async def enqueue_many(conn: asyncpg.Connection, emails: Sequence[Email]) -> int:
+    """`enqueue` of each email, in one statement; returns how many were new (a dedupe key
+    taken already queues nothing)."""
+    if not emails:
+        return 0
+    assert all(email.template in TEMPLATES for email in emails)
+    return await conn.fetchval(
+        _ENQUEUE_MANY_SQL,
+        [e.template for e in emails],
+        [e.to for e in emails],
+        [e.context for e in emails],
+        [e.dedupe_key for e in emails],
+        [e.organization_id for e in emails],
+        [e.member_id for e in emails],
+        [e.enforcement_id for e in emails],
     )
 
 

@@ -15,13 +15,20 @@ from typing import Any
 
 import asyncpg
 
+from db import outbox
 from db.counts import NONCOMPLIANT_SQL
-from db.outbox import MESSAGE_ID_SQL
 
 CHUNK = 1000
 
 # The dedupe key of member `m`: `$key_prefix || m.id || $key_suffix`.
 _KEY = "$3::text || m.id || $4::text"
+
+# One outbox row per member of the chunk (`db.outbox.COLUMNS`).
+_ROWS = f"""
+select $8::text, m.email, $2::jsonb, {_KEY}, {outbox.MESSAGE_ID_SQL.format(key=_KEY)},
+       m.organization_id, m.id, null
+from chunk m
+order by m.id"""
 
 _CHUNK_SQL = f"""
 with chunk as (
@@ -33,13 +40,7 @@ with chunk as (
     order by m.id
     limit $7
 ), queued as (
-    insert into email_outbox (template, to_address, context, dedupe_key, message_id,
-                              organization_id, member_id)
-    select $8::text, m.email, $2::jsonb, {_KEY}, {MESSAGE_ID_SQL.format(key=_KEY)},
-           m.organization_id, m.id
-    from chunk m
-    order by m.id
-    on conflict (dedupe_key) do nothing
+    {outbox.insert_sql(_ROWS)}
     returning member_id
 ), stamped as (
     update members set last_reminded_at = now()

@@ -1,70 +1,33 @@
-"""The summary email of a finished enforcement run: one to each owner, once per run."""
+"""The statements behind the summary email of a finished enforcement run (what it says and to
+whom is `require2fa.run_summary`'s)."""
 
 from __future__ import annotations
 
 import asyncpg
 
-from db import outbox
-from require2fa import email_contexts
 
-
-async def queue(
-    conn: asyncpg.Connection, run: asyncpg.Record, *, base_url: str, org_name: str, org_slug: str
-) -> int:
-    """Queues `enforcement_summary` to every active owner of the run's organization, in the
-    caller's transaction (the one that finished the run). The dedupe key names the run and the
-    owner, so a second call for the same run queues nothing. Returns how many were new.
-
-    The rows carry no `enforcement_id`: the run's email counts are the removed members' emails.
-    """
-    owners = await conn.fetch(
+async def owners(conn: asyncpg.Connection, organization_id: int) -> list[asyncpg.Record]:
+    """The organization's active owners (member id, email), in member id order."""
+    return await conn.fetch(
         """select m.id, u.email from members m join users u on u.id = m.user_id
            where m.organization_id = $1 and m.role = 'owner' order by m.id""",
-        run["organization_id"],
+        organization_id,
     )
-    emails_queued, emails_sent = await outbox.counts_for_enforcement(conn, run["id"])
+
+
+async def mark_queued(conn: asyncpg.Connection, run_id: int) -> None:
+    """The run's summary is queued (in the transaction that queues it)."""
     await conn.execute(
-        "update enforcement_runs set summary_queued_at = now() where id = $1", run["id"]
+        "update enforcement_runs set summary_queued_at = now() where id = $1", run_id
     )
-    context = email_contexts.enforcement_summary(
-        base_url=base_url,
-        org_name=org_name,
-        org_slug=org_slug,
-        run_id=run["id"],
-        removed=run["removed"],
-        skipped=run["skipped"],
-        total=run["total"],
-        emails_queued=emails_queued,
-        emails_sent=emails_sent,
-        status=run["status"],
-        error=run["error"],
-    )
-    queued = 0
-    for owner in owners:
-        added = await outbox.enqueue(
-            conn,
-            template="enforcement_summary",
-            to=owner["email"],
-            context=context,
-            dedupe_key=f"summary:{run['id']}:{owner['id']}",
-            organization_id=run["organization_id"],
-            member_id=owner["id"],
-        )
-        queued += added is not None
-    return queued
 
 
-async def queue_failed(conn: asyncpg.Connection, *, base_url: str) -> int:
-    """The summaries of runs that ended `failed` (the sweeper gave up on a batch) and have none
-    yet; in the caller's transaction. Returns how many runs were summarized."""
-    failed = await conn.fetch(
+async def failed_unsummarized(conn: asyncpg.Connection) -> list[asyncpg.Record]:
+    """Runs that ended `failed` without a summary yet, with their organization's name and slug,
+    locked (others' skipped), in the caller's transaction."""
+    return await conn.fetch(
         """select r.*, o.name as org_name, o.slug as org_slug
            from enforcement_runs r join organizations o on o.id = r.organization_id
            where r.status = 'failed' and r.summary_queued_at is null
            order by r.id for update of r skip locked"""
     )
-    for run in failed:
-        await queue(
-            conn, run, base_url=base_url, org_name=run["org_name"], org_slug=run["org_slug"]
-        )
-    return len(failed)

@@ -20,12 +20,11 @@ import asyncpg
 import dramatiq
 import structlog
 
-from db import batches, planning, run_summary, sweeper
+from db import batches, planning, sweeper
 from jobs import email as email_jobs
 from jobs.resources import current
 from jobs.retry import NO_RETRY, retry_options
-from require2fa import email_contexts, reminders
-from require2fa.security import new_tokens, token_hash
+from require2fa import reminders, removal, run_summary
 from require2fa.settings import Settings
 
 log = structlog.get_logger(__name__)
@@ -140,22 +139,23 @@ async def remove_batch_now(
         if head is None:
             return None
         found = await batches.candidates(conn, head)  # their users locked
-        tokens = new_tokens(len(found))
-        reinstate_by = head.now + settings.reinstatement_window
-        removal = batches.Removal(
-            token_hashes=[token_hash(token) for token in tokens],
-            contexts=email_contexts.removed_for_2fa_each(
-                [(c.member_id, c.email, token) for c, token in zip(found, tokens, strict=True)],
-                base_url=settings.base_url,
-                secret_key=settings.secret_key,
-                org_name=head.org_name,
-                org_slug=head.org_slug,
-                reinstate_by=reinstate_by,
+        removed, in_range = await removal.make_pending(
+            conn,
+            organization=removal.Organization(
+                id=head.organization_id,
+                name=head.org_name,
+                slug=head.org_slug,
                 level=head.level,
+                now=head.now,
             ),
-        )
-        removed, in_range = await batches.remove(
-            conn, head, found, removal, reinstate_by=reinstate_by
+            found=found,
+            dedupe_keys=[f"removed:{run_id}:{c.member_id}" for c in found],
+            actor=head.actor,
+            member_range=(head.first_member_id, head.last_member_id),
+            base_url=settings.base_url,
+            secret_key=settings.secret_key,
+            reinstatement_window=settings.reinstatement_window,
+            run_id=run_id,
         )
         run = await batches.finish_batch(
             conn,

@@ -1,8 +1,8 @@
 """Upkeep that the clock schedules: purge expired pending members, send expiry reminders
 (daily), delete expired sessions (hourly).
 
-Thin shims over `db.maintenance`, which is idempotent by construction: a second delivery, a
-second clock or a retry after a crash finds nothing left to do.
+Thin shims over `db.maintenance` and `require2fa.expiry`, idempotent by construction: a second
+delivery, a second clock or a retry after a crash finds nothing left to do.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ from db import maintenance, sessions
 from jobs import email as email_jobs
 from jobs.resources import current
 from jobs.retry import retry_options
+from require2fa import expiry
 
 log = structlog.get_logger(__name__)
 
@@ -48,7 +49,7 @@ async def expiry_reminders() -> None:
     """Queues the `expiry_soon` emails (outbox) due now and marks the members reminded."""
     resources = current()
     async with resources.pool.acquire() as conn:
-        result = await maintenance.expiry_reminders(
+        result = await expiry.expiry_reminders(
             conn, resources.settings.base_url, secret_key=resources.settings.secret_key
         )
     log.info("queued expiry reminders", queued=result.queued, members=result.members)

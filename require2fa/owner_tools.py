@@ -18,9 +18,8 @@ import asyncpg
 
 from db import audit, authenticators, members, outbox, sessions, users
 from db.audit import Actor
-from require2fa import email_contexts
+from require2fa import email_contexts, removal
 from require2fa.errors import Conflict, Invalid, NotAllowed, NotFound
-from require2fa.security import new_token, token_hash
 
 OWNERS_ONLY = "Only an owner can reset a member's two-factor authentication."
 NOT_YOURSELF = (
@@ -34,6 +33,10 @@ IN_ANOTHER_ORG = (
 SUPERUSER = (
     "This member's account is a superuser's: its two-factor authentication cannot be reset here."
 )
+
+# The organization as a removal needs it, held FOR SHARE as a batch holds it (`db.batches`).
+_ORGANIZATION_SQL = """select id, name, slug, require_2fa, require_2fa_level, now() as now
+                       from organizations where id = $1 for share"""
 
 
 @dataclass(frozen=True)
@@ -56,7 +59,8 @@ async def reset_member_2fa(
 ) -> ResetResult:
     """Deletes the member's factors and recovery codes, writes `member.2fa-reset` and queues a
     `Security notice`; where the organization requires 2FA, also removes the member as a batch
-    would (pending row, `member.pending` with reason `2fa-reset`, the Mandatory email).
+    of one (`require2fa.removal.make_pending`: pending row, `member.pending` with reason
+    `2fa-reset`, the Mandatory email), unless an exemption of theirs lasts.
 
     Only for an active member whose user belongs to no other organization (their factors guard
     those too) and is no superuser. Call inside a transaction; enqueue-after-commit is the
@@ -64,10 +68,7 @@ async def reset_member_2fa(
     """
     if actor_role != "owner":
         raise NotAllowed("owners-only", OWNERS_ONLY)
-    org = await conn.fetchrow(
-        "select id, name, slug, require_2fa from organizations where id = $1 for share",
-        organization_id,
-    )
+    org = await conn.fetchrow(_ORGANIZATION_SQL, organization_id)
     if org is None:
         raise NotFound("not-found", "The requested organization does not exist.")
     row = await members.get(conn, organization_id, member_id)
@@ -102,7 +103,19 @@ async def reset_member_2fa(
         target_user_id=user_id,
         data={"email": row["email"], "factors": deleted},
     )
-    removed = bool(org["require_2fa"])
+    removed = False
+    if org["require_2fa"]:
+        removed = await _make_pending(
+            conn,
+            org,
+            row,
+            actor,
+            dedupe_key=f"removed:reset:{entry}",
+            event_reason="2fa-reset",
+            base_url=base_url,
+            secret_key=secret_key,
+            reinstatement_window=reinstatement_window,
+        )
     await outbox.enqueue(
         conn,
         template="security_notice",
@@ -114,78 +127,46 @@ async def reset_member_2fa(
         organization_id=organization_id,
         member_id=member_id,
     )
-    if removed:
-        await _remove(
-            conn,
-            org,
-            row,
-            actor,
-            base_url=base_url,
-            secret_key=secret_key,
-            reinstatement_window=reinstatement_window,
-            reason="2fa-reset",
-            dedupe_key=f"removed:reset:{entry}",
-        )
     after = await members.get(conn, organization_id, member_id)
     assert after is not None
     return ResetResult(member=after, deleted=deleted, removed=removed)
 
 
-async def _remove(
+async def _make_pending(
     conn: asyncpg.Connection,
     org: asyncpg.Record,
     row: asyncpg.Record,
     actor: Actor,
     *,
+    dedupe_key: str,
+    event_reason: str | None = None,
     base_url: str,
     secret_key: str,
     reinstatement_window: timedelta,
-    reason: str,
-    dedupe_key: str,
-) -> None:
-    """The member is pending at once, as a batch of a run would leave them: `member.pending`
-    (with `reason`) and the Mandatory email. Call with the member's user and row locked."""
-    token = new_token()
-    pending = await members.remove_now(
+) -> bool:
+    """The member as a batch of one of `require2fa.removal.make_pending` (pending, with
+    `member.pending` and the Mandatory email) if it still does not meet the requirement; whether
+    it was made pending. Call with the member's user and row locked."""
+    found, member_range = removal.one(row)
+    made, _ = await removal.make_pending(
         conn,
-        row["id"],
-        user_id=row["user_id"],
-        token_hash=token_hash(token),
-        reinstate_window=reinstatement_window,
-    )
-    assert pending is not None  # the member row and the user are locked
-    await audit.record(
-        conn,
-        organization_id=org["id"],
-        event="member.pending",
-        actor=actor,
-        target_member_id=row["id"],
-        target_user_id=row["user_id"],
-        data={
-            "email": row["email"],
-            "role": row["role"],
-            "teams": list(pending["team_slugs"]),
-            "reason": reason,
-        },
-    )
-    await outbox.enqueue(
-        conn,
-        template="removed_for_2fa",
-        to=row["email"],
-        context=email_contexts.removed_for_2fa(
-            base_url=base_url,
-            secret_key=secret_key,
-            org_name=org["name"],
-            org_slug=org["slug"],
-            member_id=row["id"],
-            member_email=row["email"],
-            token=token,
-            reinstate_by=pending["reinstate_by"],
+        organization=removal.Organization(
+            id=org["id"],
+            name=org["name"],
+            slug=org["slug"],
+            level=org["require_2fa_level"],
+            now=org["now"],
         ),
-        dedupe_key=dedupe_key,
-        organization_id=org["id"],
-        member_id=row["id"],
+        found=found,
+        dedupe_keys=[dedupe_key],
+        actor=actor,
+        member_range=member_range,
+        base_url=base_url,
+        secret_key=secret_key,
+        reinstatement_window=reinstatement_window,
+        event_reason=event_reason,
     )
+    return made == 1
 
 
 # --- Exemptions ----------------------------------------------------------------------------
@@ -226,11 +207,7 @@ async def set_exemption(
     """
     if actor_role != "owner":
         raise NotAllowed("owners-only", EXEMPT_OWNERS_ONLY)
-    org = await conn.fetchrow(
-        "select id, name, slug, require_2fa, now() as now from organizations where id = $1"
-        " for share",
-        organization_id,
-    )
+    org = await conn.fetchrow(_ORGANIZATION_SQL, organization_id)
     if org is None:
         raise NotFound("not-found", "The requested organization does not exist.")
     if until is not None:
@@ -270,19 +247,17 @@ async def set_exemption(
         data=data,
     )
     removed = False
-    if until is None and org["require_2fa"] and not row["has2fa"]:
-        await _remove(
+    if until is None and org["require_2fa"]:
+        removed = await _make_pending(
             conn,
             org,
             row,
             actor,
+            dedupe_key=f"removed:exempt:{entry}",
             base_url=base_url,
             secret_key=secret_key,
             reinstatement_window=reinstatement_window,
-            reason="2fa",
-            dedupe_key=f"removed:exempt:{entry}",
         )
-        removed = True
     after = await members.get(conn, organization_id, member_id)
     assert after is not None
     return ExemptResult(member=after, removed=removed)
@@ -331,10 +306,7 @@ async def _lapse_one(
 ) -> int | None:
     """Ends one lapsed exemption; 1 when the member was removed, 0 when not, None when the row
     changed meanwhile (another sweep took it, or an owner re-granted or lifted it)."""
-    org = await conn.fetchrow(
-        "select id, name, slug, require_2fa from organizations where id = $1 for share",
-        item["organization_id"],
-    )
+    org = await conn.fetchrow(_ORGANIZATION_SQL, item["organization_id"])
     if item["user_id"] is not None:
         await users.lock(conn, [item["user_id"]])
     await members.lock(conn, item["id"])
@@ -360,17 +332,16 @@ async def _lapse_one(
             "lapsed": row["exempt_2fa_until"].isoformat(),
         },
     )
-    if row["user_id"] is None or not org["require_2fa"] or row["has2fa"]:
+    if row["user_id"] is None or not org["require_2fa"]:
         return 0
-    await _remove(
+    removed = await _make_pending(
         conn,
         org,
         row,
         audit.SYSTEM,
+        dedupe_key=f"removed:lapsed:{entry}",
         base_url=base_url,
         secret_key=secret_key,
         reinstatement_window=reinstatement_window,
-        reason="2fa",
-        dedupe_key=f"removed:lapsed:{entry}",
     )
-    return 1
+    return int(removed)

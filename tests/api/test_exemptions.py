@@ -170,6 +170,14 @@ async def test_an_exempt_member_is_not_blocked_nor_removed(client, pool, setting
             "select to_address from email_outbox where template = 'removed_for_2fa' order by id"
         )
     assert [m["to_address"] for m in mails] == ["alice@example.com", "ci-bot@example.com"]
+    async with pool.acquire() as conn:
+        reasons = await conn.fetch(
+            "select data->>'reason' as reason from audit_log where event = 'member.pending'"
+            " order by id"
+        )
+        lifted_row = await conn.fetchrow("select * from members where id = $1", bot_id)
+    assert [r["reason"] for r in reasons] == ["2fa", "2fa"]
+    assert lifted_row["removal_reason"] == "2fa" and lifted_row["removed_by_run"] is None
 
 
 @pytest.mark.e2e

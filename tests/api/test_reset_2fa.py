@@ -99,6 +99,11 @@ async def test_where_required_the_member_is_removed_at_once_and_can_rejoin(
             member_id,
         )
     assert pending["data"]["reason"] == "2fa-reset" and pending["data"]["teams"] == ["backend"]
+    async with pool.acquire() as conn:
+        removed = await conn.fetchrow("select * from members where id = $1", member_id)
+    # As a batch leaves a member: the rule it failed, no run, the window from the removal.
+    assert removed["removal_reason"] == "2fa" and removed["removed_by_run"] is None
+    assert removed["reinstate_by"] - removed["removed_at"] == settings.reinstatement_window
     emails = {row["template"]: row for row in await outbox_rows(pool)}
     mandatory = emails["removed_for_2fa"]
     assert mandatory["to_address"] == "alice@example.com"

@@ -15,6 +15,7 @@ import dramatiq
 import pytest
 
 from db import maintenance
+from require2fa import expiry
 from require2fa.settings import DEV_SECRET_KEY as KEY
 from tests.factories import add_member, create_org, create_user, link_in, remove_for_2fa, token_for
 
@@ -178,8 +179,8 @@ async def test_expiry_reminder_once_with_the_current_link(client, pool, settings
             soon,
         )
         reinstate_by = await conn.fetchval("select reinstate_by from members where id = $1", soon)
-        first = await maintenance.expiry_reminders(conn, settings.base_url, secret_key=KEY)
-        second = await maintenance.expiry_reminders(conn, settings.base_url, secret_key=KEY)
+        first = await expiry.expiry_reminders(conn, settings.base_url, secret_key=KEY)
+        second = await expiry.expiry_reminders(conn, settings.base_url, secret_key=KEY)
     assert (first.queued, second.queued) == (1, 0)
 
     [reminder] = await reminders(pool)
@@ -203,9 +204,7 @@ async def test_expiry_reminder_once_with_the_current_link(client, pool, settings
     # Even if the mark were lost, the dedupe key keeps it to one email per window.
     async with pool.acquire() as conn:
         await conn.execute("update members set expiry_reminded_at = null where id = $1", soon)
-        assert (
-            await maintenance.expiry_reminders(conn, settings.base_url, secret_key=KEY)
-        ).queued == 0
+        assert (await expiry.expiry_reminders(conn, settings.base_url, secret_key=KEY)).queued == 0
     assert len(await reminders(pool)) == 1
 
 
@@ -219,9 +218,7 @@ async def test_expiry_reminder_without_a_link_on_record_mints_one(client, pool, 
             )
         )
         await conn.execute("delete from email_outbox where member_id = $1", soon)
-        assert (
-            await maintenance.expiry_reminders(conn, settings.base_url, secret_key=KEY)
-        ).queued == 1
+        assert (await expiry.expiry_reminders(conn, settings.base_url, secret_key=KEY)).queued == 1
     [reminder] = await reminders(pool)
     fresh = link_in(reminder["context"])
     assert fresh != old
