@@ -173,14 +173,17 @@ class Settings:
             parse_networks(",".join(self.trusted_proxies))
         except ValueError as err:
             raise SettingsError("TRUSTED_PROXIES", str(err)) from None
+        self._check_retention()
+        if self.email_rate <= 0:
+            raise SettingsError("EMAIL_RATE", "must be a positive number of emails per second")
+        self._check_urls()
+
+    def _check_retention(self) -> None:
         if self.outbox_retention <= timedelta(0):
             raise SettingsError("OUTBOX_RETENTION", "must be longer than zero")
         if timedelta(0) < self.audit_retention < self.outbox_retention:
             # A webhook delivery must not outlive the entry it sends.
             raise SettingsError("AUDIT_RETENTION", "must be 0 or at least OUTBOX_RETENTION")
-        if self.email_rate <= 0:
-            raise SettingsError("EMAIL_RATE", "must be a positive number of emails per second")
-        self._check_urls()
 
     def _check_urls(self) -> None:
         """The service URLs have schemes we can use."""
