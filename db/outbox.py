@@ -198,16 +198,16 @@ async def counts_for_enforcements(
     Rows deleted by retention (`db.retention.prune_emails`) count through the run's
     `emails_pruned` counters, which the same statement that deleted them raised."""
     rows = await conn.fetch(
-        """select r.id as enforcement_id,
-                  r.emails_pruned + coalesce(e.queued, 0) as queued,
-                  r.emails_pruned_sent + coalesce(e.sent, 0) as sent
-             from enforcement_runs r
+        """select ids.id as enforcement_id,
+                  coalesce(r.emails_pruned, 0) + coalesce(e.queued, 0) as queued,
+                  coalesce(r.emails_pruned_sent, 0) + coalesce(e.sent, 0) as sent
+             from unnest($1::bigint[]) as ids(id)
+             left join enforcement_runs r on r.id = ids.id
              left join (select enforcement_id, count(*) as queued,
                                count(*) filter (where status = 'sent') as sent
                           from email_outbox
                          where enforcement_id = any($1::bigint[])
-                         group by enforcement_id) e on e.enforcement_id = r.id
-            where r.id = any($1::bigint[])""",
+                         group by enforcement_id) e on e.enforcement_id = ids.id""",
         enforcement_ids,
     )
     found = {row["enforcement_id"]: (int(row["queued"]), int(row["sent"])) for row in rows}
