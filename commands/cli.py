@@ -156,6 +156,7 @@ for command in (
     cli_orgs.remind,
     cli_orgs.report,
     cli_orgs.purge_expired,
+    cli_orgs.prune,
     cli_dev.demo,
     cli_dev.dev,
 ):

@@ -152,3 +152,35 @@ def purge_expired(batch_size: int) -> None:
         f"purged {result.purged} expired pending member(s) in {result.batches} batch(es), "
         f"{result.seconds:.1f}s"
     )
+
+
+@click.command("prune")
+@click.option("--dry-run", is_flag=True, help="Show what would go; change nothing.")
+def prune(dry_run: bool) -> None:
+    """Prune now what OUTBOX_RETENTION and AUDIT_RETENTION let go (what the clock does hourly)."""
+    from commands.support import need_database
+    from db.pool import create_pool_checked
+    from require2fa.retention import prune as prune_now
+
+    settings = load_settings(needs=DATABASE_ONLY)
+
+    async def work() -> Any:
+        pool = await create_pool_checked(need_database(settings), max_size=1)
+        try:
+            return await prune_now(
+                pool,
+                outbox_retention=settings.outbox_retention,
+                audit_retention=settings.audit_retention,
+                dry_run=dry_run,
+            )
+        finally:
+            await pool.close()
+
+    result = asyncio.run(work())
+    verb = "would delete" if dry_run else "deleted"
+    months = ", ".join(result.audit_months_dropped) or "none"
+    entries = f"about {result.audit_entries}" if dry_run else str(result.audit_entries)
+    click.echo(
+        f"{verb} {result.emails} email row(s), {result.deliveries} webhook delivery(ies), "
+        f"{result.sessions} expired session(s), audit months {months} ({entries} entries)"
+    )

@@ -1,6 +1,7 @@
 """The clock (`require2fa clock`): sends the scheduled jobs' messages at their times.
 
-Daily: `maintenance.purge_expired` and `maintenance.expiry_reminders`. Every minute: the
+Daily: `maintenance.purge_expired` and `maintenance.expiry_reminders`. Hourly:
+`maintenance.purge_sessions` and `maintenance.prune` (retention). Every minute: the
 sweepers `enforcement.sweep`, `email.sweep` and `webhooks.sweep`, which re-send what a crashed
 worker left behind, `exemptions.lapse`, which ends the exemptions whose time has come, and
 `enforcement.scheduled`, which starts the runs scheduled for now and sends their countdown
@@ -60,6 +61,7 @@ def schedule() -> list[Scheduled]:
         Scheduled(
             "maintenance.purge_sessions", "maintenance", IntervalTrigger(hours=1, timezone=UTC)
         ),
+        Scheduled("maintenance.prune", "maintenance", IntervalTrigger(hours=1, timezone=UTC)),
         Scheduled("enforcement.sweep", "enforcement", IntervalTrigger(minutes=1, timezone=UTC)),
         Scheduled("email.sweep", "email", IntervalTrigger(minutes=1, timezone=UTC)),
         Scheduled("exemptions.lapse", "enforcement", IntervalTrigger(minutes=1, timezone=UTC)),

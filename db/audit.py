@@ -19,6 +19,8 @@ EVENTS = (
     "member.2fa-exempt",
     "webhook.create",
     "webhook.delete",
+    # The deployment's own upkeep (`require2fa.retention`), under no organization.
+    "maintenance",
 )
 
 
@@ -57,7 +59,7 @@ _RECORD_SQL = (
 async def record(
     conn: asyncpg.Connection,
     *,
-    organization_id: int,
+    organization_id: int | None,
     event: str,
     actor: Actor,
     target_member_id: int | None = None,

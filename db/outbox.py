@@ -174,12 +174,13 @@ async def renew_claims(
 
 
 async def mark_sent(conn: asyncpg.Connection, ids: Sequence[int]) -> int:
-    """The SMTP server accepted these rows' messages. A link in the clear (a row written before
-    links were sealed, migration 0105) is dropped with it."""
+    """The SMTP server accepted these rows' messages. Their context (the sealed link inside, and
+    a link in the clear on a row written before migration 0105) is wiped: what stays is what a
+    run counts, the Message-ID and the dedupe key."""
     result = await conn.execute(
         """update email_outbox
               set status = 'sent', sent_at = now(), claimed_until = null, last_error = null,
-                  context = context - 'accept_url'
+                  context = '{}'::jsonb
             where id = any($1::bigint[]) and status in ('queued', 'sending')""",
         list(ids),
     )
@@ -256,13 +257,20 @@ async def counts_for_enforcement(conn: asyncpg.Connection, enforcement_id: int) 
 async def counts_for_enforcements(
     conn: asyncpg.Connection, enforcement_ids: list[int]
 ) -> dict[int, tuple[int, int]]:
-    """`counts_for_enforcement` of each run, in one statement; (0, 0) for a run without emails."""
+    """`counts_for_enforcement` of each run, in one statement; (0, 0) for a run without emails.
+    Rows deleted by retention (`db.retention.prune_emails`) count through the run's
+    `emails_pruned` counters, which the same statement that deleted them raised."""
     rows = await conn.fetch(
-        """select enforcement_id, count(*) as queued,
-                  count(*) filter (where status = 'sent') as sent
-             from email_outbox
-            where enforcement_id = any($1::bigint[])
-            group by enforcement_id""",
+        """select ids.id as enforcement_id,
+                  coalesce(r.emails_pruned, 0) + coalesce(e.queued, 0) as queued,
+                  coalesce(r.emails_pruned_sent, 0) + coalesce(e.sent, 0) as sent
+             from unnest($1::bigint[]) as ids(id)
+             left join enforcement_runs r on r.id = ids.id
+             left join (select enforcement_id, count(*) as queued,
+                               count(*) filter (where status = 'sent') as sent
+                          from email_outbox
+                         where enforcement_id = any($1::bigint[])
+                         group by enforcement_id) e on e.enforcement_id = ids.id""",
         enforcement_ids,
     )
     found = {row["enforcement_id"]: (int(row["queued"]), int(row["sent"])) for row in rows}

@@ -1,5 +1,5 @@
 """Upkeep that the clock schedules: purge expired pending members, send expiry reminders
-(daily), delete expired sessions (hourly).
+(daily), delete expired sessions and prune what retention lets go (hourly).
 
 Thin shims over `db.maintenance` and `require2fa.expiry`, idempotent by construction: a second
 delivery, a second clock or a retry after a crash finds nothing left to do.
@@ -15,7 +15,7 @@ from db import maintenance, sessions
 from jobs import email as email_jobs
 from jobs.resources import current
 from jobs.retry import retry_options
-from require2fa import expiry
+from require2fa import expiry, retention
 
 log = structlog.get_logger(__name__)
 
@@ -83,3 +83,21 @@ async def purge_sessions() -> None:
     """Deletes expired session rows."""
     purged = await purge_sessions_now(current().pool)
     log.info("purged expired sessions", purged=purged)
+
+
+@dramatiq.actor(
+    actor_name="maintenance.prune",
+    queue_name=QUEUE,
+    **RETRY,
+    time_limit=3600 * 1000,
+)
+async def prune() -> None:
+    """One retention pass (`require2fa.retention.prune`): deletes finished email rows, webhook
+    deliveries and expired sessions past retention, creates and drops the audit log's months;
+    writes a `maintenance` audit entry."""
+    resources = current()
+    await retention.prune(
+        resources.pool,
+        outbox_retention=resources.settings.outbox_retention,
+        audit_retention=resources.settings.audit_retention,
+    )

@@ -76,6 +76,17 @@ def parse_duration(text: str) -> timedelta:
     return timedelta(seconds=seconds)
 
 
+def parse_retention(text: str) -> timedelta:
+    """A retention: a duration with its unit (`30d`, `12h`); `0` keeps everything (a zero
+    `timedelta`)."""
+    if text.strip() == "0":
+        return timedelta(0)
+    match = _DURATION.match(text)
+    if not match or not match.group(2):
+        raise ValueError(f"{text!r} is not a duration with a unit such as 30d or 12h, or 0")
+    return parse_duration(text)
+
+
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class SmtpTarget:
     host: str
@@ -124,6 +135,10 @@ class Settings:
     secret_key: str = DEV_SECRET_KEY
     port: int = 8000
     reinstatement_window: timedelta = timedelta(days=90)
+    # Sent and failed email rows and finished webhook deliveries are deleted after this.
+    outbox_retention: timedelta = timedelta(days=30)
+    # Audit entries are kept this long, a month partition at a time; zero keeps everything.
+    audit_retention: timedelta = timedelta(days=400)
     sms_url: str = "console:"
     log_format: str = "text"
     data_dir: str = ".require2fa"
@@ -158,9 +173,17 @@ class Settings:
             parse_networks(",".join(self.trusted_proxies))
         except ValueError as err:
             raise SettingsError("TRUSTED_PROXIES", str(err)) from None
+        self._check_retention()
         if self.email_rate <= 0:
             raise SettingsError("EMAIL_RATE", "must be a positive number of emails per second")
         self._check_urls()
+
+    def _check_retention(self) -> None:
+        if self.outbox_retention <= timedelta(0):
+            raise SettingsError("OUTBOX_RETENTION", "must be longer than zero")
+        if timedelta(0) < self.audit_retention < self.outbox_retention:
+            # A webhook delivery must not outlive the entry it sends.
+            raise SettingsError("AUDIT_RETENTION", "must be 0 or at least OUTBOX_RETENTION")
 
     def _check_urls(self) -> None:
         """The service URLs have schemes we can use."""
@@ -267,6 +290,8 @@ class Settings:
             "PORT": ("port", _port),
             "EMAIL_RATE": ("email_rate", _number),
             "REINSTATEMENT_WINDOW": ("reinstatement_window", parse_duration),
+            "OUTBOX_RETENTION": ("outbox_retention", parse_retention),
+            "AUDIT_RETENTION": ("audit_retention", parse_retention),
             "TRUSTED_PROXIES": ("trusted_proxies", parse_networks),
         }
         for var, (field, convert) in converters.items():

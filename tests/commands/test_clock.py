@@ -46,6 +46,7 @@ def test_the_schedule() -> None:
         "maintenance.purge_expired",
         "maintenance.expiry_reminders",
         "maintenance.purge_sessions",
+        "maintenance.prune",
         "enforcement.sweep",
         "email.sweep",
         "exemptions.lapse",
@@ -65,9 +66,10 @@ def test_the_schedule() -> None:
         trigger = items[sweeper].trigger
         assert isinstance(trigger, IntervalTrigger) and trigger.interval == timedelta(minutes=1)
         assert items[sweeper].queue_name == queue
-    hourly = items["maintenance.purge_sessions"]
-    assert isinstance(hourly.trigger, IntervalTrigger)
-    assert hourly.trigger.interval == timedelta(hours=1) and hourly.queue_name == "maintenance"
+    for name in ("maintenance.purge_sessions", "maintenance.prune"):
+        hourly = items[name]
+        assert isinstance(hourly.trigger, IntervalTrigger)
+        assert hourly.trigger.interval == timedelta(hours=1) and hourly.queue_name == "maintenance"
 
 
 def test_the_scheduler_runs_each_item(clocks) -> None:

@@ -59,3 +59,37 @@ async def test_audit_log_is_append_only(pool: asyncpg.Pool) -> None:
             await conn.execute("update audit_log set event = 'x'")
         with pytest.raises(asyncpg.RaiseError, match="append-only"):
             await conn.execute("delete from audit_log")
+
+
+async def test_the_audit_log_becomes_partitioned_with_every_row(
+    empty_database: str, tmp_path
+) -> None:
+    """Migration 0190 on a log with entries: the same ids, times and data, in month
+    partitions, the id sequence continuing, both triggers still there."""
+    for migration in discover():
+        if migration.version < "0190":
+            (tmp_path / migration.path.name).write_bytes(migration.path.read_bytes())
+    conn = await asyncpg.connect(empty_database)
+    try:
+        await migrate(conn, tmp_path)
+        await conn.execute(
+            """insert into audit_log (organization_id, event, data, created_at)
+               select 1, 'member.edit', jsonb_build_object('n', g),
+                      now() - make_interval(days => g * 20)
+                 from generate_series(0, 9) g"""
+        )
+        before = await conn.fetch("select * from audit_log order by id")
+        await migrate(conn)
+        after = await conn.fetch("select * from audit_log order by id")
+        kind = await conn.fetchval("select relkind::text from pg_class where relname = 'audit_log'")
+        months = await conn.fetchval("select count(distinct tableoid) from audit_log")
+        next_id = await conn.fetchval(
+            "insert into audit_log (organization_id, event) values (1, 'member.edit') returning id"
+        )
+        with pytest.raises(asyncpg.RaiseError, match="append-only"):
+            await conn.execute("delete from audit_log")
+    finally:
+        await conn.close()
+    assert [dict(row) for row in after] == [dict(row) for row in before]
+    assert kind == "p" and months >= 6
+    assert next_id == before[-1]["id"] + 1
