@@ -9,10 +9,10 @@ answers: one library describes both what comes in and what goes out. An answer's
 - the answer is an instance of it (`api.serializers` builds them from rows), encoded by orjson
   (`api.jsonio`): mypy (`make lint`) refuses a key the model lacks and a required key missing,
   so a key cannot be added to the answer and not to the document, or the other way round.
-Times are `datetime`s, which orjson writes as `isoformat()` does; ids are strings of digits.
-A plain dict is the fastest form to build and encode: pydantic's `BaseModel.model_construct`
-made the members page's body about four times slower (bench/serialize.py).
-What each operation answers with these models is in `api/answers.py`.
+Times are `datetime`s (orjson writes them as `isoformat()` does); ids are strings of digits.
+A plain dict is the fastest form to build and encode (`BaseModel.model_construct` made the
+members list's body about four times slower: bench/serialize.py). `api/answers.py` says which
+model each operation answers.
 """
 
 from __future__ import annotations
@@ -42,8 +42,6 @@ RunStatus = Literal["scheduled", "queued", "running", "completed", "cancelled", 
 Event = Annotated[str, WithJsonSchema({"type": "string", "enum": list(EVENTS)})]
 
 
-# --- Errors -------------------------------------------------------------------------------
-
 # Keys that are not Python names ("2faRequired"): the functional form.
 Error = TypedDict(
     "Error",
@@ -61,9 +59,6 @@ Error = TypedDict(
     },
 )
 with_config(CLOSED)(Error)
-
-
-# --- Accounts and factors -----------------------------------------------------------------
 
 
 @with_config(CLOSED)
@@ -164,9 +159,6 @@ class Enrolled(Authenticator):
 @with_config(CLOSED)
 class RecoveryCodes(TypedDict):
     recoveryCodes: list[str]
-
-
-# --- Organizations, members, runs ---------------------------------------------------------
 
 
 @with_config(CLOSED)
@@ -279,9 +271,6 @@ class Accepted(TypedDict):
     detail: str
 
 
-# --- Audit log and webhooks ---------------------------------------------------------------
-
-
 @with_config(CLOSED)
 class AuditActor(TypedDict):
     type: Literal["user", "system"]
@@ -343,9 +332,6 @@ class Delivery(TypedDict):
     dateCreated: datetime
     nextAttemptAt: datetime | None
     deliveredAt: datetime | None
-
-
-# --- Invitations and operations -----------------------------------------------------------
 
 
 @with_config(CLOSED)
