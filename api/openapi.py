@@ -1,5 +1,6 @@
 """The OpenAPI 3.1 document, built from the route table, the request models and what each
-operation answers (`api.answers`, with the shapes of `api.schemas`)."""
+operation answers (`api.answers`, with the models of `api.shapes`): every schema of its
+components is derived from a pydantic model."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from typing import Any
 
 from aiohttp import web
 
-from api import answers, schemas
+from api import answers, shapes
 from api.answers import Answer
 from api.jsonio import json_response
 from api.routes import API, ROUTES
@@ -18,13 +19,13 @@ OPENAPI_PATH = f"{API}/openapi.json"
 _SECURITY: list[dict[str, list[str]]] = [{"token": []}, {"session": []}]
 
 
-def _content(answers: Answer | tuple[Answer, ...]) -> dict[str, Any]:
+def _content(answers: Answer | tuple[Answer, ...], components: dict[str, Any]) -> dict[str, Any]:
     if isinstance(answers, Answer):
         answers = (answers,)
     return {
-        answer.media_type: {"schema": answer.schema}
+        answer.media_type: {"schema": shapes.schema_of(answer.shape, components)}
         for answer in answers
-        if answer.schema is not None
+        if answer.shape is not None
     }
 
 
@@ -49,13 +50,14 @@ _HEADER_TEXT = {
 }
 
 
-def responses(operation: answers.Operation) -> dict[str, Any]:
-    """The operation's documented answers: its successes, then its errors."""
+def responses(operation: answers.Operation, components: dict[str, Any]) -> dict[str, Any]:
+    """The operation's documented answers: its successes, then its errors; the models they name
+    are filed in `components`."""
     documented: dict[str, Any] = {}
     for status, given in sorted(operation.success.items()):
         first = given if isinstance(given, Answer) else given[0]
         response: dict[str, Any] = {"description": first.description}
-        if content := _content(given):
+        if content := _content(given, components):
             response["content"] = content
         if headers := _headers(given):
             response["headers"] = headers
@@ -63,7 +65,7 @@ def responses(operation: answers.Operation) -> dict[str, Any]:
     for status in operation.errors:
         error: dict[str, Any] = {
             "description": answers.ERROR_TEXT[status],
-            "content": {"application/json": {"schema": schemas.ref("Error")}},
+            "content": {"application/json": {"schema": shapes.schema_of(shapes.Error, components)}},
         }
         if status == 429:
             error["headers"] = _headers(Answer(None, "", headers=("Retry-After",)))
@@ -73,7 +75,7 @@ def responses(operation: answers.Operation) -> dict[str, Any]:
 
 def build() -> dict[str, Any]:
     paths: dict[str, dict[str, Any]] = {}
-    components: dict[str, Any] = dict(schemas.SHAPES)
+    components: dict[str, Any] = {}
     for route in ROUTES:
         key = (route.method, route.path)
         if key not in answers.OPERATIONS:
@@ -89,19 +91,21 @@ def build() -> dict[str, Any]:
                 for name in _PARAM.findall(route.path)
             ]
             + answers.QUERY.get(key, []),
-            "responses": responses(answers.OPERATIONS[key]),
+            "responses": responses(answers.OPERATIONS[key], components),
         }
         if key in answers.ANONYMOUS:
             operation["security"] = [{}, *_SECURITY]
         if route.body is not None:
             name = route.body.__name__
-            components[name] = route.body.model_json_schema(
-                ref_template="#/components/schemas/{model}"
-            )
-            components.update(components[name].pop("$defs", {}))
+            body = route.body.model_json_schema(ref_template=shapes.REF)
+            for each, schema in body.pop("$defs", {}).items():
+                shapes.file(components, each, schema)
+            shapes.file(components, name, body)
             operation["requestBody"] = {
                 "required": True,
-                "content": {"application/json": {"schema": schemas.ref(name)}},
+                "content": {
+                    "application/json": {"schema": {"$ref": shapes.REF.format(model=name)}}
+                },
             }
         paths.setdefault(route.path, {})[route.method.lower()] = operation
     paths[OPENAPI_PATH] = {

@@ -1,58 +1,126 @@
-"""JSON shapes of our rows, in the API's camelCase with string ids."""
+"""Our rows as the API's JSON shapes (`api.shapes`): camelCase keys, string ids, times as
+`datetime`s (orjson writes them in ISO 8601). Each function returns an instance of its model,
+which mypy checks key by key."""
 
 from __future__ import annotations
 
-from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
-import asyncpg
+from api.shapes import (
+    ApiToken,
+    AuditActor,
+    AuditEntry,
+    Authenticator,
+    Delivery,
+    Exemption,
+    LastResponse,
+    Member,
+    MemberUser,
+    Organization,
+    Role,
+    Run,
+    RunBrief,
+    Session,
+    TargetUser,
+    Team,
+    User,
+    Webhook,
+)
+from require2fa import audit_log, sms
 
-from require2fa import audit_log
+Row = Any  # an asyncpg.Record, or a mapping with its columns
 
 
-def _iso(value: datetime | None) -> str | None:
-    return value.isoformat() if value is not None else None
+def _id(value: int | None) -> str | None:
+    return str(value) if value is not None else None
 
 
-def _exemption(row: asyncpg.Record) -> dict[str, Any] | None:
-    """`{reason, until, by}` while the member's exemption lasts, else None."""
-    if not row.get("exempt_2fa"):
-        return None
-    by = row["exempt_2fa_by"]
+def serialize_user(user: Row) -> User:
     return {
-        "reason": row["exempt_2fa_reason"],
-        "until": _iso(row["exempt_2fa_until"]),
-        "by": {"id": str(by) if by is not None else None, "name": row["exempt_2fa_by_label"]},
+        "id": str(user["id"]),
+        "email": user["email"],
+        "name": user["name"],
+        "has2fa": bool(user["has2fa"]),
+        "isSuperuser": user["is_superuser"],
+        "dateJoined": user["created_at"],
     }
 
 
-def serialize_org(org: asyncpg.Record, **extra: Any) -> dict[str, Any]:
+def serialize_token(row: Row) -> ApiToken:
     return {
+        "id": str(row["id"]),
+        "name": row["name"],
+        "dateCreated": row["created_at"],
+        "lastUsedAt": row["last_used_at"],
+    }
+
+
+def serialize_session(row: Row, current: int | None) -> Session:
+    return {
+        "id": str(row["id"]),
+        "current": row["id"] == current,
+        "createdAt": row["created_at"],
+        "lastSeenAt": row["last_seen_at"],
+        "ipAddress": row["ip_address"],
+        "userAgent": row["user_agent"],
+    }
+
+
+def serialize_authenticator(row: Row) -> Authenticator:
+    data: Authenticator = {
+        "id": str(row["id"]),
+        "type": row["type"],
+        "name": row["name"],
+        "createdAt": row["created_at"],
+        "lastUsedAt": row["last_used_at"],
+    }
+    if row["type"] == "sms":
+        data["phone"] = sms.mask_phone(row["phone"])
+    if row["type"] == "recovery":
+        data["unusedCodes"] = row["unused_codes"]
+    return data
+
+
+def serialize_org(org: Row, *, role: str, enforcement: RunBrief | None = None) -> Organization:
+    data: Organization = {
         "id": str(org["id"]),
         "slug": org["slug"],
         "name": org["name"],
         "require2FA": org["require_2fa"],
         "require2FALevel": org["require_2fa_level"],
         "ssoEnabled": org["sso_enabled"],
-        # A scheduled requirement: when it starts (`require2FA` stays false until then).
-        "enforceAt": _iso(org.get("enforce_at")),
-        "dateCreated": org["created_at"].isoformat(),
-        **extra,
+        "enforceAt": org.get("enforce_at"),
+        "dateCreated": org["created_at"],
+        "role": cast(Role, role),  # the caller's: one of `members.ROLES`
     }
+    if enforcement is not None:
+        data["enforcement"] = enforcement
+    return data
 
 
-def serialize_team(team: asyncpg.Record) -> dict[str, Any]:
+def serialize_team(team: Row) -> Team:
     return {
         "id": str(team["id"]),
         "slug": team["slug"],
         "name": team["name"],
         "memberCount": team.get("member_count", 0),
-        "dateCreated": team["created_at"].isoformat(),
+        "dateCreated": team["created_at"],
     }
 
 
-def serialize_member(row: asyncpg.Record) -> dict[str, Any]:
-    user = None
+def _exemption(row: Row) -> Exemption | None:
+    """`{reason, until, by}` while the member's exemption lasts, else None."""
+    if not row.get("exempt_2fa"):
+        return None
+    return {
+        "reason": row["exempt_2fa_reason"],
+        "until": row["exempt_2fa_until"],
+        "by": {"id": _id(row["exempt_2fa_by"]), "name": row["exempt_2fa_by_label"]},
+    }
+
+
+def serialize_member(row: Row) -> Member:
+    user: MemberUser | None = None
     if row["user_id"] is not None:
         user = {
             "id": str(row["user_id"]),
@@ -61,6 +129,7 @@ def serialize_member(row: asyncpg.Record) -> dict[str, Any]:
             "has2fa": row["has2fa"],
             "meetsRequirement": row["meets_level"],
         }
+    pending_reason = row["pending_reason"]
     return {
         "id": str(row["id"]),
         "email": row["email"],
@@ -68,30 +137,27 @@ def serialize_member(row: asyncpg.Record) -> dict[str, Any]:
         "role": row["role"],
         "teams": list(row["team_slugs"]),
         "settings": row["settings"],
-        "pending": row["user_id"] is None,
-        # Removed for 2FA: `2fa` (no second factor) or `2fa-level` (none the level accepts).
+        "pending": user is None,
         "pendingReason": (
-            row["removal_reason"] or row["pending_reason"]
-            if row["pending_reason"] == "2fa"
-            else row["pending_reason"]
+            row["removal_reason"] or pending_reason if pending_reason == "2fa" else pending_reason
         ),
-        "reinstateBy": row["reinstate_by"].isoformat() if row["reinstate_by"] else None,
-        "lastRemindedAt": _iso(row.get("last_reminded_at")),
+        "reinstateBy": row["reinstate_by"],
+        "lastRemindedAt": row.get("last_reminded_at"),
         "exempt2FA": _exemption(row),
-        "dateCreated": row["created_at"].isoformat(),
+        "dateCreated": row["created_at"],
         "user": user,
     }
 
 
-def serialize_run(
-    run: asyncpg.Record, *, brief: bool = False, emails: tuple[int, int] | None = None
-) -> dict[str, Any]:
-    """An enforcement run; `brief` is the `{id, status}` that the organization's PUT answers."""
-    if brief:
-        brief_form = {"id": str(run["id"]), "status": run["status"]}
-        if run["enforce_at"] is not None:
-            brief_form["enforceAt"] = _iso(run["enforce_at"])
-        return brief_form
+def serialize_run_brief(run: Row) -> RunBrief:
+    """The `{id, status}` that the organization's PUT answers (and `enforceAt` on a date)."""
+    brief: RunBrief = {"id": str(run["id"]), "status": run["status"]}
+    if run["enforce_at"] is not None:
+        brief["enforceAt"] = run["enforce_at"]
+    return brief
+
+
+def serialize_run(run: Row, *, emails: tuple[int, int] | None = None) -> Run:
     queued, sent = emails or (0, 0)
     return {
         "id": str(run["id"]),
@@ -104,46 +170,42 @@ def serialize_run(
         "emailsQueued": queued,
         "emailsSent": sent,
         "actor": {"id": _id(run["actor_user_id"]), "name": run["actor_label"]},
-        "dateCreated": _iso(run["created_at"]),
-        "startedAt": _iso(run["started_at"]),
-        "finishedAt": _iso(run["finished_at"]),
-        "error": run["error"],  # why a `failed` run stopped
-        "enforceAt": _iso(run["enforce_at"]),  # a run on a date: when it starts
+        "dateCreated": run["created_at"],
+        "startedAt": run["started_at"],
+        "finishedAt": run["finished_at"],
+        "error": run["error"],
+        "enforceAt": run["enforce_at"],
     }
 
 
-def _id(value: int | None) -> str | None:
-    return str(value) if value is not None else None
-
-
-def serialize_entry(row: asyncpg.Record) -> dict[str, Any]:
+def serialize_entry(row: Row) -> AuditEntry:
     return {
         "id": str(row["id"]),
         "event": row["event"],
-        "actor": audit_log.actor_json(row),
+        "actor": cast(AuditActor | None, audit_log.actor_json(row)),
         "actorLabel": row["actor_label"],
-        "targetUser": audit_log.target_user_json(row, row["data"]),
-        "targetMember": (
-            str(row["target_member_id"]) if row["target_member_id"] is not None else None
-        ),
+        "targetUser": cast(TargetUser | None, audit_log.target_user_json(row, row["data"])),
+        "targetMember": _id(row["target_member_id"]),
         "ipAddress": str(row["ip_address"]) if row["ip_address"] is not None else None,
         "data": row["data"],
-        "dateCreated": row["created_at"].isoformat(),
+        "dateCreated": row["created_at"],
     }
 
 
-def serialize_webhook(row: asyncpg.Record, **extra: Any) -> dict[str, Any]:
-    return {
+def serialize_webhook(row: Row, *, secret: str | None = None) -> Webhook:
+    data: Webhook = {
         "id": str(row["id"]),
         "url": row["url"],
         "events": list(row["events"]),
-        "dateCreated": row["created_at"].isoformat(),
-        **extra,
+        "dateCreated": row["created_at"],
     }
+    if secret is not None:
+        data["secret"] = secret
+    return data
 
 
-def serialize_delivery(row: asyncpg.Record) -> dict[str, Any]:
-    last = None
+def serialize_delivery(row: Row) -> Delivery:
+    last: LastResponse | None = None
     if row["last_status"] is not None:
         last = {"status": row["last_status"], "body": row["last_body"] or ""}
     return {
@@ -154,9 +216,7 @@ def serialize_delivery(row: asyncpg.Record) -> dict[str, Any]:
         "attempts": row["attempts"],
         "lastResponse": last,
         "lastError": row["last_error"],
-        "dateCreated": row["created_at"].isoformat(),
-        "nextAttemptAt": (
-            row["next_attempt_at"].isoformat() if row["status"] in ("queued", "sending") else None
-        ),
-        "deliveredAt": row["delivered_at"].isoformat() if row["delivered_at"] else None,
+        "dateCreated": row["created_at"],
+        "nextAttemptAt": row["next_attempt_at"] if row["status"] in ("queued", "sending") else None,
+        "deliveredAt": row["delivered_at"],
     }

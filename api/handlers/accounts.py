@@ -17,7 +17,9 @@ from api.connection import request_pool
 from api.errors import api_error, parse_body, path_id
 from api.jsonio import json_response
 from api.keys import REDIS, SETTINGS
+from api.serializers import serialize_session, serialize_token, serialize_user
 from api.sessions import SESSION_ID
+from api.shapes import NewApiToken, SmsSent, Sudo, WebauthnOptions
 from require2fa import accounts, factors, reauth, security_keys, sms, tokens, webauthn
 from require2fa.errors import DomainError
 
@@ -56,17 +58,6 @@ class SudoIn(BaseModel):
 class PasswordIn(BaseModel):
     current: str = Field(min_length=1, max_length=256)
     password: str = Field(min_length=8, max_length=256)
-
-
-def serialize_user(user: Any) -> dict[str, Any]:
-    return {
-        "id": str(user["id"]),
-        "email": user["email"],
-        "name": user["name"],
-        "has2fa": bool(user["has2fa"]),
-        "isSuperuser": user["is_superuser"],
-        "dateJoined": user["created_at"].isoformat(),
-    }
 
 
 async def register(request: web.Request) -> web.Response:
@@ -142,7 +133,8 @@ async def send_sms_code(request: web.Request) -> web.Response:
     )
     if factor is None:
         raise api_error(400, "No backup phone is set up for this account.")
-    return json_response({"sent": True, "phone": sms.mask_phone(factor["phone"])})
+    body: SmsSent = {"sent": True, "phone": sms.mask_phone(factor["phone"])}
+    return json_response(body)
 
 
 async def webauthn_challenge(request: web.Request) -> web.Response:
@@ -152,8 +144,10 @@ async def webauthn_challenge(request: web.Request) -> web.Response:
     if not auth.half_signed_in:
         raise api_error(400, "You are already signed in.")
     await parse_body(request, EmptyIn)
-    options = await factor_actions.key_options(request, auth, webauthn.SIGN_IN)
-    return json_response({"publicKey": options})
+    body: WebauthnOptions = {
+        "publicKey": await factor_actions.key_options(request, auth, webauthn.SIGN_IN)
+    }
+    return json_response(body)
 
 
 async def logout(request: web.Request) -> web.Response:
@@ -172,24 +166,15 @@ async def create_api_token(request: web.Request) -> web.Response:
     auth = await require_sudo(request)
     body = await parse_body(request, TokenIn)
     token_id, token = await tokens.create(await request_pool(request), auth.user_id, name=body.name)
-    return json_response({"id": str(token_id), "token": token, "name": body.name}, status=201)
+    created: NewApiToken = {"id": str(token_id), "token": token, "name": body.name}
+    return json_response(created, status=201)
 
 
 async def list_api_tokens(request: web.Request) -> web.Response:
     """The caller's API tokens: names and dates (a token itself is only ever shown once)."""
     auth = await require_user(request)
     rows = await tokens.listed(await request_pool(request), auth.user_id)
-    return json_response(
-        [
-            {
-                "id": str(row["id"]),
-                "name": row["name"],
-                "dateCreated": row["created_at"].isoformat(),
-                "lastUsedAt": row["last_used_at"].isoformat() if row["last_used_at"] else None,
-            }
-            for row in rows
-        ]
-    )
+    return json_response([serialize_token(row) for row in rows])
 
 
 async def revoke_api_token(request: web.Request) -> web.Response:
@@ -220,8 +205,8 @@ async def sudo(request: web.Request) -> web.Response:
             request, auth.user, password=body.password, otp=body.otp
         )
     checked_at = await mark_reauthenticated(request)
-    until = datetime.fromtimestamp(checked_at, UTC) + reauth.WINDOW
-    return json_response({"sudoUntil": until.isoformat()})
+    until: Sudo = {"sudoUntil": datetime.fromtimestamp(checked_at, UTC) + reauth.WINDOW}
+    return json_response(until)
 
 
 async def sudo_webauthn_challenge(request: web.Request) -> web.Response:
@@ -231,8 +216,10 @@ async def sudo_webauthn_challenge(request: web.Request) -> web.Response:
     if auth.token_id is not None:
         raise api_error(400, "API tokens do not need to confirm a password.")
     await parse_body(request, EmptyIn)
-    options = await factor_actions.key_options(request, auth, webauthn.SUDO)
-    return json_response({"publicKey": options})
+    body: WebauthnOptions = {
+        "publicKey": await factor_actions.key_options(request, auth, webauthn.SUDO)
+    }
+    return json_response(body)
 
 
 # --- Password and sessions ----------------------------------------------------------------
@@ -252,17 +239,6 @@ async def change_password(request: web.Request) -> web.Response:
     if auth.token_id is None:
         await mark_reauthenticated(request)
     return web.Response(status=204)
-
-
-def serialize_session(row: Any, current: int | None) -> dict[str, Any]:
-    return {
-        "id": str(row["id"]),
-        "current": row["id"] == current,
-        "createdAt": row["created_at"].isoformat(),
-        "lastSeenAt": row["last_seen_at"].isoformat(),
-        "ipAddress": row["ip_address"],
-        "userAgent": row["user_agent"],
-    }
 
 
 async def list_sessions(request: web.Request) -> web.Response:

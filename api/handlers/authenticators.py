@@ -9,13 +9,22 @@ from typing import Any
 from aiohttp import web
 from pydantic import BaseModel, Field
 
-from api import factor_actions
+from api import factor_actions, shapes
 from api.auth import Auth, require_sudo, require_user
 from api.connection import request_pool
 from api.errors import parse_body, path_id
 from api.jsonio import json_response
 from api.keys import REDIS, SETTINGS
+from api.serializers import serialize_authenticator
 from api.sessions import SESSION_ID
+from api.shapes import (
+    JoinStep,
+    RecoveryCodes,
+    SmsEnrollmentSent,
+    TotpSecret,
+    WebauthnOptions,
+    checked,
+)
 from jobs import email as email_jobs
 from require2fa import enrollment, factors, sms
 from require2fa.enrollment import Enrolled
@@ -41,21 +50,6 @@ class SmsEnrollIn(BaseModel):
     otp: str | None = Field(default=None, max_length=16)
 
 
-def serialize_authenticator(row: Any) -> dict[str, Any]:
-    data: dict[str, Any] = {
-        "id": str(row["id"]),
-        "type": row["type"],
-        "name": row["name"],
-        "createdAt": row["created_at"].isoformat(),
-        "lastUsedAt": row["last_used_at"].isoformat() if row["last_used_at"] else None,
-    }
-    if row["type"] == "sms":
-        data["phone"] = sms.mask_phone(row["phone"])
-    if row["type"] == "recovery":
-        data["unusedCodes"] = row["unused_codes"]
-    return data
-
-
 async def list_authenticators(request: web.Request) -> web.Response:
     """The caller's confirmed factors."""
     auth = await require_user(request)
@@ -65,12 +59,12 @@ async def list_authenticators(request: web.Request) -> web.Response:
 
 async def _enrolled(request: web.Request, auth: Auth, enrolled: Enrolled) -> web.Response:
     """The answer to a confirmed enrollment, once its transaction has committed."""
-    body = serialize_authenticator(enrolled.factor)
+    body: shapes.Enrolled = {**serialize_authenticator(enrolled.factor)}
     if enrolled.recovery_codes is not None:
         body["recoveryCodes"] = enrolled.recovery_codes
     step = await factor_actions.after_enrollment(request, auth)
     if step is not None:
-        body["joinStep"] = step
+        body["joinStep"] = checked(JoinStep, step)
     return json_response(body, status=201)
 
 
@@ -81,7 +75,7 @@ async def enroll_totp(request: web.Request) -> web.Response:
     body = await parse_body(request, TotpEnrollIn)
     pool = await request_pool(request)
     if body.otp is None:
-        return json_response(await enrollment.new_totp(pool, auth.user))
+        return json_response(checked(TotpSecret, await enrollment.new_totp(pool, auth.user)))
     enrolled = await enrollment.confirm_totp(
         pool,
         request.app[REDIS],
@@ -104,7 +98,12 @@ async def enroll_sms(request: web.Request) -> web.Response:
         phone = await enrollment.send_enrollment_code(
             pool, redis, settings, auth.user_id, body.phone
         )
-        return json_response({"phone": phone, "sent": True, "expiresIn": sms.CODE_TTL_SECONDS})
+        sent: SmsEnrollmentSent = {
+            "phone": phone,
+            "sent": True,
+            "expiresIn": sms.CODE_TTL_SECONDS,
+        }
+        return json_response(sent)
     enrolled = await enrollment.confirm_sms(
         pool, redis, settings, auth.user, phone_text=body.phone, otp=body.otp
     )
@@ -118,7 +117,8 @@ async def regenerate_recovery_codes(request: web.Request) -> web.Response:
         await request_pool(request), request.app[SETTINGS], auth.user
     )
     await email_jobs.kick()
-    return json_response({"recoveryCodes": codes})
+    body: RecoveryCodes = {"recoveryCodes": codes}
+    return json_response(body)
 
 
 async def delete_authenticator(request: web.Request) -> web.Response:
@@ -157,8 +157,9 @@ async def register_webauthn(request: web.Request) -> web.Response:
     auth = await require_user(request)
     body = await parse_body(request, WebauthnRegisterIn)
     if body.credential is None:
-        return json_response(
-            {"publicKey": await factor_actions.registration_options(request, auth)}
-        )
+        options: WebauthnOptions = {
+            "publicKey": await factor_actions.registration_options(request, auth)
+        }
+        return json_response(options)
     enrolled = await factor_actions.register_key(request, auth, body.credential, body.name)
     return await _enrolled(request, auth, enrolled)

@@ -14,6 +14,7 @@ from api.errors import api_error, path_id
 from api.jsonio import json_response
 from api.pagination import link_header, page_args, split_page
 from api.serializers import serialize_member, serialize_run
+from api.shapes import Accepted, Compliance
 from require2fa import rollout
 
 log = structlog.get_logger(__name__)
@@ -44,7 +45,7 @@ async def compliance(request: web.Request) -> web.StreamResponse:
             conn, org_id, except_user_id=acting_owner, after_id=cursor, limit=per_page + 1
         )
     rows, next_cursor = split_page(found.rows, per_page)
-    body = {
+    body: Compliance = {
         "count": found.count,
         "members": [serialize_member(r) for r in rows if r["user_id"] != acting_owner],
     }
@@ -111,7 +112,7 @@ async def send_reminders(request: web.Request) -> web.Response:
     managers). Answers 202 at once: at a million members the queueing takes seconds."""
     access = await org_access(request, roles=MANAGERS)
     await dispatch.send_reminders(access.org["id"], access.auth.user_id)
-    return json_response(
-        {"detail": "Reminders are being sent to every member without two-factor authentication."},
-        status=202,
-    )
+    body: Accepted = {
+        "detail": "Reminders are being sent to every member without two-factor authentication."
+    }
+    return json_response(body, status=202)

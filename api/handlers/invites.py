@@ -13,13 +13,14 @@ from aiohttp import web
 from api import invite_session
 from api.errors import api_error
 from api.jsonio import json_response
+from api.shapes import Invite, Joined, checked
 from require2fa.invitations import NeedsSecondFactor
 
 
 async def get_invite(request: web.Request) -> web.Response:
     """What accepting this link still needs (signing in, setting up 2FA); remembers the link in
     the session for the join after enrolling."""
-    return json_response(await invite_session.look(request))
+    return json_response(checked(Invite, await invite_session.look(request)))
 
 
 async def accept_invite(request: web.Request) -> web.Response:
@@ -30,4 +31,4 @@ async def accept_invite(request: web.Request) -> web.Response:
         raise api_error(
             403, refused.detail, code=refused.code, require2FALevel=refused.level
         ) from None
-    return json_response(joined)
+    return json_response(checked(Joined, joined))

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import cast
+
 from aiohttp import web
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
@@ -15,6 +17,7 @@ from api.keys import SETTINGS
 from api.limits import Email, MemberSettings, TeamSlugs
 from api.pagination import link_header, page_args, split_page
 from api.serializers import serialize_member
+from api.shapes import FactorType, Reset2fa
 from jobs import email as email_jobs
 from require2fa import members
 from require2fa.errors import Invalid
@@ -135,13 +138,12 @@ async def reset_2fa(request: web.Request) -> web.Response:
     access = await org_access(request)
     await org_actions.confirm_if_owner(request, access)
     result = await org_actions.reset_2fa(request, access, member_id(request))
-    return json_response(
-        {
-            "member": serialize_member(result.member),
-            "deletedFactors": result.deleted,
-            "removed": result.removed,
-        }
-    )
+    body: Reset2fa = {
+        "member": serialize_member(result.member),
+        "deletedFactors": cast(list[FactorType], result.deleted),
+        "removed": result.removed,
+    }
+    return json_response(body)
 
 
 async def exempt(request: web.Request, access: OrgAccess, body: MemberUpdate) -> web.Response:

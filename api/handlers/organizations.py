@@ -13,7 +13,7 @@ from api.auth import require_user
 from api.connection import request_pool
 from api.errors import parse_body
 from api.jsonio import json_response
-from api.serializers import serialize_org, serialize_run, serialize_team
+from api.serializers import serialize_org, serialize_run_brief, serialize_team
 from require2fa import organizations as organizations_domain
 from require2fa.organizations import SLUG
 
@@ -81,8 +81,8 @@ async def update_organization(request: web.Request) -> web.Response:
         enforce_at=body.enforce_at,
         level=body.require_2fa_level,
     )
-    extra = {"enforcement": serialize_run(change.run, brief=True)} if change.run else {}
-    return json_response(serialize_org(change.org, role=access.role, **extra))
+    brief = serialize_run_brief(change.run) if change.run else None
+    return json_response(serialize_org(change.org, role=access.role, enforcement=brief))
 
 
 async def create_team(request: web.Request) -> web.Response:

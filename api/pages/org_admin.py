@@ -20,6 +20,7 @@ from api.auth import actor
 from api.connection import request_pool
 from api.dispatch import send_reminders
 from api.errors import path_id, status_of
+from api.jsonio import plain
 from api.keys import SETTINGS
 from api.pages.base import html_errors, org_page, org_url, read_form, render
 from api.serializers import serialize_entry, serialize_webhook
@@ -66,7 +67,7 @@ async def _settings(
     pool = await request_pool(request)
     orgs = await organizations.of_user(pool, access.auth.user_id)
     if access.role == "owner":
-        hooks = [serialize_webhook(row) for row in await webhooks.listed(pool, org["id"])]
+        hooks = plain([serialize_webhook(row) for row in await webhooks.listed(pool, org["id"])])
     if access.role in MANAGERS:
         current = await rollout.current_run(pool, org["id"])
         if current is not None:
@@ -101,7 +102,7 @@ async def _settings(
         window_days=request.app[SETTINGS].reinstatement_window.days,
         webhooks=hooks,
         webhook_events=audit_log.EVENTS,
-        created=serialize_webhook(created.webhook) if created else None,
+        created=plain(serialize_webhook(created.webhook)) if created else None,
         secret=created.secret if created else None,
         webhook_error=webhook_error,
         webhook_form=webhook_form or {"url": "", "events": [], "scope": "all"},
@@ -263,7 +264,7 @@ async def audit_log_page(request: web.Request) -> web.StreamResponse:
         role=access.role,
         orgs=orgs,
         section="audit",
-        entries=[serialize_entry(row) for row in found.rows],
+        entries=plain([serialize_entry(row) for row in found.rows]),
         options=audit_log.EVENTS,
         event=found.event,
         cursor=found.cursor,
