@@ -67,6 +67,19 @@ def _is_origin_url(url: str) -> bool:
     return parts.scheme in ("http", "https") and bool(parts.hostname)
 
 
+def _check_url(variable: str, url: str, schemes: tuple[str, ...], expected: str) -> None:
+    """`url` is one of `schemes` and can be read: a bracket left open or a port that is not a
+    number is this line now, not a library's traceback when a connection is first made."""
+    try:
+        parts = urlsplit(url)
+        if "," not in parts.netloc:  # libpq's host1:port1,host2:port2 has no single port
+            parts.port  # noqa: B018 - raises on a port that is not a number in 0-65535
+    except ValueError as err:
+        raise SettingsError(variable, f"cannot be read as a URL ({err})") from None
+    if parts.scheme not in schemes:
+        raise SettingsError(variable, f"must be {expected} URL")
+
+
 def parse_duration(text: str) -> timedelta:
     """`90d`, `12h`, `30m` or `2s`. A bare number is refused: `90` meant seconds once, and
     nobody who wrote it for a window of days wanted that."""
@@ -189,8 +202,8 @@ class Settings:
                 "an amqp:// or redis://",
             ),
         ):
-            if url is not None and urlsplit(url).scheme not in schemes:
-                raise SettingsError(name, f"must be {expected} URL")
+            if url is not None:
+                _check_url(name, url, schemes, expected)
         if self.smtp_url:
             try:
                 parse_smtp_url(self.smtp_url)
