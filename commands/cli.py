@@ -114,8 +114,12 @@ def main() -> None:
     """require2fa: the service behind an organization's Require Two-Factor Authentication switch.
 
     Settings come from the environment (DATABASE_URL, REDIS_URL, SMTP_URL, SECRET_KEY,
-    BASE_URL, ...); outside ENVIRONMENT=development, web, worker and clock need SECRET_KEY and
-    BASE_URL. Every failure is one line starting `error:` and a non-zero exit code.
+    BASE_URL, ...); outside ENVIRONMENT=development, web, worker and clock need SECRET_KEY,
+    BASE_URL and SMTP_URL. Every failure is one line starting `error:` and a non-zero exit code.
+
+    Beside a running `require2fa dev` (the same directory, or the same DATA_DIR), with neither
+    DATABASE_URL nor REDIS_URL set, the commands (status, enforce, createuser, ...) use that
+    stack's database, Redis and namespace, read from DATA_DIR/dev.json.
     """
 
 
@@ -131,7 +135,9 @@ def migrate() -> None:
 @main.command()
 def web() -> None:
     """Run the aiohttp server on $PORT (default 8000)."""
-    settings = load_settings()  # first: importing the app builds the broker from REDIS_URL
+    settings = load_settings(
+        beside_dev=False
+    )  # first: importing the app builds the broker from REDIS_URL
     from aiohttp import web as aioweb
 
     from api.app import create_app
@@ -164,7 +170,7 @@ def worker(dramatiq_args: tuple[str, ...]) -> None:
     from dramatiq.cli import main as dramatiq_main
     from dramatiq.cli import make_argument_parser
 
-    settings = load_settings()
+    settings = load_settings(beside_dev=False)
     check_services(settings, redis_url=need_redis(settings, "the worker"))
     warn_if_smtp_silent(settings)
     # Logging is configured already (Dramatiq's basicConfig then changes nothing): the
@@ -179,7 +185,9 @@ def clock() -> None:
 
     Safe to run twice: one clock leads (a PostgreSQL advisory lock), and every job is idempotent.
     """
-    settings = load_settings()  # first: importing the clock builds the broker from REDIS_URL
+    settings = load_settings(
+        beside_dev=False
+    )  # first: importing the clock builds the broker from REDIS_URL
     from commands.clock import run
 
     redis_url = need_redis(settings, "the clock")
