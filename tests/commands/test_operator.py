@@ -106,7 +106,7 @@ def test_a_worker_with_a_silent_smtp_server_warns_once_and_runs(
     database: str, redis_url: str, settings
 ) -> None:
     dead = free_port()
-    worker = subprocess.Popen(  # noqa: S603
+    worker = subprocess.Popen(
         [sys.executable, "-m", "commands.cli", "worker", "--processes", "1", "--threads", "1"],
         env={
             **os.environ,
