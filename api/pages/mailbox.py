@@ -3,10 +3,10 @@
 The sink (`commands.devstack.MailSink`) stores each message as `<data_dir>/mail/NNNNNN.eml`.
 These pages list those files, newest first (with a search over the subject and the address),
 show one (headers, the text part, and the HTML part in a sandboxed frame), and clear them all
-(`POST /_dev/mailbox/clear/`, from this site's pages only). Under the mail, the list shows the
-latest text messages of the `console:` SMS gateway (`require2fa.sms`), so that a backup phone
-code is read there rather than in the server's log; clearing clears them too. They exist only in development:
-`create_app` adds them then and never otherwise.
+(`POST /_dev/mailbox/clear/`, from this site's pages only). Under the mail, the list shows
+the latest text messages of the `console:` SMS gateway (`require2fa.sms`), so that a backup
+phone code is read there rather than in the server's log; clearing clears them too. They exist
+only in development: `create_app` adds them then and never otherwise.
 """
 
 from __future__ import annotations
