@@ -135,9 +135,8 @@ def migrate() -> None:
 @main.command()
 def web() -> None:
     """Run the aiohttp server on $PORT (default 8000)."""
-    settings = load_settings(
-        beside_dev=False
-    )  # first: importing the app builds the broker from REDIS_URL
+    # First: importing the app builds the broker from REDIS_URL.
+    settings = load_settings(beside_dev=False)
     from aiohttp import web as aioweb
 
     from api.app import create_app
@@ -145,14 +144,18 @@ def web() -> None:
     redis_url = need_redis(settings, "web")
     check_services(settings, redis_url=redis_url)
     log = structlog.get_logger("require2fa.web")
-    log.info("web started", url=settings.base_url, port=settings.port)
-    # No banner (it names 0.0.0.0, which is not where people go); the line above names BASE_URL.
+
+    def started(banner: str) -> None:
+        # Instead of the banner (it names 0.0.0.0, which is not where people go), once the port
+        # is bound: a line naming BASE_URL.
+        log.info("web started", url=settings.base_url, port=settings.port)
+
     try:
         aioweb.run_app(
             create_app(settings.replace(redis_url=redis_url)),
             port=settings.port,
             access_log=None,
-            print=None,
+            print=started,
         )
     except OSError as err:
         if err.errno not in (errno.EADDRINUSE, errno.EACCES, errno.EADDRNOTAVAIL):
@@ -185,9 +188,8 @@ def clock() -> None:
 
     Safe to run twice: one clock leads (a PostgreSQL advisory lock), and every job is idempotent.
     """
-    settings = load_settings(
-        beside_dev=False
-    )  # first: importing the clock builds the broker from REDIS_URL
+    # First: importing the clock builds the broker from REDIS_URL.
+    settings = load_settings(beside_dev=False)
     from commands.clock import run
 
     redis_url = need_redis(settings, "the clock")
