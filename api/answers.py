@@ -236,7 +236,8 @@ OPERATIONS: dict[tuple[str, str], Operation] = {
                 media_type="text/plain",
             )
         },
-        (400,),
+        # 401 without `Bearer $METRICS_TOKEN`; 404 outside development when none is set.
+        (400, 401, 404),
     ),
 }
 

@@ -7,6 +7,8 @@ commands are in `commands.cli_users`, `cli_orgs` and `cli_dev`, added to the one
 from __future__ import annotations
 
 import asyncio
+import errno
+import os
 import sys
 import time
 from importlib import metadata
@@ -30,6 +32,8 @@ from require2fa.settings import Settings
 # How long web, worker and clock wait at start for `require2fa migrate` (run by the platform's
 # release phase, or just before `honcho start`) to bring the schema up to date.
 MIGRATION_WAIT_SECONDS = 120
+# How long a worker waits at start for the SMTP server's greeting before saying it is silent.
+SMTP_CHECK_SECONDS = 5.0
 
 
 def check_services(settings: Settings, *, redis_url: str | None) -> None:
@@ -64,6 +68,37 @@ def check_services(settings: Settings, *, redis_url: str | None) -> None:
     asyncio.run(check())
 
 
+def warn_if_smtp_silent(settings: Settings) -> None:
+    """A worker's start: one warning line when the SMTP server does not answer. The worker runs
+    on: emails wait in the outbox and are retried until the server takes them."""
+    from jobs.mail.smtp import TRANSIENT, Smtp, describe
+    from require2fa.reach import redact
+
+    async def check() -> None:
+        smtp = Smtp(settings)
+        try:
+            async with asyncio.timeout(SMTP_CHECK_SECONDS):
+                await smtp.connect()
+        finally:
+            await smtp.close()
+
+    try:
+        asyncio.run(check())
+    except (*TRANSIENT, TimeoutError) as err:
+        structlog.get_logger("require2fa.start").warning(
+            "SMTP_URL: the mail server does not answer; emails wait in the outbox and are "
+            "retried until it does",
+            address=redact(settings.smtp_url),
+            error=describe(err) if str(err) else f"no answer within {SMTP_CHECK_SECONDS:.0f}s",
+        )
+
+
+def _listen_failure(err: OSError, port: int) -> Failure:
+    """`PORT: cannot listen on port 8000 (address already in use)`."""
+    why = os.strerror(err.errno).lower() if err.errno else str(err)
+    return Failure(f"PORT: cannot listen on port {port} ({why})")
+
+
 def _version() -> str:
     try:
         return metadata.version("require2fa")
@@ -79,8 +114,12 @@ def main() -> None:
     """require2fa: the service behind an organization's Require Two-Factor Authentication switch.
 
     Settings come from the environment (DATABASE_URL, REDIS_URL, SMTP_URL, SECRET_KEY,
-    BASE_URL, ...); outside ENVIRONMENT=development, web, worker and clock need SECRET_KEY and
-    BASE_URL. Every failure is one line starting `error:` and a non-zero exit code.
+    BASE_URL, ...); outside ENVIRONMENT=development, web, worker and clock need SECRET_KEY,
+    BASE_URL and SMTP_URL. Every failure is one line starting `error:` and a non-zero exit code.
+
+    Beside a running `require2fa dev` (the same directory, or the same DATA_DIR), with neither
+    DATABASE_URL nor REDIS_URL set, the commands (status, enforce, createuser, ...) use that
+    stack's database, Redis and namespace, read from DATA_DIR/dev.json.
     """
 
 
@@ -96,22 +135,32 @@ def migrate() -> None:
 @main.command()
 def web() -> None:
     """Run the aiohttp server on $PORT (default 8000)."""
+    # First: importing the app builds the broker from REDIS_URL.
+    settings = load_settings(beside_dev=False)
     from aiohttp import web as aioweb
 
     from api.app import create_app
 
-    settings = load_settings()
     redis_url = need_redis(settings, "web")
     check_services(settings, redis_url=redis_url)
     log = structlog.get_logger("require2fa.web")
-    log.info("web started", url=settings.base_url, port=settings.port)
-    # No banner (it names 0.0.0.0, which is not where people go); the line above names BASE_URL.
-    aioweb.run_app(
-        create_app(settings.replace(redis_url=redis_url)),
-        port=settings.port,
-        access_log=None,
-        print=None,
-    )
+
+    def started(banner: str) -> None:
+        # Instead of the banner (it names 0.0.0.0, which is not where people go), once the port
+        # is bound: a line naming BASE_URL.
+        log.info("web started", url=settings.base_url, port=settings.port)
+
+    try:
+        aioweb.run_app(
+            create_app(settings.replace(redis_url=redis_url)),
+            port=settings.port,
+            access_log=None,
+            print=started,
+        )
+    except OSError as err:
+        if err.errno not in (errno.EADDRINUSE, errno.EACCES, errno.EADDRNOTAVAIL):
+            raise
+        raise _listen_failure(err, settings.port) from None
 
 
 @main.command(context_settings={"ignore_unknown_options": True})
@@ -124,8 +173,9 @@ def worker(dramatiq_args: tuple[str, ...]) -> None:
     from dramatiq.cli import main as dramatiq_main
     from dramatiq.cli import make_argument_parser
 
-    settings = load_settings()
+    settings = load_settings(beside_dev=False)
     check_services(settings, redis_url=need_redis(settings, "the worker"))
+    warn_if_smtp_silent(settings)
     # Logging is configured already (Dramatiq's basicConfig then changes nothing): the
     # supervisor's lines and, after they boot, the worker processes' are in one format.
     args = make_argument_parser().parse_args(["jobs", *dramatiq_args])
@@ -138,9 +188,10 @@ def clock() -> None:
 
     Safe to run twice: one clock leads (a PostgreSQL advisory lock), and every job is idempotent.
     """
+    # First: importing the clock builds the broker from REDIS_URL.
+    settings = load_settings(beside_dev=False)
     from commands.clock import run
 
-    settings = load_settings()
     redis_url = need_redis(settings, "the clock")
     check_services(settings, redis_url=redis_url)
     run(settings.replace(redis_url=redis_url))

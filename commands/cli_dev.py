@@ -61,7 +61,7 @@ def dev(port: int | None, processes: int, threads: int) -> None:
     """Run web + worker + clock + a local SMTP sink on the embedded default, in the foreground."""
     from commands.dev import run_dev
 
-    settings = load_settings(environment="development")
+    settings = load_settings(environment="development", beside_dev=False)
     sys.exit(
         run_dev(
             Path(settings.data_dir),

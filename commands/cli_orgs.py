@@ -63,7 +63,9 @@ def seed(slug: str, count: int, enrolled: float, owner_email: str | None) -> Non
 )
 def enforce(slug: str, email: str, dry_run: bool, at: str | None) -> None:
     """Require 2FA in an organization (as the API's switch does) and follow the removals;
-    with --at, schedule it for that time instead."""
+    with --at, schedule it for that time instead.
+
+    Beside a running `require2fa dev`, with DATABASE_URL and REDIS_URL unset, acts on its stack."""
     from commands import enforce as enforcement
 
     settings = load_settings(needs=DATABASE_ONLY)
@@ -94,7 +96,9 @@ def enforce(slug: str, email: str, dry_run: bool, at: str | None) -> None:
 @click.command()
 @click.option("--org", "slug", required=True, help="Slug of the organization.")
 def status(slug: str) -> None:
-    """Print an organization's members, enrolled, pending, and its latest enforcement run."""
+    """Print an organization's members, enrolled, pending, and its latest enforcement run.
+
+    Beside a running `require2fa dev`, with DATABASE_URL and REDIS_URL unset, reads its stack."""
     from commands.enforce import status as describe
 
     for line in run_db(load_settings(needs=DATABASE_ONLY), lambda conn: describe(conn, slug)):

@@ -13,27 +13,56 @@ from commands.support import DATABASE_ONLY, BadValue, Failure, load_settings, ru
 
 @click.command()
 @click.option("--email", required=True)
-@click.option("--password", default=None, help="The password, or - to read it from stdin.")
+@click.option(
+    "--password",
+    default=None,
+    help="The password, or - to read it from stdin. Without it, asked for twice on the "
+    "terminal (hidden); refused when there is no terminal.",
+)
 @click.option("--name", default="")
 @click.option("--superuser", is_flag=True)
 def createuser(email: str, password: str | None, name: str, superuser: bool) -> None:
-    """Create a user."""
+    """Create a user (with a password: from --password, stdin, or asked on the terminal)."""
     from db import users
     from require2fa.security import hash_password
 
     if password == "-":
         password = sys.stdin.readline().rstrip("\n")
-    password_hash = hash_password(password) if password else None
+        if not password:
+            raise BadValue("--password -: stdin gave no password")
 
     async def work(conn: Any) -> Any:
+        # The database answers first: nobody types a password for a server that is not there,
+        # or for an email that is taken.
+        if password is None and await users.by_email(conn, email) is not None:
+            return None
+        given = password if password is not None else _ask_password()
         return await users.create(
-            conn, email=email, name=name, password_hash=password_hash, is_superuser=superuser
+            conn,
+            email=email,
+            name=name,
+            password_hash=hash_password(given),
+            is_superuser=superuser,
         )
 
     user = run_db(load_settings(needs=DATABASE_ONLY), work)
     if user is None:
         raise Failure(f"a user with email {email} exists already")
     click.echo(f"created user {user['id']} <{user['email']}>")
+
+
+def _ask_password() -> str:
+    """Twice, hidden, on the terminal; `BadValue` when there is none (a script that forgot
+    --password must not make a user nobody can sign in as)."""
+    if not (sys.stdin.isatty() and sys.stdout.isatty()):
+        raise BadValue(
+            "--password not given and no terminal to ask on: pass --password P, "
+            "or --password - to read it from stdin"
+        )
+    password: str = click.prompt("Password", hide_input=True, confirmation_prompt=True)
+    if not password:
+        raise BadValue("the password is empty")
+    return password
 
 
 @click.command()

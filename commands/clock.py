@@ -20,6 +20,7 @@ Redis) but without middleware: the clock runs no actor.
 from __future__ import annotations
 
 import asyncio
+import logging
 import signal
 import threading
 from collections.abc import Coroutine
@@ -122,7 +123,8 @@ class Clock:
             queue_name=queue_name, actor_name=actor_name, args=(), kwargs={}, options={}
         )
         self.broker.enqueue(message)
-        log.info("clock sent", actor=actor_name, message_id=message.message_id)
+        # Debug: every minute, per sweeper; what a sweep found is the worker's line to log.
+        log.debug("clock sent", actor=actor_name, message_id=message.message_id)
         return True
 
     def close(self) -> None:
@@ -181,6 +183,9 @@ def sending_broker(settings: Settings) -> dramatiq.Broker:
 
 def run(settings: Settings) -> None:
     """Runs the clock in the foreground until SIGINT or SIGTERM."""
+    # APScheduler's INFO is two lines per job run ("Running job", "executed successfully"),
+    # every ten seconds for the leadership check: its warnings (a missed run, an error) stay.
+    logging.getLogger("apscheduler").setLevel(logging.WARNING)
     clock = Clock(settings, sending_broker(settings))
     scheduler = build_scheduler(clock)
 

@@ -3,7 +3,8 @@
 The services come from `devstack.resolve_services` (your own PostgreSQL/Redis when DATABASE_URL /
 REDIS_URL are set or answer on their usual ports, else embedded ones; on a local or embedded
 PostgreSQL the database `require2fa`, created when missing); mail goes to the local sink
-unless SMTP_URL is set, and can be read at `/_dev/mailbox`. Ctrl-C, SIGTERM or the end of any one
+unless SMTP_URL is set, and can be read at `/_dev/mailbox` (with the `console:` SMS codes). The
+first line printed is the address to open. Ctrl-C, SIGTERM or the end of any one
 process stops them all, and every server started for them.
 """
 
@@ -23,12 +24,14 @@ from urllib.parse import urlsplit
 import structlog
 
 from commands.devstack import resolve_services
+from commands.devstate import published
 
 log = structlog.get_logger(__name__)
 # The development stack's own database (on a local or embedded PostgreSQL; created when missing)
 # and Redis namespace, apart from the maintenance database, the demo's and the tests'.
 DATABASE = "require2fa"
 NAMESPACE = "require2fa-dev"
+MAILBOX = "/_dev/mailbox/"
 
 
 class ProcessGroup:
@@ -74,9 +77,13 @@ class ProcessGroup:
 
 
 def run_dev(data_dir: Path, *, port: int, worker_processes: int, worker_threads: int) -> int:
-    """Runs until interrupted; returns the exit code for the command."""
+    """Runs until interrupted; returns the exit code for the command. Writes the stack's state
+    file (`commands.devstate`) while it runs."""
     from db.migrate import migrate_url
 
+    base_url = os.environ.get("BASE_URL") or f"http://localhost:{port}"
+    # The first line, before any log line: what to open (the logs scroll it away otherwise).
+    print(f"require2fa dev: open {base_url}/ (mail and SMS codes: {base_url}{MAILBOX})", flush=True)
     with resolve_services(data_dir, os.environ, database=DATABASE) as services:
         env = {
             **os.environ,
@@ -87,7 +94,7 @@ def run_dev(data_dir: Path, *, port: int, worker_processes: int, worker_threads:
             "SMTP_URL": services.smtp_url,
             "DATA_DIR": str(data_dir),
             "PORT": str(port),
-            "BASE_URL": os.environ.get("BASE_URL") or f"http://localhost:{port}",
+            "BASE_URL": base_url,
         }
         asyncio.run(migrate_url(services.database_url))
         group = ProcessGroup(env)
@@ -99,8 +106,8 @@ def run_dev(data_dir: Path, *, port: int, worker_processes: int, worker_threads:
                 [
                     python,
                     "-m",
-                    "dramatiq",
-                    "jobs",
+                    "commands.cli",
+                    "worker",
                     "--processes",
                     str(worker_processes),
                     "--threads",
@@ -111,14 +118,15 @@ def run_dev(data_dir: Path, *, port: int, worker_processes: int, worker_threads:
             log.info(
                 "running",
                 url=env["BASE_URL"],
-                mailbox=env["BASE_URL"] + "/_dev/mailbox/",
+                mailbox=env["BASE_URL"] + MAILBOX,
                 postgres=services.postgres,
                 database=urlsplit(services.database_url).path.lstrip("/"),
                 redis=services.redis,
                 namespace=env["REDIS_NAMESPACE"],
             )
-            while (ended := group.first_exit()) is None:
-                time.sleep(0.5)
+            with published(data_dir, env):
+                while (ended := group.first_exit()) is None:
+                    time.sleep(0.5)
             log.error("a process ended; stopping the others", name=ended[0], code=ended[1])
             return 1
         except KeyboardInterrupt:

@@ -10,7 +10,9 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, NoReturn, TypeVar
 
 import click
+import structlog
 
+from commands.devstate import running_stack
 from require2fa import logs
 from require2fa.reach import Unreachable
 from require2fa.settings import SERVER_NEEDS, Settings, SettingsError
@@ -72,10 +74,24 @@ DATABASE_ONLY: frozenset[str] = frozenset()
 WITH_SECRET = frozenset({"SECRET_KEY"})
 
 
-def load_settings(*, needs: frozenset[str] = SERVER, **defaults: Any) -> Settings:
-    """Settings from the environment; a bad one ends the process with one line naming it."""
+def load_settings(
+    *, needs: frozenset[str] = SERVER, beside_dev: bool = True, **defaults: Any
+) -> Settings:
+    """Settings from the environment; a bad one ends the process with one line naming it.
+
+    `beside_dev` (the operator's commands; the servers turn it off): with neither DATABASE_URL
+    nor REDIS_URL set, the values of a `require2fa dev` running in this directory fill in what
+    is unset, in this process's environment too (which `jobs` reads its broker from when
+    imported)."""
+    stack = running_stack(os.environ) if beside_dev else None
+    if stack is not None:
+        for name, value in stack[1].items():
+            if not os.environ.get(name):
+                os.environ[name] = value
     settings = Settings.from_env(os.environ, needs=needs, **defaults)
     logs.configure(settings.log_format, process=_process_name())
+    if stack is not None:
+        structlog.get_logger("require2fa.cli").info("using the dev stack", state=str(stack[0]))
     return settings
 
 

@@ -14,10 +14,12 @@ from urllib.parse import parse_qs, unquote, urlsplit
 DEV_SECRET_KEY = "development-only-secret-key-do-not-use-in-production"
 # What a long-running process (web, worker, clock) needs outside development. Commands that only
 # touch the database (migrate, status, ...) ask for less: `Settings.from_env(env, needs=...)`.
-SERVER_NEEDS = frozenset({"SECRET_KEY", "BASE_URL"})
+SERVER_NEEDS = frozenset({"SECRET_KEY", "BASE_URL", "SMTP_URL"})
+# Where mail goes in development when SMTP_URL is unset (`require2fa dev` points it at its sink).
+DEV_SMTP_URL = "smtp://127.0.0.1:1025"
 LOOPBACK_HOSTS = ("localhost", "127.0.0.1", "[::1]")
-_DURATION = re.compile(r"^\s*(\d+)\s*([smhd]?)\s*$")
-_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "": 1}
+_DURATION = re.compile(r"^\s*(\d+)\s*([smhd])\s*$")
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -65,8 +67,27 @@ def _is_origin_url(url: str) -> bool:
     return parts.scheme in ("http", "https") and bool(parts.hostname)
 
 
+def _check_url(variable: str, url: str, schemes: tuple[str, ...], expected: str) -> None:
+    """`url` is one of `schemes` and can be read: a bracket left open or a port that is not a
+    number is this line now, not a library's traceback when a connection is first made."""
+    try:
+        parts = urlsplit(url)
+        if "," not in parts.netloc:  # libpq's host1:port1,host2:port2 has no single port
+            parts.port  # noqa: B018 - raises on a port that is not a number in 0-65535
+    except ValueError as err:
+        raise SettingsError(variable, f"cannot be read as a URL ({err})") from None
+    if parts.scheme not in schemes:
+        raise SettingsError(variable, f"must be {expected} URL")
+
+
 def parse_duration(text: str) -> timedelta:
-    """`90d`, `12h`, `30m`, `2s` or a bare number of seconds."""
+    """`90d`, `12h`, `30m` or `2s`. A bare number is refused: `90` meant seconds once, and
+    nobody who wrote it for a window of days wanted that."""
+    if text.strip().isdigit():
+        raise ValueError(
+            f"{text.strip()!r} has no unit: write {text.strip()}d, {text.strip()}h, "
+            f"{text.strip()}m or {text.strip()}s"
+        )
     match = _DURATION.match(text)
     if not match:
         raise ValueError(f"{text!r} is not a duration such as 90d, 12h, 30m or 2s")
@@ -81,9 +102,6 @@ def parse_retention(text: str) -> timedelta:
     `timedelta`)."""
     if text.strip() == "0":
         return timedelta(0)
-    match = _DURATION.match(text)
-    if not match or not match.group(2):
-        raise ValueError(f"{text!r} is not a duration with a unit such as 30d or 12h, or 0")
     return parse_duration(text)
 
 
@@ -126,7 +144,9 @@ class Settings:
     redis_url: str | None = None
     # The Dramatiq broker: `amqp://` selects RabbitMQ; unset, the Redis at `redis_url` serves.
     broker_url: str | None = None
-    smtp_url: str = "smtp://127.0.0.1:1025"
+    # Required outside development (by the processes whose `needs` name it); in development
+    # DEV_SMTP_URL.
+    smtp_url: str = ""
     email_from: str = "require2fa <no-reply@require2fa.localhost>"
     email_rate: float = 100.0
     # Where people reach this service (email links, the origin forms must come from).
@@ -141,6 +161,9 @@ class Settings:
     audit_retention: timedelta = timedelta(days=400)
     sms_url: str = "console:"
     log_format: str = "text"
+    # The bearer token `GET /metrics` asks for. Unset: /metrics is 404 outside development, and
+    # open in development (where nothing is worth hiding and a local Prometheus just scrapes).
+    metrics_token: str = ""
     data_dir: str = ".require2fa"
     # The reverse proxies whose X-Forwarded-For / X-Forwarded-Proto are believed (addresses or
     # networks); nobody's by default, so the connecting address is the client's.
@@ -157,6 +180,8 @@ class Settings:
             raise SettingsError("PORT", "must be a TCP port number (1-65535)")
         if not self.base_url and self.environment == "development":
             object.__setattr__(self, "base_url", f"http://localhost:{self.port}")
+        if not self.smtp_url and self.environment == "development":
+            object.__setattr__(self, "smtp_url", DEV_SMTP_URL)
         if self.environment != "development":
             self._check_production()
         if len(self.secret_key) < 16:
@@ -197,15 +222,17 @@ class Settings:
                 "an amqp:// or redis://",
             ),
         ):
-            if url is not None and urlsplit(url).scheme not in schemes:
-                raise SettingsError(name, f"must be {expected} URL")
-        try:
-            parse_smtp_url(self.smtp_url)
-        except ValueError as err:
-            raise SettingsError("SMTP_URL", str(err)) from None
+            if url is not None:
+                _check_url(name, url, schemes, expected)
+        if self.smtp_url:
+            try:
+                parse_smtp_url(self.smtp_url)
+            except ValueError as err:
+                raise SettingsError("SMTP_URL", str(err)) from None
 
     def _check_production(self) -> None:
-        """What a server needs outside development: a secret key and the address people open."""
+        """What a server needs outside development: a secret key, the address people open and
+        the mail server."""
         if "SECRET_KEY" in self.needs and self.secret_key == DEV_SECRET_KEY:
             raise SettingsError("SECRET_KEY", "must be set outside development")
         if "BASE_URL" in self.needs and not self.base_url:
@@ -213,6 +240,12 @@ class Settings:
                 "BASE_URL",
                 "must be set outside development: the address people open, which email links "
                 "use and forms must come from (e.g. https://require2fa.example.com)",
+            )
+        if "SMTP_URL" in self.needs and not self.smtp_url:
+            raise SettingsError(
+                "SMTP_URL",
+                "must be set outside development: the server that sends the emails "
+                "(smtp://user:pass@host:port, smtps://… for implicit TLS)",
             )
 
     @property
@@ -247,6 +280,8 @@ class Settings:
 
     @property
     def smtp(self) -> SmtpTarget:
+        if not self.smtp_url:
+            raise SettingsError("SMTP_URL", "not set; sending email needs it")
         return parse_smtp_url(self.smtp_url)
 
     def replace(self, **changes: Any) -> Settings:
@@ -263,8 +298,8 @@ class Settings:
         """Read the settings of the README's table; a bad one raises `SettingsError` naming it.
 
         Without `ENVIRONMENT=development` (which `require2fa dev`, `make demo` and the tests set)
-        the process counts as production and needs a real `SECRET_KEY` and `BASE_URL` (those of
-        them in `needs`: a command that only migrates needs neither).
+        the process counts as production and needs a real `SECRET_KEY`, `BASE_URL` and
+        `SMTP_URL` (those of them in `needs`: a command that only migrates needs none).
         """
         values: dict[str, Any] = {"environment": "production", "needs": needs, **defaults}
         plain = {
@@ -279,6 +314,7 @@ class Settings:
             "SMS_URL": "sms_url",
             "LOG_FORMAT": "log_format",
             "DATA_DIR": "data_dir",
+            "METRICS_TOKEN": "metrics_token",
             "REDIS_NAMESPACE": "redis_namespace",
         }
         for var, field in plain.items():

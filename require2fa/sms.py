@@ -1,17 +1,23 @@
 """Backup phone: E.164 numbers, one-time codes kept in Redis, and sending them through SMS_URL.
 
-SMS_URL `console:` writes the message to the log (development); an `https://` URL receives a
+SMS_URL `console:` writes the message to the log; in development also to
+`<DATA_DIR>/sms.jsonl`, which the development mailbox shows. An `https://` URL receives a
 JSON POST `{"to", "body"}`. A code is stored hashed under a key that expires after five minutes
 and is taken with a compare-and-delete, so it works once.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import hashlib
 import hmac
+import json
 import re
 import secrets
 import ssl
+from datetime import UTC, datetime
+from pathlib import Path
 
 import aiohttp
 import redis.asyncio as aioredis
@@ -23,6 +29,8 @@ from require2fa.settings import Settings
 log = structlog.get_logger(__name__)
 
 CODE_TTL_SECONDS = 5 * 60
+# In development, the `console:` gateway's messages, one JSON object a line, under DATA_DIR.
+CONSOLE_FILE = "sms.jsonl"
 SEND_TIMEOUT_SECONDS = 10.0
 _E164 = re.compile(r"^\+[1-9]\d{6,14}$")
 _SEPARATORS = re.compile(r"[\s().-]")
@@ -105,6 +113,32 @@ async def take_code(
     return int(taken) == 1
 
 
+def _append_console(data_dir: Path, to: str, body: str) -> None:
+    data_dir.mkdir(parents=True, exist_ok=True)
+    line = json.dumps(
+        {"time": datetime.now(UTC).isoformat(timespec="seconds"), "to": to, "body": body}
+    )
+    with (data_dir / CONSOLE_FILE).open("a", encoding="utf-8") as file:
+        file.write(line + "\n")  # one write of a short line: whole even beside another process
+
+
+def console_messages(data_dir: Path, limit: int = 20) -> list[dict[str, str]]:
+    """The latest text messages of the `console:` gateway in development, newest first."""
+    try:
+        lines = (data_dir / CONSOLE_FILE).read_text(encoding="utf-8").splitlines()
+    except FileNotFoundError:
+        return []
+    found = []
+    for line in reversed(lines[-limit:]):
+        with contextlib.suppress(ValueError):
+            found.append({k: str(v) for k, v in json.loads(line).items()})
+    return found
+
+
+def clear_console(data_dir: Path) -> None:
+    (data_dir / CONSOLE_FILE).unlink(missing_ok=True)
+
+
 async def send(
     settings: Settings,
     to: str,
@@ -116,6 +150,8 @@ async def send(
     """Send one text message; raises SmsError when the gateway cannot be reached or refuses."""
     if settings.sms_url == "console:":
         log.info("sms.console", to=to, body=body)
+        if settings.development:
+            await asyncio.to_thread(_append_console, Path(settings.data_dir), to, body)
         return
     try:
         async with (

@@ -8,7 +8,11 @@ import pytest
 
 from require2fa.settings import DEV_SECRET_KEY, Settings, SettingsError, parse_duration
 
-PROD = {"SECRET_KEY": "s" * 40, "BASE_URL": "https://require2fa.example.com"}
+PROD = {
+    "SECRET_KEY": "s" * 40,
+    "BASE_URL": "https://require2fa.example.com",
+    "SMTP_URL": "smtp://mail.example.com:587?starttls=1",
+}
 
 
 @pytest.mark.parametrize(
@@ -18,11 +22,40 @@ PROD = {"SECRET_KEY": "s" * 40, "BASE_URL": "https://require2fa.example.com"}
         ("2s", timedelta(seconds=2)),
         ("12h", timedelta(hours=12)),
         ("30m", timedelta(minutes=30)),
-        ("45", timedelta(seconds=45)),
+        (" 45s ", timedelta(seconds=45)),
     ],
 )
 def test_durations(text: str, expected: timedelta) -> None:
     assert parse_duration(text) == expected
+
+
+@pytest.mark.parametrize("bare", ["90", "7776000", " 90 "])
+def test_a_duration_without_a_unit_is_refused(bare: str) -> None:
+    """`REINSTATEMENT_WINDOW=90` used to mean 90 seconds; now it stops the process, saying why."""
+    with pytest.raises(SettingsError) as err:
+        Settings.from_env({**PROD, "REINSTATEMENT_WINDOW": bare})
+    number = bare.strip()
+    assert str(err.value) == (
+        f"REINSTATEMENT_WINDOW: {number!r} has no unit: write {number}d, {number}h, {number}m "
+        f"or {number}s"
+    )
+
+
+def test_smtp_url_is_required_outside_development() -> None:
+    without = {key: value for key, value in PROD.items() if key != "SMTP_URL"}
+    with pytest.raises(SettingsError) as err:
+        Settings.from_env(without)
+    assert err.value.variable == "SMTP_URL"
+    assert str(err.value).startswith("SMTP_URL: must be set outside development")
+    assert "\n" not in str(err.value)
+    # Commands that send no email need none; development keeps its local default.
+    assert Settings.from_env(without, needs=frozenset({"SECRET_KEY"})).smtp_url == ""
+    assert Settings.from_env({"ENVIRONMENT": "development"}).smtp.port == 1025
+
+
+def test_metrics_token_is_read() -> None:
+    assert Settings.from_env(PROD).metrics_token == ""
+    assert Settings.from_env({**PROD, "METRICS_TOKEN": "abc"}).metrics_token == "abc"
 
 
 def test_defaults_in_production_with_a_secret() -> None:
@@ -79,7 +112,7 @@ def test_smtp_url_forms() -> None:
 
 def test_base_url_is_required_outside_development() -> None:
     with pytest.raises(SettingsError) as err:
-        Settings.from_env({"SECRET_KEY": "s" * 40})
+        Settings.from_env({"SECRET_KEY": "s" * 40, "SMTP_URL": "smtp://mail"})
     assert err.value.variable == "BASE_URL"
     assert str(err.value).startswith("BASE_URL: must be set outside development")
     # What only touches the database needs neither BASE_URL nor SECRET_KEY.

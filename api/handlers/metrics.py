@@ -11,11 +11,16 @@
   `dramatiq_message_retries_total`, `dramatiq_message_rejects_total`,
   `dramatiq_message_duration_milliseconds`), and the queues' lengths
   (`dramatiq_queue_messages{queue,state}`: waiting, in flight, delayed, dead).
+
+Access: `Authorization: Bearer $METRICS_TOKEN`, compared in constant time; 401 with a wrong or
+missing token. Without `METRICS_TOKEN` the endpoint does not exist outside development (404),
+and is open in development.
 """
 
 from __future__ import annotations
 
 import asyncio
+import hmac
 from collections import defaultdict
 from typing import Any
 
@@ -35,6 +40,7 @@ from prometheus_client.core import (
 from prometheus_client.registry import Collector
 
 from api.connection import request_pool
+from api.errors import api_error
 from api.keys import REDIS, SETTINGS
 from db import metrics as enforcement_metrics
 from db import outbox
@@ -208,9 +214,26 @@ async def _database_figures(pool: asyncpg.Pool) -> dict[str, Any]:
     return {"enforcement": runs, "outbox_pending": pending, "outbox_oldest_seconds": oldest}
 
 
+def _check_token(request: web.Request) -> None:
+    """404 when no METRICS_TOKEN is set outside development; 401 unless the request carries it."""
+    settings = request.app[SETTINGS]
+    if not settings.metrics_token:
+        if settings.development:
+            return
+        raise api_error(404)
+    scheme, _, given = request.headers.get("Authorization", "").partition(" ")
+    if scheme.lower() != "bearer" or not hmac.compare_digest(
+        given.strip().encode(), settings.metrics_token.encode()
+    ):
+        error = api_error(401, "Metrics need Authorization: Bearer $METRICS_TOKEN.")
+        error.headers["WWW-Authenticate"] = 'Bearer realm="metrics"'
+        raise error
+
+
 async def metrics(request: web.Request) -> web.Response:
     """Prometheus text: the process's own metrics and the figures read now from PostgreSQL and
     Redis (a store that does not answer leaves its figures out; /healthz says which)."""
+    _check_token(request)
     settings = request.app[SETTINGS]
     database: dict[str, Any] | BaseException
     figures: dict[str, Any] | BaseException

@@ -3,8 +3,10 @@
 The sink (`commands.devstack.MailSink`) stores each message as `<data_dir>/mail/NNNNNN.eml`.
 These pages list those files, newest first (with a search over the subject and the address),
 show one (headers, the text part, and the HTML part in a sandboxed frame), and clear them all
-(`POST /_dev/mailbox/clear/`, from this site's pages only). They exist only in development:
-`create_app` adds them then and never otherwise.
+(`POST /_dev/mailbox/clear/`, from this site's pages only). Under the mail, the list shows
+the latest text messages of the `console:` SMS gateway (`require2fa.sms`), so that a backup
+phone code is read there rather than in the server's log; clearing clears them too. They exist
+only in development: `create_app` adds them then and never otherwise.
 """
 
 from __future__ import annotations
@@ -23,9 +25,11 @@ from aiohttp import web
 
 from api.errors import api_error
 from api.keys import SETTINGS
+from require2fa import sms
 
 PREFIX = "/_dev/mailbox"
 PAGE_SIZE = 50
+SMS_SHOWN = 20  # the latest text messages shown under the mail
 _NAME = re.compile(r"^[0-9]{1,12}$")
 # The HTML part is someone else's markup: no scripts, no requests out, only its own styles.
 # Framed by the mailbox page itself (same origin), unlike every other page.
@@ -49,7 +53,7 @@ _LIST = """<!doctype html>
   <input type="search" id="q" name="q" value="{{ query }}">
   <button type="submit">Search</button>
 </form>
-{% if total %}
+{% if total or texts %}
 <form method="post" action="{{ prefix }}/clear/">
   <button type="submit" class="secondary">Clear the mailbox</button>
 </form>
@@ -76,6 +80,25 @@ _LIST = """<!doctype html>
 {% if older %}
 <p><a href="{{ prefix }}/?{{ {"before": older, "q": query}|urlencode }}">Older messages</a></p>
 {% endif %}
+<h2 id="sms">Text messages</h2>
+<p class="muted">What the <code>console:</code> SMS gateway sent (backup phone codes), newest
+first.</p>
+<div class="card spaced">
+{% if texts %}
+<table class="stack">
+<thead><tr><th>Date</th><th>To</th><th>Message</th></tr></thead>
+<tbody>
+{% for text in texts %}
+<tr><td class="when muted" data-label="Date">{{ text.time }}</td>
+<td class="email" data-label="To">{{ text.to }}</td>
+<td data-label="Message">{{ text.body }}</td></tr>
+{% endfor %}
+</tbody>
+</table>
+{% else %}
+<p>No text messages yet.</p>
+{% endif %}
+</div>
 </main>
 </body></html>
 """
@@ -187,7 +210,11 @@ async def mailbox(request: web.Request) -> web.Response:
     total, matched, rows, older = await asyncio.to_thread(
         _listing, mail_dir, int(before_text) if before_text else None, query.lower()
     )
+    texts = await asyncio.to_thread(
+        sms.console_messages, Path(request.app[SETTINGS].data_dir), SMS_SHOWN
+    )
     html = _template(_LIST).render(
+        texts=texts,
         total=total,
         matched=matched,
         rows=rows,
@@ -209,7 +236,8 @@ def _clear(mail_dir: Path) -> int:
 
 
 async def clear(request: web.Request) -> web.Response:
-    """Deletes every stored message (a form of these pages: another site's is refused)."""
+    """Deletes every stored message and text message (a form of these pages: another site's is
+    refused)."""
     origin = request.headers.get("Origin")
     if (
         origin is not None
@@ -217,6 +245,7 @@ async def clear(request: web.Request) -> web.Response:
     ):
         raise api_error(403, "The mailbox is cleared from its own page only.")
     await asyncio.to_thread(_clear, _mail_dir(request))
+    await asyncio.to_thread(sms.clear_console, Path(request.app[SETTINGS].data_dir))
     raise web.HTTPSeeOther(f"{PREFIX}/")
 
 

@@ -131,3 +131,47 @@ async def test_search_and_clear(aiohttp_client, pool, redis, settings: Settings,
     assert cleared.status == 303 and cleared.headers["Location"] == "/_dev/mailbox/"
     assert list((tmp_path / "mail").glob("*.eml")) == []
     assert "No messages yet" in await (await client.get("/_dev/mailbox/")).text()
+
+
+async def test_the_console_sms_code_is_in_the_mailbox(
+    aiohttp_client, pool, settings: Settings, tmp_path: Path
+) -> None:
+    """A developer adds a backup phone and reads the code on the mailbox page, not in the log."""
+    import re
+
+    from tests.factories import create_user, enroll_totp, sign_in
+
+    assert settings.sms_url == "console:"
+    client = await aiohttp_client(create_app(settings.replace(data_dir=str(tmp_path))))
+    await create_user(pool, "dev@example.com")
+    assert (await sign_in(client, "dev@example.com")).status == 200
+    await enroll_totp(client)
+    url = "/api/0/users/me/authenticators/sms/enroll/"
+    sent = await client.post(url, json={"phone": "+1 415 555 0123"})
+    assert sent.status in (200, 202), await sent.text()
+
+    page = await (await client.get("/_dev/mailbox/")).text()
+    assert "Text messages" in page and "+14155550123" in page
+    code = re.search(r"\b(\d{6})\b", page.split("Text messages", 1)[1])
+    assert code is not None, page
+    confirmed = await client.post(url, json={"phone": "+14155550123", "otp": code.group(1)})
+    assert confirmed.status == 201, await confirmed.text()
+
+    cleared = await client.post("/_dev/mailbox/clear/", allow_redirects=False)
+    assert cleared.status == 303
+    assert "No text messages yet." in await (await client.get("/_dev/mailbox/")).text()
+
+
+async def test_outside_development_the_console_sms_leaves_no_file(
+    settings: Settings, tmp_path: Path
+) -> None:
+    from require2fa import sms
+
+    production = settings.replace(
+        environment="production", secret_key="p" * 40, data_dir=str(tmp_path)
+    )
+    await sms.send(production, "+14155550123", "Your code is 123456.")
+    assert sms.console_messages(tmp_path) == []
+    assert not (tmp_path / sms.CONSOLE_FILE).exists()
+    await sms.send(settings.replace(data_dir=str(tmp_path)), "+14155550123", "Code 654321.")
+    assert [m["body"] for m in sms.console_messages(tmp_path)] == ["Code 654321."]

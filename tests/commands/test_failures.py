@@ -16,7 +16,12 @@ from commands.cli import main
 from tests.conftest import ADMIN_DSN, REDIS_URL, RUN_ID, TEST_DSN
 
 SECRET = "s" * 40
-PROD = {"ENVIRONMENT": "production", "SECRET_KEY": SECRET, "BASE_URL": "https://r2fa.example"}
+PROD = {
+    "ENVIRONMENT": "production",
+    "SECRET_KEY": SECRET,
+    "BASE_URL": "https://r2fa.example",
+    "SMTP_URL": "smtp://127.0.0.1:1",
+}
 DEV = {"ENVIRONMENT": "development"}
 REFUSED = "postgresql://nope@127.0.0.1:1/x"
 MISSING_DB = ADMIN_DSN.rsplit("/", 1)[0] + "/require2fa_no_such_database"
@@ -36,7 +41,18 @@ def drop_database(server: str, name: str) -> None:
 def run(args: list[str], env: dict[str, str]):
     # Start from nothing: the test run's own DATABASE_URL etc. must not leak in.
     blank = dict.fromkeys(
-        ("DATABASE_URL", "REDIS_URL", "ENVIRONMENT", "SECRET_KEY", "BASE_URL", "PORT"), ""
+        (
+            "DATABASE_URL",
+            "REDIS_URL",
+            "ENVIRONMENT",
+            "SECRET_KEY",
+            "BASE_URL",
+            "PORT",
+            "SMTP_URL",
+            "REINSTATEMENT_WINDOW",
+            "DATA_DIR",
+        ),
+        "",
     )
     return CliRunner().invoke(main, args, env={**blank, **env}, catch_exceptions=False)
 
@@ -65,6 +81,24 @@ CASES = [
      {"DATABASE_URL": "postgresql://u:hunter2@nohost.invalid/x"},
      "error: DATABASE_URL: cannot connect to postgresql://u:***@nohost.invalid/x"),
     (["status"], {}, "error: Missing option '--org'."),
+    (["web"], {**PROD, "DATABASE_URL": TEST_DSN, "REDIS_URL": "http://x"},
+     "error: REDIS_URL: must be a redis:// URL"),
+    (["clock"], {**PROD, "DATABASE_URL": TEST_DSN, "REDIS_URL": "http://x"},
+     "error: REDIS_URL: must be a redis:// URL"),
+    (["web"], {**PROD, "DATABASE_URL": TEST_DSN, "REDIS_URL": "redis://r:abc/0"},
+     "error: REDIS_URL: cannot be read as a URL (Port could not be cast to integer value"),
+    (["web"], {**PROD, "DATABASE_URL": "postgresql://[::1/x", "REDIS_URL": REDIS_URL},
+     "error: DATABASE_URL: cannot be read as a URL (Invalid IPv6 URL)"),
+    (["migrate"], {"DATABASE_URL": "postgresql://u@db:99999/x"},
+     "error: DATABASE_URL: cannot be read as a URL (Port out of range 0-65535)"),
+    (["migrate"], {"DATABASE_URL": TEST_DSN, "REINSTATEMENT_WINDOW": "90"},
+     "error: REINSTATEMENT_WINDOW: '90' has no unit: write 90d, 90h, 90m or 90s"),
+    (["web"], {**PROD, "SMTP_URL": "", "DATABASE_URL": TEST_DSN, "REDIS_URL": REDIS_URL},
+     "error: SMTP_URL: must be set outside development"),
+    (["worker"], {**PROD, "SMTP_URL": "", "DATABASE_URL": TEST_DSN, "REDIS_URL": REDIS_URL},
+     "error: SMTP_URL: must be set outside development"),
+    (["clock"], {**PROD, "DATABASE_URL": REFUSED, "REDIS_URL": REDIS_URL},
+     "error: DATABASE_URL: cannot connect to postgresql://nope@127.0.0.1:1/x (connection refused"),
 ]  # fmt: skip
 
 
@@ -121,3 +155,33 @@ def test_web_waits_for_migrations_then_says_what_to_run(monkeypatch, redis_url: 
     assert result.exit_code == 1
     assert errors[0].startswith("error: DATABASE_URL: the schema lacks ")
     assert errors[0].endswith("; run `require2fa migrate`")
+
+
+def test_web_on_a_port_in_use_says_so_in_one_line(database: str, redis_url: str) -> None:
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("0.0.0.0", 0))  # noqa: S104 - where `require2fa web` listens
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = subprocess.run(
+            [sys.executable, "-m", "commands.cli", "web"],
+            env={
+                **os.environ,
+                **PROD,
+                "DATABASE_URL": TEST_DSN,
+                "REDIS_URL": redis_url,
+                "PORT": str(port),
+                "LOG_FORMAT": "json",
+            },
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+    assert result.returncode == 1
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
+    assert errors == [f"error: PORT: cannot listen on port {port} (address already in use)"], (
+        result.stderr
+    )
+    assert "Traceback" not in result.stderr
