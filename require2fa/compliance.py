@@ -5,9 +5,11 @@ A member meets their organization's requirement when one of their user's *confir
 of a kind that the organization's level accepts, or while an exemption lasts. Every statement
 that asks "has a second factor?" (the has2fa column, the member filters, the compliance counts,
 the removal of a batch, the last-factor rule, the benchmark's bound) renders its condition with
-`second_factor_sql`; every Python decision goes through `meets_requirement`. The partial index
+`second_factor_sql`; in Python, whether a user meets it goes through `meets_requirement`, and
+whether one factor counts (the last-factor rule) through `counts`. The partial index
 `authenticators_second_factor` (see `INDEX_PREDICATE` and tests/test_compliance.py) covers
-exactly `FACTOR_KINDS`, so that the probe stays an index-only anti-join.
+exactly `FACTOR_KINDS`, so that the probe stays an index-only anti-join. The rules themselves
+are tested without a database in tests/require2fa/test_compliance_rules.py.
 
 Extending it (data, not new code paths):
 - a new factor kind: add it to `FACTOR_KINDS` (at the end: a kind's bit is its position) and to
