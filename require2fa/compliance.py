@@ -117,30 +117,17 @@ def second_factor_probe_sql(user_id_sql: str = "u.id", *, level_sql: str | None 
     return second_factor_sql(user_id_sql, level_sql=level_sql)[:-1] + " offset 0)"
 
 
-def compliant_sql(
-    user_id_sql: str = "u.id",
-    *,
-    level_sql: str | None = None,
-    exempt_until_sql: str | None = None,
-) -> str:
-    """SQL condition: the member meets the requirement (a factor that counts, or an exemption
-    still running at the statement's `now()`)."""
-    factor = second_factor_sql(user_id_sql, level_sql=level_sql)
-    if exempt_until_sql is None:
-        return factor
-    return f"(coalesce({_expression(exempt_until_sql)} > now(), false) or {factor})"
-
-
 def noncompliant_sql(
     user_id_sql: str = "u.id",
     *,
     level_sql: str | None = None,
     exempt_until_sql: str | None = None,
 ) -> str:
-    """SQL condition: the member does not meet the requirement — `not compliant_sql(...)`,
-    written as a conjunction with its `not exists` at the top, so that the planner turns it into
-    an anti-join (it does not push a `not` through the `or` of `compliant_sql` before deciding).
-    Use it as one term of a `where … and …` list."""
+    """SQL condition: the member does not meet the requirement (no factor that counts, and no
+    exemption still running at the statement's `now()`). Written as a conjunction with its
+    `not exists` at the top, so that the planner turns it into an anti-join (it does not push a
+    `not` through an `or` of "exempt or has a factor" before deciding). Use it as one term of a
+    `where … and …` list."""
     factor = second_factor_sql(user_id_sql, level_sql=level_sql)
     if exempt_until_sql is None:
         return f"not {factor}"

@@ -51,7 +51,7 @@ async def test_is_noncompliant_lists_who_a_run_would_remove(client, pool) -> Non
 
 async def test_the_noncompliant_condition_plans_as_an_anti_join(pool) -> None:
     """`compliance.noncompliant_sql` keeps `not exists` at the top of the where list (a negated
-    `compliant_sql`, with its `or`, is planned as a subplan per member instead)."""
+    "exempt or has a factor", with its `or`, is planned as a subplan per member instead)."""
     from db.counts import NONCOMPLIANT_SQL
 
     owner = await create_user(pool, "owner@example.com")

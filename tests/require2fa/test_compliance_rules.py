@@ -114,18 +114,12 @@ def test_the_level_bits_sql_agrees_with_level_bits() -> None:
     }
 
 
-def test_compliant_and_noncompliant_sql_are_each_others_negation() -> None:
+def test_noncompliant_sql_is_neither_exempt_nor_with_a_factor() -> None:
     factor = compliance.second_factor_sql("u.id", level_sql="$2::text")
-    compliant = compliance.compliant_sql(
-        "u.id", level_sql="$2::text", exempt_until_sql="m.exempt_2fa_until"
-    )
     noncompliant = compliance.noncompliant_sql(
         "u.id", level_sql="$2::text", exempt_until_sql="m.exempt_2fa_until"
     )
-    exempt = "coalesce(m.exempt_2fa_until > now(), false)"
-    assert compliant == f"({exempt} or {factor})"
-    assert noncompliant == f"not {exempt} and not {factor}"
-    assert compliance.compliant_sql("u.id") == compliance.second_factor_sql("u.id")
+    assert noncompliant == f"not coalesce(m.exempt_2fa_until > now(), false) and not {factor}"
     assert compliance.noncompliant_sql("u.id") == "not " + compliance.second_factor_sql("u.id")
     probe = compliance.second_factor_probe_sql("u.id")
     assert probe == compliance.second_factor_sql("u.id")[:-1] + " offset 0)"
@@ -136,7 +130,6 @@ def test_sql_is_built_from_references_only(bad: str) -> None:
     for build in (
         lambda: compliance.second_factor_sql(bad),
         lambda: compliance.second_factor_sql("u.id", level_sql=bad),
-        lambda: compliance.compliant_sql("u.id", exempt_until_sql=bad),
         lambda: compliance.noncompliant_sql("u.id", exempt_until_sql=bad),
         lambda: compliance.factor_counts_sql(bad),
         lambda: compliance.level_bits_sql(bad),
