@@ -26,7 +26,7 @@ from db.audit import Actor
 from jobs import webhooks as webhook_jobs
 from require2fa import webhooks
 from require2fa.settings import Settings
-from tests.factories import add_member, create_org, create_user
+from tests.factories import add_member, create_org, create_user, owner_and_org
 from tests.webhook_receiver import Answer, Receiver
 
 ACTOR = Actor(label="tests")
@@ -102,8 +102,7 @@ async def test_each_audit_event_becomes_one_delivery_per_matching_webhook(
 ) -> None:
     every = await subscribe(pool, settings, org["id"], "http://127.0.0.1:9/all")
     pending = await subscribe(pool, settings, org["id"], "http://127.0.0.1:9/p", ["member.pending"])
-    other_owner = await create_user(pool, "owner@other.test", has2fa=True)
-    other = await create_org(pool, "other", other_owner["id"])
+    other_owner, other = await owner_and_org(pool, "other", "owner@other.test", has2fa=True)
     await subscribe(pool, settings, other["id"], "http://127.0.0.1:9/other")
 
     await record(pool, org["id"], 3, "member.edit")
