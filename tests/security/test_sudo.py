@@ -11,6 +11,7 @@ from tests.factories import (
     create_org,
     create_user,
     enroll_totp,
+    owner_and_org,
     sign_in,
     token_for,
     totp_code,
@@ -132,8 +133,7 @@ async def test_turning_the_requirement_off(client, pool) -> None:
 
 
 async def test_a_manager_gets_403_not_a_sudo_prompt(client, pool) -> None:
-    owner = await create_user(pool, "owner@example.com", has2fa=True)
-    org = await create_org(pool, "acme", owner["id"])
+    owner, org = await owner_and_org(pool, "acme", "owner@example.com", has2fa=True)
     manager = await create_user(pool, "manager@example.com", has2fa=True)
     async with pool.acquire() as conn:
         await conn.execute("update organizations set require_2fa = true where id = $1", org["id"])
