@@ -1,5 +1,5 @@
-"""Durations (`REINSTATEMENT_WINDOW`, CONTRACT §4: `s`, `m`, `h`, `d` units), without a
-database."""
+"""Durations (`REINSTATEMENT_WINDOW` and the retentions: a number with an `s`, `m`, `h` or `d`
+unit), without a database."""
 
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ from require2fa.settings import Settings, SettingsError, parse_duration
         ("36h", timedelta(hours=36)),
         ("90m", timedelta(minutes=90)),
         ("1s", timedelta(seconds=1)),
-        ("3600", timedelta(hours=1)),
+        ("3600s", timedelta(hours=1)),
         (" 7d ", timedelta(days=7)),
         ("7 d", timedelta(days=7)),
         ("007d", timedelta(days=7)),
@@ -37,7 +37,13 @@ def test_what_is_not_a_duration(text: str) -> None:
     assert "is not a duration such as 90d" in str(err.value)
 
 
-@pytest.mark.parametrize("text", ["0", "0d", "0s"])
+@pytest.mark.parametrize("text", ["90", "0", " 45 "])
+def test_a_bare_number_is_refused(text: str) -> None:
+    with pytest.raises(ValueError, match="has no unit"):
+        parse_duration(text)
+
+
+@pytest.mark.parametrize("text", ["0d", "0s"])
 def test_a_duration_is_longer_than_zero(text: str) -> None:
     with pytest.raises(ValueError, match="longer than zero"):
         parse_duration(text)
