@@ -192,7 +192,16 @@ def plan(org: Mapping[str, Any], change: SettingsChange) -> Plan:
         reauthenticated=after.looser_than(before),
         own_level=level if asks else None,
     )
-    return Plan(change, needs, refusal, after, sso, edits, new_schedule, run)
+    return Plan(
+        change=change,
+        needs=needs,
+        refusal=refusal,
+        after=after,
+        sso_enabled=sso,
+        edits=edits,
+        schedule=new_schedule,
+        run=run,
+    )
 
 
 @dataclass(frozen=True)
