@@ -216,7 +216,7 @@ class Change:
 async def apply_change(
     pool: asyncpg.Pool,
     org: asyncpg.Record,
-    change: SettingsChange,
+    asked: SettingsChange,
     *,
     actor: Actor,
     role: str,
@@ -226,17 +226,17 @@ async def apply_change(
     """`change_organization` in a transaction of its own (the API's PUT and the settings page);
     `start_run(run_id)` sends a new run to the workers once it is committed."""
     async with pool.acquire() as conn, conn.transaction():
-        outcome = await change_organization(
+        change = await change_organization(
             conn,
-            change,
+            asked,
             organization_id=org["id"],
             actor=actor,
             role=role,
             recently_authenticated=recently_authenticated,
         )
-    if outcome.started and outcome.run is not None:
-        await start_run(outcome.run["id"])
-    return outcome
+    if change.started and change.run is not None:
+        await start_run(change.run["id"])
+    return change
 
 
 async def change_organization(
