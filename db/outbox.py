@@ -162,6 +162,19 @@ async def enqueue_many(conn: asyncpg.Connection, emails: Sequence[Email]) -> int
 # bulk in start-tag order (index `email_outbox_lanes`).
 _QUEUE = claims.Queue("email_outbox", order="lane, fair_seq, id")
 
+# The claim (`claim`): `$1` rows at most, a lease of `$2`.
+CLAIM_SQL = (
+    _QUEUE.claimed_sql()
+    + f""",
+            clocked as (
+                update email_fair_clock c set vtime = greatest(c.vtime, m.seq)
+                  from (select max(fair_seq) as seq from claimed
+                         where lane = {email_classes.BULK_LANE}) m
+                 where m.seq is not null)
+            select id, template, to_address, context, message_id, attempts, lane
+              from claimed order by lane, fair_seq, id"""
+)
+
 # Retrying stops this long after the row was written; the row is then marked failed.
 GIVE_UP_AFTER = timedelta(days=1)
 
@@ -174,15 +187,7 @@ async def claim(conn: asyncpg.Connection, *, limit: int, lease: timedelta) -> li
     Rows another transaction is claiming are skipped, so concurrent dispatchers never share a row.
     """
     return await conn.fetch(
-        _QUEUE.claimed_sql()
-        + f""",
-            clocked as (
-                update email_fair_clock c set vtime = greatest(c.vtime, m.seq)
-                  from (select max(fair_seq) as seq from claimed
-                         where lane = {email_classes.BULK_LANE}) m
-                 where m.seq is not null)
-            select id, template, to_address, context, message_id, attempts, lane
-              from claimed order by lane, fair_seq, id""",
+        CLAIM_SQL,
         limit,
         lease,
     )
