@@ -34,8 +34,8 @@ from commands.devstack import with_database  # noqa: E402
 from db import outbox  # noqa: E402
 from db.migrate import migrate_url  # noqa: E402
 from db.pool import connect  # noqa: E402
-from require2fa import logs  # noqa: E402
 from jobs.email import LEASE, batch_size  # noqa: E402
+from require2fa import logs  # noqa: E402
 from require2fa.settings import Settings  # noqa: E402
 
 ADMIN_DSN = os.environ.get("DATABASE_URL") or "postgresql://postgres@127.0.0.1:5432/postgres"
@@ -111,6 +111,7 @@ async def main() -> None:
     parser.add_argument("--rows", type=int, default=1_000_000)
     parser.add_argument("--orgs", type=int, default=1_000)
     parser.add_argument("--claims", type=int, default=200)
+    parser.add_argument("--keep", action="store_true", help="keep the database afterwards")
     args = parser.parse_args()
     limit = batch_size(Settings())
     logs.configure("text")  # logs on stderr; stdout carries only the JSON
@@ -127,10 +128,9 @@ async def main() -> None:
         await conn.execute("vacuum analyze email_outbox")
         seed_seconds = time.perf_counter() - started
 
-        claim_sql = outbox._QUEUE.claimed_sql() + " select count(*) from claimed"
         tx = conn.transaction()
         await tx.start()
-        plan = await conn.fetch("explain (analyze, buffers) " + claim_sql, limit, LEASE)
+        plan = await conn.fetch("explain (analyze, buffers) " + outbox.CLAIM_SQL, limit, LEASE)
         await tx.rollback()
 
         spent = []
@@ -176,7 +176,8 @@ async def main() -> None:
             )
         )
     finally:
-        await admin.execute(f'drop database if exists "{DB}" with (force)')
+        if not args.keep:
+            await admin.execute(f'drop database if exists "{DB}" with (force)')
         await admin.close()
 
 

@@ -40,36 +40,42 @@ COLUMNS = (
 # Each row's lane (`require2fa.email_classes`) and, for bulk, its start tag: after the
 # organization's last queued bulk row or the queue's virtual time (the start tag of the latest
 # bulk row claimed), whichever is later, plus the row's rank among the organization's rows of
-# this statement. Two probes of small indexes per row; nothing is locked, so writers of the
-# same organization never wait on each other (rows of two concurrent statements of one
-# organization may share tags: they then alternate with each other, not with the others).
-_FAIR_ROWS = f"""
+# this statement. One probe of a small index per organization in the statement; nothing is
+# locked, so writers of the same organization never wait on each other (rows of two concurrent
+# statements of one organization may share tags: they alternate with each other then, and with
+# the other organizations' rows as one).
+_FAIR_INSERT = f"""
+with r as (
+    select s.template::text, s.to_address::text, s.context::jsonb, s.dedupe_key::text,
+           s.message_id::text, s.organization_id::bigint, s.member_id::bigint,
+           s.enforcement_id::bigint, {email_classes.lane_sql("s.template::text")} as lane,
+           row_number() over () as ordinal
+      from ({{rows}}) as s({COLUMNS})),
+tags as (
+    select o.organization_id,
+           greatest((select vtime from email_fair_clock),
+                    (select max(q.fair_seq) from email_outbox q
+                      where q.organization_id = o.organization_id
+                        and q.lane = {email_classes.BULK_LANE}
+                        and q.status in ('queued', 'sending'))) as after
+      from (select distinct organization_id from r
+             where lane = {email_classes.BULK_LANE}) o)
+insert into email_outbox ({COLUMNS}, lane, fair_seq)
 select r.template, r.to_address, r.context, r.dedupe_key, r.message_id, r.organization_id,
        r.member_id, r.enforcement_id, r.lane,
        case when r.lane = {email_classes.BULK_LANE} then
-           greatest((select vtime from email_fair_clock),
-                    (select max(q.fair_seq) from email_outbox q
-                      where q.organization_id = r.organization_id
-                        and q.lane = {email_classes.BULK_LANE}
-                        and q.status in ('queued', 'sending')))
-           + row_number() over (partition by r.organization_id, r.lane order by r.ordinal)
+           t.after + row_number() over (partition by r.organization_id, r.lane
+                                            order by r.ordinal)
        else 0 end
-from (select s.template::text, s.to_address::text, s.context::jsonb, s.dedupe_key::text,
-             s.message_id::text, s.organization_id::bigint, s.member_id::bigint,
-             s.enforcement_id::bigint, {email_classes.lane_sql("s.template::text")} as lane,
-             row_number() over () as ordinal
-        from ({{rows}}) as s({COLUMNS})) r"""
+  from r left join tags t on coalesce(t.organization_id, 0) = coalesce(r.organization_id, 0)
+on conflict (dedupe_key) do nothing"""
 
 
 def insert_sql(rows_sql: str) -> str:
     """`insert into email_outbox` of `rows_sql` (a `select` or `values` giving `COLUMNS`, with
     types that say themselves), each row in its lane with its fair share's start tag; a row
     whose dedupe key is taken already is skipped. Append `returning …` as needed."""
-    rows = _FAIR_ROWS.replace("{rows}", rows_sql)
-    return (
-        f"insert into email_outbox ({COLUMNS}, lane, fair_seq)"
-        f"\n{rows}\non conflict (dedupe_key) do nothing"
-    )
+    return _FAIR_INSERT.replace("{rows}", rows_sql)
 
 
 _ENQUEUE_SQL = (
