@@ -31,7 +31,7 @@ log = structlog.get_logger(__name__)
 
 QUEUE = "enforcement"
 BATCH_SIZE = 1000
-SEND_CHUNK = 100  # batch messages sent between two writes of `enqueued_at`
+SEND_CHUNK = 100  # batch messages the sweeper sends in one go off the event loop
 # A running run that made no progress for this long has its unfinished batches sent again.
 STALE_AFTER = timedelta(seconds=60)
 
@@ -69,9 +69,10 @@ async def coordinate_run(
     batch_size: int = BATCH_SIZE,
     send: Callable[[int, int], object] | None = None,
 ) -> int:
-    """Plans the run (once) and sends one `enforcement.remove_batch` per batch not yet sent.
+    """Plans the run (once) and sends `enforcement.remove_batch` for its first batches not yet
+    sent, up to `planning.WINDOW` of them in flight; each finished batch sends the next.
 
-    Returns how many batch messages it sent. Sending happens after the plan commits; each chunk
+    Returns how many batch messages it sent. Sending happens after the plan commits; what was
     sent is recorded, so a redelivered coordinator sends only what was not recorded.
     """
     send = send or _send_batch
@@ -80,12 +81,16 @@ async def coordinate_run(
             run = await planning.plan(conn, run_id, batch_size=batch_size)
         if run is None or run["status"] != "running":
             return 0
-        pending = await planning.unsent_batches(conn, run_id)
-        log.info("enforcement.planned", run_id=run_id, members=run["total"], batches=len(pending))
-        for start in range(0, len(pending), SEND_CHUNK):
-            chunk = pending[start : start + SEND_CHUNK]
-            await asyncio.to_thread(_send_all, send, run_id, chunk)
-            await planning.mark_enqueued(conn, run_id, chunk)
+        pending = await planning.unsent_batches(conn, run_id, window=planning.WINDOW)
+        log.info(
+            "enforcement.planned",
+            run_id=run_id,
+            members=run["total"],
+            batches=run["batches_total"],
+            sent=len(pending),
+        )
+        await asyncio.to_thread(_send_all, send, run_id, pending)
+        await planning.mark_enqueued(conn, run_id, pending)
     return len(pending)
 
 
@@ -124,6 +129,7 @@ class BatchResult:
     removed: int
     skipped: int
     run_status: str
+    next_batch: int | None = None  # the run's batch to send now (recorded as sent)
 
 
 async def remove_batch_now(
@@ -131,8 +137,9 @@ async def remove_batch_now(
 ) -> BatchResult | None:
     """Removes, in one transaction, the batch's members who are still active and still have no
     second factor that the organization's level accepts: members row, `member.pending` entry
-    and outbox email per member, the run's counters, the batch marked done. None when there was
-    nothing to do (done already, run cancelled or finished)."""
+    and outbox email per member, the run's counters, the batch marked done, the run's next
+    batch recorded as sent (for the caller to send). None when there was nothing to do (done
+    already, run cancelled or finished)."""
     started = time.perf_counter()
     async with pool.acquire() as conn, conn.transaction():
         head = await batches.start_batch(conn, run_id, batch_no)
@@ -157,6 +164,7 @@ async def remove_batch_now(
             reinstatement_window=settings.reinstatement_window,
             run_id=run_id,
         )
+        next_batch = await planning.take_next(conn, run_id)
         run = await batches.finish_batch(
             conn,
             head,
@@ -173,7 +181,12 @@ async def remove_batch_now(
                 org_name=head.org_name,
                 org_slug=head.org_slug,
             )
-    return BatchResult(removed=removed, skipped=in_range - removed, run_status=run["status"])
+    return BatchResult(
+        removed=removed,
+        skipped=in_range - removed,
+        run_status=run["status"],
+        next_batch=next_batch,
+    )
 
 
 @dramatiq.actor(
@@ -185,13 +198,15 @@ async def remove_batch_now(
     time_limit=10 * 60 * 1000,
 )
 async def remove_batch(run_id: int, batch_no: int) -> None:
-    """Removes batch `batch_no` of run `run_id` (members, audit, outbox, counters); then wakes
-    the email dispatcher."""
+    """Removes batch `batch_no` of run `run_id` (members, audit, outbox, counters); then sends
+    the run's next batch and wakes the email dispatcher."""
     resources = current()
     async with batch_slots():
         result = await remove_batch_now(resources.pool, resources.settings, run_id, batch_no)
     if result is None:
         return
+    if result.next_batch is not None:
+        await asyncio.to_thread(_send_batch, run_id, result.next_batch)
     log.info(
         "enforcement.batch_done",
         run_id=run_id,
