@@ -19,7 +19,17 @@ import pytest
 
 from commands.seed import seed
 from db import outbox
-from tests.factories import add_member, create_user, enroll_totp, owner_org_and_token, token_for
+from db.audit import Actor
+from jobs.enforcement import coordinate_run
+from require2fa import organization_settings
+from tests.factories import (
+    add_member,
+    create_user,
+    enroll_totp,
+    owner_and_org,
+    owner_org_and_token,
+    token_for,
+)
 
 BACKLOG = 500  # removal emails of the big organization: more than four claims of old (400)
 SMALL = 8  # members of the small organization without a second factor
@@ -182,3 +192,60 @@ async def test_the_claim_takes_transactional_first_then_organizations_in_turn(po
     assert sorted(addresses[:2]) == ["a5@example.com", "c0@example.com"]
     assert addresses[-2:] == ["a39@example.com", "later0@example.com"]
     assert len(addresses) == 44 + 2 - 9  # and nothing is lost
+
+
+async def _start_run(pool: asyncpg.Pool, org_id: int, owner: asyncpg.Record) -> int:
+    async with pool.acquire() as conn, conn.transaction():
+        change = await organization_settings.change_organization(
+            conn,
+            organization_settings.SettingsChange(require_2fa=True),
+            organization_id=org_id,
+            actor=Actor(user_id=owner["id"], label=owner["email"], ip_address="127.0.0.1"),
+            role="owner",
+        )
+    assert change.run is not None
+    return change.run["id"]
+
+
+async def _run(pool: asyncpg.Pool, run_id: int) -> asyncpg.Record:
+    async with pool.acquire() as conn:
+        return await conn.fetchrow("select * from enforcement_runs where id = $1", run_id)
+
+
+@pytest.mark.e2e
+async def test_a_small_run_is_not_queued_behind_a_large_one(
+    pool, settings, broker, start_worker
+) -> None:
+    start_worker("enforcement", threads=4)
+    big_owner = await create_user(pool, "owner@big.test", has2fa=True)
+    async with pool.acquire() as conn:
+        big = await seed(
+            conn, settings, slug="big", count=4_000, enrolled=0.5, owner_email="owner@big.test"
+        )
+    small_owner, small = await owner_and_org(pool, "small", "owner@small.test", has2fa=True)
+    for n in range(10):
+        await add_member(pool, small["id"], await create_user(pool, f"m{n}@small.test"))
+
+    # The large run in two hundred batches, all of them planned before the small run starts.
+    big_run = await _start_run(pool, big.organization_id, big_owner)
+    await coordinate_run(pool, big_run, batch_size=20)
+    small_run = await _start_run(pool, small["id"], small_owner)
+    await coordinate_run(pool, small_run)
+
+    async def small_done() -> bool:
+        return (await _run(pool, small_run))["status"] == "completed"
+
+    await until(small_done, "the small run")
+    big_then = await _run(pool, big_run)
+    assert big_then["status"] == "running"
+    assert big_then["batches_done"] < big_then["batches_total"] // 2
+    assert (await _run(pool, small_run))["removed"] == 10
+
+    await asyncio.to_thread(broker.join, "enforcement", timeout=120_000)
+    big_after = await _run(pool, big_run)
+    assert big_after["status"] == "completed"
+    assert big_after["batches_done"] == big_after["batches_total"] == 201  # 4,001 members
+    async with pool.acquire() as conn:
+        assert big_after["removed"] == await conn.fetchval(
+            "select count(*) from members where removed_by_run = $1", big_run
+        )
