@@ -21,7 +21,7 @@ Sending is limited to `EMAIL_RATE` messages a second for all workers together (a
 in Redis; bulk emails to `BULK_SHARE` of it), and at most `DISPATCHERS` dispatches send at
 once, so that a big enforcement keeps a few worker threads busy rather than all of them. Each
 claim takes transactional rows first, then bulk rows fairly between organizations
-(`db.outbox.claim`), and only a couple of seconds' worth, so what is queued later is claimed
+(`db.outbox.claim`), and only about half a second's worth, so what is queued later is claimed
 soon after.
 """
 
@@ -53,7 +53,7 @@ BATCH_MAX = 100  # rows claimed at a time (fewer when EMAIL_RATE is low)
 # A claim holds about this many seconds of sending when every dispatcher sends at once: an
 # email queued meanwhile (a transactional one, or a small organization's) waits at most about
 # this long behind the rows claimed before it.
-BATCH_SECONDS = 2.0
+BATCH_SECONDS = 0.5
 # A claim lapses after this unless its dispatch renews it; the rows are then due again.
 LEASE = timedelta(seconds=30)
 HEARTBEAT_SECONDS = 5.0  # how often a dispatch renews its slot and its claims
