@@ -65,11 +65,11 @@ class SendRate:
         """Waits for one send; takes tokens for up to `upcoming` sends of the same class in one
         round trip."""
         while self.bulk_tokens == 0 and (bulk or self.tokens == 0):
+            keys: list[str] = [self.key]
+            args: list[float] = [self.rate, self.burst]
             if bulk:
-                keys, args = (self.key, self.bulk_key), (self.rate, self.burst)
-                args += (self.bulk_rate, self.bulk_burst)
-            else:
-                keys, args = (self.key,), (self.rate, self.burst)
+                keys.append(self.bulk_key)
+                args += [self.bulk_rate, self.bulk_burst]
             taken, wait_ms = await self.redis.eval(  # type: ignore[misc]
                 _TAKE, len(keys), *keys, *args, max(1, upcoming)
             )
