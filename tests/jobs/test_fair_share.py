@@ -20,7 +20,7 @@ import pytest
 from commands.seed import seed
 from db import outbox
 from db.audit import Actor
-from jobs.enforcement import coordinate_run
+from jobs.enforcement import coordinate_run, remove_batch_now, sweep_now
 from require2fa import organization_settings
 from tests.factories import (
     add_member,
@@ -249,3 +249,32 @@ async def test_a_small_run_is_not_queued_behind_a_large_one(
         assert big_after["removed"] == await conn.fetchval(
             "select count(*) from members where removed_by_run = $1", big_run
         )
+
+
+async def test_a_run_keeps_a_window_of_batches_in_flight(pool, settings) -> None:
+    owner, org = await owner_and_org(pool, "acme", "owner@acme.test", has2fa=True)
+    for n in range(39):
+        await add_member(pool, org["id"], await create_user(pool, f"m{n}@acme.test"))
+    run_id = await _start_run(pool, org["id"], owner)
+    sent: list[tuple[int, int]] = []
+    # Twenty batches of two: the coordinator sends the first window, a second delivery nothing.
+    assert await coordinate_run(pool, run_id, batch_size=2, send=lambda *a: sent.append(a)) == 8
+    assert await coordinate_run(pool, run_id, batch_size=2, send=lambda *a: sent.append(a)) == 0
+    assert sent == [(run_id, n) for n in range(8)]
+    # Each finished batch hands over the run's next one.
+    first = await remove_batch_now(pool, settings, run_id, 0)
+    second = await remove_batch_now(pool, settings, run_id, 1)
+    assert (first.next_batch, second.next_batch) == (8, 9)
+    # Those two messages were lost, and the others: the sweeper sends one window again.
+    _coordinators, batches = await sweep_now(
+        pool, stale_after=timedelta(0), send_coordinate=lambda *a: None, send_batch=lambda *a: None
+    )
+    assert batches == 8
+    # Driven to the end by the hand-overs alone, every member is removed once.
+    todo = list(range(2, 10))
+    while todo:
+        result = await remove_batch_now(pool, settings, run_id, todo.pop(0))
+        if result is not None and result.next_batch is not None:
+            todo.append(result.next_batch)
+    run = await _run(pool, run_id)
+    assert run["status"] == "completed" and run["removed"] == 39
