@@ -16,7 +16,6 @@ from api.errors import parse_body, path_id
 from api.jsonio import json_response
 from api.keys import REDIS, SETTINGS
 from api.sessions import SESSION_ID
-from jobs import email as email_jobs
 from require2fa import enrollment, factors, sms
 from require2fa.enrollment import Enrolled
 
@@ -117,7 +116,6 @@ async def regenerate_recovery_codes(request: web.Request) -> web.Response:
     codes = await enrollment.regenerate(
         await request_pool(request), request.app[SETTINGS], auth.user
     )
-    await email_jobs.kick()
     return json_response({"recoveryCodes": codes})
 
 
@@ -135,7 +133,6 @@ async def delete_authenticator(request: web.Request) -> web.Response:
         authenticator_id,
         keep_session=request.get(SESSION_ID),
     )
-    await email_jobs.kick()
     return web.Response(status=204)
 
 
