@@ -40,8 +40,12 @@ async def write_invite(conn: asyncpg.Connection, address: str) -> None:
 
 async def test_only_a_commit_is_announced(pool) -> None:
     heard: asyncio.Queue[str] = asyncio.Queue()
+
+    def on_notify(*args: object) -> None:
+        heard.put_nowait(str(args[2]))
+
     async with pool.acquire() as listener:
-        await listener.add_listener("email_outbox", lambda *args: heard.put_nowait(args[2]))
+        await listener.add_listener("email_outbox", on_notify)
         async with pool.acquire() as conn:
             rolled_back = conn.transaction()
             await rolled_back.start()
@@ -61,6 +65,7 @@ async def test_only_a_commit_is_announced(pool) -> None:
             await write_invite(conn, "first@example.com")
             with pytest.raises(TimeoutError):
                 await asyncio.wait_for(heard.get(), timeout=0.5)
+        await listener.remove_listener("email_outbox", on_notify)
 
 
 @pytest.mark.e2e
