@@ -5,10 +5,6 @@ from __future__ import annotations
 import asyncio
 from datetime import UTC, datetime
 
-import structlog
-
-log = structlog.get_logger(__name__)
-
 
 async def send_reminders(organization_id: int, asking_user_id: int) -> None:
     """Sends `enforcement.queue_reminders` for today, leaving out the member asking."""
