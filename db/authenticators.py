@@ -319,3 +319,12 @@ async def revoke_token(conn: asyncpg.Connection, user_id: int, token_id: int) ->
         "delete from api_tokens where user_id = $1 and id = $2 returning id", user_id, token_id
     )
     return deleted is not None
+
+
+async def revoke_tokens(conn: asyncpg.Connection, user_id: int, *, keep: int | None = None) -> int:
+    """Deletes every token of the user but `keep` (the caller's own, or None: all of them); how
+    many. They stop working at once."""
+    done = await conn.execute(
+        "delete from api_tokens where user_id = $1 and id is distinct from $2", user_id, keep
+    )
+    return int(done.split()[-1])

@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncpg
 import redis.asyncio as aioredis
 
-from db import sessions, users
+from db import authenticators, sessions, users
 from require2fa import factors, ratelimit, reauth
 from require2fa.errors import Conflict, Invalid, NotFound, NotSignedIn, TooMany
 from require2fa.ratelimit import Limit
@@ -100,13 +100,21 @@ async def reauthenticate(
 
 
 async def change_password(
-    pool: asyncpg.Pool, user_id: int, *, password: str, keep_session: int | None
+    pool: asyncpg.Pool,
+    user_id: int,
+    *,
+    password: str,
+    keep_session: int | None,
+    keep_token: int | None = None,
 ) -> None:
-    """Sets a new password and ends the user's sessions but `keep_session`. The caller has
-    checked the current one (`reauthenticate`)."""
+    """Sets a new password and ends the user's sessions but `keep_session` and revokes their API
+    tokens but `keep_token` (the credential the change was made with): someone who learnt the
+    old password could have made a token with it (docs/SECURITY.md). The caller has checked the
+    current one (`reauthenticate`)."""
     async with pool.acquire() as conn, conn.transaction():
         await users.set_password(conn, user_id, hash_password(password))
         await sessions.end_others(conn, user_id, keep=keep_session)
+        await authenticators.revoke_tokens(conn, user_id, keep=keep_token)
 
 
 # --- Sessions -------------------------------------------------------------------------------

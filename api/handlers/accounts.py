@@ -239,7 +239,8 @@ async def sudo_webauthn_challenge(request: web.Request) -> web.Response:
 
 
 async def change_password(request: web.Request) -> web.Response:
-    """Sets a new password after checking the current one; ends the user's other sessions."""
+    """Sets a new password after checking the current one; ends the user's other sessions and
+    revokes their other API tokens."""
     auth = await require_user(request)
     body = await parse_body(request, PasswordIn)
     await factor_actions.confirm_identity(request, auth.user, password=body.current)
@@ -248,6 +249,7 @@ async def change_password(request: web.Request) -> web.Response:
         auth.user_id,
         password=body.password,
         keep_session=request.get(SESSION_ID),
+        keep_token=auth.token_id,
     )
     if auth.token_id is None:
         await mark_reauthenticated(request)
