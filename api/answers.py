@@ -64,7 +64,7 @@ ME = f"{API}/users/me"
 OPERATIONS: dict[tuple[str, str], Operation] = {
     # Accounts
     ("POST", f"{API}/auth/register/"): Operation(
-        {201: answer("User", "The new account, signed in.")}, (400, 403, 409, 413)
+        {201: answer("User", "The new account, signed in.")}, (400, 403, 409, 413, 429)
     ),
     ("POST", f"{API}/auth/login/"): Operation({200: answer("User", "Signed in.")}, (*WRITE, 429)),
     ("POST", f"{API}/auth/logout/"): Operation({204: NO_CONTENT}, (400, 403)),
@@ -173,7 +173,7 @@ OPERATIONS: dict[tuple[str, str], Operation] = {
         {200: list_of("Member", "Members, by id.", headers=PAGED)}, ORG_READ
     ),
     ("POST", f"{ORG}/members/"): Operation(
-        {201: answer("Member", "The invitation (a pending member).")}, (*ORG_WRITE, 409)
+        {201: answer("Member", "The invitation (a pending member).")}, (*ORG_WRITE, 409, 429)
     ),
     ("GET", f"{ORG}/members/{{member_id}}/"): Operation(
         {200: answer("Member", "The member.")}, ORG_READ

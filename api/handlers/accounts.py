@@ -18,7 +18,7 @@ from api.errors import api_error, parse_body, path_id
 from api.jsonio import json_response
 from api.keys import REDIS, SETTINGS
 from api.sessions import SESSION_ID
-from require2fa import accounts, factors, reauth, security_keys, sms, tokens, webauthn
+from require2fa import accounts, caps, factors, reauth, security_keys, sms, tokens, webauthn
 from require2fa.errors import DomainError
 
 
@@ -77,7 +77,9 @@ async def register(request: web.Request) -> web.Response:
 
 
 async def create_account(request: web.Request, body: RegisterIn) -> Any:
-    """`accounts.create` and signs the new user in; `Conflict` when the email is taken."""
+    """`accounts.create` (capped per client address) and signs the new user in; `Conflict`
+    when the email is taken."""
+    await caps.count_sign_up(request.app[REDIS], request.app[SETTINGS], request.remote)
     user = await accounts.create(
         await request_pool(request), email=str(body.email), name=body.name, password=body.password
     )
