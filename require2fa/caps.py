@@ -27,7 +27,7 @@ INVITES_PER_ACCOUNT = Limit("invite-account", 50, DAY)
 INVITES_PER_ORGANIZATION = Limit("invite-org", 200, DAY)
 SIGN_UPS_PER_ADDRESS = Limit("sign-up-address", 10, HOUR)
 SMS_PER_ACCOUNT = Limit("sms-send", 5, HOUR)
-SMS_PER_NUMBER = Limit("sms-number", 3, HOUR)
+SMS_PER_NUMBER = Limit("sms-number", 5, HOUR)  # as many as one account may ask for itself
 
 
 async def _hit(
