@@ -207,7 +207,10 @@ async def update(
         if not changed:
             return row
         await members.update(
-            conn, row["id"], role=changed.get("role"), settings=changed.get("settings")
+            conn,
+            row["id"],
+            role=role if "role" in changed else None,
+            settings=settings if "settings" in changed else None,
         )
         if team_ids is not None and "teams" in changed:
             await members.set_teams(conn, row["id"], team_ids)

@@ -58,10 +58,11 @@ async def reset_member_2fa(
     secret_key: str,
     reinstatement_window: timedelta,
 ) -> ResetResult:
-    """Deletes the member's factors and recovery codes, ends their sessions and API tokens, writes `member.2fa-reset` and queues a
-    `Security notice`; where the organization requires 2FA, also removes the member as a batch
-    of one (`require2fa.removal.make_pending`: pending row, `member.pending` with reason
-    `2fa-reset`, the Mandatory email), unless an exemption of theirs lasts.
+    """Deletes the member's factors and recovery codes, ends their sessions and API tokens,
+    writes `member.2fa-reset` and queues a `Security notice`; where the organization requires
+    2FA, also removes the member as a batch of one (`require2fa.removal.make_pending`: pending
+    row, `member.pending` with reason `2fa-reset`, the Mandatory email), unless an exemption of
+    theirs lasts.
 
     Only for an active member whose user belongs to no other organization (their factors guard
     those too) and is no superuser. Call inside a transaction; enqueue-after-commit is the
