@@ -13,8 +13,8 @@ from require2fa import compliance
 SECOND_FACTORS = compliance.FACTOR_KINDS
 
 _SELECT = """
-    select a.id, a.user_id, a.type, a.name, a.phone, a.secret_encrypted, a.last_used_step,
-           a.credential_id, a.public_key, a.sign_count, a.transports,
+    select a.id, a.user_id, a.type, a.name, a.phone, a.phone_hint, a.secret_encrypted,
+           a.last_used_step, a.credential_id, a.public_key, a.sign_count, a.transports,
            a.confirmed_at, a.created_at, a.last_used_at,
            case when a.type = 'recovery' then
                (select count(*) from recovery_codes rc
@@ -81,15 +81,22 @@ async def insert_totp(
 
 
 async def insert_sms(
-    conn: asyncpg.Connection, *, user_id: int, name: str, phone: str
+    conn: asyncpg.Connection, *, user_id: int, name: str, phone: str, phone_hint: str
 ) -> asyncpg.Record:
+    """A backup phone: `phone` sealed by the caller, `phone_hint` the masked number shown."""
     return await conn.fetchrow(
-        """insert into authenticators (user_id, type, name, phone, confirmed_at)
-           values ($1, 'sms', $2, $3, clock_timestamp()) returning *""",
+        """insert into authenticators (user_id, type, name, phone, phone_hint, confirmed_at)
+           values ($1, 'sms', $2, $3, $4, clock_timestamp()) returning *""",
         user_id,
         name,
         phone,
+        phone_hint,
     )
+
+
+async def set_phone(conn: asyncpg.Connection, factor_id: int, phone: str) -> None:
+    """Replaces a backup phone's stored number (sealed by the caller)."""
+    await conn.execute("update authenticators set phone = $2 where id = $1", factor_id, phone)
 
 
 async def insert_webauthn(

@@ -196,7 +196,11 @@ async def confirm_sms(
         await users.lock(conn, [user["id"]])
         await _refuse_second(conn, user["id"], "sms")
         factor = await authenticators.insert_sms(
-            conn, user_id=user["id"], name="Backup phone", phone=phone
+            conn,
+            user_id=user["id"],
+            name="Backup phone",
+            phone=sms.seal_phone(settings.secret_key, phone),
+            phone_hint=sms.mask_phone(phone),
         )
         enrolled = await confirm_factor(conn, settings, user, factor)
     await factors.attempt_succeeded(redis, settings, user["id"])

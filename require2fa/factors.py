@@ -127,12 +127,18 @@ async def send_login_code(
     if not factors:
         return None
     factor = factors[0]
-    await caps.count_sms(redis, settings, user_id=user_id, phone=factor["phone"])
+    phone = sms.open_phone(settings.secret_key, factor["phone"])
+    if not factor["phone"].startswith(sms.SEALED):  # written before numbers were sealed
+        async with pool.acquire() as conn:
+            await authenticators.set_phone(
+                conn, factor["id"], sms.seal_phone(settings.secret_key, phone)
+            )
+    await caps.count_sms(redis, settings, user_id=user_id, phone=phone)
     code = sms.new_code()
     await sms.store_code(
         redis, settings, purpose="login", user_id=user_id, binding=str(factor["id"]), code=code
     )
-    await send_code(settings, factor["phone"], code)
+    await send_code(settings, phone, code)
     return factor
 
 

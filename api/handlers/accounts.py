@@ -18,7 +18,7 @@ from api.errors import api_error, parse_body, path_id
 from api.jsonio import json_response
 from api.keys import REDIS, SETTINGS
 from api.sessions import SESSION_ID
-from require2fa import accounts, caps, factors, reauth, security_keys, sms, tokens, webauthn
+from require2fa import accounts, caps, factors, reauth, security_keys, tokens, webauthn
 from require2fa.errors import DomainError
 
 
@@ -144,7 +144,7 @@ async def send_sms_code(request: web.Request) -> web.Response:
     )
     if factor is None:
         raise api_error(400, "No backup phone is set up for this account.")
-    return json_response({"sent": True, "phone": sms.mask_phone(factor["phone"])})
+    return json_response({"sent": True, "phone": factor["phone_hint"]})
 
 
 async def webauthn_challenge(request: web.Request) -> web.Response:

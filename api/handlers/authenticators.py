@@ -50,7 +50,7 @@ def serialize_authenticator(row: Any) -> dict[str, Any]:
         "lastUsedAt": row["last_used_at"].isoformat() if row["last_used_at"] else None,
     }
     if row["type"] == "sms":
-        data["phone"] = sms.mask_phone(row["phone"])
+        data["phone"] = row["phone_hint"]
     if row["type"] == "recovery":
         data["unusedCodes"] = row["unused_codes"]
     return data
