@@ -98,7 +98,7 @@ def web() -> None:
     """Run the aiohttp server on $PORT (default 8000)."""
     from aiohttp import web as aioweb
 
-    from api.app import create_app
+    from api.app import create_app, server_options
 
     settings = load_settings()
     redis_url = need_redis(settings, "web")
@@ -111,6 +111,7 @@ def web() -> None:
         port=settings.port,
         access_log=None,
         print=None,
+        **server_options(),  # type: ignore[arg-type]
     )
 
 
