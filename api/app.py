@@ -17,7 +17,6 @@ from api.routes import add_routes
 from db.pool import create_pool
 from require2fa.settings import Settings
 
-
 # Slowloris (issue 25, point 10): how long a connection may go without a complete request head,
 # from when it opens or its last answer ends. aiohttp arms its keep-alive timer when a
 # connection opens and closes the connection when the timer fires while no request has
