@@ -30,7 +30,7 @@ def answer(model: Any, description: str, **kwargs: Any) -> Answer:
 
 
 def list_of(model: Any, description: str, **kwargs: Any) -> Answer:
-    return Answer(list[model], description, **kwargs)  # type: ignore[valid-type]
+    return Answer(list[model], description, **kwargs)
 
 
 NO_CONTENT = Answer(None, "Done; no body.")
@@ -68,7 +68,7 @@ ME = f"{API}/users/me"
 OPERATIONS: dict[tuple[str, str], Operation] = {
     # Accounts
     ("POST", f"{API}/auth/register/"): Operation(
-        {201: answer(shapes.User, "The new account, signed in.")}, (400, 403, 409, 413)
+        {201: answer(shapes.User, "The new account, signed in.")}, (400, 403, 409, 413, 429)
     ),
     ("POST", f"{API}/auth/login/"): Operation(
         {200: answer(shapes.User, "Signed in.")}, (*WRITE, 429)
@@ -186,7 +186,7 @@ OPERATIONS: dict[tuple[str, str], Operation] = {
         {200: list_of(shapes.Member, "Members, by id.", headers=PAGED)}, ORG_READ
     ),
     ("POST", f"{ORG}/members/"): Operation(
-        {201: answer(shapes.Member, "The invitation (a pending member).")}, (*ORG_WRITE, 409)
+        {201: answer(shapes.Member, "The invitation (a pending member).")}, (*ORG_WRITE, 409, 429)
     ),
     ("GET", f"{ORG}/members/{{member_id}}/"): Operation(
         {200: answer(shapes.Member, "The member.")}, ORG_READ

@@ -26,7 +26,7 @@ from api.shapes import (
     User,
     Webhook,
 )
-from require2fa import audit_log, sms
+from require2fa import audit_log
 
 Row = Any  # an asyncpg.Record, or a mapping with its columns
 
@@ -75,7 +75,7 @@ def serialize_authenticator(row: Row) -> Authenticator:
         "lastUsedAt": row["last_used_at"],
     }
     if row["type"] == "sms":
-        data["phone"] = sms.mask_phone(row["phone"])
+        data["phone"] = row["phone_hint"]
     if row["type"] == "recovery":
         data["unusedCodes"] = row["unused_codes"]
     return data

@@ -85,17 +85,14 @@ async def start_run(conn: asyncpg.Connection, org_id: int, owner_id: int, email:
             actor=Actor(user_id=owner_id, label=email, ip_address="127.0.0.1"),
             role="owner",
         )
-    assert change.run is not None
-    from jobs.enforcement import coordinate
-
-    await asyncio.to_thread(coordinate.send, change.run["id"])
+    assert change.run is not None  # its commit wakes a coordinator (jobs.wakeup)
     return int(change.run["id"])
 
 
 async def transactional(conn: asyncpg.Connection, key: str, org_id: int) -> None:
-    """An invitation and a security notice, as their use cases queue them."""
+    """An invitation and a security notice, as their use cases queue them (the commit wakes
+    the email dispatcher)."""
     from db import outbox
-    from jobs import email as email_jobs
 
     async with conn.transaction():
         await outbox.enqueue(
@@ -123,7 +120,6 @@ async def transactional(conn: asyncpg.Connection, key: str, org_id: int) -> None
             },
             dedupe_key=f"bench:notice:{key}",
         )
-    await email_jobs.kick()
 
 
 async def scenario(

@@ -152,6 +152,15 @@ async def check_destination(url: str, settings: Settings) -> None:
         )
 
 
+def audit_host(url: str) -> str:
+    """What the audit log keeps of a webhook's URL: its host (and port) only. Paths, queries and
+    user info often carry the receiver's credentials, and managers read the audit log while only
+    owners may see webhooks (issue 25, point 7)."""
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    return f"{host}:{parts.port}" if parts.port else host
+
+
 def check_events(events: Sequence[str]) -> list[str]:
     """`["*"]` or distinct audit event names (`db.audit.EVENTS`), in a stable order."""
     wanted = list(dict.fromkeys(events))
@@ -262,7 +271,7 @@ async def create(
         organization_id=organization_id,
         event="webhook.create",
         actor=actor,
-        data={"id": str(webhook["id"]), "url": url, "events": wanted},
+        data={"id": str(webhook["id"]), "host": audit_host(url), "events": wanted},
     )
     return Created(webhook=webhook, secret=secret)
 
@@ -280,7 +289,7 @@ async def delete(
         organization_id=organization_id,
         event="webhook.delete",
         actor=actor,
-        data={"id": str(webhook["id"]), "url": webhook["url"]},
+        data={"id": str(webhook["id"]), "host": audit_host(webhook["url"])},
     )
     return True
 

@@ -216,7 +216,6 @@ async def _run(pool: asyncpg.Pool, run_id: int) -> asyncpg.Record:
 async def test_a_small_run_is_not_queued_behind_a_large_one(
     pool, settings, broker, start_worker
 ) -> None:
-    start_worker("enforcement", threads=4)
     big_owner = await create_user(pool, "owner@big.test", has2fa=True)
     async with pool.acquire() as conn:
         big = await seed(
@@ -226,11 +225,13 @@ async def test_a_small_run_is_not_queued_behind_a_large_one(
     for n in range(10):
         await add_member(pool, small["id"], await create_user(pool, f"m{n}@small.test"))
 
-    # The large run in two hundred batches, all of them planned before the small run starts.
+    # The large run in two hundred batches, all of them planned before the small one.
     big_run = await _start_run(pool, big.organization_id, big_owner)
     await coordinate_run(pool, big_run, batch_size=20)
     small_run = await _start_run(pool, small["id"], small_owner)
     await coordinate_run(pool, small_run)
+    # The workers start once both are planned (their coordinators then find nothing to send).
+    start_worker("enforcement", threads=4)
 
     async def small_done() -> bool:
         return (await _run(pool, small_run))["status"] == "completed"

@@ -16,6 +16,7 @@ import subprocess
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import timedelta
+from urllib.parse import urlsplit
 
 import asyncpg
 import pytest
@@ -213,7 +214,7 @@ async def test_each_delivery_is_posted_once_signed_with_the_secret(
     }
     assert bodies[1]["organization"] == {"id": str(org["id"]), "slug": "acme"}
     assert bodies[1]["data"] == {"n": 0}
-    assert bodies[0]["data"]["url"] == receiver.url
+    assert bodies[0]["data"]["host"] == urlsplit(receiver.url).netloc  # the host only
     assert all(r["status"] == "delivered" and r["attempts"] == 1 for r in rows)
     assert all(r["last_status"] == 200 and r["last_body"] == "ok" for r in rows)
 

@@ -100,6 +100,7 @@ MATRIX: dict[str, tuple[int, int, int, int, int, int]] = {
     "PUT members/{target} role owner (grant)": (403, 403, 403, 403, 200, 200),
     "PUT members/{target} teams": (403, 403, 403, 200, 200, 200),
     "PUT members/{own} settings": (200, 200, 200, 200, 200, 200),
+    "PUT members/{owner} nothing": (403, 403, 403, 200, 200, 200),
     "PUT members/{target} settings": (403, 403, 403, 403, 403, 403),
     "PUT members/{b_member} settings": (404, 404, 404, 404, 404, 404),
     "PUT members/{invitee} reinvite": (403, 403, 403, 200, 200, 200),
@@ -348,6 +349,7 @@ OPS: dict[str, Op] = {
     ),
     "PUT members/{target} teams": Op("PUT", "/members/{target}/", {"teams": ["ops"]}),
     "PUT members/{own} settings": Op("PUT", "/members/{own}/", {"settings": {"weekly": False}}),
+    "PUT members/{owner} nothing": Op("PUT", "/members/{owner}/", {}),
     "PUT members/{target} settings": Op(
         "PUT", "/members/{target}/", {"settings": {"weekly": False}}
     ),

@@ -170,7 +170,7 @@ def test_team_user_session() -> None:
     "row",
     [
         {"type": "totp", "name": "Phone app", "last_used_at": None},
-        {"type": "sms", "name": "Backup phone", "phone": "+14155550123", "last_used_at": NOW},
+        {"type": "sms", "name": "Backup phone", "phone_hint": "+1******0123", "last_used_at": NOW},
         {"type": "recovery", "name": "Recovery codes", "unused_codes": 9, "last_used_at": None},
         {"type": "webauthn", "name": "YubiKey", "last_used_at": NOW},
     ],
