@@ -56,7 +56,7 @@ class Sink:
     def __init__(self) -> None:
         self.accepted: dict[str, datetime] = {}
 
-    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+    async def handle_DATA(self, _server: Any, _session: Any, envelope: Any) -> str:
         message = message_from_bytes(envelope.content, policy=policy.default)
         self.accepted[str(message["Message-ID"])] = datetime.now(UTC)
         return "250 OK"
