@@ -212,6 +212,14 @@ OPERATIONS: dict[tuple[str, str], Operation] = {
     ("GET", f"{ORG}/webhooks/{{webhook_id}}/deliveries/"): Operation(
         {200: list_of(shapes.Delivery, "Deliveries, newest first.", headers=PAGED)}, ORG_READ
     ),
+    # Single sign-on
+    ("GET", f"{ORG}/sso/"): Operation(
+        {200: answer(shapes.SsoConfig, "The identity provider, without its secret.")}, ORG_READ
+    ),
+    ("PUT", f"{ORG}/sso/"): Operation(
+        {200: answer(shapes.SsoConfig, "Saved, its discovery document read.")}, ORG_WRITE
+    ),
+    ("DELETE", f"{ORG}/sso/"): Operation({204: NO_CONTENT}, ORG_READ),
     # Invitations
     ("GET", f"{API}/accept-invite/{{member_id}}/{{token}}/"): Operation(
         {200: answer(shapes.Invite, "What accepting the link still needs.")},

@@ -3,7 +3,9 @@ and password are judged by one rule wherever they are typed."""
 
 from __future__ import annotations
 
-from pydantic import BaseModel, Field
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
 
 from api.limits import Email
 
@@ -17,3 +19,17 @@ class RegisterIn(BaseModel):
 class LoginIn(BaseModel):
     email: str = Field(min_length=1, max_length=320)
     password: str = Field(min_length=1, max_length=256)
+
+
+class SsoIn(BaseModel):
+    """An organization's identity provider (`PUT organizations/{org}/sso/`, the settings form);
+    `clientSecret` may be left out to keep the one saved."""
+
+    model_config = ConfigDict(populate_by_name=True, extra="forbid")
+
+    issuer: str = Field(min_length=1, max_length=500)
+    client_id: str = Field(min_length=1, max_length=500, alias="clientId")
+    client_secret: str | None = Field(
+        default=None, min_length=1, max_length=2000, alias="clientSecret"
+    )
+    mfa: Literal["local", "idp"] = "local"

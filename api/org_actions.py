@@ -17,7 +17,14 @@ from api.dispatch import send_coordinator
 from api.keys import REDIS, SETTINGS
 from api.pagination import page_args, split_page
 from jobs import email as email_jobs
-from require2fa import audit_log, invitations, organization_settings, owner_tools, webhooks
+from require2fa import (
+    audit_log,
+    invitations,
+    organization_settings,
+    owner_tools,
+    single_sign_on,
+    webhooks,
+)
 
 
 async def change_settings(
@@ -138,6 +145,43 @@ async def delete_webhook(request: web.Request, access: OrgAccess, webhook_id: in
         organization_id=access.org["id"],
         webhook_id=webhook_id,
         actor=actor(request, access.auth),
+    )
+
+
+async def save_sso(
+    request: web.Request,
+    access: OrgAccess,
+    *,
+    issuer: str,
+    client_id: str,
+    client_secret: str | None,
+    mfa: str,
+) -> asyncpg.Record:
+    """`single_sign_on.save_config` as the caller (an owner after `require_sudo`)."""
+    await confirm_if_owner(request, access)
+    settings = request.app[SETTINGS]
+    return await single_sign_on.save_config(
+        await request_pool(request),
+        organization_id=access.org["id"],
+        actor=actor(request, access.auth),
+        role=access.role,
+        issuer=issuer,
+        client_id=client_id,
+        client_secret=client_secret,
+        mfa=mfa,
+        secret_key=settings.secret_key,
+        development=settings.development,
+    )
+
+
+async def delete_sso(request: web.Request, access: OrgAccess) -> None:
+    """`single_sign_on.delete_config` as the caller (an owner after `require_sudo`)."""
+    await confirm_if_owner(request, access)
+    await single_sign_on.delete_config(
+        await request_pool(request),
+        organization_id=access.org["id"],
+        actor=actor(request, access.auth),
+        role=access.role,
     )
 
 

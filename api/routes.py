@@ -20,11 +20,13 @@ from api.handlers import (
     members,
     metrics,
     organizations,
+    sso,
     webhooks,
 )
 from api.pages import accept, home, org_members, sign_in
 from api.pages import account as account_pages
 from api.pages import org_admin as org_pages
+from api.pages import sso as sso_pages
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -161,6 +163,10 @@ ROUTES: list[Route] = [
         webhooks.list_deliveries,
         tag="webhooks",
     ),
+    # Single sign-on
+    Route("GET", f"{ORG}/sso/", sso.get_sso, tag="sso"),
+    Route("PUT", f"{ORG}/sso/", sso.put_sso, bodies.SsoIn, "sso"),
+    Route("DELETE", f"{ORG}/sso/", sso.delete_sso, tag="sso"),
     # Invitations and rejoining
     Route(
         "GET", f"{API}/accept-invite/{{member_id}}/{{token}}/", invites.get_invite, tag="invites"
@@ -186,6 +192,10 @@ PAGES: list[Route] = [
     Route("GET", "/auth/register/", sign_in.register_page, tag="pages"),
     Route("POST", "/auth/register/", sign_in.register_page, tag="pages"),
     Route("POST", "/auth/logout/", sign_in.logout_page, tag="pages"),
+    # Before /auth/sso/{org}/: "callback" is not an organization's slug.
+    Route("GET", "/auth/sso/", sso_pages.sso_choose_page, tag="pages"),
+    Route("GET", "/auth/sso/callback/", sso_pages.sso_callback_page, tag="pages"),
+    Route("GET", "/auth/sso/{org}/", sso_pages.sso_start_page, tag="pages"),
     Route("GET", "/account/security/", account_pages.security_page, tag="pages"),
     Route("POST", "/account/security/totp/", account_pages.enroll_totp_page, tag="pages"),
     Route("POST", "/account/security/webauthn/", account_pages.enroll_webauthn_page, tag="pages"),

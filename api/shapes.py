@@ -26,6 +26,7 @@ from pydantic import ConfigDict, Field, TypeAdapter, WithJsonSchema, with_config
 # pydantic reads TypedDicts from typing_extensions on Python 3.11.
 from typing_extensions import TypedDict, is_typeddict
 
+from api.sso_shapes import SsoConfig, SsoLink  # noqa: F401  (re-exported: answers, members)
 from db.audit import EVENTS
 
 REF = "#/components/schemas/{model}"
@@ -232,6 +233,7 @@ class Member(TypedDict):
     exempt2FA: Exemption | None
     dateCreated: datetime
     user: MemberUser | None
+    sso: SsoLink | None  # null when not linked to the organization's identity provider
 
 
 @with_config(CLOSED)

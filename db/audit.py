@@ -19,6 +19,8 @@ EVENTS = (
     "member.2fa-exempt",
     "webhook.create",
     "webhook.delete",
+    "org.sso-edit",
+    "member.sso-link",
     # The deployment's own upkeep (`require2fa.retention`), under no organization.
     "maintenance",
 )

@@ -77,10 +77,13 @@ def removed_for_2fa_each(
     org_slug: str,
     reinstate_by: datetime | None,
     level: str | None = None,
+    sso_idp: bool = False,
 ) -> list[Context]:
     """`removed_for_2fa` for each (member id, email, token) of one batch: what they share is
-    worked out once, each link sealed on its own."""
+    worked out once, each link sealed on its own. `sso_idp`: the organization's identity
+    provider's MFA counts too, so the email offers signing in through it with MFA."""
     shared = {
+        "sso_idp": sso_idp,
         "org_name": org_name,
         "org_slug": org_slug,
         "reinstate_by": _when(reinstate_by),

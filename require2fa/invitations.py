@@ -143,7 +143,9 @@ async def look(
         if user_id is not None:
             check_claimant(row, user_id)
             existing = await members.of_user(conn, row["organization_id"], user_id) is not None
-            has2fa = await users.has_2fa(conn, user_id, row["require_2fa_level"])
+            has2fa = await users.has_2fa(
+                conn, user_id, row["require_2fa_level"], organization_id=row["organization_id"]
+            )
     return {
         "orgSlug": row["org_slug"],
         "orgName": row["org_name"],
@@ -172,7 +174,7 @@ async def accept(
         if await members.of_user(conn, row["organization_id"], user["id"]) is not None:
             raise Conflict("already-member", "You are already a member of this organization.")
         if row["require_2fa"] and not await users.has_2fa(
-            conn, user["id"], row["require_2fa_level"]
+            conn, user["id"], row["require_2fa_level"], organization_id=row["organization_id"]
         ):
             raise NeedsSecondFactor(row["require_2fa_level"])
         return await join(conn, row, user, who)
@@ -202,7 +204,7 @@ async def remembered_step(
             if await members.of_user(conn, row["organization_id"], user_id):
                 return Remembered(None)
             if row["require_2fa"] and not await users.has_2fa(
-                conn, user_id, row["require_2fa_level"]
+                conn, user_id, row["require_2fa_level"], organization_id=row["organization_id"]
             ):
                 return Remembered(None, keep=True)
     except DomainError:
