@@ -216,9 +216,7 @@ async def test_the_ongoing_check_lets_in_an_assertion_until_it_lapses(
     # Carol, signed in last in `web`, was kept by her key's assertion.
     assert (await web.get(ORG)).status == 200
     async with pool.acquire() as conn:
-        await conn.execute(
-            "update sso_identities set last_sign_in_at = now() - interval '31 days'"
-        )
+        await conn.execute("update sso_identities set last_sign_in_at = now() - interval '31 days'")
     blocked = await web.get(ORG)
     assert blocked.status == 401
     assert (await blocked.json())["code"] == "2fa-required"
