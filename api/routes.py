@@ -23,7 +23,7 @@ from api.handlers import (
     sso,
     webhooks,
 )
-from api.pages import accept, home, org_members, sign_in
+from api.pages import accept, home, org_members, org_sso, sign_in
 from api.pages import account as account_pages
 from api.pages import org_admin as org_pages
 from api.pages import sso as sso_pages
@@ -228,6 +228,14 @@ PAGES: list[Route] = [
     Route("GET", "/organizations/{org}/", home.organization_page, tag="pages"),
     Route("GET", "/organizations/{org}/settings/", org_pages.settings_page, tag="pages"),
     Route("POST", "/organizations/{org}/settings/", org_pages.settings_page, tag="pages"),
+    Route("GET", "/organizations/{org}/settings/sso/", org_sso.sso_settings_page, tag="pages"),
+    Route("POST", "/organizations/{org}/settings/sso/", org_sso.sso_settings_page, tag="pages"),
+    Route(
+        "POST",
+        "/organizations/{org}/settings/sso/delete/",
+        org_sso.sso_delete_page,
+        tag="pages",
+    ),
     Route(
         "POST",
         "/organizations/{org}/settings/webhooks/",

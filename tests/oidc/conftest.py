@@ -5,6 +5,7 @@ CI=true, like the other services of tests/conftest.py."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import shutil
@@ -18,6 +19,10 @@ from urllib.parse import parse_qsl, urljoin, urlsplit
 
 import aiohttp
 import pytest
+from aiohttp.test_utils import TestClient
+
+from api.app import create_app
+from require2fa.settings import Settings
 
 HERE = Path(__file__).parent
 REDIRECT_URI = "http://127.0.0.1:9/auth/sso/callback/"  # never opened: the test intercepts it
@@ -28,6 +33,9 @@ CLIENTS = {
     "another-app": "client_secret_basic",
 }
 CLIENT_SECRET = "test-client-secret-" + "x" * 24
+# The application under test answers at this base, so that its redirect URI
+# ({BASE_URL}/auth/sso/callback/) is the one the provider's clients registered.
+BASE_URL = REDIRECT_URI.removesuffix("/auth/sso/callback/")
 
 
 def _unavailable(message: str) -> None:
@@ -145,3 +153,28 @@ def oidc_provider() -> Iterator[Provider]:
 async def http() -> AsyncIterator[aiohttp.ClientSession]:
     async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as session:
         yield session
+
+
+# --- The application with single sign-on ----------------------------------------------------
+
+
+@pytest.fixture
+def sso_settings(settings: Settings) -> Settings:
+    return dataclasses.replace(settings, base_url=BASE_URL)
+
+
+@pytest.fixture
+async def web(aiohttp_client, sso_settings: Settings, pool) -> TestClient:
+    return await aiohttp_client(create_app(sso_settings))
+
+
+async def sso_sign_in(
+    web: TestClient, provider: Provider, sub: str, email: str, **login: Any
+) -> Any:
+    """A person signs in through Acme's identity provider in `web`'s browser: our redirect to
+    the provider, the provider's redirects, then our callback; the callback's response."""
+    await provider.next_login(sub, email, **login)
+    started = await web.get("/auth/sso/acme/", allow_redirects=False)
+    assert started.status == 303, await started.text()
+    params = await browse_to_callback(started.headers["Location"])
+    return await web.get("/auth/sso/callback/", params=params, allow_redirects=False)

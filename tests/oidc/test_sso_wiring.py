@@ -5,7 +5,6 @@ under `mfa: idp` (kept, removed, let in, lapsing)."""
 
 from __future__ import annotations
 
-import dataclasses
 from typing import Any
 
 import pytest
@@ -16,30 +15,25 @@ from jobs.enforcement import coordinate_run, remove_batch_now
 from require2fa import emails
 from require2fa.settings import Settings
 from tests.factories import add_member, create_org, create_user, token_for
-from tests.oidc.conftest import CLIENT_SECRET, REDIRECT_URI, Provider, browse_to_callback
+from tests.oidc.conftest import (
+    BASE_URL,
+    CLIENT_SECRET,
+    REDIRECT_URI,
+    Provider,
+    browse_to_callback,
+    sso_sign_in,
+)
 from tests.softkey import SoftKey
 
 ORG = "/api/0/organizations/acme/"
 SSO = f"{ORG}sso/"
 ME = "/api/0/users/me/"
-# The provider's registered redirect URI is {BASE_URL}/auth/sso/callback/ of this base.
-BASE_URL = REDIRECT_URI.removesuffix("/auth/sso/callback/")
 PEOPLE = {
     # name: what their identity provider asserts at sign-in
     "alice": ["pwd", "otp"],
     "bob": ["pwd"],
     "carol": ["pwd", "hwk"],
 }
-
-
-@pytest.fixture
-def sso_settings(settings: Settings) -> Settings:
-    return dataclasses.replace(settings, base_url=BASE_URL)
-
-
-@pytest.fixture
-async def web(aiohttp_client, sso_settings: Settings, pool) -> TestClient:
-    return await aiohttp_client(create_app(sso_settings))
 
 
 async def add_key(pool, user_id: int) -> None:
@@ -82,18 +76,6 @@ async def configure(web: TestClient, provider: Provider, headers, mfa: str = "id
     )
     assert response.status == 200, await response.text()
     return await response.json()
-
-
-async def sso_sign_in(
-    web: TestClient, provider: Provider, sub: str, email: str, **login: Any
-) -> Any:
-    """A person signs in through Acme's identity provider in `web`'s browser: our redirect to
-    the provider, the provider's redirects, then our callback; the callback's response."""
-    await provider.next_login(sub, email, **login)
-    started = await web.get("/auth/sso/acme/", allow_redirects=False)
-    assert started.status == 303, await started.text()
-    params = await browse_to_callback(started.headers["Location"])
-    return await web.get("/auth/sso/callback/", params=params, allow_redirects=False)
 
 
 async def sign_in_everyone(web: TestClient, provider: Provider) -> None:
