@@ -275,15 +275,16 @@ def _idp_level_sql(level_sql: str | None, alias: str) -> str:
 
 def idp_mfa_sql(user_id_sql: str, organization_id_sql: str, *, level_sql: str | None) -> str:
     """SQL condition: the organization `organization_id_sql` has an identity provider whose MFA
-    counts (`sso_configs.mfa = 'idp'`), and the user's latest sign-in through it, within
-    `IDP_WINDOW_DAYS`, asserted what the level (`level_sql`) needs. False without SSO."""
+    counts (`sso_configs.mfa = 'idp'`), and the latest sign-in of one of the user's identities
+    at it (each `sso_identities` row keeps its own latest), within `IDP_WINDOW_DAYS`, asserted
+    what the level (`level_sql`) needs. False without SSO.
+
+    An `exists`, as `second_factor_sql` is, so that `not exists` plans as an anti-join too."""
     user, org = _expression(user_id_sql), _expression(organization_id_sql)
     return (
-        "coalesce((select "
-        + _idp_level_sql(level_sql, "si")
-        + " from sso_configs sc join sso_identities si"
+        "exists (select 1 from sso_configs sc join sso_identities si"
         " on si.organization_id = sc.organization_id and si.issuer = sc.issuer"
         f" where sc.organization_id = {org} and sc.mfa = 'idp' and si.user_id = {user}"
         f" and si.last_sign_in_at > now() - interval '{IDP_WINDOW_DAYS} days'"
-        " order by si.last_sign_in_at desc limit 1), false)"
+        f" and {_idp_level_sql(level_sql, 'si')})"
     )
