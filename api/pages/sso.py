@@ -18,7 +18,7 @@ from aiohttp_session import get_session
 from api.auth import sign_in
 from api.connection import connection, request_pool
 from api.keys import SETTINGS, SSO_KEYS
-from api.pages.base import LOGIN, html_errors
+from api.pages.base import LOGIN, html_errors, render
 from require2fa import single_sign_on, sso
 from require2fa.errors import Invalid
 
@@ -28,11 +28,19 @@ SIGNED_IN_KEY = "sso"  # what the provider asserted at this session's sign-in
 
 @html_errors
 async def sso_choose_page(request: web.Request) -> web.StreamResponse:
-    """The sign-in page's "identity provider" form: on to `/auth/sso/{org}/`."""
+    """The sign-in page's "identity provider" form: a page naming the organization, with the
+    link that starts its sign-in (a link, not a redirect: the form's `form-action 'self'` would
+    stop the browser at the provider's address). 404 page without a provider."""
     slug = request.query.get("org", "").strip().lower()
-    if not slug or not slug.replace("-", "").isalnum():
+    if not slug or len(slug) > 50 or not slug.replace("-", "").isalnum():
         raise web.HTTPSeeOther(LOGIN)
-    raise web.HTTPSeeOther(f"/auth/sso/{slug}/")
+    async with connection(request) as conn:
+        found = await single_sign_on.provider(
+            conn, slug, secret_key=request.app[SETTINGS].secret_key
+        )
+    return await render(
+        request, "sso_continue.html", org_name=found.org_name, start=f"/auth/sso/{found.org_slug}/"
+    )
 
 
 @html_errors

@@ -22,6 +22,7 @@ import pytest
 from aiohttp.test_utils import TestClient
 
 from api.app import create_app
+from commands.devstack import free_port
 from require2fa.settings import Settings
 
 HERE = Path(__file__).parent
@@ -104,7 +105,14 @@ async def browse_to_callback(url: str, redirect_uri: str = REDIRECT_URI) -> dict
 
 
 @pytest.fixture(scope="session")
-def oidc_provider() -> Iterator[Provider]:
+def browser_port() -> int:
+    """The port of the application a real browser signs in to (tests/browser/test_sso.py):
+    its callback is one of the redirect URIs the provider's clients registered."""
+    return free_port()
+
+
+@pytest.fixture(scope="session")
+def oidc_provider(browser_port: int) -> Iterator[Provider]:
     node = shutil.which("node")
     if node is None:
         _unavailable("node is not installed: the OpenID Provider cannot run")
@@ -114,7 +122,10 @@ def oidc_provider() -> Iterator[Provider]:
         {
             "client_id": client_id,
             "client_secret": CLIENT_SECRET,
-            "redirect_uris": [REDIRECT_URI],
+            "redirect_uris": [
+                REDIRECT_URI,
+                f"http://127.0.0.1:{browser_port}/auth/sso/callback/",
+            ],
             "token_endpoint_auth_method": method,
             "require_auth_time": True,
         }

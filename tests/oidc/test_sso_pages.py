@@ -99,11 +99,20 @@ async def test_the_members_page_shows_each_members_sso_link(
 
 
 async def test_the_sign_in_page_leads_to_the_organizations_identity_provider(
-    web: TestClient,
+    web: TestClient, pool, oidc_provider: Provider
 ) -> None:
+    await owner_signed_in(web, pool)
+    await web.post(
+        SSO_PAGE,
+        data={"issuer": oidc_provider.issuer, "clientId": "require2fa", "clientSecret": "x"},
+    )
+    web.session.cookie_jar.clear()
+
     page = await (await web.get("/auth/login/")).text()
-    chosen = await web.get("/auth/sso/", params={"org": "Acme"}, allow_redirects=False)
+    chosen = await web.get("/auth/sso/", params={"org": "Acme"})
+    unknown = await web.get("/auth/sso/", params={"org": "nobody"})
 
     assert "Sign in with your organization's identity provider" in page
-    assert chosen.status == 303
-    assert chosen.headers["Location"] == "/auth/sso/acme/"
+    assert chosen.status == 200
+    assert 'href="/auth/sso/acme/"' in await chosen.text()
+    assert unknown.status == 404
