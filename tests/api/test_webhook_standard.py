@@ -187,9 +187,7 @@ async def test_redeliver_sends_the_same_delivery_again(
     assert missing.status == 404
 
 
-async def test_put_changes_events_turns_off_and_on(
-    client, pool, owner, settings, receiver
-) -> None:
+async def test_put_changes_events_turns_off_and_on(client, pool, owner, settings, receiver) -> None:
     hook = await _create(client, owner, receiver.url)
     path = f"{HOOKS}{hook['id']}/"
     off = await client.put(path, json={"active": False}, headers=owner["headers"])
