@@ -45,7 +45,6 @@ from require2fa.webhook_signatures import (
     encrypt_secret,
     new_secret,
     signature,
-    verify,
 )
 
 __all__ = [  # the rules of the two modules beside this one, for the adapters
@@ -62,7 +61,6 @@ __all__ = [  # the rules of the two modules beside this one, for the adapters
     "forbidden_address",
     "new_secret",
     "signature",
-    "verify",
 ]
 
 ALL_EVENTS = "*"
