@@ -259,6 +259,8 @@ async def change(
             events=wanted,
             active=active,
         )
+        if after is None:  # deleted meanwhile
+            raise errors.NotFound("webhook-not-found", NOT_FOUND)
         changed: dict[str, Any] = {
             key: after[key] if key != "events" else list(after[key])
             for key in ("url", "events", "active")
