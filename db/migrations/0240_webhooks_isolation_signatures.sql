@@ -15,9 +15,11 @@ alter table webhook_deliveries add constraint webhook_deliveries_ping_or_audit
     check (audit_log_id is not null or event = 'ping');
 
 -- The claim reads each webhook's first due rows (a lateral probe per webhook) and counts its
--- rows in flight.
+-- rows in flight (a small index: only rows being sent are in it).
 create index webhook_deliveries_webhook_due on webhook_deliveries (webhook_id, next_attempt_at, id)
     where status in ('queued', 'sending');
+create index webhook_deliveries_sending on webhook_deliveries (webhook_id)
+    where status = 'sending';
 
 create or replace function audit_log_webhook_deliveries() returns trigger language plpgsql as $$
 begin
