@@ -197,6 +197,7 @@ def serialize_webhook(row: Row, *, secret: str | None = None) -> Webhook:
         "id": str(row["id"]),
         "url": row["url"],
         "events": list(row["events"]),
+        "active": row["active"],
         "dateCreated": row["created_at"],
     }
     if secret is not None:
@@ -211,7 +212,7 @@ def serialize_delivery(row: Row) -> Delivery:
     return {
         "id": str(row["id"]),
         "event": row["event"],
-        "auditLogId": str(row["audit_log_id"]),
+        "auditLogId": str(row["audit_log_id"]) if row["audit_log_id"] is not None else None,
         "status": row["status"],
         "attempts": row["attempts"],
         "lastResponse": last,

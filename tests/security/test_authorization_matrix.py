@@ -122,6 +122,15 @@ MATRIX: dict[str, tuple[int, int, int, int, int, int]] = {
     "GET webhooks/{b_hook}": (403, 403, 403, 403, 404, 404),
     "DELETE webhooks/{victim_hook}": (403, 403, 403, 403, 204, 204),
     "DELETE webhooks/{b_hook}": (403, 403, 403, 403, 404, 404),
+    "PUT webhooks/{hook} events": (403, 403, 403, 403, 200, 200),
+    "PUT webhooks/{hook} url": (403, 403, 403, 403, 200, SUDO),
+    "PUT webhooks/{b_hook}": (403, 403, 403, 403, 404, 404),
+    "POST webhooks/{hook}/ping": (403, 403, 403, 403, 202, 202),
+    "POST webhooks/{b_hook}/ping": (403, 403, 403, 403, 404, 404),
+    "POST webhooks/{hook}/deliveries/{delivery}/redeliver": (403, 403, 403, 403, 202, 202),
+    "POST webhooks/{hook}/deliveries/{b_delivery}/redeliver": (403, 403, 403, 403, 404, 404),
+    "POST webhooks/{hook}/rotate-secret": (403, 403, 403, 403, 200, SUDO),
+    "POST webhooks/{b_hook}/rotate-secret": (403, 403, 403, 403, 404, SUDO),
     # Leaving: anyone may leave, but not the last owner (last, it ends the caller's membership)
     "DELETE members/{own} (leave)": (204, 204, 204, 204, 409, 409),
 }
@@ -210,6 +219,11 @@ async def _seed(world: World, require_2fa: bool) -> None:
     world.ids["b_pending"] = (await response.json())["id"]
     world.ids["hook"] = await _webhook(world, "alpha", owner_token)
     world.ids["b_hook"] = await _webhook(world, "beta", other_token)
+    async with pool.acquire() as conn:  # each webhook hears of its own creation
+        for name in ("hook", "b_hook"):
+            world.ids[name.replace("hook", "delivery")] = await conn.fetchval(
+                "select min(id) from webhook_deliveries where webhook_id = $1", world.ids[name]
+            )
 
     async with pool.acquire() as conn:
         world.ids["run"], world.ids["b_run"] = [
@@ -378,6 +392,21 @@ OPS: dict[str, Op] = {
     "GET webhooks/{b_hook}": Op("GET", "/webhooks/{b_hook}/"),
     "DELETE webhooks/{victim_hook}": Op("DELETE", "/webhooks/{victim_hook}/", fresh=_victim_hook),
     "DELETE webhooks/{b_hook}": Op("DELETE", "/webhooks/{b_hook}/"),
+    "PUT webhooks/{hook} events": Op("PUT", "/webhooks/{hook}/", {"events": ["*"]}),
+    "PUT webhooks/{hook} url": Op(
+        "PUT", "/webhooks/{hook}/", {"url": "https://hooks.example.com/r2fa"}
+    ),
+    "PUT webhooks/{b_hook}": Op("PUT", "/webhooks/{b_hook}/", {"events": ["*"]}),
+    "POST webhooks/{hook}/ping": Op("POST", "/webhooks/{hook}/ping/", {}),
+    "POST webhooks/{b_hook}/ping": Op("POST", "/webhooks/{b_hook}/ping/", {}),
+    "POST webhooks/{hook}/deliveries/{delivery}/redeliver": Op(
+        "POST", "/webhooks/{hook}/deliveries/{delivery}/redeliver/", {}
+    ),
+    "POST webhooks/{hook}/deliveries/{b_delivery}/redeliver": Op(
+        "POST", "/webhooks/{hook}/deliveries/{b_delivery}/redeliver/", {}
+    ),
+    "POST webhooks/{hook}/rotate-secret": Op("POST", "/webhooks/{hook}/rotate-secret/", {}),
+    "POST webhooks/{b_hook}/rotate-secret": Op("POST", "/webhooks/{b_hook}/rotate-secret/", {}),
     "DELETE members/{own} (leave)": Op("DELETE", "/members/{own}/"),
 }
 
