@@ -118,3 +118,12 @@ async def check_destination(url: str, settings: Settings) -> None:
         raise Invalid(
             "url", "The URL's host resolves to a private, loopback or link-local address."
         )
+
+
+def audit_host(url: str) -> str:
+    """What the audit log keeps of a webhook's URL: its host (and port) only. Paths, queries and
+    user info often carry the receiver's credentials, and managers read the audit log while only
+    owners may see webhooks (issue 25, point 7)."""
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    return f"{host}:{parts.port}" if parts.port else host

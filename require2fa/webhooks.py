@@ -32,6 +32,7 @@ from require2fa.webhook_addresses import (
     MAX_URL,
     BlockedAddress,
     Invalid,
+    audit_host,
     check_destination,
     check_url,
     forbidden_address,
@@ -77,15 +78,6 @@ TURNED_OFF_ERROR = "webhook turned off"
 
 
 # --- Events ---------------------------------------------------------------------------------
-
-
-def audit_host(url: str) -> str:
-    """What the audit log keeps of a webhook's URL: its host (and port) only. Paths, queries and
-    user info often carry the receiver's credentials, and managers read the audit log while only
-    owners may see webhooks (issue 25, point 7)."""
-    parts = urlsplit(url)
-    host = parts.hostname or ""
-    return f"{host}:{parts.port}" if parts.port else host
 
 
 def check_events(events: Sequence[str]) -> list[str]:
@@ -272,9 +264,11 @@ async def change(
             raise errors.NotFound("webhook-not-found", NOT_FOUND)
         changed: dict[str, Any] = {
             key: after[key] if key != "events" else list(after[key])
-            for key in ("url", "events", "active")
+            for key in ("events", "active")
             if after[key] != before[key]
         }
+        if after["url"] != before["url"]:
+            changed["host"] = audit_host(after["url"])
         if before["active"] and not after["active"]:
             await queries.fail_pending(conn, [webhook_id], TURNED_OFF_ERROR)
         if changed:
@@ -355,7 +349,7 @@ async def disable_gone(conn: asyncpg.Connection, webhook_ids: Sequence[int]) -> 
             organization_id=row["organization_id"],
             event="webhook.disable",
             actor=audit.SYSTEM,
-            data={"id": str(row["id"]), "url": row["url"], "reason": "410 Gone"},
+            data={"id": str(row["id"]), "host": audit_host(row["url"]), "reason": "410 Gone"},
         )
     return len(turned_off)
 
