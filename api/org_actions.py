@@ -122,6 +122,43 @@ async def create_webhook(
     )
 
 
+async def change_webhook(
+    request: web.Request,
+    access: OrgAccess,
+    webhook_id: int,
+    *,
+    url: str | None,
+    events: list[str] | None,
+    active: bool | None,
+) -> asyncpg.Record:
+    """`webhooks.change` as the caller; a new URL (where the events go) needs a recent
+    re-authentication like creating a webhook."""
+    if url is not None:
+        await require_sudo(request)
+    return await webhooks.change(
+        await request_pool(request),
+        request.app[SETTINGS],
+        organization_id=access.org["id"],
+        webhook_id=webhook_id,
+        url=url,
+        events=events,
+        active=active,
+        actor=actor(request, access.auth),
+    )
+
+
+async def rotate_webhook_secret(request: web.Request, access: OrgAccess, webhook_id: int) -> str:
+    """`webhooks.rotate_secret` as the caller, after a recent re-authentication."""
+    await require_sudo(request)
+    return await webhooks.rotate_secret(
+        await request_pool(request),
+        request.app[SETTINGS],
+        organization_id=access.org["id"],
+        webhook_id=webhook_id,
+        actor=actor(request, access.auth),
+    )
+
+
 async def delete_webhook(request: web.Request, access: OrgAccess, webhook_id: int) -> None:
     """`webhooks.unsubscribe` as the caller."""
     await webhooks.unsubscribe(

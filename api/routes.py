@@ -156,11 +156,31 @@ ROUTES: list[Route] = [
     Route("GET", f"{ORG}/webhooks/", webhooks.list_webhooks, tag="webhooks"),
     Route("POST", f"{ORG}/webhooks/", webhooks.create_webhook, webhooks.WebhookIn, "webhooks"),
     Route("GET", f"{ORG}/webhooks/{{webhook_id}}/", webhooks.get_webhook, tag="webhooks"),
+    Route(
+        "PUT",
+        f"{ORG}/webhooks/{{webhook_id}}/",
+        webhooks.update_webhook,
+        webhooks.WebhookChange,
+        "webhooks",
+    ),
     Route("DELETE", f"{ORG}/webhooks/{{webhook_id}}/", webhooks.delete_webhook, tag="webhooks"),
+    Route("POST", f"{ORG}/webhooks/{{webhook_id}}/ping/", webhooks.ping_webhook, tag="webhooks"),
+    Route(
+        "POST",
+        f"{ORG}/webhooks/{{webhook_id}}/rotate-secret/",
+        webhooks.rotate_secret,
+        tag="webhooks",
+    ),
     Route(
         "GET",
         f"{ORG}/webhooks/{{webhook_id}}/deliveries/",
         webhooks.list_deliveries,
+        tag="webhooks",
+    ),
+    Route(
+        "POST",
+        f"{ORG}/webhooks/{{webhook_id}}/deliveries/{{delivery_id}}/redeliver/",
+        webhooks.redeliver,
         tag="webhooks",
     ),
     # Single sign-on

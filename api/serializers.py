@@ -29,7 +29,7 @@ from api.shapes import (
     User,
     Webhook,
 )
-from require2fa import audit_log, compliance, single_sign_on, sms
+from require2fa import audit_log, compliance, single_sign_on
 
 Row = Any  # an asyncpg.Record, or a mapping with its columns
 
@@ -78,7 +78,7 @@ def serialize_authenticator(row: Row) -> Authenticator:
         "lastUsedAt": row["last_used_at"],
     }
     if row["type"] == "sms":
-        data["phone"] = sms.mask_phone(row["phone"])
+        data["phone"] = row["phone_hint"]
     if row["type"] == "recovery":
         data["unusedCodes"] = row["unused_codes"]
     return data
@@ -234,6 +234,7 @@ def serialize_webhook(row: Row, *, secret: str | None = None) -> Webhook:
         "id": str(row["id"]),
         "url": row["url"],
         "events": list(row["events"]),
+        "active": row["active"],
         "dateCreated": row["created_at"],
     }
     if secret is not None:
@@ -248,7 +249,7 @@ def serialize_delivery(row: Row) -> Delivery:
     return {
         "id": str(row["id"]),
         "event": row["event"],
-        "auditLogId": str(row["audit_log_id"]),
+        "auditLogId": str(row["audit_log_id"]) if row["audit_log_id"] is not None else None,
         "status": row["status"],
         "attempts": row["attempts"],
         "lastResponse": last,

@@ -312,8 +312,19 @@ class Webhook(TypedDict):
     id: Id
     url: str
     events: list[str]
+    active: bool  # false once turned off, by an owner or by the receiver answering 410
     dateCreated: datetime
     secret: NotRequired[str]  # only in the answer that creates it
+
+
+@with_config(CLOSED)
+class WebhookSecret(TypedDict):
+    secret: str  # shown this once; the one it replaces signs beside it for 24 hours
+
+
+@with_config(CLOSED)
+class QueuedDelivery(TypedDict):
+    id: Id  # the delivery's id (`webhook-id`, `X-Require2FA-Delivery`)
 
 
 @with_config(CLOSED)
@@ -326,7 +337,7 @@ class LastResponse(TypedDict):
 class Delivery(TypedDict):
     id: Id
     event: str
-    auditLogId: Id
+    auditLogId: Id | None  # none for a ping
     status: str
     attempts: Count
     lastResponse: LastResponse | None

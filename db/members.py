@@ -247,10 +247,11 @@ def is_expired(member: asyncpg.Record, now: datetime) -> bool:
 
 
 async def other_organizations(conn: asyncpg.Connection, user_id: int, organization_id: int) -> int:
-    """How many organizations other than `organization_id` the user is an active member of."""
+    """How many organizations other than `organization_id` the user is a member of: active, or
+    pending after a removal for 2FA (their factors are what lets them back in there)."""
     return await conn.fetchval(
-        """select count(*) from members
-           where user_id = $1 and organization_id <> $2""",
+        """select count(distinct organization_id) from members
+           where (user_id = $1 or removed_user_id = $1) and organization_id <> $2""",
         user_id,
         organization_id,
     )

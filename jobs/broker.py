@@ -91,7 +91,7 @@ def queue_prefetch(queue_name: str, prefetch: int) -> int:
     return min(prefetch, QUEUE_PREFETCH.get(queue_name, prefetch))
 
 
-class _Consumer(_RedisConsumer):  # type: ignore[misc]
+class _Consumer(_RedisConsumer):
     """Dramatiq's Redis consumer, except that while it holds `prefetch` messages it looks again
     every `FULL_POLL_MS` for a free slot (Dramatiq's backs off as if the queue were empty), and
     that an idle consumer of a `WAKE_QUEUES` queue waits on the queue's wake-up list."""

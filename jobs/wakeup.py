@@ -33,6 +33,7 @@ import asyncpg
 import dramatiq
 import structlog
 from dramatiq.asyncio import get_event_loop_thread
+from typing_extensions import override
 
 from db import planning
 from db.pool import connect
@@ -96,6 +97,7 @@ class Wakeup(dramatiq.Middleware):
         )
         self._listeners[id(worker)] = (future, stop)
 
+    @override
     def before_worker_shutdown(self, broker: dramatiq.Broker, worker: dramatiq.Worker) -> None:
         listener = self._listeners.pop(id(worker), None)
         loop_thread = get_event_loop_thread()

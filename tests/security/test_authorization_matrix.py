@@ -103,6 +103,7 @@ MATRIX: dict[str, tuple[int, int, int, int, int, int]] = {
     "PUT members/{target} role owner (grant)": (403, 403, 403, 403, 200, 200),
     "PUT members/{target} teams": (403, 403, 403, 200, 200, 200),
     "PUT members/{own} settings": (200, 200, 200, 200, 200, 200),
+    "PUT members/{owner} nothing": (403, 403, 403, 200, 200, 200),
     "PUT members/{target} settings": (403, 403, 403, 403, 403, 403),
     "PUT members/{b_member} settings": (404, 404, 404, 404, 404, 404),
     "PUT members/{invitee} reinvite": (403, 403, 403, 200, 200, 200),
@@ -124,6 +125,15 @@ MATRIX: dict[str, tuple[int, int, int, int, int, int]] = {
     "GET webhooks/{b_hook}": (403, 403, 403, 403, 404, 404),
     "DELETE webhooks/{victim_hook}": (403, 403, 403, 403, 204, 204),
     "DELETE webhooks/{b_hook}": (403, 403, 403, 403, 404, 404),
+    "PUT webhooks/{hook} events": (403, 403, 403, 403, 200, 200),
+    "PUT webhooks/{hook} url": (403, 403, 403, 403, 200, SUDO),
+    "PUT webhooks/{b_hook}": (403, 403, 403, 403, 404, 404),
+    "POST webhooks/{hook}/ping": (403, 403, 403, 403, 202, 202),
+    "POST webhooks/{b_hook}/ping": (403, 403, 403, 403, 404, 404),
+    "POST webhooks/{hook}/deliveries/{delivery}/redeliver": (403, 403, 403, 403, 202, 202),
+    "POST webhooks/{hook}/deliveries/{b_delivery}/redeliver": (403, 403, 403, 403, 404, 404),
+    "POST webhooks/{hook}/rotate-secret": (403, 403, 403, 403, 200, SUDO),
+    "POST webhooks/{b_hook}/rotate-secret": (403, 403, 403, 403, 404, SUDO),
     # Single sign-on (a provider's discovery document served by `issuer`)
     "GET sso": (403, 403, 403, 200, 200, 200),
     "PUT sso": (403, 403, 403, 403, 200, SUDO),
@@ -216,8 +226,13 @@ async def _seed(world: World, require_2fa: bool) -> None:
     assert response.status == 201, await response.text()
     world.ids["b_pending"] = (await response.json())["id"]
     world.ids["hook"] = await _webhook(world, "alpha", owner_token)
-    await _sso_config(world)
     world.ids["b_hook"] = await _webhook(world, "beta", other_token)
+    async with pool.acquire() as conn:  # each webhook hears of its own creation
+        for name in ("hook", "b_hook"):
+            world.ids[name.replace("hook", "delivery")] = await conn.fetchval(
+                "select min(id) from webhook_deliveries where webhook_id = $1", world.ids[name]
+            )
+    await _sso_config(world)
 
     async with pool.acquire() as conn:
         world.ids["run"], world.ids["b_run"] = [
@@ -394,6 +409,7 @@ OPS: dict[str, Op] = {
     ),
     "PUT members/{target} teams": Op("PUT", "/members/{target}/", {"teams": ["ops"]}),
     "PUT members/{own} settings": Op("PUT", "/members/{own}/", {"settings": {"weekly": False}}),
+    "PUT members/{owner} nothing": Op("PUT", "/members/{owner}/", {}),
     "PUT members/{target} settings": Op(
         "PUT", "/members/{target}/", {"settings": {"weekly": False}}
     ),
@@ -422,6 +438,21 @@ OPS: dict[str, Op] = {
     "GET webhooks/{b_hook}": Op("GET", "/webhooks/{b_hook}/"),
     "DELETE webhooks/{victim_hook}": Op("DELETE", "/webhooks/{victim_hook}/", fresh=_victim_hook),
     "DELETE webhooks/{b_hook}": Op("DELETE", "/webhooks/{b_hook}/"),
+    "PUT webhooks/{hook} events": Op("PUT", "/webhooks/{hook}/", {"events": ["*"]}),
+    "PUT webhooks/{hook} url": Op(
+        "PUT", "/webhooks/{hook}/", {"url": "https://hooks.example.com/r2fa"}
+    ),
+    "PUT webhooks/{b_hook}": Op("PUT", "/webhooks/{b_hook}/", {"events": ["*"]}),
+    "POST webhooks/{hook}/ping": Op("POST", "/webhooks/{hook}/ping/", {}),
+    "POST webhooks/{b_hook}/ping": Op("POST", "/webhooks/{b_hook}/ping/", {}),
+    "POST webhooks/{hook}/deliveries/{delivery}/redeliver": Op(
+        "POST", "/webhooks/{hook}/deliveries/{delivery}/redeliver/", {}
+    ),
+    "POST webhooks/{hook}/deliveries/{b_delivery}/redeliver": Op(
+        "POST", "/webhooks/{hook}/deliveries/{b_delivery}/redeliver/", {}
+    ),
+    "POST webhooks/{hook}/rotate-secret": Op("POST", "/webhooks/{hook}/rotate-secret/", {}),
+    "POST webhooks/{b_hook}/rotate-secret": Op("POST", "/webhooks/{b_hook}/rotate-secret/", {}),
     "GET sso": Op("GET", "/sso/"),
     "PUT sso": Op(
         "PUT", "/sso/", lambda: {"issuer": ISSUER[0], "clientId": "app", "clientSecret": "s"}
