@@ -10,12 +10,13 @@ from aiohttp import web
 from api import auth, headers
 from api.connection import connection_middleware
 from api.errors import error_middleware
-from api.keys import PG, REDIS, SETTINGS
+from api.keys import PG, REDIS, SETTINGS, SSO_KEYS
 from api.limits import MAX_BODY_BYTES
 from api.observe import observe_middleware
 from api.routes import add_routes
 from db.pool import create_pool
 from require2fa.settings import Settings
+from require2fa.sso import KeyCache
 
 # Slowloris (issue 25, point 10): how long a connection may go without a complete request head,
 # from when it opens or its last answer ends. aiohttp arms its keep-alive timer when a
@@ -54,6 +55,7 @@ def create_app(settings: Settings) -> web.Application:
         client_max_size=MAX_BODY_BYTES,
     )
     app[SETTINGS] = settings
+    app[SSO_KEYS] = KeyCache()
     auth.setup(app, settings)
     headers.setup(app)
     app.cleanup_ctx.append(_resources)

@@ -161,6 +161,7 @@ async def remove_batch_now(
                 slug=head.org_slug,
                 level=head.level,
                 now=head.now,
+                sso_idp=head.sso_idp,
             ),
             found=found,
             dedupe_keys=[f"removed:{run_id}:{c.member_id}" for c in found],

@@ -154,7 +154,9 @@ async def look(
         if user_id is not None:
             await check_claimant(conn, row, user_id)
             existing = await members.of_user(conn, row["organization_id"], user_id) is not None
-            has2fa = await users.has_2fa(conn, user_id, row["require_2fa_level"])
+            has2fa = await users.has_2fa(
+                conn, user_id, row["require_2fa_level"], organization_id=row["organization_id"]
+            )
     return {
         "orgSlug": row["org_slug"],
         "orgName": row["org_name"],
@@ -183,7 +185,7 @@ async def accept(
         if await members.of_user(conn, row["organization_id"], user["id"]) is not None:
             raise Conflict("already-member", "You are already a member of this organization.")
         if row["require_2fa"] and not await users.has_2fa(
-            conn, user["id"], row["require_2fa_level"]
+            conn, user["id"], row["require_2fa_level"], organization_id=row["organization_id"]
         ):
             raise NeedsSecondFactor(row["require_2fa_level"])
         return await join(conn, row, user, who)
@@ -213,7 +215,7 @@ async def remembered_step(
             if await members.of_user(conn, row["organization_id"], user_id):
                 return Remembered(None)
             if row["require_2fa"] and not await users.has_2fa(
-                conn, user_id, row["require_2fa_level"]
+                conn, user_id, row["require_2fa_level"], organization_id=row["organization_id"]
             ):
                 return Remembered(None, keep=True)
     except DomainError:

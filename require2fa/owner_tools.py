@@ -36,7 +36,8 @@ SUPERUSER = (
 )
 
 # The organization as a removal needs it, held FOR SHARE as a batch holds it (`db.batches`).
-_ORGANIZATION_SQL = """select id, name, slug, require_2fa, require_2fa_level, now() as now
+_ORGANIZATION_SQL = """select id, name, slug, require_2fa, require_2fa_level, sso_mfa,
+                              now() as now
                        from organizations where id = $1 for share"""
 
 
@@ -160,6 +161,7 @@ async def _make_pending(
             slug=org["slug"],
             level=org["require_2fa_level"],
             now=org["now"],
+            sso_idp=org["sso_mfa"] == "idp",
         ),
         found=found,
         dedupe_keys=[dedupe_key],

@@ -19,6 +19,7 @@ from tests.factories import (
     link_in,
     owner_and_org,
     remove_for_2fa,
+    settle_enforcement,
     sign_in,
     token_for,
 )
@@ -191,7 +192,7 @@ async def test_the_journey_from_the_switch(client, pool, settings, enforcement_w
         "/api/0/organizations/acme/", json={"require2FA": True}, headers=headers
     )
     assert turned_on.status == 200
-    await asyncio.to_thread(broker.join, "enforcement", timeout=60_000)
+    await settle_enforcement(pool, broker, timeout=60)
 
     removed = await member_as_owner_sees_it(client, pool, owner["id"], member_id)
     assert removed["pending"] is True and removed["pendingReason"] == "2fa"

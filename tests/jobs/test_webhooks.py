@@ -394,7 +394,7 @@ async def test_rows_claimed_by_a_dead_worker_go_out_again_with_their_ids(
     async with pool.acquire() as conn:
         from db import webhooks as rows_db
 
-        claimed = await rows_db.claim(conn, limit=10, lease=timedelta(minutes=5))
+        claimed = await rows_db.claim(conn, limit=10, lease=timedelta(minutes=5), per_webhook=10)
         assert len(claimed) == 4
         # The claiming worker died; its claim lapses.
         await conn.execute("update webhook_deliveries set claimed_until = now() - interval '1 s'")

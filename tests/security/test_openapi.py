@@ -203,8 +203,15 @@ def test_audit_entry() -> None:
 
 
 def test_webhook_and_delivery() -> None:
-    hook = {"id": 1, "url": "https://hooks.example.com/", "events": ["*"], "created_at": NOW}
+    hook = {
+        "id": 1,
+        "url": "https://hooks.example.com/",
+        "events": ["*"],
+        "active": True,
+        "created_at": NOW,
+    }
     conforms(serialize_webhook(hook), "Webhook")
+    conforms(serialize_webhook({**hook, "active": False}), "Webhook")
     conforms(serialize_webhook(hook, secret="s3cret"), "Webhook")
     delivery = {
         "id": 1,
@@ -222,6 +229,8 @@ def test_webhook_and_delivery() -> None:
     conforms(serialize_delivery(delivery), "Delivery")
     delivered = {**delivery, "status": "delivered", "last_status": None, "delivered_at": NOW}
     conforms(serialize_delivery(delivered), "Delivery")
+    ping = {**delivery, "event": "ping", "audit_log_id": None}
+    conforms(serialize_delivery(ping), "Delivery")
 
 
 def test_a_key_the_schema_does_not_list_fails() -> None:
