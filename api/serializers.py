@@ -144,6 +144,7 @@ def serialize_member(row: Row) -> Member:
         "reinstateBy": row["reinstate_by"],
         "lastRemindedAt": row.get("last_reminded_at"),
         "exempt2FA": _exemption(row),
+        "blocked": bool(row.get("blocked")),
         "dateCreated": row["created_at"],
         "user": user,
     }

@@ -230,6 +230,7 @@ class Member(TypedDict):
     reinstateBy: datetime | None
     lastRemindedAt: datetime | None
     exempt2FA: Exemption | None
+    blocked: bool  # blocked in place (`require2FAAction` block) until they meet the requirement
     dateCreated: datetime
     user: MemberUser | None
 

@@ -37,6 +37,9 @@ class BatchHead:
     org_name: str
     org_slug: str
     level: str  # the organization's requirement level, read under its lock
+    action: str  # what the run does to a candidate: `remove` or `block`
+    scope_roles: list[str] | None  # the scope (`require2fa.compliance.in_scope_sql`)
+    scope_teams: list[int] | None
     first_member_id: int
     last_member_id: int
     actor: Actor
@@ -49,8 +52,9 @@ async def start_batch(conn: asyncpg.Connection, run_id: int, batch_no: int) -> B
     if run is None:
         return None
     org = await conn.fetchrow(
-        """select id, name, slug, require_2fa, require_2fa_level from organizations
-           where id = $1 for share""",
+        """select id, name, slug, require_2fa, require_2fa_level, require_2fa_action,
+                  require_2fa_scope_roles, require_2fa_scope_teams
+           from organizations where id = $1 for share""",
         run["organization_id"],
     )
     if org is None or not org["require_2fa"]:
@@ -73,6 +77,9 @@ async def start_batch(conn: asyncpg.Connection, run_id: int, batch_no: int) -> B
         org_name=org["name"],
         org_slug=org["slug"],
         level=org["require_2fa_level"],
+        action=org["require_2fa_action"],
+        scope_roles=org["require_2fa_scope_roles"],
+        scope_teams=org["require_2fa_scope_teams"],
         first_member_id=batch["first_member_id"],
         last_member_id=batch["last_member_id"],
         actor=Actor(
@@ -86,17 +93,22 @@ async def start_batch(conn: asyncpg.Connection, run_id: int, batch_no: int) -> B
 
 
 async def candidates(conn: asyncpg.Connection, head: BatchHead) -> list[Candidate]:
-    """Active members of the batch without a second factor that the level accepts and without
-    an exemption that lasts, with their users locked (FOR UPDATE, in id order: the lock of
-    `db.users.lock`, which 2FA enrollment takes too, so that whoever commits first is seen by
-    the other). Read before the lock was granted: `db.removals.make_pending` checks each again."""
+    """Active members of the batch in the organization's scope, without a second factor that
+    the level accepts and without an exemption that lasts (and, to block, not blocked yet), with
+    their users locked (FOR UPDATE, in id order: the lock of `db.users.lock`, which 2FA
+    enrollment takes too, so that whoever commits first is seen by the other). Read before the
+    lock was granted: `db.removals.make_pending` (or `block`) checks each again."""
     noncompliant = compliance.noncompliant_sql(
         "u.id", level_sql="$5::text", exempt_until_sql="m.exempt_2fa_until"
+    )
+    in_scope = compliance.in_scope_sql(
+        "m.id", "m.role", roles_sql="$6::text[]", teams_sql="$7::bigint[]"
     )
     rows = await conn.fetch(
         f"""select m.id, m.user_id, m.email from members m join users u on u.id = m.user_id
             where m.organization_id = $1 and m.id between $2 and $3
-              and u.id is distinct from $4 and {noncompliant}
+              and u.id is distinct from $4 and {noncompliant} and {in_scope}
+              and ($8 <> 'block' or m.blocked_at is null)
             order by u.id
             for update of u""",
         head.organization_id,
@@ -104,6 +116,9 @@ async def candidates(conn: asyncpg.Connection, head: BatchHead) -> list[Candidat
         head.last_member_id,
         head.actor.user_id,
         head.level,
+        head.scope_roles,
+        head.scope_teams,
+        head.action,
     )
     return [Candidate(row["id"], row["user_id"], row["email"]) for row in rows]
 

@@ -26,7 +26,10 @@ _SELECT = f"""
            o.require_2fa_level,
            coalesce((select array_agg(t.slug order by t.slug) from member_teams mt
                      join teams t on t.id = mt.team_id where mt.member_id = m.id),
-                    '{{}}') as team_slugs
+                    '{{}}') as team_slugs,
+           coalesce((select array_agg(mt.team_id) from member_teams mt
+                     where mt.member_id = m.id), '{{}}') as team_ids,
+           m.blocked_at is not null as blocked
     from members m
          -- Looked up per member (a lateral subquery kept apart by `offset 0`), so that the plan
          -- keeps the members index's order: a hash join with the one organization row gave up
@@ -52,6 +55,7 @@ class MemberFilter:
     role: str | None = None
     text: str | None = None
     exempt: bool | None = None  # an exemption that lasts now
+    blocked: bool | None = None  # blocked in place (`is:blocked`)
 
 
 # Who a run started now would remove: active, no second factor that the organization's level
@@ -101,6 +105,7 @@ async def page(
                or coalesce(u.name, '') ilike '%' || $6 || '%')
           and ($8::boolean is null or coalesce(m.exempt_2fa_until > now(), false) = $8)
           and ($9::boolean is null or (u.id is not null and {MEETS_LEVEL_SQL} = $9))
+          and ($10::boolean is null or (m.blocked_at is not null) = $10)
         order by m.organization_id, m.id
         limit $7""",
         organization_id,
@@ -112,6 +117,7 @@ async def page(
         limit,
         where.exempt,
         where.meets_level,
+        where.blocked,
     )
 
 

@@ -21,6 +21,7 @@ TEMPLATES = (
     "security_notice",
     "enforcement_summary",
     "countdown_2fa",
+    "blocked_for_2fa",
 )
 
 

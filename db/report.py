@@ -41,6 +41,7 @@ select csv_cell(m.email) as "email",
                  join teams t on t.id = mt.team_id where mt.member_id = m.id), '') as "teams",
        case when m.user_id is null then 'pending'
             when m.exempt_2fa_until > now() then 'exempt'
+            when m.blocked_at is not null then 'blocked'
             else 'active' end as "state",
        coalesce(f.types, '') as "factor_types",
        {_ISO.format(col="f.since")} as "2fa_since",

@@ -1,7 +1,8 @@
 """Adding, replacing and removing a person's second factors: an authenticator app (TOTP), a
 backup phone (SMS), recovery codes; renaming one. Each confirmation writes the first set of
-recovery codes when the person has none, and each change queues a "Security notice" email: the
-caller wakes the email dispatcher after it. Security keys and passkeys are
+recovery codes when the person has none, unblocks the memberships that the new factor lets back
+in (`member.unblocked`), and each change queues a "Security notice" email: the caller wakes the
+email dispatcher after it. Security keys and passkeys are
 `require2fa.security_keys`, which confirms through `confirm_factor` here.
 """
 
@@ -13,7 +14,8 @@ import asyncpg
 import redis.asyncio as aioredis
 
 from db import authenticators, outbox, sessions, users
-from require2fa import compliance, email_contexts, factors, sms, totp
+from db.audit import Actor
+from require2fa import compliance, email_contexts, factors, removal, sms, totp
 from require2fa.errors import Conflict, Invalid, NotAllowed, NotFound
 from require2fa.settings import Settings
 
@@ -69,7 +71,11 @@ async def confirm_factor(
     conn: asyncpg.Connection, settings: Settings, user: asyncpg.Record, factor: asyncpg.Record
 ) -> Enrolled:
     """The rest of a confirmation's transaction (any kind of factor): recovery codes if the
-    user has none yet, and the security notice."""
+    user has none yet, the security notice, and the user's blocked memberships that the factor
+    now satisfies unblocked (`member.unblocked`: back in the moment this commits)."""
+    await removal.unblock_released(
+        conn, actor=Actor(user_id=user["id"], label=user["email"]), user_id=user["id"]
+    )
     codes = None
     if await authenticators.recovery(conn, user["id"]) is None:
         _, codes = await _new_recovery_codes(conn, settings, user["id"])

@@ -32,6 +32,7 @@ def parse_query(text: str) -> MemberFilter:
     """`has2fa:false is:pending role:admin alice` → a filter; unknown keys are `Invalid`."""
     has2fa = pending = role = None
     exempt: bool | None = None
+    blocked: bool | None = None
     words: list[str] = []
     for term in text.split():
         key, sep, value = term.partition(":")
@@ -43,6 +44,8 @@ def parse_query(text: str) -> MemberFilter:
             pending = value == "pending"
         elif key == "is" and value == "exempt":
             exempt = True
+        elif key == "is" and value == "blocked":  # blocked in place until they comply
+            blocked = True
         elif key == "is" and value == "noncompliant":  # who a run now would remove
             has2fa, pending, exempt = False, False, False
         elif key == "role" and value in ROLES:
@@ -50,7 +53,12 @@ def parse_query(text: str) -> MemberFilter:
         else:
             raise Invalid("unknown-search-term", f"Unknown search term {term!r}.")
     return MemberFilter(
-        has2fa=has2fa, pending=pending, role=role, text=" ".join(words) or None, exempt=exempt
+        has2fa=has2fa,
+        pending=pending,
+        role=role,
+        text=" ".join(words) or None,
+        exempt=exempt,
+        blocked=blocked,
     )
 
 
