@@ -204,10 +204,10 @@ async def test_an_exemption_lapsing_mid_run(client, pool, settings, broker, star
     async with pool.acquire() as conn, conn.transaction():
         change = await organization_settings.change_organization(
             conn,
+            organization_settings.SettingsChange(require_2fa=True),
             organization_id=org["id"],
             actor=Actor(user_id=owner["id"], label=owner["email"]),
             role="owner",
-            require_2fa=True,
         )
     run_id = change.run["id"]
     lost: list = []

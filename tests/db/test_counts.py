@@ -202,10 +202,10 @@ async def test_the_maintained_count_follows_every_change(pool: asyncpg.Pool, set
     async with pool.acquire() as conn, conn.transaction():
         change = await organization_settings.change_organization(
             conn,
+            organization_settings.SettingsChange(require_2fa=True),
             organization_id=org["id"],
             actor=Actor(user_id=owner["id"], label=owner["email"], ip_address="127.0.0.1"),
             role="owner",
-            require_2fa=True,
         )
     assert change.run is not None
     sent: list[tuple[int, int]] = []

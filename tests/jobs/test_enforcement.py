@@ -43,10 +43,10 @@ async def start_run(pool: asyncpg.Pool, org_id: int, owner: asyncpg.Record) -> i
     async with pool.acquire() as conn, conn.transaction():
         change = await organization_settings.change_organization(
             conn,
+            organization_settings.SettingsChange(require_2fa=True),
             organization_id=org_id,
             actor=Actor(user_id=owner["id"], label=owner["email"], ip_address="127.0.0.1"),
             role="owner",
-            require_2fa=True,
         )
     assert change.started and change.run is not None
     return change.run["id"]
@@ -431,7 +431,12 @@ async def test_turning_the_switch_off_stops_removals(pool, settings) -> None:
     actor = Actor(user_id=owner["id"], label=owner["email"])
     async with pool.acquire() as conn, conn.transaction():
         await organization_settings.change_organization(
-            conn, organization_id=org_id, actor=actor, role="owner", require_2fa=False
+            conn,
+            organization_settings.SettingsChange(require_2fa=False),
+            organization_id=org_id,
+            actor=actor,
+            role="owner",
+            recently_authenticated=True,
         )
     for batch_no in (1, 2, 1):
         assert await remove_batch_now(pool, settings, run_id, batch_no) is None
@@ -470,10 +475,11 @@ async def test_switch_turned_off_waits_for_the_batch_in_flight(pool, settings) -
         async with pool.acquire() as conn, conn.transaction():
             await organization_settings.change_organization(
                 conn,
+                organization_settings.SettingsChange(require_2fa=False),
                 organization_id=org_id,
                 actor=Actor(user_id=owner["id"]),
                 role="owner",
-                require_2fa=False,
+                recently_authenticated=True,
             )
 
     switching = asyncio.create_task(turn_off())

@@ -43,10 +43,10 @@ async def test_each_owner_gets_one_summary_even_when_the_last_batch_arrives_twic
     async with pool.acquire() as conn, conn.transaction():
         change = await organization_settings.change_organization(
             conn,
+            organization_settings.SettingsChange(require_2fa=True),
             organization_id=org["id"],
             actor=Actor(user_id=owner["id"], label=owner["email"]),
             role="owner",
-            require_2fa=True,
         )
     run_id = change.run["id"]
     start_worker("enforcement", "email", threads=4)  # one worker process's queues
@@ -105,10 +105,10 @@ async def test_a_run_that_fails_gets_one_summary_from_the_next_sweeps(pool, sett
     async with pool.acquire() as conn, conn.transaction():
         change = await organization_settings.change_organization(
             conn,
+            organization_settings.SettingsChange(require_2fa=True),
             organization_id=org["id"],
             actor=Actor(user_id=owner["id"], label=owner["email"]),
             role="owner",
-            require_2fa=True,
         )
     run_id = change.run["id"]
     await coordinate_run(pool, run_id, send=lambda *args: None)  # its batch message is lost

@@ -152,10 +152,10 @@ async def test_an_enforcement_batch_writes_a_delivery_per_removal_in_its_stateme
     async with pool.acquire() as conn, conn.transaction():
         change = await organization_settings.change_organization(
             conn,
+            organization_settings.SettingsChange(require_2fa=True),
             organization_id=org["id"],
             actor=Actor(user_id=owner_id, label=org_owner["email"]),
             role="owner",
-            require_2fa=True,
         )
     sent: list[tuple[int, int]] = []
     await coordinate_run(
