@@ -58,7 +58,7 @@ async def org_access(request: web.Request, *, roles: tuple[str, ...] | None = No
         and not member["exempt_2fa"]  # an exemption that lasts: never blocked for 2FA
         and compliance.in_scope(
             member["role"],
-            member["team_ids"],
+            member["team_slugs"],
             org["require_2fa_scope_roles"],
             org["require_2fa_scope_teams"],
         )

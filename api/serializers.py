@@ -27,6 +27,7 @@ from api.shapes import (
     Webhook,
 )
 from require2fa import audit_log, sms
+from require2fa.requirement import Scope
 
 Row = Any  # an asyncpg.Record, or a mapping with its columns
 
@@ -90,6 +91,8 @@ def serialize_org(org: Row, *, role: str, enforcement: RunBrief | None = None) -
         "require2FALevel": org["require_2fa_level"],
         "ssoEnabled": org["sso_enabled"],
         "enforceAt": org.get("enforce_at"),
+        "require2FAScope": cast(Any, Scope.of(org).as_json()),  # null: everyone
+        "require2FAAction": org["require_2fa_action"],
         "dateCreated": org["created_at"],
         "role": cast(Role, role),  # the caller's: one of `members.ROLES`
     }

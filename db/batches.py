@@ -39,7 +39,7 @@ class BatchHead:
     level: str  # the organization's requirement level, read under its lock
     action: str  # what the run does to a candidate: `remove` or `block`
     scope_roles: list[str] | None  # the scope (`require2fa.compliance.in_scope_sql`)
-    scope_teams: list[int] | None
+    scope_teams: list[str] | None
     first_member_id: int
     last_member_id: int
     actor: Actor
@@ -102,7 +102,7 @@ async def candidates(conn: asyncpg.Connection, head: BatchHead) -> list[Candidat
         "u.id", level_sql="$5::text", exempt_until_sql="m.exempt_2fa_until"
     )
     in_scope = compliance.in_scope_sql(
-        "m.id", "m.role", roles_sql="$6::text[]", teams_sql="$7::bigint[]"
+        "m.id", "m.role", roles_sql="$6::text[]", teams_sql="$7::text[]"
     )
     rows = await conn.fetch(
         f"""select m.id, m.user_id, m.email from members m join users u on u.id = m.user_id

@@ -27,8 +27,6 @@ _SELECT = f"""
            coalesce((select array_agg(t.slug order by t.slug) from member_teams mt
                      join teams t on t.id = mt.team_id where mt.member_id = m.id),
                     '{{}}') as team_slugs,
-           coalesce((select array_agg(mt.team_id) from member_teams mt
-                     where mt.member_id = m.id), '{{}}') as team_ids,
            m.blocked_at is not null as blocked
     from members m
          -- Looked up per member (a lateral subquery kept apart by `offset 0`), so that the plan

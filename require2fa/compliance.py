@@ -206,7 +206,7 @@ def needs(level: str | None) -> str:
 
 # --- Scope: whom the requirement applies to (`require2FAScope`) ------------------------------
 #
-# An organization's scope is a set of roles and a set of teams (ids), or nothing (everyone). A
+# An organization's scope is a set of roles and a set of team slugs, or nothing (everyone). A
 # member is in scope when their role is one of the roles or they belong to one of the teams.
 # Only members in scope must meet the requirement: every statement that judges a member (a
 # run's candidates, the counts, the preview, the reminders) adds `in_scope_sql` to its `where`
@@ -221,36 +221,36 @@ def in_scope_sql(
     teams_sql: str = "o.require_2fa_scope_teams",
 ) -> str:
     """SQL condition: the member `member_id_sql` (with role `role_sql`) is in the scope whose
-    roles and team ids the array expressions `roles_sql`, `teams_sql` give (both null or empty:
-    everyone). The team probe is the primary key of `member_teams`."""
+    roles and team slugs the array expressions `roles_sql`, `teams_sql` give (both null or
+    empty: everyone). The team probe is the primary key of `member_teams`, then a team by id."""
     roles, teams = _expression(roles_sql), _expression(teams_sql)
     return (
         f"(coalesce(cardinality({roles}), 0) + coalesce(cardinality({teams}), 0) = 0"
         f" or coalesce({_expression(role_sql)} = any({roles}), false)"
-        " or exists (select 1 from member_teams mt"
-        f" where mt.member_id = {_expression(member_id_sql)} and mt.team_id = any({teams})))"
+        " or exists (select 1 from member_teams mt join teams tm on tm.id = mt.team_id"
+        f" where mt.member_id = {_expression(member_id_sql)} and tm.slug = any({teams})))"
     )
 
 
 def in_scope(
     role: str,
-    team_ids: Iterable[int],
+    teams: Iterable[str],
     scope_roles: Iterable[str] | None,
-    scope_teams: Iterable[int] | None,
+    scope_teams: Iterable[str] | None,
 ) -> bool:
-    """The Python check of `in_scope_sql`: a member with `role` in the teams `team_ids` is in
-    the scope (`scope_roles`, `scope_teams`; both empty or None: everyone)."""
-    roles, teams = set(scope_roles or ()), set(scope_teams or ())
-    if not roles and not teams:
+    """The Python check of `in_scope_sql`: a member with `role` in the teams `teams` (slugs) is
+    in the scope (`scope_roles`, `scope_teams`; both empty or None: everyone)."""
+    roles, wanted = set(scope_roles or ()), set(scope_teams or ())
+    if not roles and not wanted:
         return True
-    return role in roles or bool(teams & set(team_ids))
+    return role in roles or bool(wanted & set(teams))
 
 
 def widens(
     old_roles: Iterable[str] | None,
-    old_teams: Iterable[int] | None,
+    old_teams: Iterable[str] | None,
     new_roles: Iterable[str] | None,
-    new_teams: Iterable[int] | None,
+    new_teams: Iterable[str] | None,
 ) -> bool:
     """Whether the new scope may take in someone the old one left out (a run is then due)."""
     old_r, old_t, new_r, new_t = (
@@ -265,9 +265,9 @@ def widens(
 
 def narrows(
     old_roles: Iterable[str] | None,
-    old_teams: Iterable[int] | None,
+    old_teams: Iterable[str] | None,
     new_roles: Iterable[str] | None,
-    new_teams: Iterable[int] | None,
+    new_teams: Iterable[str] | None,
 ) -> bool:
     """Whether the new scope may leave out someone the old one took in (needs sudo)."""
     return widens(new_roles, new_teams, old_roles, old_teams)

@@ -3,12 +3,12 @@
 --
 -- Scope: both arrays null means everyone (the default). Otherwise a member is in scope when
 -- their role is one of `require_2fa_scope_roles` or they belong to one of the teams
--- `require_2fa_scope_teams` (team ids of this organization); `require2fa.compliance.in_scope_sql`
+-- `require_2fa_scope_teams` (slugs of this organization's teams, which are never renamed); `require2fa.compliance.in_scope_sql`
 -- renders the condition, `require2fa.compliance.in_scope` checks it in Python. An empty array
 -- is stored as null, so "none of the two" can only mean everyone.
 alter table organizations
     add column require_2fa_scope_roles text[],
-    add column require_2fa_scope_teams bigint[],
+    add column require_2fa_scope_teams text[],
     add column require_2fa_action text not null default 'remove'
         check (require_2fa_action in ('remove', 'block'));
 

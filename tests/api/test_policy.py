@@ -147,3 +147,115 @@ async def test_block_has_no_window_and_the_report_says_blocked(
     by_email = {line.split(",")[0]: line.split(",")[state] for line in lines[1:]}
     assert by_email["web@example.com"] == "blocked"
     assert by_email["owner@example.com"] == "active"
+
+
+async def test_scope_by_role_removes_only_those_roles(client, pool, settings, broker) -> None:
+    headers, people = await acme(pool)
+    changed = await client.put(
+        ORG,
+        json={"require2FA": True, "require2FAScope": {"roles": ["admin", "billing"]}},
+        headers=headers,
+    )
+    body = await run_to_the_end(pool, settings, changed)
+    assert body["require2FAScope"] == {"roles": ["admin", "billing"], "teams": []}
+    assert await states(client, headers) == {
+        "owner": "active",
+        "admin": "pending",
+        "backend": "active",
+        "web": "active",
+        "billing": "pending",
+    }
+    # Out of scope: still let in without a factor; in scope: refused.
+    backend = await token_for(pool, people["backend"][0]["id"])
+    assert (await client.get(ORG, headers=backend)).status == 200
+    async with pool.acquire() as conn:
+        edits = await conn.fetch("select data from audit_log where event = 'org.edit' order by id")
+    assert {"require_2fa_scope": {"roles": ["admin", "billing"], "teams": []}} in [
+        e["data"] for e in edits
+    ]
+    shown = await (await client.get(ORG, headers=headers)).json()
+    assert (shown["require2FAScope"], shown["require2FAAction"]) == (
+        {"roles": ["admin", "billing"], "teams": []},
+        "remove",
+    )
+
+
+async def test_scope_by_team_blocks_only_that_team_and_widening_starts_a_run(
+    client, pool, settings, broker
+) -> None:
+    headers, people = await acme(pool)
+    first = await run_to_the_end(
+        pool,
+        settings,
+        await client.put(
+            ORG,
+            json={
+                "require2FA": True,
+                "require2FAScope": {"teams": ["backend"]},
+                "require2FAAction": "block",
+            },
+            headers=headers,
+        ),
+    )
+    assert first["require2FAAction"] == "block"
+    assert {n for n, s in (await states(client, headers)).items() if s == "blocked"} == {"backend"}
+    web = await token_for(pool, people["web"][0]["id"])
+    assert (await client.get(ORG, headers=web)).status == 200
+
+    # Widening to the web team too: a run for those newly in scope.
+    widened = await client.put(
+        ORG, json={"require2FAScope": {"teams": ["backend", "web"]}}, headers=headers
+    )
+    second = await run_to_the_end(pool, settings, widened)
+    assert second["enforcement"]["id"] != first["enforcement"]["id"]
+    assert {n for n, s in (await states(client, headers)).items() if s == "blocked"} == {
+        "backend",
+        "web",
+    }
+    assert (await client.get(ORG, headers=web)).status == 401
+    assert len(await events(pool, "member.blocked")) == 2  # backend was not blocked twice
+
+
+async def test_scope_refusals_and_narrowing_needs_sudo(client, pool) -> None:
+    headers, _ = await acme(pool)
+    for scope, word in (
+        ({"roles": ["wizard"]}, "wizard"),
+        ({"teams": ["nope"]}, "nope"),
+        ({"roles": [], "teams": []}, "at least one"),
+    ):
+        refused = await client.put(ORG, json={"require2FAScope": scope}, headers=headers)
+        body = await refused.json()
+        assert refused.status == 400 and word in body["errors"]["require2FAScope"][0], body
+    wrong = await client.put(ORG, json={"require2FAAction": "shame"}, headers=headers)
+    assert wrong.status == 400
+
+
+async def test_narrowing_the_scope_needs_a_recent_sign_in_and_lets_the_blocked_in(
+    client, pool, settings, broker
+) -> None:
+    from tests.factories import PASSWORD
+    from tests.security.helpers import age_reauthentication
+
+    registered = await client.post(
+        "/api/0/auth/register/", json={"email": "ada@example.com", "password": PASSWORD}
+    )
+    await enroll_totp(client)
+    org = await create_org(pool, "acme", int((await registered.json())["id"]), teams=("web",))
+    user = await create_user(pool, "web@example.com")
+    member_id = await add_member(pool, org["id"], user, teams=("web",))
+    body = {"require2FA": True, "require2FAAction": "block"}
+    await run_to_the_end(pool, settings, await client.put(ORG, json=body))
+    web = await token_for(pool, user["id"])
+    assert (await client.get(ORG, headers=web)).status == 401
+
+    await age_reauthentication(pool)
+    narrowed = await client.put(ORG, json={"require2FAScope": {"roles": ["owner"]}})
+    assert narrowed.status == 401 and (await narrowed.json())["code"] == "sudo-required"
+    assert (await client.post("/api/0/auth/sudo/", json={"password": PASSWORD})).status == 200
+    narrowed = await client.put(ORG, json={"require2FAScope": {"roles": ["owner"]}})
+    assert narrowed.status == 200 and "enforcement" not in await narrowed.json()
+    # Out of scope now: let in, audited, in the same change.
+    assert (await client.get(ORG, headers=web)).status == 200
+    assert await events(pool, "member.unblocked") == [
+        {"member": member_id, "email": "web@example.com", "reason": "out-of-scope"}
+    ]
