@@ -14,6 +14,9 @@ NONCOMPLIANT_SQL = compliance.noncompliant_sql(
     "u.id", level_sql="o.require_2fa_level", exempt_until_sql="m.exempt_2fa_until"
 )
 
+# In the organization's scope (alias `o`; members `m`).
+IN_SCOPE_SQL = compliance.in_scope_sql("m.id", "m.role")
+
 # Who a run started now would remove, from the maintained counts (migration 0150): the active
 # members whose factor mask meets none of the level's kinds (a sum over the organization's rows
 # of `member_factor_counts`, one per mask and writer slot), less those of them whose exemption
@@ -56,7 +59,18 @@ async def count_noncompliant(
     Read from the counts that the triggers of migration 0150 keep in the transactions that change
     factors and memberships, so it costs the same at 1M members as at 10: a few counter rows and
     the organization's exempt members. `count_noncompliant_directly` is the same figure counted
-    member by member (the tests compare the two)."""
+    member by member (the tests compare the two); it is the count of an organization with a
+    scope (`require2FAScope`), which the counts per factor mask cannot tell apart."""
+    scoped = await conn.fetchval(
+        """select coalesce(cardinality(require_2fa_scope_roles), 0)
+                  + coalesce(cardinality(require_2fa_scope_teams), 0) > 0
+           from organizations where id = $1""",
+        organization_id,
+    )
+    if scoped:
+        return await count_noncompliant_directly(
+            conn, organization_id, except_user_id=except_user_id, level=level
+        )
     return await conn.fetchval(
         _COUNT_NONCOMPLIANT_SQL,
         organization_id,
@@ -79,7 +93,8 @@ async def count_noncompliant_directly(
     level: str | None = None,
 ) -> int:
     """`count_noncompliant`, counted from the members and their factors with
-    `require2fa.compliance`'s conditions: the definition that the maintained count must equal.
+    `require2fa.compliance`'s conditions (the scope's included): the definition that the
+    maintained count must equal.
 
     Planned from the organization's members (the `(organization_id, id)` index) with a per-member
     anti-join on the factors' partial index, so it costs in proportion to this organization."""
@@ -88,9 +103,10 @@ async def count_noncompliant_directly(
             "select require_2fa_level from organizations where id = $1", organization_id
         )
     return await conn.fetchval(
-        f"""select count(*) from members m
+        f"""select count(*) from members m join organizations o on o.id = m.organization_id
             where m.organization_id = $1 and m.user_id is not null
-              and m.user_id is distinct from $2 and {_NONCOMPLIANT_AT_LEVEL_SQL}""",
+              and m.user_id is distinct from $2 and {_NONCOMPLIANT_AT_LEVEL_SQL}
+              and {IN_SCOPE_SQL}""",
         organization_id,
         except_user_id,
         compliance.level_of(level),

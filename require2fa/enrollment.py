@@ -246,8 +246,9 @@ async def remove(
 ) -> asyncpg.Record:
     """Removes one of the user's factors (with the recovery codes when it was the last second
     factor), ends their sessions but `keep_session`, queues a security notice (wake the
-    dispatcher); the factor removed. `NotFound`, or `NotAllowed` (`LAST_FACTOR`) while an
-    organization of theirs needs it. The caller checks re-authentication."""
+    dispatcher); the factor removed. `NotFound`, or `NotAllowed` (`last_factor`, naming the
+    organization and its level) while an organization that has them in its scope needs it.
+    The caller checks re-authentication."""
     async with pool.acquire() as conn, conn.transaction():
         # Locked like an enrollment, so two deletions cannot each leave the other as the last.
         await users.lock(conn, [user["id"]])
@@ -257,8 +258,11 @@ async def remove(
         if compliance.counts(factor["type"]):
             # The last factor that an organization's level accepts stays (any level: the
             # last second factor at all).
-            if await authenticators.needed_by_requirement(conn, user["id"], factor["id"]):
-                raise NotAllowed("last-factor", factors.LAST_FACTOR)
+            needed = await authenticators.needed_by_requirement(conn, user["id"], factor["id"])
+            if needed is not None:
+                raise NotAllowed(
+                    "last-factor", factors.last_factor(needed["name"], needed["level"])
+                )
             others = await authenticators.count_second_factors(
                 conn, user["id"], excluding=factor["id"]
             )

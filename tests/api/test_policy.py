@@ -259,3 +259,101 @@ async def test_narrowing_the_scope_needs_a_recent_sign_in_and_lets_the_blocked_i
     assert await events(pool, "member.unblocked") == [
         {"member": member_id, "email": "web@example.com", "reason": "out-of-scope"}
     ]
+
+
+async def test_the_last_qualifying_factor_stays_at_its_level_and_in_scope(client, pool) -> None:
+    from require2fa.factors import last_factor
+
+    headers, _ = await acme(pool)
+    user = await create_user(pool, "both@example.com")
+    app_id = await add_factor(pool, user["id"], "totp")
+    phone_id = await add_factor(pool, user["id"], "sms")
+    async with pool.acquire() as conn:
+        org_id = await conn.fetchval("select id from organizations where slug = 'acme'")
+        await conn.execute(
+            "update organizations set require_2fa = true, require_2fa_level = 'secure'"
+        )
+    await add_member(pool, org_id, user, teams=("web",))
+    mine = await token_for(pool, user["id"])
+    # Removing the app would leave only a phone, which `secure` does not accept.
+    refused = await client.delete(f"/api/0/users/me/authenticators/{app_id}/", headers=mine)
+    detail = (await refused.json())["detail"]
+    assert refused.status == 403 and detail == last_factor("Acme", "secure")
+    assert "Acme" in detail and "secure" in detail
+    # Out of the scope, the organization needs nothing of them.
+    async with pool.acquire() as conn:
+        await conn.execute("update organizations set require_2fa_scope_teams = '{backend}'")
+    assert (
+        await client.delete(f"/api/0/users/me/authenticators/{app_id}/", headers=mine)
+    ).status == 204
+    # At phishing-resistant with the user in scope (their team), the only key stays.
+    key_id = await add_factor(pool, user["id"], "webauthn")
+    async with pool.acquire() as conn:
+        await conn.execute(
+            """update organizations set require_2fa_level = 'phishing-resistant',
+                                        require_2fa_scope_teams = '{web}'"""
+        )
+    refused = await client.delete(f"/api/0/users/me/authenticators/{key_id}/", headers=mine)
+    assert refused.status == 403
+    assert (await refused.json())["detail"] == last_factor("Acme", "phishing-resistant")
+    # The phone does not count at that level: it may go.
+    assert (
+        await client.delete(f"/api/0/users/me/authenticators/{phone_id}/", headers=mine)
+    ).status == 204
+
+
+async def test_moving_into_scope_is_refused_until_the_member_meets_it(client, pool) -> None:
+    headers, people = await acme(pool)
+    async with pool.acquire() as conn:
+        await conn.execute(
+            """update organizations set require_2fa = true,
+                                        require_2fa_scope_roles = '{admin}',
+                                        require_2fa_scope_teams = '{backend}'"""
+        )
+    _, web_id = people["web"]
+    for change in ({"role": "admin"}, {"teams": ["web", "backend"]}):
+        refused = await client.put(f"{ORG}members/{web_id}/", json=change, headers=headers)
+        body = await refused.json()
+        assert refused.status == 409, body
+        assert "web@example.com" in body["detail"] and "Acme" in body["detail"]
+    member = await (await client.get(f"{ORG}members/{web_id}/", headers=headers)).json()
+    assert (member["role"], member["teams"]) == ("member", ["web"])
+    # A change that stays out of scope goes through; so does one for a member who meets it.
+    moved = await client.put(f"{ORG}members/{web_id}/", json={"role": "billing"}, headers=headers)
+    assert moved.status == 200
+    await add_factor(pool, people["web"][0]["id"], "totp")
+    moved = await client.put(f"{ORG}members/{web_id}/", json={"role": "admin"}, headers=headers)
+    assert moved.status == 200 and (await moved.json())["role"] == "admin"
+
+
+async def test_counts_preview_and_joins_follow_the_scope(client, pool) -> None:
+    from tests.factories import link_in
+
+    headers, people = await acme(pool)
+    async with pool.acquire() as conn:
+        await conn.execute("update organizations set require_2fa_scope_teams = '{web}'")
+    listed = await (await client.get(ORG + "2fa-compliance/", headers=headers)).json()
+    assert listed["count"] == 1
+    assert [m["email"] for m in listed["members"]] == ["web@example.com"]
+
+    async with pool.acquire() as conn:
+        await conn.execute("update organizations set require_2fa = true")
+    # An invitee out of scope joins without a factor; one into the scoped team must set it up.
+    for email, teams, needs in (("out@example.com", [], False), ("in@example.com", ["web"], True)):
+        invited = await client.post(
+            ORG + "members/",
+            json={"email": email, "role": "member", "teams": teams},
+            headers=headers,
+        )
+        assert invited.status == 201, await invited.text()
+        newcomer = await create_user(pool, email)
+        async with pool.acquire() as conn:
+            sealed = await conn.fetchval(
+                "select context->>'accept_url_sealed' from email_outbox where to_address = $1",
+                email,
+            )
+        path = "/api/0/accept-invite/" + link_in(sealed).split("/accept/", 1)[1]
+        theirs = await token_for(pool, newcomer["id"])
+        assert (await (await client.get(path, headers=theirs)).json())["needs2fa"] is needs
+        joined = await client.post(path, headers=theirs)
+        assert joined.status == (403 if needs else 200), await joined.text()
