@@ -143,13 +143,14 @@ async def make_pending(
 
 
 # Blocked in place: the member keeps user, role, teams and settings; one `member.blocked` entry
-# and one `blocked_for_2fa` email (dedupe key `blocked:{run}:{member}`) each. A member blocked
-# already (by an earlier run) is left as they are.
+# and one `blocked_for_2fa` email (its dedupe key given: `blocked:{run}:{member}` for a run's)
+# each. A member blocked already (by an earlier run) is left as they are.
 _BLOCK_STATEMENT = f"""
 with t as (
-    select * from unnest($1::bigint[], $2::bigint[]) as t(member_id, user_id)),
+    select * from unnest($1::bigint[], $2::bigint[], $14::text[])
+             as t(member_id, user_id, dedupe_key)),
 blocked as (
-    update members m set blocked_at = $5, blocked_by_run = $4
+    update members m set blocked_at = $5, blocked_by_run = $4::bigint
     from t
     where m.id = t.member_id and m.organization_id = $3 and m.user_id = t.user_id
       and m.id between $10 and $11 and m.blocked_at is null
@@ -158,7 +159,7 @@ blocked as (
         "t.user_id", level_sql="$12::text", exempt_until_sql="m.exempt_2fa_until"
     )
 }
-    returning m.id, m.email, m.role, t.user_id),
+    returning m.id, m.email, m.role, t.user_id, t.dedupe_key),
 logged as (
     {
     audit.insert_sql(
@@ -172,9 +173,9 @@ mailed as (
     outbox.insert_sql(
         "select 'blocked_for_2fa', b.email,"
         " $13::jsonb || jsonb_build_object('member_email', b.email),"
-        " 'blocked:' || $4 || ':' || b.id, "
-        + outbox.MESSAGE_ID_SQL.format(key="'blocked:' || $4 || ':' || b.id")
-        + ", $3, b.id, $4 from blocked b order by b.id"
+        " b.dedupe_key, "
+        + outbox.MESSAGE_ID_SQL.format(key="b.dedupe_key")
+        + ", $3, b.id, $4::bigint from blocked b order by b.id"
     )
 })
 select (select count(*) from blocked) as blocked,
@@ -190,15 +191,17 @@ async def block(
     level: str,
     found: Sequence[Candidate],
     context: dict[str, Any],
+    dedupe_keys: Sequence[str],
     actor: Actor,
     now: datetime,
     member_range: tuple[int, int],
-    run_id: int,
+    run_id: int | None,
 ) -> tuple[int, int]:
     """Blocks those candidates that are, in this statement, still active with the same user,
     within `member_range`, not blocked yet and still without a factor that `level` accepts nor
     an exemption that lasts; writes their `member.blocked` entries and their "Action required"
-    emails (`context` shared, each with its `member_email`; one per member and run).
+    emails (`context` shared, each with its `member_email`; `dedupe_keys` in the order of
+    `found`: a key taken already queues nothing).
 
     Returns (blocked, members of the organization within `member_range`). Call with the
     candidates' users locked, as `make_pending`."""
@@ -217,6 +220,7 @@ async def block(
         member_range[1],
         level,
         context,
+        list(dedupe_keys),
     )
     assert row is not None
     return row["blocked"], row["in_range"]

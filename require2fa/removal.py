@@ -119,15 +119,17 @@ async def block(
     *,
     organization: Organization,
     found: Sequence[Candidate],
+    dedupe_keys: Sequence[str],
     actor: Actor,
     member_range: tuple[int, int],
     base_url: str,
-    run_id: int,
+    run_id: int | None = None,
 ) -> tuple[int, int]:
     """Blocks in place those of `found` who still do not meet the requirement and are not
     blocked yet: member rows (role, teams, settings untouched), `member.blocked` entries and one
-    "Action required" email each for this run, in the caller's transaction. Returns (blocked,
-    members within `member_range`). The same locks as `make_pending`."""
+    "Action required" email each (`dedupe_keys`, in the order of `found`), in the caller's
+    transaction. Returns (blocked, members within `member_range`). The same locks as
+    `make_pending`."""
     return await removals.block(
         conn,
         organization_id=organization.id,
@@ -139,6 +141,7 @@ async def block(
             org_slug=organization.slug,
             level=organization.level,
         ),
+        dedupe_keys=dedupe_keys,
         actor=actor,
         now=organization.now,
         member_range=member_range,
@@ -156,15 +159,22 @@ async def enforce(
     base_url: str,
     secret_key: str,
     reinstatement_window: timedelta,
-    run_id: int,
+    run_id: int | None = None,
+    keys: Sequence[str] | None = None,
+    event_reason: str | None = None,
 ) -> tuple[int, int]:
-    """A run's batch: the organization's action on `found` (`make_pending` with the Mandatory
-    email, or `block`), in the caller's transaction. Returns (acted on, members in range)."""
+    """The organization's action on `found` (`make_pending` with the Mandatory email, or
+    `block`), in the caller's transaction: a run's batch, or a member at once (an owner's
+    reset, an exemption lifted or lapsing). Each email's dedupe key is `removed:{key}` or
+    `blocked:{key}`, `keys` in the order of `found` (a run's: `{run}:{member}`). Returns (acted
+    on, members in range)."""
+    suffixes = list(keys) if keys is not None else [f"{run_id}:{c.member_id}" for c in found]
     if organization.action == "block":
         return await block(
             conn,
             organization=organization,
             found=found,
+            dedupe_keys=[f"blocked:{key}" for key in suffixes],
             actor=actor,
             member_range=member_range,
             base_url=base_url,
@@ -174,11 +184,12 @@ async def enforce(
         conn,
         organization=organization,
         found=found,
-        dedupe_keys=[f"removed:{run_id}:{c.member_id}" for c in found],
+        dedupe_keys=[f"removed:{key}" for key in suffixes],
         actor=actor,
         member_range=member_range,
         base_url=base_url,
         secret_key=secret_key,
         reinstatement_window=reinstatement_window,
         run_id=run_id,
+        event_reason=event_reason,
     )

@@ -357,3 +357,22 @@ async def test_counts_preview_and_joins_follow_the_scope(client, pool) -> None:
         assert (await (await client.get(path, headers=theirs)).json())["needs2fa"] is needs
         joined = await client.post(path, headers=theirs)
         assert joined.status == (403 if needs else 200), await joined.text()
+
+
+async def test_a_reset_in_an_organization_that_blocks_blocks_the_member(client, pool) -> None:
+    headers, people = await acme(pool)
+    user, member_id = people["web"]
+    await add_factor(pool, user["id"], "totp")
+    await set_action(pool, "block")
+    async with pool.acquire() as conn:
+        await conn.execute("update organizations set require_2fa = true")
+    reset = await client.post(f"{ORG}members/{member_id}/reset-2fa/", headers=headers)
+    body = await reset.json()
+    assert reset.status == 200, body
+    assert body["member"]["blocked"] is True and body["member"]["pending"] is False
+    assert [e["member"] for e in await events(pool, "member.blocked")] == [member_id]
+    async with pool.acquire() as conn:
+        mailed = await conn.fetchval(
+            "select count(*) from email_outbox where template = 'blocked_for_2fa'"
+        )
+    assert mailed == 1
