@@ -376,3 +376,81 @@ async def test_a_reset_in_an_organization_that_blocks_blocks_the_member(client, 
             "select count(*) from email_outbox where template = 'blocked_for_2fa'"
         )
     assert mailed == 1
+
+
+async def test_block_to_remove_removes_the_blocked_and_remove_to_block_keeps_pending(
+    client, pool, settings, broker
+) -> None:
+    headers, people = await acme(pool)
+    await run_to_the_end(
+        pool,
+        settings,
+        await client.put(
+            ORG,
+            json={"require2FA": True, "require2FAAction": "block", "require2FAScope": None},
+            headers=headers,
+        ),
+    )
+    assert set((await states(client, headers)).values()) == {"active", "blocked"}
+    switched = await client.put(ORG, json={"require2FAAction": "remove"}, headers=headers)
+    body = await run_to_the_end(pool, settings, switched)
+    assert body["require2FAAction"] == "remove"
+    assert await states(client, headers) == {
+        "owner": "active",
+        "admin": "pending",
+        "backend": "pending",
+        "web": "pending",
+        "billing": "pending",
+    }
+    pending = await (await client.get(ORG + "members/?query=is:pending", headers=headers)).json()
+    assert all(m["reinstateBy"] and not m["blocked"] for m in pending)
+    web = next(m for m in pending if m["email"] == "web@example.com")
+    assert (web["role"], web["teams"]) == ("member", ["web"])
+    assert len(await events(pool, "member.pending")) == 4
+    async with pool.acquire() as conn:
+        edits = await conn.fetch("select data from audit_log where event = 'org.edit' order by id")
+    assert {"require_2fa_action": "to remove"} in [e["data"] for e in edits]
+
+    # Back to block: nothing runs, the pending stay pending.
+    again = await client.put(ORG, json={"require2FAAction": "block"}, headers=headers)
+    assert again.status == 200 and "enforcement" not in await again.json()
+    assert set((await states(client, headers)).values()) == {"active", "pending"}
+
+
+async def test_turning_it_off_lets_the_blocked_in_and_pages_refuse_them_meanwhile(
+    client, pool, settings, broker
+) -> None:
+    from tests.factories import PASSWORD, sign_in
+    from tests.security.helpers import cookie_of, use_cookie
+
+    registered = await client.post(
+        "/api/0/auth/register/", json={"email": "ada@example.com", "password": PASSWORD}
+    )
+    await enroll_totp(client)
+    org = await create_org(pool, "acme", int((await registered.json())["id"]))
+    user = await create_user(pool, "bob@example.com")
+    member_id = await add_member(pool, org["id"], user)
+    body = {"require2FA": True, "require2FAAction": "block"}
+    await run_to_the_end(pool, settings, await client.put(ORG, json=body))
+
+    # Bob, blocked, signs in: the organization's page refuses him and says what to do.
+    ada_cookie = cookie_of(client)
+    client.session.cookie_jar.clear()
+    assert (await sign_in(client, "bob@example.com")).status == 200
+    page = await client.get("/organizations/acme/")
+    assert "Acme requires two-factor authentication" in await page.text()
+    assert (await client.get("/organizations/acme/members/")).status == 401
+    bob_cookie = cookie_of(client)
+
+    # Ada turns the requirement off (after re-authenticating): Bob is let in, audited.
+    use_cookie(client, ada_cookie)
+    assert (await client.post("/api/0/auth/sudo/", json={"password": PASSWORD})).status == 200
+    off = await client.put(ORG, json={"require2FA": False})
+    assert off.status == 200, await off.text()
+    assert await events(pool, "member.unblocked") == [
+        {"member": member_id, "email": "bob@example.com", "reason": "requirement-off"}
+    ]
+    use_cookie(client, bob_cookie)
+    page = await client.get("/organizations/acme/")
+    assert "Acme requires two-factor authentication" not in await page.text()
+    assert (await client.get("/organizations/acme/members/")).status == 200
