@@ -16,7 +16,8 @@ from typing import Any
 import asyncpg
 
 from db import outbox
-from db.counts import IN_SCOPE_SQL, NONCOMPLIANT_SQL
+from db.counts import NONCOMPLIANT_SQL
+from require2fa import compliance
 
 CHUNK = 1000
 
@@ -36,7 +37,8 @@ with chunk as (
     from members m join users u on u.id = m.user_id
                    join organizations o on o.id = m.organization_id
     where m.organization_id = $1 and ($6::bigint is null or m.id > $6)
-      and u.id is distinct from $5 and {NONCOMPLIANT_SQL} and {IN_SCOPE_SQL}
+      and u.id is distinct from $5 and {NONCOMPLIANT_SQL}
+      and {compliance.in_scope_sql("m.id", "m.role")}
     order by m.id
     limit $7
 ), queued as (

@@ -454,3 +454,38 @@ async def test_turning_it_off_lets_the_blocked_in_and_pages_refuse_them_meanwhil
     page = await client.get("/organizations/acme/")
     assert "Acme requires two-factor authentication" not in await page.text()
     assert (await client.get("/organizations/acme/members/")).status == 200
+
+
+async def test_the_settings_page_chooses_the_action_and_scope_with_a_count_that_follows(
+    client, pool, settings, broker
+) -> None:
+    from tests.factories import PASSWORD
+
+    registered = await client.post(
+        "/api/0/auth/register/", json={"email": "ada@example.com", "password": PASSWORD}
+    )
+    await enroll_totp(client)
+    org = await create_org(pool, "acme", int((await registered.json())["id"]), teams=("web", "ops"))
+    for name, teams in (("web1", ("web",)), ("web2", ("web",)), ("ops1", ("ops",))):
+        await add_member(
+            pool, org["id"], await create_user(pool, f"{name}@example.com"), teams=teams
+        )
+    url = "/organizations/acme/settings/"
+    page = await (await client.get(url)).text()
+    assert 'name="require2FAAction"' in page and 'name="scopeTeam-web"' in page
+    form = {
+        "require2FA": "on",
+        "require2FALevel": "any",
+        "require2FAAction": "block",
+        "scopeWho": "some",
+        "scopeTeam-web": "on",
+    }
+    asked = await (await client.post(url, data=form)).text()
+    assert "<strong>2 members</strong>" in asked and 'name="scopeTeam-web" value="on"' in asked
+    done = await client.post(url, data={**form, "confirmed": "yes", "when": "now"})
+    assert done.status == 200, await done.text()
+    shown = await (await client.get(ORG)).json()
+    assert shown["require2FA"] is True and shown["require2FAAction"] == "block"
+    assert shown["require2FAScope"] == {"roles": [], "teams": ["web"]}
+    refused = await client.post(url, data={"scopeWho": "some", "require2FALevel": "any"})
+    assert refused.status == 400 and "at least one role or team" in await refused.text()
