@@ -30,7 +30,7 @@ def answer(model: Any, description: str, **kwargs: Any) -> Answer:
 
 
 def list_of(model: Any, description: str, **kwargs: Any) -> Answer:
-    return Answer(list[model], description, **kwargs)  # type: ignore[valid-type]
+    return Answer(list[model], description, **kwargs)
 
 
 NO_CONTENT = Answer(None, "Done; no body.")

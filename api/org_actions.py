@@ -1,5 +1,6 @@
 """What the JSON handlers and the pages both do to an organization: take who is asking from the
-request, call the one domain function, wake the workers. Each adapter then renders its answer."""
+request, call the one domain function. Each adapter then renders its answer; the messages the
+committed change causes are sent by `jobs.wakeup`."""
 
 from __future__ import annotations
 
@@ -13,10 +14,8 @@ from aiohttp import web
 from api.access import MANAGERS, OrgAccess
 from api.auth import actor, recently_authenticated, require_sudo
 from api.connection import request_pool
-from api.dispatch import send_coordinator
 from api.keys import REDIS, SETTINGS
 from api.pagination import page_args, split_page
-from jobs import email as email_jobs
 from require2fa import audit_log, invitations, organization_settings, owner_tools, webhooks
 
 
@@ -24,7 +23,7 @@ async def change_settings(
     request: web.Request, access: OrgAccess, change: organization_settings.SettingsChange
 ) -> organization_settings.Change:
     """`organization_settings.apply_change` as the caller (`org.edit`, a run or a schedule); a
-    run it starts goes to the workers."""
+    run it starts is announced to the workers at its commit."""
     return await organization_settings.apply_change(
         await request_pool(request),
         access.org,
@@ -32,13 +31,12 @@ async def change_settings(
         actor=actor(request, access.auth),
         role=access.role,
         recently_authenticated=await recently_authenticated(request, access.auth),
-        start_run=send_coordinator,
     )
 
 
 async def resend(request: web.Request, access: OrgAccess, member_id: int) -> asyncpg.Record:
-    """`invitations.resend` (owners, managers; rate limited) as the caller, then wakes the
-    email dispatcher."""
+    """`invitations.resend` (owners, managers; rate limited) as the caller; the email it queues
+    is announced at commit."""
     access.require_role(*MANAGERS)
     row = await invitations.resend(
         await request_pool(request),
@@ -49,7 +47,6 @@ async def resend(request: web.Request, access: OrgAccess, member_id: int) -> asy
         inviter=access.auth.user["name"] or access.auth.user["email"],
         actor=actor(request, access.auth),
     )
-    await email_jobs.kick()
     return row
 
 
@@ -77,12 +74,11 @@ def _on_member(request: web.Request, access: OrgAccess, member_id: int) -> dict[
 async def reset_2fa(
     request: web.Request, access: OrgAccess, member_id: int
 ) -> owner_tools.ResetResult:
-    """`owner_tools.reset_member_2fa` as the caller (after `confirm_if_owner`), then wakes the
-    email dispatcher."""
+    """`owner_tools.reset_member_2fa` as the caller (after `confirm_if_owner`); the emails it
+    queues are announced at commit."""
     pool = await request_pool(request)
     async with pool.acquire() as conn, conn.transaction():
         result = await owner_tools.reset_member_2fa(conn, **_on_member(request, access, member_id))
-    await email_jobs.kick()
     return result
 
 
@@ -94,15 +90,13 @@ async def set_exemption(
     reason: str | None,
     until: datetime | None,
 ) -> owner_tools.ExemptResult:
-    """`owner_tools.set_exemption` as the caller (after `confirm_if_owner`); wakes the email
-    dispatcher when it removed the member."""
+    """`owner_tools.set_exemption` as the caller (after `confirm_if_owner`); the Mandatory
+    email of a member it removed is announced at commit."""
     pool = await request_pool(request)
     async with pool.acquire() as conn, conn.transaction():
         result = await owner_tools.set_exemption(
             conn, **_on_member(request, access, member_id), reason=reason, until=until
         )
-    if result.removed:
-        await email_jobs.kick()
     return result
 
 

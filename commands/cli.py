@@ -145,7 +145,7 @@ def web() -> None:
     check_services(settings, redis_url=redis_url)
     log = structlog.get_logger("require2fa.web")
 
-    def started(banner: str) -> None:
+    def started(_banner: str) -> None:
         # Instead of the banner (it names 0.0.0.0, which is not where people go), once the port
         # is bound: a line naming BASE_URL.
         log.info("web started", url=settings.base_url, port=settings.port)

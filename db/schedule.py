@@ -65,8 +65,8 @@ async def create(
 
 async def start_due(conn: asyncpg.Connection) -> list[int]:
     """Starts every scheduled run whose time has come, each in its own transaction: the
-    requirement goes on and the run becomes `queued` (its coordinator is the caller's to send
-    after this returns; the enforcement sweeper sends it otherwise). A run whose organization
+    requirement goes on and the run becomes `queued` (its commit wakes a worker's coordinator,
+    `jobs.wakeup`; the enforcement sweeper sends it otherwise). A run whose organization
     turned single sign-on on meanwhile is cancelled instead. Returns the runs started."""
     started: list[int] = []
     due = await conn.fetch(

@@ -28,12 +28,10 @@ a request takes at most `TIMEOUT` seconds; at most `KEEP_BYTES` of an answer are
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
 from typing import Any
 
 import asyncpg
 import dramatiq
-import redis
 import structlog
 
 from db import webhooks as outbox
@@ -50,7 +48,6 @@ __all__ = [
     "client_session",
     "dispatch",
     "dispatch_job",
-    "kick",
     "sweep",
     "sweep_job",
 ]
@@ -67,7 +64,7 @@ def _wake_key(settings: Settings) -> str:
 # --- Actors ---------------------------------------------------------------------------------
 
 # One dispatch sends at a time in a worker process (they share its event loop); a second one
-# leaves the rows to it. The first looks once more after letting go, so no kick is lost.
+# leaves the rows to it. The first looks once more after letting go, so no wake-up is lost.
 _sending = False
 
 
@@ -135,12 +132,3 @@ async def sweep_job() -> None:
         wake_key=_wake_key(res.settings),
         dispatch=dispatch_job,
     )
-
-
-async def kick(send: Callable[[], object] | None = None) -> None:
-    """Asks for delivery now (the trigger's notification does this by itself); a failure to
-    reach Redis is logged: the sweeper finds the rows within a minute."""
-    try:
-        await asyncio.to_thread(send or dispatch_job.send)
-    except (redis.RedisError, OSError) as err:
-        log.warning("webhooks.kick_failed", error=str(err))

@@ -241,8 +241,8 @@ async def resend(
     """Sends a pending member's email again with a fresh link, so the old one stops working;
     `reinstate_by` stays counted from the removal. Rate limited per (organization, member),
     counted once the member is found in `org` (nobody spends another organization's allowance);
-    `member.reinvite`. The member row as it is now; the caller kicks the outbox once this
-    returns."""
+    `member.reinvite`. The member row as it is now; the email's commit wakes the
+    dispatcher."""
     token = new_token()
     async with pool.acquire() as conn, conn.transaction():
         # Locked first, so that an accept or the purge committing meanwhile is seen, not raced.

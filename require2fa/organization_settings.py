@@ -19,7 +19,7 @@ commits (`started`).
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from datetime import datetime
 from typing import Any, Literal
@@ -200,10 +200,9 @@ async def apply_change(
     actor: Actor,
     role: str,
     recently_authenticated: bool,
-    start_run: Callable[[int], Awaitable[None]],
 ) -> Change:
     """`change_organization` in a transaction of its own (the API's PUT and the settings page);
-    `start_run(run_id)` sends a new run to the workers once it is committed."""
+    a run it writes `queued` is announced to the workers at commit (`jobs.wakeup`)."""
     async with pool.acquire() as conn, conn.transaction():
         change = await change_organization(
             conn,
@@ -213,8 +212,6 @@ async def apply_change(
             role=role,
             recently_authenticated=recently_authenticated,
         )
-    if change.started and change.run is not None:
-        await start_run(change.run["id"])
     return change
 
 

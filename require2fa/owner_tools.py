@@ -64,8 +64,8 @@ async def reset_member_2fa(
     `2fa-reset`, the Mandatory email), unless an exemption of theirs lasts.
 
     Only for an active member whose user belongs to no other organization (their factors guard
-    those too) and is no superuser. Call inside a transaction; enqueue-after-commit is the
-    caller's (kick the email dispatcher once it has committed).
+    those too) and is no superuser. Call inside a transaction; its commit announces the outbox
+    rows to the dispatchers (docs/ARCHITECTURE.md, "Wake-ups after commit").
     """
     if actor_role != "owner":
         raise NotAllowed("owners-only", OWNERS_ONLY)

@@ -18,7 +18,6 @@ from api.limits import Email, MemberSettings, TeamSlugs
 from api.pagination import link_header, page_args, split_page
 from api.serializers import serialize_member
 from api.shapes import FactorType, Reset2fa
-from jobs import email as email_jobs
 from require2fa import members
 from require2fa.errors import Invalid
 
@@ -78,7 +77,6 @@ async def invite_member(request: web.Request) -> web.Response:
         actor_role=access.role,
         actor=actor(request, access.auth),
     )
-    await email_jobs.kick()
     return json_response(serialize_member(row), status=201)
 
 

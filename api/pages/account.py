@@ -26,7 +26,6 @@ from api.pages.base import (
     signed_in,
 )
 from api.sessions import SESSION_ID
-from jobs import email as email_jobs
 from require2fa import accounts, compliance, enrollment, factors, security_keys, sms, totp
 from require2fa.errors import DomainError
 
@@ -206,7 +205,6 @@ async def recovery_codes_page(request: web.Request) -> web.StreamResponse:
         )
     except DomainError as err:
         return await _refused(request, auth, err)
-    await email_jobs.kick()
     return await _security(request, auth, message="New recovery codes.", recovery_codes=codes)
 
 
@@ -274,5 +272,4 @@ async def remove_factor_page(request: web.Request) -> web.StreamResponse:
         )
     except DomainError as err:
         return await _refused(request, auth, err)
-    await email_jobs.kick()
     return await _security(request, auth, message=f"{row['name']} removed.")
