@@ -102,7 +102,7 @@ async def candidates(conn: asyncpg.Connection, head: BatchHead) -> list[Candidat
         "u.id", level_sql="$5::text", exempt_until_sql="m.exempt_2fa_until"
     )
     in_scope = compliance.in_scope_sql(
-        "m.id", "m.role", roles_sql="$6::text[]", teams_sql="$7::text[]"
+        "m.id", "m.role", roles_sql="$6::text[]", teams_sql="$7::text[]", organization_id_sql="$1"
     )
     rows = await conn.fetch(
         f"""select m.id, m.user_id, m.email from members m join users u on u.id = m.user_id

@@ -19,9 +19,9 @@ NONCOMPLIANT_SQL = compliance.noncompliant_sql(
 # A scope: roles and team slugs (None or empty: none of them; both: everyone).
 Scope = tuple[Sequence[str] | None, Sequence[str] | None]
 
-# In the scope whose roles and teams are `$4` and `$5` (members `m`).
+# In the scope whose roles and teams are `$4` and `$5` (members `m` of the organization `$1`).
 IN_SCOPE_SQL = compliance.in_scope_sql(
-    "m.id", "m.role", roles_sql="$4::text[]", teams_sql="$5::text[]"
+    "m.id", "m.role", roles_sql="$4::text[]", teams_sql="$5::text[]", organization_id_sql="$1"
 )
 
 

@@ -219,16 +219,27 @@ def in_scope_sql(
     *,
     roles_sql: str = "o.require_2fa_scope_roles",
     teams_sql: str = "o.require_2fa_scope_teams",
+    organization_id_sql: str | None = None,
 ) -> str:
     """SQL condition: the member `member_id_sql` (with role `role_sql`) is in the scope whose
     roles and team slugs the array expressions `roles_sql`, `teams_sql` give (both null or
-    empty: everyone). The team probe is the primary key of `member_teams`, then a team by id."""
+    empty: everyone).
+
+    The teams' members are an `in (select …)`: with parameters for the scope (a statement over
+    one organization, whose id `organization_id_sql` then is), the subquery does not depend on
+    the row, and the planner reads the teams' members once (`member_teams_team`) into a hashed
+    subplan that each member probes, rather than a probe of `member_teams` per member."""
     roles, teams = _expression(roles_sql), _expression(teams_sql)
+    same_org = (
+        f" and tm.organization_id = {_expression(organization_id_sql)}"
+        if organization_id_sql is not None
+        else ""
+    )
     return (
         f"(coalesce(cardinality({roles}), 0) + coalesce(cardinality({teams}), 0) = 0"
         f" or coalesce({_expression(role_sql)} = any({roles}), false)"
-        " or exists (select 1 from member_teams mt join teams tm on tm.id = mt.team_id"
-        f" where mt.member_id = {_expression(member_id_sql)} and tm.slug = any({teams})))"
+        f" or {_expression(member_id_sql)} in (select mt.member_id from member_teams mt"
+        f" join teams tm on tm.id = mt.team_id where tm.slug = any({teams}){same_org}))"
     )
 
 
