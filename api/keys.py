@@ -7,9 +7,11 @@ import redis.asyncio as aioredis
 from aiohttp import web
 
 from require2fa.settings import Settings
+from require2fa.sso import KeyCache
 
 SETTINGS = web.AppKey("settings", Settings)
 PG = web.AppKey("pg", asyncpg.Pool)
 REDIS = web.AppKey("redis", aioredis.Redis)
+SSO_KEYS = web.AppKey("sso_keys", KeyCache)  # identity providers' JWKS, shared by sign-ins
 
 SESSION_COOKIE = "r2fa_session"  # the session cookie's name (api.auth, api.csrf)

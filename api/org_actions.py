@@ -16,7 +16,14 @@ from api.auth import actor, recently_authenticated, require_sudo
 from api.connection import request_pool
 from api.keys import REDIS, SETTINGS
 from api.pagination import page_args, split_page
-from require2fa import audit_log, invitations, organization_settings, owner_tools, webhooks
+from require2fa import (
+    audit_log,
+    invitations,
+    organization_settings,
+    owner_tools,
+    single_sign_on,
+    webhooks,
+)
 
 
 async def change_settings(
@@ -115,6 +122,43 @@ async def create_webhook(
     )
 
 
+async def change_webhook(
+    request: web.Request,
+    access: OrgAccess,
+    webhook_id: int,
+    *,
+    url: str | None,
+    events: list[str] | None,
+    active: bool | None,
+) -> asyncpg.Record:
+    """`webhooks.change` as the caller; a new URL (where the events go) needs a recent
+    re-authentication like creating a webhook."""
+    if url is not None:
+        await require_sudo(request)
+    return await webhooks.change(
+        await request_pool(request),
+        request.app[SETTINGS],
+        organization_id=access.org["id"],
+        webhook_id=webhook_id,
+        url=url,
+        events=events,
+        active=active,
+        actor=actor(request, access.auth),
+    )
+
+
+async def rotate_webhook_secret(request: web.Request, access: OrgAccess, webhook_id: int) -> str:
+    """`webhooks.rotate_secret` as the caller, after a recent re-authentication."""
+    await require_sudo(request)
+    return await webhooks.rotate_secret(
+        await request_pool(request),
+        request.app[SETTINGS],
+        organization_id=access.org["id"],
+        webhook_id=webhook_id,
+        actor=actor(request, access.auth),
+    )
+
+
 async def delete_webhook(request: web.Request, access: OrgAccess, webhook_id: int) -> None:
     """`webhooks.unsubscribe` as the caller."""
     await webhooks.unsubscribe(
@@ -122,6 +166,43 @@ async def delete_webhook(request: web.Request, access: OrgAccess, webhook_id: in
         organization_id=access.org["id"],
         webhook_id=webhook_id,
         actor=actor(request, access.auth),
+    )
+
+
+async def save_sso(
+    request: web.Request,
+    access: OrgAccess,
+    *,
+    issuer: str,
+    client_id: str,
+    client_secret: str | None,
+    mfa: str,
+) -> asyncpg.Record:
+    """`single_sign_on.save_config` as the caller (an owner after `require_sudo`)."""
+    await confirm_if_owner(request, access)
+    settings = request.app[SETTINGS]
+    return await single_sign_on.save_config(
+        await request_pool(request),
+        organization_id=access.org["id"],
+        actor=actor(request, access.auth),
+        role=access.role,
+        issuer=issuer,
+        client_id=client_id,
+        client_secret=client_secret,
+        mfa=mfa,
+        secret_key=settings.secret_key,
+        development=settings.development,
+    )
+
+
+async def delete_sso(request: web.Request, access: OrgAccess) -> None:
+    """`single_sign_on.delete_config` as the caller (an owner after `require_sudo`)."""
+    await confirm_if_owner(request, access)
+    await single_sign_on.delete_config(
+        await request_pool(request),
+        organization_id=access.org["id"],
+        actor=actor(request, access.auth),
+        role=access.role,
     )
 
 

@@ -40,6 +40,7 @@ class BatchHead:
     action: str  # what the run does to a candidate: `remove` or `block`
     scope_roles: list[str] | None  # the scope (`require2fa.compliance.in_scope_sql`)
     scope_teams: list[str] | None
+    sso_idp: bool  # its identity provider's MFA counts (single sign-on with `mfa: idp`)
     first_member_id: int
     last_member_id: int
     actor: Actor
@@ -53,7 +54,7 @@ async def start_batch(conn: asyncpg.Connection, run_id: int, batch_no: int) -> B
         return None
     org = await conn.fetchrow(
         """select id, name, slug, require_2fa, require_2fa_level, require_2fa_action,
-                  require_2fa_scope_roles, require_2fa_scope_teams
+                  require_2fa_scope_roles, require_2fa_scope_teams, sso_mfa
            from organizations where id = $1 for share""",
         run["organization_id"],
     )
@@ -80,6 +81,7 @@ async def start_batch(conn: asyncpg.Connection, run_id: int, batch_no: int) -> B
         action=org["require_2fa_action"],
         scope_roles=org["require_2fa_scope_roles"],
         scope_teams=org["require_2fa_scope_teams"],
+        sso_idp=org["sso_mfa"] == "idp",
         first_member_id=batch["first_member_id"],
         last_member_id=batch["last_member_id"],
         actor=Actor(
@@ -99,7 +101,10 @@ async def candidates(conn: asyncpg.Connection, head: BatchHead) -> list[Candidat
     enrollment takes too, so that whoever commits first is seen by the other). Read before the
     lock was granted: `db.removals.make_pending` (or `block`) checks each again."""
     noncompliant = compliance.noncompliant_sql(
-        "u.id", level_sql="$5::text", exempt_until_sql="m.exempt_2fa_until"
+        "u.id",
+        level_sql="$5::text",
+        exempt_until_sql="m.exempt_2fa_until",
+        idp_organization_sql="$1",
     )
     in_scope = compliance.in_scope_sql(
         "m.id", "m.role", roles_sql="$6::text[]", teams_sql="$7::text[]", organization_id_sql="$1"

@@ -62,7 +62,10 @@ removed as (
       and m.id between $14 and $15
       and {
     compliance.noncompliant_sql(
-        "t.user_id", level_sql="$16::text", exempt_until_sql="m.exempt_2fa_until"
+        "t.user_id",
+        level_sql="$16::text",
+        exempt_until_sql="m.exempt_2fa_until",
+        idp_organization_sql="$6",
     )
 }
     returning m.id, m.email, m.role, m.removal_reason, t.user_id, t.context, t.dedupe_key),
@@ -156,7 +159,10 @@ blocked as (
       and m.id between $10 and $11 and m.blocked_at is null
       and {
     compliance.noncompliant_sql(
-        "t.user_id", level_sql="$12::text", exempt_until_sql="m.exempt_2fa_until"
+        "t.user_id",
+        level_sql="$12::text",
+        exempt_until_sql="m.exempt_2fa_until",
+        idp_organization_sql="$3",
     )
 }
     returning m.id, m.email, m.role, t.user_id, t.dedupe_key),
@@ -227,7 +233,8 @@ async def block(
 
 
 # Blocked members whom the requirement no longer holds: it is off, they are out of scope, or
-# they meet it (a factor the level accepts, an exemption that lasts). One `member.unblocked`
+# they meet it (a factor the level accepts, an exemption that lasts, their identity provider's
+# MFA under `mfa: idp`). One `member.unblocked`
 # entry each, with the reason. `$1`/`$2` choose the members: one user's, or one organization's.
 _UNBLOCK_STATEMENT = f"""
 with unblocked as (
@@ -239,7 +246,10 @@ with unblocked as (
                and {compliance.in_scope_sql("m.id", "m.role")}
                and {
     compliance.noncompliant_sql(
-        "m.user_id", level_sql="o.require_2fa_level", exempt_until_sql="m.exempt_2fa_until"
+        "m.user_id",
+        level_sql="o.require_2fa_level",
+        exempt_until_sql="m.exempt_2fa_until",
+        idp_organization_sql="o.id",
     )
 })
     returning m.id, m.organization_id, m.user_id, m.email,

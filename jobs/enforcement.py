@@ -158,6 +158,7 @@ async def remove_batch_now(
                 level=head.level,
                 now=head.now,
                 action=head.action,
+                sso_idp=head.sso_idp,
             ),
             found=found,
             actor=head.actor,

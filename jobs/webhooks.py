@@ -1,10 +1,13 @@
 """Webhook delivery from the webhook outbox (queue `webhooks`).
 
-- `webhooks.dispatch` claims due deliveries in batches (FOR UPDATE SKIP LOCKED, under a lease),
-  posts them in parallel over one aiohttp session whose connections are reused from request to
-  request, and records each outcome: 2xx delivered; timeouts, connection errors, 408, 429 and
-  5xx retried with backoff (10 s doubling to an hour) for a day after the event; any other
-  answer (4xx, a redirect, which is not followed) failed at once. It keeps claiming until
+- `webhooks.dispatch` claims due deliveries under a lease, at most `CONCURRENCY` (2) held at
+  once per webhook across dispatchers, oldest due first across webhooks, so that a receiver that
+  is slow, failing or unreachable delays only its own deliveries; posts each in its own task
+  over one aiohttp session whose connections are reused (a 3 s connect timeout, 10 s in all),
+  and records each outcome: 2xx delivered; timeouts, connection errors, 408, 429 and 5xx
+  retried with backoff (10 s doubling to an hour) for a day after the event; 410 Gone turns the
+  webhook off (`webhook.disable`); any other answer (4xx, a redirect, which is not followed)
+  failed at once. It keeps claiming until
   nothing is due or its time budget is spent, then sends itself again. One dispatch at a time
   sends per worker process; a second delivery of the same message finds that one running (or
   nothing due) and sends nothing.
@@ -15,8 +18,8 @@ Deliveries are written by a trigger in the transaction of each audit entry; its 
 wakes the dispatchers through `jobs.wakeup` once the transaction commits.
 
 At least once: a worker killed between a 2xx and the record of it sends that delivery again
-after its lease lapses, with the same `X-Require2FA-Delivery` id (at most `FLUSH_EVERY` plus
-`CONCURRENCY` deliveries per dispatch can be sent twice that way).
+after its lease lapses, with the same `X-Require2FA-Delivery` / `webhook-id` (at most
+`FLUSH_EVERY` plus the rows in flight, `CONCURRENCY` per webhook, can be sent twice that way).
 
 Safety outside development: only `https://` URLs are posted to; every socket is checked, just
 before it connects, against `require2fa.webhooks.forbidden_address` (loopback, private,

@@ -10,7 +10,9 @@ transaction, and the settings page asks the same plan whether to confirm first (
 
 The rules: only an owner changes the requirement, its level, its date or SSO; the owner must
 meet the level themselves; the requirement cannot be turned on while SSO is on, and turning SSO on
-while it is required turns the requirement off (the identity provider enforces 2FA then); a change
+while it is required turns the requirement off (the identity provider enforces 2FA then): that is
+the flag-only `ssoEnabled`; an identity provider configured through `require2fa.single_sign_on`
+refuses nothing (its `mfa` mode says whether its MFA counts, `compliance.idp_mfa_sql`); a change
 that loosens the requirement (off, a lower level, a scheduled date cancelled or postponed) needs a
 recent re-authentication. Turning the requirement on, or raising its level while it is on, writes
 a `queued` enforcement run that the caller's adapter sends to the workers once the transaction
