@@ -179,6 +179,8 @@ class Organization(TypedDict):
     ssoEnabled: bool
     # A scheduled requirement: when it starts (`require2FA` stays false until then).
     enforceAt: datetime | None
+    require2FAScope: dict[Literal["roles", "teams"], list[str]] | None  # null: everyone
+    require2FAAction: Literal["remove", "block"]
     dateCreated: datetime
     role: Role  # the caller's
     enforcement: NotRequired[RunBrief]  # PUT, when it turned the requirement on
@@ -231,6 +233,7 @@ class Member(TypedDict):
     reinstateBy: datetime | None
     lastRemindedAt: datetime | None
     exempt2FA: Exemption | None
+    blocked: bool  # by `require2FAAction` block, until they meet the requirement
     dateCreated: datetime
     user: MemberUser | None
     sso: SsoLink | None  # null when not linked to the organization's identity provider

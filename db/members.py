@@ -35,7 +35,8 @@ _SELECT = f"""
            sso.last_sign_in_at as sso_last_sign_in_at, sso.amr as sso_amr, sso.acr as sso_acr,
            coalesce((select array_agg(t.slug order by t.slug) from member_teams mt
                      join teams t on t.id = mt.team_id where mt.member_id = m.id),
-                    '{{}}') as team_slugs
+                    '{{}}') as team_slugs,
+           m.blocked_at is not null as blocked
     from members m
          -- Looked up per member (a lateral subquery kept apart by `offset 0`), so that the plan
          -- keeps the members index's order: a hash join with the one organization row gave up
@@ -69,11 +70,14 @@ class MemberFilter:
     role: str | None = None
     text: str | None = None
     exempt: bool | None = None  # an exemption that lasts now
+    blocked: bool | None = None  # blocked in place (`is:blocked`)
+    in_scope: bool | None = None  # in the organization's `require2FAScope` (no query key)
 
 
-# Who a run started now would remove: active, no second factor that the organization's level
-# accepts, no exemption that lasts.
-NONCOMPLIANT = MemberFilter(meets_level=False, pending=False, exempt=False)
+# Who a run started now would remove: active, in scope, no second factor that the
+# organization's level accepts, no exemption that lasts.
+NONCOMPLIANT = MemberFilter(meets_level=False, pending=False, exempt=False, in_scope=True)
+IN_SCOPE_SQL = compliance.in_scope_sql("m.id", "m.role")
 
 
 async def get(
@@ -118,6 +122,8 @@ async def page(
                or coalesce(u.name, '') ilike '%' || $6 || '%')
           and ($8::boolean is null or coalesce(m.exempt_2fa_until > now(), false) = $8)
           and ($9::boolean is null or (u.id is not null and {MEETS_LEVEL_SQL} = $9))
+          and ($10::boolean is null or (m.blocked_at is not null) = $10)
+          and ($11::boolean is null or {IN_SCOPE_SQL} = $11)
         order by m.organization_id, m.id
         limit $7""",
         organization_id,
@@ -129,6 +135,8 @@ async def page(
         limit,
         where.exempt,
         where.meets_level,
+        where.blocked,
+        where.in_scope,
     )
 
 
@@ -218,10 +226,14 @@ async def lock(conn: asyncpg.Connection, member_id: int) -> None:
 
 
 async def for_accept(conn: asyncpg.Connection, member_id: int) -> asyncpg.Record | None:
-    """The pending member behind an invite link, locked, with its organization."""
+    """The pending member behind an invite link, locked, with its organization (its
+    requirement and the requirement's scope) and its team slugs."""
     return await conn.fetchrow(
         """select m.*, o.slug as org_slug, o.name as org_name, o.require_2fa,
-                  o.require_2fa_level
+                  o.require_2fa_level, o.require_2fa_scope_roles, o.require_2fa_scope_teams,
+                  coalesce((select array_agg(t.slug) from member_teams mt
+                            join teams t on t.id = mt.team_id where mt.member_id = m.id),
+                           '{}') as team_slugs
            from members m join organizations o on o.id = m.organization_id
            where m.id = $1 for update of m""",
         member_id,

@@ -142,18 +142,19 @@ class BatchResult:
 async def remove_batch_now(
     pool: asyncpg.Pool, settings: Settings, run_id: int, batch_no: int
 ) -> BatchResult | None:
-    """Removes, in one transaction, the batch's members who are still active and still have no
-    second factor that the organization's level accepts: members row, `member.pending` entry
-    and outbox email per member, the run's counters, the batch marked done, the run's next
-    batch recorded as sent (for the caller to send). None when there was nothing to do (done
-    already, run cancelled or finished)."""
+    """Removes (or blocks, by the organization's action), in one transaction, the batch's members
+    in scope who are still active and still have no second factor that the organization's level
+    accepts: members row, `member.pending` (`member.blocked`) entry and outbox email per member,
+    the run's counters, the batch marked done, the run's next batch recorded as sent (for the
+    caller to send). None when there was nothing to do (done already, run cancelled or
+    finished)."""
     started = time.perf_counter()
     async with pool.acquire() as conn, conn.transaction():
         head = await batches.start_batch(conn, run_id, batch_no)
         if head is None:
             return None
         found = await batches.candidates(conn, head)  # their users locked
-        removed, in_range = await removal.make_pending(
+        removed, in_range = await removal.enforce(
             conn,
             organization=removal.Organization(
                 id=head.organization_id,
@@ -161,10 +162,10 @@ async def remove_batch_now(
                 slug=head.org_slug,
                 level=head.level,
                 now=head.now,
+                action=head.action,
                 sso_idp=head.sso_idp,
             ),
             found=found,
-            dedupe_keys=[f"removed:{run_id}:{c.member_id}" for c in found],
             actor=head.actor,
             member_range=(head.first_member_id, head.last_member_id),
             base_url=settings.base_url,

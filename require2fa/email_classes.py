@@ -2,7 +2,7 @@
 outbox writes on each row (`db.outbox`) and the sender's rate follows (`jobs.mail.rate`).
 
 Transactional emails (an invitation, a security notice, a run's summary to its owners) go out
-ahead of bulk ones (removals, reminders, countdowns, expiry notices) and have a share of
+ahead of bulk ones (removals, blocks, reminders, countdowns, expiry notices) and have a share of
 `EMAIL_RATE` that bulk cannot take; bulk is shared fairly between organizations. Pure data:
 imports nothing from `db`.
 """
@@ -24,6 +24,7 @@ CLASS_OF: Final[dict[str, EmailClass]] = {
     "reminder_2fa": BULK,
     "countdown_2fa": BULK,
     "expiry_soon": BULK,
+    "blocked_for_2fa": BULK,
 }
 
 # The `lane` column of an outbox row: the claim takes lane 0 before lane 1.
