@@ -1,6 +1,7 @@
 """Benchmark: many organizations on one deployment, with and without a large run beside them.
 
     .venv/bin/python bench/fairness.py [--members 100000] [--small 20] [--email-rate 200]
+                                       [--case all|emails|webhooks] [--dead 40] [--live-events 20]
 
 Two `dramatiq jobs` worker processes (queues `enforcement` and `email`) send to an SMTP sink in
 this process at `--email-rate` (EMAIL_RATE, lowered from the default 100 × 10 so that a 100k
@@ -11,9 +12,18 @@ run's removal emails, 30% of its members, make a backlog of minutes). Twice, on 
   removal emails queued ahead.
 For the small organizations' emails and for the transactional ones: p50/p99 seconds from the
 row being queued (`created_at`) to the sink accepting the message, in each case; and how many
-of the large organization's emails were sent meanwhile (it is not waited for). Prints one JSON
-object. Uses the PostgreSQL at DATABASE_URL (default 127.0.0.1:5432) and the Redis at
-REDIS_URL; the database and Redis keys it creates are removed at the end.
+of the large organization's emails were sent meanwhile (it is not waited for).
+
+The webhook case (`--case webhooks` runs it alone; the workers also consume `webhooks`): one
+organization's single webhook posts to a live local HTTP receiver, and `--live-events` audit
+entries of it are written one every 0.5 s; p50/p99 seconds from the entry (its `created_at`) to
+the receiver getting its delivery, first alone (the bound), then beside `--dead` webhooks of
+another organization (rows written directly: past the API's cap of 20, a harder case than it
+allows) whose receiver, a local TCP server, accepts every connection and never answers, with
+`--dead-backlog` audit entries of that organization (each delivered to every dead webhook)
+queued ahead and in flight. Prints one JSON object. Uses the PostgreSQL at DATABASE_URL (default
+127.0.0.1:5432) and the Redis at REDIS_URL; the database and Redis keys it creates are removed
+at the end.
 """
 
 from __future__ import annotations
@@ -36,6 +46,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 import asyncpg  # noqa: E402
+from aiohttp import web  # noqa: E402
 from aiosmtpd.controller import Controller  # noqa: E402
 
 from commands.devstack import free_port, with_database  # noqa: E402
@@ -221,12 +232,163 @@ async def _sent(conn: asyncpg.Connection, org_id: int) -> int:
     )
 
 
+# --- The webhook case ------------------------------------------------------------------------
+
+
+class Receiver:
+    """The live webhook's receiver: when each audit entry's delivery first arrived."""
+
+    def __init__(self) -> None:
+        self.received: dict[int, datetime] = {}
+        self.arrived = asyncio.Event()
+
+    async def hook(self, request: web.Request) -> web.Response:
+        body = await request.json()
+        self.received.setdefault(int(body["id"]), datetime.now(UTC))
+        self.arrived.set()
+        return web.Response(text="ok")
+
+
+class Silent:
+    """A TCP server that accepts every connection and never answers: a dead receiver."""
+
+    def __init__(self) -> None:
+        self.accepted = 0
+        self.writers: set[asyncio.StreamWriter] = set()
+
+    async def hold(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.accepted += 1
+        self.writers.add(writer)
+        with contextlib.suppress(OSError):
+            while await reader.read(65536):  # until the client gives up and closes
+                pass
+        self.writers.discard(writer)
+        writer.close()
+
+
+async def live_deliveries(
+    conn: asyncpg.Connection, receiver: Receiver, org_id: int, label: str, events: int
+) -> dict[str, Any]:
+    """`events` audit entries of the live organization, one every `SPACING` seconds; the
+    seconds from each entry to its receipt."""
+    from db import audit
+    from db.audit import Actor
+
+    ids = []
+    for n in range(events):
+        ids.append(
+            await audit.record(
+                conn,
+                organization_id=org_id,
+                event="member.edit",
+                actor=Actor(label="bench", ip_address="127.0.0.1"),
+                data={"case": label, "n": n},
+            )
+        )
+        await asyncio.sleep(SPACING)
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(300):  # what has not arrived by then counts as lost
+            while not all(i in receiver.received for i in ids):
+                receiver.arrived.clear()
+                await receiver.arrived.wait()
+    created = dict(
+        await conn.fetch("select id, created_at from audit_log where id = any($1::bigint[])", ids)
+    )
+    waited = [
+        (receiver.received[i] - created[i]).total_seconds() for i in ids if i in receiver.received
+    ]
+    return {**figures(waited), "lost": len(ids) - len(waited)}
+
+
+async def webhook_case(
+    conn: asyncpg.Connection, settings: Any, args: argparse.Namespace
+) -> dict[str, Any]:
+    from db import audit
+    from require2fa import webhooks
+
+    receiver, silent = Receiver(), Silent()
+    app = web.Application()
+    app.router.add_post("/hook", receiver.hook)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    live_port, dead_port = free_port(), free_port()
+    await web.TCPSite(runner, "127.0.0.1", live_port).start()
+    dead_server = await asyncio.start_server(silent.hold, "127.0.0.1", dead_port, backlog=1024)
+    secret = webhooks.encrypt_secret(webhooks.new_secret(), settings.secret_key)
+    try:
+        live_org, dead_org = [
+            await conn.fetchval(
+                "insert into organizations (slug, name) values ($1, $1) returning id", slug
+            )
+            for slug in ("hooks-live", "hooks-dead")
+        ]
+        await conn.execute(
+            """insert into webhooks (organization_id, url, events, secret_encrypted)
+               values ($1, $2, '{*}', $3)""",
+            live_org,
+            f"http://127.0.0.1:{live_port}/hook",
+            secret,
+        )
+        await live_deliveries(conn, receiver, live_org, "warm-up", 3)
+        bound = await live_deliveries(conn, receiver, live_org, "alone", args.live_events)
+        await conn.execute(
+            """insert into webhooks (organization_id, url, events, secret_encrypted)
+               select $1, $2 || n, '{*}', $3 from generate_series(1, $4) as n""",
+            dead_org,
+            f"http://127.0.0.1:{dead_port}/dead/",
+            secret,
+            args.dead,
+        )
+        await conn.execute(
+            audit.insert_sql(
+                """select $1, 'member.edit', null, null, 'bench', null, null, '127.0.0.1'::inet,
+                          jsonb_build_object('n', n), now()
+                   from generate_series(1, $2) as n"""
+            ),
+            dead_org,
+            args.dead_backlog,
+        )
+
+        async def every_dead_hook_in_flight() -> bool:
+            return silent.accepted >= args.dead
+
+        await until(every_dead_hook_in_flight)
+        beside = await live_deliveries(conn, receiver, live_org, "beside", args.live_events)
+        dead_rows = dict(
+            await conn.fetch(
+                """select d.status, count(*) from webhook_deliveries d
+                   join webhooks w on w.id = d.webhook_id
+                   where w.organization_id = $1 group by d.status""",
+                dead_org,
+            )
+        )
+    finally:
+        dead_server.close()
+        for writer in list(silent.writers):
+            writer.close()
+        await runner.cleanup()
+    return {
+        "dead_webhooks": args.dead,
+        "dead_backlog_entries": args.dead_backlog,
+        "live_events": args.live_events,
+        "bound_without_dead_receivers_s": bound,
+        "beside_dead_receivers_s": beside,
+        "dead_connections_accepted": silent.accepted,
+        "dead_deliveries_by_status": dead_rows,
+    }
+
+
 async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--members", type=int, default=100_000)
     parser.add_argument("--small", type=int, default=20)
     parser.add_argument("--email-rate", type=float, default=200.0)
+    parser.add_argument("--case", choices=("all", "emails", "webhooks"), default="all")
+    parser.add_argument("--dead", type=int, default=40, help="webhooks that never answer")
+    parser.add_argument("--dead-backlog", type=int, default=25, help="their audit entries")
+    parser.add_argument("--live-events", type=int, default=20)
     args = parser.parse_args()
+    emails, hooks = args.case in ("all", "emails"), args.case in ("all", "webhooks")
     sink = Sink()
     port = free_port()
     controller = Controller(sink, hostname="127.0.0.1", port=port)
@@ -261,12 +423,24 @@ async def main() -> None:
         log_path = Path(tempfile.mkstemp(prefix=f"{DB}.workers.", suffix=".log")[1])
         group = ProcessGroup(env, log_path=log_path)
         command = [sys.executable, "-m", "dramatiq", "jobs", "--processes", "1", "--threads", "4"]
-        command += ["--queues", "enforcement", "email"]
+        command += ["--queues", "enforcement", "email", *(["webhooks"] if hooks else [])]
         for n in range(2):
             group.start(f"worker-{n}", command)
         await asyncio.sleep(5)  # they import and open their pools
-        bound = await scenario(conn, settings, sink, "alone", args.small, 0)
-        beside = await scenario(conn, settings, sink, "beside", args.small, args.members)
+        result: dict[str, Any] = {"benchmark": "fairness", "case": args.case}
+        if emails:
+            result.update(
+                email_rate=args.email_rate,
+                workers={"processes": 2, "threads_each": 4},
+                big_members=args.members,
+                small_organizations=args.small,
+                bound_without_big_run=await scenario(conn, settings, sink, "alone", args.small, 0),
+                beside_big_run=await scenario(
+                    conn, settings, sink, "beside", args.small, args.members
+                ),
+            )
+        if hooks:
+            result["webhooks"] = await webhook_case(conn, settings, args)
         await conn.close()
     finally:
         if group is not None:
@@ -280,20 +454,8 @@ async def main() -> None:
         for key in client.scan_iter(f"{NAMESPACE}*"):
             client.delete(key)
         client.close()
-    print(
-        json.dumps(
-            {
-                "benchmark": "fairness",
-                "email_rate": args.email_rate,
-                "workers": {"processes": 2, "threads_each": 4},
-                "big_members": args.members,
-                "small_organizations": args.small,
-                "bound_without_big_run": bound,
-                "beside_big_run": beside,
-            },
-            indent=2,
-        )
-    )
+    result["cpus"] = os.cpu_count()
+    print(json.dumps(result, indent=2))
 
 
 if __name__ == "__main__":
