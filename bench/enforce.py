@@ -1,7 +1,7 @@
 """Benchmark: require 2FA on organizations of 10k, 100k and 1M members, against the bound.
 
     .venv/bin/python bench/enforce.py [--sizes 10000,100000,1000000] [--threads 4] [--webhook]
-                                      [--probe]
+                                      [--probe] [--action remove|block] [--scope-team FRACTION]
 
 For each size, two organizations are seeded with `commands.seed` (half the members without
 2FA) in one fresh database. On the first, the requirement is turned on with `PUT
@@ -19,9 +19,15 @@ users wait on is measured idle (before the run) and while the run goes, one requ
 another: the members page of the organization under enforcement (`GET …/members/?per_page=100`)
 and the switch of another organization (`PUT …/` `{"require2FA": true}`, then false), with p50,
 p99 and the ratio of each p99 to its idle p99 (the requests compete with the run, so the run's
-figures of a probed size are not the bound's). Uses the PostgreSQL at DATABASE_URL
-(default 127.0.0.1:5432) and the Redis at REDIS_URL; the database and Redis keys it creates are
-removed at the end.
+figures of a probed size are not the bound's). With `--action block`, the PUT also sets
+`require2FAAction: "block"`: the run blocks its members in place (`member.blocked` entries and
+one "Action required" email each) and the bound writes the same in its statements; the switch is
+timed once (turning it off and on again would unblock and block everyone again). With
+`--scope-team FRACTION`, each organization has a team `scoped` holding that fraction of its
+members (chosen by a hash of the id) and the PUT sets `require2FAScope: {"teams": ["scoped"]}`:
+only they must meet the requirement, in the run and in the bound. Uses the PostgreSQL at
+DATABASE_URL (default 127.0.0.1:5432) and the Redis at REDIS_URL; the database and Redis keys it
+creates are removed at the end.
 """
 
 from __future__ import annotations
@@ -64,7 +70,7 @@ with cand as (
                                   'base64'), '='), '+/', '-_') as token
     from members m join users u on u.id = m.user_id join organizations o on o.id = m.organization_id
     where m.organization_id = $1 and u.id <> $2 and not {has_2fa_user}
-      and m.id between $5 and $6),
+      and m.id between $5 and $6 and {in_scope}),
 removed as (
     update members m
     set user_id = null, pending_reason = '2fa', token_hash = sha256(convert_to(c.token, 'UTF8')),
@@ -99,6 +105,62 @@ mailed as (
     on conflict (dedupe_key) do nothing)
 select count(*) from removed
 """
+
+# The same for the action `block`: the members stay active and are marked blocked, each with
+# its `member.blocked` entry and its "Action required" email.
+BLOCK_BOUND_SQL = """
+with cand as (
+    select m.id, m.user_id
+    from members m join users u on u.id = m.user_id join organizations o on o.id = m.organization_id
+    where m.organization_id = $1 and u.id <> $2 and not {has_2fa_user}
+      and m.id between $5 and $6 and {in_scope}),
+blocked as (
+    update members m set blocked_at = now(), blocked_by_run = $3
+    from cand c
+    where m.id = c.id and m.user_id = c.user_id and m.blocked_at is null
+      and not {has_2fa_candidate}
+    returning m.id, m.email, m.role, c.user_id),
+logged as (
+    insert into audit_log (organization_id, event, actor_user_id, actor_label, target_member_id,
+                           target_user_id, ip_address, data)
+    select $1, 'member.blocked', $2, 'owner', b.id, b.user_id, '127.0.0.1',
+           jsonb_build_object('email', b.email, 'role', b.role, 'reason', '2fa')
+    from blocked b order by b.id),
+mailed as (
+    insert into email_outbox (template, to_address, context, dedupe_key, message_id,
+                              organization_id, member_id, enforcement_id)
+    select 'blocked_for_2fa', b.email,
+           jsonb_build_object('org_name', o.name, 'org_slug', o.slug, 'member_email', b.email,
+                              'level', o.require_2fa_level,
+                              'security_url', 'http://bench/account/security/'),
+           k.key, {message_id}, $1, b.id, $3
+    from blocked b cross join organizations o
+         cross join lateral (select 'blocked:' || $3 || ':' || b.id as key) k
+    where o.id = $1
+    order by b.id
+    on conflict (dedupe_key) do nothing)
+select count(*) from blocked
+"""
+
+SCOPE_TEAM = "scoped"
+
+
+async def add_scope_team(conn: asyncpg.Connection, org_id: int, fraction: float) -> int:
+    """A team `scoped` of about `fraction` of the organization's members (by a multiplicative
+    hash of the id, so that it is spread over every batch); returns its size."""
+    return await conn.fetchval(
+        """with t as (insert into teams (organization_id, slug, name)
+                      values ($1, $3, 'Scoped') returning id),
+                added as (insert into member_teams (member_id, team_id)
+                          select m.id, t.id from members m, t
+                          where m.organization_id = $1
+                            and (m.id * 2654435761) % 1000000 < $2::float8 * 1000000
+                          returning 1)
+           select count(*) from added""",
+        org_id,
+        fraction,
+        SCOPE_TEAM,
+    )
 
 
 def rss_kb(pid: int) -> int:
@@ -285,6 +347,8 @@ async def measure(
     webhook: bool = False,
     bound_connections: int = 2,
     probe: bool = False,
+    action: str = "remove",
+    scope_team: float | None = None,
 ) -> dict[str, Any]:
     from commands.seed import seed
     from db.counts import count_noncompliant
@@ -313,12 +377,26 @@ async def measure(
                    values ($1, 'http://127.0.0.1:9/', '{*}', 'x')""",
                 org_id,
             )
+    in_scope = None
+    scope: tuple[tuple[str, ...], tuple[str, ...]] | None = None
+    if scope_team is not None:
+        scope = ((), (SCOPE_TEAM,))
+        in_scope = await add_scope_team(conn, seeded.organization_id, scope_team)
+        assert in_scope > 0 or scope_team == 0, in_scope
+        await add_scope_team(conn, bound_seeded.organization_id, scope_team)
     await conn.execute("vacuum analyze users, members, authenticators, member_teams")
-    expected = await count_noncompliant(conn, seeded.organization_id, except_user_id=owner_id)
+    expected = await count_noncompliant(
+        conn, seeded.organization_id, except_user_id=owner_id, scope=scope
+    )
     bound_expected = await count_noncompliant(
-        conn, bound_seeded.organization_id, except_user_id=bound_owner_id
+        conn, bound_seeded.organization_id, except_user_id=bound_owner_id, scope=scope
     )
     headers = {"Authorization": f"Bearer {token}"}
+    turn_on: dict[str, Any] = {"require2FA": True}
+    if action != "remove":
+        turn_on["require2FAAction"] = action
+    if scope is not None:
+        turn_on["require2FAScope"] = {"teams": list(scope[1])}
     warm = await http.get(f"{base}/api/0/organizations/{slug}/", headers=headers)
     assert warm.status == 200, await warm.text()
     prober = None
@@ -341,9 +419,7 @@ async def measure(
 
     workers.reset_peaks()
     started = time.perf_counter()
-    response = await http.put(
-        f"{base}/api/0/organizations/{slug}/", json={"require2FA": True}, headers=headers
-    )
+    response = await http.put(f"{base}/api/0/organizations/{slug}/", json=turn_on, headers=headers)
     put_seconds = time.perf_counter() - started
     assert response.status == 200, await response.text()
     run_id = int((await response.json())["enforcement"]["id"])
@@ -358,18 +434,21 @@ async def measure(
             await prober.switch()
     assert run["status"] == "completed", run["status"]
     assert run["removed"] == expected, (run["removed"], expected)
+    event = "member.blocked" if action == "block" else "member.pending"
     counts = await conn.fetchrow(
         """select (select count(*) from audit_log
-                   where organization_id = $1 and event = 'member.pending') as audit,
+                   where organization_id = $1 and event = $3) as audit,
                   (select count(*) from email_outbox where enforcement_id = $2) as emails""",
         seeded.organization_id,
         run_id,
+        event,
     )
     assert counts["audit"] == counts["emails"] == expected, dict(counts)
     deliveries = await conn.fetchval(
         """select count(*) from webhook_deliveries d join webhooks w on w.id = d.webhook_id
-           where w.organization_id = $1 and d.event = 'member.pending'""",
+           where w.organization_id = $1 and d.event = $2""",
         seeded.organization_id,
+        event,
     )
     assert deliveries == (expected if webhook else 0), deliveries
     # Where the run's time went: queued until planned, planned until the first batch is done,
@@ -387,17 +466,19 @@ async def measure(
 
     # Two more samples of the switch's latency on the same organization, now that the first run
     # is over: off, then on again (measured; that run finds nobody left to remove), then off.
+    # (Not with `block`: off lets every blocked member back in, on blocks them all again.)
     samples = [put_seconds]
     url = f"{base}/api/0/organizations/{slug}/"
-    for _ in range(2):
+    for _ in range(2 if action == "remove" else 0):
         off = await http.put(url, json={"require2FA": False}, headers=headers)
         assert off.status == 200, await off.text()
         started = time.perf_counter()
         again = await http.put(url, json={"require2FA": True}, headers=headers)
         samples.append(time.perf_counter() - started)
         assert again.status == 200, await again.text()
-    off = await http.put(url, json={"require2FA": False}, headers=headers)
-    assert off.status == 200, await off.text()
+    if action == "remove":
+        off = await http.put(url, json={"require2FA": False}, headers=headers)
+        assert off.status == 200, await off.text()
 
     bound_run = await conn.fetchval(
         """insert into enforcement_runs (organization_id, actor_user_id, status)
@@ -405,13 +486,20 @@ async def measure(
         bound_seeded.organization_id,
         bound_owner_id,
     )
-    bound_sql = BOUND_SQL.format(
+    bound_sql = (BLOCK_BOUND_SQL if action == "block" else BOUND_SQL).format(
         message_id=MESSAGE_ID_SQL.format(key="k.key"),
         # At the organization's level, as the batches judge it (`any` here: the seed's
         # factors are TOTP), with the removal reason they write.
         has_2fa_user=compliance.second_factor_sql("u.id", level_sql="o.require_2fa_level"),
         has_2fa_candidate=compliance.second_factor_sql("c.user_id", level_sql="$4::text"),
         any_factor_candidate=compliance.second_factor_sql("c.user_id"),
+        in_scope=compliance.in_scope_sql(
+            "m.id",
+            "m.role",
+            roles_sql="$7::text[]",
+            teams_sql="$8::text[]",
+            organization_id_sql="$1",
+        ),
     )
     # Equal slices of the members by id, one statement each, all at once.
     slices = await conn.fetch(
@@ -436,6 +524,8 @@ async def measure(
                     "any",
                     part["lo"],
                     part["hi"],
+                    None,
+                    list(scope[1]) if scope is not None else None,
                 )
                 for c, part in zip(bound_conns, slices, strict=True)
             )
@@ -450,7 +540,9 @@ async def measure(
     members = size + 1
     return {
         "members": members,
-        "removed": expected,
+        "action": action,
+        **({"scope_team_fraction": scope_team, "in_scope": in_scope} if scope else {}),
+        "removed": expected,  # blocked, with `block`
         "webhook_deliveries": deliveries,
         "put_ms": round(put_seconds * 1000, 2),
         "put_ms_samples": [round(x * 1000, 2) for x in samples],
@@ -496,6 +588,14 @@ async def main() -> None:
         type=int,
         default=2,
         help="connections the bound's statements run on at once (the run's worker processes)",
+    )
+    parser.add_argument("--action", choices=("remove", "block"), default="remove")
+    parser.add_argument(
+        "--scope-team",
+        type=float,
+        default=None,
+        metavar="FRACTION",
+        help="the requirement scoped to one team holding this fraction of the members",
     )
     parser.add_argument(
         "--probe",
@@ -554,6 +654,8 @@ async def main() -> None:
                     args.webhook,
                     args.bound_connections,
                     args.probe,
+                    args.action,
+                    args.scope_team,
                 )
                 results.append(result)
                 print(json.dumps(result), file=sys.stderr)
@@ -578,6 +680,8 @@ async def main() -> None:
         "benchmark": "enforce",
         "workers": {"processes": 2, "threads_each": args.threads},
         "webhook": args.webhook,
+        "action": args.action,
+        "scope_team_fraction": args.scope_team,
         "results": results,
         "put_ms_median_largest_vs_smallest": round(
             by_size[max(by_size)]["put_ms_median"] / smallest["put_ms_median"], 2
