@@ -1,11 +1,12 @@
 """Request bodies that the API and the pages' forms both validate, so that an account's email
-and password are judged by one rule wherever they are typed."""
+and password, or an invitation, are judged by one rule wherever they are typed."""
 
 from __future__ import annotations
 
 from pydantic import BaseModel, Field
 
-from api.limits import Email
+from api.limits import Email, TeamSlugs
+from require2fa.members import Role
 
 
 class RegisterIn(BaseModel):
@@ -17,3 +18,9 @@ class RegisterIn(BaseModel):
 class LoginIn(BaseModel):
     email: str = Field(min_length=1, max_length=320)
     password: str = Field(min_length=1, max_length=256)
+
+
+class InviteIn(BaseModel):
+    email: Email
+    role: Role = "member"
+    teams: TeamSlugs = Field(default_factory=list)

@@ -139,7 +139,7 @@ ROUTES: list[Route] = [
     Route("GET", f"{ORG}/teams/", organizations.list_teams, tag="teams"),
     Route("POST", f"{ORG}/teams/", organizations.create_team, organizations.TeamIn, "teams"),
     Route("GET", f"{ORG}/members/", members.list_members, tag="members"),
-    Route("POST", f"{ORG}/members/", members.invite_member, members.InviteIn, "members"),
+    Route("POST", f"{ORG}/members/", members.invite_member, bodies.InviteIn, "members"),
     Route("GET", f"{ORG}/members/{{member_id}}/", members.get_member, tag="members"),
     Route(
         "PUT",
@@ -231,6 +231,19 @@ PAGES: list[Route] = [
         tag="pages",
     ),
     Route("GET", "/organizations/{org}/members/", org_members.members_page, tag="pages"),
+    Route("POST", "/organizations/{org}/members/invite/", org_members.invite_page, tag="pages"),
+    Route(
+        "POST", "/organizations/{org}/members/resend-all/", org_members.resend_all_page, tag="pages"
+    ),
+    Route(
+        "POST", "/organizations/{org}/members/{member_id}/role/", org_members.role_page, tag="pages"
+    ),
+    Route(
+        "POST",
+        "/organizations/{org}/members/{member_id}/remove/",
+        org_members.remove_page,
+        tag="pages",
+    ),
     Route(
         "POST",
         "/organizations/{org}/members/{member_id}/resend/",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -78,6 +79,36 @@ async def record(
         target_user_id,
         actor.ip_address,
         data or {},
+    )
+
+
+_RECORD_MANY_SQL = insert_sql(
+    "select $1, $2, $3, $4, $5, t.member_id, null, $6::inet, t.data, now()"
+    " from unnest($7::bigint[], $8::jsonb[]) as t(member_id, data)"
+)
+
+
+async def record_many(
+    conn: asyncpg.Connection,
+    *,
+    organization_id: int,
+    event: str,
+    actor: Actor,
+    entries: Sequence[tuple[int, dict[str, Any]]],
+) -> None:
+    """`record` of one event by one actor on many members (`(member id, data)` each), in one
+    statement."""
+    assert event in EVENTS, event
+    await conn.execute(
+        _RECORD_MANY_SQL,
+        organization_id,
+        event,
+        actor.user_id,
+        actor.token_id,
+        actor.label,
+        actor.ip_address,
+        [member_id for member_id, _ in entries],
+        [data for _, data in entries],
     )
 
 
