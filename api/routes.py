@@ -22,7 +22,7 @@ from api.handlers import (
     organizations,
     webhooks,
 )
-from api.pages import accept, home, org_members, sign_in
+from api.pages import accept, home, org_members, org_runs, sign_in
 from api.pages import account as account_pages
 from api.pages import org_admin as org_pages
 
@@ -264,6 +264,8 @@ PAGES: list[Route] = [
         tag="pages",
     ),
     Route("GET", "/organizations/{org}/audit-log/", org_pages.audit_log_page, tag="pages"),
+    Route("GET", "/organizations/{org}/enforcements/", org_runs.runs_page, tag="pages"),
+    Route("GET", "/organizations/{org}/enforcements/{run_id}/", org_runs.run_page, tag="pages"),
 ]
 
 
