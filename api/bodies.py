@@ -1,12 +1,16 @@
 """Request bodies that the API and the pages' forms both validate, so that an account's email
-and password, or an invitation, are judged by one rule wherever they are typed."""
+and password, an invitation, or an organization's settings, are judged by one rule wherever
+they are typed."""
 
 from __future__ import annotations
 
-from pydantic import BaseModel, Field
+from typing import Literal
+
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
 from api.limits import Email, TeamSlugs
 from require2fa.members import Role
+from require2fa.organization_settings import SettingsChange
 
 
 class RegisterIn(BaseModel):
@@ -24,3 +28,29 @@ class InviteIn(BaseModel):
     email: Email
     role: Role = "member"
     teams: TeamSlugs = Field(default_factory=list)
+
+
+class OrganizationUpdate(BaseModel):
+    """A settings change (`PUT organizations/{org}/`, the settings page's form): the one parser
+    of `SettingsChange`."""
+
+    model_config = ConfigDict(populate_by_name=True, extra="forbid")
+
+    name: str | None = Field(default=None, min_length=1, max_length=200)
+    require_2fa: bool | None = Field(default=None, alias="require2FA")
+    require_2fa_level: Literal["any", "secure", "phishing-resistant"] | None = Field(
+        default=None, alias="require2FALevel"
+    )
+    sso_enabled: bool | None = Field(default=None, alias="ssoEnabled")
+    # With require2FA true: enforce from then on (ISO 8601 with its offset, at most a year ahead).
+    enforce_at: AwareDatetime | None = Field(default=None, alias="enforceAt")
+
+    def change(self) -> SettingsChange:
+        """The change it asks for (`Invalid` when its fields do not go together)."""
+        return SettingsChange(
+            name=self.name,
+            require_2fa=self.require_2fa,
+            level=self.require_2fa_level,
+            enforce_at=self.enforce_at,
+            sso_enabled=self.sso_enabled,
+        )

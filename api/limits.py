@@ -15,7 +15,6 @@ from pydantic_core import PydanticCustomError
 
 MAX_BODY_BYTES = 128 * 1024  # any body of ours is far smaller; aiohttp answers 413 above it
 MAX_SETTINGS_BYTES = 16 * 1024  # a member's notification settings, as compact JSON
-MAX_NAME = 200  # people's, organizations', teams', tokens' names
 MAX_EMAIL = 254  # RFC 5321's limit on a forward path, less its angle brackets
 MAX_TEAMS = 100  # teams named in one invitation or member change
 MAX_SLUG = 50

@@ -21,28 +21,18 @@ from require2fa import audit_log, invitations, organization_settings, owner_tool
 
 
 async def change_settings(
-    request: web.Request,
-    access: OrgAccess,
-    *,
-    name: str | None = None,
-    require_2fa: bool | None = None,
-    sso_enabled: bool | None = None,
-    enforce_at: datetime | None = None,
-    level: str | None = None,
+    request: web.Request, access: OrgAccess, change: organization_settings.SettingsChange
 ) -> organization_settings.Change:
-    """`organization_settings.apply_change` as the caller; a run it starts goes to the workers."""
+    """`organization_settings.apply_change` as the caller (`org.edit`, a run or a schedule); a
+    run it starts goes to the workers."""
     return await organization_settings.apply_change(
         await request_pool(request),
         access.org,
+        change,
         actor=actor(request, access.auth),
         role=access.role,
         recently_authenticated=await recently_authenticated(request, access.auth),
         start_run=send_coordinator,
-        name=name,
-        require_2fa=require_2fa,
-        sso_enabled=sso_enabled,
-        enforce_at=enforce_at,
-        level=level,
     )
 
 

@@ -91,11 +91,12 @@ async def turn_on(
         try:
             change = await organization_settings.change_organization(
                 conn,
+                organization_settings.SettingsChange(require_2fa=True, enforce_at=enforce_at),
                 organization_id=org["id"],
                 actor=Actor(user_id=user["id"], label=user["email"]),
                 role=role,
-                require_2fa=True,
-                enforce_at=enforce_at,
+                # An operator at the shell holds the database: there is no session to confirm.
+                recently_authenticated=True,
             )
         except DomainError as refused:
             raise click.ClickException(refused.detail) from None

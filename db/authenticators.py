@@ -10,8 +10,6 @@ import asyncpg
 
 from require2fa import compliance
 
-SECOND_FACTORS = compliance.FACTOR_KINDS
-
 _SELECT = """
     select a.id, a.user_id, a.type, a.name, a.phone, a.secret_encrypted, a.last_used_step,
            a.credential_id, a.public_key, a.sign_count, a.transports,
@@ -196,16 +194,6 @@ async def count_second_factors(
               and ($2::bigint is null or a.id <> $2)""",
         user_id,
         excluding,
-    )
-
-
-async def org_requires_2fa(conn: asyncpg.Connection, user_id: int) -> bool:
-    """Whether an organization the user is an active member of requires 2FA."""
-    return await conn.fetchval(
-        """select exists (select 1 from members m join organizations o
-                          on o.id = m.organization_id
-                          where m.user_id = $1 and o.require_2fa)""",
-        user_id,
     )
 
 

@@ -32,7 +32,6 @@ DURATION_BUCKETS_MS = (
     5, 10, 25, 50, 75, 100, 250, 500, 750, 1000, 2500, 5000, 7500, 10000, 30000, 60000,
     600000, 900000,
 )  # fmt: skip
-KINDS = ("total", "errors", "retries", "rejects")
 
 
 def metrics_key(namespace: str) -> str:

@@ -5,9 +5,11 @@ A member meets their organization's requirement when one of their user's *confir
 of a kind that the organization's level accepts, or while an exemption lasts. Every statement
 that asks "has a second factor?" (the has2fa column, the member filters, the compliance counts,
 the removal of a batch, the last-factor rule, the benchmark's bound) renders its condition with
-`second_factor_sql`; every Python decision goes through `meets_requirement`. The partial index
+`second_factor_sql`; in Python, whether a user meets it goes through `meets_requirement`, and
+whether one factor counts (the last-factor rule) through `counts`. The partial index
 `authenticators_second_factor` (see `INDEX_PREDICATE` and tests/test_compliance.py) covers
-exactly `FACTOR_KINDS`, so that the probe stays an index-only anti-join.
+exactly `FACTOR_KINDS`, so that the probe stays an index-only anti-join. The rules themselves
+are tested without a database in tests/require2fa/test_compliance_rules.py.
 
 Extending it (data, not new code paths):
 - a new factor kind: add it to `FACTOR_KINDS` (at the end: a kind's bit is its position) and to
@@ -115,30 +117,17 @@ def second_factor_probe_sql(user_id_sql: str = "u.id", *, level_sql: str | None 
     return second_factor_sql(user_id_sql, level_sql=level_sql)[:-1] + " offset 0)"
 
 
-def compliant_sql(
-    user_id_sql: str = "u.id",
-    *,
-    level_sql: str | None = None,
-    exempt_until_sql: str | None = None,
-) -> str:
-    """SQL condition: the member meets the requirement (a factor that counts, or an exemption
-    still running at the statement's `now()`)."""
-    factor = second_factor_sql(user_id_sql, level_sql=level_sql)
-    if exempt_until_sql is None:
-        return factor
-    return f"(coalesce({_expression(exempt_until_sql)} > now(), false) or {factor})"
-
-
 def noncompliant_sql(
     user_id_sql: str = "u.id",
     *,
     level_sql: str | None = None,
     exempt_until_sql: str | None = None,
 ) -> str:
-    """SQL condition: the member does not meet the requirement — `not compliant_sql(...)`,
-    written as a conjunction with its `not exists` at the top, so that the planner turns it into
-    an anti-join (it does not push a `not` through the `or` of `compliant_sql` before deciding).
-    Use it as one term of a `where … and …` list."""
+    """SQL condition: the member does not meet the requirement (no factor that counts, and no
+    exemption still running at the statement's `now()`). Written as a conjunction with its
+    `not exists` at the top, so that the planner turns it into an anti-join (it does not push a
+    `not` through an `or` of "exempt or has a factor" before deciding). Use it as one term of a
+    `where … and …` list."""
     factor = second_factor_sql(user_id_sql, level_sql=level_sql)
     if exempt_until_sql is None:
         return f"not {factor}"

@@ -1,27 +1,35 @@
 """Changing an organization's settings: its name, single sign-on, and the requirement itself
-with its level (`require2fa.compliance.LEVELS`).
+with its level (`require2fa.compliance.LEVELS`) and its date.
 
-The rules: only an owner changes the requirement, its level or SSO; the owner must meet the level
-themselves; the requirement cannot be turned on while SSO is on, and turning SSO on while it is
-required turns the requirement off (the identity provider enforces 2FA then); lowering the level
-needs a recent re-authentication. Every change is audited (`org.edit`); turning the requirement
-on, or raising its level while it is on, writes a `queued` enforcement run that the caller's
-adapter sends to the workers once the transaction commits (`started`).
+A change is one value (`SettingsChange`, parsed by `api.bodies.OrganizationUpdate` from the API's
+body and from the settings page's form alike). `plan` says, from the organization as it is, what
+the change needs (`Needs`: an owner, a recent re-authentication, the owner's own factors meeting
+the level) and what it causes (`Plan`: `org.edit` entries, a run started or cancelled, a schedule
+created, replaced or cancelled); `change_organization` checks the needs and carries it out in one
+transaction, and the settings page asks the same plan whether to confirm first (`would_remove`).
+
+The rules: only an owner changes the requirement, its level, its date or SSO; the owner must
+meet the level themselves; the requirement cannot be turned on while SSO is on, and turning SSO on
+while it is required turns the requirement off (the identity provider enforces 2FA then); a change
+that loosens the requirement (off, a lower level, a scheduled date cancelled or postponed) needs a
+recent re-authentication. Turning the requirement on, or raising its level while it is on, writes
+a `queued` enforcement run that the caller's adapter sends to the workers once the transaction
+commits (`started`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field, fields
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal
 
 import asyncpg
 
 from db import audit, organizations, runs, schedule, users
 from db.audit import Actor
-from require2fa import compliance, reauth
-from require2fa.errors import Invalid, NotAllowed, NotFound, NotSignedIn
+from require2fa import compliance, reauth, rollout
+from require2fa.errors import Invalid, NotAllowed, NotFound
 
 ENFORCE_AT_NEEDS_ON = "enforceAt goes with turning the requirement on."
 ENFORCE_AT_PAST = "The date to require two-factor authentication must be in the future."
@@ -29,11 +37,171 @@ ENFORCE_AT_TOO_LATE = "The date to require two-factor authentication is at most 
 NEEDS_PERSONAL_2FA = "Cannot require two-factor authentication without personal two-factor enabled."
 NOT_WITH_SSO = "Cannot require two-factor authentication with SSO enabled"
 OWNERS_ONLY = "Only an owner can change two-factor authentication or single sign-on settings."
+MANAGERS_ONLY = "Only owners and managers can rename the organization."
 # Codes of the refusals that the settings page tells apart.
 PERSONAL_2FA_MISSING = "personal-2fa-missing"
 SSO_ENABLED = "sso-enabled"
 LEVEL_NOT_MET = "level-not-met"
-LOWERING_NEEDS_SUDO = "Lowering the requirement level needs a recent re-authentication."
+
+# Who may change a setting (`SettingsChange`'s field metadata), strictest first, with the refusal.
+_WHO = {
+    "owner": (("owner",), "owners-only", OWNERS_ONLY),
+    "manager": (("owner", "manager"), "managers-only", MANAGERS_ONLY),
+}
+
+
+def _setting(who: Literal["owner", "manager"]) -> Any:
+    return field(default=None, metadata={"who": who})
+
+
+@dataclass(frozen=True)
+class SettingsChange:
+    """One change to an organization's settings, as asked; None leaves a setting as it is.
+    A new setting is one field here (with who may change it) and its rule in `plan`."""
+
+    name: str | None = _setting("manager")
+    require_2fa: bool | None = _setting("owner")
+    level: str | None = _setting("owner")  # one of `compliance.LEVELS`
+    enforce_at: datetime | None = _setting("owner")  # with require_2fa: from then on
+    sso_enabled: bool | None = _setting("owner")
+
+    def __post_init__(self) -> None:
+        if self.level is not None and self.level not in compliance.LEVELS:
+            raise Invalid(
+                "unknown-level", f"The level must be one of: {', '.join(compliance.LEVELS)}."
+            )
+        if self.enforce_at is not None and not self.require_2fa:
+            raise Invalid("enforce-at-needs-on", ENFORCE_AT_NEEDS_ON)
+
+    @property
+    def empty(self) -> bool:
+        """Whether it asks for nothing at all."""
+        return all(getattr(self, f.name) is None for f in fields(self))
+
+    def who(self) -> frozenset[str]:
+        """Who may make it: the `_WHO` of each setting it changes."""
+        return frozenset(
+            f.metadata["who"] for f in fields(self) if getattr(self, f.name) is not None
+        )
+
+
+@dataclass(frozen=True)
+class Requirement:
+    """What an organization asks of its members: 2FA now (`required`) or from `enforce_at`, at
+    `level`. Whether one asks less than another is judged here, and only here."""
+
+    required: bool
+    level: str
+    enforce_at: datetime | None  # a scheduled date (the requirement is off until then)
+
+    @classmethod
+    def of(cls, org: Mapping[str, Any]) -> Requirement:
+        return cls(org["require_2fa"], org["require_2fa_level"], org["enforce_at"])
+
+    def looser_than(self, before: Requirement) -> bool:
+        """Turned off, its level lowered, or its scheduled date cancelled or postponed (each
+        needs a recent re-authentication)."""
+        return (
+            (before.required and not self.required)
+            or compliance.is_stricter(before.level, self.level)
+            or (
+                before.enforce_at is not None
+                and not self.required
+                and (self.enforce_at is None or self.enforce_at > before.enforce_at)
+            )
+        )
+
+    def raised_from(self, before: Requirement) -> bool:
+        """Required before and after, at a stricter level (members are judged again)."""
+        return (
+            before.required and self.required and compliance.is_stricter(self.level, before.level)
+        )
+
+
+@dataclass(frozen=True)
+class Needs:
+    """What a change needs from the one who makes it."""
+
+    who: frozenset[str]  # keys of `_WHO`: the roles that may make it
+    reauthenticated: bool  # a recent re-authentication (`reauth`): it loosens the requirement
+    own_level: str | None  # the actor's own factors must meet this level
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What a change needs and what it causes, judged from the organization as it is."""
+
+    change: SettingsChange
+    needs: Needs
+    refusal: Invalid | None  # a rule of the product forbids it, whoever asks
+    after: Requirement
+    sso_enabled: bool
+    edits: dict[str, str]  # the `org.edit` data of the name, SSO or the level
+    schedule: Literal["create", "replace", "cancel"] | None
+    run: Literal["start", "restart", "cancel", "current"] | None
+
+    @property
+    def turns_on(self) -> bool:
+        """Whether it turns the requirement on, now or on a date."""
+        return self.run == "start" or self.schedule in ("create", "replace")
+
+    @property
+    def confirm(self) -> bool:
+        """Whether people should see first how many members it would remove (`would_remove`):
+        it turns the requirement on or raises its level."""
+        return self.turns_on or self.run == "restart"
+
+
+def plan(org: Mapping[str, Any], change: SettingsChange) -> Plan:
+    """What `change` needs and causes for `org` (a row of `organizations`); reads nothing."""
+    before = Requirement.of(org)
+    sso = org["sso_enabled"] if change.sso_enabled is None else change.sso_enabled
+    level = compliance.level_of(change.level or before.level)
+    asked = before.required if change.require_2fa is None else change.require_2fa
+    # Asking for the requirement (turning it on, or choosing its level while it stays on)
+    # needs the owner's own factors to meet the level, and no SSO.
+    asks = bool(change.require_2fa) or (change.level is not None and asked)
+    refusal = Invalid(SSO_ENABLED, NOT_WITH_SSO) if asks and sso else None
+    required = asked and not sso  # single sign-on takes over: the identity provider enforces 2FA
+    # On a date: the requirement stays off until then; a scheduled run waits for it.
+    on_a_date = required and change.enforce_at is not None and not before.required
+    new_schedule: Literal["create", "replace", "cancel"] | None = None
+    if on_a_date:
+        new_schedule = "replace" if before.enforce_at else "create"
+        after = Requirement(False, level, change.enforce_at)
+    else:
+        if before.enforce_at and not before.required and (change.require_2fa is not None or sso):
+            new_schedule = "cancel"
+        after = Requirement(required, level, None if new_schedule else before.enforce_at)
+    run: Literal["start", "restart", "cancel", "current"] | None = None
+    if after.required != before.required:
+        run = "start" if after.required else "cancel"
+    elif after.raised_from(before):
+        run = "restart"  # the run under way judged members by the old level
+    elif after.required and change.require_2fa:
+        run = "current"
+    edits: dict[str, str] = {}
+    if change.name is not None and change.name != org["name"]:
+        edits["name"] = f"to {change.name}"
+    if sso != org["sso_enabled"]:
+        edits["sso_enabled"] = f"to {sso}"
+    if level != before.level:
+        edits["require_2fa_level"] = f"to {level}"
+    needs = Needs(
+        who=change.who(),
+        reauthenticated=after.looser_than(before),
+        own_level=level if asks else None,
+    )
+    return Plan(
+        change=change,
+        needs=needs,
+        refusal=refusal,
+        after=after,
+        sso_enabled=sso,
+        edits=edits,
+        schedule=new_schedule,
+        run=run,
+    )
 
 
 @dataclass(frozen=True)
@@ -48,38 +216,23 @@ class Change:
 async def apply_change(
     pool: asyncpg.Pool,
     org: asyncpg.Record,
+    asked: SettingsChange,
     *,
     actor: Actor,
     role: str,
     recently_authenticated: bool,
     start_run: Callable[[int], Awaitable[None]],
-    name: str | None = None,
-    require_2fa: bool | None = None,
-    sso_enabled: bool | None = None,
-    enforce_at: datetime | None = None,
-    level: str | None = None,
 ) -> Change:
     """`change_organization` in a transaction of its own (the API's PUT and the settings page);
-    `start_run(run_id)` sends a new run to the workers once it is committed.
-
-    An owner turning the requirement off (directly, or by turning SSO on) or lowering its level
-    must have re-authenticated recently (`reauth`); others get their refusal from the rules."""
-    turns_off = org["require_2fa"] and (require_2fa is False or bool(sso_enabled))
-    lowers = level is not None and compliance.is_stricter(org["require_2fa_level"], level)
-    if (turns_off or lowers) and role == "owner" and not recently_authenticated:
-        raise NotSignedIn(reauth.REQUIRED_CODE, reauth.REQUIRED_DETAIL)
+    `start_run(run_id)` sends a new run to the workers once it is committed."""
     async with pool.acquire() as conn, conn.transaction():
         change = await change_organization(
             conn,
+            asked,
             organization_id=org["id"],
             actor=actor,
             role=role,
-            name=name,
-            require_2fa=require_2fa,
-            sso_enabled=sso_enabled,
-            enforce_at=enforce_at,
-            level=level,
-            recently_authenticated=True,  # an owner's was checked above
+            recently_authenticated=recently_authenticated,
         )
     if change.started and change.run is not None:
         await start_run(change.run["id"])
@@ -88,222 +241,141 @@ async def apply_change(
 
 async def change_organization(
     conn: asyncpg.Connection,
+    change: SettingsChange,
     *,
     organization_id: int,
     actor: Actor,
     role: str,
-    name: str | None = None,
-    require_2fa: bool | None = None,
-    sso_enabled: bool | None = None,
-    enforce_at: datetime | None = None,
-    level: str | None = None,
-    recently_authenticated: bool = False,  # lowering the level needs it (the adapter knows)
+    recently_authenticated: bool = False,
 ) -> Change:
-    """Applies a settings change in the caller's transaction, with its `org.edit` entries.
+    """Applies `change` in the caller's transaction, with its `org.edit` entries, under the
+    organization's row lock (then the actor's user's, while their factors are judged). Raises a
+    `DomainError` when the rules forbid it (`check`).
 
     Turning require-2FA on writes a `queued` run; turning it on while it is on starts nothing and
     returns the run under way (or the latest one). Turning it off, or turning SSO on while it is
     required, cancels the run under way. Raising the level while it is required starts a run as
     turning it on does (a run under way is cancelled and replaced, so that the members it passed
-    are judged again); lowering it starts nothing. Raises a `DomainError` when the rules forbid
-    the change.
-
-    With `enforce_at`, turning it on writes a `scheduled` run instead and the requirement stays
-    off until then (`db.schedule`; `org.edit` carries `enforce_at`). Any later choice about the
-    requirement (off, on now, another date) or SSO turned on replaces the schedule.
+    are judged again); lowering it starts nothing. With `enforce_at`, turning it on writes a
+    `scheduled` run instead and the requirement stays off until then (`db.schedule`); any later
+    choice about the requirement (off, on now, another date) or SSO turned on replaces it.
     """
     org = await organizations.lock(conn, organization_id)
     if org is None:
         raise NotFound("not-found", "The requested organization does not exist.")
-    if (require_2fa or level is not None) and actor.user_id is not None:
+    planned = plan(org, change)
+    if planned.needs.own_level is not None and actor.user_id is not None:
         # The same lock as deleting a factor: the owner cannot lose their last factor while
-        # turning the requirement on (the order is organization, then users, as in a batch).
+        # requiring 2FA (the order is organization, then users, as in a batch).
         await users.lock(conn, [actor.user_id])
     await check(
-        conn,
-        org,
-        actor=actor,
-        role=role,
-        name=name,
-        require_2fa=require_2fa,
-        sso_enabled=sso_enabled,
-        enforce_at=enforce_at,
-        level=level,
-        recently_authenticated=recently_authenticated,
+        conn, planned, actor=actor, role=role, recently_authenticated=recently_authenticated
     )
-    new_sso = org["sso_enabled"] if sso_enabled is None else sso_enabled
-    new_require = org["require_2fa"] if require_2fa is None else require_2fa
-    if new_sso and new_require:
-        new_require = False  # single sign-on takes over: the identity provider enforces 2FA
-    # On a date: the requirement stays off until then; a scheduled run waits for it.
-    on_a_date = bool(new_require and enforce_at is not None and not org["require_2fa"])
-    if on_a_date:
-        new_require = False
-    old_level = org["require_2fa_level"]
-    new_level = old_level if level is None else compliance.level_of(level)
-    # A stricter level while the requirement stays on removes whoever no longer meets it.
-    raised = org["require_2fa"] and new_require and compliance.is_stricter(new_level, old_level)
+    return await _carry_out(conn, org, planned, actor)
 
-    edits = _edits(org, name=name, sso_enabled=new_sso, level=new_level)
-    was_required = org["require_2fa"]
-    if edits or new_require != was_required:
+
+async def check(
+    conn: asyncpg.Connection,
+    planned: Plan,
+    *,
+    actor: Actor,
+    role: str,
+    recently_authenticated: bool,
+) -> None:
+    """Raises a `DomainError` when the rules forbid the planned change, in this order: its date,
+    who asks, a recent re-authentication, SSO, the asker's own factors. Changes nothing."""
+    if planned.change.enforce_at is not None:
+        await _check_enforce_at(conn, planned.change.enforce_at)
+    for who, (roles, code, sentence) in _WHO.items():
+        if who in planned.needs.who and role not in roles:
+            raise NotAllowed(code, sentence)
+    if planned.needs.reauthenticated and not recently_authenticated:
+        raise reauth.required()
+    if planned.refusal is not None:
+        raise planned.refusal
+    if planned.needs.own_level is not None:
+        await _check_actor_meets(conn, actor, planned.needs.own_level)
+
+
+async def precheck(
+    pool: asyncpg.Pool, org: asyncpg.Record, change: SettingsChange, *, actor: Actor, role: str
+) -> Plan:
+    """The plan of `change`, after `check` on a connection of its own (the settings page, before
+    its confirm step; the re-authentication is asked when the confirmed form is sent)."""
+    planned = plan(org, change)
+    async with pool.acquire() as conn:
+        await check(conn, planned, actor=actor, role=role, recently_authenticated=True)
+    return planned
+
+
+async def would_remove(
+    pool: asyncpg.Pool, org: asyncpg.Record, planned: Plan, *, actor: Actor, limit: int
+) -> rollout.Noncompliant:
+    """Who the planned change would remove (`rollout.noncompliant` at its level, the actor left
+    out): the count, and the first `limit` names when the level is the organization's own."""
+    found = await rollout.noncompliant(
+        pool,
+        org["id"],
+        except_user_id=actor.user_id,
+        after_id=None,
+        limit=limit + 1,
+        level=planned.after.level,
+        names=planned.after.level == org["require_2fa_level"],
+    )
+    rows = [row for row in found.rows if row["user_id"] != actor.user_id][:limit]
+    return rollout.Noncompliant(count=found.count, rows=rows)
+
+
+async def _carry_out(
+    conn: asyncpg.Connection, org: asyncpg.Record, planned: Plan, actor: Actor
+) -> Change:
+    """Writes what `planned` causes: the settings, the `org.edit` entries, the schedule, the run."""
+    organization_id = org["id"]
+    after = planned.after
+    if planned.edits or after.required != org["require_2fa"]:
         org = await organizations.update_settings(
             conn,
             organization_id,
-            name=name,
-            sso_enabled=new_sso,
-            require_2fa=new_require,
-            level=new_level,
+            name=planned.change.name,
+            sso_enabled=planned.sso_enabled,
+            require_2fa=after.required,
+            level=after.level,
         )
-    if edits:
-        await audit.record(
-            conn, organization_id=organization_id, event="org.edit", actor=actor, data=edits
-        )
-    if not was_required and (require_2fa is not None or new_sso):
-        scheduled = await _replace_schedule(
-            conn,
-            organization_id,
-            actor=actor,
-            enforce_at=enforce_at if on_a_date else None,
-            turned_off=not require_2fa or new_sso,
-        )
+    if planned.edits:
+        await _audit(conn, org, actor, planned.edits)
+    if planned.schedule in ("replace", "cancel"):
+        await schedule.cancel(conn, organization_id)
+        if planned.schedule == "cancel" and planned.run is None:  # not for a run now: off
+            await _audit(conn, org, actor, {"require_2fa": "to False"})
+    if planned.schedule in ("create", "replace") and after.enforce_at is not None:
+        run = await schedule.create(conn, organization_id, actor=actor, enforce_at=after.enforce_at)
+        data = {"require_2fa": "to True", "enforce_at": after.enforce_at.isoformat()}
+        await _audit(conn, org, actor, data)
+        return Change(org=await organizations.get(conn, organization_id), run=run, started=False)
+    if planned.schedule is not None:
         org = await organizations.get(conn, organization_id)
-        if scheduled is not None:
-            return Change(org=org, run=scheduled, started=False)
-    if new_require == was_required and not raised:
-        run = await runs.current_run(conn, organization_id) if require_2fa else None
+    if planned.run is None or planned.run == "current":
+        run = await runs.current_run(conn, organization_id) if planned.run else None
         return Change(org=org, run=run, started=False)
-    return await _requirement_changed(
-        conn,
-        org,
-        actor=actor,
-        required=new_require,
-        turned=new_require != was_required,
-        raised=raised,
-    )
-
-
-def _edits(
-    org: asyncpg.Record, *, name: str | None, sso_enabled: bool, level: str
-) -> dict[str, str]:
-    """The `org.edit` data of a change to the name, SSO or the level."""
-    edits: dict[str, str] = {}
-    if name is not None and name != org["name"]:
-        edits["name"] = f"to {name}"
-    if sso_enabled != org["sso_enabled"]:
-        edits["sso_enabled"] = f"to {sso_enabled}"
-    if level != org["require_2fa_level"]:
-        edits["require_2fa_level"] = f"to {level}"
-    return edits
-
-
-async def _requirement_changed(
-    conn: asyncpg.Connection,
-    org: asyncpg.Record,
-    *,
-    actor: Actor,
-    required: bool,
-    turned: bool,
-    raised: bool,
-) -> Change:
-    """The requirement was turned on or off (`required` says which) or its level raised: audits
-    the switch, cancels the run under way or writes a new one."""
-    organization_id = org["id"]
-    new_require = required
-    if turned:
-        await audit.record(
-            conn,
-            organization_id=organization_id,
-            event="org.edit",
-            actor=actor,
-            data={"require_2fa": f"to {new_require}"},
-        )
-    if not new_require:
+    if planned.run != "restart":  # turned on or off
+        await _audit(conn, org, actor, {"require_2fa": f"to {after.required}"})
+    if planned.run != "start":
         await runs.cancel_active(conn, organization_id)
+    if planned.run == "cancel":
         return Change(org=org, run=None, started=False)
-    if raised:
-        # The run under way judged members by the old level: a new one goes over all of them.
-        await runs.cancel_active(conn, organization_id)
     run = await runs.insert(conn, organization_id, actor)
     if run is None:  # a run left under way while it was off; let that one finish the work
         return Change(org=org, run=await runs.current_run(conn, organization_id), started=False)
     return Change(org=org, run=run, started=True)
 
 
-async def _replace_schedule(
-    conn: asyncpg.Connection,
-    organization_id: int,
-    *,
-    actor: Actor,
-    enforce_at: datetime | None,
-    turned_off: bool,
-) -> asyncpg.Record | None:
-    """Cancels the scheduled run, if any (audited as turning it off when `turned_off`), and
-    schedules the new one for `enforce_at`, when given; returns the new scheduled run."""
-    if await schedule.scheduled_run(conn, organization_id) is not None:
-        await schedule.cancel(conn, organization_id)
-        if turned_off:
-            await audit.record(
-                conn,
-                organization_id=organization_id,
-                event="org.edit",
-                actor=actor,
-                data={"require_2fa": "to False"},
-            )
-    if enforce_at is None:
-        return None
-    run = await schedule.create(conn, organization_id, actor=actor, enforce_at=enforce_at)
-    await audit.record(
-        conn,
-        organization_id=organization_id,
-        event="org.edit",
-        actor=actor,
-        data={"require_2fa": "to True", "enforce_at": enforce_at.isoformat()},
-    )
-    return run
-
-
-async def check(
-    conn: asyncpg.Connection,
-    org: asyncpg.Record,
-    *,
-    actor: Actor,
-    role: str,
-    name: str | None = None,
-    require_2fa: bool | None = None,
-    sso_enabled: bool | None = None,
-    enforce_at: datetime | None = None,
-    level: str | None = None,
-    recently_authenticated: bool = True,
+async def _audit(
+    conn: asyncpg.Connection, org: asyncpg.Record, actor: Actor, data: dict[str, str]
 ) -> None:
-    """Raises a `DomainError` when the rules forbid the change; changes nothing (the settings page
-    asks it before its confirm step, `change_organization` again under the row lock)."""
-    if enforce_at is not None:
-        await _check_enforce_at(conn, enforce_at, require_2fa)
-    if (
-        require_2fa is not None or sso_enabled is not None or level is not None
-    ) and role != "owner":
-        raise NotAllowed("owners-only", OWNERS_ONLY)
-    if name is not None and role not in ("owner", "manager"):
-        raise NotAllowed("managers-only", "Only owners and managers can rename the organization.")
-    if level is not None and level not in compliance.LEVELS:
-        raise Invalid("unknown-level", f"The level must be one of: {', '.join(compliance.LEVELS)}.")
-    new_sso = org["sso_enabled"] if sso_enabled is None else sso_enabled
-    new_level = org["require_2fa_level"] if level is None else level
-    if compliance.is_stricter(org["require_2fa_level"], new_level) and not recently_authenticated:
-        raise NotSignedIn("sudo-required", LOWERING_NEEDS_SUDO)
-    required = org["require_2fa"] if require_2fa is None else require_2fa
-    if require_2fa or (required and level is not None):
-        if new_sso:
-            raise Invalid(SSO_ENABLED, NOT_WITH_SSO)
-        await _check_actor_meets(conn, actor, new_level)
+    await audit.record(conn, organization_id=org["id"], event="org.edit", actor=actor, data=data)
 
 
-async def _check_enforce_at(
-    conn: asyncpg.Connection, enforce_at: datetime, require_2fa: bool | None
-) -> None:
-    if not require_2fa:
-        raise Invalid("enforce-at-needs-on", ENFORCE_AT_NEEDS_ON)
+async def _check_enforce_at(conn: asyncpg.Connection, enforce_at: datetime) -> None:
     now = await conn.fetchval("select now()")
     if enforce_at <= now:
         raise Invalid("enforce-at-past", ENFORCE_AT_PAST)
@@ -321,9 +393,3 @@ async def _check_actor_meets(conn: asyncpg.Connection, actor: Actor, level: str)
             "Cannot require this level without meeting it yourself: set up"
             f" {compliance.needs(level)}.",
         )
-
-
-async def precheck(pool: asyncpg.Pool, org: asyncpg.Record, *, actor: Actor, **change: Any) -> None:
-    """`check` on a connection of its own (the settings page, before its confirm step)."""
-    async with pool.acquire() as conn:
-        await check(conn, org, actor=actor, **change)

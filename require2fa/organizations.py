@@ -20,7 +20,6 @@ SLUG = r"^[a-z0-9][a-z0-9-]{0,49}$"
 # Path segments of pages under /organizations/ that an organization's slug must not take.
 RESERVED_SLUGS = frozenset({"new"})
 MAX_NAME = 200
-SLUG_RULE = "A slug is lowercase letters, digits and dashes."
 
 
 def slugify(name: str) -> str:

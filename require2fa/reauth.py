@@ -12,11 +12,18 @@ from __future__ import annotations
 import time
 from datetime import timedelta
 
+from require2fa.errors import NotSignedIn
+
 WINDOW = timedelta(minutes=10)
 # Where a session keeps the time (epoch seconds) of its last password or second-factor check.
 SESSION_FIELD = "reauth_at"
 REQUIRED_CODE = "sudo-required"
 REQUIRED_DETAIL = "Confirm your password or a code from your second factor to continue."
+
+
+def required() -> NotSignedIn:
+    """The refusal of a sensitive change without a recent check (the one sentence)."""
+    return NotSignedIn(REQUIRED_CODE, REQUIRED_DETAIL)
 
 
 def is_recent(checked_at: object, now: float | None = None) -> bool:

@@ -197,11 +197,6 @@ def signature(body: bytes, secret: str) -> str:
     return "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
 
 
-def verify(body: bytes, secret: str, header: str | None) -> bool:
-    """What a receiver does: constant-time comparison of the header with the body's HMAC."""
-    return header is not None and hmac.compare_digest(signature(body, secret), header)
-
-
 # --- The body -------------------------------------------------------------------------------
 
 

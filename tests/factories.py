@@ -64,6 +64,35 @@ async def create_org(
     return org
 
 
+async def owner_and_org(
+    pool: asyncpg.Pool,
+    slug: str,
+    email: str,
+    *,
+    name: str = "",
+    has2fa: bool = False,
+    teams: tuple[str, ...] = (),
+) -> tuple[asyncpg.Record, asyncpg.Record]:
+    """The set-up most tests start from: a user (`create_user`) who owns a new organization
+    (`create_org`, with `teams`); the user and the organization."""
+    owner = await create_user(pool, email, name=name, has2fa=has2fa)
+    return owner, await create_org(pool, slug, owner["id"], teams=teams)
+
+
+async def owner_org_and_token(
+    pool: asyncpg.Pool,
+    slug: str,
+    email: str,
+    *,
+    name: str = "",
+    has2fa: bool = False,
+    teams: tuple[str, ...] = (),
+) -> tuple[asyncpg.Record, asyncpg.Record, dict[str, str]]:
+    """`owner_and_org`, and the owner's Authorization headers (`token_for`)."""
+    owner, org = await owner_and_org(pool, slug, email, name=name, has2fa=has2fa, teams=teams)
+    return owner, org, await token_for(pool, owner["id"])
+
+
 async def add_member(
     pool: asyncpg.Pool,
     org_id: int,
@@ -129,6 +158,8 @@ __all__ = [
     "create_user",
     "enroll_totp",
     "new_token",
+    "owner_and_org",
+    "owner_org_and_token",
     "sign_in",
     "sign_in_with_totp",
     "token_for",

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Literal
-
 from aiohttp import web
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+from pydantic import BaseModel, Field
 
 from api import org_actions
 from api.access import MANAGERS, org_access
 from api.auth import require_user
+from api.bodies import OrganizationUpdate
 from api.connection import request_pool
 from api.errors import parse_body
 from api.jsonio import json_response
@@ -21,19 +20,6 @@ from require2fa.organizations import SLUG
 class OrganizationIn(BaseModel):
     name: str = Field(min_length=1, max_length=200)
     slug: str | None = Field(default=None, pattern=SLUG)
-
-
-class OrganizationUpdate(BaseModel):
-    model_config = ConfigDict(populate_by_name=True, extra="forbid")
-
-    name: str | None = Field(default=None, min_length=1, max_length=200)
-    require_2fa: bool | None = Field(default=None, alias="require2FA")
-    require_2fa_level: Literal["any", "secure", "phishing-resistant"] | None = Field(
-        default=None, alias="require2FALevel"
-    )
-    sso_enabled: bool | None = Field(default=None, alias="ssoEnabled")
-    # With require2FA true: enforce from then on (ISO 8601 with its offset, at most a year ahead).
-    enforce_at: AwareDatetime | None = Field(default=None, alias="enforceAt")
 
 
 class TeamIn(BaseModel):
@@ -68,19 +54,12 @@ async def get_organization(request: web.Request) -> web.Response:
 
 
 async def update_organization(request: web.Request) -> web.Response:
-    """Renames, or (owners) turns require-2FA or SSO on or off; writes `org.edit`, and turning
-    require-2FA on writes an enforcement run and sends its coordinator after the commit."""
+    """Renames, or (owners) turns require-2FA or SSO on or off, sets its level or date; writes
+    `org.edit`, and turning require-2FA on writes an enforcement run (or a scheduled one) and
+    sends its coordinator after the commit."""
     access = await org_access(request)
     body = await parse_body(request, OrganizationUpdate)
-    change = await org_actions.change_settings(
-        request,
-        access,
-        name=body.name,
-        require_2fa=body.require_2fa,
-        sso_enabled=body.sso_enabled,
-        enforce_at=body.enforce_at,
-        level=body.require_2fa_level,
-    )
+    change = await org_actions.change_settings(request, access, body.change())
     brief = serialize_run_brief(change.run) if change.run else None
     return json_response(serialize_org(change.org, role=access.role, enforcement=brief))
 

@@ -79,7 +79,7 @@ async def _security(
         status=status,
         factors=rows,
         kinds=KINDS,
-        has_second_factor=any(compliance.counts(row["type"]) for row in rows),
+        has_second_factor=compliance.meets_requirement(row["type"] for row in rows),
         has_sms=has_sms,
         sms_pending=sms_pending,
         setup=setup,

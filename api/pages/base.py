@@ -36,7 +36,6 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 # Shipped as package data (pyproject.toml), so the path holds installed or editable.
 TEMPLATE_DIR = Path(__file__).resolve().parents[1] / "templates" / "pages"
-SECURITY = links.SECURITY_PATH
 LOGIN = "/auth/login/"
 HOME = links.HOME_PATH
 

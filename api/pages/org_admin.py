@@ -2,8 +2,9 @@
 progress, and the webhooks) and the audit log. The members pages are `api.pages.org_members`.
 
 They call what the API calls (`organization_settings.apply_change` and `webhooks` through
-`api.org_actions`, `api.access.org_access`, `require2fa.audit_log`), so a page allows, refuses
-and writes exactly what the matching API call does. The plumbing (rendering, HTML errors, the
+`api.org_actions`, `api.access.org_access`, `require2fa.audit_log`), and read the settings form
+with the API's own parser (`api.bodies.OrganizationUpdate`), so a page allows, refuses and writes
+exactly what the matching API call does. The plumbing (rendering, HTML errors, the
 same-origin check on forms) is `api.pages.base`'.
 """
 
@@ -13,27 +14,22 @@ from datetime import UTC, datetime
 
 import asyncpg
 from aiohttp import web
+from pydantic import ValidationError
 
 from api import org_actions
 from api.access import MANAGERS, OrgAccess
 from api.auth import actor
+from api.bodies import OrganizationUpdate
 from api.connection import request_pool
 from api.dispatch import send_reminders
 from api.errors import path_id, status_of
 from api.jsonio import plain
 from api.keys import SETTINGS
-from api.pages.base import html_errors, org_page, org_url, read_form, render
+from api.pages.base import html_errors, org_page, org_url, read_form, render, shown_here
 from api.serializers import serialize_entry, serialize_webhook
-from require2fa import (
-    audit_log,
-    compliance,
-    organization_settings,
-    organizations,
-    reauth,
-    rollout,
-    webhooks,
-)
-from require2fa.errors import DomainError, Invalid, NotAllowed, NotSignedIn
+from require2fa import audit_log, organization_settings, organizations, reauth, rollout, webhooks
+from require2fa.errors import DomainError, Invalid
+from require2fa.organization_settings import SettingsChange
 
 PER_PAGE = 50
 PREVIEW = 10  # members named in the confirm dialog; the rest are a link away
@@ -41,6 +37,12 @@ LEVEL_LABELS = {
     "any": "Any second factor (app, key or phone)",
     "secure": "Secure: an authenticator app or a security key, no text messages",
     "phishing-resistant": "Phishing-resistant: security keys and passkeys only",
+}
+# The form's sentence for each field the parser refuses, the first that applies first.
+FORM_ERRORS = {
+    "require2FALevel": "Choose a requirement level.",
+    "require2FA": "Choose to turn the requirement on or off.",
+    "enforceAt": "Choose the date and time (UTC) to start.",
 }
 
 
@@ -75,7 +77,11 @@ async def _settings(
     if access.role == "owner" and not org["require_2fa"]:
         try:
             await organization_settings.precheck(
-                pool, org, actor=actor(request, access.auth), role=access.role, require_2fa=True
+                pool,
+                org,
+                SettingsChange(require_2fa=True),
+                actor=actor(request, access.auth),
+                role=access.role,
             )
         except DomainError as refused:
             blocked = refused.detail
@@ -119,72 +125,62 @@ async def settings_page(request: web.Request) -> web.StreamResponse:
     access = await org_page(request)
     if form is None:
         return await _settings(request, access)
-    choice = form.get("require2FA")
-    level = form.get("require2FALevel") or None
-    if level is not None and level not in compliance.LEVELS:
-        return await _settings(request, access, status=400, error="Choose a requirement level.")
-    if choice not in ("on", "off") and not (choice is None and level is not None):
-        return await _settings(
-            request, access, status=400, error="Choose to turn the requirement on or off."
-        )
-    org = access.org
-    require = None if choice is None else choice == "on"
-    turning_on = bool(require) and not org["require_2fa"]
-    raising = (
-        org["require_2fa"]
-        and require is not False
-        and compliance.is_stricter(level, org["require_2fa_level"])
-    )
-    if (turning_on or raising) and form.get("confirmed") != "yes":
-        pool = await request_pool(request)
-        try:
-            await organization_settings.precheck(
-                pool,
-                org,
-                actor=actor(request, access.auth),
-                role=access.role,
-                require_2fa=True if turning_on else None,
-                level=level,
-            )
-        except DomainError as refused:
-            return await _settings(request, access, status=status_of(refused), error=refused.detail)
-        # The count and the first names that `2fa-compliance` answers, at the level being
-        # chosen (the acting owner, who has 2FA anyway, left out); names only at the
-        # organization's own level.
-        found = await rollout.noncompliant(
-            pool,
-            org["id"],
-            except_user_id=access.auth.user_id,
-            after_id=None,
-            limit=PREVIEW + 1,
-            level=level or org["require_2fa_level"],
-            names=level in (None, org["require_2fa_level"]),
-        )
-        preview = [row for row in found.rows if row["user_id"] != access.auth.user_id][:PREVIEW]
-        return await _settings(
-            request,
-            access,
-            confirm=found.count,
-            preview=preview,
-            confirm_level=level,
-            turning_on=turning_on,
-        )
-    enforce_at = None
-    if require and form.get("when") == "date":
-        enforce_at = _enforce_at(form.get("enforceAt", ""))
-        if enforce_at is None:
-            return await _settings(
-                request, access, status=400, error="Choose the date and time (UTC) to start."
-            )
     try:
-        await org_actions.change_settings(
-            request, access, require_2fa=require, enforce_at=enforce_at, level=level
-        )
-    except (Invalid, NotAllowed, NotSignedIn) as refused:
-        if refused.code == reauth.REQUIRED_CODE:
-            raise  # the page asks for the password or a code, then goes on
+        change = _settings_change(form)
+    except ValueError as bad:
+        return await _settings(request, access, status=400, error=str(bad))
+    try:
+        planned = organization_settings.plan(access.org, change)
+        if planned.confirm and form.get("confirmed") != "yes":
+            pool = await request_pool(request)
+            who = actor(request, access.auth)
+            planned = await organization_settings.precheck(
+                pool, access.org, change, actor=who, role=access.role
+            )
+            # The count and the first names that `2fa-compliance` answers, at the level being
+            # chosen (the acting owner left out).
+            found = await organization_settings.would_remove(
+                pool, access.org, planned, actor=who, limit=PREVIEW
+            )
+            return await _settings(
+                request,
+                access,
+                confirm=found.count,
+                preview=found.rows,
+                confirm_level=change.level,
+                turning_on=planned.turns_on,
+            )
+        await org_actions.change_settings(request, access, change)
+    except DomainError as refused:
+        if refused.code == reauth.REQUIRED_CODE or not shown_here(refused):
+            raise  # the page asks for the password or a code, then goes on; or an error page
         return await _settings(request, access, status=status_of(refused), error=refused.detail)
     raise web.HTTPSeeOther(org_url(access, "settings/"))
+
+
+def _settings_change(form: dict[str, str]) -> SettingsChange:
+    """The change the settings form asks for, through the API's parser (strictly: a form sends
+    `on` or `off`, and a date and time in UTC); ValueError with the form's sentence."""
+    data: dict[str, object] = {}
+    choice = form.get("require2FA")
+    if choice is not None:
+        data["require2FA"] = {"on": True, "off": False}.get(choice, choice)
+    if form.get("require2FALevel"):
+        data["require2FALevel"] = form["require2FALevel"]
+    if choice == "on" and form.get("when") == "date":
+        value = form.get("enforceAt", "")
+        data["enforceAt"] = _enforce_at(value) or value
+    try:
+        body = OrganizationUpdate.model_validate(data, strict=True)
+    except ValidationError as err:
+        refused = {str(item["loc"][0]) for item in err.errors()}
+        raise ValueError(
+            next(text for key, text in FORM_ERRORS.items() if key in refused)
+        ) from None
+    change = body.change()
+    if change.empty:
+        raise ValueError(FORM_ERRORS["require2FA"])
+    return change
 
 
 @html_errors

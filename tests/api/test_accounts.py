@@ -15,9 +15,9 @@ from require2fa.accounts import LOGIN_LIMIT
 from require2fa.factors import SECOND_FACTOR_HOURLY
 from tests.factories import (
     PASSWORD,
-    create_org,
     create_user,
     enroll_totp,
+    owner_and_org,
     sign_in,
     sign_in_with_totp,
     token_for,
@@ -101,8 +101,7 @@ async def test_second_factor_sign_in_rotates_the_session(client, pool) -> None:
 
 async def test_half_signed_in_session_is_refused_everywhere_else(client, pool) -> None:
     await _user_with_totp(client, pool)
-    owner = await create_user(pool, "owner@example.com")
-    await create_org(pool, "acme", owner["id"])
+    owner, _ = await owner_and_org(pool, "acme", "owner@example.com")
     assert (await sign_in(client, "ada@example.com")).status == 401
     for method, path in [
         ("GET", ME),

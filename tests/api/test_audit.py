@@ -6,7 +6,14 @@ import re
 
 from db import audit
 from db.audit import Actor
-from tests.factories import add_member, create_org, create_user, token_for
+from tests.factories import (
+    add_member,
+    create_org,
+    create_user,
+    owner_and_org,
+    owner_org_and_token,
+    token_for,
+)
 
 
 async def write_entries(pool, org_id: int, count: int, actor_id: int) -> list[int]:
@@ -33,8 +40,7 @@ def next_cursor(link: str) -> str | None:
 
 
 async def test_newest_first_with_filter_and_pages(client, pool) -> None:
-    owner = await create_user(pool, "owner@example.com", name="Olive")
-    org = await create_org(pool, "acme", owner["id"])
+    owner, org = await owner_and_org(pool, "acme", "owner@example.com", name="Olive")
     other = await create_org(pool, "other", owner["id"])
     ids = await write_entries(pool, org["id"], 7, owner["id"])
     await write_entries(pool, other["id"], 2, owner["id"])
@@ -77,8 +83,7 @@ async def test_newest_first_with_filter_and_pages(client, pool) -> None:
 
 
 async def test_only_owners_and_managers(client, pool) -> None:
-    owner = await create_user(pool, "owner@example.com")
-    org = await create_org(pool, "acme", owner["id"])
+    owner, org = await owner_and_org(pool, "acme", "owner@example.com")
     for role, status in (("manager", 200), ("admin", 403), ("member", 403), ("billing", 403)):
         user = await create_user(pool, f"{role}@example.com")
         await add_member(pool, org["id"], user, role=role)
@@ -94,9 +99,7 @@ async def test_only_owners_and_managers(client, pool) -> None:
 
 
 async def test_bad_queries_are_400(client, pool) -> None:
-    owner = await create_user(pool, "owner@example.com")
-    await create_org(pool, "acme", owner["id"])
-    headers = await token_for(pool, owner["id"])
+    owner, _, headers = await owner_org_and_token(pool, "acme", "owner@example.com")
     for query in ("event=nope", "cursor=abc", "per_page=0", "per_page=100000"):
         response = await client.get(
             f"/api/0/organizations/acme/audit-logs/?{query}", headers=headers
@@ -108,9 +111,7 @@ async def test_bad_queries_are_400(client, pool) -> None:
 async def test_switch_entries_are_listed(client, pool, redis_url) -> None:
     from jobs.broker import broker
 
-    owner = await create_user(pool, "owner@example.com", has2fa=True)
-    await create_org(pool, "acme", owner["id"])
-    headers = await token_for(pool, owner["id"])
+    owner, _, headers = await owner_org_and_token(pool, "acme", "owner@example.com", has2fa=True)
     for value in (True, False):
         await client.put("/api/0/organizations/acme/", json={"require2FA": value}, headers=headers)
     broker.flush("enforcement")

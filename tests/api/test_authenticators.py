@@ -14,7 +14,7 @@ from api.app import create_app
 from db import authenticators, users
 from require2fa.factors import LAST_FACTOR
 from require2fa.security import fernet_key
-from tests.factories import PASSWORD, create_org, create_user, sign_in, totp_code
+from tests.factories import PASSWORD, create_user, owner_and_org, sign_in, totp_code
 
 BASE = "/api/0/users/me/authenticators/"
 TOTP = BASE + "totp/enroll/"
@@ -137,8 +137,7 @@ async def test_enrollment_serializes_with_enforcement_on_the_user(client, pool) 
     """A member removal that holds the user's lock first is seen through; one that comes
     after the enrollment committed sees the factor."""
     user_id = await _register(client)
-    owner = await create_user(pool, "owner@example.com")
-    org = await create_org(pool, "acme", owner["id"])
+    owner, org = await owner_and_org(pool, "acme", "owner@example.com")
     async with pool.acquire() as conn:
         await conn.execute(
             "insert into members (organization_id, user_id, email, role) values ($1, $2, $3, $4)",
@@ -212,8 +211,7 @@ async def test_recovery_codes_alone_are_not_2fa(client, pool) -> None:
 
 async def test_last_factor_rule(client, pool) -> None:
     user_id = await _register(client)
-    owner = await create_user(pool, "owner@example.com", has2fa=True)
-    org = await create_org(pool, "acme", owner["id"])
+    owner, org = await owner_and_org(pool, "acme", "owner@example.com", has2fa=True)
     async with pool.acquire() as conn:
         await conn.execute(
             "insert into members (organization_id, user_id, email, role) values ($1, $2, $3, $4)",

@@ -8,7 +8,7 @@ import re
 import pytest
 
 from api.routes import ROUTES
-from tests.factories import create_org, create_user, token_for
+from tests.factories import owner_org_and_token
 
 HOSTILE_BODIES: list[tuple[str, bytes]] = [
     ("not json", b"{not json"),
@@ -48,9 +48,9 @@ def _paths(template: str) -> list[str]:
     "route", [r for r in ROUTES if r.path not in SKIP], ids=lambda r: f"{r.method} {r.path}"
 )
 async def test_no_server_errors(client, pool, route) -> None:
-    owner = await create_user(pool, "owner@example.com", has2fa=True)
-    await create_org(pool, "acme", owner["id"], teams=("backend",))
-    headers = await token_for(pool, owner["id"])
+    owner, _, headers = await owner_org_and_token(
+        pool, "acme", "owner@example.com", has2fa=True, teams=("backend",)
+    )
     for path in _paths(route.path):
         for what, body in HOSTILE_BODIES:
             for auth in (headers, {}):
@@ -68,9 +68,7 @@ async def test_no_server_errors(client, pool, route) -> None:
 
 
 async def test_malformed_requests_get_400_not_500(client, pool) -> None:
-    owner = await create_user(pool, "owner@example.com", has2fa=True)
-    await create_org(pool, "acme", owner["id"])
-    headers = await token_for(pool, owner["id"])
+    owner, _, headers = await owner_org_and_token(pool, "acme", "owner@example.com", has2fa=True)
     url = "/api/0/organizations/acme/members/"
     deep = await client.post(
         url, data=b"[" * 100_000, headers={**headers, "Content-Type": "application/json"}

@@ -11,7 +11,14 @@ import pytest
 from commands.seed import seed
 from db import counts
 from jobs.enforcement import coordinate_run, remove_batch_now
-from tests.factories import add_member, add_totp, create_org, create_user, token_for
+from tests.factories import (
+    add_member,
+    add_totp,
+    create_user,
+    owner_and_org,
+    owner_org_and_token,
+    token_for,
+)
 
 PERSONAL = "Cannot require two-factor authentication without personal two-factor enabled."
 SSO = "Cannot require two-factor authentication with SSO enabled"
@@ -25,8 +32,9 @@ def worker(start_worker) -> dramatiq.Worker:
 
 async def org_with_owner(pool, *, owner_2fa: bool = True) -> tuple[asyncpg.Record, dict]:
     """Organization `acme` and its owner's Authorization headers."""
-    owner = await create_user(pool, "owner@example.com", has2fa=owner_2fa)
-    org = await create_org(pool, "acme", owner["id"], teams=("backend",))
+    owner, org = await owner_and_org(
+        pool, "acme", "owner@example.com", has2fa=owner_2fa, teams=("backend",)
+    )
     return org, await token_for(pool, owner["id"])
 
 
@@ -220,9 +228,9 @@ async def test_enforcements_are_for_owners_and_managers(client, pool, broker) ->
     response = await client.post("/api/0/organizations/acme/2fa-reminders/", headers=member_headers)
     assert response.status == 403
 
-    other_owner = await create_user(pool, "other@example.com", has2fa=True)
-    await create_org(pool, "other", other_owner["id"])
-    other_headers = await token_for(pool, other_owner["id"])
+    other_owner, _, other_headers = await owner_org_and_token(
+        pool, "other", "other@example.com", has2fa=True
+    )
     for run in (run_id, "999999", "nope"):
         response = await client.get(
             f"/api/0/organizations/other/2fa-enforcements/{run}/", headers=other_headers

@@ -13,7 +13,7 @@ from db.audit import Actor
 from jobs.enforcement import coordinate_run, remove_batch_now
 from jobs.exemptions import lapse
 from require2fa import organization_settings
-from tests.factories import add_member, create_org, create_user, token_for
+from tests.factories import add_member, create_user, owner_and_org, token_for
 
 
 def member_url(member_id: int) -> str:
@@ -25,8 +25,7 @@ def later(**delta) -> str:
 
 
 async def acme(pool, *, required: bool = False):
-    owner = await create_user(pool, "owner@example.com", has2fa=True)
-    org = await create_org(pool, "acme", owner["id"])
+    owner, org = await owner_and_org(pool, "acme", "owner@example.com", has2fa=True)
     if required:
         async with pool.acquire() as conn:
             await conn.execute(
@@ -205,10 +204,10 @@ async def test_an_exemption_lapsing_mid_run(client, pool, settings, broker, star
     async with pool.acquire() as conn, conn.transaction():
         change = await organization_settings.change_organization(
             conn,
+            organization_settings.SettingsChange(require_2fa=True),
             organization_id=org["id"],
             actor=Actor(user_id=owner["id"], label=owner["email"]),
             role="owner",
-            require_2fa=True,
         )
     run_id = change.run["id"]
     lost: list = []

@@ -8,6 +8,7 @@ from tests.factories import (
     create_org,
     create_user,
     link_in,
+    owner_and_org,
     remove_for_2fa,
     sign_in,
 )
@@ -24,8 +25,7 @@ async def test_home_signed_out_offers_the_ways_in(client) -> None:
 
 
 async def test_signing_in_lands_on_your_organizations(client, pool) -> None:
-    owner = await create_user(pool, "owner@example.com")
-    await create_org(pool, "acme", owner["id"])
+    owner, _ = await owner_and_org(pool, "acme", "owner@example.com")
     await create_org(pool, "other", (await create_user(pool, "x@example.com"))["id"])
     signed = await client.post(
         "/auth/login/",
@@ -68,8 +68,7 @@ async def test_new_organization_page_creates_it_with_you_as_owner(client, pool) 
 
 
 async def test_overview_shows_compliance_at_a_glance(client, pool, settings) -> None:
-    owner = await create_user(pool, "owner@example.com", has2fa=True)
-    org = await create_org(pool, "acme", owner["id"])
+    owner, org = await owner_and_org(pool, "acme", "owner@example.com", has2fa=True)
     for n in range(3):
         await add_member(pool, org["id"], await create_user(pool, f"m{n}@example.com", has2fa=True))
     gone = await add_member(pool, org["id"], await create_user(pool, "gone@example.com"))
@@ -86,8 +85,7 @@ async def test_overview_shows_compliance_at_a_glance(client, pool, settings) -> 
 
 
 async def test_first_invitation_says_join_and_a_removal_says_rejoin(client, pool, settings) -> None:
-    owner = await create_user(pool, "owner@example.com")
-    org = await create_org(pool, "acme", owner["id"])
+    owner, org = await owner_and_org(pool, "acme", "owner@example.com")
     assert (await sign_in(client, "owner@example.com")).status == 200
     invited = await client.post(
         f"/api/0/organizations/{org['slug']}/members/",

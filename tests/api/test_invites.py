@@ -15,9 +15,9 @@ from require2fa.invitations import REINVITE_LIMIT
 from tests.factories import (
     add_member,
     add_totp,
-    create_org,
     create_user,
     link_in,
+    owner_and_org,
     remove_for_2fa,
     sign_in,
     token_for,
@@ -53,8 +53,9 @@ async def audit_events(pool, member_id: int) -> list[tuple[str, dict]]:
 async def seed_org(pool, *, settings_of_alice: dict | None = None):
     """An organization requiring 2FA whose owner has it, and Alice (admin, backend team,
     notification settings) who has not."""
-    owner = await create_user(pool, "owner@example.com", has2fa=True)
-    org = await create_org(pool, "acme", owner["id"], teams=("backend", "frontend"))
+    owner, org = await owner_and_org(
+        pool, "acme", "owner@example.com", has2fa=True, teams=("backend", "frontend")
+    )
     async with pool.acquire() as conn:
         await conn.execute("update organizations set require_2fa = true where id = $1", org["id"])
     alice = await create_user(pool, "alice@example.com")
@@ -172,8 +173,9 @@ async def test_the_journey_from_the_switch(client, pool, settings, enforcement_w
     her email's link, 2FA set up through the API, and she is back with everything."""
     from jobs.broker import broker
 
-    owner = await create_user(pool, "owner@example.com", has2fa=True)
-    org = await create_org(pool, "acme", owner["id"], teams=("backend", "frontend"))
+    owner, org = await owner_and_org(
+        pool, "acme", "owner@example.com", has2fa=True, teams=("backend", "frontend")
+    )
     alice = await create_user(pool, "alice@example.com")
     member_id = await add_member(
         pool,
@@ -500,8 +502,7 @@ async def test_opening_someone_elses_link_then_enrolling_joins_nothing(client, p
     """A victim opens the link an attacker sent themselves, later sets up 2FA: they are shown
     the "Join {org}" step with the address the invitation was sent to, and joined only when
     they press Join."""
-    attacker = await create_user(pool, "mallory@example.com", has2fa=True)
-    await create_org(pool, "evil", attacker["id"])
+    attacker, _ = await owner_and_org(pool, "evil", "mallory@example.com", has2fa=True)
     member_id, link = await invite_link(client, pool, attacker["id"], "evil", "mal2@example.com")
     victim = await create_user(pool, "victim@example.com")
 
@@ -526,8 +527,7 @@ async def test_opening_someone_elses_link_then_enrolling_joins_nothing(client, p
 
 
 async def test_the_security_page_offers_the_join_step_and_joins_nothing(client, pool) -> None:
-    owner = await create_user(pool, "owner@example.com", has2fa=True)
-    await create_org(pool, "acme", owner["id"])
+    owner, _ = await owner_and_org(pool, "acme", "owner@example.com", has2fa=True)
     _, link = await invite_link(client, pool, owner["id"], "acme", "someone@example.com")
     page_link = link.replace("/api/0/accept-invite/", "/accept/")
     carol = await create_user(pool, "carol@example.com")

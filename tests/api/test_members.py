@@ -5,12 +5,11 @@ from __future__ import annotations
 import asyncio
 import re
 
-from tests.factories import add_member, create_org, create_user, link_in, token_for
+from tests.factories import add_member, create_org, create_user, link_in, owner_and_org, token_for
 
 
 async def _org_with_owner(pool, *, teams=("backend", "frontend")):
-    owner = await create_user(pool, "owner@example.com", has2fa=True)
-    org = await create_org(pool, "acme", owner["id"], teams=teams)
+    owner, org = await owner_and_org(pool, "acme", "owner@example.com", has2fa=True, teams=teams)
     return owner, org, await token_for(pool, owner["id"])
 
 
@@ -115,8 +114,7 @@ async def test_pages_stay_in_their_organization_with_has2fa(client, pool) -> Non
     """Cursor pages read the organization's own rows: an organization created before it (whose
     members interleave with its own) and one created after it do not leak in, and has2fa is each
     member's own."""
-    other_owner = await create_user(pool, "other@example.com", has2fa=True)
-    beside = await create_org(pool, "beside", other_owner["id"])
+    other_owner, beside = await owner_and_org(pool, "beside", "other@example.com", has2fa=True)
     _, org, headers = await _org_with_owner(pool)
     expected = {"owner@example.com": True}
     for i in range(6):

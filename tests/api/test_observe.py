@@ -7,7 +7,7 @@ import re
 import dramatiq
 from structlog.testing import capture_logs
 
-from tests.factories import add_member, create_org, create_user, remove_for_2fa
+from tests.factories import add_member, create_user, owner_and_org, remove_for_2fa
 
 
 def sample(text: str, name: str, **labels: str) -> float | None:
@@ -22,8 +22,7 @@ def sample(text: str, name: str, **labels: str) -> float | None:
 
 
 async def test_one_access_line_per_request_with_the_token_redacted(client, pool, settings) -> None:
-    owner = await create_user(pool, "owner@example.com")
-    org = await create_org(pool, "acme", owner["id"])
+    owner, org = await owner_and_org(pool, "acme", "owner@example.com")
     member_id = await add_member(pool, org["id"], await create_user(pool, "a@example.com"))
     link = await remove_for_2fa(pool, member_id, settings)
     token = link.rstrip("/").rsplit("/", 1)[1]
@@ -50,8 +49,7 @@ async def test_metrics_count_requests_the_outbox_and_the_workers(
 ) -> None:
     await client.get("/healthz")
     await client.get("/api/0/nothing/")
-    owner = await create_user(pool, "owner@example.com")
-    org = await create_org(pool, "acme", owner["id"])
+    owner, org = await owner_and_org(pool, "acme", "owner@example.com")
     member_id = await add_member(pool, org["id"], await create_user(pool, "a@example.com"))
     await remove_for_2fa(pool, member_id, settings)  # one email waiting in the outbox
 

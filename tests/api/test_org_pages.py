@@ -9,9 +9,9 @@ from db import audit
 from require2fa.organization_settings import NEEDS_PERSONAL_2FA, NOT_WITH_SSO, OWNERS_ONLY
 from tests.factories import (
     add_member,
-    create_org,
     create_user,
     enroll_totp,
+    owner_and_org,
     remove_for_2fa,
     sign_in,
 )
@@ -27,8 +27,7 @@ async def signed_in(client, email: str) -> None:
 
 
 async def test_only_an_owner_with_2fa_and_no_sso_may_turn_it_on(client, pool) -> None:
-    owner = await create_user(pool, "owner@example.com")
-    org = await create_org(pool, "acme", owner["id"])
+    owner, org = await owner_and_org(pool, "acme", "owner@example.com")
     manager = await create_user(pool, "manager@example.com")
     await add_member(pool, org["id"], manager, role="manager")
 
@@ -62,8 +61,7 @@ async def test_only_an_owner_with_2fa_and_no_sso_may_turn_it_on(client, pool) ->
 
 
 async def test_confirm_step_counts_then_turning_it_on_starts_a_run(client, pool) -> None:
-    owner = await create_user(pool, "owner@example.com")
-    org = await create_org(pool, "acme", owner["id"])
+    owner, org = await owner_and_org(pool, "acme", "owner@example.com")
     for email in ("alice@example.com", "bob@example.com"):
         await add_member(pool, org["id"], await create_user(pool, email))
     await add_member(pool, org["id"], await create_user(pool, "carol@example.com", has2fa=True))
@@ -101,8 +99,9 @@ async def test_confirm_step_counts_then_turning_it_on_starts_a_run(client, pool)
 async def test_members_page_shows_2fa_and_pending_and_a_manager_resends(
     client, pool, settings
 ) -> None:
-    owner = await create_user(pool, "owner@example.com", has2fa=True)
-    org = await create_org(pool, "acme", owner["id"], teams=("backend",))
+    owner, org = await owner_and_org(
+        pool, "acme", "owner@example.com", has2fa=True, teams=("backend",)
+    )
     await add_member(
         pool, org["id"], await create_user(pool, "manager@example.com"), role="manager"
     )
@@ -167,8 +166,7 @@ async def test_members_page_shows_2fa_and_pending_and_a_manager_resends(
 async def test_audit_log_page_filters_by_event_for_owners_and_managers(
     client, pool, settings
 ) -> None:
-    owner = await create_user(pool, "owner@example.com")
-    org = await create_org(pool, "acme", owner["id"])
+    owner, org = await owner_and_org(pool, "acme", "owner@example.com")
     alice_id = await add_member(pool, org["id"], await create_user(pool, "alice@example.com"))
     await add_member(pool, org["id"], await create_user(pool, "bob@example.com"))
     async with pool.acquire() as conn:
@@ -206,8 +204,7 @@ async def test_audit_log_page_filters_by_event_for_owners_and_managers(
 
 
 async def test_admin_forms_from_another_site_are_refused(client, pool, settings) -> None:
-    owner = await create_user(pool, "owner@example.com")
-    org = await create_org(pool, "acme", owner["id"])
+    owner, org = await owner_and_org(pool, "acme", "owner@example.com")
     alice_id = await add_member(pool, org["id"], await create_user(pool, "alice@example.com"))
     await remove_for_2fa(pool, alice_id, settings)
     await signed_in(client, "owner@example.com")

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from tests.factories import create_org, create_user, sign_in, token_for
+from tests.factories import create_org, create_user, owner_org_and_token, sign_in, token_for
 
 
 async def test_create_and_get_organization(client, pool) -> None:
@@ -51,9 +51,7 @@ async def test_session_sign_in_works_like_a_token(client, pool) -> None:
 
 
 async def test_teams(client, pool) -> None:
-    owner = await create_user(pool, "owner@example.com")
-    await create_org(pool, "acme", owner["id"])
-    headers = await token_for(pool, owner["id"])
+    owner, _, headers = await owner_org_and_token(pool, "acme", "owner@example.com")
     made = await client.post(
         "/api/0/organizations/acme/teams/", json={"name": "Backend"}, headers=headers
     )

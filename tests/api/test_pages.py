@@ -12,8 +12,8 @@ import pyotp
 from tests.factories import (
     PASSWORD,
     add_member,
-    create_org,
     create_user,
+    owner_and_org,
     remove_for_2fa,
     totp_code,
 )
@@ -21,8 +21,9 @@ from tests.factories import (
 
 async def seed(pool, settings, *, require_2fa: bool = True):
     """Acme (requiring 2FA or not), its owner, and Alice removed from it; her link's path."""
-    owner = await create_user(pool, "owner@example.com", has2fa=True)
-    org = await create_org(pool, "acme", owner["id"], teams=("backend",))
+    owner, org = await owner_and_org(
+        pool, "acme", "owner@example.com", has2fa=True, teams=("backend",)
+    )
     async with pool.acquire() as conn:
         await conn.execute(
             "update organizations set require_2fa = $2 where id = $1", org["id"], require_2fa
@@ -114,8 +115,7 @@ async def test_the_whole_way_back_in_through_pages(client, pool, settings) -> No
 
 
 async def test_register_then_rejoin_with_the_button(client, pool, settings) -> None:
-    owner = await create_user(pool, "owner@example.com")
-    org = await create_org(pool, "acme", owner["id"])
+    owner, org = await owner_and_org(pool, "acme", "owner@example.com")
     # Bob's old membership is pending under his email, from before the account it was removed
     # from was recorded (so the link is not tied to one account).
     bob = await create_user(pool, "bob@example.com")
@@ -147,8 +147,7 @@ async def test_register_then_rejoin_with_the_button(client, pool, settings) -> N
 
 
 async def test_organization_page_asks_a_member_without_2fa_to_set_it_up(client, pool) -> None:
-    owner = await create_user(pool, "owner@example.com")
-    org = await create_org(pool, "acme", owner["id"])
+    owner, org = await owner_and_org(pool, "acme", "owner@example.com")
     async with pool.acquire() as conn:
         await conn.execute("update organizations set require_2fa = true where id = $1", org["id"])
     await client.post("/auth/login/", data={"email": "owner@example.com", "password": PASSWORD})

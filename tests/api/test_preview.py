@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from tests.factories import add_member, create_org, create_user, token_for
+from tests.factories import add_member, create_user, owner_and_org, token_for
 
 URL = "/api/0/organizations/acme/2fa-compliance/"
 
 
 async def test_a_manager_without_2fa_is_counted_even_when_asking(client, pool) -> None:
-    owner = await create_user(pool, "owner@example.com")  # no 2FA yet: counted for a manager
-    org = await create_org(pool, "acme", owner["id"])
+    # The owner has no 2FA yet: counted for a manager.
+    owner, org = await owner_and_org(pool, "acme", "owner@example.com")
     manager = await create_user(pool, "manager@example.com")
     await add_member(pool, org["id"], manager, role="manager")
     alice = await create_user(pool, "alice@example.com")
@@ -31,8 +31,7 @@ async def test_a_manager_without_2fa_is_counted_even_when_asking(client, pool) -
 
 
 async def test_is_noncompliant_lists_who_a_run_would_remove(client, pool) -> None:
-    owner = await create_user(pool, "owner@example.com", has2fa=True)
-    org = await create_org(pool, "acme", owner["id"])
+    owner, org = await owner_and_org(pool, "acme", "owner@example.com", has2fa=True)
     for email in ("alice@example.com", "bot@example.com"):
         user = await create_user(pool, email)
         await add_member(pool, org["id"], user)
@@ -51,11 +50,10 @@ async def test_is_noncompliant_lists_who_a_run_would_remove(client, pool) -> Non
 
 async def test_the_noncompliant_condition_plans_as_an_anti_join(pool) -> None:
     """`compliance.noncompliant_sql` keeps `not exists` at the top of the where list (a negated
-    `compliant_sql`, with its `or`, is planned as a subplan per member instead)."""
+    "exempt or has a factor", with its `or`, is planned as a subplan per member instead)."""
     from db.counts import NONCOMPLIANT_SQL
 
-    owner = await create_user(pool, "owner@example.com")
-    org = await create_org(pool, "acme", owner["id"])
+    owner, org = await owner_and_org(pool, "acme", "owner@example.com")
     async with pool.acquire() as conn:
         plan = await conn.fetch(
             f"""explain select count(*) from members m join users u on u.id = m.user_id

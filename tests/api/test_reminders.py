@@ -10,7 +10,7 @@ from click.testing import CliRunner
 from commands.cli import main
 from commands.seed import seed
 from db import reminders
-from tests.factories import add_member, create_org, create_user, token_for
+from tests.factories import add_member, create_user, owner_and_org, token_for
 
 
 @pytest.fixture
@@ -19,8 +19,7 @@ def worker(start_worker):
 
 
 async def acme(pool):
-    owner = await create_user(pool, "owner@example.com", has2fa=True)
-    org = await create_org(pool, "acme", owner["id"])
+    owner, org = await owner_and_org(pool, "acme", "owner@example.com", has2fa=True)
     for i in range(3):
         user = await create_user(pool, f"user{i}@example.com", has2fa=i == 0)
         await add_member(pool, org["id"], user)

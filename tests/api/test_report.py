@@ -8,14 +8,20 @@ import io
 from click.testing import CliRunner
 
 from db import report
-from tests.factories import add_member, add_totp, create_org, create_user, token_for
+from tests.factories import add_member, add_totp, create_user, owner_and_org, token_for
 
 URL = "/api/0/organizations/acme/2fa-compliance/"
 
 
 async def acme(pool):
-    owner = await create_user(pool, "owner@example.com", name="Olive Owner", has2fa=True)
-    org = await create_org(pool, "acme", owner["id"], teams=("backend", "frontend"))
+    owner, org = await owner_and_org(
+        pool,
+        "acme",
+        "owner@example.com",
+        name="Olive Owner",
+        has2fa=True,
+        teams=("backend", "frontend"),
+    )
     return org, owner, await token_for(pool, owner["id"])
 
 

@@ -8,10 +8,10 @@ import pytest
 
 from tests.factories import (
     add_member,
-    create_org,
     create_user,
     enroll_totp,
     link_in,
+    owner_and_org,
     sign_in,
     token_for,
 )
@@ -22,8 +22,9 @@ def url(member_id: int, slug: str = "acme") -> str:
 
 
 async def acme(pool, *, required: bool = False):
-    owner = await create_user(pool, "owner@example.com", has2fa=True)
-    org = await create_org(pool, "acme", owner["id"], teams=("backend",))
+    owner, org = await owner_and_org(
+        pool, "acme", "owner@example.com", has2fa=True, teams=("backend",)
+    )
     if required:
         async with pool.acquire() as conn:
             await conn.execute(
@@ -125,8 +126,7 @@ async def test_where_required_the_member_is_removed_at_once_and_can_rejoin(
 async def test_a_user_in_two_organizations_is_a_409_and_nothing_changes(client, pool) -> None:
     org, _owner, headers = await acme(pool)
     alice, member_id, _ = await enrolled_member(client, pool, org["id"])
-    other_owner = await create_user(pool, "other@example.com", has2fa=True)
-    other = await create_org(pool, "other", other_owner["id"])
+    other_owner, other = await owner_and_org(pool, "other", "other@example.com", has2fa=True)
     await add_member(pool, other["id"], alice)
     before = len(await outbox_rows(pool))
 

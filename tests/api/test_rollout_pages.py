@@ -5,15 +5,14 @@ from __future__ import annotations
 
 import asyncio
 
-from tests.factories import add_member, create_org, create_user, enroll_totp, sign_in
+from tests.factories import add_member, create_user, enroll_totp, owner_and_org, sign_in
 
 SETTINGS = "/organizations/acme/settings/"
 MEMBERS = "/organizations/acme/members/"
 
 
 async def owner_signed_in(client, pool):
-    owner = await create_user(pool, "owner@example.com")
-    org = await create_org(pool, "acme", owner["id"])
+    owner, org = await owner_and_org(pool, "acme", "owner@example.com")
     response = await sign_in(client, "owner@example.com")
     assert response.status == 200
     await enroll_totp(client)
@@ -49,8 +48,7 @@ async def test_send_reminders_from_the_settings_page_and_the_dialog(
 
 
 async def test_a_member_cannot_send_reminders(client, pool) -> None:
-    owner = await create_user(pool, "owner@example.com", has2fa=True)
-    org = await create_org(pool, "acme", owner["id"])
+    owner, org = await owner_and_org(pool, "acme", "owner@example.com", has2fa=True)
     bob = await create_user(pool, "bob@example.com")
     await add_member(pool, org["id"], bob)
     await sign_in(client, "bob@example.com")
@@ -88,8 +86,7 @@ async def test_reset_2fa_from_the_members_page(client, pool) -> None:
     # In another organization too: the page says why not, and nothing changes.
     bob = await create_user(pool, "bob@example.com", has2fa=True)
     bob_member = await add_member(pool, org["id"], bob)
-    other_owner = await create_user(pool, "other@example.com", has2fa=True)
-    other = await create_org(pool, "other", other_owner["id"])
+    other_owner, other = await owner_and_org(pool, "other", "other@example.com", has2fa=True)
     await add_member(pool, other["id"], bob)
     refused = await client.post(
         f"/organizations/acme/members/{bob_member}/reset-2fa/", data={"confirmed": "yes"}

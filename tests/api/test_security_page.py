@@ -16,7 +16,7 @@ from structlog.testing import capture_logs
 
 from require2fa.factors import LAST_FACTOR
 from tests.api.test_authenticators import _sent_code
-from tests.factories import PASSWORD, add_member, create_org, create_user
+from tests.factories import PASSWORD, add_member, owner_and_org
 from tests.softkey import SoftKey
 
 PHONE = "+14155550123"
@@ -104,8 +104,7 @@ async def test_every_factor_is_added_listed_renamed_and_removed(client, pool) ->
     assert not set(re.findall(r"<li>([0-9a-z]{5}-[0-9a-z]{5})</li>", page)) & set(codes)
 
     # Under a requirement the last factor stays, with the contract's sentence.
-    owner = await create_user(pool, "owner@example.com", has2fa=True)
-    org = await create_org(pool, "acme", owner["id"])
+    owner, org = await owner_and_org(pool, "acme", "owner@example.com", has2fa=True)
     async with pool.acquire() as conn:
         ada = await conn.fetchrow("select * from users where email = 'ada@example.com'")
         await conn.execute("update organizations set require_2fa = true")

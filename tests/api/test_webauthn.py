@@ -12,7 +12,7 @@ import redis.asyncio as aioredis
 from api.app import create_app
 from require2fa.factors import LAST_FACTOR
 from require2fa.security_keys import KEY_NOT_ACCEPTED, KEY_TAKEN
-from tests.factories import PASSWORD, add_member, create_org, create_user, sign_in
+from tests.factories import PASSWORD, add_member, create_user, owner_and_org, sign_in
 from tests.softkey import SoftKey, b64url, unb64url
 
 BASE = "/api/0/users/me/authenticators/"
@@ -341,8 +341,7 @@ async def test_keys_are_renamed_and_removed_under_the_last_factor_rule(client, p
         )
     assert (await client.put(f"{BASE}{theirs}/", json={"name": "mine"})).status == 404
 
-    owner = await create_user(pool, "owner@example.com", has2fa=True)
-    org = await create_org(pool, "acme", owner["id"])
+    owner, org = await owner_and_org(pool, "acme", "owner@example.com", has2fa=True)
     async with pool.acquire() as conn:
         ada = await conn.fetchrow("select * from users where id = $1", user_id)
     await add_member(pool, org["id"], ada)
@@ -357,8 +356,7 @@ async def test_keys_are_renamed_and_removed_under_the_last_factor_rule(client, p
 
 
 async def test_a_key_counts_for_compliance_and_invitees(client, pool) -> None:
-    owner = await create_user(pool, "owner@example.com", has2fa=True)
-    org = await create_org(pool, "acme", owner["id"])
+    owner, org = await owner_and_org(pool, "acme", "owner@example.com", has2fa=True)
     user_id = await _register_user(client)
     await _add_key(client, SoftKey())
     async with pool.acquire() as conn:

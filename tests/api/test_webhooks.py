@@ -11,7 +11,15 @@ import pytest
 from api.app import create_app
 from jobs import webhooks as webhook_jobs
 from require2fa import webhooks
-from tests.factories import PASSWORD, add_member, create_org, create_user, sign_in, token_for
+from tests.factories import (
+    PASSWORD,
+    add_member,
+    create_user,
+    owner_and_org,
+    owner_org_and_token,
+    sign_in,
+    token_for,
+)
 from tests.webhook_receiver import Answer, Receiver
 
 HOOKS = "/api/0/organizations/acme/webhooks/"
@@ -20,8 +28,7 @@ SETTINGS = "/organizations/acme/settings/"
 
 @pytest.fixture
 async def owner(pool):
-    user = await create_user(pool, "owner@acme.test", has2fa=True)
-    org = await create_org(pool, "acme", user["id"])
+    user, org = await owner_and_org(pool, "acme", "owner@acme.test", has2fa=True)
     return {"user": user, "org": org, "headers": await token_for(pool, user["id"])}
 
 
@@ -103,9 +110,9 @@ async def test_owners_only(client, pool, owner) -> None:
 
     # Outsiders do not learn that the organization exists; another organization's webhook is
     # not found through this one.
-    stranger = await create_user(pool, "stranger@else.test", has2fa=True)
-    other = await create_org(pool, "else", stranger["id"])
-    stranger_headers = await token_for(pool, stranger["id"])
+    stranger, other, stranger_headers = await owner_org_and_token(
+        pool, "else", "stranger@else.test", has2fa=True
+    )
     assert (await client.get(HOOKS, headers=stranger_headers)).status == 404
     else_hook = await client.post(
         "/api/0/organizations/else/webhooks/",

@@ -10,7 +10,13 @@ from urllib.parse import urlsplit
 import pyotp
 import pytest
 
-from tests.factories import PASSWORD, add_member, create_org, create_user, remove_for_2fa
+from tests.factories import (
+    PASSWORD,
+    add_member,
+    create_user,
+    owner_and_org,
+    remove_for_2fa,
+)
 
 pytestmark = pytest.mark.browser
 
@@ -21,8 +27,9 @@ async def test_removed_member_comes_back_through_the_pages(
     base = live_server
     settings = settings.replace(base_url=base)
 
-    owner = await create_user(pool, "owner@example.com", has2fa=True)
-    org = await create_org(pool, "acme", owner["id"], teams=("backend",))
+    owner, org = await owner_and_org(
+        pool, "acme", "owner@example.com", has2fa=True, teams=("backend",)
+    )
     async with pool.acquire() as conn:
         await conn.execute("update organizations set require_2fa = true where id = $1", org["id"])
     alice = await create_user(pool, "alice@example.com")

@@ -12,7 +12,7 @@ import pytest
 
 from commands.devstack import free_port
 from tests.browser.conftest import CHROMIUM, HAVE_CHROMIUM, _unavailable
-from tests.factories import PASSWORD, add_member, create_org, create_user
+from tests.factories import PASSWORD, add_member, create_user, owner_and_org
 
 pytestmark = pytest.mark.browser
 
@@ -49,8 +49,7 @@ async def test_owner_schedules_from_the_settings_page_and_a_member_sees_the_bann
     port = free_port()
     base = f"http://127.0.0.1:{port}"
     await aiohttp_server(create_app(settings.replace(base_url=base)), port=port)
-    owner = await create_user(pool, "owner@example.com")
-    org = await create_org(pool, "acme", owner["id"])
+    owner, org = await owner_and_org(pool, "acme", "owner@example.com")
     alice = await create_user(pool, "alice@example.com", name="Alice Example")
     await add_member(pool, org["id"], alice)
 

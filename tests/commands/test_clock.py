@@ -16,7 +16,7 @@ from apscheduler.triggers.cron import CronTrigger
 from apscheduler.triggers.interval import IntervalTrigger
 
 from commands.clock import Clock, build_scheduler, schedule, sending_broker
-from tests.factories import add_member, create_org, create_user, remove_for_2fa
+from tests.factories import add_member, create_user, owner_and_org, remove_for_2fa
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -149,8 +149,7 @@ def worker(start_worker) -> dramatiq.Worker:
 async def test_two_clocks_send_one_reminder(clocks, pool, settings, worker) -> None:
     from jobs.broker import broker
 
-    owner = await create_user(pool, "owner@example.com", has2fa=True)
-    org = await create_org(pool, "acme", owner["id"])
+    owner, org = await owner_and_org(pool, "acme", "owner@example.com", has2fa=True)
     alice = await create_user(pool, "alice@example.com")
     member_id = await add_member(pool, org["id"], alice)
     await remove_for_2fa(pool, member_id, settings.replace(reinstatement_window=timedelta(days=5)))

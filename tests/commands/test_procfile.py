@@ -18,7 +18,7 @@ import aiohttp
 import pytest
 
 from commands.devstack import free_port
-from tests.factories import add_member, create_org, create_user, token_for
+from tests.factories import add_member, create_user, owner_and_org, token_for
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(240)]
 ROOT = Path(__file__).resolve().parents[2]
@@ -92,8 +92,7 @@ async def test_honcho_runs_the_procfile_end_to_end(
             stderr=subprocess.STDOUT,
         )
     try:
-        owner = await create_user(pool, "owner@example.com", has2fa=True)
-        org = await create_org(pool, "procfile", owner["id"])
+        owner, org = await owner_and_org(pool, "procfile", "owner@example.com", has2fa=True)
         for n in range(30):
             await add_member(pool, org["id"], await create_user(pool, f"m{n}@example.com"))
         headers = await token_for(pool, owner["id"])

@@ -16,7 +16,13 @@ import redis as sync_redis
 
 from require2fa.invitations import REINVITE_LIMIT
 from tests.conftest import NAMESPACE, Mailbox
-from tests.factories import add_member, create_org, create_user, remove_for_2fa, token_for
+from tests.factories import (
+    add_member,
+    create_user,
+    owner_and_org,
+    remove_for_2fa,
+    token_for,
+)
 
 LINK = re.compile(r"/accept/(\d+)/([A-Za-z0-9_\-]+)/")
 
@@ -44,8 +50,7 @@ async def all_sent(pool: asyncpg.Pool) -> None:
 
 
 async def org_with_removed(pool, settings, count: int) -> tuple[dict[str, str], list[int]]:
-    owner = await create_user(pool, "owner@example.com", has2fa=True)
-    org = await create_org(pool, "acme", owner["id"])
+    owner, org = await owner_and_org(pool, "acme", "owner@example.com", has2fa=True)
     async with pool.acquire() as conn:
         await conn.execute("update organizations set require_2fa = true where id = $1", org["id"])
     removed = []

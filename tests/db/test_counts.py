@@ -18,7 +18,7 @@ from db.audit import Actor
 from jobs.enforcement import coordinate_run, remove_batch_now
 from require2fa import compliance, organization_settings
 from require2fa.security import new_token, token_hash
-from tests.factories import create_org, create_user
+from tests.factories import create_org, create_user, owner_and_org
 
 LEVELS = (None, *compliance.LEVELS)
 
@@ -99,8 +99,7 @@ async def _webauthn(conn: asyncpg.Connection, user_id: int) -> int:
 
 
 async def test_the_maintained_count_follows_every_change(pool: asyncpg.Pool, settings) -> None:
-    owner = await create_user(pool, "owner@counts.test", has2fa=True)
-    org = await create_org(pool, "counts", owner["id"])
+    owner, org = await owner_and_org(pool, "counts", "owner@counts.test", has2fa=True)
     other = await create_org(pool, "other", owner["id"])
     people = {
         name: await create_user(pool, f"{name}@counts.test")
@@ -203,10 +202,10 @@ async def test_the_maintained_count_follows_every_change(pool: asyncpg.Pool, set
     async with pool.acquire() as conn, conn.transaction():
         change = await organization_settings.change_organization(
             conn,
+            organization_settings.SettingsChange(require_2fa=True),
             organization_id=org["id"],
             actor=Actor(user_id=owner["id"], label=owner["email"], ip_address="127.0.0.1"),
             role="owner",
-            require_2fa=True,
         )
     assert change.run is not None
     sent: list[tuple[int, int]] = []
@@ -278,8 +277,7 @@ async def assert_counts_agree_on(conn: asyncpg.Connection) -> None:
 async def test_a_factor_and_a_membership_changing_at_once(pool: asyncpg.Pool, first: str) -> None:
     """A user's factor enrolled while their membership goes (or comes): whichever commits
     first, the other waits for it on the user's row and reads what it wrote."""
-    owner = await create_user(pool, "owner@race.test", has2fa=True)
-    org = await create_org(pool, "race", owner["id"])
+    owner, org = await owner_and_org(pool, "race", "owner@race.test", has2fa=True)
     user = await create_user(pool, "racer@race.test")
     member_id = await _active(pool, org["id"], user)
     async with pool.acquire() as one, pool.acquire() as two:

@@ -169,10 +169,10 @@ async def turn_on(pool: asyncpg.Pool, org: Org) -> int:
     async with pool.acquire() as conn, conn.transaction():
         change = await organization_settings.change_organization(
             conn,
+            organization_settings.SettingsChange(require_2fa=True),
             organization_id=org.id,
             actor=Actor(user_id=org.owner["id"], label=org.owner["email"], ip_address="127.0.0.1"),
             role="owner",
-            require_2fa=True,
         )
     assert change.started and change.run is not None
     return int(change.run["id"])

@@ -25,7 +25,7 @@ from db.audit import Actor
 from jobs.enforcement import coordinate, coordinate_run, remove_batch, remove_batch_now, sweep_now
 from require2fa import organization_settings
 from require2fa.security import token_hash
-from tests.factories import add_member, add_totp, create_org, create_user, link_in
+from tests.factories import add_member, add_totp, create_user, link_in, owner_and_org
 
 SEEDED = 2_500  # three batches of 1,000
 
@@ -43,10 +43,10 @@ async def start_run(pool: asyncpg.Pool, org_id: int, owner: asyncpg.Record) -> i
     async with pool.acquire() as conn, conn.transaction():
         change = await organization_settings.change_organization(
             conn,
+            organization_settings.SettingsChange(require_2fa=True),
             organization_id=org_id,
             actor=Actor(user_id=owner["id"], label=owner["email"], ip_address="127.0.0.1"),
             role="owner",
-            require_2fa=True,
         )
     assert change.started and change.run is not None
     return change.run["id"]
@@ -139,8 +139,9 @@ async def test_run_removes_exactly_the_members_without_2fa(
 
 
 async def test_removal_keeps_the_row_and_writes_audit_and_email(pool, settings) -> None:
-    owner = await create_user(pool, "owner@example.com", has2fa=True)
-    org = await create_org(pool, "acme", owner["id"], teams=("backend", "web"))
+    owner, org = await owner_and_org(
+        pool, "acme", "owner@example.com", has2fa=True, teams=("backend", "web")
+    )
     alice = await create_user(pool, "alice@example.com")
     alice_id = await add_member(
         pool, org["id"], alice, role="admin", teams=("web", "backend"), settings={"deploy": "all"}
@@ -229,8 +230,7 @@ async def test_removal_keeps_the_row_and_writes_audit_and_email(pool, settings) 
 
 
 async def test_enrollment_committed_before_the_batch_is_not_removed(pool, settings) -> None:
-    owner = await create_user(pool, "owner@example.com", has2fa=True)
-    org = await create_org(pool, "acme", owner["id"])
+    owner, org = await owner_and_org(pool, "acme", "owner@example.com", has2fa=True)
     early = await create_user(pool, "early@example.com")
     early_id = await add_member(pool, org["id"], early)
     racing = await create_user(pool, "racing@example.com")
@@ -431,7 +431,12 @@ async def test_turning_the_switch_off_stops_removals(pool, settings) -> None:
     actor = Actor(user_id=owner["id"], label=owner["email"])
     async with pool.acquire() as conn, conn.transaction():
         await organization_settings.change_organization(
-            conn, organization_id=org_id, actor=actor, role="owner", require_2fa=False
+            conn,
+            organization_settings.SettingsChange(require_2fa=False),
+            organization_id=org_id,
+            actor=actor,
+            role="owner",
+            recently_authenticated=True,
         )
     for batch_no in (1, 2, 1):
         assert await remove_batch_now(pool, settings, run_id, batch_no) is None
@@ -470,10 +475,11 @@ async def test_switch_turned_off_waits_for_the_batch_in_flight(pool, settings) -
         async with pool.acquire() as conn, conn.transaction():
             await organization_settings.change_organization(
                 conn,
+                organization_settings.SettingsChange(require_2fa=False),
                 organization_id=org_id,
                 actor=Actor(user_id=owner["id"]),
                 role="owner",
-                require_2fa=False,
+                recently_authenticated=True,
             )
 
     switching = asyncio.create_task(turn_off())
@@ -599,8 +605,7 @@ async def test_enforce_and_status_commands(pool, settings, database, broker, sta
 
     from commands.cli import main
 
-    owner = await create_user(pool, "owner@example.com", has2fa=True)
-    org = await create_org(pool, "acme", owner["id"])
+    owner, org = await owner_and_org(pool, "acme", "owner@example.com", has2fa=True)
     for i in range(4):
         user = await create_user(pool, f"user{i}@example.com", has2fa=i < 2)
         await add_member(pool, org["id"], user)

@@ -17,14 +17,22 @@ import pytest
 from db import maintenance
 from require2fa import expiry
 from require2fa.settings import DEV_SECRET_KEY as KEY
-from tests.factories import add_member, create_org, create_user, link_in, remove_for_2fa, token_for
+from tests.factories import (
+    add_member,
+    create_user,
+    link_in,
+    owner_and_org,
+    remove_for_2fa,
+    token_for,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
 async def organization(pool, slug: str = "acme"):
-    owner = await create_user(pool, f"owner@{slug}.example", has2fa=True)
-    org = await create_org(pool, slug, owner["id"], teams=("backend", "frontend"))
+    owner, org = await owner_and_org(
+        pool, slug, f"owner@{slug}.example", has2fa=True, teams=("backend", "frontend")
+    )
     return owner, org
 
 

@@ -9,7 +9,7 @@ import pytest
 from db.audit import Actor
 from jobs.enforcement import coordinate_run, remove_batch
 from require2fa import organization_settings
-from tests.factories import add_member, create_org, create_user
+from tests.factories import add_member, create_user, owner_and_org
 
 pytestmark = pytest.mark.e2e
 
@@ -30,8 +30,7 @@ async def until_all_sent(pool, limit: float = 60.0) -> None:
 async def test_each_owner_gets_one_summary_even_when_the_last_batch_arrives_twice(
     pool, settings, broker, start_worker, mailbox
 ) -> None:
-    owner = await create_user(pool, "owner@example.com", has2fa=True)
-    org = await create_org(pool, "acme", owner["id"])
+    owner, org = await owner_and_org(pool, "acme", "owner@example.com", has2fa=True)
     other_owner = await create_user(pool, "second@example.com", has2fa=True)
     await add_member(pool, org["id"], other_owner, role="owner")
     without = []
@@ -44,10 +43,10 @@ async def test_each_owner_gets_one_summary_even_when_the_last_batch_arrives_twic
     async with pool.acquire() as conn, conn.transaction():
         change = await organization_settings.change_organization(
             conn,
+            organization_settings.SettingsChange(require_2fa=True),
             organization_id=org["id"],
             actor=Actor(user_id=owner["id"], label=owner["email"]),
             role="owner",
-            require_2fa=True,
         )
     run_id = change.run["id"]
     start_worker("enforcement", "email", threads=4)  # one worker process's queues
@@ -100,17 +99,16 @@ async def test_a_run_that_fails_gets_one_summary_from_the_next_sweeps(pool, sett
     from db import sweeper
     from jobs.enforcement import sweep_now
 
-    owner = await create_user(pool, "owner@example.com", has2fa=True)
-    org = await create_org(pool, "acme", owner["id"])
+    owner, org = await owner_and_org(pool, "acme", "owner@example.com", has2fa=True)
     user = await create_user(pool, "dev@example.com")
     await add_member(pool, org["id"], user)
     async with pool.acquire() as conn, conn.transaction():
         change = await organization_settings.change_organization(
             conn,
+            organization_settings.SettingsChange(require_2fa=True),
             organization_id=org["id"],
             actor=Actor(user_id=owner["id"], label=owner["email"]),
             role="owner",
-            require_2fa=True,
         )
     run_id = change.run["id"]
     await coordinate_run(pool, run_id, send=lambda *args: None)  # its batch message is lost

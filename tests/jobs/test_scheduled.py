@@ -14,7 +14,7 @@ from db import schedule
 from jobs.scheduled import scheduled
 from require2fa import scheduling
 from require2fa.emails import render
-from tests.factories import add_member, add_totp, create_org, create_user, token_for
+from tests.factories import add_member, add_totp, create_user, owner_and_org, token_for
 
 ORG = "/api/0/organizations/acme/"
 
@@ -24,8 +24,7 @@ def at(**delta) -> datetime:
 
 
 async def acme(pool):
-    owner = await create_user(pool, "owner@example.com", has2fa=True)
-    org = await create_org(pool, "acme", owner["id"])
+    owner, org = await owner_and_org(pool, "acme", "owner@example.com", has2fa=True)
     alice = await create_user(pool, "alice@example.com")
     alice_member = await add_member(pool, org["id"], alice)
     return org, owner, alice, alice_member, await token_for(pool, owner["id"])
@@ -254,8 +253,7 @@ async def test_the_banner_on_every_page_for_who_does_not_meet_it(client, pool) -
 
 async def test_the_tick_starts_a_due_run_once(pool, settings) -> None:
     """Two ticks at once on two connections: one starts the run."""
-    owner = await create_user(pool, "owner@example.com", has2fa=True)
-    org = await create_org(pool, "acme", owner["id"])
+    owner, org = await owner_and_org(pool, "acme", "owner@example.com", has2fa=True)
     async with pool.acquire() as conn:
         await conn.execute(
             """insert into enforcement_runs (organization_id, status, enforce_at)
@@ -275,8 +273,7 @@ async def test_the_tick_starts_a_due_run_once(pool, settings) -> None:
 
 
 async def test_enforce_at_from_the_command_line(pool, database) -> None:
-    owner = await create_user(pool, "owner@example.com", has2fa=True)
-    await create_org(pool, "acme", owner["id"])
+    owner, _ = await owner_and_org(pool, "acme", "owner@example.com", has2fa=True)
     from commands.cli import main
 
     runner = CliRunner()

@@ -7,15 +7,14 @@ import json
 
 import pytest
 
-from tests.factories import create_org, create_user, sign_in, token_for
+from tests.factories import owner_and_org, sign_in, token_for
 
 TEAMS = "/api/0/organizations/alpha/teams/"
 BODY = json.dumps({"slug": "evil", "name": "Evil"})
 
 
 async def _owner_signed_in(client, pool):
-    owner = await create_user(pool, "owner@example.com")
-    await create_org(pool, "alpha", owner["id"])
+    owner, _ = await owner_and_org(pool, "alpha", "owner@example.com")
     assert (await sign_in(client, "owner@example.com")).status == 200
     return owner
 
@@ -78,8 +77,7 @@ async def test_our_own_pages_requests_pass(client, pool) -> None:
 
 
 async def test_bearer_tokens_are_unaffected(client, pool) -> None:
-    owner = await create_user(pool, "owner@example.com")
-    await create_org(pool, "alpha", owner["id"])
+    owner, _ = await owner_and_org(pool, "alpha", "owner@example.com")
     headers = {
         **(await token_for(pool, owner["id"])),
         "Content-Type": "text/plain",

@@ -16,7 +16,7 @@ from api.app import create_app
 from jobs import email as email_jobs
 from jobs.enforcement import remove_batch_now
 from require2fa import email_contexts
-from tests.factories import add_member, create_org, create_user, link_in, token_for
+from tests.factories import add_member, create_user, link_in, owner_and_org, token_for
 from tests.jobs.test_enforcement import plan_without_sending, start_run
 
 LINK = re.compile(r"http://testserver/accept/(\d+)/([\w-]+)/")
@@ -55,8 +55,7 @@ async def test_no_token_at_rest_and_the_links_work(
     server = TestServer(create_app(settings))
     await server.start_server(access_log=None)
     client = await aiohttp_client(server)
-    owner = await create_user(pool, "owner@example.com", has2fa=True)
-    org = await create_org(pool, "acme", owner["id"])
+    owner, org = await owner_and_org(pool, "acme", "owner@example.com", has2fa=True)
     for name in ("alice", "bob", "carol"):
         await add_member(pool, org["id"], await create_user(pool, f"{name}@example.com"))
     headers = await token_for(pool, owner["id"])

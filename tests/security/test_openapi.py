@@ -31,7 +31,7 @@ from api.serializers import (
     serialize_user,
     serialize_webhook,
 )
-from tests.factories import create_org, create_user, token_for
+from tests.factories import owner_org_and_token
 
 NOW = datetime(2026, 12, 6, 7, 0, tzinfo=UTC)
 DOCUMENT = build()
@@ -237,9 +237,7 @@ def test_a_key_the_schema_does_not_list_fails() -> None:
 async def test_the_csv_report_refuses_what_the_json_one_refuses(client, pool, query) -> None:
     """The document says `per_page` is 1 to 1000 and `cursor` an id for either format; the CSV
     answered 200 to any of them (found by the fuzzing)."""
-    owner = await create_user(pool, "owner@example.com", has2fa=True)
-    await create_org(pool, "alpha", owner["id"])
-    headers = await token_for(pool, owner["id"])
+    owner, _, headers = await owner_org_and_token(pool, "alpha", "owner@example.com", has2fa=True)
     for fmt in ("json", "csv"):
         response = await client.get(
             f"/api/0/organizations/alpha/2fa-compliance/?format={fmt}&{query}", headers=headers

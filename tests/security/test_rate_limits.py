@@ -13,7 +13,14 @@ import pytest
 from api.forwarded import client_address
 from require2fa.accounts import LOGIN_LIMIT
 from require2fa.invitations import ACCEPT_LIMIT, REINVITE_LIMIT
-from tests.factories import PASSWORD, add_member, create_org, create_user, remove_for_2fa, token_for
+from tests.factories import (
+    PASSWORD,
+    add_member,
+    create_user,
+    owner_and_org,
+    remove_for_2fa,
+    token_for,
+)
 
 LOGIN = "/api/0/auth/login/"
 
@@ -98,10 +105,8 @@ def test_client_address(peer: str, forwarded: list[str], expected: str) -> None:
 
 
 async def test_resend_is_limited_per_organization_and_member(client, pool, settings) -> None:
-    owner = await create_user(pool, "owner@example.com", has2fa=True)
-    org = await create_org(pool, "acme", owner["id"])
-    other_owner = await create_user(pool, "eve@example.com", has2fa=True)
-    await create_org(pool, "evil", other_owner["id"])
+    owner, org = await owner_and_org(pool, "acme", "owner@example.com", has2fa=True)
+    other_owner, _ = await owner_and_org(pool, "evil", "eve@example.com", has2fa=True)
     alice = await create_user(pool, "alice@example.com")
     member_id = await add_member(pool, org["id"], alice)
     await remove_for_2fa(pool, member_id, settings)
@@ -125,8 +130,7 @@ async def test_resend_is_limited_per_organization_and_member(client, pool, setti
 
 async def test_accept_links_are_limited_per_address(proxied_client, pool, settings) -> None:
     client = proxied_client
-    owner = await create_user(pool, "owner@example.com", has2fa=True)
-    org = await create_org(pool, "acme", owner["id"])
+    owner, org = await owner_and_org(pool, "acme", "owner@example.com", has2fa=True)
     member_id = await add_member(pool, org["id"], await create_user(pool, "alice@example.com"))
     await remove_for_2fa(pool, member_id, settings)
 

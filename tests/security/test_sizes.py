@@ -5,7 +5,14 @@ from __future__ import annotations
 
 import pytest
 
-from tests.factories import add_member, create_org, create_user, sign_in, token_for
+from tests.factories import (
+    add_member,
+    create_user,
+    owner_and_org,
+    owner_org_and_token,
+    sign_in,
+    token_for,
+)
 
 ORG = "/api/0/organizations/alpha"
 
@@ -19,8 +26,7 @@ async def _refused(response, *words: str) -> str:
 
 
 async def test_settings_over_16_kb_are_refused_and_not_stored(client, pool) -> None:
-    owner = await create_user(pool, "owner@example.com")
-    org = await create_org(pool, "alpha", owner["id"])
+    owner, org = await owner_and_org(pool, "alpha", "owner@example.com")
     ada = await create_user(pool, "ada@example.com")
     member_id = await add_member(pool, org["id"], ada)
     assert (await sign_in(client, "ada@example.com")).status == 200
@@ -50,9 +56,7 @@ async def test_settings_over_16_kb_are_refused_and_not_stored(client, pool) -> N
     ],
 )
 async def test_names_emails_and_team_lists_are_capped(client, pool, path, body, words) -> None:
-    owner = await create_user(pool, "owner@example.com")
-    await create_org(pool, "alpha", owner["id"])
-    headers = await token_for(pool, owner["id"])
+    owner, _, headers = await owner_org_and_token(pool, "alpha", "owner@example.com")
     url = path if path.startswith(ORG) else "/api/0" + path
     await _refused(await client.post(url, json=body, headers=headers), *words)
 
@@ -66,8 +70,7 @@ async def test_registering_with_a_huge_email_says_the_limit(client) -> None:
 
 
 async def test_a_body_over_the_cap_is_413_json(client, pool) -> None:
-    owner = await create_user(pool, "owner@example.com")
-    await create_org(pool, "alpha", owner["id"])
+    owner, _ = await owner_and_org(pool, "alpha", "owner@example.com")
     headers = {**(await token_for(pool, owner["id"])), "Content-Type": "application/json"}
     body = '{"name": "' + "n" * (200 * 1024) + '"}'
     response = await client.post(f"{ORG}/teams/", data=body, headers=headers)

@@ -5,12 +5,14 @@ are not subject to it."""
 from __future__ import annotations
 
 import re
+from datetime import UTC, datetime, timedelta
 
 from tests.factories import (
     PASSWORD,
     create_org,
     create_user,
     enroll_totp,
+    owner_and_org,
     sign_in,
     token_for,
     totp_code,
@@ -131,9 +133,55 @@ async def test_turning_the_requirement_off(client, pool) -> None:
     assert turned.status == 200 and (await turned.json())["require2FA"] is False
 
 
+async def test_cancelling_or_postponing_a_scheduled_requirement(client, pool) -> None:
+    await _ada_with_totp(client)
+    async with pool.acquire() as conn:
+        ada_id = await conn.fetchval("select id from users where email = 'ada@example.com'")
+    await create_org(pool, "acme", ada_id)
+    url = "/api/0/organizations/acme/"
+    in_days = {n: (datetime.now(UTC) + timedelta(days=n)).isoformat() for n in (2, 3, 5)}
+    scheduled = await client.put(url, json={"require2FA": True, "enforceAt": in_days[3]})
+    assert scheduled.status == 200, await scheduled.text()
+    await age_reauthentication(pool)
+
+    # Each of these leaves the members unprotected for longer: off, SSO, a later date.
+    await _sudo_required(await client.put(url, json={"require2FA": False}))
+    await _sudo_required(await client.put(url, json={"ssoEnabled": True}))
+    await _sudo_required(await client.put(url, json={"require2FA": True, "enforceAt": in_days[5]}))
+    seen = await (await client.get(url)).json()
+    assert seen["enforceAt"] == in_days[3] and seen["ssoEnabled"] is False
+
+    # An earlier date asks more of them, not less.
+    sooner = await client.put(url, json={"require2FA": True, "enforceAt": in_days[2]})
+    assert sooner.status == 200 and (await sooner.json())["enforceAt"] == in_days[2]
+
+    assert (await client.post(SUDO, json={"password": PASSWORD})).status == 200
+    off = await client.put(url, json={"require2FA": False})
+    assert off.status == 200 and (await off.json())["enforceAt"] is None
+    async with pool.acquire() as conn:
+        statuses = await conn.fetch("select status from enforcement_runs order by id")
+    assert [r["status"] for r in statuses] == ["cancelled", "cancelled"]
+
+
+async def test_the_settings_page_asks_before_cancelling_a_schedule(client, pool) -> None:
+    await _ada_with_totp(client)
+    async with pool.acquire() as conn:
+        ada_id = await conn.fetchval("select id from users where email = 'ada@example.com'")
+    await create_org(pool, "acme", ada_id)
+    when = (datetime.now(UTC) + timedelta(days=3)).isoformat()
+    scheduled = await client.put(
+        "/api/0/organizations/acme/", json={"require2FA": True, "enforceAt": when}
+    )
+    assert scheduled.status == 200, await scheduled.text()
+    await age_reauthentication(pool)
+    asked = await client.post("/organizations/acme/settings/", data={"require2FA": "off"})
+    assert asked.status == 401 and "Confirm it is you" in await asked.text()
+    async with pool.acquire() as conn:
+        assert await conn.fetchval("select status from enforcement_runs") == "scheduled"
+
+
 async def test_a_manager_gets_403_not_a_sudo_prompt(client, pool) -> None:
-    owner = await create_user(pool, "owner@example.com", has2fa=True)
-    org = await create_org(pool, "acme", owner["id"])
+    owner, org = await owner_and_org(pool, "acme", "owner@example.com", has2fa=True)
     manager = await create_user(pool, "manager@example.com", has2fa=True)
     async with pool.acquire() as conn:
         await conn.execute("update organizations set require_2fa = true where id = $1", org["id"])
