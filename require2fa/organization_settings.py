@@ -64,6 +64,7 @@ class SettingsChange:
     level: str | None = _setting("owner")  # one of `compliance.LEVELS`
     enforce_at: datetime | None = _setting("owner")  # with require_2fa: from then on
     sso_enabled: bool | None = _setting("owner")
+    reason: str | None = field(default=None, metadata={"who": None})  # why: in `org.edit`
 
     def __post_init__(self) -> None:
         if self.level is not None and self.level not in compliance.LEVELS:
@@ -76,12 +77,14 @@ class SettingsChange:
     @property
     def empty(self) -> bool:
         """Whether it asks for nothing at all."""
-        return all(getattr(self, f.name) is None for f in fields(self))
+        return all(getattr(self, f.name) is None for f in fields(self) if f.metadata["who"])
 
     def who(self) -> frozenset[str]:
         """Who may make it: the `_WHO` of each setting it changes."""
         return frozenset(
-            f.metadata["who"] for f in fields(self) if getattr(self, f.name) is not None
+            f.metadata["who"]
+            for f in fields(self)
+            if f.metadata["who"] and getattr(self, f.name) is not None
         )
 
 
@@ -346,7 +349,7 @@ async def _carry_out(
     if planned.schedule in ("replace", "cancel"):
         await schedule.cancel(conn, organization_id)
         if planned.schedule == "cancel" and planned.run is None:  # not for a run now: off
-            await _audit(conn, org, actor, {"require_2fa": "to False"})
+            await _audit(conn, org, actor, {"require_2fa": "to False", **_why(planned)})
     if planned.schedule in ("create", "replace") and after.enforce_at is not None:
         run = await schedule.create(conn, organization_id, actor=actor, enforce_at=after.enforce_at)
         data = {"require_2fa": "to True", "enforce_at": after.enforce_at.isoformat()}
@@ -358,7 +361,7 @@ async def _carry_out(
         run = await runs.current_run(conn, organization_id) if planned.run else None
         return Change(org=org, run=run, started=False)
     if planned.run != "restart":  # turned on or off
-        await _audit(conn, org, actor, {"require_2fa": f"to {after.required}"})
+        await _audit(conn, org, actor, {"require_2fa": f"to {after.required}", **_why(planned)})
     if planned.run != "start":
         await runs.cancel_active(conn, organization_id)
     if planned.run == "cancel":
@@ -367,6 +370,10 @@ async def _carry_out(
     if run is None:  # a run left under way while it was off; let that one finish the work
         return Change(org=org, run=await runs.current_run(conn, organization_id), started=False)
     return Change(org=org, run=run, started=True)
+
+
+def _why(planned: Plan) -> dict[str, str]:
+    return {"reason": planned.change.reason} if planned.change.reason else {}
 
 
 async def _audit(

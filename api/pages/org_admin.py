@@ -10,6 +10,7 @@ same-origin check on forms) is `api.pages.base`'.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import UTC, datetime
 
 import asyncpg
@@ -25,7 +26,16 @@ from api.dispatch import send_reminders
 from api.errors import path_id, status_of
 from api.jsonio import plain
 from api.keys import SETTINGS
-from api.pages.base import html_errors, org_page, org_url, read_form, render, shown_here
+from api.pages.base import (
+    html_errors,
+    org_page,
+    org_url,
+    read_form,
+    redirect_with_notice,
+    render,
+    shown_here,
+    take_notice,
+)
 from api.serializers import serialize_entry, serialize_webhook
 from require2fa import audit_log, organization_settings, organizations, reauth, rollout, webhooks
 from require2fa.errors import DomainError, Invalid
@@ -63,6 +73,7 @@ async def _settings(
     webhook_form: dict[str, object] | None = None,
     confirm_level: str | None = None,
     turning_on: bool = True,
+    confirm_off: bool = False,
 ) -> web.Response:
     org = access.org
     run, emails, blocked, hooks = None, (0, 0), None, []
@@ -98,7 +109,8 @@ async def _settings(
         blocked_2fa=blocked == organization_settings.NEEDS_PERSONAL_2FA,
         confirm=confirm,
         preview=preview or [],
-        notice=notice,
+        notice=notice or (None if error else await take_notice(request)),
+        confirm_off=confirm_off,
         can_remind=access.role in MANAGERS,
         confirm_level=confirm_level or org["require_2fa_level"],
         turning_on=turning_on,
@@ -118,9 +130,10 @@ async def _settings(
 @html_errors
 async def settings_page(request: web.Request) -> web.StreamResponse:
     """The require-2FA switch (owners). Turning it on first answers a confirm dialog with the
-    number of members it would remove; confirmed, it goes through
+    number of members it would remove; turning it off (or cancelling a schedule) asks first
+    too, with an optional reason for the audit log. Confirmed, it goes through
     `organization_settings.apply_change` (the run, `org.edit`, the coordinator) and comes back
-    here to the run's progress."""
+    here with a notice saying what changed."""
     form = await read_form(request) if request.method == "POST" else None
     access = await org_page(request)
     if form is None:
@@ -131,12 +144,15 @@ async def settings_page(request: web.Request) -> web.StreamResponse:
         return await _settings(request, access, status=400, error=str(bad))
     try:
         planned = organization_settings.plan(access.org, change)
-        if planned.confirm and form.get("confirmed") != "yes":
+        turning_off = planned.run == "cancel" or planned.schedule == "cancel"
+        if (planned.confirm or turning_off) and form.get("confirmed") != "yes":
             pool = await request_pool(request)
             who = actor(request, access.auth)
             planned = await organization_settings.precheck(
                 pool, access.org, change, actor=who, role=access.role
             )
+            if turning_off:
+                return await _settings(request, access, confirm_off=True)
             # The count and the first names that `2fa-compliance` answers, at the level being
             # chosen (the acting owner left out).
             found = await organization_settings.would_remove(
@@ -155,7 +171,38 @@ async def settings_page(request: web.Request) -> web.StreamResponse:
         if refused.code == reauth.REQUIRED_CODE or not shown_here(refused):
             raise  # the page asks for the password or a code, then goes on; or an error page
         return await _settings(request, access, status=status_of(refused), error=refused.detail)
-    raise web.HTTPSeeOther(org_url(access, "settings/"))
+    notice = _notice(planned)
+    raise await redirect_with_notice(org_url(access, "settings/"), request, notice)
+
+
+def _notice(planned: organization_settings.Plan) -> str:
+    """What the settings page says once a change went through."""
+    after = planned.after
+    if planned.schedule in ("create", "replace") and after.enforce_at is not None:
+        return (
+            "Two-factor authentication will be required from"
+            f" {after.enforce_at.astimezone(UTC):%Y-%m-%d %H:%M} UTC."
+        )
+    if planned.run == "start":
+        return (
+            "Two-factor authentication is now required. Members without it are being removed"
+            " and emailed a link back; follow the run below."
+        )
+    if planned.run == "cancel":
+        return (
+            "Two-factor authentication is no longer required. Members removed so far stay"
+            " pending and can rejoin with their link."
+        )
+    if planned.schedule == "cancel":
+        return "The scheduled requirement was cancelled: nobody will be removed."
+    if planned.run == "restart":
+        return (
+            f"The requirement level is now: {LEVEL_LABELS[after.level]}. Members are checked"
+            " again at this level."
+        )
+    if "require_2fa_level" in planned.edits:
+        return f"The requirement level is now: {LEVEL_LABELS[after.level]}."
+    return "Nothing changed."
 
 
 def _settings_change(form: dict[str, str]) -> SettingsChange:
@@ -180,7 +227,8 @@ def _settings_change(form: dict[str, str]) -> SettingsChange:
     change = body.change()
     if change.empty:
         raise ValueError(FORM_ERRORS["require2FA"])
-    return change
+    reason = form.get("reason", "").strip()[:500]
+    return replace(change, reason=reason) if reason and choice == "off" else change
 
 
 @html_errors

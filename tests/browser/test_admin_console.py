@@ -106,3 +106,53 @@ async def test_owner_follows_a_run_until_every_email_is_sent(
     assert await page.get_by_text("This page updates itself").is_hidden()
     assert await page.get_by_role("button", name="Cancel the run").is_hidden()
     await check_page(page, "run-completed")
+
+
+async def test_the_confirm_dialogs_are_modal_and_turning_off_asks_first(
+    live_server, page, check_page, pool, settings
+) -> None:
+    base = live_server
+    secret = await owner_with_totp(pool, settings, "olive@example.com")
+    async with pool.acquire() as conn:
+        owner_id = await conn.fetchval("select id from users where email = 'olive@example.com'")
+    org = await create_org(pool, "acme", owner_id)
+    await add_member(pool, org["id"], await create_user(pool, "alice@example.com"))
+    await page.set_viewport_size({"width": 375, "height": 740})
+    await sign_in(page, base, "olive@example.com", secret)
+    await page.goto(base + "/organizations/acme/settings/")
+
+    # Turn on: the dialog is modal, in view at 375 px, with the focus inside; Escape closes it.
+    await page.get_by_role("button", name="Turn on").click()
+    dialog = page.get_by_role("dialog", name="Require two-factor authentication?")
+    assert await dialog.evaluate("d => d.matches(':modal')")
+    assert await dialog.evaluate("d => d.contains(document.activeElement)")
+    assert await dialog.get_by_role("button", name="Require two-factor authentication").is_visible()
+    box = await dialog.bounding_box()
+    assert box is not None and box["y"] >= 0 and box["y"] + box["height"] <= 740
+    await check_page(page, "settings-confirm-on")
+    await page.keyboard.press("Escape")
+    assert await dialog.is_hidden()
+    async with pool.acquire() as conn:
+        assert not await conn.fetchval("select require_2fa from organizations")
+
+    await page.get_by_role("button", name="Turn on").click()
+    await dialog.get_by_role("button", name="Require two-factor authentication").click()
+    notice = page.get_by_role("status")
+    assert "Two-factor authentication is now required." in await notice.inner_text()
+
+    # Turn off asks first, with a reason for the audit log.
+    await page.get_by_role("button", name="Turn off").click()
+    off = page.get_by_role("dialog", name="Turn off the requirement?")
+    assert await off.evaluate("d => d.matches(':modal')")
+    await off.get_by_label("Reason").fill("Postponed to next quarter")
+    await check_page(page, "settings-confirm-off")
+    await off.get_by_role("button", name="Turn off the requirement").click()
+    # (Signed in a moment ago: no re-authentication is asked.)
+    notice = page.get_by_role("status")
+    assert "no longer required" in await notice.inner_text()
+    async with pool.acquire() as conn:
+        data = await conn.fetchval(
+            "select data from audit_log where event = 'org.edit' order by id desc limit 1"
+        )
+    assert data["reason"] == "Postponed to next quarter"
+    await check_page(page, "settings-after-off")
