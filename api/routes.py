@@ -22,7 +22,7 @@ from api.handlers import (
     organizations,
     webhooks,
 )
-from api.pages import accept, home, org_members, org_runs, sign_in
+from api.pages import accept, home, org_audit, org_members, org_runs, sign_in
 from api.pages import account as account_pages
 from api.pages import org_admin as org_pages
 
@@ -263,7 +263,8 @@ PAGES: list[Route] = [
         org_members.exempt_page,
         tag="pages",
     ),
-    Route("GET", "/organizations/{org}/audit-log/", org_pages.audit_log_page, tag="pages"),
+    Route("GET", "/organizations/{org}/audit-log/", org_audit.audit_log_page, tag="pages"),
+    Route("GET", "/organizations/{org}/audit-log/export.csv", org_audit.audit_log_csv, tag="pages"),
     Route("GET", "/organizations/{org}/enforcements/", org_runs.runs_page, tag="pages"),
     Route("GET", "/organizations/{org}/enforcements/{run_id}/", org_runs.run_page, tag="pages"),
 ]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 import asyncpg
@@ -119,18 +120,33 @@ async def page(
     event: str | None,
     before_id: int | None,
     limit: int,
+    actor: str | None = None,
+    target: str | None = None,
+    since: datetime | None = None,
+    until: datetime | None = None,
 ) -> list[asyncpg.Record]:
-    """Newest first, keyset on id."""
+    """Newest first, keyset on id; of `event`, an actor whose email, name or label holds
+    `actor`, a target email holding `target`, written in [`since`, `until`), when given."""
     return await conn.fetch(
         """select l.*, u.email as actor_email, u.name as actor_name
            from audit_log l left join users u on u.id = l.actor_user_id
            where l.organization_id = $1
              and ($2::text is null or l.event = $2)
              and ($3::bigint is null or l.id < $3)
+             and ($5::text is null or u.email ilike '%' || $5 || '%'
+                  or coalesce(u.name, '') ilike '%' || $5 || '%'
+                  or l.actor_label ilike '%' || $5 || '%')
+             and ($6::text is null or l.data->>'email' ilike '%' || $6 || '%')
+             and ($7::timestamptz is null or l.created_at >= $7)
+             and ($8::timestamptz is null or l.created_at < $8)
            order by l.id desc
            limit $4""",
         organization_id,
         event,
         before_id,
         limit,
+        actor,
+        target,
+        since,
+        until,
     )

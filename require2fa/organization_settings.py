@@ -349,7 +349,8 @@ async def _carry_out(
     if planned.schedule in ("replace", "cancel"):
         await schedule.cancel(conn, organization_id)
         if planned.schedule == "cancel" and planned.run is None:  # not for a run now: off
-            await _audit(conn, org, actor, {"require_2fa": "to False", **_why(planned)})
+            data = {"require_2fa": "to False", "schedule": "cancelled", **_why(planned)}
+            await _audit(conn, org, actor, data)
     if planned.schedule in ("create", "replace") and after.enforce_at is not None:
         run = await schedule.create(conn, organization_id, actor=actor, enforce_at=after.enforce_at)
         data = {"require_2fa": "to True", "enforce_at": after.enforce_at.isoformat()}

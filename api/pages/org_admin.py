@@ -1,5 +1,6 @@
 """An organization's admin pages: Security & Privacy (the require-2FA switch and its run's
-progress, and the webhooks) and the audit log. The members pages are `api.pages.org_members`.
+progress, and the webhooks). The members pages are `api.pages.org_members`, the runs
+`api.pages.org_runs`, the audit log `api.pages.org_audit`.
 
 They call what the API calls (`organization_settings.apply_change` and `webhooks` through
 `api.org_actions`, `api.access.org_access`, `require2fa.audit_log`), and read the settings form
@@ -36,12 +37,11 @@ from api.pages.base import (
     shown_here,
     take_notice,
 )
-from api.serializers import serialize_entry, serialize_webhook
+from api.serializers import serialize_webhook
 from require2fa import audit_log, organization_settings, organizations, reauth, rollout, webhooks
 from require2fa.errors import DomainError, Invalid
 from require2fa.organization_settings import SettingsChange
 
-PER_PAGE = 50
 PREVIEW = 10  # members named in the confirm dialog; the rest are a link away
 LEVEL_LABELS = {
     "any": "Any second factor (app, key or phone)",
@@ -290,27 +290,3 @@ async def webhook_delete_page(request: web.Request) -> web.StreamResponse:
     webhook_id = path_id(request, "webhook_id", not_found=webhooks.NOT_FOUND)
     await org_actions.delete_webhook(request, access, webhook_id)
     raise web.HTTPSeeOther(org_url(access, "settings/") + "#webhooks")
-
-
-# --- Audit log --------------------------------------------------------------------------------
-
-
-@html_errors
-async def audit_log_page(request: web.Request) -> web.StreamResponse:
-    """The audit log, newest first, of one event or all; cursor paging (owners, managers)."""
-    access = await org_page(request, roles=MANAGERS)
-    found = await org_actions.audit_page(request, access, per_page=PER_PAGE)
-    orgs = await organizations.of_user(await request_pool(request), access.auth.user_id)
-    return await render(
-        request,
-        "audit_log.html",
-        org=access.org,
-        role=access.role,
-        orgs=orgs,
-        section="audit",
-        entries=plain([serialize_entry(row) for row in found.rows]),
-        options=audit_log.EVENTS,
-        event=found.event,
-        cursor=found.cursor,
-        next_cursor=found.next_cursor,
-    )
