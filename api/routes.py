@@ -22,7 +22,7 @@ from api.handlers import (
     organizations,
     webhooks,
 )
-from api.pages import accept, home, org_audit, org_members, org_runs, sign_in
+from api.pages import accept, home, org_audit, org_members, org_runs, org_webhooks, sign_in
 from api.pages import account as account_pages
 from api.pages import org_admin as org_pages
 
@@ -218,16 +218,12 @@ PAGES: list[Route] = [
     Route("GET", "/organizations/{org}/", home.organization_page, tag="pages"),
     Route("GET", "/organizations/{org}/settings/", org_pages.settings_page, tag="pages"),
     Route("POST", "/organizations/{org}/settings/", org_pages.settings_page, tag="pages"),
+    Route("GET", "/organizations/{org}/webhooks/", org_webhooks.webhooks_page, tag="pages"),
+    Route("POST", "/organizations/{org}/webhooks/", org_webhooks.webhook_create_page, tag="pages"),
     Route(
         "POST",
-        "/organizations/{org}/settings/webhooks/",
-        org_pages.webhook_create_page,
-        tag="pages",
-    ),
-    Route(
-        "POST",
-        "/organizations/{org}/settings/webhooks/{webhook_id}/delete/",
-        org_pages.webhook_delete_page,
+        "/organizations/{org}/webhooks/{webhook_id}/delete/",
+        org_webhooks.webhook_delete_page,
         tag="pages",
     ),
     Route("GET", "/organizations/{org}/members/", org_members.members_page, tag="pages"),

@@ -1,8 +1,9 @@
-"""An organization's admin pages: Security & Privacy (the require-2FA switch and its run's
-progress, and the webhooks). The members pages are `api.pages.org_members`, the runs
-`api.pages.org_runs`, the audit log `api.pages.org_audit`.
+"""An organization's Security & Privacy page: the require-2FA switch with its confirm steps,
+its run's progress, and reminders. The members pages are `api.pages.org_members`, the runs
+`api.pages.org_runs`, the audit log `api.pages.org_audit`, the webhooks
+`api.pages.org_webhooks`.
 
-They call what the API calls (`organization_settings.apply_change` and `webhooks` through
+They call what the API calls (`organization_settings.apply_change` through
 `api.org_actions`, `api.access.org_access`, `require2fa.audit_log`), and read the settings form
 with the API's own parser (`api.bodies.OrganizationUpdate`), so a page allows, refuses and writes
 exactly what the matching API call does. The plumbing (rendering, HTML errors, the
@@ -24,8 +25,7 @@ from api.auth import actor
 from api.bodies import OrganizationUpdate
 from api.connection import request_pool
 from api.dispatch import send_reminders
-from api.errors import path_id, status_of
-from api.jsonio import plain
+from api.errors import status_of
 from api.keys import SETTINGS
 from api.pages.base import (
     html_errors,
@@ -37,9 +37,8 @@ from api.pages.base import (
     shown_here,
     take_notice,
 )
-from api.serializers import serialize_webhook
-from require2fa import audit_log, organization_settings, organizations, reauth, rollout, webhooks
-from require2fa.errors import DomainError, Invalid
+from require2fa import organization_settings, organizations, reauth, rollout
+from require2fa.errors import DomainError
 from require2fa.organization_settings import SettingsChange
 
 PREVIEW = 10  # members named in the confirm dialog; the rest are a link away
@@ -68,19 +67,14 @@ async def _settings(
     confirm: int | None = None,
     notice: str | None = None,
     preview: list[asyncpg.Record] | None = None,
-    created: webhooks.Created | None = None,
-    webhook_error: str | None = None,
-    webhook_form: dict[str, object] | None = None,
     confirm_level: str | None = None,
     turning_on: bool = True,
     confirm_off: bool = False,
 ) -> web.Response:
     org = access.org
-    run, emails, blocked, hooks = None, (0, 0), None, []
+    run, emails, blocked = None, (0, 0), None
     pool = await request_pool(request)
     orgs = await organizations.of_user(pool, access.auth.user_id)
-    if access.role == "owner":
-        hooks = plain([serialize_webhook(row) for row in await webhooks.listed(pool, org["id"])])
     if access.role in MANAGERS:
         current = await rollout.current_run(pool, org["id"])
         if current is not None:
@@ -118,12 +112,6 @@ async def _settings(
         run=run,
         emails=emails,
         window_days=request.app[SETTINGS].reinstatement_window.days,
-        webhooks=hooks,
-        webhook_events=audit_log.EVENTS,
-        created=plain(serialize_webhook(created.webhook)) if created else None,
-        secret=created.secret if created else None,
-        webhook_error=webhook_error,
-        webhook_form=webhook_form or {"url": "", "events": [], "scope": "all"},
     )
 
 
@@ -255,38 +243,3 @@ def _enforce_at(value: str) -> datetime | None:
     except ValueError:
         return None
     return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment
-
-
-# --- Webhooks ---------------------------------------------------------------------------------
-
-
-@html_errors
-async def webhook_create_page(request: web.Request) -> web.StreamResponse:
-    """Subscribes a URL from the settings page through the API's `create` (owners; the URL's
-    checks, `webhook.create`); answers the page with the secret shown this once."""
-    form = await read_form(request)
-    access = await org_page(request, roles=("owner",))
-    chosen = [e for e in (await request.post()).getall("events", []) if isinstance(e, str)]
-    events = chosen if form.get("scope") == "some" else ["*"]
-    url = form.get("url", "")
-    try:
-        created = await org_actions.create_webhook(request, access, url=url, events=events)
-    except Invalid as refused:
-        return await _settings(
-            request,
-            access,
-            status=400,
-            webhook_error=refused.detail,
-            webhook_form={"url": url[:2048], "events": chosen, "scope": form.get("scope")},
-        )
-    return await _settings(request, access, status=201, created=created)
-
-
-@html_errors
-async def webhook_delete_page(request: web.Request) -> web.StreamResponse:
-    """Deletes a webhook through the API's `delete` (owners; `webhook.delete`)."""
-    await read_form(request)
-    access = await org_page(request, roles=("owner",))
-    webhook_id = path_id(request, "webhook_id", not_found=webhooks.NOT_FOUND)
-    await org_actions.delete_webhook(request, access, webhook_id)
-    raise web.HTTPSeeOther(org_url(access, "settings/") + "#webhooks")

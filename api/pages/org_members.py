@@ -126,9 +126,15 @@ async def invite_page(request: web.Request) -> web.StreamResponse:
     form = await read_form(request)
     access = await org_page(request)
     teams = [t for t in (await request.post()).getall("teams", []) if isinstance(t, str)]
-    shown = {"email": form.get("email", "")[:320], "role": form.get("role"), "teams": teams}
+    shown: dict[str, object] = {
+        "email": form.get("email", "")[:320],
+        "role": form.get("role"),
+        "teams": teams,
+    }
     try:
-        body = InviteIn(email=form.get("email", ""), role=form.get("role", "member"), teams=teams)
+        body = InviteIn.model_validate(
+            {"email": form.get("email", ""), "role": form.get("role", "member"), "teams": teams}
+        )
     except ValidationError as err:
         field = str(err.errors()[0]["loc"][0])
         message = "Enter an email address." if field == "email" else f"Choose a valid {field}."
