@@ -22,7 +22,17 @@ from api.handlers import (
     organizations,
     webhooks,
 )
-from api.pages import accept, home, org_audit, org_members, org_runs, org_webhooks, sign_in
+from api.pages import (
+    accept,
+    docs,
+    home,
+    org_audit,
+    org_members,
+    org_runs,
+    org_webhooks,
+    sign_in,
+    tokens,
+)
 from api.pages import account as account_pages
 from api.pages import org_admin as org_pages
 
@@ -212,6 +222,10 @@ PAGES: list[Route] = [
         account_pages.end_other_sessions_page,
         tag="pages",
     ),
+    Route("GET", "/account/tokens/", tokens.tokens_page, tag="pages"),
+    Route("POST", "/account/tokens/", tokens.create_token_page, tag="pages"),
+    Route("POST", "/account/tokens/{id}/revoke/", tokens.revoke_token_page, tag="pages"),
+    Route("GET", "/docs/", docs.docs_page, tag="pages"),
     # Before /organizations/{org}/: "new" is a reserved slug.
     Route("GET", "/organizations/new/", home.new_organization_page, tag="pages"),
     Route("POST", "/organizations/new/", home.new_organization_page, tag="pages"),
