@@ -285,10 +285,18 @@ STATIC_DIR = Path(__file__).resolve().parent / "static"
 STATIC = "/static/"
 
 
+async def favicon(request: web.Request) -> web.FileResponse:
+    """The pages' icon, where browsers look for it."""
+    return web.FileResponse(
+        STATIC_DIR / "favicon.ico", headers={"Cache-Control": "public, max-age=86400"}
+    )
+
+
 def add_routes(app: web.Application) -> None:
     from api.openapi import openapi_json
 
     for route in ROUTES + PAGES:
         app.router.add_route(route.method, route.path, route.handler)
     app.router.add_get(f"{API}/openapi.json", openapi_json)
+    app.router.add_get("/favicon.ico", favicon)
     app.router.add_static(STATIC, STATIC_DIR, name="static")

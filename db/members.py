@@ -329,3 +329,17 @@ async def lapsed_exemptions(conn: asyncpg.Connection, *, limit: int) -> list[asy
 async def set_token_hash(conn: asyncpg.Connection, member_id: int, token_hash: bytes) -> None:
     """A fresh link for a pending member: the old one stops working."""
     await conn.execute("update members set token_hash = $2 where id = $1", member_id, token_hash)
+
+
+async def removed_for_2fa_of(conn: asyncpg.Connection, user_id: int) -> list[asyncpg.Record]:
+    """The pending memberships the user was removed from for 2FA, with the organization's name
+    and slug, soonest deadline first."""
+    return await conn.fetch(
+        """select m.id, m.pending_reason, m.reinstate_by, m.removed_at, m.email,
+                  o.name as org_name, o.slug as org_slug, o.require_2fa_level
+           from members m join organizations o on o.id = m.organization_id
+           where m.removed_user_id = $1 and m.user_id is null
+             and (m.reinstate_by is null or m.reinstate_by > now())
+           order by m.reinstate_by nulls last, m.id""",
+        user_id,
+    )
