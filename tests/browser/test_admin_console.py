@@ -156,3 +156,60 @@ async def test_the_confirm_dialogs_are_modal_and_turning_off_asks_first(
         )
     assert data["reason"] == "Postponed to next quarter"
     await check_page(page, "settings-after-off")
+
+
+async def test_the_other_console_pages_read_well(live_server, page, check_page, pool, settings):
+    """The audit log, webhooks, API tokens, the API reference, a removed member's `/` and the
+    security page, each at 1280 and 375 px."""
+    from tests.factories import remove_for_2fa
+
+    base = live_server
+    secret = await owner_with_totp(pool, settings, "olive@example.com")
+    async with pool.acquire() as conn:
+        owner_id = await conn.fetchval("select id from users where email = 'olive@example.com'")
+    org = await create_org(pool, "acme", owner_id)
+    alice_id = await add_member(pool, org["id"], await create_user(pool, "alice@example.com"))
+    await remove_for_2fa(pool, alice_id, settings)
+    await sign_in(page, base, "olive@example.com", secret)
+
+    await page.goto(base + "/organizations/acme/audit-log/")
+    await page.get_by_label("Target").fill("alice")
+    await page.get_by_role("button", name="Filter").click()
+    await page.wait_for_url(re.compile(r"target=alice"))
+    said = await page.locator("tbody td.said").all_inner_texts()
+    assert said and all("alice@example.com" in text for text in said)
+    await check_page(page, "audit-log-words")
+
+    await page.goto(base + "/organizations/acme/webhooks/")
+    await page.get_by_label("Payload URL").fill(
+        "https://hooks.example.com/a-rather-long-path/for/acme"
+    )
+    await page.get_by_role("button", name="Add webhook").click()
+    assert "Its secret is shown this once" in await page.inner_text("main")
+    await check_page(page, "webhooks")
+
+    await page.goto(base + "/account/tokens/")
+    await page.get_by_label("Name").fill("CI deploys")
+    await page.get_by_role("button", name="Create token").click()
+    assert "It is shown this once" in await page.inner_text("main")
+    await check_page(page, "tokens")
+
+    await page.goto(base + "/docs/")
+    await page.get_by_text("/api/0/organizations/{org}/members/").first.click()
+    await check_page(page, "docs")
+
+    await page.goto(base + "/account/security/")
+    await check_page(page, "security-reordered")
+
+    # Alice, removed, signs in and sees what to do.
+    alice = await page.context.browser.new_context()
+    alice_page = await alice.new_page()
+    await alice_page.goto(base + "/auth/login/")
+    await alice_page.get_by_label("Email").fill("alice@example.com")
+    await alice_page.get_by_label("Password").fill(PASSWORD)
+    await alice_page.get_by_role("button", name="Sign in").click()
+    await alice_page.wait_for_url(base + "/")
+    notice = alice_page.get_by_role("heading", name=re.compile("Acme removed you"))
+    assert await notice.is_visible()
+    await check_page(alice_page, "home-removed")
+    await alice.close()
