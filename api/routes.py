@@ -22,6 +22,7 @@ from api.handlers import (
     organizations,
     webhooks,
 )
+from api.keys import OPENAPI
 from api.pages import (
     accept,
     docs,
@@ -293,8 +294,9 @@ async def favicon(request: web.Request) -> web.FileResponse:
 
 
 def add_routes(app: web.Application) -> None:
-    from api.openapi import openapi_json
+    from api.openapi import build, openapi_json
 
+    app[OPENAPI] = build
     for route in ROUTES + PAGES:
         app.router.add_route(route.method, route.path, route.handler)
     app.router.add_get(f"{API}/openapi.json", openapi_json)

@@ -5,10 +5,12 @@ each operation with its request body's fields and its answers."""
 from __future__ import annotations
 
 import functools
+from collections.abc import Callable
 from typing import Any
 
 from aiohttp import web
 
+from api.keys import OPENAPI
 from api.pages.base import render
 
 METHODS = ("get", "post", "put", "delete", "patch")
@@ -52,10 +54,8 @@ def _fields(document: dict[str, Any], schema: dict[str, Any]) -> list[dict[str, 
 
 
 @functools.cache
-def reference() -> list[dict[str, Any]]:
-    """The document as sections (tag → operations), built once per process."""
-    from api.openapi import build  # `api.openapi` reads the routes table, which names this page
-
+def reference(build: Callable[[], dict[str, Any]]) -> list[dict[str, Any]]:
+    """The document that `build` makes as sections (tag → operations), once per process."""
     document = build()
     sections: dict[str, list[dict[str, Any]]] = {}
     for path, item in document["paths"].items():
@@ -83,4 +83,4 @@ def reference() -> list[dict[str, Any]]:
 
 async def docs_page(request: web.Request) -> web.StreamResponse:
     """The API reference (anyone may read it, as `openapi.json`)."""
-    return await render(request, "docs.html", sections=reference())
+    return await render(request, "docs.html", sections=reference(request.app[OPENAPI]))
