@@ -30,7 +30,7 @@ def answer(model: Any, description: str, **kwargs: Any) -> Answer:
 
 
 def list_of(model: Any, description: str, **kwargs: Any) -> Answer:
-    return Answer(list[model], description, **kwargs)  # type: ignore[valid-type]
+    return Answer(list[model], description, **kwargs)
 
 
 NO_CONTENT = Answer(None, "Done; no body.")
@@ -68,7 +68,7 @@ ME = f"{API}/users/me"
 OPERATIONS: dict[tuple[str, str], Operation] = {
     # Accounts
     ("POST", f"{API}/auth/register/"): Operation(
-        {201: answer(shapes.User, "The new account, signed in.")}, (400, 403, 409, 413)
+        {201: answer(shapes.User, "The new account, signed in.")}, (400, 403, 409, 413, 429)
     ),
     ("POST", f"{API}/auth/login/"): Operation(
         {200: answer(shapes.User, "Signed in.")}, (*WRITE, 429)
@@ -186,7 +186,7 @@ OPERATIONS: dict[tuple[str, str], Operation] = {
         {200: list_of(shapes.Member, "Members, by id.", headers=PAGED)}, ORG_READ
     ),
     ("POST", f"{ORG}/members/"): Operation(
-        {201: answer(shapes.Member, "The invitation (a pending member).")}, (*ORG_WRITE, 409)
+        {201: answer(shapes.Member, "The invitation (a pending member).")}, (*ORG_WRITE, 409, 429)
     ),
     ("GET", f"{ORG}/members/{{member_id}}/"): Operation(
         {200: answer(shapes.Member, "The member.")}, ORG_READ
@@ -203,15 +203,37 @@ OPERATIONS: dict[tuple[str, str], Operation] = {
         {200: list_of(shapes.Webhook, "The webhooks, without secrets.")}, ORG_READ
     ),
     ("POST", f"{ORG}/webhooks/"): Operation(
-        {201: answer(shapes.Webhook, "The webhook with its secret, shown this once.")}, ORG_WRITE
+        {201: answer(shapes.Webhook, "The webhook with its secret, shown this once.")},
+        (*ORG_WRITE, 409),
     ),
     ("GET", f"{ORG}/webhooks/{{webhook_id}}/"): Operation(
         {200: answer(shapes.Webhook, "The webhook, without its secret.")}, ORG_READ
     ),
+    ("PUT", f"{ORG}/webhooks/{{webhook_id}}/"): Operation(
+        {200: answer(shapes.Webhook, "The webhook as changed, without its secret.")}, ORG_WRITE
+    ),
     ("DELETE", f"{ORG}/webhooks/{{webhook_id}}/"): Operation({204: NO_CONTENT}, ORG_READ),
+    ("POST", f"{ORG}/webhooks/{{webhook_id}}/ping/"): Operation(
+        {202: answer(shapes.QueuedDelivery, "A `ping` delivery is queued.")}, (*ORG_WRITE, 409)
+    ),
+    ("POST", f"{ORG}/webhooks/{{webhook_id}}/rotate-secret/"): Operation(
+        {200: answer(shapes.WebhookSecret, "The new secret, shown this once.")}, ORG_WRITE
+    ),
     ("GET", f"{ORG}/webhooks/{{webhook_id}}/deliveries/"): Operation(
         {200: list_of(shapes.Delivery, "Deliveries, newest first.", headers=PAGED)}, ORG_READ
     ),
+    ("POST", f"{ORG}/webhooks/{{webhook_id}}/deliveries/{{delivery_id}}/redeliver/"): Operation(
+        {202: answer(shapes.QueuedDelivery, "The delivery is queued again, with its id.")},
+        (*ORG_WRITE, 409),
+    ),
+    # Single sign-on
+    ("GET", f"{ORG}/sso/"): Operation(
+        {200: answer(shapes.SsoConfig, "The identity provider, without its secret.")}, ORG_READ
+    ),
+    ("PUT", f"{ORG}/sso/"): Operation(
+        {200: answer(shapes.SsoConfig, "Saved, its discovery document read.")}, ORG_WRITE
+    ),
+    ("DELETE", f"{ORG}/sso/"): Operation({204: NO_CONTENT}, ORG_READ),
     # Invitations
     ("GET", f"{API}/accept-invite/{{member_id}}/{{token}}/"): Operation(
         {200: answer(shapes.Invite, "What accepting the link still needs.")},

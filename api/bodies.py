@@ -54,3 +54,17 @@ class OrganizationUpdate(BaseModel):
             enforce_at=self.enforce_at,
             sso_enabled=self.sso_enabled,
         )
+
+
+class SsoIn(BaseModel):
+    """An organization's identity provider (`PUT organizations/{org}/sso/`, the settings form);
+    `clientSecret` may be left out to keep the one saved."""
+
+    model_config = ConfigDict(populate_by_name=True, extra="forbid")
+
+    issuer: str = Field(min_length=1, max_length=500)
+    client_id: str = Field(min_length=1, max_length=500, alias="clientId")
+    client_secret: str | None = Field(
+        default=None, min_length=1, max_length=2000, alias="clientSecret"
+    )
+    mfa: Literal["local", "idp"] = "local"

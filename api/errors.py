@@ -96,6 +96,10 @@ async def parse_body(request: web.Request, model: type[M]) -> M:
     """The JSON body validated against `model`; 400 with `errors` when it does not fit."""
     if not request.can_read_body:
         data: Any = {}
+    elif request.content_type != "application/json" and "Authorization" not in request.headers:
+        # A `text/plain` form from another site must not pass for a JSON body (issue 25, point 1).
+        # A bearer token is never sent by a browser on its own: its body is read as before.
+        raise api_error(400, "The request body must be sent as application/json.")
     else:
         try:
             data = await request.json()

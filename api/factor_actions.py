@@ -15,7 +15,6 @@ from api.auth import Auth
 from api.connection import request_pool
 from api.invite_session import step_from_session
 from api.keys import REDIS, SETTINGS
-from jobs import email as email_jobs
 from require2fa import accounts, enrollment, factors, reauth, security_keys, webauthn
 from require2fa.errors import NotSignedIn
 from require2fa.security import new_token
@@ -189,8 +188,7 @@ async def confirm_with_key(request: web.Request, auth: Auth, credential: dict[st
 
 
 async def after_enrollment(request: web.Request, auth: Auth) -> dict[str, Any] | None:
-    """Once an enrollment has committed: sends its security notice and, for a person who
-    arrived through an invite link (remembered in the session), offers that link's explicit
-    "Join {org}" step (`step_from_session`'s answer), or None. Joins nothing."""
-    await email_jobs.kick()  # the security notice
+    """Once an enrollment has committed (its security notice is announced at commit): for a
+    person who arrived through an invite link (remembered in the session), offers that link's
+    explicit "Join {org}" step (`step_from_session`'s answer), or None. Joins nothing."""
     return await step_from_session(request, auth.user_id)

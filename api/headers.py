@@ -40,7 +40,7 @@ def setup(app: web.Application) -> None:
     if app[SETTINGS].base_url.startswith("https://"):
         fixed["Strict-Transport-Security"] = HSTS
 
-    async def add_security_headers(request: web.Request, response: web.StreamResponse) -> None:
+    async def add_security_headers(_request: web.Request, response: web.StreamResponse) -> None:
         headers = response.headers
         headers.setdefault("Content-Security-Policy", CONTENT_SECURITY_POLICY)
         headers.setdefault("X-Frame-Options", "DENY")

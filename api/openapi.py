@@ -137,6 +137,6 @@ def build() -> dict[str, Any]:
     }
 
 
-async def openapi_json(request: web.Request) -> web.Response:
+async def openapi_json(_request: web.Request) -> web.Response:
     """This document."""
     return json_response(build())

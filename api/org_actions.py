@@ -1,5 +1,6 @@
 """What the JSON handlers and the pages both do to an organization: take who is asking from the
-request, call the one domain function, wake the workers. Each adapter then renders its answer."""
+request, call the one domain function. Each adapter then renders its answer; the messages the
+committed change causes are sent by `jobs.wakeup`."""
 
 from __future__ import annotations
 
@@ -13,18 +14,23 @@ from aiohttp import web
 from api.access import MANAGERS, OrgAccess
 from api.auth import actor, recently_authenticated, require_sudo
 from api.connection import request_pool
-from api.dispatch import send_coordinator
 from api.keys import REDIS, SETTINGS
 from api.pagination import page_args, split_page
-from jobs import email as email_jobs
-from require2fa import audit_log, invitations, organization_settings, owner_tools, webhooks
+from require2fa import (
+    audit_log,
+    invitations,
+    organization_settings,
+    owner_tools,
+    single_sign_on,
+    webhooks,
+)
 
 
 async def change_settings(
     request: web.Request, access: OrgAccess, change: organization_settings.SettingsChange
 ) -> organization_settings.Change:
     """`organization_settings.apply_change` as the caller (`org.edit`, a run or a schedule); a
-    run it starts goes to the workers."""
+    run it starts is announced to the workers at its commit."""
     return await organization_settings.apply_change(
         await request_pool(request),
         access.org,
@@ -32,13 +38,12 @@ async def change_settings(
         actor=actor(request, access.auth),
         role=access.role,
         recently_authenticated=await recently_authenticated(request, access.auth),
-        start_run=send_coordinator,
     )
 
 
 async def resend(request: web.Request, access: OrgAccess, member_id: int) -> asyncpg.Record:
-    """`invitations.resend` (owners, managers; rate limited) as the caller, then wakes the
-    email dispatcher."""
+    """`invitations.resend` (owners, managers; rate limited) as the caller; the email it queues
+    is announced at commit."""
     access.require_role(*MANAGERS)
     row = await invitations.resend(
         await request_pool(request),
@@ -49,7 +54,6 @@ async def resend(request: web.Request, access: OrgAccess, member_id: int) -> asy
         inviter=access.auth.user["name"] or access.auth.user["email"],
         actor=actor(request, access.auth),
     )
-    await email_jobs.kick()
     return row
 
 
@@ -91,12 +95,11 @@ def _on_member(request: web.Request, access: OrgAccess, member_id: int) -> dict[
 async def reset_2fa(
     request: web.Request, access: OrgAccess, member_id: int
 ) -> owner_tools.ResetResult:
-    """`owner_tools.reset_member_2fa` as the caller (after `confirm_if_owner`), then wakes the
-    email dispatcher."""
+    """`owner_tools.reset_member_2fa` as the caller (after `confirm_if_owner`); the emails it
+    queues are announced at commit."""
     pool = await request_pool(request)
     async with pool.acquire() as conn, conn.transaction():
         result = await owner_tools.reset_member_2fa(conn, **_on_member(request, access, member_id))
-    await email_jobs.kick()
     return result
 
 
@@ -108,15 +111,13 @@ async def set_exemption(
     reason: str | None,
     until: datetime | None,
 ) -> owner_tools.ExemptResult:
-    """`owner_tools.set_exemption` as the caller (after `confirm_if_owner`); wakes the email
-    dispatcher when it removed the member."""
+    """`owner_tools.set_exemption` as the caller (after `confirm_if_owner`); the Mandatory
+    email of a member it removed is announced at commit."""
     pool = await request_pool(request)
     async with pool.acquire() as conn, conn.transaction():
         result = await owner_tools.set_exemption(
             conn, **_on_member(request, access, member_id), reason=reason, until=until
         )
-    if result.removed:
-        await email_jobs.kick()
     return result
 
 
@@ -135,6 +136,43 @@ async def create_webhook(
     )
 
 
+async def change_webhook(
+    request: web.Request,
+    access: OrgAccess,
+    webhook_id: int,
+    *,
+    url: str | None,
+    events: list[str] | None,
+    active: bool | None,
+) -> asyncpg.Record:
+    """`webhooks.change` as the caller; a new URL (where the events go) needs a recent
+    re-authentication like creating a webhook."""
+    if url is not None:
+        await require_sudo(request)
+    return await webhooks.change(
+        await request_pool(request),
+        request.app[SETTINGS],
+        organization_id=access.org["id"],
+        webhook_id=webhook_id,
+        url=url,
+        events=events,
+        active=active,
+        actor=actor(request, access.auth),
+    )
+
+
+async def rotate_webhook_secret(request: web.Request, access: OrgAccess, webhook_id: int) -> str:
+    """`webhooks.rotate_secret` as the caller, after a recent re-authentication."""
+    await require_sudo(request)
+    return await webhooks.rotate_secret(
+        await request_pool(request),
+        request.app[SETTINGS],
+        organization_id=access.org["id"],
+        webhook_id=webhook_id,
+        actor=actor(request, access.auth),
+    )
+
+
 async def delete_webhook(request: web.Request, access: OrgAccess, webhook_id: int) -> None:
     """`webhooks.unsubscribe` as the caller."""
     await webhooks.unsubscribe(
@@ -142,6 +180,43 @@ async def delete_webhook(request: web.Request, access: OrgAccess, webhook_id: in
         organization_id=access.org["id"],
         webhook_id=webhook_id,
         actor=actor(request, access.auth),
+    )
+
+
+async def save_sso(
+    request: web.Request,
+    access: OrgAccess,
+    *,
+    issuer: str,
+    client_id: str,
+    client_secret: str | None,
+    mfa: str,
+) -> asyncpg.Record:
+    """`single_sign_on.save_config` as the caller (an owner after `require_sudo`)."""
+    await confirm_if_owner(request, access)
+    settings = request.app[SETTINGS]
+    return await single_sign_on.save_config(
+        await request_pool(request),
+        organization_id=access.org["id"],
+        actor=actor(request, access.auth),
+        role=access.role,
+        issuer=issuer,
+        client_id=client_id,
+        client_secret=client_secret,
+        mfa=mfa,
+        secret_key=settings.secret_key,
+        development=settings.development,
+    )
+
+
+async def delete_sso(request: web.Request, access: OrgAccess) -> None:
+    """`single_sign_on.delete_config` as the caller (an owner after `require_sudo`)."""
+    await confirm_if_owner(request, access)
+    await single_sign_on.delete_config(
+        await request_pool(request),
+        organization_id=access.org["id"],
+        actor=actor(request, access.auth),
+        role=access.role,
     )
 
 

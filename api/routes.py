@@ -20,6 +20,7 @@ from api.handlers import (
     members,
     metrics,
     organizations,
+    sso,
     webhooks,
 )
 from api.keys import OPENAPI
@@ -30,12 +31,14 @@ from api.pages import (
     org_audit,
     org_members,
     org_runs,
+    org_sso,
     org_webhooks,
     sign_in,
     tokens,
 )
 from api.pages import account as account_pages
 from api.pages import org_admin as org_pages
+from api.pages import sso as sso_pages
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -165,13 +168,37 @@ ROUTES: list[Route] = [
     Route("GET", f"{ORG}/webhooks/", webhooks.list_webhooks, tag="webhooks"),
     Route("POST", f"{ORG}/webhooks/", webhooks.create_webhook, webhooks.WebhookIn, "webhooks"),
     Route("GET", f"{ORG}/webhooks/{{webhook_id}}/", webhooks.get_webhook, tag="webhooks"),
+    Route(
+        "PUT",
+        f"{ORG}/webhooks/{{webhook_id}}/",
+        webhooks.update_webhook,
+        webhooks.WebhookChange,
+        "webhooks",
+    ),
     Route("DELETE", f"{ORG}/webhooks/{{webhook_id}}/", webhooks.delete_webhook, tag="webhooks"),
+    Route("POST", f"{ORG}/webhooks/{{webhook_id}}/ping/", webhooks.ping_webhook, tag="webhooks"),
+    Route(
+        "POST",
+        f"{ORG}/webhooks/{{webhook_id}}/rotate-secret/",
+        webhooks.rotate_secret,
+        tag="webhooks",
+    ),
     Route(
         "GET",
         f"{ORG}/webhooks/{{webhook_id}}/deliveries/",
         webhooks.list_deliveries,
         tag="webhooks",
     ),
+    Route(
+        "POST",
+        f"{ORG}/webhooks/{{webhook_id}}/deliveries/{{delivery_id}}/redeliver/",
+        webhooks.redeliver,
+        tag="webhooks",
+    ),
+    # Single sign-on
+    Route("GET", f"{ORG}/sso/", sso.get_sso, tag="sso"),
+    Route("PUT", f"{ORG}/sso/", sso.put_sso, bodies.SsoIn, "sso"),
+    Route("DELETE", f"{ORG}/sso/", sso.delete_sso, tag="sso"),
     # Invitations and rejoining
     Route(
         "GET", f"{API}/accept-invite/{{member_id}}/{{token}}/", invites.get_invite, tag="invites"
@@ -197,6 +224,10 @@ PAGES: list[Route] = [
     Route("GET", "/auth/register/", sign_in.register_page, tag="pages"),
     Route("POST", "/auth/register/", sign_in.register_page, tag="pages"),
     Route("POST", "/auth/logout/", sign_in.logout_page, tag="pages"),
+    # Before /auth/sso/{org}/: "callback" is not an organization's slug.
+    Route("GET", "/auth/sso/", sso_pages.sso_choose_page, tag="pages"),
+    Route("GET", "/auth/sso/callback/", sso_pages.sso_callback_page, tag="pages"),
+    Route("GET", "/auth/sso/{org}/", sso_pages.sso_start_page, tag="pages"),
     Route("GET", "/account/security/", account_pages.security_page, tag="pages"),
     Route("POST", "/account/security/totp/", account_pages.enroll_totp_page, tag="pages"),
     Route("POST", "/account/security/webauthn/", account_pages.enroll_webauthn_page, tag="pages"),
@@ -235,6 +266,14 @@ PAGES: list[Route] = [
     Route("POST", "/organizations/{org}/settings/", org_pages.settings_page, tag="pages"),
     Route("GET", "/organizations/{org}/webhooks/", org_webhooks.webhooks_page, tag="pages"),
     Route("POST", "/organizations/{org}/webhooks/", org_webhooks.webhook_create_page, tag="pages"),
+    Route("GET", "/organizations/{org}/settings/sso/", org_sso.sso_settings_page, tag="pages"),
+    Route("POST", "/organizations/{org}/settings/sso/", org_sso.sso_settings_page, tag="pages"),
+    Route(
+        "POST",
+        "/organizations/{org}/settings/sso/delete/",
+        org_sso.sso_delete_page,
+        tag="pages",
+    ),
     Route(
         "POST",
         "/organizations/{org}/webhooks/{webhook_id}/delete/",

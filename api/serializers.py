@@ -4,6 +4,7 @@ which mypy checks key by key."""
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Any, cast
 
 from api.shapes import (
@@ -21,12 +22,14 @@ from api.shapes import (
     Run,
     RunBrief,
     Session,
+    SsoConfig,
+    SsoLink,
     TargetUser,
     Team,
     User,
     Webhook,
 )
-from require2fa import audit_log, sms
+from require2fa import audit_log, compliance, single_sign_on
 
 Row = Any  # an asyncpg.Record, or a mapping with its columns
 
@@ -75,7 +78,7 @@ def serialize_authenticator(row: Row) -> Authenticator:
         "lastUsedAt": row["last_used_at"],
     }
     if row["type"] == "sms":
-        data["phone"] = sms.mask_phone(row["phone"])
+        data["phone"] = row["phone_hint"]
     if row["type"] == "recovery":
         data["unusedCodes"] = row["unused_codes"]
     return data
@@ -88,7 +91,8 @@ def serialize_org(org: Row, *, role: str, enforcement: RunBrief | None = None) -
         "name": org["name"],
         "require2FA": org["require_2fa"],
         "require2FALevel": org["require_2fa_level"],
-        "ssoEnabled": org["sso_enabled"],
+        # The flag-only form, or an identity provider configured (`sso_mfa`, migration 0220).
+        "ssoEnabled": bool(org["sso_enabled"] or org.get("sso_mfa")),
         "enforceAt": org.get("enforce_at"),
         "dateCreated": org["created_at"],
         "role": cast(Role, role),  # the caller's: one of `members.ROLES`
@@ -146,6 +150,39 @@ def serialize_member(row: Row) -> Member:
         "exempt2FA": _exemption(row),
         "dateCreated": row["created_at"],
         "user": user,
+        "sso": _sso_link(row),
+    }
+
+
+def _sso_link(row: Row) -> SsoLink | None:
+    """The member's latest sign-in through the identity provider, or None when not linked."""
+    signed_in_at = row.get("sso_last_sign_in_at")
+    if signed_in_at is None:
+        return None
+    amr = list(row["sso_amr"] or [])
+    return {
+        "linked": True,
+        "lastSignInAt": signed_in_at,
+        "amr": amr,
+        "meetsRequirement": row["sso_mfa"] == "idp"
+        and compliance.idp_assertion_counts(
+            amr,
+            row["sso_acr"],
+            row["require_2fa_level"],
+            signed_in_at=signed_in_at,
+            now=datetime.now(UTC),
+        ),
+    }
+
+
+def serialize_sso_config(row: Row, *, base_url: str) -> SsoConfig:
+    return {
+        "issuer": row["issuer"],
+        "clientId": row["client_id"],
+        "mfa": row["mfa"],
+        "redirectUri": single_sign_on.redirect_uri(base_url),
+        "hasClientSecret": bool(row["client_secret_encrypted"]),
+        "dateUpdated": row["updated_at"],
     }
 
 
@@ -197,6 +234,7 @@ def serialize_webhook(row: Row, *, secret: str | None = None) -> Webhook:
         "id": str(row["id"]),
         "url": row["url"],
         "events": list(row["events"]),
+        "active": row["active"],
         "dateCreated": row["created_at"],
     }
     if secret is not None:
@@ -211,7 +249,7 @@ def serialize_delivery(row: Row) -> Delivery:
     return {
         "id": str(row["id"]),
         "event": row["event"],
-        "auditLogId": str(row["audit_log_id"]),
+        "auditLogId": str(row["audit_log_id"]) if row["audit_log_id"] is not None else None,
         "status": row["status"],
         "attempts": row["attempts"],
         "lastResponse": last,

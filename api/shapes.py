@@ -26,6 +26,7 @@ from pydantic import ConfigDict, Field, TypeAdapter, WithJsonSchema, with_config
 # pydantic reads TypedDicts from typing_extensions on Python 3.11.
 from typing_extensions import TypedDict, is_typeddict
 
+from api.sso_shapes import SsoConfig, SsoLink  # noqa: F401  (re-exported: answers, members)
 from db.audit import EVENTS
 
 REF = "#/components/schemas/{model}"
@@ -232,6 +233,7 @@ class Member(TypedDict):
     exempt2FA: Exemption | None
     dateCreated: datetime
     user: MemberUser | None
+    sso: SsoLink | None  # null when not linked to the organization's identity provider
 
 
 @with_config(CLOSED)
@@ -310,8 +312,19 @@ class Webhook(TypedDict):
     id: Id
     url: str
     events: list[str]
+    active: bool  # false once turned off, by an owner or by the receiver answering 410
     dateCreated: datetime
     secret: NotRequired[str]  # only in the answer that creates it
+
+
+@with_config(CLOSED)
+class WebhookSecret(TypedDict):
+    secret: str  # shown this once; the one it replaces signs beside it for 24 hours
+
+
+@with_config(CLOSED)
+class QueuedDelivery(TypedDict):
+    id: Id  # the delivery's id (`webhook-id`, `X-Require2FA-Delivery`)
 
 
 @with_config(CLOSED)
@@ -324,7 +337,7 @@ class LastResponse(TypedDict):
 class Delivery(TypedDict):
     id: Id
     event: str
-    auditLogId: Id
+    auditLogId: Id | None  # none for a ping
     status: str
     attempts: Count
     lastResponse: LastResponse | None

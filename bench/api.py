@@ -128,7 +128,7 @@ def bare_app(database_url: str) -> web.Application:
     app.router.add_get(prefix, organization)
     app.router.add_get(prefix + "2fa-compliance/", compliance)
     app.router.add_get(prefix + "2fa-enforcements/{run}/", run_status)
-    app.router.add_get("/healthz", lambda request: _json({"ok": True}))
+    app.router.add_get("/healthz", lambda _request: _json({"ok": True}))
     return app
 
 

@@ -68,7 +68,7 @@ def serve(port: int) -> None:
     class Counter:
         received = 0
 
-        async def handle_DATA(self, server, session, envelope) -> str:
+        async def handle_DATA(self, _server, _session, _envelope) -> str:
             Counter.received += 1
             return "250 OK"
 

@@ -232,7 +232,9 @@ if __name__ == "__main__":
         sys.exit(0)
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--count", type=int, default=100_000)
-    parser.add_argument("--concurrency", type=int, default=None, help="requests in flight")
+    parser.add_argument(
+        "--concurrency", type=int, default=None, help="requests in flight (per webhook)"
+    )
     args = parser.parse_args()
     from require2fa import logs
 

@@ -139,13 +139,13 @@ def web() -> None:
     settings = load_settings(beside_dev=False)
     from aiohttp import web as aioweb
 
-    from api.app import create_app
+    from api.app import create_app, server_options
 
     redis_url = need_redis(settings, "web")
     check_services(settings, redis_url=redis_url)
     log = structlog.get_logger("require2fa.web")
 
-    def started(banner: str) -> None:
+    def started(_banner: str) -> None:
         # Instead of the banner (it names 0.0.0.0, which is not where people go), once the port
         # is bound: a line naming BASE_URL.
         log.info("web started", url=settings.base_url, port=settings.port)
@@ -156,6 +156,7 @@ def web() -> None:
             port=settings.port,
             access_log=None,
             print=started,
+            **server_options(),  # type: ignore[arg-type]
         )
     except OSError as err:
         if err.errno not in (errno.EADDRINUSE, errno.EACCES, errno.EADDRNOTAVAIL):

@@ -83,9 +83,8 @@ def enforce(slug: str, email: str, dry_run: bool, at: str | None) -> None:
         )
         return
     if started:
-        from jobs.enforcement import coordinate
-
-        coordinate.send(run["id"])
+        # The run's commit wakes a worker's coordinator (`jobs.wakeup`); a worker started later
+        # looks once when it boots, and the clock's sweeper sends it otherwise.
         click.echo(f"require 2FA turned on for {slug}; enforcement run {run['id']} queued")
     else:
         click.echo(f"{slug} requires 2FA already; following run {run['id']} ({run['status']})")
@@ -114,10 +113,6 @@ def remind(slug: str) -> None:
 
     settings = load_settings()
     result = run_db(settings, lambda conn: run_remind(conn, settings, slug))
-    if result.queued:
-        from jobs import email as email_jobs
-
-        asyncio.run(email_jobs.kick())
     click.echo(
         f"reminded {result.queued:,} member(s) of {slug} without 2FA"
         f" ({result.members - result.queued:,} had today's reminder already)"

@@ -189,7 +189,7 @@ def run(settings: Settings) -> None:
     clock = Clock(settings, sending_broker(settings))
     scheduler = build_scheduler(clock)
 
-    def stop(signum: int, frame: object) -> None:
+    def stop(_signum: int, _frame: object) -> None:
         raise SystemExit(0)
 
     signal.signal(signal.SIGTERM, stop)

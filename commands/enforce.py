@@ -1,9 +1,9 @@
 """`require2fa enforce` and `require2fa status`: the switch and its progress, for operators.
 
 `enforce` applies the same rules as `PUT organizations/{org}/` (the actor must be an owner with
-2FA, the organization must not use SSO), writes the same `org.edit` entry and run, sends the same
-coordinator, then follows the run with a progress bar until it ends. The workers do the removing,
-so they must be running.
+2FA, the organization must not use SSO), writes the same `org.edit` entry and run (whose commit
+wakes a worker's coordinator, `jobs.wakeup`), then follows the run with a progress bar until it
+ends. The workers do the removing: one started later coordinates the run when it boots.
 """
 
 from __future__ import annotations

@@ -27,7 +27,7 @@ class _EmlWriter:
             (int(p.stem) for p in mail_dir.glob("*.eml") if p.stem.isdigit()), default=0
         )
 
-    async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
+    async def handle_DATA(self, _server: SMTP, _session: Session, envelope: Envelope) -> str:
         tmp = self.mail_dir / f".{uuid.uuid4().hex}.tmp"
         tmp.write_bytes(envelope.original_content or b"")
         while True:

@@ -180,7 +180,7 @@ def sigterm_unwinds() -> Iterator[None]:
         yield
         return
 
-    def raise_exit(signum: int, frame: FrameType | None) -> None:
+    def raise_exit(signum: int, _frame: FrameType | None) -> None:
         raise SystemExit(128 + signum)
 
     signal.signal(signal.SIGTERM, raise_exit)

@@ -26,7 +26,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     command = [sys.executable, "-m", "pytest", *(sys.argv[1:] if argv is None else argv)]
     pytest_run: subprocess.Popen[bytes] | None = None
 
-    def on_sigterm(signum: int, frame: FrameType | None) -> None:
+    def on_sigterm(signum: int, _frame: FrameType | None) -> None:
         if pytest_run is None:
             raise SystemExit(128 + signum)
         pytest_run.send_signal(signal.SIGINT)

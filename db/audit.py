@@ -21,6 +21,12 @@ EVENTS = (
     "member.2fa-exempt",
     "webhook.create",
     "webhook.delete",
+    "webhook.edit",
+    "webhook.rotate-secret",
+    # A receiver answered 410 Gone: its webhook was turned off (actor: the system).
+    "webhook.disable",
+    "org.sso-edit",
+    "member.sso-link",
     # The deployment's own upkeep (`require2fa.retention`), under no organization.
     "maintenance",
 )

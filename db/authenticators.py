@@ -11,8 +11,8 @@ import asyncpg
 from require2fa import compliance
 
 _SELECT = """
-    select a.id, a.user_id, a.type, a.name, a.phone, a.secret_encrypted, a.last_used_step,
-           a.credential_id, a.public_key, a.sign_count, a.transports,
+    select a.id, a.user_id, a.type, a.name, a.phone, a.phone_hint, a.secret_encrypted,
+           a.last_used_step, a.credential_id, a.public_key, a.sign_count, a.transports,
            a.confirmed_at, a.created_at, a.last_used_at,
            case when a.type = 'recovery' then
                (select count(*) from recovery_codes rc
@@ -79,15 +79,22 @@ async def insert_totp(
 
 
 async def insert_sms(
-    conn: asyncpg.Connection, *, user_id: int, name: str, phone: str
+    conn: asyncpg.Connection, *, user_id: int, name: str, phone: str, phone_hint: str
 ) -> asyncpg.Record:
+    """A backup phone: `phone` sealed by the caller, `phone_hint` the masked number shown."""
     return await conn.fetchrow(
-        """insert into authenticators (user_id, type, name, phone, confirmed_at)
-           values ($1, 'sms', $2, $3, clock_timestamp()) returning *""",
+        """insert into authenticators (user_id, type, name, phone, phone_hint, confirmed_at)
+           values ($1, 'sms', $2, $3, $4, clock_timestamp()) returning *""",
         user_id,
         name,
         phone,
+        phone_hint,
     )
+
+
+async def set_phone(conn: asyncpg.Connection, factor_id: int, phone: str) -> None:
+    """Replaces a backup phone's stored number (sealed by the caller)."""
+    await conn.execute("update authenticators set phone = $2 where id = $1", factor_id, phone)
 
 
 async def insert_webauthn(
@@ -307,3 +314,12 @@ async def revoke_token(conn: asyncpg.Connection, user_id: int, token_id: int) ->
         "delete from api_tokens where user_id = $1 and id = $2 returning id", user_id, token_id
     )
     return deleted is not None
+
+
+async def revoke_tokens(conn: asyncpg.Connection, user_id: int, *, keep: int | None = None) -> int:
+    """Deletes every token of the user but `keep` (the caller's own, or None: all of them); how
+    many. They stop working at once."""
+    done = await conn.execute(
+        "delete from api_tokens where user_id = $1 and id is distinct from $2", user_id, keep
+    )
+    return int(done.split()[-1])

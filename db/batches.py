@@ -37,6 +37,7 @@ class BatchHead:
     org_name: str
     org_slug: str
     level: str  # the organization's requirement level, read under its lock
+    sso_idp: bool  # its identity provider's MFA counts (single sign-on with `mfa: idp`)
     first_member_id: int
     last_member_id: int
     actor: Actor
@@ -49,7 +50,7 @@ async def start_batch(conn: asyncpg.Connection, run_id: int, batch_no: int) -> B
     if run is None:
         return None
     org = await conn.fetchrow(
-        """select id, name, slug, require_2fa, require_2fa_level from organizations
+        """select id, name, slug, require_2fa, require_2fa_level, sso_mfa from organizations
            where id = $1 for share""",
         run["organization_id"],
     )
@@ -73,6 +74,7 @@ async def start_batch(conn: asyncpg.Connection, run_id: int, batch_no: int) -> B
         org_name=org["name"],
         org_slug=org["slug"],
         level=org["require_2fa_level"],
+        sso_idp=org["sso_mfa"] == "idp",
         first_member_id=batch["first_member_id"],
         last_member_id=batch["last_member_id"],
         actor=Actor(
@@ -91,7 +93,10 @@ async def candidates(conn: asyncpg.Connection, head: BatchHead) -> list[Candidat
     `db.users.lock`, which 2FA enrollment takes too, so that whoever commits first is seen by
     the other). Read before the lock was granted: `db.removals.make_pending` checks each again."""
     noncompliant = compliance.noncompliant_sql(
-        "u.id", level_sql="$5::text", exempt_until_sql="m.exempt_2fa_until"
+        "u.id",
+        level_sql="$5::text",
+        exempt_until_sql="m.exempt_2fa_until",
+        idp_organization_sql="$1",
     )
     rows = await conn.fetch(
         f"""select m.id, m.user_id, m.email from members m join users u on u.id = m.user_id

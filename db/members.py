@@ -14,7 +14,15 @@ from require2fa import compliance
 # Whether the member's user has a second factor, and one that the organization's level accepts:
 # per-row probes of the partial index (a page costs the same whatever other organizations hold).
 HAS_2FA_SQL = compliance.second_factor_probe_sql("u.id")
-MEETS_LEVEL_SQL = compliance.second_factor_probe_sql("u.id", level_sql="o.require_2fa_level")
+# Meeting the level counts a lasting assertion of the organization's identity provider too
+# (`mfa: idp`), per member: one probe of `sso_identities_user`.
+MEETS_LEVEL_SQL = (
+    "("
+    + compliance.second_factor_probe_sql("u.id", level_sql="o.require_2fa_level")
+    + " or "
+    + compliance.idp_mfa_sql("u.id", "o.id", level_sql="o.require_2fa_level")
+    + ")"
+)
 
 # One member row as the API shows it: joined with its user, its 2FA state (any factor, and one
 # that meets the organization's level) and its team slugs.
@@ -23,7 +31,8 @@ _SELECT = f"""
            case when u.id is null then null else {HAS_2FA_SQL} end as has2fa,
            coalesce(m.exempt_2fa_until > now(), false) as exempt_2fa,
            case when u.id is null then null else {MEETS_LEVEL_SQL} end as meets_level,
-           o.require_2fa_level,
+           o.require_2fa_level, o.sso_mfa,
+           sso.last_sign_in_at as sso_last_sign_in_at, sso.amr as sso_amr, sso.acr as sso_acr,
            coalesce((select array_agg(t.slug order by t.slug) from member_teams mt
                      join teams t on t.id = mt.team_id where mt.member_id = m.id),
                     '{{}}') as team_slugs
@@ -36,6 +45,14 @@ _FROM = """
          cross join lateral (select * from organizations o
                               where o.id = m.organization_id offset 0) o
          left join users u on u.id = m.user_id
+         -- The member's latest sign-in through the organization's identity provider (its
+         -- current issuer), when linked.
+         left join lateral (select si.last_sign_in_at, si.amr, si.acr
+                              from sso_configs sc join sso_identities si
+                                on si.organization_id = sc.organization_id
+                               and si.issuer = sc.issuer
+                             where sc.organization_id = m.organization_id and si.user_id = u.id
+                             order by si.last_sign_in_at desc limit 1) sso on true
 """
 _SELECT += _FROM
 
@@ -285,10 +302,11 @@ def is_expired(member: asyncpg.Record, now: datetime) -> bool:
 
 
 async def other_organizations(conn: asyncpg.Connection, user_id: int, organization_id: int) -> int:
-    """How many organizations other than `organization_id` the user is an active member of."""
+    """How many organizations other than `organization_id` the user is a member of: active, or
+    pending after a removal for 2FA (their factors are what lets them back in there)."""
     return await conn.fetchval(
-        """select count(*) from members
-           where user_id = $1 and organization_id <> $2""",
+        """select count(distinct organization_id) from members
+           where (user_id = $1 or removed_user_id = $1) and organization_id <> $2""",
         user_id,
         organization_id,
     )

@@ -1,5 +1,5 @@
-"""Planning a run: cutting an organization's members into batches (rows), and recording which
-batch messages were sent."""
+"""Planning a run: claiming its coordinator message, cutting an organization's members into
+batches (rows), and recording which batch messages were sent."""
 
 from __future__ import annotations
 
@@ -11,6 +11,29 @@ from db.runs import ACTIVE
 
 # First key of the advisory lock that one run's coordinators take (the second is the run id).
 PLAN_LOCK = 0x7232_6670  # "r2fp"
+
+
+async def claim_coordinators(conn: asyncpg.Connection) -> list[int]:
+    """The queued runs whose coordinator nobody has claimed yet, now claimed (one statement: of
+    two listeners hearing the same notification, one gets each run). A claim whose message is
+    then lost leaves the run queued, for `db.sweeper`."""
+    rows = await conn.fetch(
+        """update enforcement_runs set coordinator_sent_at = clock_timestamp()
+           where status = 'queued' and coordinator_sent_at is null returning id"""
+    )
+    return [row["id"] for row in rows]
+
+
+async def try_coordinate(conn: asyncpg.Connection, run_id: int) -> bool:
+    """Takes the run's plan lock for this session (until `done_coordinating`, or the session
+    ends); False when another coordinator of the run holds it: that one plans and sends."""
+    return bool(
+        await conn.fetchval("select pg_try_advisory_lock($1, $2)", PLAN_LOCK, run_id % 2**31)
+    )
+
+
+async def done_coordinating(conn: asyncpg.Connection, run_id: int) -> None:
+    await conn.execute("select pg_advisory_unlock($1, $2)", PLAN_LOCK, run_id % 2**31)
 
 
 async def plan(conn: asyncpg.Connection, run_id: int, *, batch_size: int) -> asyncpg.Record | None:

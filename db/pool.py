@@ -24,7 +24,7 @@ async def using(source: Source) -> AsyncIterator[asyncpg.Connection]:
         async with source.acquire() as conn:
             yield conn
     else:
-        yield source  # type: ignore[misc]
+        yield source
 
 
 # orjson: the members pages decode a settings object per row. Keys that are not strings are

@@ -61,7 +61,10 @@ removed as (
       and m.id between $14 and $15
       and {
     compliance.noncompliant_sql(
-        "t.user_id", level_sql="$16::text", exempt_until_sql="m.exempt_2fa_until"
+        "t.user_id",
+        level_sql="$16::text",
+        exempt_until_sql="m.exempt_2fa_until",
+        idp_organization_sql="$6",
     )
 }
     returning m.id, m.email, m.role, m.removal_reason, t.user_id, t.context, t.dedupe_key),

@@ -32,7 +32,9 @@ _ISO = """to_char({col} at time zone 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS"Z"')"""
 
 # Member by member in id order along `members_org_id`; each member's teams and factors are index
 # probes. Free text (email, name) goes through `csv_cell` (migration 0130) against formulas.
-# Factor types are the kinds of the member's confirmed factors that count (`require2fa.compliance`).
+# Factor types are the kinds of the member's confirmed factors that count (`require2fa.compliance`),
+# and `idp` while the organization's identity provider asserted a second factor that meets the
+# level (`compliance.idp_mfa_sql`, single sign-on with `mfa: idp`).
 REPORT_SQL = f"""
 select csv_cell(m.email) as "email",
        csv_cell(coalesce(u.name, '')) as "name",
@@ -42,11 +44,14 @@ select csv_cell(m.email) as "email",
        case when m.user_id is null then 'pending'
             when m.exempt_2fa_until > now() then 'exempt'
             else 'active' end as "state",
-       coalesce(f.types, '') as "factor_types",
+       concat_ws(' ', f.types, case when m.user_id is not null and {
+    compliance.idp_mfa_sql("m.user_id", "$1", level_sql="o.require_2fa_level")
+} then 'idp' end) as "factor_types",
        {_ISO.format(col="f.since")} as "2fa_since",
        {_ISO.format(col="m.reinstate_by")} as "reinstate_by",
        {_ISO.format(col="m.last_reminded_at")} as "last_reminded"
 from members m
+cross join (select require_2fa_level from organizations where id = $1) o
 left join users u on u.id = m.user_id
 left join lateral (
     select string_agg(distinct a.type, ' ' order by a.type) as types,

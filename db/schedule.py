@@ -65,8 +65,8 @@ async def create(
 
 async def start_due(conn: asyncpg.Connection) -> list[int]:
     """Starts every scheduled run whose time has come, each in its own transaction: the
-    requirement goes on and the run becomes `queued` (its coordinator is the caller's to send
-    after this returns; the enforcement sweeper sends it otherwise). A run whose organization
+    requirement goes on and the run becomes `queued` (its commit wakes a worker's coordinator,
+    `jobs.wakeup`; the enforcement sweeper sends it otherwise). A run whose organization
     turned single sign-on on meanwhile is cancelled instead. Returns the runs started."""
     started: list[int] = []
     due = await conn.fetch(
@@ -141,7 +141,9 @@ async def mark_countdown(conn: asyncpg.Connection, run_id: int, stage: int) -> N
 async def deadlines_for(conn: asyncpg.Connection, user_id: int) -> list[asyncpg.Record]:
     """The organizations of the user that will require 2FA on a date the user does not meet
     yet (no second factor, no exemption): the banner on every page."""
-    noncompliant = compliance.noncompliant_sql("m.user_id", exempt_until_sql="m.exempt_2fa_until")
+    noncompliant = compliance.noncompliant_sql(
+        "m.user_id", exempt_until_sql="m.exempt_2fa_until", idp_organization_sql="o.id"
+    )
     return await conn.fetch(
         f"""select o.name, o.slug, o.enforce_at
             from members m join organizations o on o.id = m.organization_id

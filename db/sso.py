@@ -49,6 +49,17 @@ async def get_config(conn: asyncpg.Connection, organization_id: int) -> asyncpg.
     )
 
 
+async def config_by_slug(conn: asyncpg.Connection, slug: str) -> asyncpg.Record | None:
+    """The configuration of the organization `slug`, with the organization's id, slug, name
+    and requirement level."""
+    return await conn.fetchrow(
+        """select c.*, o.id, o.slug, o.name, o.require_2fa_level
+           from organizations o join sso_configs c on c.organization_id = o.id
+           where o.slug = $1""",
+        slug,
+    )
+
+
 async def delete_config(conn: asyncpg.Connection, organization_id: int) -> asyncpg.Record | None:
     """Deletes the configuration (linked identities stay: a new configuration of the same
     issuer finds them again)."""

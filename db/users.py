@@ -39,15 +39,26 @@ async def by_id(conn: asyncpg.Connection, user_id: int) -> asyncpg.Record | None
     )
 
 
-async def has_2fa(conn: asyncpg.Connection, user_id: int, level: str | None = None) -> bool:
-    """Whether the user has a confirmed factor that counts (at `level`, when given)."""
-    if level is None:
+async def has_2fa(
+    conn: asyncpg.Connection,
+    user_id: int,
+    level: str | None = None,
+    *,
+    organization_id: int | None = None,
+) -> bool:
+    """Whether the user has a confirmed factor that counts (at `level`, when given), or, with
+    `organization_id`, a lasting assertion of that organization's identity provider that does
+    (`compliance.idp_mfa_sql`: joining it)."""
+    if level is None and organization_id is None:
         return await conn.fetchval(f"select {HAS_2FA_SQL} from users u where u.id = $1", user_id)
     return await conn.fetchval(
         f"""select {compliance.second_factor_sql("u.id", level_sql="$2::text")}
+                   or ($3::bigint is not null
+                       and {compliance.idp_mfa_sql("u.id", "$3::bigint", level_sql="$2::text")})
             from users u where u.id = $1""",
         user_id,
         compliance.level_of(level),
+        organization_id,
     )
 
 

@@ -11,11 +11,13 @@ Queues and their actors:
   now (`enforceAt`) and sends the countdown reminders 14, 7 and 1 days before
 - `webhooks` (jobs/webhooks.py; the posting in jobs/webhook_delivery.py through the guarded
   client of jobs/webhook_client.py): `webhooks.dispatch` posts due webhook deliveries,
-  `webhooks.sweep` re-drives deliveries a crashed worker left claimed (`jobs/wakeup.py` sends
-  a dispatch when the audit trigger notifies that deliveries were written)
+  `webhooks.sweep` re-drives deliveries a crashed worker left claimed
 - `maintenance` (jobs/maintenance.py): `maintenance.purge_expired`, `maintenance.expiry_reminders`
 
 `require2fa clock` sends the sweepers every minute and the maintenance jobs daily.
+Nobody sends a dispatch or a coordinator after a commit by hand: the database announces the
+commit and `jobs/wakeup.py` (a worker middleware) sends `email.dispatch`, `webhooks.dispatch`
+or `enforcement.coordinate`.
 """
 
 from jobs.broker import broker  # noqa: F401  (must come before any actor module)

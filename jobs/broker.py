@@ -49,7 +49,7 @@ from dramatiq.middleware import (
 
 from jobs.observe import Observe
 from jobs.resources import Resources
-from jobs.wakeup import WebhookWakeup
+from jobs.wakeup import Wakeup
 from require2fa.settings import Settings
 
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
@@ -91,7 +91,7 @@ def queue_prefetch(queue_name: str, prefetch: int) -> int:
     return min(prefetch, QUEUE_PREFETCH.get(queue_name, prefetch))
 
 
-class _Consumer(_RedisConsumer):  # type: ignore[misc]
+class _Consumer(_RedisConsumer):
     """Dramatiq's Redis consumer, except that while it holds `prefetch` messages it looks again
     every `FULL_POLL_MS` for a free slot (Dramatiq's backs off as if the queue were empty), and
     that an idle consumer of a `WAKE_QUEUES` queue waits on the queue's wake-up list."""
@@ -182,7 +182,10 @@ def worker_middleware(redis_url: str, namespace: str) -> list[Middleware]:
         CurrentMessage(),  # actors can read their own message id
         AsyncIO(),  # runs `async def` actors on one event-loop thread per worker process
         Resources(),  # reads the settings, opens the asyncpg pool and Redis client on that thread
-        WebhookWakeup(),  # `webhooks` workers: the trigger's pg_notify sends webhooks.dispatch
+        # Wake-ups after commit: the database's pg_notify of a committed change sends its
+        # message (email.dispatch, webhooks.dispatch, enforcement.coordinate) for the queues
+        # this worker consumes.
+        Wakeup(),
     ]
 
 

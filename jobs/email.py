@@ -5,8 +5,8 @@
   (4xx, connection errors, timeouts: exponential backoff, for up to a day) or failed (5xx for
   that message, or it cannot be rendered). It keeps claiming until nothing is due; a second
   delivery of the same message finds nothing due and sends nothing.
-- `email.sweep` puts back rows whose claim lapsed (their worker died) and kicks a dispatch when
-  rows are due that nobody kicked. The clock runs it every minute.
+- `email.sweep` puts back rows whose claim lapsed (their worker died) and sends a dispatch when
+  rows are due that no wake-up reached. The clock runs it every minute.
 
 After a worker dies (kill -9 included) delivery goes on within seconds, without the sweeper:
 a dispatch's slot and the claims on the batch it sends are short (`SLOT_TTL_MS`, `LEASE`) and
@@ -15,7 +15,8 @@ taken, or rows claimed by others, schedules a wake-up for when those would lapse
 is marked sent as soon as the server accepts it, so the emails sent twice after a crash are at
 most one per SMTP connection open at that moment (docs/RELIABILITY.md).
 
-Producers write outbox rows in their own transaction and `await kick()` once it has committed.
+Producers write outbox rows in their own transaction and nothing more: the rows' commit is
+announced (`pg_notify('email_outbox')`, migration 0170) and `jobs.wakeup` sends the dispatch.
 
 Sending is limited to `EMAIL_RATE` messages a second for all workers together (a token bucket
 in Redis), and at most `DISPATCHERS` dispatches send at once, so that a big enforcement keeps
@@ -91,7 +92,7 @@ async def dispatch(
             async with pool.acquire() as conn:
                 rows = await outbox.claim(conn, limit=batch or batch_size(settings), lease=lease)
             if not rows:
-                # Free the slot, then look once more: a kick that found every slot taken counts
+                # Free the slot, then look once more: a wake-up that found every slot taken counts
                 # on a dispatcher seeing its rows after letting go.
                 await slots.release()
                 async with pool.acquire() as conn:
@@ -202,14 +203,3 @@ async def sweep_job() -> None:
         wake_key=_wake_key(res.settings),
         dispatch=dispatch_job,
     )
-
-
-async def kick() -> None:
-    """Asks for delivery of outbox rows; call it after the transaction that wrote them commits.
-
-    The rows are committed already: if Redis cannot take the message now, `email.sweep` finds
-    them within a minute, so a failure here is logged and not raised into the caller."""
-    try:
-        await asyncio.to_thread(dispatch_job.send)
-    except (redis.RedisError, OSError) as err:
-        log.warning("email.kick_failed", error=str(err))

@@ -21,7 +21,6 @@ import dramatiq
 import structlog
 
 from db import batches, planning, sweeper
-from jobs import email as email_jobs
 from jobs.resources import current
 from jobs.retry import NO_RETRY, retry_options
 from require2fa import reminders, removal, run_summary
@@ -72,20 +71,30 @@ async def coordinate_run(
     """Plans the run (once) and sends one `enforcement.remove_batch` per batch not yet sent.
 
     Returns how many batch messages it sent. Sending happens after the plan commits; each chunk
-    sent is recorded, so a redelivered coordinator sends only what was not recorded.
+    sent is recorded, so a redelivered coordinator sends only what was not recorded. A second
+    coordinator of the run arriving while the first plans or sends (the listener's and a sender's
+    by hand, a redelivery) returns 0 at once: the first one holds the run's plan lock.
     """
     send = send or _send_batch
     async with pool.acquire() as conn:
-        async with conn.transaction():
-            run = await planning.plan(conn, run_id, batch_size=batch_size)
-        if run is None or run["status"] != "running":
+        if not await planning.try_coordinate(conn, run_id):
+            log.info("enforcement.coordinating_elsewhere", run_id=run_id)
             return 0
-        pending = await planning.unsent_batches(conn, run_id)
-        log.info("enforcement.planned", run_id=run_id, members=run["total"], batches=len(pending))
-        for start in range(0, len(pending), SEND_CHUNK):
-            chunk = pending[start : start + SEND_CHUNK]
-            await asyncio.to_thread(_send_all, send, run_id, chunk)
-            await planning.mark_enqueued(conn, run_id, chunk)
+        try:
+            async with conn.transaction():
+                run = await planning.plan(conn, run_id, batch_size=batch_size)
+            if run is None or run["status"] != "running":
+                return 0
+            pending = await planning.unsent_batches(conn, run_id)
+            log.info(
+                "enforcement.planned", run_id=run_id, members=run["total"], batches=len(pending)
+            )
+            for start in range(0, len(pending), SEND_CHUNK):
+                chunk = pending[start : start + SEND_CHUNK]
+                await asyncio.to_thread(_send_all, send, run_id, chunk)
+                await planning.mark_enqueued(conn, run_id, chunk)
+        finally:
+            await planning.done_coordinating(conn, run_id)
     return len(pending)
 
 
@@ -147,6 +156,7 @@ async def remove_batch_now(
                 slug=head.org_slug,
                 level=head.level,
                 now=head.now,
+                sso_idp=head.sso_idp,
             ),
             found=found,
             dedupe_keys=[f"removed:{run_id}:{c.member_id}" for c in found],
@@ -185,8 +195,8 @@ async def remove_batch_now(
     time_limit=10 * 60 * 1000,
 )
 async def remove_batch(run_id: int, batch_no: int) -> None:
-    """Removes batch `batch_no` of run `run_id` (members, audit, outbox, counters); then wakes
-    the email dispatcher."""
+    """Removes batch `batch_no` of run `run_id` (members, audit, outbox, counters); the outbox
+    rows' commit wakes the email dispatcher (`jobs.wakeup`)."""
     resources = current()
     async with batch_slots():
         result = await remove_batch_now(resources.pool, resources.settings, run_id, batch_no)
@@ -200,8 +210,6 @@ async def remove_batch(run_id: int, batch_no: int) -> None:
         skipped=result.skipped,
         run_status=result.run_status,
     )
-    if result.removed or result.run_status == "completed":
-        await email_jobs.kick()
 
 
 # --- Reminders before turning it on -------------------------------------------------------------
@@ -232,15 +240,13 @@ async def queue_reminders_now(
     time_limit=30 * 60 * 1000,
 )
 async def queue_reminders(organization_id: int, day: str, except_user_id: int) -> None:
-    """Queues the day's "will require 2FA" emails (outbox) for members without 2FA; wakes the
-    email dispatcher."""
+    """Queues the day's "will require 2FA" emails (outbox) for members without 2FA (their
+    commit wakes the email dispatcher)."""
     resources = current()
     queued = await queue_reminders_now(
         resources.pool, resources.settings, organization_id, day, except_user_id
     )
     log.info("enforcement.reminders_queued", organization_id=organization_id, queued=queued)
-    if queued:
-        await email_jobs.kick()
 
 
 # --- Sweeper -----------------------------------------------------------------------------------
@@ -263,9 +269,7 @@ async def sweep_now(
         queued, stuck = await sweeper.stalled(conn, stale_after=stale_after)
     if base_url is not None:
         async with pool.acquire() as conn, conn.transaction():
-            summarized = await run_summary.queue_failed(conn, base_url=base_url)
-        if summarized:
-            await email_jobs.kick()
+            await run_summary.queue_failed(conn, base_url=base_url)
     for run_id in queued:
         await asyncio.to_thread(send_coordinate, run_id)
     for start in range(0, len(stuck), SEND_CHUNK):

@@ -10,7 +10,6 @@ from __future__ import annotations
 import dramatiq
 import structlog
 
-from jobs import email as email_jobs
 from jobs.resources import current
 from jobs.retry import NO_RETRY
 from require2fa import owner_tools
@@ -26,8 +25,8 @@ log = structlog.get_logger(__name__)
 )
 async def lapse() -> None:
     """Ends lapsed exemptions (`member.2fa-exempt`); where 2FA is required, removes each lapsed
-    member who has no second factor (`member.pending`, the Mandatory email); wakes the email
-    dispatcher."""
+    member who has no second factor (`member.pending`, the Mandatory email, whose commit wakes
+    the email dispatcher)."""
     resources = current()
     async with resources.pool.acquire() as conn:
         lapsed, removed = await owner_tools.lapse_exemptions(
@@ -38,5 +37,3 @@ async def lapse() -> None:
         )
     if lapsed:
         log.info("exemptions.lapsed", lapsed=lapsed, removed=removed)
-    if removed:
-        await email_jobs.kick()

@@ -12,7 +12,6 @@ import dramatiq
 import structlog
 
 from db import maintenance, sessions
-from jobs import email as email_jobs
 from jobs.resources import current
 from jobs.retry import retry_options
 from require2fa import expiry, retention
@@ -53,8 +52,6 @@ async def expiry_reminders() -> None:
             conn, resources.settings.base_url, secret_key=resources.settings.secret_key
         )
     log.info("queued expiry reminders", queued=result.queued, members=result.members)
-    if result.queued:
-        await email_jobs.kick()
 
 
 SESSION_PURGE_BATCH = 10_000

@@ -22,6 +22,7 @@ import dramatiq
 import redis
 import redis.asyncio as aioredis
 import structlog
+from typing_extensions import override
 
 from require2fa import logs
 
@@ -104,17 +105,20 @@ class Observe(dramatiq.Middleware):
             )
         return self._client
 
+    @override
     def after_process_boot(self, broker: dramatiq.Broker) -> None:
         # Only `dramatiq jobs` worker processes emit this (in-process test workers do not).
         logs.configure(os.environ.get("LOG_FORMAT") or "text", process="worker", keep_streams=True)
         _one_sigterm_per_stop()
 
+    @override
     def before_process_message(self, broker: dramatiq.Broker, message: Any) -> None:
         self._local.started = time.perf_counter()
         structlog.contextvars.bind_contextvars(
             message_id=message.message_id, actor=message.actor_name
         )
 
+    @override
     def after_process_message(
         self,
         broker: dramatiq.Broker,
@@ -139,10 +143,12 @@ class Observe(dramatiq.Middleware):
 
     after_skip_message = after_process_message
 
+    @override
     def after_enqueue(self, broker: dramatiq.Broker, message: Any, delay: int | None) -> None:
         if "retries" in message.options:
             self._count({f"retries|{message.queue_name}|{message.actor_name}": 1})
 
+    @override
     def after_nack(self, broker: dramatiq.Broker, message: Any) -> None:
         self._count({f"rejects|{message.queue_name}|{message.actor_name}": 1})
 

@@ -14,6 +14,7 @@ import dramatiq
 import redis.asyncio as aioredis
 from dramatiq.asyncio import get_event_loop_thread
 from dramatiq.middleware import MiddlewareError
+from typing_extensions import override
 
 from db.pool import create_pool_checked
 from require2fa.reach import Unreachable
@@ -47,6 +48,7 @@ class Resources(dramatiq.Middleware):
         self._pool: asyncpg.Pool | None = None
         self._redis: aioredis.Redis | None = None
 
+    @override
     def before_worker_boot(self, broker: dramatiq.Broker, worker: dramatiq.Worker) -> None:
         # A bad setting or an unreachable database ends the worker process (and with it
         # `dramatiq jobs`) with one line: SystemExit passes through Dramatiq and multiprocessing
@@ -73,6 +75,7 @@ class Resources(dramatiq.Middleware):
         self._redis = aioredis.Redis.from_url(self.settings.redis_url or "redis://127.0.0.1:6379/0")
         Resources.current = self
 
+    @override
     def after_worker_shutdown(self, broker: dramatiq.Broker, worker: dramatiq.Worker) -> None:
         loop_thread = get_event_loop_thread()
         if loop_thread is not None and self._pool is not None:

@@ -3,13 +3,9 @@ minute. A thin shim over `require2fa.scheduling.tick`, idempotent by constructio
 
 from __future__ import annotations
 
-import asyncio
-
 import dramatiq
 import structlog
 
-from jobs import email as email_jobs
-from jobs.enforcement import coordinate
 from jobs.resources import current
 from jobs.retry import NO_RETRY
 from require2fa import scheduling
@@ -24,15 +20,13 @@ log = structlog.get_logger(__name__)
     time_limit=30 * 60 * 1000,
 )
 async def scheduled() -> None:
-    """Starts the scheduled runs whose time has come (requirement on, run `queued`, coordinator
-    sent) and queues the countdown reminders due (outbox); wakes the email dispatcher."""
+    """Starts the scheduled runs whose time has come (requirement on, run `queued`) and queues
+    the countdown reminders due (outbox). Their commits wake the coordinator and the email
+    dispatcher (`jobs.wakeup`)."""
     resources = current()
     async with resources.pool.acquire() as conn:
         result = await scheduling.tick(conn, base_url=resources.settings.base_url)
     for run_id in result.started:
         log.info("enforcement.scheduled_run_started", run_id=run_id)
-        # If this send is lost, the enforcement sweeper coordinates the queued run.
-        await asyncio.to_thread(coordinate.send, run_id)
     if result.reminders:
         log.info("enforcement.countdown_queued", emails=result.reminders)
-        await email_jobs.kick()

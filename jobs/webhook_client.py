@@ -18,9 +18,13 @@ from require2fa.settings import Settings
 
 log = structlog.get_logger(__name__)
 
-CONCURRENCY = 32  # requests in flight at once per dispatch (and connections kept per host)
+CONCURRENCY = 2  # requests in flight at once per webhook (`db.webhooks.claim` holds no more)
+# Connections of one session: beyond what a dispatch ever has in flight (its claimed rows), so
+# that one receiver's hanging requests never make another's wait for a connection. No limit
+# per host: webhooks of different organizations often share one (they have their own cap).
+CONNECTIONS = 512
 TIMEOUT = 10.0  # seconds for a whole request: connect, send, the answer's head and first bytes
-CONNECT_TIMEOUT = 5.0
+CONNECT_TIMEOUT = 3.0  # an unreachable receiver gives up quickly
 USER_AGENT = "require2fa-webhooks/1"
 
 
@@ -60,17 +64,18 @@ class _GuardedResolver(AbstractResolver):
 def client_session(
     settings: Settings,
     *,
-    concurrency: int = CONCURRENCY,
+    connections: int = CONNECTIONS,
     timeout: float = TIMEOUT,
     resolver: AbstractResolver | None = None,
 ) -> aiohttp.ClientSession:
     """The session one dispatch posts through: connections kept open and reused, at most
-    `concurrency` per host, `timeout` seconds per request; outside development every
-    connection is checked (above), whatever `resolver` (tests: one that lies) answers."""
+    `connections` of them, `timeout` seconds per request (`CONNECT_TIMEOUT` to connect);
+    outside development every connection is checked (above), whatever `resolver` (tests: one
+    that lies) answers."""
     guarded = not settings.development
     connector = aiohttp.TCPConnector(
-        limit=concurrency,
-        limit_per_host=concurrency,
+        limit=connections,
+        limit_per_host=0,
         keepalive_timeout=30,
         resolver=resolver or (_GuardedResolver() if guarded else None),
         socket_factory=_guarded_socket if guarded else None,

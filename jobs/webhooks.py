@@ -1,10 +1,13 @@
 """Webhook delivery from the webhook outbox (queue `webhooks`).
 
-- `webhooks.dispatch` claims due deliveries in batches (FOR UPDATE SKIP LOCKED, under a lease),
-  posts them in parallel over one aiohttp session whose connections are reused from request to
-  request, and records each outcome: 2xx delivered; timeouts, connection errors, 408, 429 and
-  5xx retried with backoff (10 s doubling to an hour) for a day after the event; any other
-  answer (4xx, a redirect, which is not followed) failed at once. It keeps claiming until
+- `webhooks.dispatch` claims due deliveries under a lease, at most `CONCURRENCY` (2) held at
+  once per webhook across dispatchers, oldest due first across webhooks, so that a receiver that
+  is slow, failing or unreachable delays only its own deliveries; posts each in its own task
+  over one aiohttp session whose connections are reused (a 3 s connect timeout, 10 s in all),
+  and records each outcome: 2xx delivered; timeouts, connection errors, 408, 429 and 5xx
+  retried with backoff (10 s doubling to an hour) for a day after the event; 410 Gone turns the
+  webhook off (`webhook.disable`); any other answer (4xx, a redirect, which is not followed)
+  failed at once. It keeps claiming until
   nothing is due or its time budget is spent, then sends itself again. One dispatch at a time
   sends per worker process; a second delivery of the same message finds that one running (or
   nothing due) and sends nothing.
@@ -15,8 +18,8 @@ Deliveries are written by a trigger in the transaction of each audit entry; its 
 wakes the dispatchers through `jobs.wakeup` once the transaction commits.
 
 At least once: a worker killed between a 2xx and the record of it sends that delivery again
-after its lease lapses, with the same `X-Require2FA-Delivery` id (at most `FLUSH_EVERY` plus
-`CONCURRENCY` deliveries per dispatch can be sent twice that way).
+after its lease lapses, with the same `X-Require2FA-Delivery` / `webhook-id` (at most
+`FLUSH_EVERY` plus the rows in flight, `CONCURRENCY` per webhook, can be sent twice that way).
 
 Safety outside development: only `https://` URLs are posted to; every socket is checked, just
 before it connects, against `require2fa.webhooks.forbidden_address` (loopback, private,
@@ -28,12 +31,10 @@ a request takes at most `TIMEOUT` seconds; at most `KEEP_BYTES` of an answer are
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
 from typing import Any
 
 import asyncpg
 import dramatiq
-import redis
 import structlog
 
 from db import webhooks as outbox
@@ -50,7 +51,6 @@ __all__ = [
     "client_session",
     "dispatch",
     "dispatch_job",
-    "kick",
     "sweep",
     "sweep_job",
 ]
@@ -67,7 +67,7 @@ def _wake_key(settings: Settings) -> str:
 # --- Actors ---------------------------------------------------------------------------------
 
 # One dispatch sends at a time in a worker process (they share its event loop); a second one
-# leaves the rows to it. The first looks once more after letting go, so no kick is lost.
+# leaves the rows to it. The first looks once more after letting go, so no wake-up is lost.
 _sending = False
 
 
@@ -135,12 +135,3 @@ async def sweep_job() -> None:
         wake_key=_wake_key(res.settings),
         dispatch=dispatch_job,
     )
-
-
-async def kick(send: Callable[[], object] | None = None) -> None:
-    """Asks for delivery now (the trigger's notification does this by itself); a failure to
-    reach Redis is logged: the sweeper finds the rows within a minute."""
-    try:
-        await asyncio.to_thread(send or dispatch_job.send)
-    except (redis.RedisError, OSError) as err:
-        log.warning("webhooks.kick_failed", error=str(err))

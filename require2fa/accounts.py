@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncpg
 import redis.asyncio as aioredis
 
-from db import sessions, users
+from db import authenticators, sessions, users
 from require2fa import factors, ratelimit, reauth
 from require2fa.errors import Conflict, Invalid, NotFound, NotSignedIn, TooMany
 from require2fa.ratelimit import Limit
@@ -17,6 +17,14 @@ from require2fa.settings import Settings
 # failures against one account never hold back another, and nobody can lock an account from
 # addresses other than their own. A success clears its counter.
 LOGIN_LIMIT = Limit("login", 10, 900)
+# Wrong passwords per account from every address together (issue 25, point 9). Past the limit,
+# each address gets one attempt on that account per turn, the turn doubling with each further
+# failure up to 15 minutes: a guesser with many addresses is slowed to a few guesses an hour per
+# address, while whoever types the right password from an address that has not just failed is
+# checked at once (never locked out; docs/SECURITY.md). A success clears the count.
+LOGIN_ACCOUNT_FAILURES = Limit("login-account", 20, 3600)
+LOGIN_ACCOUNT_FIRST_TURN = 5  # seconds
+LOGIN_ACCOUNT_MAX_TURN = 900
 SESSION_NOT_FOUND = "The requested session does not exist."
 
 
@@ -58,15 +66,37 @@ async def check_password(
             "Too many failed sign-in attempts; try again later.",
             retry_after=verdict.retry_after,
         )
+    account = email.strip().lower()
+    await _wait_turn(redis, settings, account, key)
     async with pool.acquire() as conn:
         user = await users.by_email(conn, email)
         if not verify_password(user["password_hash"] if user else None, password):
+            await ratelimit.hit(redis, settings.redis_namespace, LOGIN_ACCOUNT_FAILURES, account)
             raise NotSignedIn("bad-password", "Invalid email or password.")
         assert user is not None
         user = await users.by_id(conn, user["id"])
         assert user is not None
     await ratelimit.reset(redis, settings.redis_namespace, LOGIN_LIMIT, key)
+    await ratelimit.reset(redis, settings.redis_namespace, LOGIN_ACCOUNT_FAILURES, account)
     return user
+
+
+async def _wait_turn(redis: aioredis.Redis, settings: Settings, account: str, key: str) -> None:
+    """Past `LOGIN_ACCOUNT_FAILURES`, one attempt per (address, account) per turn: `TooMany`
+    with the seconds to wait."""
+    namespace = settings.redis_namespace
+    failures = await ratelimit.count(redis, namespace, LOGIN_ACCOUNT_FAILURES, account)
+    over = failures - LOGIN_ACCOUNT_FAILURES.limit
+    if over < 0:
+        return
+    turn = min(LOGIN_ACCOUNT_FIRST_TURN * 2 ** min(over, 16), LOGIN_ACCOUNT_MAX_TURN)
+    wait = await ratelimit.take_turn(redis, namespace, "login-account", key, turn)
+    if wait:
+        raise TooMany(
+            "login-slowed",
+            "Many wrong passwords were tried for this account; wait before trying again.",
+            retry_after=wait,
+        )
 
 
 async def reauthenticate(
@@ -100,13 +130,21 @@ async def reauthenticate(
 
 
 async def change_password(
-    pool: asyncpg.Pool, user_id: int, *, password: str, keep_session: int | None
+    pool: asyncpg.Pool,
+    user_id: int,
+    *,
+    password: str,
+    keep_session: int | None,
+    keep_token: int | None = None,
 ) -> None:
-    """Sets a new password and ends the user's sessions but `keep_session`. The caller has
-    checked the current one (`reauthenticate`)."""
+    """Sets a new password and ends the user's sessions but `keep_session` and revokes their API
+    tokens but `keep_token` (the credential the change was made with): someone who learnt the
+    old password could have made a token with it (docs/SECURITY.md). The caller has checked the
+    current one (`reauthenticate`)."""
     async with pool.acquire() as conn, conn.transaction():
         await users.set_password(conn, user_id, hash_password(password))
         await sessions.end_others(conn, user_id, keep=keep_session)
+        await authenticators.revoke_tokens(conn, user_id, keep=keep_token)
 
 
 # --- Sessions -------------------------------------------------------------------------------

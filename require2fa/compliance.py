@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable
-from datetime import datetime
+from datetime import datetime, timedelta
 
 # Factor kinds that can count as a second factor once confirmed (recovery codes never do).
 FACTOR_KINDS: tuple[str, ...] = ("totp", "sms", "webauthn")
@@ -122,16 +122,22 @@ def noncompliant_sql(
     *,
     level_sql: str | None = None,
     exempt_until_sql: str | None = None,
+    idp_organization_sql: str | None = None,
 ) -> str:
     """SQL condition: the member does not meet the requirement (no factor that counts, and no
-    exemption still running at the statement's `now()`). Written as a conjunction with its
-    `not exists` at the top, so that the planner turns it into an anti-join (it does not push a
-    `not` through an `or` of "exempt or has a factor" before deciding). Use it as one term of a
-    `where … and …` list."""
+    exemption still running at the statement's `now()`; with `idp_organization_sql`, neither a
+    lasting assertion of that organization's identity provider, `idp_mfa_sql`). Written as a
+    conjunction with its `not exists` at the top, so that the planner turns it into an
+    anti-join (it does not push a `not` through an `or` of "exempt or has a factor" before
+    deciding). Use it as one term of a `where … and …` list."""
     factor = second_factor_sql(user_id_sql, level_sql=level_sql)
-    if exempt_until_sql is None:
-        return f"not {factor}"
-    return f"not coalesce({_expression(exempt_until_sql)} > now(), false) and not {factor}"
+    condition = f"not {factor}"
+    if exempt_until_sql is not None:
+        condition = f"not coalesce({_expression(exempt_until_sql)} > now(), false) and {condition}"
+    if idp_organization_sql is not None:
+        idp = idp_mfa_sql(user_id_sql, idp_organization_sql, level_sql=level_sql)
+        condition += f" and not {idp}"
+    return condition
 
 
 def factor_bit(kind: str) -> int:
@@ -210,17 +216,75 @@ IDP_MFA_AMR = frozenset({"mfa", "otp", "sms", "hwk", "swk", "pop", "face", "fpt"
 # phishing-resistant authentication (`phrh`: with a hardware-protected key).
 IDP_PHISHING_RESISTANT_AMR = frozenset({"hwk", "pop"})
 IDP_PHISHING_RESISTANT_ACR = frozenset({"phr", "phrh"})
+# Per level, what a sign-in must have asserted: one of these `amr` values, or one of these
+# `acr` values. `secure` is `any` without a lone `sms`. Rendered by `idp_mfa_meets` (Python)
+# and `idp_mfa_sql` (SQL), so the two cannot drift.
+IDP_LEVELS: dict[str, tuple[frozenset[str], frozenset[str]]] = {
+    "any": (IDP_MFA_AMR, frozenset()),
+    "secure": (IDP_MFA_AMR - {"sms"}, frozenset()),
+    "phishing-resistant": (IDP_PHISHING_RESISTANT_AMR, IDP_PHISHING_RESISTANT_ACR),
+}
+# How long a sign-in's assertion counts: a member whose latest SSO sign-in is older is judged
+# by their own factors alone (and removed at the next run when they have none).
+IDP_WINDOW_DAYS = 30
 
 
 def idp_mfa_meets(amr: Iterable[str] | None, acr: str | None, level: str | None = None) -> bool:
     """Whether a sign-in whose ID token asserted `amr` and `acr` meets `level`: `any` — one of
     `IDP_MFA_AMR`; `secure` — the same, a lone `sms` aside; `phishing-resistant` — `hwk` or
-    `pop`, or `acr` `phr`/`phrh`."""
-    methods = set(amr or ())
-    level = level_of(level)
-    if level == "phishing-resistant":
-        return bool(methods & IDP_PHISHING_RESISTANT_AMR) or acr in IDP_PHISHING_RESISTANT_ACR
-    second = methods & IDP_MFA_AMR
-    if level == "secure":
-        second.discard("sms")
-    return bool(second)
+    `pop`, or `acr` `phr`/`phrh` (`IDP_LEVELS`)."""
+    amr_values, acr_values = IDP_LEVELS[level_of(level)]
+    return bool(set(amr or ()) & amr_values) or acr in acr_values
+
+
+def idp_assertion_counts(
+    amr: Iterable[str] | None,
+    acr: str | None,
+    level: str | None,
+    *,
+    signed_in_at: datetime | None,
+    now: datetime,
+) -> bool:
+    """`idp_mfa_meets` for a sign-in at `signed_in_at` that is still within `IDP_WINDOW_DAYS`
+    at `now` (what a member's `sso.meetsRequirement` says; the organization being in `idp`
+    mode is the caller's to know)."""
+    if signed_in_at is None or now - signed_in_at > timedelta(days=IDP_WINDOW_DAYS):
+        return False
+    return idp_mfa_meets(amr, acr, level)
+
+
+def _idp_level_sql(level_sql: str | None, alias: str) -> str:
+    """The sign-in `{alias}` (an `sso_identities` row) asserted what the level needs (None:
+    the default level)."""
+
+    def arm(amr_values: frozenset[str], acr_values: frozenset[str]) -> str:
+        terms = [f"{alias}.amr && array[{_sql_list(sorted(amr_values))}]::text[]"]
+        if acr_values:
+            terms.append(f"{alias}.acr in ({_sql_list(sorted(acr_values))})")
+        return "(" + " or ".join(terms) + ")"
+
+    if level_sql is None:
+        return arm(*IDP_LEVELS[DEFAULT_LEVEL])
+    arms = " ".join(
+        f"when '{name}' then {arm(*values)}"
+        for name, values in IDP_LEVELS.items()
+        if _WORD.match(name)
+    )
+    return f"(case coalesce({_expression(level_sql)}, '{DEFAULT_LEVEL}') {arms} else false end)"
+
+
+def idp_mfa_sql(user_id_sql: str, organization_id_sql: str, *, level_sql: str | None) -> str:
+    """SQL condition: the organization `organization_id_sql` has an identity provider whose MFA
+    counts (`sso_configs.mfa = 'idp'`), and the latest sign-in of one of the user's identities
+    at it (each `sso_identities` row keeps its own latest), within `IDP_WINDOW_DAYS`, asserted
+    what the level (`level_sql`) needs. False without SSO.
+
+    An `exists`, as `second_factor_sql` is, so that `not exists` plans as an anti-join too."""
+    user, org = _expression(user_id_sql), _expression(organization_id_sql)
+    return (
+        "exists (select 1 from sso_configs sc join sso_identities si"
+        " on si.organization_id = sc.organization_id and si.issuer = sc.issuer"
+        f" where sc.organization_id = {org} and sc.mfa = 'idp' and si.user_id = {user}"
+        f" and si.last_sign_in_at > now() - interval '{IDP_WINDOW_DAYS} days'"
+        f" and {_idp_level_sql(level_sql, 'si')})"
+    )

@@ -77,16 +77,21 @@ def removed_for_2fa_each(
     org_slug: str,
     reinstate_by: datetime | None,
     level: str | None = None,
+    sso_idp: bool = False,
 ) -> list[Context]:
     """`removed_for_2fa` for each (member id, email, token) of one batch: what they share is
-    worked out once, each link sealed on its own."""
-    shared = {
+    worked out once, each link sealed on its own. `sso_idp`: the organization's identity
+    provider's MFA counts too, so the email offers signing in through it with MFA (the key is
+    there only then)."""
+    shared: dict[str, Any] = {
         "org_name": org_name,
         "org_slug": org_slug,
         "reinstate_by": _when(reinstate_by),
         "level": compliance.level_of(level),
         "needs": compliance.needs(level),
     }
+    if sso_idp:
+        shared["sso_idp"] = True
     sealed = seal_links(
         secret_key,
         [links.accept_url(base_url, member_id, token) for member_id, _, token in members],

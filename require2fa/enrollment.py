@@ -13,7 +13,7 @@ import asyncpg
 import redis.asyncio as aioredis
 
 from db import authenticators, outbox, sessions, users
-from require2fa import compliance, email_contexts, factors, sms, totp
+from require2fa import caps, compliance, email_contexts, factors, sms, totp
 from require2fa.errors import Conflict, Invalid, NotAllowed, NotFound
 from require2fa.settings import Settings
 
@@ -165,7 +165,7 @@ async def send_enrollment_code(
     phone = _phone(phone_text)
     async with pool.acquire() as conn:
         await _refuse_second(conn, user_id, "sms")
-    await factors.count_sms_send(redis, settings, user_id)
+    await caps.count_sms(redis, settings, user_id=user_id, phone=phone)
     code = sms.new_code()
     await sms.store_code(
         redis, settings, purpose="enroll", user_id=user_id, binding=phone, code=code
@@ -196,7 +196,11 @@ async def confirm_sms(
         await users.lock(conn, [user["id"]])
         await _refuse_second(conn, user["id"], "sms")
         factor = await authenticators.insert_sms(
-            conn, user_id=user["id"], name="Backup phone", phone=phone
+            conn,
+            user_id=user["id"],
+            name="Backup phone",
+            phone=sms.seal_phone(settings.secret_key, phone),
+            phone_hint=sms.mask_phone(phone),
         )
         enrolled = await confirm_factor(conn, settings, user, factor)
     await factors.attempt_succeeded(redis, settings, user["id"])

@@ -14,7 +14,7 @@ import redis.asyncio as aioredis
 import structlog
 
 from db import authenticators
-from require2fa import ratelimit, sms, totp
+from require2fa import caps, ratelimit, sms, totp
 from require2fa.errors import TooMany, Unavailable
 from require2fa.ratelimit import Limit
 from require2fa.settings import Settings
@@ -24,8 +24,6 @@ log = structlog.get_logger(__name__)
 # Second-factor attempts (sign-in step and enrollment confirmations), per user.
 SECOND_FACTOR_BURST = Limit("2fa-burst", 5, 20)
 SECOND_FACTOR_HOURLY = Limit("2fa-hour", 20, 3600)
-# Text messages sent, per user.
-SMS_SENDS = Limit("sms-send", 5, 3600)
 
 LAST_FACTOR = "Cannot delete authenticator because organization requires 2FA"
 INVALID_CODE = "Invalid verification code."
@@ -46,11 +44,6 @@ async def attempt_succeeded(redis: aioredis.Redis, settings: Settings, user_id: 
     """A right code clears the counters (only the owner of the factor can produce one)."""
     for rule in (SECOND_FACTOR_BURST, SECOND_FACTOR_HOURLY):
         await ratelimit.reset(redis, settings.redis_namespace, rule, str(user_id))
-
-
-async def count_sms_send(redis: aioredis.Redis, settings: Settings, user_id: int) -> None:
-    """Counts one text message sent to the user; `TooMany` once over."""
-    await _hit(redis, settings, SMS_SENDS, user_id, "Too many text messages sent; try again later.")
 
 
 async def _hit(
@@ -134,12 +127,18 @@ async def send_login_code(
     if not factors:
         return None
     factor = factors[0]
-    await count_sms_send(redis, settings, user_id)
+    phone = sms.open_phone(settings.secret_key, factor["phone"])
+    if not factor["phone"].startswith(sms.SEALED):  # written before numbers were sealed
+        async with pool.acquire() as conn:
+            await authenticators.set_phone(
+                conn, factor["id"], sms.seal_phone(settings.secret_key, phone)
+            )
+    await caps.count_sms(redis, settings, user_id=user_id, phone=phone)
     code = sms.new_code()
     await sms.store_code(
         redis, settings, purpose="login", user_id=user_id, binding=str(factor["id"]), code=code
     )
-    await send_code(settings, factor["phone"], code)
+    await send_code(settings, phone, code)
     return factor
 
 

@@ -106,15 +106,26 @@ async def join(
     }
 
 
-def check_claimant(row: asyncpg.Record, user_id: int) -> None:
-    """A rejoin link (a member removed for 2FA) gives the membership back to the account it
-    was taken from only: `NotAllowed` for anyone else. An invitation is anyone's to accept."""
+async def check_claimant(conn: asyncpg.Connection, row: asyncpg.Record, user_id: int) -> None:
+    """Who may take the member row a link names: a rejoin link (a member removed for 2FA) only
+    the account it was taken from; an invitation only an account whose email is the invited one
+    (case aside; issue 25, point 2: else a link opened in a browser signed into another account,
+    maybe by a forged sign-in, would hand that account the role). `NotAllowed` for anyone else.
+    A removed member's row carries their own email, so their rejoin link passes both checks."""
     removed = row["removed_user_id"]
     if row["pending_reason"] == "2fa" and removed is not None and removed != user_id:
         raise NotAllowed(
             "invite-other-account",
             f"This link gives {row['email']} back its membership of {row['org_name']}; only the"
             " account it was removed from can use it. Sign in as that account to rejoin.",
+        )
+    user = await users.by_id(conn, user_id)
+    email = user["email"] if user is not None else ""
+    if email.lower() != row["email"].lower():
+        raise NotAllowed(
+            "invite-other-email",
+            f"This invitation was sent to {row['email']}; you are signed in as {email}."
+            f" Sign in as {row['email']} (or create that account) to accept it.",
         )
 
 
@@ -143,9 +154,11 @@ async def look(
         existing = False
         has2fa = False
         if user_id is not None:
-            check_claimant(row, user_id)
+            await check_claimant(conn, row, user_id)
             existing = await members.of_user(conn, row["organization_id"], user_id) is not None
-            has2fa = await users.has_2fa(conn, user_id, row["require_2fa_level"])
+            has2fa = await users.has_2fa(
+                conn, user_id, row["require_2fa_level"], organization_id=row["organization_id"]
+            )
     return {
         "orgSlug": row["org_slug"],
         "orgName": row["org_name"],
@@ -170,11 +183,11 @@ async def accept(
         # The user first, then the member: the order enrollment (then join) takes them in.
         await users.lock(conn, [user["id"]])
         row = await pending_member(conn, member_id, token)
-        check_claimant(row, user["id"])
+        await check_claimant(conn, row, user["id"])
         if await members.of_user(conn, row["organization_id"], user["id"]) is not None:
             raise Conflict("already-member", "You are already a member of this organization.")
         if row["require_2fa"] and not await users.has_2fa(
-            conn, user["id"], row["require_2fa_level"]
+            conn, user["id"], row["require_2fa_level"], organization_id=row["organization_id"]
         ):
             raise NeedsSecondFactor(row["require_2fa_level"])
         return await join(conn, row, user, who)
@@ -200,11 +213,11 @@ async def remembered_step(
     try:
         async with pool.acquire() as conn, conn.transaction():
             row = await pending_member(conn, member_id, token)
-            check_claimant(row, user_id)
+            await check_claimant(conn, row, user_id)
             if await members.of_user(conn, row["organization_id"], user_id):
                 return Remembered(None)
             if row["require_2fa"] and not await users.has_2fa(
-                conn, user_id, row["require_2fa_level"]
+                conn, user_id, row["require_2fa_level"], organization_id=row["organization_id"]
             ):
                 return Remembered(None, keep=True)
     except DomainError:
@@ -232,8 +245,8 @@ async def resend(
     """Sends a pending member's email again with a fresh link, so the old one stops working;
     `reinstate_by` stays counted from the removal. Rate limited per (organization, member),
     counted once the member is found in `org` (nobody spends another organization's allowance);
-    `member.reinvite`. The member row as it is now; the caller kicks the outbox once this
-    returns."""
+    `member.reinvite`. The member row as it is now; the email's commit wakes the
+    dispatcher."""
     token = new_token()
     async with pool.acquire() as conn, conn.transaction():
         # Locked first, so that an accept or the purge committing meanwhile is seen, not raced.

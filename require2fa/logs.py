@@ -85,7 +85,7 @@ class _Lines:
     through, under the handler's lock, so that lines of threads never interleave. A stream that
     fails is reported as the standard library reports it (`Handler.handleError`)."""
 
-    def __init__(self, name: str = "", *args: object) -> None:
+    def __init__(self, name: str = "", *_args: object) -> None:
         self.name = name  # the line's `logger` (structlog.stdlib.add_logger_name reads it)
 
     @staticmethod
@@ -129,7 +129,7 @@ _ENCODE = json.encoder.c_make_encoder(  # type: ignore[attr-defined]
 )
 
 
-def _render_json(logger: object, method: str, event: structlog.typing.EventDict) -> str:
+def _render_json(_logger: object, _method: str, event: structlog.typing.EventDict) -> str:
     return "".join(_ENCODE(event, 0))
 
 
@@ -137,7 +137,7 @@ _last_second: tuple[int, str] = (0, "")  # the last whole second stamped, and it
 
 
 def _add_time(
-    logger: object, method: str, event: structlog.typing.EventDict
+    _logger: object, _method: str, event: structlog.typing.EventDict
 ) -> structlog.typing.EventDict:
     """`time`: ISO 8601 in UTC to the microsecond (`2026-12-06T12:56:11.148183Z`); the
     date and time of day are formatted once per second."""
@@ -155,12 +155,12 @@ def _lean_records() -> None:
     """Spares every log record of the libraries the caller's file and line, which no line
     shows: finding them walks up the stack (the logging HOWTO's "Optimization" section names
     this switch)."""
-    logging._srcfile = None  # type: ignore[attr-defined]
+    logging._srcfile = None
 
 
 def _add_process(name: str) -> structlog.typing.Processor:
     def add(
-        logger: object, method: str, event: structlog.typing.EventDict
+        _logger: object, _method: str, event: structlog.typing.EventDict
     ) -> structlog.typing.EventDict:
         event.setdefault("process", name)
         return event

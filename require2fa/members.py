@@ -63,6 +63,9 @@ async def _teams(conn: asyncpg.Connection, org_id: int, slugs: list[str]) -> lis
     return list(found.values())
 
 
+OWN_SETTINGS_ONLY = "Only the member can change their own notification settings."
+
+
 def _require_manager(role: str) -> None:
     if role not in MANAGERS:
         raise NotAllowed("managers-only", "You do not have permission to perform this action.")
@@ -188,16 +191,15 @@ async def update(
     actor: Actor,
 ) -> asyncpg.Record:
     """Changes a member's role and teams (owners, managers; an owner's by owners only) or the
-    caller's own notification settings; writes `member.edit`. The member as it is now."""
+    caller's own notification settings (a plain member may only touch their own row); writes
+    `member.edit` with what changed, nothing at all when nothing does. The member as it is now."""
     async with pool.acquire() as conn, conn.transaction():
         row = await members.get(conn, org_id, member_id)
         if row is None:
             raise NotFound("member-not-found", NOT_FOUND)
         is_self = row["user_id"] == actor.user_id
-        if settings is not None and not is_self:
-            raise NotAllowed(
-                "own-settings-only", "Only the member can change their own notification settings."
-            )
+        if not is_self and (actor_role not in MANAGERS or settings is not None):
+            raise NotAllowed("own-settings-only", OWN_SETTINGS_ONLY)
         if role is not None or teams is not None:
             _require_manager(actor_role)
             if row["role"] == "owner" and actor_role != "owner":
@@ -206,14 +208,28 @@ async def update(
             _check_grant(actor_role, role)
             if role != "owner":
                 await _keep_an_owner(conn, row)
-        await members.update(conn, row["id"], role=role, settings=settings)
-        if teams is not None:
-            await members.set_teams(conn, row["id"], await _teams(conn, org_id, teams))
+        team_ids = await _teams(conn, org_id, teams) if teams is not None else None
+        # What the request changes; a write that changes nothing records nothing (no audit entry,
+        # so no webhook delivery either).
         changed = {
             key: value
-            for key, value in (("role", role), ("teams", teams), ("settings", settings))
-            if value is not None
+            for key, value, now in (
+                ("role", role, row["role"]),
+                ("teams", sorted(set(teams)) if teams is not None else None, row["team_slugs"]),
+                ("settings", settings, row["settings"]),
+            )
+            if value is not None and value != now
         }
+        if not changed:
+            return row
+        await members.update(
+            conn,
+            row["id"],
+            role=role if "role" in changed else None,
+            settings=settings if "settings" in changed else None,
+        )
+        if team_ids is not None and "teams" in changed:
+            await members.set_teams(conn, row["id"], team_ids)
         await audit.record(
             conn,
             organization_id=org_id,

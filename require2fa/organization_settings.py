@@ -10,7 +10,9 @@ transaction, and the settings page asks the same plan whether to confirm first (
 
 The rules: only an owner changes the requirement, its level, its date or SSO; the owner must
 meet the level themselves; the requirement cannot be turned on while SSO is on, and turning SSO on
-while it is required turns the requirement off (the identity provider enforces 2FA then); a change
+while it is required turns the requirement off (the identity provider enforces 2FA then): that is
+the flag-only `ssoEnabled`; an identity provider configured through `require2fa.single_sign_on`
+refuses nothing (its `mfa` mode says whether its MFA counts, `compliance.idp_mfa_sql`); a change
 that loosens the requirement (off, a lower level, a scheduled date cancelled or postponed) needs a
 recent re-authentication. Turning the requirement on, or raising its level while it is on, writes
 a `queued` enforcement run that the caller's adapter sends to the workers once the transaction
@@ -19,7 +21,7 @@ commits (`started`).
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from datetime import datetime
 from typing import Any, Literal
@@ -224,10 +226,9 @@ async def apply_change(
     actor: Actor,
     role: str,
     recently_authenticated: bool,
-    start_run: Callable[[int], Awaitable[None]],
 ) -> Change:
     """`change_organization` in a transaction of its own (the API's PUT and the settings page);
-    `start_run(run_id)` sends a new run to the workers once it is committed."""
+    a run it writes `queued` is announced to the workers at commit (`jobs.wakeup`)."""
     async with pool.acquire() as conn, conn.transaction():
         change = await change_organization(
             conn,
@@ -237,8 +238,6 @@ async def apply_change(
             role=role,
             recently_authenticated=recently_authenticated,
         )
-    if change.started and change.run is not None:
-        await start_run(change.run["id"])
     return change
 
 

@@ -18,7 +18,7 @@ log = structlog.get_logger(__name__)
 
 SLUG = r"^[a-z0-9][a-z0-9-]{0,49}$"
 # Path segments of pages under /organizations/ that an organization's slug must not take.
-RESERVED_SLUGS = frozenset({"new"})
+RESERVED_SLUGS = frozenset({"new", "callback"})  # /organizations/new/, /auth/sso/callback/
 MAX_NAME = 200
 
 

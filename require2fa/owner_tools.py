@@ -27,7 +27,8 @@ NOT_YOURSELF = (
 )
 NOT_ACTIVE = "This member has not joined yet: there is no two-factor authentication to reset."
 IN_ANOTHER_ORG = (
-    "This member's account also belongs to another organization, so its two-factor "
+    "This member's account also belongs to another organization (as a member, or removed for "
+    "2FA and able to rejoin), so its two-factor "
     "authentication is not this organization's to reset; only the member can change it."
 )
 SUPERUSER = (
@@ -35,7 +36,8 @@ SUPERUSER = (
 )
 
 # The organization as a removal needs it, held FOR SHARE as a batch holds it (`db.batches`).
-_ORGANIZATION_SQL = """select id, name, slug, require_2fa, require_2fa_level, now() as now
+_ORGANIZATION_SQL = """select id, name, slug, require_2fa, require_2fa_level, sso_mfa,
+                              now() as now
                        from organizations where id = $1 for share"""
 
 
@@ -57,14 +59,15 @@ async def reset_member_2fa(
     secret_key: str,
     reinstatement_window: timedelta,
 ) -> ResetResult:
-    """Deletes the member's factors and recovery codes, writes `member.2fa-reset` and queues a
-    `Security notice`; where the organization requires 2FA, also removes the member as a batch
-    of one (`require2fa.removal.make_pending`: pending row, `member.pending` with reason
-    `2fa-reset`, the Mandatory email), unless an exemption of theirs lasts.
+    """Deletes the member's factors and recovery codes, ends their sessions and API tokens,
+    writes `member.2fa-reset` and queues a `Security notice`; where the organization requires
+    2FA, also removes the member as a batch of one (`require2fa.removal.make_pending`: pending
+    row, `member.pending` with reason `2fa-reset`, the Mandatory email), unless an exemption of
+    theirs lasts.
 
     Only for an active member whose user belongs to no other organization (their factors guard
-    those too) and is no superuser. Call inside a transaction; enqueue-after-commit is the
-    caller's (kick the email dispatcher once it has committed).
+    those too) and is no superuser. Call inside a transaction; its commit announces the outbox
+    rows to the dispatchers (docs/ARCHITECTURE.md, "Wake-ups after commit").
     """
     if actor_role != "owner":
         raise NotAllowed("owners-only", OWNERS_ONLY)
@@ -92,8 +95,10 @@ async def reset_member_2fa(
         raise Conflict("in-another-organization", IN_ANOTHER_ORG)
 
     deleted = await authenticators.delete_all(conn, user_id)
-    # Whoever holds a session of theirs (maybe whoever took the factor) is signed out.
+    # Whoever holds a session or an API token of theirs (maybe whoever took the factor) is
+    # signed out: a token signs in as the user as a session does (issue 25, point 4).
     await sessions.end_others(conn, user_id, None)
+    await authenticators.revoke_tokens(conn, user_id)
     entry = await audit.record(
         conn,
         organization_id=organization_id,
@@ -156,6 +161,7 @@ async def _make_pending(
             slug=org["slug"],
             level=org["require_2fa_level"],
             now=org["now"],
+            sso_idp=org["sso_mfa"] == "idp",
         ),
         found=found,
         dedupe_keys=[dedupe_key],

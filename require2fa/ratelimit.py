@@ -50,3 +50,21 @@ async def hit(redis: aioredis.Redis, namespace: str, rule: Limit, key: str) -> V
 async def reset(redis: aioredis.Redis, namespace: str, rule: Limit, key: str) -> None:
     """Forgets `key`'s attempts under `rule` (a success by whoever may clear them)."""
     await redis.delete(f"{namespace}:rl:{rule.name}:{key}")
+
+
+async def count(redis: aioredis.Redis, namespace: str, rule: Limit, key: str) -> int:
+    """How many attempts `key` has in `rule`'s current window (nothing counted)."""
+    value = await redis.get(f"{namespace}:rl:{rule.name}:{key}")
+    return int(value) if value is not None else 0
+
+
+async def take_turn(
+    redis: aioredis.Redis, namespace: str, name: str, key: str, seconds: int
+) -> int:
+    """One attempt every `seconds` for `key`: 0 when this one may go ahead (the next then waits
+    `seconds`), else the seconds left until it may. One atomic SET NX, so parallel attempts get
+    one turn between them."""
+    full = f"{namespace}:turn:{name}:{key}"
+    if await redis.set(full, 1, nx=True, px=seconds * 1000):
+        return 0
+    return max(1, -(-int(await redis.pttl(full)) // 1000))

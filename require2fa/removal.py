@@ -34,6 +34,7 @@ class Organization:
     slug: str
     level: str  # its requirement level
     now: datetime  # the transaction's time: the removal's, and where the window starts
+    sso_idp: bool = False  # its identity provider's MFA counts: the email says so
 
 
 def one(member: asyncpg.Record) -> tuple[list[Candidate], tuple[int, int]]:
@@ -76,6 +77,7 @@ async def make_pending(
         org_slug=organization.slug,
         reinstate_by=reinstate_by,
         level=organization.level,
+        sso_idp=organization.sso_idp,
     )
     return await removals.make_pending(
         conn,

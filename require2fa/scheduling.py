@@ -20,7 +20,7 @@ from require2fa import email_contexts
 
 @dataclass(frozen=True)
 class Tick:
-    started: list[int]  # runs that became `queued` now: send their coordinators
+    started: list[int]  # runs that became `queued` now (their commit wakes the coordinators)
     reminders: int  # countdown emails queued now
 
 

@@ -23,7 +23,7 @@ import aiohttp
 import redis.asyncio as aioredis
 import structlog
 
-from require2fa.security import derive_key
+from require2fa.security import derive_key, seal, unseal
 from require2fa.settings import Settings
 
 log = structlog.get_logger(__name__)
@@ -57,6 +57,22 @@ def normalize_phone(text: str) -> str | None:
 
 def mask_phone(phone: str) -> str:
     return phone[:2] + "*" * max(0, len(phone) - 6) + phone[-4:]
+
+
+SEALED = "sealed:"  # the marker of a number sealed at rest (migration 0200)
+
+
+def seal_phone(secret_key: str, phone: str) -> str:
+    """The number as `authenticators.phone` keeps it: sealed under a key derived from
+    SECRET_KEY, like TOTP secrets."""
+    return SEALED + seal(secret_key, "phone", phone)
+
+
+def open_phone(secret_key: str, stored: str) -> str:
+    """The number `seal_phone` sealed; a row from before migration 0200 is the number itself."""
+    if stored.startswith(SEALED):
+        return unseal(secret_key, "phone", stored.removeprefix(SEALED))
+    return stored
 
 
 def new_code() -> str:

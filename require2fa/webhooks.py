@@ -1,155 +1,83 @@
 """Webhooks: the rules of a subscription and of what is sent to it (docs/BEHAVIOUR.md).
 
-- Which URLs may be subscribed (`check_url`, `check_destination`) and which addresses may ever
-  be connected to (`forbidden_address`): outside development, only `https://` and only public
-  addresses. Delivery checks the address of every socket it opens (`jobs.webhooks`), so a name
-  that resolved to a public address when the webhook was created and resolves to a private one
-  later (DNS rebinding) is still refused.
-- The secret: random, shown once, stored encrypted under a key derived from SECRET_KEY, used as
-  the HMAC-SHA256 key of `X-Require2FA-Signature: sha256=<hex>` over the raw body.
-- The body: the audit entry as JSON, built from the entry (which never changes).
-- The use cases `create` and `delete`, each with its audit entry, in the caller's transaction.
+- Which URLs may be subscribed and which addresses may ever be connected to:
+  `require2fa.webhook_addresses`.
+- The secret and the signatures (the first form and Standard Webhooks 1.0, rotation):
+  `require2fa.webhook_signatures`.
+- At most `MAX_WEBHOOKS` per organization, counted under a lock so that two creations at once
+  cannot both pass.
+- The body: the audit entry as JSON, built from the entry (which never changes); a `ping` has
+  no entry.
+- A receiver answering 410 Gone turns its webhook off (`disable_gone`, audited
+  `webhook.disable`); an inactive webhook gets no deliveries and its pending ones fail.
+- The use cases (create, change, rotate the secret, ping, redeliver, delete), each with its
+  audit entry where it changes the subscription, in one transaction.
 """
 
 from __future__ import annotations
 
-import asyncio
-import hashlib
-import hmac
-import ipaddress
 import json
-import secrets
-import socket
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import urlsplit
 
 import asyncpg
-from cryptography.fernet import Fernet, InvalidToken
 
 from db import audit
 from db import webhooks as queries
 from db.audit import Actor
 from require2fa import audit_log, errors
-from require2fa.security import fernet_key
 from require2fa.settings import Settings
+from require2fa.webhook_addresses import (
+    MAX_URL,
+    BlockedAddress,
+    Invalid,
+    audit_host,
+    check_destination,
+    check_url,
+    forbidden_address,
+)
+from require2fa.webhook_signatures import (
+    DELIVERY_HEADER,
+    EVENT_HEADER,
+    ROTATION_OVERLAP,
+    SIGNATURE_HEADER,
+    decrypt_secret,
+    encrypt_secret,
+    new_secret,
+    signature,
+)
+
+__all__ = [  # the rules of the two modules beside this one, for the adapters
+    "DELIVERY_HEADER",
+    "EVENT_HEADER",
+    "MAX_URL",
+    "SIGNATURE_HEADER",
+    "BlockedAddress",
+    "Invalid",
+    "check_destination",
+    "check_url",
+    "decrypt_secret",
+    "encrypt_secret",
+    "forbidden_address",
+    "new_secret",
+    "signature",
+]
 
 ALL_EVENTS = "*"
-MAX_URL = 2048
 MAX_EVENTS = 100
-SECRET_PURPOSE = "webhook-secret"
-SECRET_PREFIX = "whsec_"
-SIGNATURE_HEADER = "X-Require2FA-Signature"
-EVENT_HEADER = "X-Require2FA-Event"
-DELIVERY_HEADER = "X-Require2FA-Delivery"
+MAX_WEBHOOKS = 20  # per organization
+PING = "ping"
+GONE = 410  # a receiver answering this is turned off
 MAX_BODY = 64 * 1024  # an audit entry is far smaller; a bigger body is refused, never sent cut
-RESOLVE_TIMEOUT = 5.0
+NOT_FOUND = "The requested webhook does not exist."
+DELIVERY_NOT_FOUND = "The requested delivery does not exist."
+INACTIVE = "The webhook is turned off; turn it on first."
+DISABLED_ERROR = "webhook turned off: the receiver answered 410 Gone"
+TURNED_OFF_ERROR = "webhook turned off"
 
 
-class Invalid(errors.Invalid):
-    """A subscription the rules refuse; `field` names the input, `str()` is the sentence."""
-
-    def __init__(self, field: str, message: str) -> None:
-        super().__init__("webhook-invalid", message, field=field, summary=message)
-
-
-class BlockedAddress(OSError):
-    """A connection to an address webhooks may never reach (loopback, private, link-local,
-    multicast, reserved) outside development."""
-
-
-# --- Addresses and URLs ---------------------------------------------------------------------
-
-
-def forbidden_address(address: str | ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
-    """Whether a webhook may never connect to this address outside development: anything
-    that is not a global unicast address (loopback, RFC 1918 and other private ranges,
-    carrier-grade NAT, link-local such as the cloud metadata address, multicast, reserved,
-    unspecified), including IPv4 addresses written as IPv6 (`::ffff:127.0.0.1`)."""
-    if isinstance(address, str):
-        try:
-            address = ipaddress.ip_address(address.split("%", 1)[0])
-        except ValueError:
-            return True
-    if isinstance(address, ipaddress.IPv6Address):
-        embedded = address.ipv4_mapped or address.sixtofour
-        if embedded is None and address.teredo is not None:
-            embedded = address.teredo[1]
-        if embedded is not None and forbidden_address(embedded):
-            return True
-    return (
-        not address.is_global
-        or address.is_multicast
-        or address.is_loopback
-        or address.is_link_local
-        or address.is_private
-        or address.is_reserved
-        or address.is_unspecified
-    )
-
-
-def _literal(host: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
-    try:
-        return ipaddress.ip_address(host)
-    except ValueError:
-        return None
-
-
-def check_url(url: str, settings: Settings) -> str:
-    """The URL as it will be posted to, or `Invalid`: absolute `https://` (also `http://` in
-    development), a host, no user name or password, no fragment; outside development a host
-    written as an address must be a public one."""
-    url = url.strip()
-    if not url or len(url) > MAX_URL:
-        raise Invalid("url", f"Enter a URL of at most {MAX_URL} characters.")
-    if any(ord(char) < 33 or ord(char) == 127 for char in url):
-        raise Invalid("url", "The URL must not contain spaces or control characters.")
-    try:
-        parts = urlsplit(url)
-        port = parts.port
-    except ValueError:
-        raise Invalid("url", "Enter a valid URL.") from None
-    schemes = ("https", "http") if settings.development else ("https",)
-    if parts.scheme.lower() not in schemes:
-        raise Invalid("url", "The URL must start with https://.")
-    host = parts.hostname
-    if not host:
-        raise Invalid("url", "The URL must name a host.")
-    if parts.username is not None or parts.password is not None:
-        raise Invalid("url", "The URL must not contain a user name or password.")
-    if parts.fragment or url.endswith("#"):
-        raise Invalid("url", "The URL must not contain a fragment (#).")
-    if port == 0:
-        raise Invalid("url", "Enter a valid port.")
-    literal = _literal(host)
-    if not settings.development and literal is not None and forbidden_address(literal):
-        raise Invalid("url", "The URL must not point to a private, loopback or link-local address.")
-    return url
-
-
-async def check_destination(url: str, settings: Settings) -> None:
-    """Outside development, the URL's host must resolve, and only to public addresses.
-
-    (A check at creation, for a clear answer; delivery checks every connection again.)"""
-    if settings.development:
-        return
-    parts = urlsplit(url)
-    host = parts.hostname or ""
-    if _literal(host) is not None:
-        return  # judged by check_url
-    loop = asyncio.get_running_loop()
-    try:
-        async with asyncio.timeout(RESOLVE_TIMEOUT):
-            infos = await loop.getaddrinfo(
-                host, parts.port or 443, type=socket.SOCK_STREAM, proto=socket.IPPROTO_TCP
-            )
-    except (OSError, TimeoutError, UnicodeError):
-        raise Invalid("url", "The URL's host cannot be resolved.") from None
-    if not infos or any(forbidden_address(str(info[4][0])) for info in infos):
-        raise Invalid(
-            "url", "The URL's host resolves to a private, loopback or link-local address."
-        )
+# --- Events ---------------------------------------------------------------------------------
 
 
 def check_events(events: Sequence[str]) -> list[str]:
@@ -169,41 +97,25 @@ def check_events(events: Sequence[str]) -> list[str]:
     return sorted(wanted)
 
 
-# --- The secret and the signature -----------------------------------------------------------
-
-
-def new_secret() -> str:
-    return SECRET_PREFIX + secrets.token_urlsafe(32)
-
-
-def _fernet(secret_key: str) -> Fernet:
-    return Fernet(fernet_key(secret_key, SECRET_PURPOSE))
-
-
-def encrypt_secret(secret: str, secret_key: str) -> bytes:
-    return _fernet(secret_key).encrypt(secret.encode())
-
-
-def decrypt_secret(stored: bytes, secret_key: str) -> str | None:
-    """The secret, or None when it was encrypted under another SECRET_KEY."""
-    try:
-        return _fernet(secret_key).decrypt(bytes(stored)).decode()
-    except InvalidToken:
-        return None
-
-
-def signature(body: bytes, secret: str) -> str:
-    """The `X-Require2FA-Signature` value: `sha256=` and the hex HMAC-SHA256 of the raw body."""
-    return "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
-
-
 # --- The body -------------------------------------------------------------------------------
 
 
 def payload(row: Mapping[str, Any]) -> dict[str, Any]:
     """`{id, event, organization, actor, targetUser, targetMember, data, dateCreated}` of one
     audit entry (the fields the audit-log API shows, but the IP address). `row` has the entry's
-    columns and `org_slug`, `actor_email`, `actor_name`."""
+    columns and `org_slug`, `actor_email`, `actor_name`; a ping (no entry) has the delivery's id,
+    `data: {"webhook": id}` and no actor or targets."""
+    if row["audit_id"] is None:
+        return {
+            "id": str(row["id"]),
+            "event": PING,
+            "organization": {"id": str(row["organization_id"]), "slug": row["org_slug"]},
+            "actor": None,
+            "targetUser": None,
+            "targetMember": None,
+            "data": {"webhook": str(row["webhook_id"])},
+            "dateCreated": row["created_at"].isoformat(),
+        }
     data = row["data"]
     if isinstance(data, str):
         data = json.loads(data)
@@ -234,6 +146,13 @@ class Created:
     secret: str  # shown once
 
 
+def _too_many() -> errors.Conflict:
+    return errors.Conflict(
+        "webhook-limit",
+        f"An organization can have at most {MAX_WEBHOOKS} webhooks; delete one to add another.",
+    )
+
+
 async def create(
     conn: asyncpg.Connection,
     *,
@@ -244,10 +163,12 @@ async def create(
     settings: Settings,
 ) -> Created:
     """Subscribes `url` to `events` and writes `webhook.create`, in the caller's transaction.
-    Raises `Invalid` for a URL or events the rules refuse (call `check_destination` before
-    opening the transaction: it may wait on DNS)."""
+    Raises `Invalid` for a URL or events the rules refuse, `Conflict` past `MAX_WEBHOOKS`
+    (call `check_destination` before opening the transaction: it may wait on DNS)."""
     url = check_url(url, settings)
     wanted = check_events(list(events))
+    if await queries.count_locked(conn, organization_id) >= MAX_WEBHOOKS:
+        raise _too_many()
     secret = new_secret()
     webhook = await queries.insert(
         conn,
@@ -262,7 +183,7 @@ async def create(
         organization_id=organization_id,
         event="webhook.create",
         actor=actor,
-        data={"id": str(webhook["id"]), "url": url, "events": wanted},
+        data={"id": str(webhook["id"]), "host": audit_host(url), "events": wanted},
     )
     return Created(webhook=webhook, secret=secret)
 
@@ -280,12 +201,9 @@ async def delete(
         organization_id=organization_id,
         event="webhook.delete",
         actor=actor,
-        data={"id": str(webhook["id"]), "url": webhook["url"]},
+        data={"id": str(webhook["id"]), "host": audit_host(webhook["url"])},
     )
     return True
-
-
-NOT_FOUND = "The requested webhook does not exist."
 
 
 async def subscribe(
@@ -298,7 +216,7 @@ async def subscribe(
     actor: Actor,
 ) -> Created:
     """`create` with the URL checked (and, outside development, resolved) before its
-    transaction; `Invalid` for a URL or events the rules refuse."""
+    transaction; `Invalid` for a URL or events the rules refuse, `Conflict` past the cap."""
     checked = check_url(url, settings)
     await check_destination(checked, settings)
     async with pool.acquire() as conn, conn.transaction():
@@ -310,6 +228,130 @@ async def subscribe(
             actor=actor,
             settings=settings,
         )
+
+
+async def change(
+    pool: asyncpg.Pool,
+    settings: Settings,
+    *,
+    organization_id: int,
+    webhook_id: int,
+    url: str | None,
+    events: Sequence[str] | None,
+    active: bool | None,
+    actor: Actor,
+) -> asyncpg.Record:
+    """Sets the webhook's URL, events and whether it is on (None keeps each); turning it off
+    fails its pending deliveries. Writes `webhook.edit` with what changed (nothing when
+    nothing did). `Invalid`, `NotFound`."""
+    checked = check_url(url, settings) if url is not None else None
+    if checked is not None:
+        await check_destination(checked, settings)
+    wanted = check_events(list(events)) if events is not None else None
+    async with pool.acquire() as conn, conn.transaction():
+        before = await queries.get(conn, organization_id=organization_id, webhook_id=webhook_id)
+        if before is None:
+            raise errors.NotFound("webhook-not-found", NOT_FOUND)
+        after = await queries.update(
+            conn,
+            organization_id=organization_id,
+            webhook_id=webhook_id,
+            url=checked,
+            events=wanted,
+            active=active,
+        )
+        if after is None:  # deleted meanwhile
+            raise errors.NotFound("webhook-not-found", NOT_FOUND)
+        changed: dict[str, Any] = {
+            key: after[key] if key != "events" else list(after[key])
+            for key in ("events", "active")
+            if after[key] != before[key]
+        }
+        if after["url"] != before["url"]:
+            changed["host"] = audit_host(after["url"])
+        if before["active"] and not after["active"]:
+            await queries.fail_pending(conn, [webhook_id], TURNED_OFF_ERROR)
+        if changed:
+            await audit.record(
+                conn,
+                organization_id=organization_id,
+                event="webhook.edit",
+                actor=actor,
+                data={"id": str(webhook_id), **changed},
+            )
+    return after
+
+
+async def rotate_secret(
+    pool: asyncpg.Pool, settings: Settings, *, organization_id: int, webhook_id: int, actor: Actor
+) -> str:
+    """A new secret (returned, shown once); the one it replaces signs beside it for
+    `ROTATION_OVERLAP`. Writes `webhook.rotate-secret`. `NotFound`."""
+    secret = new_secret()
+    async with pool.acquire() as conn, conn.transaction():
+        webhook = await queries.rotate_secret(
+            conn,
+            organization_id=organization_id,
+            webhook_id=webhook_id,
+            secret_encrypted=encrypt_secret(secret, settings.secret_key),
+            overlap=ROTATION_OVERLAP,
+        )
+        if webhook is None:
+            raise errors.NotFound("webhook-not-found", NOT_FOUND)
+        await audit.record(
+            conn,
+            organization_id=organization_id,
+            event="webhook.rotate-secret",
+            actor=actor,
+            data={"id": str(webhook_id), "previousSignsFor": "24h"},
+        )
+    return secret
+
+
+async def _active(conn: asyncpg.Connection, organization_id: int, webhook_id: int) -> None:
+    webhook = await queries.get(conn, organization_id=organization_id, webhook_id=webhook_id)
+    if webhook is None:
+        raise errors.NotFound("webhook-not-found", NOT_FOUND)
+    if not webhook["active"]:
+        raise errors.Conflict("webhook-inactive", INACTIVE)
+
+
+async def ping(pool: asyncpg.Pool, *, organization_id: int, webhook_id: int) -> int:
+    """Queues a `ping` delivery to the webhook; returns its id. `NotFound`, `Conflict` when
+    the webhook is off."""
+    async with pool.acquire() as conn, conn.transaction():
+        await _active(conn, organization_id, webhook_id)
+        return await queries.insert_ping(conn, webhook_id)
+
+
+async def redeliver(
+    pool: asyncpg.Pool, *, organization_id: int, webhook_id: int, delivery_id: int
+) -> None:
+    """Queues one of the webhook's deliveries again, due now, with the same id (a delivery in
+    flight is left to it). `NotFound`, `Conflict` when the webhook is off."""
+    async with pool.acquire() as conn, conn.transaction():
+        await _active(conn, organization_id, webhook_id)
+        if not await queries.redeliver(conn, webhook_id=webhook_id, delivery_id=delivery_id):
+            raise errors.NotFound("delivery-not-found", DELIVERY_NOT_FOUND)
+
+
+async def disable_gone(conn: asyncpg.Connection, webhook_ids: Sequence[int]) -> int:
+    """The receivers of these webhooks answered 410 Gone: turns them off, fails their pending
+    deliveries and writes `webhook.disable` for each one that was on, in the caller's
+    transaction; returns how many were turned off."""
+    turned_off = await queries.disable(conn, webhook_ids)
+    if not turned_off:
+        return 0
+    await queries.fail_pending(conn, [row["id"] for row in turned_off], DISABLED_ERROR)
+    for row in turned_off:
+        await audit.record(
+            conn,
+            organization_id=row["organization_id"],
+            event="webhook.disable",
+            actor=audit.SYSTEM,
+            data={"id": str(row["id"]), "host": audit_host(row["url"]), "reason": "410 Gone"},
+        )
+    return len(turned_off)
 
 
 async def unsubscribe(

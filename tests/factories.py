@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
+import time
 from typing import Any
 
 import asyncpg
+import dramatiq
 from aiohttp.test_utils import TestClient
 
 from db import members, organizations, users
@@ -226,3 +229,30 @@ def link_in(context: Any, secret_key: str = DEV_SECRET_KEY) -> str:
     """The accept link an outbox row's context keeps sealed (a dict, or the jsonb's sealed text)."""
     sealed = context[email_contexts.SEALED_LINK] if isinstance(context, dict) else context
     return email_contexts.open_link(secret_key, str(sealed))
+
+
+async def settle_enforcement(
+    pool: asyncpg.Pool,
+    broker: dramatiq.Broker,
+    *,
+    timeout: float = 90.0,  # noqa: ASYNC109
+) -> None:
+    """Waits until the workers are done with every run: none is left `queued` (a run's commit
+    announces it and a worker's listener sends its coordinator, so a run written a moment ago
+    may not be in the queue yet) and the enforcement queue is empty."""
+    deadline = time.monotonic() + timeout
+    while True:
+        async with pool.acquire() as conn:
+            waiting = await conn.fetchval(
+                "select count(*) from enforcement_runs where status = 'queued'"
+            )
+        if not waiting:
+            await asyncio.to_thread(broker.join, "enforcement", timeout=int(timeout * 1000))
+            async with pool.acquire() as conn:
+                if not await conn.fetchval(
+                    "select count(*) from enforcement_runs where status = 'queued'"
+                ):
+                    return
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{waiting} enforcement run(s) still queued after {timeout} s")
+        await asyncio.sleep(0.05)

@@ -6,31 +6,30 @@ import pytest
 
 from require2fa.compliance import idp_mfa_meets
 
+CASES = [
+    (["pwd"], None, "any", False),
+    ([], None, "any", False),
+    (None, None, None, False),
+    (["pwd", "otp"], None, "any", True),
+    (["mfa"], None, None, True),
+    (["sms"], None, "any", True),
+    (["face"], None, "any", True),
+    (["sms"], None, "secure", False),
+    (["pwd", "sms"], None, "secure", False),
+    (["sms", "otp"], None, "secure", True),
+    (["swk"], None, "secure", True),
+    (["otp"], None, "phishing-resistant", False),
+    (["mfa"], None, "phishing-resistant", False),
+    (["hwk"], None, "phishing-resistant", True),
+    (["pwd", "pop"], None, "phishing-resistant", True),
+    (["pwd"], "phr", "phishing-resistant", True),
+    ([], "phrh", "phishing-resistant", True),
+    (["pwd"], "phr", "any", False),  # `any` and `secure` read `amr` only
+    (["pwd"], "urn:example:password", "phishing-resistant", False),
+]
 
-@pytest.mark.parametrize(
-    ("amr", "acr", "level", "meets"),
-    [
-        (["pwd"], None, "any", False),
-        ([], None, "any", False),
-        (None, None, None, False),
-        (["pwd", "otp"], None, "any", True),
-        (["mfa"], None, None, True),
-        (["sms"], None, "any", True),
-        (["face"], None, "any", True),
-        (["sms"], None, "secure", False),
-        (["pwd", "sms"], None, "secure", False),
-        (["sms", "otp"], None, "secure", True),
-        (["swk"], None, "secure", True),
-        (["otp"], None, "phishing-resistant", False),
-        (["mfa"], None, "phishing-resistant", False),
-        (["hwk"], None, "phishing-resistant", True),
-        (["pwd", "pop"], None, "phishing-resistant", True),
-        (["pwd"], "phr", "phishing-resistant", True),
-        ([], "phrh", "phishing-resistant", True),
-        (["pwd"], "phr", "any", False),  # `any` and `secure` read `amr` only
-        (["pwd"], "urn:example:password", "phishing-resistant", False),
-    ],
-)
+
+@pytest.mark.parametrize(("amr", "acr", "level", "meets"), CASES)
 def test_idp_mfa_meets_each_level(
     amr: list[str] | None, acr: str | None, level: str | None, meets: bool
 ) -> None:

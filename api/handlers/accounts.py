@@ -20,7 +20,7 @@ from api.keys import REDIS, SETTINGS
 from api.serializers import serialize_session, serialize_token, serialize_user
 from api.sessions import SESSION_ID
 from api.shapes import NewApiToken, SmsSent, Sudo, WebauthnOptions
-from require2fa import accounts, factors, reauth, security_keys, sms, tokens, webauthn
+from require2fa import accounts, caps, factors, reauth, security_keys, tokens, webauthn
 from require2fa.errors import DomainError
 
 
@@ -68,7 +68,9 @@ async def register(request: web.Request) -> web.Response:
 
 
 async def create_account(request: web.Request, body: RegisterIn) -> Any:
-    """`accounts.create` and signs the new user in; `Conflict` when the email is taken."""
+    """`accounts.create` (capped per client address) and signs the new user in; `Conflict`
+    when the email is taken."""
+    await caps.count_sign_up(request.app[REDIS], request.app[SETTINGS], request.remote)
     user = await accounts.create(
         await request_pool(request), email=str(body.email), name=body.name, password=body.password
     )
@@ -133,7 +135,7 @@ async def send_sms_code(request: web.Request) -> web.Response:
     )
     if factor is None:
         raise api_error(400, "No backup phone is set up for this account.")
-    body: SmsSent = {"sent": True, "phone": sms.mask_phone(factor["phone"])}
+    body: SmsSent = {"sent": True, "phone": factor["phone_hint"]}
     return json_response(body)
 
 
@@ -226,7 +228,8 @@ async def sudo_webauthn_challenge(request: web.Request) -> web.Response:
 
 
 async def change_password(request: web.Request) -> web.Response:
-    """Sets a new password after checking the current one; ends the user's other sessions."""
+    """Sets a new password after checking the current one; ends the user's other sessions and
+    revokes their other API tokens."""
     auth = await require_user(request)
     body = await parse_body(request, PasswordIn)
     await factor_actions.confirm_identity(request, auth.user, password=body.current)
@@ -235,6 +238,7 @@ async def change_password(request: web.Request) -> web.Response:
         auth.user_id,
         password=body.password,
         keep_session=request.get(SESSION_ID),
+        keep_token=auth.token_id,
     )
     if auth.token_id is None:
         await mark_reauthenticated(request)

@@ -25,7 +25,6 @@ from api.shapes import (
     WebauthnOptions,
     checked,
 )
-from jobs import email as email_jobs
 from require2fa import enrollment, factors, sms
 from require2fa.enrollment import Enrolled
 
@@ -116,7 +115,6 @@ async def regenerate_recovery_codes(request: web.Request) -> web.Response:
     codes = await enrollment.regenerate(
         await request_pool(request), request.app[SETTINGS], auth.user
     )
-    await email_jobs.kick()
     body: RecoveryCodes = {"recoveryCodes": codes}
     return json_response(body)
 
@@ -135,7 +133,6 @@ async def delete_authenticator(request: web.Request) -> web.Response:
         authenticator_id,
         keep_session=request.get(SESSION_ID),
     )
-    await email_jobs.kick()
     return web.Response(status=204)
 
 

@@ -34,7 +34,7 @@ async def healthz(request: web.Request) -> web.Response:
     return json_response(body, status=200 if healthy else 503)
 
 
-async def metrics(request: web.Request) -> web.Response:
+async def metrics(_request: web.Request) -> web.Response:
     response = web.Response(body=generate_latest())
     response.content_type = CONTENT_TYPE_LATEST.split(";")[0]
     return response

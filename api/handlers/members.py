@@ -14,13 +14,12 @@ from api.bodies import InviteIn
 from api.connection import connection, request_pool
 from api.errors import api_error, parse_body
 from api.jsonio import json_response
-from api.keys import SETTINGS
+from api.keys import REDIS, SETTINGS
 from api.limits import MemberSettings, TeamSlugs
 from api.pagination import link_header, page_args, split_page
 from api.serializers import serialize_member
 from api.shapes import FactorType, Reset2fa
-from jobs import email as email_jobs
-from require2fa import members
+from require2fa import caps, members
 from require2fa.errors import Invalid
 
 Role = members.Role
@@ -59,9 +58,16 @@ async def list_members(request: web.Request) -> web.Response:
 
 
 async def invite_member(request: web.Request) -> web.Response:
-    """Invites by email: writes the pending member, its teams, `member.invite` and the email."""
+    """Invites by email (capped per account and organization, `require2fa.caps`): writes the
+    pending member, its teams, `member.invite` and the email."""
     access = await org_access(request, roles=MANAGERS)
     body = await parse_body(request, InviteIn)
+    await caps.count_invitation(
+        request.app[REDIS],
+        request.app[SETTINGS],
+        organization_id=access.org["id"],
+        user_id=access.auth.user_id,
+    )
     row = await members.invite(
         await request_pool(request),
         request.app[SETTINGS],
@@ -73,7 +79,6 @@ async def invite_member(request: web.Request) -> web.Response:
         actor_role=access.role,
         actor=actor(request, access.auth),
     )
-    await email_jobs.kick()
     return json_response(serialize_member(row), status=201)
 
 

@@ -29,6 +29,14 @@ class WebhookIn(BaseModel):
     )
 
 
+class WebhookChange(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    url: str | None = Field(default=None, min_length=1, max_length=webhooks.MAX_URL)
+    events: list[str] | None = Field(default=None, min_length=1, max_length=webhooks.MAX_EVENTS)
+    active: bool | None = None
+
+
 async def create_webhook(request: web.Request) -> web.Response:
     """Subscribes a URL to audit events (owners); answers the secret once; audits
     `webhook.create`."""
@@ -56,6 +64,51 @@ async def get_webhook(request: web.Request) -> web.Response:
     """One webhook (owners), without its secret."""
     access = await org_access(request, roles=OWNERS)
     return json_response(serialize_webhook(await _webhook(request, access)))
+
+
+async def update_webhook(request: web.Request) -> web.Response:
+    """Changes a webhook's URL (after a recent re-authentication), events, or whether it is on
+    (owners; turning it on again allowed); audits `webhook.edit`."""
+    access = await org_access(request, roles=OWNERS)
+    webhook_id = path_id(request, "webhook_id", not_found=NOT_FOUND)
+    body = await parse_body(request, WebhookChange)
+    row = await org_actions.change_webhook(
+        request, access, webhook_id, url=body.url, events=body.events, active=body.active
+    )
+    return json_response(serialize_webhook(row))
+
+
+async def rotate_secret(request: web.Request) -> web.Response:
+    """A new secret for a webhook, shown once (owners; recent re-authentication); the old one
+    signs beside it for 24 hours; audits `webhook.rotate-secret`."""
+    access = await org_access(request, roles=OWNERS)
+    webhook_id = path_id(request, "webhook_id", not_found=NOT_FOUND)
+    secret = await org_actions.rotate_webhook_secret(request, access, webhook_id)
+    return json_response({"secret": secret})
+
+
+async def ping_webhook(request: web.Request) -> web.Response:
+    """Queues a `ping` delivery to the webhook (owners); 202 with its id."""
+    access = await org_access(request, roles=OWNERS)
+    webhook_id = path_id(request, "webhook_id", not_found=NOT_FOUND)
+    delivery_id = await webhooks.ping(
+        await request_pool(request), organization_id=access.org["id"], webhook_id=webhook_id
+    )
+    return json_response({"id": str(delivery_id)}, status=202)
+
+
+async def redeliver(request: web.Request) -> web.Response:
+    """Queues one of the webhook's deliveries again, with its id (owners); 202."""
+    access = await org_access(request, roles=OWNERS)
+    webhook_id = path_id(request, "webhook_id", not_found=NOT_FOUND)
+    delivery_id = path_id(request, "delivery_id", not_found=webhooks.DELIVERY_NOT_FOUND)
+    await webhooks.redeliver(
+        await request_pool(request),
+        organization_id=access.org["id"],
+        webhook_id=webhook_id,
+        delivery_id=delivery_id,
+    )
+    return json_response({"id": str(delivery_id)}, status=202)
 
 
 async def delete_webhook(request: web.Request) -> web.Response:

@@ -26,7 +26,6 @@ from api.pages.base import (
     signed_in,
 )
 from api.sessions import SESSION_ID
-from jobs import email as email_jobs
 from require2fa import (
     accounts,
     compliance,
@@ -216,7 +215,6 @@ async def recovery_codes_page(request: web.Request) -> web.StreamResponse:
         )
     except DomainError as err:
         return await _refused(request, auth, err)
-    await email_jobs.kick()
     return await _security(request, auth, message="New recovery codes.", recovery_codes=codes)
 
 
@@ -284,5 +282,4 @@ async def remove_factor_page(request: web.Request) -> web.StreamResponse:
         )
     except DomainError as err:
         return await _refused(request, auth, err)
-    await email_jobs.kick()
     return await _security(request, auth, message=f"{row['name']} removed.")

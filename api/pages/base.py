@@ -23,7 +23,7 @@ import jinja2
 from aiohttp import web
 from aiohttp_session import get_session
 
-from api import factor_actions, invite_session
+from api import csrf, factor_actions, invite_session
 from api.access import OrgAccess, org_access
 from api.auth import Auth, authenticate, mark_reauthenticated
 from api.connection import request_pool
@@ -182,14 +182,13 @@ def json_object(text: str) -> dict[str, Any] | None:
 
 
 def same_origin(request: web.Request) -> None:
-    """A form posted from another site is refused (the `Origin` header, when a browser sends
-    one, must be one of `settings.allowed_origins`), with a page saying where to go instead."""
+    """A form posted from another site is refused (`api.csrf.from_another_site`: the `Origin`
+    header, when a browser sends one, must be one of `settings.allowed_origins`, and
+    `Sec-Fetch-Site` must not say `cross-site`), with a page saying where to go instead."""
     origin = request.headers.get("Origin")
-    if origin is None:
-        return
     settings = request.app[SETTINGS]
-    if origin.rstrip("/").lower() not in settings.allowed_origins:
-        shown = origin[:100] if origin.isprintable() else "another site"
+    if csrf.from_another_site(request) is not None:
+        shown = origin[:100] if origin and origin.isprintable() else "another site"
         raise api_error(
             403,
             f"This form was sent from {shown}, but this site is {settings.origin}. "

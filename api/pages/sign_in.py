@@ -21,7 +21,7 @@ from api.pages.base import (
     render,
     same_origin,
 )
-from require2fa import accounts, factors, security_keys, sms, webauthn
+from require2fa import accounts, caps, factors, security_keys, webauthn
 from require2fa.errors import Conflict, NotSignedIn, TooMany, Unavailable
 
 
@@ -146,7 +146,7 @@ async def _send_code(request: web.Request, auth: Auth, next_path: str) -> web.Re
         return await _code_step(
             request, auth, next_path, status=400, error="No backup phone is set up."
         )
-    phone = sms.mask_phone(factor["phone"])
+    phone = factor["phone_hint"]
     return await _code_step(request, auth, next_path, message=f"We texted a code to {phone}.")
 
 
@@ -168,6 +168,7 @@ async def register_page(request: web.Request) -> web.StreamResponse:
         error = f"{field.capitalize()}: {first['msg']}"
     else:
         try:
+            await caps.count_sign_up(request.app[REDIS], request.app[SETTINGS], request.remote)
             user = await accounts.create(
                 await request_pool(request),
                 email=str(body.email),
@@ -176,6 +177,8 @@ async def register_page(request: web.Request) -> web.StreamResponse:
             )
         except Conflict as refused:
             error, status = refused.detail, 409
+        except TooMany as refused:
+            error, status = refused.detail, 429
         else:
             await sign_in(request, user["id"], half=False)
     if error is not None:

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
-
 import asyncpg
 import dramatiq
 import pytest
@@ -17,6 +15,7 @@ from tests.factories import (
     create_user,
     owner_and_org,
     owner_org_and_token,
+    settle_enforcement,
     token_for,
 )
 
@@ -163,7 +162,7 @@ async def test_enforcement_end_to_end_through_the_api(client, pool, broker, work
 
     response = await put(client, headers, require2FA=True)
     run_id = (await response.json())["enforcement"]["id"]
-    await asyncio.to_thread(broker.join, "enforcement", timeout=60_000)
+    await settle_enforcement(pool, broker, timeout=60)
 
     detail = await client.get(
         f"/api/0/organizations/acme/2fa-enforcements/{run_id}/", headers=headers
@@ -247,7 +246,7 @@ async def test_reminders_once_a_day(client, pool, broker, worker) -> None:
         response = await client.post("/api/0/organizations/acme/2fa-reminders/", headers=headers)
         assert response.status == 202
         assert (await response.json())["detail"]
-        await asyncio.to_thread(broker.join, "enforcement", timeout=30_000)
+        await settle_enforcement(pool, broker, timeout=30)
     async with pool.acquire() as conn:
         rows = await conn.fetch("select * from email_outbox order by id")
     assert {r["to_address"] for r in rows} == {"user1@example.com", "user2@example.com"}

@@ -13,7 +13,7 @@ from db.audit import Actor
 from jobs.enforcement import coordinate_run, remove_batch_now
 from jobs.exemptions import lapse
 from require2fa import organization_settings
-from tests.factories import add_member, create_user, owner_and_org, token_for
+from tests.factories import add_member, create_user, owner_and_org, settle_enforcement, token_for
 
 
 def member_url(member_id: int) -> str:
@@ -225,7 +225,7 @@ async def test_an_exemption_lapsing_mid_run(client, pool, settings, broker, star
 
     for run, batch_no in lost[1:]:
         await asyncio.to_thread(remove_batch.send, run, batch_no)
-    await asyncio.to_thread(broker.join, "enforcement", timeout=60_000)
+    await settle_enforcement(pool, broker, timeout=60)
     async with pool.acquire() as conn:
         rows = {r["id"]: r for r in await conn.fetch("select * from members")}
         run = await conn.fetchrow("select * from enforcement_runs where id = $1", run_id)
@@ -234,9 +234,9 @@ async def test_an_exemption_lapsing_mid_run(client, pool, settings, broker, star
     assert rows[first_id]["user_id"] == first_bot["id"]  # its batch ran while it was exempt
 
     await asyncio.to_thread(lapse.send)  # what the clock sends every minute
-    await asyncio.to_thread(broker.join, "enforcement", timeout=60_000)
+    await settle_enforcement(pool, broker, timeout=60)
     await asyncio.to_thread(lapse.send)  # and again: nothing more happens
-    await asyncio.to_thread(broker.join, "enforcement", timeout=60_000)
+    await settle_enforcement(pool, broker, timeout=60)
     async with pool.acquire() as conn:
         rows = {r["id"]: r for r in await conn.fetch("select * from members")}
         mails = await conn.fetch(

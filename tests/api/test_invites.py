@@ -19,6 +19,7 @@ from tests.factories import (
     link_in,
     owner_and_org,
     remove_for_2fa,
+    settle_enforcement,
     sign_in,
     token_for,
 )
@@ -191,7 +192,7 @@ async def test_the_journey_from_the_switch(client, pool, settings, enforcement_w
         "/api/0/organizations/acme/", json={"require2FA": True}, headers=headers
     )
     assert turned_on.status == 200
-    await asyncio.to_thread(broker.join, "enforcement", timeout=60_000)
+    await settle_enforcement(pool, broker, timeout=60)
 
     removed = await member_as_owner_sees_it(client, pool, owner["id"], member_id)
     assert removed["pending"] is True and removed["pendingReason"] == "2fa"
@@ -499,36 +500,37 @@ async def memberships(pool, user_id: int) -> list[str]:
 
 
 async def test_opening_someone_elses_link_then_enrolling_joins_nothing(client, pool) -> None:
-    """A victim opens the link an attacker sent themselves, later sets up 2FA: they are shown
-    the "Join {org}" step with the address the invitation was sent to, and joined only when
-    they press Join."""
+    """A victim opens the link an attacker sent themselves, later sets up 2FA: the link is
+    refused to their account (it was sent to another address), no "Join {org}" step is offered,
+    and pressing Join anyway joins nothing."""
     attacker, _ = await owner_and_org(pool, "evil", "mallory@example.com", has2fa=True)
     member_id, link = await invite_link(client, pool, attacker["id"], "evil", "mal2@example.com")
     victim = await create_user(pool, "victim@example.com")
 
     await sign_in(client, "victim@example.com")
     looked = await client.get(link)
-    assert looked.status == 200
-    assert (await looked.json())["email"] == "mal2@example.com"
-    page = await (await client.get(link.replace("/api/0/accept-invite/", "/accept/"))).text()
-    assert "mal2@example.com" in page
+    assert looked.status == 403
+    detail = (await looked.json())["detail"]
+    assert "sent to mal2@example.com" in detail and "signed in as victim@example.com" in detail
+    page = await client.get(link.replace("/api/0/accept-invite/", "/accept/"))
+    assert page.status == 403
+    assert "mal2@example.com" in await page.text()
 
     enrolled = await enroll_totp(client)
-    assert enrolled["joinStep"]["orgSlug"] == "evil"
-    assert enrolled["joinStep"]["email"] == "mal2@example.com"
+    assert enrolled.get("joinStep") is None
     assert await memberships(pool, victim["id"]) == []
     assert (await client.get("/api/0/organizations/evil/")).status == 404
     assert [event for event, _ in await audit_events(pool, member_id)] == ["member.invite"]
 
-    # Pressing Join is what joins.
     joined = await client.post(link)
-    assert joined.status == 200
-    assert await memberships(pool, victim["id"]) == ["evil"]
+    assert joined.status == 403
+    assert await memberships(pool, victim["id"]) == []
+    assert [event for event, _ in await audit_events(pool, member_id)] == ["member.invite"]
 
 
 async def test_the_security_page_offers_the_join_step_and_joins_nothing(client, pool) -> None:
     owner, _ = await owner_and_org(pool, "acme", "owner@example.com", has2fa=True)
-    _, link = await invite_link(client, pool, owner["id"], "acme", "someone@example.com")
+    _, link = await invite_link(client, pool, owner["id"], "acme", "carol@example.com")
     page_link = link.replace("/api/0/accept-invite/", "/accept/")
     carol = await create_user(pool, "carol@example.com")
     await sign_in(client, "carol@example.com")
@@ -541,11 +543,11 @@ async def test_the_security_page_offers_the_join_step_and_joins_nothing(client, 
     )
     text = await confirmed.text()
     assert confirmed.status == 201, text
-    assert "someone@example.com" in text and f'href="{page_link}"' in text
+    assert "carol@example.com" in text and f'href="{page_link}"' in text
     assert await memberships(pool, carol["id"]) == []
 
     button = await (await client.get(page_link)).text()
-    assert "Join Acme</button>" in button and "someone@example.com" in button
+    assert "Join Acme</button>" in button and "carol@example.com" in button
     pressed = await client.post(page_link, allow_redirects=False)
     assert pressed.status == 303 and pressed.headers["Location"] == "/organizations/acme/"
     assert await memberships(pool, carol["id"]) == ["acme"]

@@ -4,6 +4,7 @@ development."""
 
 from __future__ import annotations
 
+import base64
 import re
 
 import pytest
@@ -54,7 +55,10 @@ async def test_create_list_get_delete_with_their_audit_entries(
     body = await created.json()
     assert body["url"] == "https://hooks.example.com/r2fa"
     assert body["events"] == ["member.pending"]
-    assert re.fullmatch(r"whsec_[A-Za-z0-9_-]{43}", body["secret"])
+    # Standard Webhooks: `whsec_` and the base64 of 32 random bytes.
+    assert re.fullmatch(r"whsec_[A-Za-z0-9+/]{43}=", body["secret"])
+    assert len(base64.b64decode(body["secret"][6:], validate=True)) == 32
+    assert body["active"] is True
     hook_id = body["id"]
 
     # The secret is shown once; at rest it is encrypted under a key derived from SECRET_KEY.
@@ -77,7 +81,7 @@ async def test_create_list_get_delete_with_their_audit_entries(
     assert [e["event"] for e in entries] == ["webhook.delete", "webhook.create"]
     assert entries[1]["data"] == {
         "id": hook_id,
-        "url": "https://hooks.example.com/r2fa",
+        "host": "hooks.example.com",  # the host only: paths and queries carry credentials
         "events": ["member.pending"],
     }
     assert entries[0]["actor"]["email"] == "owner@acme.test"
@@ -298,7 +302,7 @@ async def test_the_webhooks_page_adds_lists_and_deletes_webhooks(
     )
     text = await added.text()
     assert added.status == 201
-    secret = re.search(r"<code>(whsec_[A-Za-z0-9_-]+)</code>", text)
+    secret = re.search(r"<code>(whsec_[A-Za-z0-9+/]{43}=)</code>", text)
     assert secret is not None
     async with pool.acquire() as conn:
         row = await conn.fetchrow("select * from webhooks")

@@ -22,6 +22,7 @@ from typing import Any
 import pytest
 
 from commands.devstack import free_port
+from tests.oidc.conftest import browser_port, oidc_provider  # noqa: F401  (test_sso.py's provider)
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 HAVE_CHROMIUM = Path(CHROMIUM).exists()

@@ -18,7 +18,7 @@ from commands.seed import seed
 from db import counts
 from jobs.enforcement import coordinate_run
 from require2fa import compliance, totp
-from tests.factories import create_user, token_for, totp_code
+from tests.factories import create_user, settle_enforcement, token_for, totp_code
 
 MEMBERS = 4_000
 ENROLLING = 200
@@ -85,7 +85,7 @@ async def test_members_enrolling_while_the_run_goes(
     await quarter.wait()
     start_worker("enforcement", threads=2)
     await asyncio.gather(*enrollments)
-    await asyncio.to_thread(broker.join, "enforcement", timeout=120_000)
+    await settle_enforcement(pool, broker, timeout=120)
 
     async with pool.acquire() as conn:
         run = await conn.fetchrow("select * from enforcement_runs where id = $1", run_id)

@@ -12,7 +12,7 @@ import dramatiq
 
 from commands.seed import seed
 from db import counts
-from tests.factories import create_user, token_for
+from tests.factories import create_user, settle_enforcement, token_for
 
 MEMBERS = 5_000
 
@@ -105,7 +105,7 @@ async def test_on_off_on_quickly(
     org_id, owner, headers, expected = await seeded(pool, settings)
     start_worker("enforcement", threads=4)
     answers = [await put(client, headers, on) for on in (True, False, True, False, True)]
-    await asyncio.to_thread(broker.join, "enforcement", timeout=120_000)
+    await settle_enforcement(pool, broker, timeout=120)
 
     assert [a["require2FA"] for a in answers] == [True, False, True, False, True]
     assert all(a["enforcement"]["status"] == "queued" for a in answers[::2])
@@ -123,7 +123,7 @@ async def test_switches_sent_at_once(
     answers = await asyncio.gather(
         *(put(client, headers, on) for on in (True, False, True, False, True))
     )
-    await asyncio.to_thread(broker.join, "enforcement", timeout=120_000)
+    await settle_enforcement(pool, broker, timeout=120)
 
     assert sorted(a["require2FA"] for a in answers) == [False, False, True, True, True]
     await assert_consistent(pool, org_id, owner["id"], expected)

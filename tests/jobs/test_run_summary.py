@@ -49,8 +49,8 @@ async def test_each_owner_gets_one_summary_even_when_the_last_batch_arrives_twic
             role="owner",
         )
     run_id = change.run["id"]
-    start_worker("enforcement", "email", threads=4)  # one worker process's queues
-    # Batches of four members, every batch message sent twice: the last one too.
+    # Batches of four members, every batch message sent twice: the last one too. Planned before
+    # the workers start, so that their listener, looking once, finds the run planned already.
     sent = await coordinate_run(
         pool,
         run_id,
@@ -58,6 +58,7 @@ async def test_each_owner_gets_one_summary_even_when_the_last_batch_arrives_twic
         send=lambda r, b: (remove_batch.send(r, b), remove_batch.send(r, b)),
     )
     assert sent == 3
+    start_worker("enforcement", "email", threads=4)  # one worker process's queues
     await asyncio.to_thread(broker.join, "enforcement", timeout=60_000)
     await until_all_sent(pool)
 

@@ -14,7 +14,14 @@ from db import schedule
 from jobs.scheduled import scheduled
 from require2fa import scheduling
 from require2fa.emails import render
-from tests.factories import add_member, add_totp, create_user, owner_and_org, token_for
+from tests.factories import (
+    add_member,
+    add_totp,
+    create_user,
+    owner_and_org,
+    settle_enforcement,
+    token_for,
+)
 
 ORG = "/api/0/organizations/acme/"
 
@@ -128,7 +135,7 @@ async def test_the_scheduled_run_starts_once_with_two_clocks(
         # Before the moment, both clocks tick: nothing starts.
         for clock in (first, second):
             await asyncio.to_thread(clock.tick, "enforcement.scheduled", "enforcement")
-        await asyncio.to_thread(broker.join, "enforcement", timeout=30_000)
+        await settle_enforcement(pool, broker, timeout=30)
         async with pool.acquire() as conn:
             assert await conn.fetchval("select status from enforcement_runs") == "scheduled"
             assert await conn.fetchval("select user_id from members where id = $1", alice_member)
@@ -142,7 +149,7 @@ async def test_the_scheduled_run_starts_once_with_two_clocks(
         # And the message delivered twice besides, as after a crash between two lines.
         await asyncio.to_thread(scheduled.send)
         await asyncio.to_thread(scheduled.send)
-        await asyncio.to_thread(broker.join, "enforcement", timeout=60_000)
+        await settle_enforcement(pool, broker, timeout=60)
         await asyncio.to_thread(restarted.close)
     finally:
         if not second._loop.is_closed():
@@ -192,7 +199,7 @@ async def test_a_countdown_reminder_skips_who_enrolled_in_between(
             )
 
     await asyncio.to_thread(scheduled.send)
-    await asyncio.to_thread(broker.join, "enforcement", timeout=30_000)
+    await settle_enforcement(pool, broker, timeout=30)
     fourteen = await countdown_rows()
     assert sorted(r["to_address"] for r in fourteen) == ["alice@example.com", "bob@example.com"]
     assert all(r["context"]["days"] == 14 for r in fourteen)
@@ -200,13 +207,13 @@ async def test_a_countdown_reminder_skips_who_enrolled_in_between(
     async with pool.acquire() as conn:
         await add_totp(conn, bob["id"])  # bob sets up 2FA in between
     await asyncio.to_thread(scheduled.send)  # the same stage again: nothing new
-    await asyncio.to_thread(broker.join, "enforcement", timeout=30_000)
+    await settle_enforcement(pool, broker, timeout=30)
     assert len(await countdown_rows()) == 2
 
     await wait_until(pool, when - timedelta(days=7))
     for _ in range(2):
         await asyncio.to_thread(scheduled.send)
-        await asyncio.to_thread(broker.join, "enforcement", timeout=30_000)
+        await settle_enforcement(pool, broker, timeout=30)
     rows = await countdown_rows()
     seven = [r for r in rows if r["context"]["days"] == 7]
     assert [r["to_address"] for r in seven] == ["alice@example.com"]

@@ -5,6 +5,7 @@ CI=true, like the other services of tests/conftest.py."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import shutil
@@ -18,6 +19,11 @@ from urllib.parse import parse_qsl, urljoin, urlsplit
 
 import aiohttp
 import pytest
+from aiohttp.test_utils import TestClient
+
+from api.app import create_app
+from commands.devstack import free_port
+from require2fa.settings import Settings
 
 HERE = Path(__file__).parent
 REDIRECT_URI = "http://127.0.0.1:9/auth/sso/callback/"  # never opened: the test intercepts it
@@ -28,6 +34,9 @@ CLIENTS = {
     "another-app": "client_secret_basic",
 }
 CLIENT_SECRET = "test-client-secret-" + "x" * 24
+# The application under test answers at this base, so that its redirect URI
+# ({BASE_URL}/auth/sso/callback/) is the one the provider's clients registered.
+BASE_URL = REDIRECT_URI.removesuffix("/auth/sso/callback/")
 
 
 def _unavailable(message: str) -> None:
@@ -96,7 +105,14 @@ async def browse_to_callback(url: str, redirect_uri: str = REDIRECT_URI) -> dict
 
 
 @pytest.fixture(scope="session")
-def oidc_provider() -> Iterator[Provider]:
+def browser_port() -> int:
+    """The port of the application a real browser signs in to (tests/browser/test_sso.py):
+    its callback is one of the redirect URIs the provider's clients registered."""
+    return free_port()
+
+
+@pytest.fixture(scope="session")
+def oidc_provider(browser_port: int) -> Iterator[Provider]:
     node = shutil.which("node")
     if node is None:
         _unavailable("node is not installed: the OpenID Provider cannot run")
@@ -106,7 +122,10 @@ def oidc_provider() -> Iterator[Provider]:
         {
             "client_id": client_id,
             "client_secret": CLIENT_SECRET,
-            "redirect_uris": [REDIRECT_URI],
+            "redirect_uris": [
+                REDIRECT_URI,
+                f"http://127.0.0.1:{browser_port}/auth/sso/callback/",
+            ],
             "token_endpoint_auth_method": method,
             "require_auth_time": True,
         }
@@ -145,3 +164,28 @@ def oidc_provider() -> Iterator[Provider]:
 async def http() -> AsyncIterator[aiohttp.ClientSession]:
     async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as session:
         yield session
+
+
+# --- The application with single sign-on ----------------------------------------------------
+
+
+@pytest.fixture
+def sso_settings(settings: Settings) -> Settings:
+    return dataclasses.replace(settings, base_url=BASE_URL)
+
+
+@pytest.fixture
+async def web(aiohttp_client, sso_settings: Settings, pool) -> TestClient:
+    return await aiohttp_client(create_app(sso_settings))
+
+
+async def sso_sign_in(
+    web: TestClient, provider: Provider, sub: str, email: str, **login: Any
+) -> Any:
+    """A person signs in through Acme's identity provider in `web`'s browser: our redirect to
+    the provider, the provider's redirects, then our callback; the callback's response."""
+    await provider.next_login(sub, email, **login)
+    started = await web.get("/auth/sso/acme/", allow_redirects=False)
+    assert started.status == 303, await started.text()
+    params = await browse_to_callback(started.headers["Location"])
+    return await web.get("/auth/sso/callback/", params=params, allow_redirects=False)

@@ -214,11 +214,16 @@ async def world(pool: asyncpg.Pool, base_url: str) -> World:
         {"url": "https://hooks.example.com/r2fa", "events": ["*"]},
         world,
     )
+    async with pool.acquire() as conn:  # the delivery of its own creation
+        delivery = await conn.fetchval(
+            "select min(id) from webhook_deliveries where webhook_id = $1", int(hook["id"])
+        )
     _post(base_url, "/api/0/organizations/alpha/members/", {"email": "new@alpha.example"}, world)
     world.ids = {
         "org": ["alpha", "alpha", "alpha", "beta"],
         "member_id": [str(i) for i in (admin, no2fa, invited, removed, owner_member, beta_member)],
         "webhook_id": [hook["id"]],
+        "delivery_id": [str(delivery)],
         "enforcement_id": [str(run)],
         "id": [str(spare_token), *(str(row["id"]) for row in factors)],
         "token": [invite_token],

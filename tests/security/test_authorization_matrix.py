@@ -31,7 +31,7 @@ operation of each caller.
 from __future__ import annotations
 
 import itertools
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -39,8 +39,11 @@ from typing import Any
 import aiohttp
 import asyncpg
 import pytest
+from aiohttp import web
 
 from api.auth import SESSION_COOKIE
+from db import sso as sso_rows
+from require2fa import sso
 from tests.factories import (
     add_member,
     create_org,
@@ -100,6 +103,7 @@ MATRIX: dict[str, tuple[int, int, int, int, int, int]] = {
     "PUT members/{target} role owner (grant)": (403, 403, 403, 403, 200, 200),
     "PUT members/{target} teams": (403, 403, 403, 200, 200, 200),
     "PUT members/{own} settings": (200, 200, 200, 200, 200, 200),
+    "PUT members/{owner} nothing": (403, 403, 403, 200, 200, 200),
     "PUT members/{target} settings": (403, 403, 403, 403, 403, 403),
     "PUT members/{b_member} settings": (404, 404, 404, 404, 404, 404),
     "PUT members/{invitee} reinvite": (403, 403, 403, 200, 200, 200),
@@ -121,12 +125,26 @@ MATRIX: dict[str, tuple[int, int, int, int, int, int]] = {
     "GET webhooks/{b_hook}": (403, 403, 403, 403, 404, 404),
     "DELETE webhooks/{victim_hook}": (403, 403, 403, 403, 204, 204),
     "DELETE webhooks/{b_hook}": (403, 403, 403, 403, 404, 404),
+    "PUT webhooks/{hook} events": (403, 403, 403, 403, 200, 200),
+    "PUT webhooks/{hook} url": (403, 403, 403, 403, 200, SUDO),
+    "PUT webhooks/{b_hook}": (403, 403, 403, 403, 404, 404),
+    "POST webhooks/{hook}/ping": (403, 403, 403, 403, 202, 202),
+    "POST webhooks/{b_hook}/ping": (403, 403, 403, 403, 404, 404),
+    "POST webhooks/{hook}/deliveries/{delivery}/redeliver": (403, 403, 403, 403, 202, 202),
+    "POST webhooks/{hook}/deliveries/{b_delivery}/redeliver": (403, 403, 403, 403, 404, 404),
+    "POST webhooks/{hook}/rotate-secret": (403, 403, 403, 403, 200, SUDO),
+    "POST webhooks/{b_hook}/rotate-secret": (403, 403, 403, 403, 404, SUDO),
+    # Single sign-on (a provider's discovery document served by `issuer`)
+    "GET sso": (403, 403, 403, 200, 200, 200),
+    "PUT sso": (403, 403, 403, 403, 200, SUDO),
+    "DELETE sso": (403, 403, 403, 403, 204, SUDO),
     # Leaving: anyone may leave, but not the last owner (last, it ends the caller's membership)
     "DELETE members/{own} (leave)": (204, 204, 204, 204, 409, 409),
 }
 
 ORG = "/api/0/organizations/alpha"
 _counter = itertools.count()
+ISSUER: list[str] = []  # the identity provider of `issuer`, for the body of "PUT sso"
 
 
 def _future(days: int) -> str:
@@ -209,6 +227,12 @@ async def _seed(world: World, require_2fa: bool) -> None:
     world.ids["b_pending"] = (await response.json())["id"]
     world.ids["hook"] = await _webhook(world, "alpha", owner_token)
     world.ids["b_hook"] = await _webhook(world, "beta", other_token)
+    async with pool.acquire() as conn:  # each webhook hears of its own creation
+        for name in ("hook", "b_hook"):
+            world.ids[name.replace("hook", "delivery")] = await conn.fetchval(
+                "select min(id) from webhook_deliveries where webhook_id = $1", world.ids[name]
+            )
+    await _sso_config(world)
 
     async with pool.acquire() as conn:
         world.ids["run"], world.ids["b_run"] = [
@@ -233,6 +257,43 @@ async def _webhook(world: World, slug: str, headers: dict[str, str]) -> int:
     )
     assert response.status == 201, await response.text()
     return int((await response.json())["id"])
+
+
+async def _sso_config(world: World) -> None:
+    """A's identity provider, as saving it writes it (the secret encrypted)."""
+    async with world.pool.acquire() as conn:
+        await sso_rows.save_config(
+            conn,
+            organization_id=world.org_id,
+            issuer=ISSUER[0],
+            client_id="app",
+            client_secret_encrypted=sso.encrypt_client_secret(world.settings.secret_key, "s"),
+            mfa="local",
+            metadata=await sso.discover(ISSUER[0], development=True),
+        )
+
+
+@pytest.fixture
+async def issuer(aiohttp_server) -> AsyncIterator[str]:
+    """An identity provider's discovery document, enough to save a configuration."""
+
+    async def discovery(request: web.Request) -> web.Response:
+        base = str(request.url.origin())
+        return web.json_response(
+            {
+                "issuer": base,
+                "authorization_endpoint": f"{base}/auth",
+                "token_endpoint": f"{base}/token",
+                "jwks_uri": f"{base}/jwks",
+            }
+        )
+
+    app = web.Application()
+    app.router.add_get("/.well-known/openid-configuration", discovery)
+    server = await aiohttp_server(app)
+    ISSUER[:] = [str(server.make_url("")).rstrip("/")]
+    yield ISSUER[0]
+    ISSUER.clear()
 
 
 # --- What each operation needs: a fresh victim, or undoing a change ---------------------------
@@ -348,6 +409,7 @@ OPS: dict[str, Op] = {
     ),
     "PUT members/{target} teams": Op("PUT", "/members/{target}/", {"teams": ["ops"]}),
     "PUT members/{own} settings": Op("PUT", "/members/{own}/", {"settings": {"weekly": False}}),
+    "PUT members/{owner} nothing": Op("PUT", "/members/{owner}/", {}),
     "PUT members/{target} settings": Op(
         "PUT", "/members/{target}/", {"settings": {"weekly": False}}
     ),
@@ -376,6 +438,26 @@ OPS: dict[str, Op] = {
     "GET webhooks/{b_hook}": Op("GET", "/webhooks/{b_hook}/"),
     "DELETE webhooks/{victim_hook}": Op("DELETE", "/webhooks/{victim_hook}/", fresh=_victim_hook),
     "DELETE webhooks/{b_hook}": Op("DELETE", "/webhooks/{b_hook}/"),
+    "PUT webhooks/{hook} events": Op("PUT", "/webhooks/{hook}/", {"events": ["*"]}),
+    "PUT webhooks/{hook} url": Op(
+        "PUT", "/webhooks/{hook}/", {"url": "https://hooks.example.com/r2fa"}
+    ),
+    "PUT webhooks/{b_hook}": Op("PUT", "/webhooks/{b_hook}/", {"events": ["*"]}),
+    "POST webhooks/{hook}/ping": Op("POST", "/webhooks/{hook}/ping/", {}),
+    "POST webhooks/{b_hook}/ping": Op("POST", "/webhooks/{b_hook}/ping/", {}),
+    "POST webhooks/{hook}/deliveries/{delivery}/redeliver": Op(
+        "POST", "/webhooks/{hook}/deliveries/{delivery}/redeliver/", {}
+    ),
+    "POST webhooks/{hook}/deliveries/{b_delivery}/redeliver": Op(
+        "POST", "/webhooks/{hook}/deliveries/{b_delivery}/redeliver/", {}
+    ),
+    "POST webhooks/{hook}/rotate-secret": Op("POST", "/webhooks/{hook}/rotate-secret/", {}),
+    "POST webhooks/{b_hook}/rotate-secret": Op("POST", "/webhooks/{b_hook}/rotate-secret/", {}),
+    "GET sso": Op("GET", "/sso/"),
+    "PUT sso": Op(
+        "PUT", "/sso/", lambda: {"issuer": ISSUER[0], "clientId": "app", "clientSecret": "s"}
+    ),
+    "DELETE sso": Op("DELETE", "/sso/", undo=lambda world: _sso_config(world)),
     "DELETE members/{own} (leave)": Op("DELETE", "/members/{own}/"),
 }
 
@@ -394,7 +476,7 @@ def test_the_table_names_every_operation_once() -> None:
 
 
 @pytest.mark.parametrize("required", [False, True], ids=["requirement-off", "requirement-on"])
-async def test_authorization_matrix(client, pool, settings, required: bool) -> None:
+async def test_authorization_matrix(client, pool, settings, issuer, required: bool) -> None:
     world = World(pool=pool, client=client, settings=settings)
     await _seed(world, required)
     wrong: list[str] = []

@@ -170,7 +170,7 @@ def test_team_user_session() -> None:
     "row",
     [
         {"type": "totp", "name": "Phone app", "last_used_at": None},
-        {"type": "sms", "name": "Backup phone", "phone": "+14155550123", "last_used_at": NOW},
+        {"type": "sms", "name": "Backup phone", "phone_hint": "+1******0123", "last_used_at": NOW},
         {"type": "recovery", "name": "Recovery codes", "unused_codes": 9, "last_used_at": None},
         {"type": "webauthn", "name": "YubiKey", "last_used_at": NOW},
     ],
@@ -203,8 +203,15 @@ def test_audit_entry() -> None:
 
 
 def test_webhook_and_delivery() -> None:
-    hook = {"id": 1, "url": "https://hooks.example.com/", "events": ["*"], "created_at": NOW}
+    hook = {
+        "id": 1,
+        "url": "https://hooks.example.com/",
+        "events": ["*"],
+        "active": True,
+        "created_at": NOW,
+    }
     conforms(serialize_webhook(hook), "Webhook")
+    conforms(serialize_webhook({**hook, "active": False}), "Webhook")
     conforms(serialize_webhook(hook, secret="s3cret"), "Webhook")
     delivery = {
         "id": 1,
@@ -222,6 +229,8 @@ def test_webhook_and_delivery() -> None:
     conforms(serialize_delivery(delivery), "Delivery")
     delivered = {**delivery, "status": "delivered", "last_status": None, "delivered_at": NOW}
     conforms(serialize_delivery(delivered), "Delivery")
+    ping = {**delivery, "event": "ping", "audit_log_id": None}
+    conforms(serialize_delivery(ping), "Delivery")
 
 
 def test_a_key_the_schema_does_not_list_fails() -> None:
