@@ -325,7 +325,7 @@ STATIC_DIR = Path(__file__).resolve().parent / "static"
 STATIC = "/static/"
 
 
-async def favicon(request: web.Request) -> web.FileResponse:
+async def favicon(_request: web.Request) -> web.FileResponse:
     """The pages' icon, where browsers look for it."""
     return web.FileResponse(
         STATIC_DIR / "favicon.ico", headers={"Cache-Control": "public, max-age=86400"}

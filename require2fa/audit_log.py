@@ -148,7 +148,7 @@ def _org_edit(data: Mapping[str, Any]) -> list[str]:
     return said or ["changed the organization's settings"]
 
 
-def _member_accept(who: str, email: str, data: Mapping[str, Any]) -> str:
+def _member_accept(_who: str, email: str, data: Mapping[str, Any]) -> str:
     if data.get("via") == "2fa":
         return f"{email} came back after setting up two-factor authentication"
     return f"{email} joined as {data.get('role', 'member')}"
@@ -179,7 +179,7 @@ def _member_exempt(who: str, email: str, data: Mapping[str, Any]) -> str:
     return f"{who} lifted the exemption of {email} from two-factor authentication"
 
 
-def _org_edit_said(who: str, email: str, data: Mapping[str, Any]) -> str:
+def _org_edit_said(who: str, _email: str, data: Mapping[str, Any]) -> str:
     said = f"{who} {' and '.join(_org_edit(data))}"
     return said + (f" (reason: {data['reason']})" if data.get("reason") else "")
 
@@ -189,19 +189,33 @@ _SAY: dict[str, Say] = {
     "org.edit": _org_edit_said,
     "member.invite": lambda who, email, d: f"{who} invited {email} as {d.get('role', 'member')}",
     "member.accept": _member_accept,
-    "member.pending": lambda who, email, d: (
+    "member.pending": lambda who, email, _d: (
         f"{who} removed {email} until they set up two-factor authentication"
     ),
-    "member.reinvite": lambda who, email, d: f"{who} sent the email to {email} again",
+    "member.reinvite": lambda who, email, _d: f"{who} sent the email to {email} again",
     "member.remove": _member_remove,
     "member.edit": _member_edit,
-    "member.2fa-reset": lambda who, email, d: (
+    "member.2fa-reset": lambda who, email, _d: (
         f"{who} reset the two-factor authentication of {email}"
     ),
     "member.2fa-exempt": _member_exempt,
-    "webhook.create": lambda who, email, d: f"{who} added a webhook for {d.get('url', '')}",
-    "webhook.delete": lambda who, email, d: f"{who} deleted the webhook for {d.get('url', '')}",
+    "member.sso-link": lambda _who, email, _d: f"{email} linked their single sign-on identity",
+    "org.sso-edit": lambda who, _email, _d: f"{who} changed the single sign-on settings",
+    "webhook.create": lambda who, _email, d: f"{who} added a webhook to {_host(d)}",
+    "webhook.delete": lambda who, _email, d: f"{who} deleted the webhook to {_host(d)}",
+    "webhook.edit": lambda who, _email, d: f"{who} changed webhook {d.get('id', '')}",
+    "webhook.rotate-secret": lambda who, _email, d: (
+        f"{who} rotated the secret of webhook {d.get('id', '')}"
+    ),
+    "webhook.disable": lambda who, _email, d: (
+        f"{who} turned off the webhook to {_host(d)} ({d.get('reason', 'disabled')})"
+    ),
 }
+
+
+def _host(data: Mapping[str, Any]) -> str:
+    """The receiver an entry names (its host, or the whole URL in older entries)."""
+    return str(data.get("host") or data.get("url") or "a receiver")
 
 
 def describe(row: Mapping[str, Any]) -> str:

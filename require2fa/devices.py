@@ -16,11 +16,11 @@ def device_name(user_agent: str | None) -> str:
     if not user_agent:
         return UNKNOWN
     agent = parse(user_agent[:512])
-    browser = agent.browser.family
+    browser = str(agent.browser.family or "")
     if browser and agent.browser.version:
         browser = f"{browser} {agent.browser.version[0]}"
-    device = agent.device.family
-    where = agent.os.family if device in ("Other", "", None) or agent.is_pc else device
+    device = str(agent.device.family or "")
+    where = str(agent.os.family or "") if device in ("Other", "") or agent.is_pc else device
     if browser in ("Other", "") and where in ("Other", ""):
         return UNKNOWN
     if where in ("Other", ""):
