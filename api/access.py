@@ -40,7 +40,9 @@ async def org_access(request: web.Request, *, roles: tuple[str, ...] | None = No
     """The organization named in the path, as the caller may see it.
 
     404 when it does not exist or the caller is not an active member (so that slugs do not
-    leak); 401 `2fa-required` while the organization requires 2FA and the caller has none.
+    leak); 401 `2fa-required` while the organization requires 2FA of the caller (they are in
+    its scope, `require2fa.compliance.in_scope`) and they do not meet it: members blocked in
+    place among them, whatever the credential (session or token).
     """
     auth = await require_user(request)
     slug = request.match_info["org"]
@@ -54,6 +56,12 @@ async def org_access(request: web.Request, *, roles: tuple[str, ...] | None = No
         and member is not None
         and not member["meets_level"]
         and not member["exempt_2fa"]  # an exemption that lasts: never blocked for 2FA
+        and compliance.in_scope(
+            member["role"],
+            member["team_slugs"],
+            org["require_2fa_scope_roles"],
+            org["require_2fa_scope_teams"],
+        )
     ):
         raise api_error(
             401,

@@ -285,8 +285,9 @@ QUERY: dict[tuple[str, str], list[Schema]] = {
             "name": "query",
             "in": "query",
             "required": False,
-            "description": "Terms: `has2fa:true|false`, `is:pending|active|exempt|noncompliant`,"
-            " `role:X`, and words of a name or email.",
+            "description": "Terms: `has2fa:true|false`,"
+            " `is:pending|active|exempt|blocked|noncompliant`, `role:X`, and words of a name or"
+            " email.",
             "schema": STR,
             "example": "has2fa:false",
         },

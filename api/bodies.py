@@ -11,6 +11,7 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 from api.limits import Email, TeamSlugs
 from require2fa.members import Role
 from require2fa.organization_settings import SettingsChange
+from require2fa.requirement import EVERYONE, Scope
 
 
 class RegisterIn(BaseModel):
@@ -30,6 +31,15 @@ class InviteIn(BaseModel):
     teams: TeamSlugs = Field(default_factory=list)
 
 
+class ScopeIn(BaseModel):
+    """`require2FAScope`: roles and team slugs (at least one of the two; null is everyone)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    roles: list[str] = Field(default_factory=list, max_length=10)
+    teams: list[str] = Field(default_factory=list, max_length=1000)
+
+
 class OrganizationUpdate(BaseModel):
     """A settings change (`PUT organizations/{org}/`, the settings page's form): the one parser
     of `SettingsChange`."""
@@ -44,10 +54,21 @@ class OrganizationUpdate(BaseModel):
     sso_enabled: bool | None = Field(default=None, alias="ssoEnabled")
     # With require2FA true: enforce from then on (ISO 8601 with its offset, at most a year ahead).
     enforce_at: AwareDatetime | None = Field(default=None, alias="enforceAt")
+    # Absent: unchanged; null: everyone.
+    require_2fa_scope: ScopeIn | None = Field(default=None, alias="require2FAScope")
+    require_2fa_action: Literal["remove", "block"] | None = Field(
+        default=None, alias="require2FAAction"
+    )
 
     def change(self) -> SettingsChange:
         """The change it asks for (`Invalid` when its fields do not go together)."""
+        scope = None
+        if "require_2fa_scope" in self.model_fields_set:
+            asked = self.require_2fa_scope
+            scope = EVERYONE if asked is None else Scope.asked(asked.roles, asked.teams)
         return SettingsChange(
+            scope=scope,
+            action=self.require_2fa_action,
             name=self.name,
             require_2fa=self.require_2fa,
             level=self.require_2fa_level,

@@ -30,6 +30,7 @@ from api.shapes import (
     Webhook,
 )
 from require2fa import audit_log, compliance, single_sign_on
+from require2fa.requirement import Scope
 
 Row = Any  # an asyncpg.Record, or a mapping with its columns
 
@@ -94,6 +95,8 @@ def serialize_org(org: Row, *, role: str, enforcement: RunBrief | None = None) -
         # The flag-only form, or an identity provider configured (`sso_mfa`, migration 0220).
         "ssoEnabled": bool(org["sso_enabled"] or org.get("sso_mfa")),
         "enforceAt": org.get("enforce_at"),
+        "require2FAScope": cast(Any, Scope.of(org).as_json()),  # null: everyone
+        "require2FAAction": org["require_2fa_action"],
         "dateCreated": org["created_at"],
         "role": cast(Role, role),  # the caller's: one of `members.ROLES`
     }
@@ -148,6 +151,7 @@ def serialize_member(row: Row) -> Member:
         "reinstateBy": row["reinstate_by"],
         "lastRemindedAt": row.get("last_reminded_at"),
         "exempt2FA": _exemption(row),
+        "blocked": bool(row.get("blocked")),
         "dateCreated": row["created_at"],
         "user": user,
         "sso": _sso_link(row),

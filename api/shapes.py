@@ -19,29 +19,34 @@ from __future__ import annotations
 
 from datetime import datetime
 from functools import cache
-from typing import Annotated, Any, Literal, NotRequired
+from typing import Any, Literal, NotRequired
 
-from pydantic import ConfigDict, Field, TypeAdapter, WithJsonSchema, with_config
+from pydantic import TypeAdapter, with_config
 
 # pydantic reads TypedDicts from typing_extensions on Python 3.11.
 from typing_extensions import TypedDict, is_typeddict
 
+from api.shape_kinds import (
+    CLOSED,
+    AnyObject,
+    Count,
+    Event,
+    FactorType,
+    Id,
+    Level,
+    Role,
+    RunStatus,
+)
 from api.sso_shapes import SsoConfig, SsoLink  # noqa: F401  (re-exported: answers, members)
-from db.audit import EVENTS
+from api.webhook_shapes import (  # noqa: F401  (re-exported: answers, serializers)
+    Delivery,
+    LastResponse,
+    QueuedDelivery,
+    Webhook,
+    WebhookSecret,
+)
 
 REF = "#/components/schemas/{model}"
-# Closed (`additionalProperties: false`); each property titled by its key.
-CLOSED = ConfigDict(extra="forbid", field_title_generator=lambda name, _field: name)
-
-Id = Annotated[str, Field(pattern="^[0-9]+$")]
-Count = Annotated[int, Field(ge=0)]
-AnyObject = dict[str, Any]
-Role = Literal["owner", "manager", "admin", "member", "billing"]
-Level = Literal["any", "secure", "phishing-resistant"]
-FactorType = Literal["totp", "sms", "webauthn", "recovery"]
-RunStatus = Literal["scheduled", "queued", "running", "completed", "cancelled", "failed"]
-Event = Annotated[str, WithJsonSchema({"type": "string", "enum": list(EVENTS)})]
-
 
 # Keys that are not Python names ("2faRequired"): the functional form.
 Error = TypedDict(
@@ -179,6 +184,8 @@ class Organization(TypedDict):
     ssoEnabled: bool
     # A scheduled requirement: when it starts (`require2FA` stays false until then).
     enforceAt: datetime | None
+    require2FAScope: dict[Literal["roles", "teams"], list[str]] | None  # null: everyone
+    require2FAAction: Literal["remove", "block"]
     dateCreated: datetime
     role: Role  # the caller's
     enforcement: NotRequired[RunBrief]  # PUT, when it turned the requirement on
@@ -231,6 +238,7 @@ class Member(TypedDict):
     reinstateBy: datetime | None
     lastRemindedAt: datetime | None
     exempt2FA: Exemption | None
+    blocked: bool  # by `require2FAAction` block, until they meet the requirement
     dateCreated: datetime
     user: MemberUser | None
     sso: SsoLink | None  # null when not linked to the organization's identity provider
@@ -305,46 +313,6 @@ class AuditEntry(TypedDict):
 class AuditPage(TypedDict):
     rows: list[AuditEntry]
     options: list[Event]
-
-
-@with_config(CLOSED)
-class Webhook(TypedDict):
-    id: Id
-    url: str
-    events: list[str]
-    active: bool  # false once turned off, by an owner or by the receiver answering 410
-    dateCreated: datetime
-    secret: NotRequired[str]  # only in the answer that creates it
-
-
-@with_config(CLOSED)
-class WebhookSecret(TypedDict):
-    secret: str  # shown this once; the one it replaces signs beside it for 24 hours
-
-
-@with_config(CLOSED)
-class QueuedDelivery(TypedDict):
-    id: Id  # the delivery's id (`webhook-id`, `X-Require2FA-Delivery`)
-
-
-@with_config(CLOSED)
-class LastResponse(TypedDict):
-    status: int
-    body: str
-
-
-@with_config(CLOSED)
-class Delivery(TypedDict):
-    id: Id
-    event: str
-    auditLogId: Id | None  # none for a ping
-    status: str
-    attempts: Count
-    lastResponse: LastResponse | None
-    lastError: str | None
-    dateCreated: datetime
-    nextAttemptAt: datetime | None
-    deliveredAt: datetime | None
 
 
 @with_config(CLOSED)

@@ -6,12 +6,13 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Literal
 
-from pydantic import ConfigDict, with_config
+from pydantic import with_config
 
 # pydantic reads TypedDicts from typing_extensions on Python 3.11.
 from typing_extensions import TypedDict
 
-CLOSED = ConfigDict(extra="forbid", field_title_generator=lambda name, _field: name)
+from api.shape_kinds import CLOSED
+
 MfaMode = Literal["local", "idp"]
 
 

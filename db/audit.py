@@ -19,6 +19,8 @@ EVENTS = (
     "member.edit",
     "member.2fa-reset",
     "member.2fa-exempt",
+    "member.blocked",
+    "member.unblocked",
     "webhook.create",
     "webhook.delete",
     "webhook.edit",

@@ -213,20 +213,23 @@ async def delete_all(conn: asyncpg.Connection, user_id: int) -> list[str]:
 
 async def needed_by_requirement(
     conn: asyncpg.Connection, user_id: int, authenticator_id: int
-) -> bool:
-    """Whether removing this factor would leave the user short of the level of an organization
-    of theirs that requires 2FA (one whose level they meet now, and would not without it)."""
+) -> asyncpg.Record | None:
+    """The first organization (`name`, `level`) of the user that requires 2FA of them (it has
+    them in its scope) and whose level they meet now and would not without this factor; None
+    when removing it leaves every such requirement met."""
     with_it = compliance.second_factor_sql("$1", level_sql="o.require_2fa_level")
     without = (
         "exists (select 1 from authenticators a where a.user_id = $1 and a.id <> $2 and "
         + compliance.factor_counts_sql("a", level_sql="o.require_2fa_level")
         + ")"
     )
-    return await conn.fetchval(
-        f"""select exists (select 1 from members m join organizations o
-                           on o.id = m.organization_id
-                           where m.user_id = $1 and o.require_2fa
-                             and {with_it} and not {without})""",
+    return await conn.fetchrow(
+        f"""select o.name, o.require_2fa_level as level
+            from members m join organizations o on o.id = m.organization_id
+            where m.user_id = $1 and o.require_2fa
+              and {compliance.in_scope_sql("m.id", "m.role")}
+              and {with_it} and not {without}
+            order by o.name limit 1""",
         user_id,
         authenticator_id,
     )

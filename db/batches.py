@@ -37,6 +37,9 @@ class BatchHead:
     org_name: str
     org_slug: str
     level: str  # the organization's requirement level, read under its lock
+    action: str  # what the run does to a candidate: `remove` or `block`
+    scope_roles: list[str] | None  # the scope (`require2fa.compliance.in_scope_sql`)
+    scope_teams: list[str] | None
     sso_idp: bool  # its identity provider's MFA counts (single sign-on with `mfa: idp`)
     first_member_id: int
     last_member_id: int
@@ -50,8 +53,9 @@ async def start_batch(conn: asyncpg.Connection, run_id: int, batch_no: int) -> B
     if run is None:
         return None
     org = await conn.fetchrow(
-        """select id, name, slug, require_2fa, require_2fa_level, sso_mfa from organizations
-           where id = $1 for share""",
+        """select id, name, slug, require_2fa, require_2fa_level, require_2fa_action,
+                  require_2fa_scope_roles, require_2fa_scope_teams, sso_mfa
+           from organizations where id = $1 for share""",
         run["organization_id"],
     )
     if org is None or not org["require_2fa"]:
@@ -74,6 +78,9 @@ async def start_batch(conn: asyncpg.Connection, run_id: int, batch_no: int) -> B
         org_name=org["name"],
         org_slug=org["slug"],
         level=org["require_2fa_level"],
+        action=org["require_2fa_action"],
+        scope_roles=org["require_2fa_scope_roles"],
+        scope_teams=org["require_2fa_scope_teams"],
         sso_idp=org["sso_mfa"] == "idp",
         first_member_id=batch["first_member_id"],
         last_member_id=batch["last_member_id"],
@@ -88,20 +95,25 @@ async def start_batch(conn: asyncpg.Connection, run_id: int, batch_no: int) -> B
 
 
 async def candidates(conn: asyncpg.Connection, head: BatchHead) -> list[Candidate]:
-    """Active members of the batch without a second factor that the level accepts and without
-    an exemption that lasts, with their users locked (FOR UPDATE, in id order: the lock of
-    `db.users.lock`, which 2FA enrollment takes too, so that whoever commits first is seen by
-    the other). Read before the lock was granted: `db.removals.make_pending` checks each again."""
+    """Active members of the batch in the organization's scope, without a second factor that
+    the level accepts and without an exemption that lasts (and, to block, not blocked yet), with
+    their users locked (FOR UPDATE, in id order: the lock of `db.users.lock`, which 2FA
+    enrollment takes too, so that whoever commits first is seen by the other). Read before the
+    lock was granted: `db.removals.make_pending` (or `block`) checks each again."""
     noncompliant = compliance.noncompliant_sql(
         "u.id",
         level_sql="$5::text",
         exempt_until_sql="m.exempt_2fa_until",
         idp_organization_sql="$1",
     )
+    in_scope = compliance.in_scope_sql(
+        "m.id", "m.role", roles_sql="$6::text[]", teams_sql="$7::text[]", organization_id_sql="$1"
+    )
     rows = await conn.fetch(
         f"""select m.id, m.user_id, m.email from members m join users u on u.id = m.user_id
             where m.organization_id = $1 and m.id between $2 and $3
-              and u.id is distinct from $4 and {noncompliant}
+              and u.id is distinct from $4 and {noncompliant} and {in_scope}
+              and ($8 <> 'block' or m.blocked_at is null)
             order by u.id
             for update of u""",
         head.organization_id,
@@ -109,6 +121,9 @@ async def candidates(conn: asyncpg.Connection, head: BatchHead) -> list[Candidat
         head.last_member_id,
         head.actor.user_id,
         head.level,
+        head.scope_roles,
+        head.scope_teams,
+        head.action,
     )
     return [Candidate(row["id"], row["user_id"], row["email"]) for row in rows]
 

@@ -22,17 +22,18 @@ class Queue:
     """The statements of one table that follows the pattern (`email_outbox`,
     `webhook_deliveries`)."""
 
-    def __init__(self, table: str) -> None:
+    def __init__(self, table: str, *, order: str = "next_attempt_at") -> None:
         self.table = table
+        self.order = order  # the claim's order: our constant, with an index that follows it
 
     def claimed_sql(self) -> str:
-        """`with due as (…), claimed as (…)`: up to `$1` due rows set `sending` until `now() +
-        $2` (the lease), each with an attempt counted; `claimed` holds the updated rows. The
-        caller adds the `select … from claimed` it needs."""
+        """`with due as (…), claimed as (…)`: up to `$1` due rows, first in the queue's `order`,
+        set `sending` until `now() + $2` (the lease), each with an attempt counted; `claimed`
+        holds the updated rows. The caller adds the `select … from claimed` it needs."""
         return f"""with due as (
                 select id from {self.table}
                  where {DUE}
-                 order by next_attempt_at
+                 order by {self.order}
                  limit $1
                    for update skip locked),
             claimed as (

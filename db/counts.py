@@ -3,6 +3,8 @@ its members by 2FA state. The conditions are `require2fa.compliance`'s."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import asyncpg
 
 from db.users import HAS_2FA_SQL
@@ -16,6 +18,24 @@ NONCOMPLIANT_SQL = compliance.noncompliant_sql(
     exempt_until_sql="m.exempt_2fa_until",
     idp_organization_sql="o.id",
 )
+
+# A scope: roles and team slugs (None or empty: none of them; both: everyone).
+Scope = tuple[Sequence[str] | None, Sequence[str] | None]
+
+# In the scope whose roles and teams are `$4` and `$5` (members `m` of the organization `$1`).
+IN_SCOPE_SQL = compliance.in_scope_sql(
+    "m.id", "m.role", roles_sql="$4::text[]", teams_sql="$5::text[]", organization_id_sql="$1"
+)
+
+
+async def _scope_of(conn: asyncpg.Connection, organization_id: int) -> Scope:
+    row = await conn.fetchrow(
+        """select require_2fa_scope_roles, require_2fa_scope_teams from organizations
+           where id = $1""",
+        organization_id,
+    )
+    return (row["require_2fa_scope_roles"], row["require_2fa_scope_teams"]) if row else (None, None)
+
 
 # Who a run started now would remove, from the maintained counts (migration 0150): the active
 # members whose factor mask meets none of the level's kinds (a sum over the organization's rows
@@ -51,22 +71,31 @@ async def count_noncompliant(
     *,
     except_user_id: int | None,
     level: str | None = None,
+    scope: Scope | None = None,
 ) -> int:
-    """Active members who do not meet the requirement at the organization's level (or `level`,
-    the one an owner is about to choose) and have no exemption that lasts: who a run started now
-    would remove. `except_user_id` (the owner asking) is left out.
+    """Active members in scope who do not meet the requirement at the organization's level (or
+    `level`, and `scope` (roles, team slugs), the ones an owner is about to choose) and have no
+    exemption that lasts: who a run started now would remove. `except_user_id` (the owner
+    asking) is left out.
 
     Read from the counts that the triggers of migration 0150 keep in the transactions that change
     factors and memberships, so it costs the same at 1M members as at 10: a few counter rows and
     the organization's exempt members. `count_noncompliant_directly` is the same figure counted
     member by member (the tests compare the two); an organization whose identity provider's MFA
     counts (`sso_mfa = 'idp'`) is counted that way, since the maintained counts know only
-    factors."""
-    if await conn.fetchval(
-        "select sso_mfa = 'idp' from organizations where id = $1", organization_id
+    factors, and so is one with a scope (`require2FAScope`), which the counts per factor mask
+    cannot tell apart."""
+    if scope is None:
+        scope = await _scope_of(conn, organization_id)
+    if (
+        scope[0]
+        or scope[1]
+        or await conn.fetchval(
+            "select sso_mfa = 'idp' from organizations where id = $1", organization_id
+        )
     ):
         return await count_noncompliant_directly(
-            conn, organization_id, except_user_id=except_user_id, level=level
+            conn, organization_id, except_user_id=except_user_id, level=level, scope=scope
         )
     return await conn.fetchval(
         _COUNT_NONCOMPLIANT_SQL,
@@ -91,9 +120,11 @@ async def count_noncompliant_directly(
     *,
     except_user_id: int | None,
     level: str | None = None,
+    scope: Scope | None = None,
 ) -> int:
     """`count_noncompliant`, counted from the members and their factors with
-    `require2fa.compliance`'s conditions: the definition that the maintained count must equal.
+    `require2fa.compliance`'s conditions (the scope's included): the definition that the
+    maintained count must equal.
 
     Planned from the organization's members (the `(organization_id, id)` index) with a per-member
     anti-join on the factors' partial index, so it costs in proportion to this organization."""
@@ -101,13 +132,18 @@ async def count_noncompliant_directly(
         level = await conn.fetchval(
             "select require_2fa_level from organizations where id = $1", organization_id
         )
+    if scope is None:
+        scope = await _scope_of(conn, organization_id)
     return await conn.fetchval(
         f"""select count(*) from members m
             where m.organization_id = $1 and m.user_id is not null
-              and m.user_id is distinct from $2 and {_NONCOMPLIANT_AT_LEVEL_SQL}""",
+              and m.user_id is distinct from $2 and {_NONCOMPLIANT_AT_LEVEL_SQL}
+              and {IN_SCOPE_SQL}""",
         organization_id,
         except_user_id,
         compliance.level_of(level),
+        list(scope[0] or []) or None,
+        list(scope[1] or []) or None,
     )
 
 

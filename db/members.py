@@ -35,7 +35,8 @@ _SELECT = f"""
            sso.last_sign_in_at as sso_last_sign_in_at, sso.amr as sso_amr, sso.acr as sso_acr,
            coalesce((select array_agg(t.slug order by t.slug) from member_teams mt
                      join teams t on t.id = mt.team_id where mt.member_id = m.id),
-                    '{{}}') as team_slugs
+                    '{{}}') as team_slugs,
+           m.blocked_at is not null as blocked
     """
 _FROM = """
     from members m
@@ -72,11 +73,14 @@ class MemberFilter:
     role: str | None = None
     text: str | None = None
     exempt: bool | None = None  # an exemption that lasts now
+    blocked: bool | None = None  # blocked in place (`is:blocked`)
+    in_scope: bool | None = None  # in the organization's `require2FAScope` (no query key)
 
 
-# Who a run started now would remove: active, no second factor that the organization's level
-# accepts, no exemption that lasts.
-NONCOMPLIANT = MemberFilter(meets_level=False, pending=False, exempt=False)
+# Who a run started now would remove: active, in scope, no second factor that the
+# organization's level accepts, no exemption that lasts.
+NONCOMPLIANT = MemberFilter(meets_level=False, pending=False, exempt=False, in_scope=True)
+IN_SCOPE_SQL = compliance.in_scope_sql("m.id", "m.role")
 
 
 async def get(
@@ -96,8 +100,8 @@ async def of_user(
 
 
 def _filter_sql(first: int) -> str:
-    """The conditions of a `MemberFilter`, on parameters `$first` … `$first+5` (`_filter_args`)."""
-    n = [f"${first + i}" for i in range(6)]
+    """The conditions of a `MemberFilter`, on parameters `$first` … `$first+7` (`_filter_args`)."""
+    n = [f"${first + i}" for i in range(8)]
     return f"""
           and ({n[0]}::boolean is null or (u.id is not null and {HAS_2FA_SQL} = {n[0]}))
           and ({n[1]}::boolean is null or (m.user_id is null) = {n[1]})
@@ -105,11 +109,22 @@ def _filter_sql(first: int) -> str:
           and ({n[3]}::text is null or m.email like '%' || {n[3]} || '%'
                or coalesce(u.name, '') ilike '%' || {n[3]} || '%')
           and ({n[4]}::boolean is null or coalesce(m.exempt_2fa_until > now(), false) = {n[4]})
-          and ({n[5]}::boolean is null or (u.id is not null and {MEETS_LEVEL_SQL} = {n[5]}))"""
+          and ({n[5]}::boolean is null or (u.id is not null and {MEETS_LEVEL_SQL} = {n[5]}))
+          and ({n[6]}::boolean is null or (m.blocked_at is not null) = {n[6]})
+          and ({n[7]}::boolean is null or {IN_SCOPE_SQL} = {n[7]})"""
 
 
 def _filter_args(where: MemberFilter) -> tuple[Any, ...]:
-    return (where.has2fa, where.pending, where.role, where.text, where.exempt, where.meets_level)
+    return (
+        where.has2fa,
+        where.pending,
+        where.role,
+        where.text,
+        where.exempt,
+        where.meets_level,
+        where.blocked,
+        where.in_scope,
+    )
 
 
 # Written so that only the `(organization_id, id)` index gives the order: the organization is
@@ -273,10 +288,14 @@ async def lock(conn: asyncpg.Connection, member_id: int) -> None:
 
 
 async def for_accept(conn: asyncpg.Connection, member_id: int) -> asyncpg.Record | None:
-    """The pending member behind an invite link, locked, with its organization."""
+    """The pending member behind an invite link, locked, with its organization (its
+    requirement and the requirement's scope) and its team slugs."""
     return await conn.fetchrow(
         """select m.*, o.slug as org_slug, o.name as org_name, o.require_2fa,
-                  o.require_2fa_level
+                  o.require_2fa_level, o.require_2fa_scope_roles, o.require_2fa_scope_teams,
+                  coalesce((select array_agg(t.slug) from member_teams mt
+                            join teams t on t.id = mt.team_id where mt.member_id = m.id),
+                           '{}') as team_slugs
            from members m join organizations o on o.id = m.organization_id
            where m.id = $1 for update of m""",
         member_id,

@@ -80,17 +80,29 @@ async def update_settings(
     sso_enabled: bool,
     require_2fa: bool,
     level: str,
+    scope: tuple[list[str] | None, list[str] | None] | None = None,
+    action: str | None = None,
 ) -> asyncpg.Record:
-    """Sets the name (when given), SSO, the requirement and its level; the row as it is now."""
+    """Sets the name (when given), SSO, the requirement and its level, and (when given) its
+    scope (roles, team slugs; None for none) and action; the row as it is now."""
     row = await conn.fetchrow(
         """update organizations set name = coalesce($2, name), sso_enabled = $3,
-                                    require_2fa = $4, require_2fa_level = $5
+                                    require_2fa = $4, require_2fa_level = $5,
+                                    require_2fa_scope_roles = case when $6 then $7::text[]
+                                        else require_2fa_scope_roles end,
+                                    require_2fa_scope_teams = case when $6 then $8::text[]
+                                        else require_2fa_scope_teams end,
+                                    require_2fa_action = coalesce($9, require_2fa_action)
            where id = $1 returning *""",
         organization_id,
         name,
         sso_enabled,
         require_2fa,
         level,
+        scope is not None,
+        scope[0] if scope else None,
+        scope[1] if scope else None,
+        action,
     )
     assert row is not None
     return row

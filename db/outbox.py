@@ -12,16 +12,9 @@ from typing import Any
 import asyncpg
 
 from db import claims
+from require2fa import email_classes
 
-TEMPLATES = (
-    "removed_for_2fa",
-    "invite",
-    "reminder_2fa",
-    "expiry_soon",
-    "security_notice",
-    "enforcement_summary",
-    "countdown_2fa",
-)
+TEMPLATES = tuple(email_classes.CLASS_OF)
 
 
 def message_id(dedupe_key: str, domain: str = "require2fa") -> str:
@@ -44,14 +37,54 @@ COLUMNS = (
     " enforcement_id"
 )
 
+# Each row's lane (`require2fa.email_classes`) and, for bulk, its start tag: after the
+# organization's last queued bulk row or the queue's virtual time (the start tag of the latest
+# bulk row claimed), whichever is later, plus the row's rank among the organization's rows of
+# this statement. One probe of a small index per organization in the statement; nothing is
+# locked, so writers of the same organization never wait on each other (rows of two concurrent
+# statements of one organization may share tags: they alternate with each other then, and with
+# the other organizations' rows as one).
+_FAIR_INSERT = f"""
+with r as (
+    select s.template::text, s.to_address::text, s.context::jsonb, s.dedupe_key::text,
+           s.message_id::text, s.organization_id::bigint, s.member_id::bigint,
+           s.enforcement_id::bigint, {email_classes.lane_sql("s.template::text")} as lane,
+           row_number() over () as ordinal
+      from ({{rows}}) as s({COLUMNS})),
+tags as (
+    select o.organization_id,
+           greatest((select vtime from email_fair_clock),
+                    (select max(q.fair_seq) from email_outbox q
+                      where q.organization_id = o.organization_id
+                        and q.lane = {email_classes.BULK_LANE}
+                        and q.status in ('queued', 'sending'))) as after
+      from (select distinct organization_id from r
+             where lane = {email_classes.BULK_LANE}) o)
+insert into email_outbox ({COLUMNS}, lane, fair_seq)
+select r.template, r.to_address, r.context, r.dedupe_key, r.message_id, r.organization_id,
+       r.member_id, r.enforcement_id, r.lane,
+       case when r.lane = {email_classes.BULK_LANE} then
+           t.after + row_number() over (partition by r.organization_id, r.lane
+                                            order by r.ordinal)
+       else 0 end
+  from r left join tags t on coalesce(t.organization_id, 0) = coalesce(r.organization_id, 0)
+on conflict (dedupe_key) do nothing"""
+
 
 def insert_sql(rows_sql: str) -> str:
-    """`insert into email_outbox` of `rows_sql` (a `select` or `values` giving `COLUMNS`); a row
+    """`insert into email_outbox` of `rows_sql` (a `select` or `values` giving `COLUMNS`, with
+    types that say themselves), each row in its lane with its fair share's start tag; a row
     whose dedupe key is taken already is skipped. Append `returning …` as needed."""
-    return f"insert into email_outbox ({COLUMNS})\n{rows_sql}\non conflict (dedupe_key) do nothing"
+    return _FAIR_INSERT.replace("{rows}", rows_sql)
 
 
-_ENQUEUE_SQL = insert_sql("values ($1, $2, $3, $4, $5, $6, $7, $8)") + " returning id"
+_ENQUEUE_SQL = (
+    insert_sql(
+        "values ($1::text, $2::text, $3::jsonb, $4::text, $5::text, $6::bigint, $7::bigint,"
+        " $8::bigint)"
+    )
+    + " returning id"
+)
 
 # Many rows at once: one array per column of `COLUMNS` but the Message-ID, made from the key.
 _ENQUEUE_MANY_SQL = f"""
@@ -131,8 +164,22 @@ async def enqueue_many(conn: asyncpg.Connection, emails: Sequence[Email]) -> int
 
 # --- Delivery ------------------------------------------------------------------------------
 #
-# Claimed under a lease, put back when it lapses (`db.claims`).
-_QUEUE = claims.Queue("email_outbox")
+# Claimed under a lease, put back when it lapses (`db.claims`): transactional rows first, then
+# bulk in start-tag order (index `email_outbox_lanes`).
+_QUEUE = claims.Queue("email_outbox", order="lane, fair_seq, id")
+
+# The claim (`claim`): `$1` rows at most, a lease of `$2`.
+CLAIM_SQL = (
+    _QUEUE.claimed_sql()
+    + f""",
+            clocked as (
+                update email_fair_clock c set vtime = greatest(c.vtime, m.seq)
+                  from (select max(fair_seq) as seq from claimed
+                         where lane = {email_classes.BULK_LANE}) m
+                 where m.seq is not null)
+            select id, template, to_address, context, message_id, attempts, lane
+              from claimed order by lane, fair_seq, id"""
+)
 
 # Retrying stops this long after the row was written; the row is then marked failed.
 GIVE_UP_AFTER = timedelta(days=1)
@@ -140,12 +187,13 @@ GIVE_UP_AFTER = timedelta(days=1)
 
 async def claim(conn: asyncpg.Connection, *, limit: int, lease: timedelta) -> list[asyncpg.Record]:
     """Take up to `limit` due rows for this worker until `lease` runs out; counts an attempt.
+    Transactional rows come first, then bulk rows fairly between organizations; the queue's
+    virtual time moves to the latest bulk row claimed.
 
     Rows another transaction is claiming are skipped, so concurrent dispatchers never share a row.
     """
     return await conn.fetch(
-        _QUEUE.claimed_sql()
-        + " select id, template, to_address, context, message_id, attempts from claimed",
+        CLAIM_SQL,
         limit,
         lease,
     )

@@ -1,5 +1,7 @@
 """Planning a run: claiming its coordinator message, cutting an organization's members into
-batches (rows), and recording which batch messages were sent."""
+batches (rows), and recording which batch messages were sent: a window of them at a time, so
+that the runs of several organizations share the workers (each finished batch sends its run's
+next one)."""
 
 from __future__ import annotations
 
@@ -8,6 +10,12 @@ from collections.abc import Sequence
 import asyncpg
 
 from db.runs import ACTIVE
+
+# Batch messages of one run in the queue or in a worker at a time: each finished batch sends its
+# run's next one, so another run's batches wait behind at most this many of each run, not
+# behind all of them. Above what two worker processes hold (`jobs.broker.QUEUE_PREFETCH`, 3
+# each), so that both keep removing on a single run.
+WINDOW = 8
 
 # First key of the advisory lock that one run's coordinators take (the second is the run id).
 PLAN_LOCK = 0x7232_6670  # "r2fp"
@@ -82,14 +90,36 @@ async def plan(conn: asyncpg.Connection, run_id: int, *, batch_size: int) -> asy
     )
 
 
-async def unsent_batches(conn: asyncpg.Connection, run_id: int) -> list[int]:
-    """Batch numbers of the run not yet sent to the workers."""
+async def unsent_batches(conn: asyncpg.Connection, run_id: int, *, window: int) -> list[int]:
+    """The next batch numbers of the run to send to the workers: the first not yet sent, as
+    many as keep at most `window` of the run's batches sent and not done."""
     rows = await conn.fetch(
         """select batch_no from enforcement_batches
-           where run_id = $1 and done_at is null and enqueued_at is null order by batch_no""",
+           where run_id = $1 and done_at is null and enqueued_at is null
+           order by batch_no
+           limit greatest(0, $2 - (select count(*) from enforcement_batches
+                                    where run_id = $1 and done_at is null
+                                      and enqueued_at is not null))""",
         run_id,
+        window,
     )
     return [row["batch_no"] for row in rows]
+
+
+async def take_next(conn: asyncpg.Connection, run_id: int) -> int | None:
+    """In the transaction of a batch of the run that is finishing: the run's first batch not
+    yet sent, recorded as sent; its message goes once that transaction commits (a crash in
+    between leaves it to the sweeper). None when every batch was sent."""
+    return await conn.fetchval(
+        """update enforcement_batches b set enqueued_at = clock_timestamp()
+           from (select batch_no from enforcement_batches
+                 where run_id = $1 and done_at is null and enqueued_at is null
+                 order by batch_no limit 1
+                 for update skip locked) s
+           where b.run_id = $1 and b.batch_no = s.batch_no
+           returning b.batch_no""",
+        run_id,
+    )
 
 
 async def mark_enqueued(conn: asyncpg.Connection, run_id: int, batch_nos: Sequence[int]) -> None:

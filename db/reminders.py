@@ -17,6 +17,7 @@ import asyncpg
 
 from db import outbox
 from db.counts import NONCOMPLIANT_SQL
+from require2fa import compliance
 
 CHUNK = 1000
 
@@ -37,6 +38,7 @@ with chunk as (
                    join organizations o on o.id = m.organization_id
     where m.organization_id = $1 and ($6::bigint is null or m.id > $6)
       and u.id is distinct from $5 and {NONCOMPLIANT_SQL}
+      and {compliance.in_scope_sql("m.id", "m.role")}
     order by m.id
     limit $7
 ), queued as (

@@ -43,6 +43,7 @@ select csv_cell(m.email) as "email",
                  join teams t on t.id = mt.team_id where mt.member_id = m.id), '') as "teams",
        case when m.user_id is null then 'pending'
             when m.exempt_2fa_until > now() then 'exempt'
+            when m.blocked_at is not null then 'blocked'
             else 'active' end as "state",
        concat_ws(' ', f.types, case when m.user_id is not null and {
     compliance.idp_mfa_sql("m.user_id", "$1", level_sql="o.require_2fa_level")

@@ -140,7 +140,7 @@ async def mark_countdown(conn: asyncpg.Connection, run_id: int, stage: int) -> N
 
 async def deadlines_for(conn: asyncpg.Connection, user_id: int) -> list[asyncpg.Record]:
     """The organizations of the user that will require 2FA on a date the user does not meet
-    yet (no second factor, no exemption): the banner on every page."""
+    yet (in its scope, no second factor, no exemption): the banner on every page."""
     noncompliant = compliance.noncompliant_sql(
         "m.user_id", exempt_until_sql="m.exempt_2fa_until", idp_organization_sql="o.id"
     )
@@ -148,6 +148,7 @@ async def deadlines_for(conn: asyncpg.Connection, user_id: int) -> list[asyncpg.
         f"""select o.name, o.slug, o.enforce_at
             from members m join organizations o on o.id = m.organization_id
             where m.user_id = $1 and o.enforce_at is not null and {noncompliant}
+              and {compliance.in_scope_sql("m.id", "m.role")}
             order by o.enforce_at""",
         user_id,
     )

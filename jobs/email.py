@@ -19,8 +19,11 @@ Producers write outbox rows in their own transaction and nothing more: the rows'
 announced (`pg_notify('email_outbox')`, migration 0170) and `jobs.wakeup` sends the dispatch.
 
 Sending is limited to `EMAIL_RATE` messages a second for all workers together (a token bucket
-in Redis), and at most `DISPATCHERS` dispatches send at once, so that a big enforcement keeps
-a few worker threads busy rather than all of them.
+in Redis; bulk emails to `BULK_SHARE` of it), and at most `DISPATCHERS` dispatches send at
+once, so that a big enforcement keeps a few worker threads busy rather than all of them. Each
+claim takes transactional rows first, then bulk rows fairly between organizations
+(`db.outbox.claim`), and only about half a second's worth, so what is queued later is claimed
+soon after.
 """
 
 from __future__ import annotations
@@ -40,14 +43,18 @@ from db import outbox
 from jobs import observe, outbox_family, resources
 from jobs.mail.delivery import Delivery, Report
 from jobs.mail.rate import SendRate
-from jobs.mail.slots import SLOT_TTL_MS, Slots
+from jobs.mail.slots import DISPATCHERS, SLOT_TTL_MS, Slots
 from jobs.mail.smtp import Smtp
 from jobs.retry import NO_RETRY, retry_options
 from require2fa.settings import Settings
 
 log = structlog.get_logger(__name__)
 
-BATCH_MAX = 100  # rows claimed at a time (fewer when EMAIL_RATE is low: about 10 s of sending)
+BATCH_MAX = 100  # rows claimed at a time (fewer when EMAIL_RATE is low)
+# A claim holds about this many seconds of sending when every dispatcher sends at once: an
+# email queued meanwhile (a transactional one, or a small organization's) waits at most about
+# this long behind the rows claimed before it.
+BATCH_SECONDS = 0.5
 # A claim lapses after this unless its dispatch renews it; the rows are then due again.
 LEASE = timedelta(seconds=30)
 HEARTBEAT_SECONDS = 5.0  # how often a dispatch renews its slot and its claims
@@ -56,7 +63,7 @@ CONNECTIONS = 4  # SMTP connections one dispatch sends over at once
 
 
 def batch_size(settings: Settings) -> int:
-    return max(1, min(BATCH_MAX, int(settings.email_rate * 10)))
+    return max(1, min(BATCH_MAX, int(settings.email_rate * BATCH_SECONDS / DISPATCHERS)))
 
 
 async def dispatch(

@@ -30,7 +30,7 @@ log = structlog.get_logger(__name__)
 
 QUEUE = "enforcement"
 BATCH_SIZE = 1000
-SEND_CHUNK = 100  # batch messages sent between two writes of `enqueued_at`
+SEND_CHUNK = 100  # batch messages the sweeper sends in one go off the event loop
 # A running run that made no progress for this long has its unfinished batches sent again.
 STALE_AFTER = timedelta(seconds=60)
 
@@ -68,9 +68,10 @@ async def coordinate_run(
     batch_size: int = BATCH_SIZE,
     send: Callable[[int, int], object] | None = None,
 ) -> int:
-    """Plans the run (once) and sends one `enforcement.remove_batch` per batch not yet sent.
+    """Plans the run (once) and sends `enforcement.remove_batch` for its first batches not yet
+    sent, up to `planning.WINDOW` of them in flight; each finished batch sends the next.
 
-    Returns how many batch messages it sent. Sending happens after the plan commits; each chunk
+    Returns how many batch messages it sent. Sending happens after the plan commits; what was
     sent is recorded, so a redelivered coordinator sends only what was not recorded. A second
     coordinator of the run arriving while the first plans or sends (the listener's and a sender's
     by hand, a redelivery) returns 0 at once: the first one holds the run's plan lock.
@@ -85,14 +86,16 @@ async def coordinate_run(
                 run = await planning.plan(conn, run_id, batch_size=batch_size)
             if run is None or run["status"] != "running":
                 return 0
-            pending = await planning.unsent_batches(conn, run_id)
+            pending = await planning.unsent_batches(conn, run_id, window=planning.WINDOW)
             log.info(
-                "enforcement.planned", run_id=run_id, members=run["total"], batches=len(pending)
+                "enforcement.planned",
+                run_id=run_id,
+                members=run["total"],
+                batches=run["batches_total"],
+                sent=len(pending),
             )
-            for start in range(0, len(pending), SEND_CHUNK):
-                chunk = pending[start : start + SEND_CHUNK]
-                await asyncio.to_thread(_send_all, send, run_id, chunk)
-                await planning.mark_enqueued(conn, run_id, chunk)
+            await asyncio.to_thread(_send_all, send, run_id, pending)
+            await planning.mark_enqueued(conn, run_id, pending)
         finally:
             await planning.done_coordinating(conn, run_id)
     return len(pending)
@@ -133,22 +136,25 @@ class BatchResult:
     removed: int
     skipped: int
     run_status: str
+    next_batch: int | None = None  # the run's batch to send now (recorded as sent)
 
 
 async def remove_batch_now(
     pool: asyncpg.Pool, settings: Settings, run_id: int, batch_no: int
 ) -> BatchResult | None:
-    """Removes, in one transaction, the batch's members who are still active and still have no
-    second factor that the organization's level accepts: members row, `member.pending` entry
-    and outbox email per member, the run's counters, the batch marked done. None when there was
-    nothing to do (done already, run cancelled or finished)."""
+    """Removes (or blocks, by the organization's action), in one transaction, the batch's members
+    in scope who are still active and still have no second factor that the organization's level
+    accepts: members row, `member.pending` (`member.blocked`) entry and outbox email per member,
+    the run's counters, the batch marked done, the run's next batch recorded as sent (for the
+    caller to send). None when there was nothing to do (done already, run cancelled or
+    finished)."""
     started = time.perf_counter()
     async with pool.acquire() as conn, conn.transaction():
         head = await batches.start_batch(conn, run_id, batch_no)
         if head is None:
             return None
         found = await batches.candidates(conn, head)  # their users locked
-        removed, in_range = await removal.make_pending(
+        removed, in_range = await removal.enforce(
             conn,
             organization=removal.Organization(
                 id=head.organization_id,
@@ -156,10 +162,10 @@ async def remove_batch_now(
                 slug=head.org_slug,
                 level=head.level,
                 now=head.now,
+                action=head.action,
                 sso_idp=head.sso_idp,
             ),
             found=found,
-            dedupe_keys=[f"removed:{run_id}:{c.member_id}" for c in found],
             actor=head.actor,
             member_range=(head.first_member_id, head.last_member_id),
             base_url=settings.base_url,
@@ -167,6 +173,7 @@ async def remove_batch_now(
             reinstatement_window=settings.reinstatement_window,
             run_id=run_id,
         )
+        next_batch = await planning.take_next(conn, run_id)
         run = await batches.finish_batch(
             conn,
             head,
@@ -183,7 +190,12 @@ async def remove_batch_now(
                 org_name=head.org_name,
                 org_slug=head.org_slug,
             )
-    return BatchResult(removed=removed, skipped=in_range - removed, run_status=run["status"])
+    return BatchResult(
+        removed=removed,
+        skipped=in_range - removed,
+        run_status=run["status"],
+        next_batch=next_batch,
+    )
 
 
 @dramatiq.actor(
@@ -195,13 +207,15 @@ async def remove_batch_now(
     time_limit=10 * 60 * 1000,
 )
 async def remove_batch(run_id: int, batch_no: int) -> None:
-    """Removes batch `batch_no` of run `run_id` (members, audit, outbox, counters); the outbox
-    rows' commit wakes the email dispatcher (`jobs.wakeup`)."""
+    """Removes batch `batch_no` of run `run_id` (members, audit, outbox, counters); then sends
+    the run's next batch; the outbox rows' commit wakes the email dispatcher (`jobs.wakeup`)."""
     resources = current()
     async with batch_slots():
         result = await remove_batch_now(resources.pool, resources.settings, run_id, batch_no)
     if result is None:
         return
+    if result.next_batch is not None:
+        await asyncio.to_thread(_send_batch, run_id, result.next_batch)
     log.info(
         "enforcement.batch_done",
         run_id=run_id,

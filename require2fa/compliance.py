@@ -53,7 +53,9 @@ LEVEL_NEEDS: dict[str, str] = {
 
 _WORD = re.compile(r"^[a-z][a-z0-9_-]*$")
 # A column reference (`u.id`, `t.user_id`) or a `$n` parameter: what callers may pass as SQL.
-_EXPRESSION = re.compile(r"^(\$[0-9]+(::[a-z_0-9]+)?|[a-z_][a-z_0-9]*(\.[a-z_][a-z_0-9]*)?)$")
+_EXPRESSION = re.compile(
+    r"^(\$[0-9]+(::[a-z_0-9]+(\[\])?)?|[a-z_][a-z_0-9]*(\.[a-z_][a-z_0-9]*)?)$"
+)
 
 
 def _sql_list(kinds: Iterable[str]) -> str:
@@ -206,6 +208,92 @@ def is_stricter(new: str | None, old: str | None) -> bool:
 def needs(level: str | None) -> str:
     """What a member must set up to meet `level`, as a phrase."""
     return LEVEL_NEEDS[level_of(level)]
+
+
+# --- Scope: whom the requirement applies to (`require2FAScope`) ------------------------------
+#
+# An organization's scope is a set of roles and a set of team slugs, or nothing (everyone). A
+# member is in scope when their role is one of the roles or they belong to one of the teams.
+# Only members in scope must meet the requirement: every statement that judges a member (a
+# run's candidates, the counts, the preview, the reminders) adds `in_scope_sql` to its `where`
+# list beside `noncompliant_sql`, and Python (the ongoing check, joins) asks `in_scope`.
+
+
+def in_scope_sql(
+    member_id_sql: str = "m.id",
+    role_sql: str = "m.role",
+    *,
+    roles_sql: str = "o.require_2fa_scope_roles",
+    teams_sql: str = "o.require_2fa_scope_teams",
+    organization_id_sql: str | None = None,
+) -> str:
+    """SQL condition: the member `member_id_sql` (with role `role_sql`) is in the scope whose
+    roles and team slugs the array expressions `roles_sql`, `teams_sql` give (both null or
+    empty: everyone).
+
+    The teams' members are an `in (select …)`: with parameters for the scope (a statement over
+    one organization, whose id `organization_id_sql` then is), the subquery does not depend on
+    the row, and the planner reads the teams' members once (`member_teams_team`) into a hashed
+    subplan that each member probes, rather than a probe of `member_teams` per member."""
+    roles, teams = _expression(roles_sql), _expression(teams_sql)
+    same_org = (
+        f" and tm.organization_id = {_expression(organization_id_sql)}"
+        if organization_id_sql is not None
+        else ""
+    )
+    return (
+        f"(coalesce(cardinality({roles}), 0) + coalesce(cardinality({teams}), 0) = 0"
+        f" or coalesce({_expression(role_sql)} = any({roles}), false)"
+        f" or {_expression(member_id_sql)} in (select mt.member_id from member_teams mt"
+        f" join teams tm on tm.id = mt.team_id where tm.slug = any({teams}){same_org}))"
+    )
+
+
+def in_scope(
+    role: str,
+    teams: Iterable[str],
+    scope_roles: Iterable[str] | None,
+    scope_teams: Iterable[str] | None,
+) -> bool:
+    """The Python check of `in_scope_sql`: a member with `role` in the teams `teams` (slugs) is
+    in the scope (`scope_roles`, `scope_teams`; both empty or None: everyone)."""
+    roles, wanted = set(scope_roles or ()), set(scope_teams or ())
+    if not roles and not wanted:
+        return True
+    return role in roles or bool(wanted & set(teams))
+
+
+def widens(
+    old_roles: Iterable[str] | None,
+    old_teams: Iterable[str] | None,
+    new_roles: Iterable[str] | None,
+    new_teams: Iterable[str] | None,
+) -> bool:
+    """Whether the new scope may take in someone the old one left out (a run is then due)."""
+    old_r, old_t, new_r, new_t = (
+        set(x or ()) for x in (old_roles, old_teams, new_roles, new_teams)
+    )
+    if not old_r and not old_t:
+        return False  # everyone already
+    if not new_r and not new_t:
+        return True
+    return bool(new_r - old_r or new_t - old_t)
+
+
+def narrows(
+    old_roles: Iterable[str] | None,
+    old_teams: Iterable[str] | None,
+    new_roles: Iterable[str] | None,
+    new_teams: Iterable[str] | None,
+) -> bool:
+    """Whether the new scope may leave out someone the old one took in (needs sudo)."""
+    return widens(new_roles, new_teams, old_roles, old_teams)
+
+
+# What the requirement does to a member in scope who does not meet it: `remove` (pending, with
+# the window to rejoin) or `block` (stays a member, refused until they comply).
+ACTIONS = ("remove", "block")
+DEFAULT_ACTION = "remove"
 
 
 # --- A second factor asserted by the identity provider (single sign-on with `mfa: idp`) ------

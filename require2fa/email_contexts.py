@@ -121,6 +121,19 @@ def invite(
     }
 
 
+def blocked_for_2fa(*, base_url: str, org_name: str, org_slug: str, level: str | None) -> Context:
+    """The "Action required: set up two-factor authentication for {org}" email of a member
+    blocked in place (shared by a batch; the statement adds each `member_email`): what the
+    level needs and the security page."""
+    return {
+        "org_name": org_name,
+        "org_slug": org_slug,
+        "level": compliance.level_of(level),
+        "needs": compliance.needs(level),
+        "security_url": links.security_url(base_url),
+    }
+
+
 def reminder_2fa(*, base_url: str, org_name: str, org_slug: str) -> Context:
     """The "{org} will require two-factor authentication" email, pointing at the security page."""
     return {

@@ -1,7 +1,8 @@
 """Adding, replacing and removing a person's second factors: an authenticator app (TOTP), a
 backup phone (SMS), recovery codes; renaming one. Each confirmation writes the first set of
-recovery codes when the person has none, and each change queues a "Security notice" email: the
-caller wakes the email dispatcher after it. Security keys and passkeys are
+recovery codes when the person has none, unblocks the memberships that the new factor lets back
+in (`member.unblocked`), and each change queues a "Security notice" email: the caller wakes the
+email dispatcher after it. Security keys and passkeys are
 `require2fa.security_keys`, which confirms through `confirm_factor` here.
 """
 
@@ -13,7 +14,8 @@ import asyncpg
 import redis.asyncio as aioredis
 
 from db import authenticators, outbox, sessions, users
-from require2fa import caps, compliance, email_contexts, factors, sms, totp
+from db.audit import Actor
+from require2fa import caps, compliance, email_contexts, factors, removal, sms, totp
 from require2fa.errors import Conflict, Invalid, NotAllowed, NotFound
 from require2fa.settings import Settings
 
@@ -69,7 +71,11 @@ async def confirm_factor(
     conn: asyncpg.Connection, settings: Settings, user: asyncpg.Record, factor: asyncpg.Record
 ) -> Enrolled:
     """The rest of a confirmation's transaction (any kind of factor): recovery codes if the
-    user has none yet, and the security notice."""
+    user has none yet, the security notice, and the user's blocked memberships that the factor
+    now satisfies unblocked (`member.unblocked`: back in the moment this commits)."""
+    await removal.unblock_released(
+        conn, actor=Actor(user_id=user["id"], label=user["email"]), user_id=user["id"]
+    )
     codes = None
     if await authenticators.recovery(conn, user["id"]) is None:
         _, codes = await _new_recovery_codes(conn, settings, user["id"])
@@ -244,8 +250,9 @@ async def remove(
 ) -> asyncpg.Record:
     """Removes one of the user's factors (with the recovery codes when it was the last second
     factor), ends their sessions but `keep_session`, queues a security notice (wake the
-    dispatcher); the factor removed. `NotFound`, or `NotAllowed` (`LAST_FACTOR`) while an
-    organization of theirs needs it. The caller checks re-authentication."""
+    dispatcher); the factor removed. `NotFound`, or `NotAllowed` (`last_factor`, naming the
+    organization and its level) while an organization that has them in its scope needs it.
+    The caller checks re-authentication."""
     async with pool.acquire() as conn, conn.transaction():
         # Locked like an enrollment, so two deletions cannot each leave the other as the last.
         await users.lock(conn, [user["id"]])
@@ -255,8 +262,11 @@ async def remove(
         if compliance.counts(factor["type"]):
             # The last factor that an organization's level accepts stays (any level: the
             # last second factor at all).
-            if await authenticators.needed_by_requirement(conn, user["id"], factor["id"]):
-                raise NotAllowed("last-factor", factors.LAST_FACTOR)
+            needed = await authenticators.needed_by_requirement(conn, user["id"], factor["id"])
+            if needed is not None:
+                raise NotAllowed(
+                    "last-factor", factors.last_factor(needed["name"], needed["level"])
+                )
             others = await authenticators.count_second_factors(
                 conn, user["id"], excluding=factor["id"]
             )

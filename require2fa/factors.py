@@ -14,7 +14,7 @@ import redis.asyncio as aioredis
 import structlog
 
 from db import authenticators
-from require2fa import caps, ratelimit, sms, totp
+from require2fa import caps, compliance, ratelimit, sms, totp
 from require2fa.errors import TooMany, Unavailable
 from require2fa.ratelimit import Limit
 from require2fa.settings import Settings
@@ -26,6 +26,17 @@ SECOND_FACTOR_BURST = Limit("2fa-burst", 5, 20)
 SECOND_FACTOR_HOURLY = Limit("2fa-hour", 20, 3600)
 
 LAST_FACTOR = "Cannot delete authenticator because organization requires 2FA"
+
+
+def last_factor(org_name: str, level: str) -> str:
+    """The refusal to remove a factor that `org_name`'s requirement at `level` needs: the
+    sentence of `LAST_FACTOR`, naming the organization and the level."""
+    return (
+        f"{LAST_FACTOR}: {org_name} requires two-factor authentication at level {level},"
+        f" which needs {compliance.needs(level)}."
+    )
+
+
 INVALID_CODE = "Invalid verification code."
 SMS_FAILED = "The text message could not be sent; try again later."
 NOT_FOUND = "The requested authenticator does not exist."

@@ -106,6 +106,17 @@ async def join(
     }
 
 
+def requires_2fa(row: asyncpg.Record) -> bool:
+    """Whether the organization of the pending member `row` (`members.for_accept`) requires
+    2FA of them: it is required and their role or teams are in its scope."""
+    return bool(row["require_2fa"]) and compliance.in_scope(
+        row["role"],
+        row["team_slugs"],
+        row["require_2fa_scope_roles"],
+        row["require_2fa_scope_teams"],
+    )
+
+
 async def check_claimant(conn: asyncpg.Connection, row: asyncpg.Record, user_id: int) -> None:
     """Who may take the member row a link names: a rejoin link (a member removed for 2FA) only
     the account it was taken from; an invitation only an account whose email is the invited one
@@ -165,7 +176,7 @@ async def look(
         "email": row["email"],
         "role": row["role"],
         "needsAuthentication": user_id is None,
-        "needs2fa": bool(row["require_2fa"]) and not has2fa,
+        "needs2fa": requires_2fa(row) and not has2fa,
         "require2FALevel": row["require_2fa_level"],
         "existingMember": existing,
         "pendingReason": row["pending_reason"],
@@ -186,7 +197,7 @@ async def accept(
         await check_claimant(conn, row, user["id"])
         if await members.of_user(conn, row["organization_id"], user["id"]) is not None:
             raise Conflict("already-member", "You are already a member of this organization.")
-        if row["require_2fa"] and not await users.has_2fa(
+        if requires_2fa(row) and not await users.has_2fa(
             conn, user["id"], row["require_2fa_level"], organization_id=row["organization_id"]
         ):
             raise NeedsSecondFactor(row["require_2fa_level"])
@@ -216,7 +227,7 @@ async def remembered_step(
             await check_claimant(conn, row, user_id)
             if await members.of_user(conn, row["organization_id"], user_id):
                 return Remembered(None)
-            if row["require_2fa"] and not await users.has_2fa(
+            if requires_2fa(row) and not await users.has_2fa(
                 conn, user_id, row["require_2fa_level"], organization_id=row["organization_id"]
             ):
                 return Remembered(None, keep=True)

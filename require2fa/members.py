@@ -17,7 +17,7 @@ from db import audit, members, organizations, outbox
 from db.audit import Actor
 from db.members import MemberFilter
 from db.pool import Source, using
-from require2fa import email_contexts
+from require2fa import compliance, email_contexts
 from require2fa.errors import Conflict, Invalid, NotAllowed, NotFound
 from require2fa.security import new_token, token_hash
 from require2fa.settings import Settings
@@ -33,6 +33,7 @@ def parse_query(text: str) -> MemberFilter:
     """`has2fa:false is:pending role:admin alice` → a filter; unknown keys are `Invalid`."""
     has2fa = pending = role = None
     exempt: bool | None = None
+    blocked: bool | None = None
     words: list[str] = []
     for term in text.split():
         key, sep, value = term.partition(":")
@@ -44,6 +45,8 @@ def parse_query(text: str) -> MemberFilter:
             pending = value == "pending"
         elif key == "is" and value == "exempt":
             exempt = True
+        elif key == "is" and value == "blocked":  # blocked in place until they comply
+            blocked = True
         elif key == "is" and value == "noncompliant":  # who a run now would remove
             has2fa, pending, exempt = False, False, False
         elif key == "role" and value in ROLES:
@@ -51,7 +54,12 @@ def parse_query(text: str) -> MemberFilter:
         else:
             raise Invalid("unknown-search-term", f"Unknown search term {term!r}.")
     return MemberFilter(
-        has2fa=has2fa, pending=pending, role=role, text=" ".join(words) or None, exempt=exempt
+        has2fa=has2fa,
+        pending=pending,
+        role=role,
+        text=" ".join(words) or None,
+        exempt=exempt,
+        blocked=blocked,
     )
 
 
@@ -192,7 +200,13 @@ async def update(
 ) -> asyncpg.Record:
     """Changes a member's role and teams (owners, managers; an owner's by owners only) or the
     caller's own notification settings (a plain member may only touch their own row); writes
-    `member.edit` with what changed, nothing at all when nothing does. The member as it is now."""
+    `member.edit` with what changed, nothing at all when nothing does. The member as it is now.
+
+    A change that moves an active member into the scope of a requirement that is on while they
+    do not meet it is refused (`Conflict`, `INTO_SCOPE`), rather than removing or blocking them
+    as a side effect of an edit: the one who edits learns why, the member is not cut off by a
+    change of role, and every removal or block stays a run's (or an owner's reset) with its
+    audit entry and email. Once they have set up 2FA the same change goes through."""
     async with pool.acquire() as conn, conn.transaction():
         row = await members.get(conn, org_id, member_id)
         if row is None:
@@ -240,8 +254,40 @@ async def update(
             data={"email": row["email"], **changed},
         )
         updated = await members.get(conn, org_id, row["id"])
-    assert updated is not None
+        assert updated is not None
+        if role is not None or teams is not None:
+            await _refuse_into_scope(conn, org_id, row, updated)
     return updated
+
+
+INTO_SCOPE = (
+    "{email} does not have two-factor authentication with {needs}, which {org} requires of"
+    " that role or team; they must set it up before this change."
+)
+
+
+async def _refuse_into_scope(
+    conn: asyncpg.Connection, org_id: int, before: asyncpg.Record, after: asyncpg.Record
+) -> None:
+    """`Conflict` when the edit moved an active member who does not meet the requirement (no
+    exemption either) into its scope while it is on; the caller's transaction rolls back."""
+    org = await organizations.get(conn, org_id)
+    scope = (org["require_2fa_scope_roles"], org["require_2fa_scope_teams"])
+    if (
+        not org["require_2fa"]
+        or after["user_id"] is None
+        or after["meets_level"]
+        or after["exempt_2fa"]
+        or compliance.in_scope(before["role"], before["team_slugs"], *scope)
+        or not compliance.in_scope(after["role"], after["team_slugs"], *scope)
+    ):
+        return
+    raise Conflict(
+        "2fa-required-in-scope",
+        INTO_SCOPE.format(
+            email=after["email"], needs=compliance.needs(org["require_2fa_level"]), org=org["name"]
+        ),
+    )
 
 
 async def remove(

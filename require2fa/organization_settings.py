@@ -30,8 +30,9 @@ import asyncpg
 
 from db import audit, organizations, runs, schedule, users
 from db.audit import Actor
-from require2fa import compliance, reauth, rollout
+from require2fa import compliance, reauth, removal, rollout
 from require2fa.errors import Invalid, NotAllowed, NotFound
+from require2fa.requirement import Requirement, Scope, check_teams
 
 ENFORCE_AT_NEEDS_ON = "enforceAt goes with turning the requirement on."
 ENFORCE_AT_PAST = "The date to require two-factor authentication must be in the future."
@@ -66,9 +67,15 @@ class SettingsChange:
     level: str | None = _setting("owner")  # one of `compliance.LEVELS`
     enforce_at: datetime | None = _setting("owner")  # with require_2fa: from then on
     sso_enabled: bool | None = _setting("owner")
+    scope: Scope | None = _setting("owner")  # whom it applies to (`requirement.EVERYONE`: all)
+    action: str | None = _setting("owner")  # one of `compliance.ACTIONS`
     reason: str | None = field(default=None, metadata={"who": None})  # why: in `org.edit`
 
     def __post_init__(self) -> None:
+        if self.action is not None and self.action not in compliance.ACTIONS:
+            raise Invalid(
+                "unknown-action", f"The action must be one of: {', '.join(compliance.ACTIONS)}."
+            )
         if self.level is not None and self.level not in compliance.LEVELS:
             raise Invalid(
                 "unknown-level", f"The level must be one of: {', '.join(compliance.LEVELS)}."
@@ -91,39 +98,6 @@ class SettingsChange:
 
 
 @dataclass(frozen=True)
-class Requirement:
-    """What an organization asks of its members: 2FA now (`required`) or from `enforce_at`, at
-    `level`. Whether one asks less than another is judged here, and only here."""
-
-    required: bool
-    level: str
-    enforce_at: datetime | None  # a scheduled date (the requirement is off until then)
-
-    @classmethod
-    def of(cls, org: Mapping[str, Any]) -> Requirement:
-        return cls(org["require_2fa"], org["require_2fa_level"], org["enforce_at"])
-
-    def looser_than(self, before: Requirement) -> bool:
-        """Turned off, its level lowered, or its scheduled date cancelled or postponed (each
-        needs a recent re-authentication)."""
-        return (
-            (before.required and not self.required)
-            or compliance.is_stricter(before.level, self.level)
-            or (
-                before.enforce_at is not None
-                and not self.required
-                and (self.enforce_at is None or self.enforce_at > before.enforce_at)
-            )
-        )
-
-    def raised_from(self, before: Requirement) -> bool:
-        """Required before and after, at a stricter level (members are judged again)."""
-        return (
-            before.required and self.required and compliance.is_stricter(self.level, before.level)
-        )
-
-
-@dataclass(frozen=True)
 class Needs:
     """What a change needs from the one who makes it."""
 
@@ -141,7 +115,7 @@ class Plan:
     refusal: Invalid | None  # a rule of the product forbids it, whoever asks
     after: Requirement
     sso_enabled: bool
-    edits: dict[str, str]  # the `org.edit` data of the name, SSO or the level
+    edits: dict[str, Any]  # the `org.edit` data of the name, SSO, the level, scope and action
     schedule: Literal["create", "replace", "cancel"] | None
     run: Literal["start", "restart", "cancel", "current"] | None
 
@@ -162,6 +136,8 @@ def plan(org: Mapping[str, Any], change: SettingsChange) -> Plan:
     before = Requirement.of(org)
     sso = org["sso_enabled"] if change.sso_enabled is None else change.sso_enabled
     level = compliance.level_of(change.level or before.level)
+    scope = before.scope if change.scope is None else change.scope
+    action = change.action or before.action
     asked = before.required if change.require_2fa is None else change.require_2fa
     # Asking for the requirement (turning it on, or choosing its level while it stays on)
     # needs the owner's own factors to meet the level, and no SSO.
@@ -173,25 +149,28 @@ def plan(org: Mapping[str, Any], change: SettingsChange) -> Plan:
     new_schedule: Literal["create", "replace", "cancel"] | None = None
     if on_a_date:
         new_schedule = "replace" if before.enforce_at else "create"
-        after = Requirement(False, level, change.enforce_at)
+        after = Requirement(False, level, change.enforce_at, scope=scope, action=action)
     else:
         if before.enforce_at and not before.required and (change.require_2fa is not None or sso):
             new_schedule = "cancel"
-        after = Requirement(required, level, None if new_schedule else before.enforce_at)
+        after = Requirement(
+            required, level, None if new_schedule else before.enforce_at, scope=scope, action=action
+        )
     run: Literal["start", "restart", "cancel", "current"] | None = None
     if after.required != before.required:
         run = "start" if after.required else "cancel"
     elif after.raised_from(before):
-        run = "restart"  # the run under way judged members by the old level
+        run = "restart"  # the run under way judged members by the old level, scope or action
     elif after.required and change.require_2fa:
         run = "current"
-    edits: dict[str, str] = {}
+    edits: dict[str, Any] = {}
     if change.name is not None and change.name != org["name"]:
         edits["name"] = f"to {change.name}"
     if sso != org["sso_enabled"]:
         edits["sso_enabled"] = f"to {sso}"
     if level != before.level:
         edits["require_2fa_level"] = f"to {level}"
+    edits.update(after.edits(before))
     needs = Needs(
         who=change.who(),
         reauthenticated=after.looser_than(before),
@@ -265,6 +244,7 @@ async def change_organization(
     org = await organizations.lock(conn, organization_id)
     if org is None:
         raise NotFound("not-found", "The requested organization does not exist.")
+    await check_teams(conn, organization_id, change.scope)
     planned = plan(org, change)
     if planned.needs.own_level is not None and actor.user_id is not None:
         # The same lock as deleting a factor: the owner cannot lose their last factor while
@@ -306,6 +286,7 @@ async def precheck(
     its confirm step; the re-authentication is asked when the confirmed form is sent)."""
     planned = plan(org, change)
     async with pool.acquire() as conn:
+        await check_teams(conn, org["id"], change.scope)
         await check(conn, planned, actor=actor, role=role, recently_authenticated=True)
     return planned
 
@@ -313,8 +294,10 @@ async def precheck(
 async def would_remove(
     pool: asyncpg.Pool, org: asyncpg.Record, planned: Plan, *, actor: Actor, limit: int
 ) -> rollout.Noncompliant:
-    """Who the planned change would remove (`rollout.noncompliant` at its level, the actor left
-    out): the count, and the first `limit` names when the level is the organization's own."""
+    """Who the planned change would remove (`rollout.noncompliant` at its level and in its
+    scope, the actor left out): the count, and the first `limit` names when the level and the
+    scope are the organization's own."""
+    scope = planned.after.scope
     found = await rollout.noncompliant(
         pool,
         org["id"],
@@ -322,7 +305,8 @@ async def would_remove(
         after_id=None,
         limit=limit + 1,
         level=planned.after.level,
-        names=planned.after.level == org["require_2fa_level"],
+        names=planned.after.level == org["require_2fa_level"] and scope == Scope.of(org),
+        scope=(scope.roles, scope.teams),
     )
     rows = [row for row in found.rows if row["user_id"] != actor.user_id][:limit]
     return rollout.Noncompliant(count=found.count, rows=rows)
@@ -342,7 +326,11 @@ async def _carry_out(
             sso_enabled=planned.sso_enabled,
             require_2fa=after.required,
             level=after.level,
+            scope=(list(after.scope.roles) or None, list(after.scope.teams) or None),
+            action=after.action,
         )
+        # Off, a lower level or a narrower scope: the blocked whom it no longer holds are in.
+        await removal.unblock_released(conn, actor=actor, organization_id=organization_id)
     if planned.edits:
         await _audit(conn, org, actor, planned.edits)
     if planned.schedule in ("replace", "cancel"):

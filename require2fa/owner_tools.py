@@ -18,7 +18,7 @@ import asyncpg
 
 from db import audit, authenticators, members, outbox, sessions, users
 from db.audit import Actor
-from require2fa import email_contexts, removal
+from require2fa import compliance, email_contexts, removal
 from require2fa.errors import Conflict, Invalid, NotAllowed, NotFound
 
 OWNERS_ONLY = "Only an owner can reset a member's two-factor authentication."
@@ -36,8 +36,9 @@ SUPERUSER = (
 )
 
 # The organization as a removal needs it, held FOR SHARE as a batch holds it (`db.batches`).
-_ORGANIZATION_SQL = """select id, name, slug, require_2fa, require_2fa_level, sso_mfa,
-                              now() as now
+_ORGANIZATION_SQL = """select id, name, slug, require_2fa, require_2fa_level, require_2fa_action,
+                             require_2fa_scope_roles, require_2fa_scope_teams, sso_mfa,
+                             now() as now
                        from organizations where id = $1 for share"""
 
 
@@ -115,7 +116,7 @@ async def reset_member_2fa(
             org,
             row,
             actor,
-            dedupe_key=f"removed:reset:{entry}",
+            key=f"reset:{entry}",
             event_reason="2fa-reset",
             base_url=base_url,
             secret_key=secret_key,
@@ -143,17 +144,21 @@ async def _make_pending(
     row: asyncpg.Record,
     actor: Actor,
     *,
-    dedupe_key: str,
+    key: str,
     event_reason: str | None = None,
     base_url: str,
     secret_key: str,
     reinstatement_window: timedelta,
 ) -> bool:
-    """The member as a batch of one of `require2fa.removal.make_pending` (pending, with
-    `member.pending` and the Mandatory email) if it still does not meet the requirement; whether
-    it was made pending. Call with the member's user and row locked."""
+    """The member as a batch of one of `require2fa.removal.enforce` (by the organization's
+    action: pending, with `member.pending` and the Mandatory email; or blocked, with
+    `member.blocked` and its email) if it is in the requirement's scope and still does not
+    meet it; whether it was made pending. Call with the member's user and row locked."""
+    scope = (org["require_2fa_scope_roles"], org["require_2fa_scope_teams"])
+    if not compliance.in_scope(row["role"], row["team_slugs"], *scope):
+        return False
     found, member_range = removal.one(row)
-    made, _ = await removal.make_pending(
+    made, _ = await removal.enforce(
         conn,
         organization=removal.Organization(
             id=org["id"],
@@ -161,10 +166,11 @@ async def _make_pending(
             slug=org["slug"],
             level=org["require_2fa_level"],
             now=org["now"],
+            action=org["require_2fa_action"],
             sso_idp=org["sso_mfa"] == "idp",
         ),
         found=found,
-        dedupe_keys=[dedupe_key],
+        keys=[key],
         actor=actor,
         member_range=member_range,
         base_url=base_url,
@@ -172,7 +178,7 @@ async def _make_pending(
         reinstatement_window=reinstatement_window,
         event_reason=event_reason,
     )
-    return made == 1
+    return made == 1 and org["require_2fa_action"] == "remove"
 
 
 # --- Exemptions ----------------------------------------------------------------------------
@@ -259,7 +265,7 @@ async def set_exemption(
             org,
             row,
             actor,
-            dedupe_key=f"removed:exempt:{entry}",
+            key=f"exempt:{entry}",
             base_url=base_url,
             secret_key=secret_key,
             reinstatement_window=reinstatement_window,
@@ -345,7 +351,7 @@ async def _lapse_one(
         org,
         row,
         audit.SYSTEM,
-        dedupe_key=f"removed:lapsed:{entry}",
+        key=f"lapsed:{entry}",
         base_url=base_url,
         secret_key=secret_key,
         reinstatement_window=reinstatement_window,

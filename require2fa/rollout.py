@@ -33,12 +33,14 @@ async def noncompliant(
     limit: int,
     level: str | None = None,
     names: bool = True,
+    scope: counts.Scope | None = None,
 ) -> Noncompliant:
-    """Who a run now would remove (at `level`, else the organization's): their number and a
-    page of them (`names`; the page is at the organization's own level)."""
+    """Who a run now would remove (at `level` and in `scope`, else the organization's): their
+    number and a page of them (`names`; the page is at the organization's own level and
+    scope)."""
     async with using(source) as conn:
         count = await counts.count_noncompliant(
-            conn, org_id, except_user_id=except_user_id, level=level
+            conn, org_id, except_user_id=except_user_id, level=level, scope=scope
         )
         rows = (
             await members.page(

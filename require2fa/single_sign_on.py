@@ -21,7 +21,7 @@ from db import audit, users
 from db import sso as sso_rows
 from db.audit import Actor
 from db.pool import Source, using
-from require2fa import compliance, links, sso
+from require2fa import compliance, links, removal, sso
 from require2fa.errors import Invalid, NotAllowed, NotFound
 
 OWNERS_ONLY = "Only an owner can change single sign-on."
@@ -187,6 +187,10 @@ async def sign_in(
                 target_user_id=user_id,
                 data={"issuer": claims.issuer, "sub": claims.sub, "email": member["email"]},
             )
+        # A sign-in whose MFA now meets the requirement lets a blocked member in at once.
+        await removal.unblock_released(
+            conn, actor=Actor(user_id=row["user_id"], ip_address=ip_address), user_id=row["user_id"]
+        )
         user = await users.by_id(conn, row["user_id"])
     assert user is not None
     idp_counts = found.config.mfa == "idp" and compliance.idp_mfa_meets(

@@ -153,6 +153,21 @@ CASES = [
         ["It stopped before reaching every member", "batch 3 did not finish after 10 re-sends"],
         id="enforcement_summary-failed",
     ),
+    pytest.param(
+        "blocked_for_2fa",
+        {
+            "org_name": "Acme",
+            "org_slug": "acme",
+            "member_email": "dev@example.com",
+            "level": "secure",
+            "needs": "an authenticator app or a security key or passkey",
+            "security_url": SECURITY,
+        },
+        "Action required: set up two-factor authentication for Acme",
+        SECURITY,
+        ["Acme", "authenticator app", "role, teams and notification settings"],
+        id="blocked_for_2fa",
+    ),
 ]
 
 

@@ -38,8 +38,10 @@ from api.pages.base import (
     take_notice,
 )
 from require2fa import organization_settings, organizations, reauth, rollout
-from require2fa.errors import DomainError
+from require2fa.errors import DomainError, Invalid
+from require2fa.members import ROLES
 from require2fa.organization_settings import SettingsChange
+from require2fa.requirement import Scope
 
 PREVIEW = 10  # members named in the confirm dialog; the rest are a link away
 LEVEL_LABELS = {
@@ -52,6 +54,8 @@ FORM_ERRORS = {
     "require2FALevel": "Choose a requirement level.",
     "require2FA": "Choose to turn the requirement on or off.",
     "enforceAt": "Choose the date and time (UTC) to start.",
+    "require2FAAction": "Choose what happens to members who do not meet it.",
+    "require2FAScope": "Choose the roles and teams it applies to.",
 }
 
 
@@ -70,6 +74,7 @@ async def _settings(
     confirm_level: str | None = None,
     turning_on: bool = True,
     confirm_off: bool = False,
+    carried: list[tuple[str, str]] | None = None,
 ) -> web.Response:
     org = access.org
     run, emails, blocked = None, (0, 0), None
@@ -112,7 +117,27 @@ async def _settings(
         run=run,
         emails=emails,
         window_days=request.app[SETTINGS].reinstatement_window.days,
+        policy=await _policy(pool, org),
+        carried=carried or [],
     )
+
+
+async def _policy(pool: asyncpg.Pool, org: asyncpg.Record) -> dict[str, object]:
+    """The enforcement policy's fields as the form shows them: the action, the scope, and the
+    roles and teams there are to choose from."""
+    scope = Scope.of(org)
+    teams = await organizations.teams(pool, org["id"])
+    return {
+        "action": org["require_2fa_action"],
+        "roles": scope.roles,
+        "teams": scope.teams,
+        "all_roles": ROLES,
+        "all_teams": [team["slug"] for team in teams],
+    }
+
+
+# The policy's fields of the form, carried through the confirm dialog as they were sent.
+_POLICY_FIELDS = ("require2FAAction", "scopeWho", "scopeRole-", "scopeTeam-")
 
 
 @html_errors
@@ -130,6 +155,8 @@ async def settings_page(request: web.Request) -> web.StreamResponse:
         change = _settings_change(form)
     except ValueError as bad:
         return await _settings(request, access, status=400, error=str(bad))
+    except Invalid as bad:  # a scope without a role or team, an unknown role
+        return await _settings(request, access, status=400, error=bad.detail)
     try:
         planned = organization_settings.plan(access.org, change)
         turning_off = planned.run == "cancel" or planned.schedule == "cancel"
@@ -153,6 +180,7 @@ async def settings_page(request: web.Request) -> web.StreamResponse:
                 preview=found.rows,
                 confirm_level=change.level,
                 turning_on=planned.turns_on,
+                carried=[(k, v) for k, v in form.items() if k.startswith(_POLICY_FIELDS)],
             )
         await org_actions.change_settings(request, access, change)
     except DomainError as refused:
@@ -183,13 +211,11 @@ def _notice(planned: organization_settings.Plan) -> str:
         )
     if planned.schedule == "cancel":
         return "The scheduled requirement was cancelled: nobody will be removed."
+    level = f" The level is now: {LEVEL_LABELS[after.level]}."
     if planned.run == "restart":
-        return (
-            f"The requirement level is now: {LEVEL_LABELS[after.level]}. Members are checked"
-            " again at this level."
-        )
-    if "require_2fa_level" in planned.edits:
-        return f"The requirement level is now: {LEVEL_LABELS[after.level]}."
+        return "The requirement was tightened: members are checked again." + level
+    if planned.edits:
+        return "The requirement's settings were saved." + level
     return "Nothing changed."
 
 
@@ -202,6 +228,15 @@ def _settings_change(form: dict[str, str]) -> SettingsChange:
         data["require2FA"] = {"on": True, "off": False}.get(choice, choice)
     if form.get("require2FALevel"):
         data["require2FALevel"] = form["require2FALevel"]
+    if form.get("require2FAAction"):
+        data["require2FAAction"] = form["require2FAAction"]
+    if form.get("scopeWho") == "everyone":
+        data["require2FAScope"] = None
+    elif form.get("scopeWho") == "some":
+        data["require2FAScope"] = {
+            "roles": [k.removeprefix("scopeRole-") for k in form if k.startswith("scopeRole-")],
+            "teams": [k.removeprefix("scopeTeam-") for k in form if k.startswith("scopeTeam-")],
+        }
     if choice == "on" and form.get("when") == "date":
         value = form.get("enforceAt", "")
         data["enforceAt"] = _enforce_at(value) or value

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import random
+from collections import Counter
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from email.message import EmailMessage
@@ -17,6 +18,7 @@ import structlog
 from db import outbox
 from jobs.mail.rate import SendRate
 from jobs.mail.smtp import TRANSIENT, Smtp, describe
+from require2fa.email_classes import BULK_LANE
 from require2fa.emails import build_message, render
 from require2fa.settings import Settings
 
@@ -82,6 +84,7 @@ class Delivery:
         self.failed: list[tuple[int, int, str]] = []
         self.unavailable: BaseException | None = None  # the server cannot be reached now
         self.left = len(rows)
+        self.left_in = Counter(row["lane"] for row in rows)  # rows not taken yet, by lane
         self.rows = rows
         self.held = {row["id"] for row in rows}  # rows whose claim is known to hold
         self.prepared: asyncio.Queue[tuple[asyncpg.Record, EmailMessage | Exception] | None]
@@ -168,6 +171,7 @@ class Delivery:
         while (item := await self.prepared.get()) is not None:
             row, message = item
             self.left -= 1
+            self.left_in[row["lane"]] -= 1
             if isinstance(message, Exception):
                 self._fail(row, f"cannot build the message: {describe(message)}")
                 continue
@@ -178,7 +182,8 @@ class Delivery:
                 self.retry.append((row["id"], row["attempts"], 0.0, "claim ran out before sending"))
                 continue
             try:
-                await self.rate.take(self.left + 1)
+                lane = row["lane"]
+                await self.rate.take(self.left_in[lane] + 1, bulk=lane == BULK_LANE)
             except (redis.RedisError, OSError) as err:
                 # Redis is away: nothing more is sent now (the rate would not hold), and the
                 # other senders finish their message rather than being cut off in the middle.

@@ -117,7 +117,9 @@ async def test_the_maintained_count_follows_every_change(pool: asyncpg.Pool, set
             conn, user_id=alice, name="app", secret_encrypted=b"x", step=1
         )
         await assert_counts_agree(pool)
-        sms = await authenticators.insert_sms(conn, user_id=alice, name="phone", phone="+15550100")
+        sms = await authenticators.insert_sms(
+            conn, user_id=alice, name="phone", phone="+15550100", phone_hint="•••0100"
+        )
         await assert_counts_agree(pool)
         key = await _webauthn(conn, alice)
         await assert_counts_agree(pool)
@@ -133,7 +135,7 @@ async def test_the_maintained_count_follows_every_change(pool: asyncpg.Pool, set
             await assert_counts_agree(pool)
         # Factors of every kind for the others; erin's move her in both organizations.
         await authenticators.insert_sms(
-            conn, user_id=people["bob"]["id"], name="phone", phone="+15550101"
+            conn, user_id=people["bob"]["id"], name="phone", phone="+15550101", phone_hint="•••0100"
         )
         await _webauthn(conn, people["carol"]["id"])
         await authenticators.insert_totp(
@@ -289,14 +291,18 @@ async def test_a_factor_and_a_membership_changing_at_once(pool: asyncpg.Pool, fi
         if first == "membership":
             await one.execute(remove, member_id)
             waiting = asyncio.create_task(
-                authenticators.insert_sms(two, user_id=user["id"], name="p", phone="+15550102")
+                authenticators.insert_sms(
+                    two, user_id=user["id"], name="p", phone="+15550102", phone_hint="•••0100"
+                )
             )
             await _blocked(pool)
             await membership.commit()
             await waiting
             await factor.commit()
         else:
-            await authenticators.insert_sms(two, user_id=user["id"], name="p", phone="+15550102")
+            await authenticators.insert_sms(
+                two, user_id=user["id"], name="p", phone="+15550102", phone_hint="•••0100"
+            )
             waiting = asyncio.create_task(one.execute(remove, member_id))
             await _blocked(pool)
             await factor.commit()

@@ -394,6 +394,18 @@ async def test_the_send_rate_is_shared_across_senders(redis, settings) -> None:
     assert 0 < int(wait_ms) <= 2000
 
 
+async def test_bulk_leaves_a_share_of_the_rate_to_transactional_email(redis, settings) -> None:
+    rate = mail_rate.SendRate(redis, settings.replace(email_rate=10.0))
+    keys = (rate.key, rate.bulk_key)
+    bulk = (rate.rate, rate.burst, rate.bulk_rate, rate.bulk_burst)
+    taken, _wait = await redis.eval(mail_rate._TAKE, 2, *keys, *bulk, 100)
+    assert int(taken) == 8  # the bulk bucket's second's worth: 80% of EMAIL_RATE
+    taken, wait_ms = await redis.eval(mail_rate._TAKE, 2, *keys, *bulk, 1)
+    assert int(taken) == 0 and int(wait_ms) > 0  # bulk waits now
+    taken, _wait = await redis.eval(mail_rate._TAKE, 1, rate.key, rate.rate, rate.burst, 100)
+    assert int(taken) == 2  # what bulk could not take is there for a transactional email
+
+
 async def test_only_a_few_dispatchers_send_at_once(pool, redis, settings) -> None:
     holders = [mail_slots.Slots(redis, settings) for _ in range(mail_slots.DISPATCHERS)]
     for slots in holders:

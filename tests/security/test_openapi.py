@@ -97,6 +97,7 @@ MEMBERS = {
         exempt_2fa_reason="CI bot",
         exempt_2fa_until=NOW + timedelta(days=30),
     ),
+    "blocked": _member_row(blocked=True),
 }
 
 
@@ -113,6 +114,9 @@ ORG = {
     "require_2fa_level": "secure",
     "sso_enabled": False,
     "enforce_at": None,
+    "require_2fa_scope_roles": None,
+    "require_2fa_scope_teams": None,
+    "require_2fa_action": "remove",
     "created_at": NOW,
 }
 RUN = {
@@ -135,6 +139,8 @@ RUN = {
 
 def test_organization_and_run() -> None:
     conforms(serialize_org(ORG, role="owner"), "Organization")
+    scoped = {**ORG, "require_2fa_scope_teams": ["web"], "require_2fa_action": "block"}
+    conforms(serialize_org(scoped, role="owner"), "Organization")
     brief = serialize_run_brief({**RUN, "status": "scheduled", "enforce_at": NOW})
     conforms(serialize_org(ORG, role="owner", enforcement=brief), "Organization")
     conforms(serialize_run(RUN, emails=(3, 2)), "Run")
