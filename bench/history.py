@@ -1,31 +1,33 @@
 """Benchmark: the statements users wait on, without and with years of history; one day's pruning.
 
-    .venv/bin/python bench/history.py [--scale 1.0] [--members 100000] [--run-members 100000]
+    .venv/bin/python bench/history.py [--scale 1.0] [--members N] [--run-members N] [--rounds 5]
 
-Builds one database with what a young deployment holds: an organization of `--members`
-(half of them with 2FA) with its own audit log, a queue of emails to send, and two organizations
-of `--run-members` (half without 2FA) kept for one enforcement run each. Measures the
-statements the API, the CLI and the workers run (the same functions they call), then seeds the
-history with COPY (issue 30: 50M audit entries over 24 months in monthly partitions, 20M sent
-email rows and 5M delivered webhook deliveries over the last 31 days, all times `--scale`, for
-other organizations), runs `vacuum analyze` as autovacuum would, and measures the same again:
+Builds a database with what a young deployment holds: an organization of `--members` (half
+of them with 2FA) with an audit entry per member over the last thirty days, a queue of emails
+to send, and two organizations of `--run-members` (half without 2FA) for the enforcement runs
+(both default to 100k × `--scale`). A copy of it (`create database … template`) gets the
+history, seeded with COPY (issue 30: 50M audit entries over 24 months in monthly partitions,
+20M sent email rows and 5M delivered webhook deliveries over the last 31 days, all times
+`--scale`, of other organizations), then `vacuum analyze` as autovacuum would. On both, in
+alternating rounds so that both share the machine's load alike, the functions the API, the
+CLI and the workers call:
 - the members page (`require2fa.members.listed`, first page and a cursor at 90%);
-- the audit log (`require2fa.audit_log.page`): first page, a deep page (the cursor of the
-  entry at 90% of the organization's log), and the first page of `?event=member.pending`;
+- the audit log (`require2fa.audit_log.page`): first page, a deep page (a cursor 90% down the
+  organization's log), and the first page of `?event=member.pending`;
 - the compliance CSV (`commands.report.write_report`, what `require2fa report` runs);
 - the outbox claim (`db.outbox.claim` of `jobs.email.BATCH_MAX` rows, rolled back);
-- one enforcement run of `--run-members` (`organization_settings.change_organization`, then
-  `jobs.enforcement.coordinate_run` and `remove_batch_now` for every batch, two at a time
-  as the workers' batch slots allow), in this process.
-Each figure is the median of its repeats; each ratio is the figure with the history over the
-figure without it; the goal is at most 1.2 for each. Then one day's pruning: the passes of
-`require2fa.retention.prune` (the clock's batch sizes) until a pass finds nothing, with one
-day of email rows and deliveries past OUTBOX_RETENTION (30 days) and the oldest audit month
-past the retention; meanwhile `pg_locks` is sampled every 10 ms (the most locks the pruning
-backend held, its ACCESS EXCLUSIVE locks, and how many samples saw another backend wait for a
-lock) and the audit log's first page is requested one after another (its p99 beside idle).
-Prints one JSON object. Uses the PostgreSQL at DATABASE_URL (default 127.0.0.1:5432); the
-database it creates is dropped at the end.
+- an enforcement run of `--run-members` (`organization_settings.change_organization`, then
+  `jobs.enforcement.coordinate_run` and `remove_batch_now` for every batch, two at a time as a
+  worker's batch slots allow), in this process; two runs on each database, in turn.
+Each figure is the median of its samples; each ratio is the figure with the history over the
+figure without it; the goal is at most 1.2 for each. Then one day's pruning on the copy: the
+passes of `require2fa.retention.prune` (the clock's batch sizes) until a pass finds nothing,
+with one day of email rows and deliveries past OUTBOX_RETENTION (30 days) and the oldest audit
+month past the audit retention; meanwhile `pg_locks` is sampled every 10 ms (the most locks
+the pruning backend held, the samples where it held an ACCESS EXCLUSIVE lock, the samples where
+another backend waited for a lock) and the audit log's first page is requested one after
+another (its p99 beside idle). Prints one JSON object. Uses the PostgreSQL at DATABASE_URL
+(default 127.0.0.1:5432); the two databases it creates are dropped at the end.
 """
 
 from __future__ import annotations
@@ -55,6 +57,8 @@ REDIS_URL = os.environ.get("REDIS_URL") or "redis://127.0.0.1:6379/0"
 RUN = uuid.uuid4().hex[:8]
 DB = f"require2fa_bench_history_{RUN}"
 DSN = with_database(ADMIN_DSN, DB)
+HISTORY_DB = f"{DB}_with_history"
+HISTORY_DSN = with_database(ADMIN_DSN, HISTORY_DB)
 
 # The history at scale 1 (issue 30, point 4).
 AUDIT_ROWS, AUDIT_MONTHS = 50_000_000, 24
@@ -83,8 +87,7 @@ def latency(samples: list[float]) -> dict[str, float | int]:
 
 
 async def timed(work: Callable[[], Awaitable[Any]], repeats: int) -> list[float]:
-    """`work` once to warm, then `repeats` times, each timed."""
-    await work()
+    """`work` `repeats` times, each timed."""
     samples = []
     for _ in range(repeats):
         started = time.perf_counter()
@@ -298,32 +301,26 @@ class Subject:
         self.members_cursor, self.audit_cursor = members_cursor, audit_cursor
 
 
-async def measure(
-    pool: asyncpg.Pool, settings: Any, subject: Subject, run_org: tuple[int, int, str]
-) -> dict[str, float]:
-    """Each statement's median in ms (the run in seconds), on the database as it is now."""
+Work = Callable[[], Awaitable[Any]]
+
+
+def statements(pool: asyncpg.Pool, subject: Subject) -> dict[str, tuple[Work, int]]:
+    """What is measured on one database: name → (one call, calls per round)."""
     from commands.report import write_report
     from db import outbox
     from jobs.email import BATCH_MAX, LEASE
     from require2fa import audit_log, members
 
     everyone = members.parse_query("")
-    figures: dict[str, float] = {}
-    async with pool.acquire() as conn:
 
-        async def members_first() -> None:
-            rows = await members.listed(
-                conn, subject.org_id, where=everyone, after_id=None, limit=101
-            )
-            assert len(rows) == 101
+    async def members_first() -> None:
+        rows = await members.listed(pool, subject.org_id, where=everyone, after_id=None, limit=101)
+        assert len(rows) == 101
 
-        async def members_deep() -> None:
-            await members.listed(
-                conn, subject.org_id, where=everyone, after_id=subject.members_cursor, limit=101
-            )
-
-        figures["members_page_first_ms"] = median_ms(await timed(members_first, 50))
-        figures["members_page_at_90pct_ms"] = median_ms(await timed(members_deep, 50))
+    async def members_deep() -> None:
+        await members.listed(
+            pool, subject.org_id, where=everyone, after_id=subject.members_cursor, limit=101
+        )
 
     async def audit_first() -> None:
         rows = await audit_log.page(pool, subject.org_id, event=None, before_id=None, limit=101)
@@ -340,18 +337,12 @@ async def measure(
             pool, subject.org_id, event="member.pending", before_id=None, limit=101
         )
 
-    figures["audit_page_first_ms"] = median_ms(await timed(audit_first, 50))
-    figures["audit_page_deep_ms"] = median_ms(await timed(audit_deep, 50))
-    figures["audit_page_event_first_ms"] = median_ms(await timed(audit_event, 50))
-
-    async with pool.acquire() as conn:
-
-        async def report() -> None:
+    async def report() -> None:
+        async with pool.acquire() as conn:
             await write_report(conn, subject.slug, os.devnull)
 
-        figures["compliance_csv_ms"] = median_ms(await timed(report, 3))
-
-        async def claim() -> None:
+    async def claim() -> None:
+        async with pool.acquire() as conn:
             transaction = conn.transaction()
             await transaction.start()
             try:
@@ -360,10 +351,47 @@ async def measure(
             finally:
                 await transaction.rollback()
 
-        figures["outbox_claim_ms"] = median_ms(await timed(claim, 30))
+    return {
+        "members_page_first_ms": (members_first, 10),
+        "members_page_at_90pct_ms": (members_deep, 10),
+        "audit_page_first_ms": (audit_first, 10),
+        "audit_page_deep_ms": (audit_deep, 10),
+        "audit_page_event_first_ms": (audit_event, 10),
+        "compliance_csv_ms": (report, 1),
+        "outbox_claim_ms": (claim, 6),
+    }
 
-    figures["enforcement_run_s"] = round(await enforcement_run(pool, settings, *run_org), 3)
-    return figures
+
+async def measure(
+    pools: tuple[asyncpg.Pool, asyncpg.Pool],
+    settings: Any,
+    subject: Subject,
+    runs: list[tuple[int, int, str]],
+    rounds: int,
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Each statement's median in ms on both databases (without, with the history), in
+    alternating rounds so that both share the machine's load alike; then the runs, one on each
+    database in turn (a run's seconds, the median)."""
+    sides = [statements(pool, subject) for pool in pools]
+    samples: list[dict[str, list[float]]] = [{name: [] for name in side} for side in sides]
+    for side in sides:  # warm each connection's statements
+        for work, _ in side.values():
+            await work()
+    for _ in range(rounds):
+        for side, found in zip(sides, samples, strict=True):
+            for name, (work, repeats) in side.items():
+                found[name] += await timed(work, repeats)
+    figures: list[dict[str, Any]] = [
+        {name: median_ms(values) for name, values in found.items()} for found in samples
+    ]
+    seconds: list[list[float]] = [[], []]
+    for run in runs:
+        for n, pool in enumerate(pools):
+            seconds[n].append(await enforcement_run(pool, settings, *run))
+    for n, figure in enumerate(figures):
+        figure["enforcement_run_s"] = round(statistics.median(seconds[n]), 3)
+        figure["enforcement_runs_s"] = [round(x, 3) for x in seconds[n]]
+    return figures[0], figures[1]
 
 
 async def enforcement_run(
@@ -448,8 +476,8 @@ async def one_days_pruning(pool: asyncpg.Pool, subject: Subject) -> dict[str, An
         await audit_log.page(pool, subject.org_id, event=None, before_id=None, limit=101)
 
     idle = await timed(first_page, 200)
-    pruner = await create_pool(DSN, min_size=1, max_size=1)
-    sampler = await asyncpg.connect(DSN)
+    pruner = await create_pool(HISTORY_DSN, min_size=1, max_size=1)
+    sampler = await asyncpg.connect(HISTORY_DSN)
     async with pruner.acquire() as conn:
         pid = await conn.fetchval("select pg_backend_pid()")
     samples: list[asyncpg.Record] = []
@@ -537,7 +565,9 @@ async def prepare(conn: asyncpg.Connection, settings: Any, members: int, run_mem
 
     subject = await seed(conn, settings, slug="subject", count=members, enrolled=0.5)
     now: datetime = await conn.fetchval("select now()")
-    # Its own log: an entry per member over the last thirty days.
+    # Its own log: an entry per member over the last thirty days, in the months' partitions
+    # (the clock creates them ahead; migration 0190 created those of the entries before it).
+    await conn.execute("select audit_log_add_partitions($1, 2)", now - timedelta(days=30))
     await copy_audit(conn, members, timedelta(days=30), now, [subject.organization_id])
     runs = []
     for slug in ("run-before", "run-after"):
@@ -572,6 +602,7 @@ async def main() -> None:
     parser.add_argument("--scale", type=float, default=1.0, help="of the history's rows")
     parser.add_argument("--members", type=int, help="of the measured organization (100k×scale)")
     parser.add_argument("--run-members", type=int, help="of each enforcement run (100k×scale)")
+    parser.add_argument("--rounds", type=int, default=5, help="alternating rounds of each measure")
     parser.add_argument("--keep", action="store_true", help="keep the database afterwards")
     args = parser.parse_args()
     members = args.members or max(1_000, int(100_000 * args.scale))
@@ -601,25 +632,36 @@ async def main() -> None:
         conn = await connect(DSN)
         await migrate(conn)
         subject, runs, history = await prepare(conn, settings, members, run_members)
+        await conn.close()
+        # The same database, to which the history is added.
+        await admin.execute(f'create database "{HISTORY_DB}" template "{DB}"')
         setup_seconds = time.perf_counter() - started
-        pool = await create_pool(DSN, min_size=2, max_size=4)
+        conn = await connect(HISTORY_DSN)
         try:
-            before = await measure(pool, settings, subject, runs[0])
-            print(json.dumps({"without_history": before}), file=sys.stderr)
             seeded = await seed_history(conn, args.scale, history.organization_id, history.owner_id)
-            print(json.dumps({"history": seeded}), file=sys.stderr)
-            after = await measure(pool, settings, subject, runs[1])
-            print(json.dumps({"with_history": after}), file=sys.stderr)
-            pruning = await one_days_pruning(pool, subject)
         finally:
-            await pool.close()
             await conn.close()
+        print(json.dumps({"history": seeded}), file=sys.stderr)
+        young = await create_pool(DSN, min_size=2, max_size=4)
+        old = await create_pool(HISTORY_DSN, min_size=2, max_size=4)
+        try:
+            before, after = await measure((young, old), settings, subject, runs, args.rounds)
+            print(json.dumps({"without": before, "with": after}), file=sys.stderr)
+            pruning = await one_days_pruning(old, subject)
+        finally:
+            await young.close()
+            await old.close()
     finally:
         if not args.keep:
-            await admin.execute(f'drop database if exists "{DB}" with (force)')
+            for name in (DB, HISTORY_DB):
+                await admin.execute(f'drop database if exists "{name}" with (force)')
         await admin.close()
 
-    ratios = {name: round(after[name] / before[name], 2) for name in before}
+    ratios = {
+        name: round(after[name] / before[name], 2)
+        for name in before
+        if name.endswith("_ms") or name == "enforcement_run_s"
+    }
     print(
         json.dumps(
             {
