@@ -374,9 +374,12 @@ async def measure(
     database in turn (a run's seconds, the median)."""
     sides = [statements(pool, subject) for pool in pools]
     samples: list[dict[str, list[float]]] = [{name: [] for name in side} for side in sides]
-    for side in sides:  # warm each connection's statements
-        for work, _ in side.values():
-            await work()
+    # Warm: a connection plans a statement anew on its first five executions (then keeps a
+    # generic plan when it is no worse), and the pool hands out its connections in turn.
+    for side in sides:
+        for work, repeats in side.values():
+            for _ in range(20 if repeats > 1 else 1):
+                await work()
     for _ in range(rounds):
         for side, found in zip(sides, samples, strict=True):
             for name, (work, repeats) in side.items():
