@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import asyncpg
@@ -88,21 +87,12 @@ async def record(
 # again on each page (planning grew with the months kept: bench/history.py).
 _PAGE_SQL = """select l.*, u.email as actor_email, u.name as actor_name
   from audit_log l left join users u on u.id = l.actor_user_id
- where l.organization_id = $1 and l.id < $2 and l.created_at >= $4 {event}
+ where l.organization_id = $1 and l.id < $2 {event}
  order by l.id desc
  limit $3"""
 _PAGE_ALL_SQL = _PAGE_SQL.format(event="")
-_PAGE_EVENT_SQL = _PAGE_SQL.format(event="and l.event = $5")
+_PAGE_EVENT_SQL = _PAGE_SQL.format(event="and l.event = $4")
 _NO_CURSOR = 2**63 - 1  # above every id
-_EVERYTHING = datetime(1970, 1, 1, tzinfo=UTC)
-
-# A page is asked first of the recent months only (`created_at` lets PostgreSQL leave the
-# other partitions alone), and of the whole log when they do not fill it. Ids grow with
-# `created_at` except between transactions running at the same time (an entry's time is its
-# transaction's start), so the recent answer stands only when its oldest entry is `_MARGIN`
-# inside the window: no transaction that writes entries lasts that long.
-_RECENT = timedelta(days=62)
-_MARGIN = timedelta(days=1)
 
 
 async def page(
@@ -115,21 +105,6 @@ async def page(
 ) -> list[asyncpg.Record]:
     """Newest first, keyset on id."""
     cursor = _NO_CURSOR if before_id is None else before_id
-    since = datetime.now(UTC) - _RECENT
-    rows = await _page(conn, organization_id, event, cursor, limit, since)
-    if len(rows) == limit and rows[-1]["created_at"] >= since + _MARGIN:
-        return rows
-    return await _page(conn, organization_id, event, cursor, limit, _EVERYTHING)
-
-
-async def _page(
-    conn: asyncpg.Connection,
-    organization_id: int,
-    event: str | None,
-    cursor: int,
-    limit: int,
-    since: datetime,
-) -> list[asyncpg.Record]:
     if event is None:
-        return await conn.fetch(_PAGE_ALL_SQL, organization_id, cursor, limit, since)
-    return await conn.fetch(_PAGE_EVENT_SQL, organization_id, cursor, limit, since, event)
+        return await conn.fetch(_PAGE_ALL_SQL, organization_id, cursor, limit)
+    return await conn.fetch(_PAGE_EVENT_SQL, organization_id, cursor, limit, event)

@@ -1,6 +1,6 @@
 """The audit log's pages (`require2fa.audit_log.page`, what the API and the page call) across
-the months: a page is asked of the recent months first and of the whole log when they do not
-fill it, and the pages are the same as one walk of the whole log by id would give."""
+its month partitions: following the cursors gives every entry once, newest id first, whatever
+month each entry's time puts it in."""
 
 from __future__ import annotations
 
