@@ -105,7 +105,7 @@ async def save_config(
             encrypted = bytes(old["client_secret_encrypted"])
         else:
             encrypted = sso.encrypt_client_secret(secret_key, client_secret)
-        row = await sso_rows.save_config(
+        await sso_rows.save_config(
             conn,
             organization_id=organization_id,
             issuer=issuer,
@@ -116,7 +116,8 @@ async def save_config(
         )
         if wanted is not None:
             await _claim(conn, organization_id, wanted)
-        row = await sso_rows.get_config(conn, organization_id)
+        saved = await sso_rows.get_config(conn, organization_id)  # with its domains
+        assert saved is not None  # written above, in this transaction
         await audit.record(
             conn,
             organization_id=organization_id,
@@ -126,10 +127,10 @@ async def save_config(
                 "issuer": issuer,
                 "client_id": client_id,
                 "mfa": mfa,
-                "domains": list(row["domains"]),
+                "domains": list(saved["domains"]),
             },
         )
-    return row
+    return saved
 
 
 async def _claim(conn: asyncpg.Connection, organization_id: int, domains: list[str]) -> None:
