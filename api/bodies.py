@@ -4,7 +4,7 @@ they are typed."""
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
@@ -79,7 +79,7 @@ class OrganizationUpdate(BaseModel):
 
 class SsoIn(BaseModel):
     """An organization's identity provider (`PUT organizations/{org}/sso/`, the settings form);
-    `clientSecret` may be left out to keep the one saved."""
+    `clientSecret` and `domains` may be left out to keep the ones saved."""
 
     model_config = ConfigDict(populate_by_name=True, extra="forbid")
 
@@ -89,3 +89,8 @@ class SsoIn(BaseModel):
         default=None, min_length=1, max_length=2000, alias="clientSecret"
     )
     mfa: Literal["local", "idp"] = "local"
+    # The email domains whose addresses the sign-in page leads to this provider (lower-cased
+    # and checked by `require2fa.single_sign_on.email_domains`).
+    domains: list[Annotated[str, Field(max_length=253)]] | None = Field(
+        default=None, max_length=100
+    )

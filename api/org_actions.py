@@ -191,6 +191,7 @@ async def save_sso(
     client_id: str,
     client_secret: str | None,
     mfa: str,
+    domains: list[str] | None,
 ) -> asyncpg.Record:
     """`single_sign_on.save_config` as the caller (an owner after `require_sudo`)."""
     await confirm_if_owner(request, access)
@@ -204,6 +205,7 @@ async def save_sso(
         client_id=client_id,
         client_secret=client_secret,
         mfa=mfa,
+        domains=domains,
         secret_key=settings.secret_key,
         development=settings.development,
     )
