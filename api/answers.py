@@ -231,7 +231,8 @@ OPERATIONS: dict[tuple[str, str], Operation] = {
         {200: answer(shapes.SsoConfig, "The identity provider, without its secret.")}, ORG_READ
     ),
     ("PUT", f"{ORG}/sso/"): Operation(
-        {200: answer(shapes.SsoConfig, "Saved, its discovery document read.")}, ORG_WRITE
+        {200: answer(shapes.SsoConfig, "Saved, its discovery document read.")},
+        (*ORG_WRITE, 409),  # an email domain another organization lists
     ),
     ("DELETE", f"{ORG}/sso/"): Operation({204: NO_CONTENT}, ORG_READ),
     # Invitations

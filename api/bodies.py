@@ -1,13 +1,15 @@
 """Request bodies that the API and the pages' forms both validate, so that an account's email
-and password, or an organization's settings, are judged by one rule wherever they are typed."""
+and password, an invitation, or an organization's settings, are judged by one rule wherever
+they are typed."""
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
-from api.limits import Email
+from api.limits import Email, TeamSlugs
+from require2fa.members import Role
 from require2fa.organization_settings import SettingsChange
 from require2fa.requirement import EVERYONE, Scope
 
@@ -21,6 +23,12 @@ class RegisterIn(BaseModel):
 class LoginIn(BaseModel):
     email: str = Field(min_length=1, max_length=320)
     password: str = Field(min_length=1, max_length=256)
+
+
+class InviteIn(BaseModel):
+    email: Email
+    role: Role = "member"
+    teams: TeamSlugs = Field(default_factory=list)
 
 
 class ScopeIn(BaseModel):
@@ -71,7 +79,7 @@ class OrganizationUpdate(BaseModel):
 
 class SsoIn(BaseModel):
     """An organization's identity provider (`PUT organizations/{org}/sso/`, the settings form);
-    `clientSecret` may be left out to keep the one saved."""
+    `clientSecret` and `domains` may be left out to keep the ones saved."""
 
     model_config = ConfigDict(populate_by_name=True, extra="forbid")
 
@@ -81,3 +89,8 @@ class SsoIn(BaseModel):
         default=None, min_length=1, max_length=2000, alias="clientSecret"
     )
     mfa: Literal["local", "idp"] = "local"
+    # The email domains whose addresses the sign-in page leads to this provider (lower-cased
+    # and checked by `require2fa.single_sign_on.email_domains`).
+    domains: list[Annotated[str, Field(max_length=253)]] | None = Field(
+        default=None, max_length=100
+    )

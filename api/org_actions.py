@@ -57,6 +57,20 @@ async def resend(request: web.Request, access: OrgAccess, member_id: int) -> asy
     return row
 
 
+async def resend_all(request: web.Request, access: OrgAccess) -> int:
+    """`invitations.resend_all` (owners, managers; rate limited per organization) as the
+    caller: how many emails were queued."""
+    access.require_role(*MANAGERS)
+    return await invitations.resend_all(
+        await request_pool(request),
+        request.app[REDIS],
+        request.app[SETTINGS],
+        org=access.org,
+        inviter=access.auth.user["name"] or access.auth.user["email"],
+        actor=actor(request, access.auth),
+    )
+
+
 async def confirm_if_owner(request: web.Request, access: OrgAccess) -> None:
     """An owner resetting or exempting a member needs a recent re-authentication
     (`require_sudo`); anyone else gets the use case's 403 instead."""
@@ -177,6 +191,7 @@ async def save_sso(
     client_id: str,
     client_secret: str | None,
     mfa: str,
+    domains: list[str] | None,
 ) -> asyncpg.Record:
     """`single_sign_on.save_config` as the caller (an owner after `require_sudo`)."""
     await confirm_if_owner(request, access)
@@ -190,6 +205,7 @@ async def save_sso(
         client_id=client_id,
         client_secret=client_secret,
         mfa=mfa,
+        domains=domains,
         secret_key=settings.secret_key,
         development=settings.development,
     )

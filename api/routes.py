@@ -23,7 +23,19 @@ from api.handlers import (
     sso,
     webhooks,
 )
-from api.pages import accept, home, org_members, org_sso, sign_in
+from api.keys import OPENAPI
+from api.pages import (
+    accept,
+    docs,
+    home,
+    org_audit,
+    org_members,
+    org_runs,
+    org_sso,
+    org_webhooks,
+    sign_in,
+    tokens,
+)
 from api.pages import account as account_pages
 from api.pages import org_admin as org_pages
 from api.pages import sso as sso_pages
@@ -141,7 +153,7 @@ ROUTES: list[Route] = [
     Route("GET", f"{ORG}/teams/", organizations.list_teams, tag="teams"),
     Route("POST", f"{ORG}/teams/", organizations.create_team, organizations.TeamIn, "teams"),
     Route("GET", f"{ORG}/members/", members.list_members, tag="members"),
-    Route("POST", f"{ORG}/members/", members.invite_member, members.InviteIn, "members"),
+    Route("POST", f"{ORG}/members/", members.invite_member, bodies.InviteIn, "members"),
     Route("GET", f"{ORG}/members/{{member_id}}/", members.get_member, tag="members"),
     Route(
         "PUT",
@@ -242,12 +254,18 @@ PAGES: list[Route] = [
         account_pages.end_other_sessions_page,
         tag="pages",
     ),
+    Route("GET", "/account/tokens/", tokens.tokens_page, tag="pages"),
+    Route("POST", "/account/tokens/", tokens.create_token_page, tag="pages"),
+    Route("POST", "/account/tokens/{id}/revoke/", tokens.revoke_token_page, tag="pages"),
+    Route("GET", "/docs/", docs.docs_page, tag="pages"),
     # Before /organizations/{org}/: "new" is a reserved slug.
     Route("GET", "/organizations/new/", home.new_organization_page, tag="pages"),
     Route("POST", "/organizations/new/", home.new_organization_page, tag="pages"),
     Route("GET", "/organizations/{org}/", home.organization_page, tag="pages"),
     Route("GET", "/organizations/{org}/settings/", org_pages.settings_page, tag="pages"),
     Route("POST", "/organizations/{org}/settings/", org_pages.settings_page, tag="pages"),
+    Route("GET", "/organizations/{org}/webhooks/", org_webhooks.webhooks_page, tag="pages"),
+    Route("POST", "/organizations/{org}/webhooks/", org_webhooks.webhook_create_page, tag="pages"),
     Route("GET", "/organizations/{org}/settings/sso/", org_sso.sso_settings_page, tag="pages"),
     Route("POST", "/organizations/{org}/settings/sso/", org_sso.sso_settings_page, tag="pages"),
     Route(
@@ -258,17 +276,24 @@ PAGES: list[Route] = [
     ),
     Route(
         "POST",
-        "/organizations/{org}/settings/webhooks/",
-        org_pages.webhook_create_page,
-        tag="pages",
-    ),
-    Route(
-        "POST",
-        "/organizations/{org}/settings/webhooks/{webhook_id}/delete/",
-        org_pages.webhook_delete_page,
+        "/organizations/{org}/webhooks/{webhook_id}/delete/",
+        org_webhooks.webhook_delete_page,
         tag="pages",
     ),
     Route("GET", "/organizations/{org}/members/", org_members.members_page, tag="pages"),
+    Route("POST", "/organizations/{org}/members/invite/", org_members.invite_page, tag="pages"),
+    Route(
+        "POST", "/organizations/{org}/members/resend-all/", org_members.resend_all_page, tag="pages"
+    ),
+    Route(
+        "POST", "/organizations/{org}/members/{member_id}/role/", org_members.role_page, tag="pages"
+    ),
+    Route(
+        "POST",
+        "/organizations/{org}/members/{member_id}/remove/",
+        org_members.remove_page,
+        tag="pages",
+    ),
     Route(
         "POST",
         "/organizations/{org}/members/{member_id}/resend/",
@@ -288,7 +313,10 @@ PAGES: list[Route] = [
         org_members.exempt_page,
         tag="pages",
     ),
-    Route("GET", "/organizations/{org}/audit-log/", org_pages.audit_log_page, tag="pages"),
+    Route("GET", "/organizations/{org}/audit-log/", org_audit.audit_log_page, tag="pages"),
+    Route("GET", "/organizations/{org}/audit-log/export.csv", org_audit.audit_log_csv, tag="pages"),
+    Route("GET", "/organizations/{org}/enforcements/", org_runs.runs_page, tag="pages"),
+    Route("GET", "/organizations/{org}/enforcements/{run_id}/", org_runs.run_page, tag="pages"),
 ]
 
 
@@ -297,10 +325,19 @@ STATIC_DIR = Path(__file__).resolve().parent / "static"
 STATIC = "/static/"
 
 
-def add_routes(app: web.Application) -> None:
-    from api.openapi import openapi_json
+async def favicon(_request: web.Request) -> web.FileResponse:
+    """The pages' icon, where browsers look for it."""
+    return web.FileResponse(
+        STATIC_DIR / "favicon.ico", headers={"Cache-Control": "public, max-age=86400"}
+    )
 
+
+def add_routes(app: web.Application) -> None:
+    from api.openapi import build, openapi_json
+
+    app[OPENAPI] = build
     for route in ROUTES + PAGES:
         app.router.add_route(route.method, route.path, route.handler)
     app.router.add_get(f"{API}/openapi.json", openapi_json)
+    app.router.add_get("/favicon.ico", favicon)
     app.router.add_static(STATIC, STATIC_DIR, name="static")

@@ -186,6 +186,7 @@ def serialize_sso_config(row: Row, *, base_url: str) -> SsoConfig:
         "mfa": row["mfa"],
         "redirectUri": single_sign_on.redirect_uri(base_url),
         "hasClientSecret": bool(row["client_secret_encrypted"]),
+        "domains": list(row["domains"]),
         "dateUpdated": row["updated_at"],
     }
 

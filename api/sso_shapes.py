@@ -36,4 +36,5 @@ class SsoConfig(TypedDict):
     mfa: MfaMode
     redirectUri: str  # to paste into the identity provider
     hasClientSecret: bool
+    domains: list[str]  # lower-case: the sign-in page leads their addresses to this provider
     dateUpdated: datetime

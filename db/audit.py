@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 import asyncpg
@@ -89,6 +91,36 @@ async def record(
     )
 
 
+_RECORD_MANY_SQL = insert_sql(
+    "select $1, $2, $3, $4, $5, t.member_id, null, $6::inet, t.data, now()"
+    " from unnest($7::bigint[], $8::jsonb[]) as t(member_id, data)"
+)
+
+
+async def record_many(
+    conn: asyncpg.Connection,
+    *,
+    organization_id: int,
+    event: str,
+    actor: Actor,
+    entries: Sequence[tuple[int, dict[str, Any]]],
+) -> None:
+    """`record` of one event by one actor on many members (`(member id, data)` each), in one
+    statement."""
+    assert event in EVENTS, event
+    await conn.execute(
+        _RECORD_MANY_SQL,
+        organization_id,
+        event,
+        actor.user_id,
+        actor.token_id,
+        actor.label,
+        actor.ip_address,
+        [member_id for member_id, _ in entries],
+        [data for _, data in entries],
+    )
+
+
 async def page(
     conn: asyncpg.Connection,
     *,
@@ -96,18 +128,33 @@ async def page(
     event: str | None,
     before_id: int | None,
     limit: int,
+    actor: str | None = None,
+    target: str | None = None,
+    since: datetime | None = None,
+    until: datetime | None = None,
 ) -> list[asyncpg.Record]:
-    """Newest first, keyset on id."""
+    """Newest first, keyset on id; of `event`, an actor whose email, name or label holds
+    `actor`, a target email holding `target`, written in [`since`, `until`), when given."""
     return await conn.fetch(
         """select l.*, u.email as actor_email, u.name as actor_name
            from audit_log l left join users u on u.id = l.actor_user_id
            where l.organization_id = $1
              and ($2::text is null or l.event = $2)
              and ($3::bigint is null or l.id < $3)
+             and ($5::text is null or u.email ilike '%' || $5 || '%'
+                  or coalesce(u.name, '') ilike '%' || $5 || '%'
+                  or l.actor_label ilike '%' || $5 || '%')
+             and ($6::text is null or l.data->>'email' ilike '%' || $6 || '%')
+             and ($7::timestamptz is null or l.created_at >= $7)
+             and ($8::timestamptz is null or l.created_at < $8)
            order by l.id desc
            limit $4""",
         organization_id,
         event,
         before_id,
         limit,
+        actor,
+        target,
+        since,
+        until,
     )

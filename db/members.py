@@ -37,6 +37,8 @@ _SELECT = f"""
                      join teams t on t.id = mt.team_id where mt.member_id = m.id),
                     '{{}}') as team_slugs,
            m.blocked_at is not null as blocked
+    """
+_FROM = """
     from members m
          -- Looked up per member (a lateral subquery kept apart by `offset 0`), so that the plan
          -- keeps the members index's order: a hash join with the one organization row gave up
@@ -53,6 +55,7 @@ _SELECT = f"""
                              where sc.organization_id = m.organization_id and si.user_id = u.id
                              order by si.last_sign_in_at desc limit 1) sso on true
 """
+_SELECT += _FROM
 
 
 @dataclass(frozen=True)
@@ -96,6 +99,62 @@ async def of_user(
     )
 
 
+def _filter_sql(first: int) -> str:
+    """The conditions of a `MemberFilter`, on parameters `$first` … `$first+7` (`_filter_args`)."""
+    n = [f"${first + i}" for i in range(8)]
+    return f"""
+          and ({n[0]}::boolean is null or (u.id is not null and {HAS_2FA_SQL} = {n[0]}))
+          and ({n[1]}::boolean is null or (m.user_id is null) = {n[1]})
+          and ({n[2]}::text is null or m.role = {n[2]})
+          and ({n[3]}::text is null or m.email like '%' || {n[3]} || '%'
+               or coalesce(u.name, '') ilike '%' || {n[3]} || '%')
+          and ({n[4]}::boolean is null or coalesce(m.exempt_2fa_until > now(), false) = {n[4]})
+          and ({n[5]}::boolean is null or (u.id is not null and {MEETS_LEVEL_SQL} = {n[5]}))
+          and ({n[6]}::boolean is null or (m.blocked_at is not null) = {n[6]})
+          and ({n[7]}::boolean is null or {IN_SCOPE_SQL} = {n[7]})"""
+
+
+def _filter_args(where: MemberFilter) -> tuple[Any, ...]:
+    return (
+        where.has2fa,
+        where.pending,
+        where.role,
+        where.text,
+        where.exempt,
+        where.meets_level,
+        where.blocked,
+        where.in_scope,
+    )
+
+
+# Written so that only the `(organization_id, id)` index gives the order: the organization is
+# bounded by a row comparison (where the cursor starts) and `<=` rather than an equality, so the
+# planner cannot order by the primary key and filter on the organization, which reads every
+# row of the organizations with smaller ids (a 100k-member organization beside a 1M one).
+_PAGE_AFTER_SQL = (
+    _SELECT
+    + """
+        where (m.organization_id, m.id) > ($1, coalesce($2::bigint, 0))
+          and m.organization_id <= $1"""
+    + _filter_sql(4)
+    + """
+        order by m.organization_id, m.id
+        limit $3"""
+)
+# The page before a cursor: the same, walking the index backwards.
+_PAGE_BEFORE_SQL = (
+    _SELECT
+    + """
+        where (m.organization_id, m.id) < ($1, $2::bigint)
+          and m.organization_id >= $1"""
+    + _filter_sql(4)
+    + """
+        order by m.organization_id desc, m.id desc
+        limit $3"""
+)
+_COUNT_SQL = "select count(*)" + _FROM + " where m.organization_id = $1" + _filter_sql(2)
+
+
 async def page(
     conn: asyncpg.Connection,
     organization_id: int,
@@ -103,40 +162,43 @@ async def page(
     where: MemberFilter,
     after_id: int | None,
     limit: int,
+    before_id: int | None = None,
 ) -> list[asyncpg.Record]:
-    """Members in id order after `after_id` (keyset), filtered.
+    """Members in id order after `after_id` (keyset), or the `limit` just before `before_id`
+    (still in id order), filtered."""
+    if before_id is not None:
+        rows = await conn.fetch(
+            _PAGE_BEFORE_SQL, organization_id, before_id, limit, *_filter_args(where)
+        )
+        return rows[::-1]
+    return await conn.fetch(_PAGE_AFTER_SQL, organization_id, after_id, limit, *_filter_args(where))
 
-    Written so that only the `(organization_id, id)` index gives the order: the organization is
-    bounded by a row comparison (where the cursor starts) and `<=` rather than an equality, so the
-    planner cannot order by the primary key and filter on the organization, which reads every
-    row of the organizations with smaller ids (a 100k-member organization beside a 1M one)."""
+
+async def count(conn: asyncpg.Connection, organization_id: int, *, where: MemberFilter) -> int:
+    """How many of the organization's members `where` selects."""
+    return await conn.fetchval(_COUNT_SQL, organization_id, *_filter_args(where))
+
+
+async def resendable(conn: asyncpg.Connection, organization_id: int) -> list[asyncpg.Record]:
+    """The organization's pending members whose link has not expired, locked, by id."""
     return await conn.fetch(
-        _SELECT
-        + f"""
-        where (m.organization_id, m.id) > ($1, coalesce($2::bigint, 0))
-          and m.organization_id <= $1
-          and ($3::boolean is null or (u.id is not null and {HAS_2FA_SQL} = $3))
-          and ($4::boolean is null or (m.user_id is null) = $4)
-          and ($5::text is null or m.role = $5)
-          and ($6::text is null or m.email like '%' || $6 || '%'
-               or coalesce(u.name, '') ilike '%' || $6 || '%')
-          and ($8::boolean is null or coalesce(m.exempt_2fa_until > now(), false) = $8)
-          and ($9::boolean is null or (u.id is not null and {MEETS_LEVEL_SQL} = $9))
-          and ($10::boolean is null or (m.blocked_at is not null) = $10)
-          and ($11::boolean is null or {IN_SCOPE_SQL} = $11)
-        order by m.organization_id, m.id
-        limit $7""",
+        """select m.* from members m
+           where m.organization_id = $1 and m.user_id is null
+             and (m.reinstate_by is null or m.reinstate_by > now())
+           order by m.id for update""",
         organization_id,
-        after_id,
-        where.has2fa,
-        where.pending,
-        where.role,
-        where.text,
-        limit,
-        where.exempt,
-        where.meets_level,
-        where.blocked,
-        where.in_scope,
+    )
+
+
+async def set_token_hashes(
+    conn: asyncpg.Connection, member_ids: list[int], hashes: list[bytes]
+) -> None:
+    """`set_token_hash` of many members, in one statement."""
+    await conn.execute(
+        """update members m set token_hash = t.hash
+           from unnest($1::bigint[], $2::bytea[]) as t(id, hash) where m.id = t.id""",
+        member_ids,
+        hashes,
     )
 
 
@@ -304,3 +366,17 @@ async def lapsed_exemptions(conn: asyncpg.Connection, *, limit: int) -> list[asy
 async def set_token_hash(conn: asyncpg.Connection, member_id: int, token_hash: bytes) -> None:
     """A fresh link for a pending member: the old one stops working."""
     await conn.execute("update members set token_hash = $2 where id = $1", member_id, token_hash)
+
+
+async def removed_for_2fa_of(conn: asyncpg.Connection, user_id: int) -> list[asyncpg.Record]:
+    """The pending memberships the user was removed from for 2FA, with the organization's name
+    and slug, soonest deadline first."""
+    return await conn.fetch(
+        """select m.id, m.pending_reason, m.reinstate_by, m.removed_at, m.email,
+                  o.name as org_name, o.slug as org_slug, o.require_2fa_level
+           from members m join organizations o on o.id = m.organization_id
+           where m.removed_user_id = $1 and m.user_id is null
+             and (m.reinstate_by is null or m.reinstate_by > now())
+           order by m.reinstate_by nulls last, m.id""",
+        user_id,
+    )

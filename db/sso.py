@@ -44,9 +44,38 @@ async def save_config(
 
 
 async def get_config(conn: asyncpg.Connection, organization_id: int) -> asyncpg.Record | None:
+    """The configuration, with the email domains it signs in (`domains`, in order)."""
     return await conn.fetchrow(
-        "select * from sso_configs where organization_id = $1", organization_id
+        """select c.*, array(select d.domain from sso_domains d
+                              where d.organization_id = c.organization_id
+                              order by d.domain) as domains
+           from sso_configs c where c.organization_id = $1""",
+        organization_id,
     )
+
+
+async def claim_domains(
+    conn: asyncpg.Connection, *, organization_id: int, domains: Sequence[str]
+) -> list[str]:
+    """Makes `domains` (lower-case) the ones the organization lists, releasing those it listed
+    before and not now; returns those another organization holds, which it does not claim (the
+    caller refuses and rolls back). Two organizations claiming at once meet on the primary key:
+    the second waits for the first and then finds the domain held."""
+    claimed = await conn.fetch(
+        """insert into sso_domains (domain, organization_id)
+           select distinct d, $1::bigint from unnest($2::text[]) d
+           on conflict (domain) do update set domain = excluded.domain
+            where sso_domains.organization_id = excluded.organization_id
+           returning domain""",
+        organization_id,
+        list(domains),
+    )
+    await conn.execute(
+        "delete from sso_domains where organization_id = $1 and domain <> all($2::text[])",
+        organization_id,
+        list(domains),
+    )
+    return sorted(set(domains) - {row["domain"] for row in claimed})
 
 
 async def config_by_slug(conn: asyncpg.Connection, slug: str) -> asyncpg.Record | None:
@@ -60,9 +89,22 @@ async def config_by_slug(conn: asyncpg.Connection, slug: str) -> asyncpg.Record 
     )
 
 
+async def config_by_domain(conn: asyncpg.Connection, domain: str) -> asyncpg.Record | None:
+    """The configuration of the organization that lists the email domain `domain` (lower-case),
+    as `config_by_slug` gives it."""
+    return await conn.fetchrow(
+        """select c.*, o.id, o.slug, o.name, o.require_2fa_level
+           from sso_domains d
+           join sso_configs c on c.organization_id = d.organization_id
+           join organizations o on o.id = c.organization_id
+           where d.domain = $1""",
+        domain,
+    )
+
+
 async def delete_config(conn: asyncpg.Connection, organization_id: int) -> asyncpg.Record | None:
-    """Deletes the configuration (linked identities stay: a new configuration of the same
-    issuer finds them again)."""
+    """Deletes the configuration and its email domains (linked identities stay: a new
+    configuration of the same issuer finds them again)."""
     return await conn.fetchrow(
         "delete from sso_configs where organization_id = $1 returning *", organization_id
     )

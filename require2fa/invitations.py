@@ -36,6 +36,8 @@ EXPIRED = "This invitation has expired"
 REINVITE_LIMIT = ratelimit.Limit("member-reinvite", 5, 3600)
 # Looking at or accepting links, per client address: guessing is hopeless (256-bit tokens) and
 # this keeps it so; a person's whole way back in takes a handful.
+# Resending to every pending member at once (the members page's one action): per organization.
+RESEND_ALL_LIMIT = ratelimit.Limit("member-reinvite-all", 3, 3600)
 ACCEPT_LIMIT = ratelimit.Limit("accept-invite", 60, 900)
 # What a presented token is compared with when the member is unknown or holds no token, so that
 # every bad link costs the same work (one hash, one comparison) whatever made it bad.
@@ -298,6 +300,57 @@ async def resend(
         updated = await members.get(conn, org["id"], row["id"])
     assert updated is not None
     return updated
+
+
+async def resend_all(
+    pool: asyncpg.Pool,
+    redis: aioredis.Redis,
+    settings: Settings,
+    *,
+    org: asyncpg.Record,
+    inviter: str,
+    actor: Actor,
+) -> int:
+    """`resend` to every pending member of `org` whose link has not expired, at once: fresh
+    links, the outbox rows and the `member.reinvite` entries in one transaction. Rate limited
+    per organization (`TooMany`); how many were sent. The caller wakes the outbox."""
+    verdict = await ratelimit.hit(redis, settings.redis_namespace, RESEND_ALL_LIMIT, str(org["id"]))
+    if not verdict.allowed:
+        raise TooMany(
+            "reinvite-all-limited",
+            "The pending members were sent their emails again a short while ago; try later.",
+            retry_after=verdict.retry_after,
+        )
+    async with pool.acquire() as conn, conn.transaction():
+        rows = await members.resendable(conn, org["id"])
+        tokens = [new_token() for _ in rows]
+        hashes = [token_hash(token) for token in tokens]
+        await members.set_token_hashes(conn, [row["id"] for row in rows], hashes)
+        emails = []
+        for row, token, hashed in zip(rows, tokens, hashes, strict=True):
+            template, context = _email(settings, org, row, token, inviter)
+            emails.append(
+                outbox.Email(
+                    template=template,
+                    to=row["email"],
+                    context=context,
+                    dedupe_key=f"reinvite:{row['id']}:{hashed.hex()[:16]}",
+                    organization_id=org["id"],
+                    member_id=row["id"],
+                )
+            )
+        await outbox.enqueue_many(conn, emails)
+        await audit.record_many(
+            conn,
+            organization_id=org["id"],
+            event="member.reinvite",
+            actor=actor,
+            entries=[
+                (row["id"], {"email": row["email"], "reason": row["pending_reason"]})
+                for row in rows
+            ],
+        )
+    return len(rows)
 
 
 def _email(

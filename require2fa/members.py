@@ -26,6 +26,7 @@ Role = Literal["owner", "manager", "admin", "member", "billing"]
 ROLES: tuple[str, ...] = get_args(Role)
 MANAGERS = ("owner", "manager")
 NOT_FOUND = "The requested member does not exist."
+PENDING = MemberFilter(pending=True)  # invited or removed, not joined (again) yet
 
 
 def parse_query(text: str) -> MemberFilter:
@@ -102,11 +103,26 @@ async def get(pool: asyncpg.Pool, org_id: int, member_id: int) -> asyncpg.Record
 
 
 async def listed(
-    source: Source, org_id: int, *, where: MemberFilter, after_id: int | None, limit: int
+    source: Source,
+    org_id: int,
+    *,
+    where: MemberFilter,
+    after_id: int | None,
+    limit: int,
+    before_id: int | None = None,
 ) -> list[asyncpg.Record]:
-    """A page of the organization's members that `where` selects, by id after `after_id`."""
+    """A page of the organization's members that `where` selects, by id after `after_id` (or
+    the page just before `before_id`)."""
     async with using(source) as conn:
-        return await members.page(conn, org_id, where=where, after_id=after_id, limit=limit)
+        return await members.page(
+            conn, org_id, where=where, after_id=after_id, limit=limit, before_id=before_id
+        )
+
+
+async def counted(source: Source, org_id: int, *, where: MemberFilter) -> int:
+    """How many of the organization's members `where` selects."""
+    async with using(source) as conn:
+        return await members.count(conn, org_id, where=where)
 
 
 async def invite(

@@ -69,6 +69,7 @@ class SettingsChange:
     sso_enabled: bool | None = _setting("owner")
     scope: Scope | None = _setting("owner")  # whom it applies to (`requirement.EVERYONE`: all)
     action: str | None = _setting("owner")  # one of `compliance.ACTIONS`
+    reason: str | None = field(default=None, metadata={"who": None})  # why: in `org.edit`
 
     def __post_init__(self) -> None:
         if self.action is not None and self.action not in compliance.ACTIONS:
@@ -85,12 +86,14 @@ class SettingsChange:
     @property
     def empty(self) -> bool:
         """Whether it asks for nothing at all."""
-        return all(getattr(self, f.name) is None for f in fields(self))
+        return all(getattr(self, f.name) is None for f in fields(self) if f.metadata["who"])
 
     def who(self) -> frozenset[str]:
         """Who may make it: the `_WHO` of each setting it changes."""
         return frozenset(
-            f.metadata["who"] for f in fields(self) if getattr(self, f.name) is not None
+            f.metadata["who"]
+            for f in fields(self)
+            if f.metadata["who"] and getattr(self, f.name) is not None
         )
 
 
@@ -333,7 +336,8 @@ async def _carry_out(
     if planned.schedule in ("replace", "cancel"):
         await schedule.cancel(conn, organization_id)
         if planned.schedule == "cancel" and planned.run is None:  # not for a run now: off
-            await _audit(conn, org, actor, {"require_2fa": "to False"})
+            data = {"require_2fa": "to False", "schedule": "cancelled", **_why(planned)}
+            await _audit(conn, org, actor, data)
     if planned.schedule in ("create", "replace") and after.enforce_at is not None:
         run = await schedule.create(conn, organization_id, actor=actor, enforce_at=after.enforce_at)
         data = {"require_2fa": "to True", "enforce_at": after.enforce_at.isoformat()}
@@ -345,7 +349,7 @@ async def _carry_out(
         run = await runs.current_run(conn, organization_id) if planned.run else None
         return Change(org=org, run=run, started=False)
     if planned.run != "restart":  # turned on or off
-        await _audit(conn, org, actor, {"require_2fa": f"to {after.required}"})
+        await _audit(conn, org, actor, {"require_2fa": f"to {after.required}", **_why(planned)})
     if planned.run != "start":
         await runs.cancel_active(conn, organization_id)
     if planned.run == "cancel":
@@ -354,6 +358,10 @@ async def _carry_out(
     if run is None:  # a run left under way while it was off; let that one finish the work
         return Change(org=org, run=await runs.current_run(conn, organization_id), started=False)
     return Change(org=org, run=run, started=True)
+
+
+def _why(planned: Plan) -> dict[str, str]:
+    return {"reason": planned.change.reason} if planned.change.reason else {}
 
 
 async def _audit(

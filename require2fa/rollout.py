@@ -94,6 +94,13 @@ async def member_counts(pool: asyncpg.Pool, org_id: int) -> asyncpg.Record:
         return await counts.member_counts(conn, org_id)
 
 
+async def removed_from(pool: asyncpg.Pool, user_id: int) -> list[asyncpg.Record]:
+    """The organizations that removed the person for 2FA and that they can still rejoin (with
+    the link of their email, once they have set up a factor that meets the level)."""
+    async with pool.acquire() as conn:
+        return await members.removed_for_2fa_of(conn, user_id)
+
+
 async def deadlines(pool: asyncpg.Pool, user_id: int) -> list[asyncpg.Record]:
     """The person's organizations that will require 2FA on a date they do not meet yet."""
     async with pool.acquire() as conn:

@@ -2,7 +2,11 @@
 signing in through its identity provider (the relying party itself is `require2fa.sso`).
 
 Saving reads the provider's discovery document first (`sso.discover`: a clear `Invalid` when it
-cannot) and stores the client secret encrypted; saving and deleting are audited `org.sso-edit`.
+cannot) and stores the client secret encrypted, with the email domains it signs in (each held by
+one organization at most: another's is a `Conflict`); saving and deleting are audited
+`org.sso-edit`. The sign-in page's entry names an organization by its slug or by an email
+address at one of its domains. A domain only routes people to that identity provider: who may
+sign in is still decided at the callback.
 A sign-in's verified claims find the user already linked to (`iss`, `sub`), or, on the first
 sign-in, the member of the organization whose email the provider verified (linked, audited
 `member.sso-link`); anyone else is refused. Each sign-in records what it asserted (`amr`, `acr`,
@@ -11,6 +15,8 @@ sign-in, the member of the organization whose email the provider verified (linke
 
 from __future__ import annotations
 
+import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -21,12 +27,15 @@ from db import audit, users
 from db import sso as sso_rows
 from db.audit import Actor
 from db.pool import Source, using
-from require2fa import compliance, links, removal, sso
-from require2fa.errors import Invalid, NotAllowed, NotFound
+from require2fa import compliance, links, organizations, removal, sso
+from require2fa.errors import Conflict, Invalid, NotAllowed, NotFound
 
 OWNERS_ONLY = "Only an owner can change single sign-on."
 NOT_CONFIGURED = "This organization does not sign in through an identity provider."
 CALLBACK_PATH = "/auth/sso/callback/"
+MAX_DOMAINS = 50
+# A host name of two labels or more (`example.com`, `xn--bcher-kva.example`), lower-case.
+_DOMAIN = re.compile(r"^(?=.{3,253}$)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z0-9-]{2,63}$")
 
 
 def redirect_uri(base_url: str) -> str:
@@ -39,8 +48,26 @@ def _owner(role: str) -> None:
         raise NotAllowed("owners-only", OWNERS_ONLY)
 
 
+def email_domains(domains: Sequence[str]) -> list[str]:
+    """The email domains as stored: trimmed, lower-case, without a leading `@` or a trailing
+    dot, each once, in order. `Invalid` (field `domains`) for one that is not a host name."""
+    found: list[str] = []
+    for given in domains:
+        domain = given.strip().lower().removeprefix("@").removesuffix(".")
+        if not _DOMAIN.match(domain):
+            raise Invalid(
+                "sso-domain", f"{given.strip()[:100]!r} is not an email domain.", field="domains"
+            )
+        if domain not in found:
+            found.append(domain)
+    if len(found) > MAX_DOMAINS:
+        raise Invalid("sso-domains", f"At most {MAX_DOMAINS} email domains.", field="domains")
+    return sorted(found)
+
+
 async def get_config(source: Source, organization_id: int) -> asyncpg.Record | None:
-    """The organization's configuration row (its secret stays encrypted), or None."""
+    """The organization's configuration row (its secret stays encrypted) with its `domains`,
+    or None."""
     async with using(source) as conn:
         return await sso_rows.get_config(conn, organization_id)
 
@@ -57,14 +84,17 @@ async def save_config(
     mfa: str,
     secret_key: str,
     development: bool,
+    domains: Sequence[str] | None = None,
     http: aiohttp.ClientSession | None = None,
 ) -> asyncpg.Record:
     """Writes the organization's identity provider (owners): reads its discovery document over
-    the network, encrypts the secret (None keeps the one saved), audits `org.sso-edit`.
-    `Invalid` when the issuer cannot be used."""
+    the network, encrypts the secret (None keeps the one saved), makes `domains` the email
+    domains it signs in (None keeps the saved ones), audits `org.sso-edit`. `Invalid` when the
+    issuer or a domain cannot be used, `Conflict` when another organization lists a domain."""
     _owner(role)
     if mfa not in sso.MFA_MODES:
         raise Invalid("sso-mfa", f"mfa must be one of: {', '.join(sso.MFA_MODES)}.", field="mfa")
+    wanted = email_domains(domains) if domains is not None else None
     metadata = await sso.discover(issuer, development=development, http=http)
     issuer = sso.check_issuer(issuer, development=development)
     async with pool.acquire() as conn, conn.transaction():
@@ -75,7 +105,7 @@ async def save_config(
             encrypted = bytes(old["client_secret_encrypted"])
         else:
             encrypted = sso.encrypt_client_secret(secret_key, client_secret)
-        row = await sso_rows.save_config(
+        await sso_rows.save_config(
             conn,
             organization_id=organization_id,
             issuer=issuer,
@@ -84,14 +114,36 @@ async def save_config(
             mfa=mfa,
             metadata=metadata,
         )
+        if wanted is not None:
+            await _claim(conn, organization_id, wanted)
+        saved = await sso_rows.get_config(conn, organization_id)  # with its domains
+        assert saved is not None  # written above, in this transaction
         await audit.record(
             conn,
             organization_id=organization_id,
             event="org.sso-edit",
             actor=actor,
-            data={"issuer": issuer, "client_id": client_id, "mfa": mfa},
+            data={
+                "issuer": issuer,
+                "client_id": client_id,
+                "mfa": mfa,
+                "domains": list(saved["domains"]),
+            },
         )
-    return row
+    return saved
+
+
+async def _claim(conn: asyncpg.Connection, organization_id: int, domains: list[str]) -> None:
+    taken = await sso_rows.claim_domains(conn, organization_id=organization_id, domains=domains)
+    if taken:
+        which = ", ".join(taken)
+        sentence = (
+            f"The email domain {which} is already used by another organization's single sign-on."
+            if len(taken) == 1
+            else f"The email domains {which} are already used by other organizations' single"
+            " sign-on."
+        )
+        raise Conflict("sso-domain-taken", sentence, field="domains", summary=sentence)
 
 
 async def delete_config(
@@ -130,6 +182,36 @@ async def provider(source: Source, slug: str, *, secret_key: str) -> Provider:
         row = await sso_rows.config_by_slug(conn, slug)
     if row is None:
         raise NotFound("sso-not-configured", NOT_CONFIGURED)
+    return _provider(row, secret_key)
+
+
+async def provider_for_entry(source: Source, entry: str, *, secret_key: str) -> Provider | None:
+    """The identity provider the sign-in page's entry names: an organization's slug, or an email
+    address at a domain an organization lists. None when the entry is neither (the page asks
+    again); `NotFound` when no organization answers to it."""
+    entry = entry.strip().lower()
+    if "@" not in entry:
+        return (
+            await provider(source, entry, secret_key=secret_key)
+            if re.match(organizations.SLUG, entry)
+            else None
+        )
+    domain = entry.rpartition("@")[2].removesuffix(".")
+    if len(entry) > 320 or not _DOMAIN.match(domain):
+        return None
+    async with using(source) as conn:
+        row = await sso_rows.config_by_domain(conn, domain)
+    if row is None:
+        raise NotFound(
+            "sso-domain-unknown",
+            f"No organization signs in {domain} addresses through its identity provider. Enter"
+            " your organization's name as it appears in its address, or sign in with your"
+            " password.",
+        )
+    return _provider(row, secret_key)
+
+
+def _provider(row: asyncpg.Record, secret_key: str) -> Provider:
     config = sso.Config(
         issuer=row["issuer"],
         client_id=row["client_id"],

@@ -10,11 +10,12 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 from api import org_actions
 from api.access import MANAGERS, OrgAccess, member_id, org_access
 from api.auth import actor
+from api.bodies import InviteIn
 from api.connection import connection, request_pool
 from api.errors import api_error, parse_body
 from api.jsonio import json_response
 from api.keys import REDIS, SETTINGS
-from api.limits import Email, MemberSettings, TeamSlugs
+from api.limits import MemberSettings, TeamSlugs
 from api.pagination import link_header, page_args, split_page
 from api.serializers import serialize_member
 from api.shapes import FactorType, Reset2fa
@@ -22,12 +23,6 @@ from require2fa import caps, members
 from require2fa.errors import Invalid
 
 Role = members.Role
-
-
-class InviteIn(BaseModel):
-    email: Email
-    role: Role = "member"
-    teams: TeamSlugs = Field(default_factory=list)
 
 
 class ExemptionIn(BaseModel):

@@ -27,8 +27,8 @@ async def get_sso(request: web.Request) -> web.Response:
 
 
 async def put_sso(request: web.Request) -> web.Response:
-    """Saves the identity provider (owners; sudo) after reading its discovery document; audits
-    `org.sso-edit`."""
+    """Saves the identity provider (owners; sudo) after reading its discovery document, with its
+    email domains (409 when another organization lists one); audits `org.sso-edit`."""
     access = await org_access(request)
     body = await parse_body(request, SsoIn)
     row = await org_actions.save_sso(
@@ -38,6 +38,7 @@ async def put_sso(request: web.Request) -> web.Response:
         client_id=body.client_id,
         client_secret=body.client_secret,
         mfa=body.mfa,
+        domains=body.domains,
     )
     return json_response(serialize_sso_config(row, base_url=request.app[SETTINGS].base_url))
 

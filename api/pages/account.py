@@ -26,7 +26,16 @@ from api.pages.base import (
     signed_in,
 )
 from api.sessions import SESSION_ID
-from require2fa import accounts, compliance, enrollment, factors, security_keys, sms, totp
+from require2fa import (
+    accounts,
+    compliance,
+    devices,
+    enrollment,
+    factors,
+    security_keys,
+    sms,
+    totp,
+)
 from require2fa.errors import DomainError
 
 KINDS = {
@@ -91,6 +100,7 @@ async def _security(
         recovery_file=RECOVERY_FILE,
         join_step=join_step,
         sessions=signed_in_at,
+        device_name=devices.device_name,
         current_session=request.get(SESSION_ID),
     )
 

@@ -17,7 +17,7 @@ from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote, unquote, urlsplit
+from urllib.parse import parse_qsl, quote, unquote, urlencode, urlsplit
 
 import jinja2
 from aiohttp import web
@@ -279,3 +279,33 @@ async def org_page(request: web.Request, *, roles: tuple[str, ...] | None = None
     the API's 404, 401 `2fa-required` and 403, as pages)."""
     await signed_in(request)
     return await org_access(request, roles=roles)
+
+
+# --- After a form: Post/Redirect/Get with a notice ----------------------------------------
+
+_NOTICE = "notice"
+
+
+async def redirect_with_notice(
+    location: str, request: web.Request, notice: str
+) -> web.HTTPSeeOther:
+    """A redirect to `location` (a path of this site) that shows `notice` there once: the
+    notice waits in the session until the next page of this person takes it."""
+    session = await get_session(request)
+    session[_NOTICE] = notice[:500]
+    return web.HTTPSeeOther(location)
+
+
+async def take_notice(request: web.Request) -> str | None:
+    """The notice a redirect left for this page (once), if any."""
+    session = await get_session(request)
+    notice = session.pop(_NOTICE, None)
+    return notice if isinstance(notice, str) else None
+
+
+def kept_query(text: str, keys: tuple[str, ...]) -> str:
+    """`?a=b` of the query string `text` (a form's `back` field) with only `keys` kept, re-encoded,
+    so that a redirect returns to the same filtered page and nowhere else; "" when none."""
+    pairs = parse_qsl(text[:1000].lstrip("?"))
+    kept = [(key, value[:200]) for key, value in pairs if key in keys]
+    return f"?{urlencode(kept)}" if kept else ""

@@ -23,12 +23,22 @@ from require2fa.errors import Conflict, Invalid
 
 @html_errors
 async def home_page(request: web.Request) -> web.StreamResponse:
-    """Signed out: what this is, and the ways in. Signed in: your organizations."""
+    """Signed out: what this is, and the ways in. Signed in: your organizations, and those that
+    removed you for 2FA with what to do to get back in."""
     auth = await authenticate(request)
     if auth is None or auth.half_signed_in or auth.token_id is not None:
-        return await render(request, "home.html", orgs=None)
-    orgs = await organizations_domain.of_user(await request_pool(request), auth.user_id)
-    return await render(request, "home.html", orgs=orgs)
+        return await render(request, "home.html", orgs=None, removed=[])
+    pool = await request_pool(request)
+    orgs = await organizations_domain.of_user(pool, auth.user_id)
+    removed = await rollout.removed_from(pool, auth.user_id)
+    return await render(
+        request,
+        "home.html",
+        orgs=orgs,
+        removed=removed,
+        has2fa=auth.user["has2fa"],
+        needs={row["org_slug"]: compliance.needs(row["require_2fa_level"]) for row in removed},
+    )
 
 
 @html_errors

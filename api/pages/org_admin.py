@@ -1,7 +1,9 @@
-"""An organization's admin pages: Security & Privacy (the require-2FA switch and its run's
-progress, and the webhooks) and the audit log. The members pages are `api.pages.org_members`.
+"""An organization's Security & Privacy page: the require-2FA switch with its confirm steps,
+its run's progress, and reminders. The members pages are `api.pages.org_members`, the runs
+`api.pages.org_runs`, the audit log `api.pages.org_audit`, the webhooks
+`api.pages.org_webhooks`.
 
-They call what the API calls (`organization_settings.apply_change` and `webhooks` through
+They call what the API calls (`organization_settings.apply_change` through
 `api.org_actions`, `api.access.org_access`, `require2fa.audit_log`), and read the settings form
 with the API's own parser (`api.bodies.OrganizationUpdate`), so a page allows, refuses and writes
 exactly what the matching API call does. The plumbing (rendering, HTML errors, the
@@ -10,6 +12,7 @@ same-origin check on forms) is `api.pages.base`'.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import UTC, datetime
 
 import asyncpg
@@ -22,18 +25,24 @@ from api.auth import actor
 from api.bodies import OrganizationUpdate
 from api.connection import request_pool
 from api.dispatch import send_reminders
-from api.errors import path_id, status_of
-from api.jsonio import plain
+from api.errors import status_of
 from api.keys import SETTINGS
-from api.pages.base import html_errors, org_page, org_url, read_form, render, shown_here
-from api.serializers import serialize_entry, serialize_webhook
-from require2fa import audit_log, organization_settings, organizations, reauth, rollout, webhooks
+from api.pages.base import (
+    html_errors,
+    org_page,
+    org_url,
+    read_form,
+    redirect_with_notice,
+    render,
+    shown_here,
+    take_notice,
+)
+from require2fa import organization_settings, organizations, reauth, rollout
 from require2fa.errors import DomainError, Invalid
 from require2fa.members import ROLES
 from require2fa.organization_settings import SettingsChange
 from require2fa.requirement import Scope
 
-PER_PAGE = 50
 PREVIEW = 10  # members named in the confirm dialog; the rest are a link away
 LEVEL_LABELS = {
     "any": "Any second factor (app, key or phone)",
@@ -62,19 +71,15 @@ async def _settings(
     confirm: int | None = None,
     notice: str | None = None,
     preview: list[asyncpg.Record] | None = None,
-    created: webhooks.Created | None = None,
-    webhook_error: str | None = None,
-    webhook_form: dict[str, object] | None = None,
     confirm_level: str | None = None,
     turning_on: bool = True,
+    confirm_off: bool = False,
     carried: list[tuple[str, str]] | None = None,
 ) -> web.Response:
     org = access.org
-    run, emails, blocked, hooks = None, (0, 0), None, []
+    run, emails, blocked = None, (0, 0), None
     pool = await request_pool(request)
     orgs = await organizations.of_user(pool, access.auth.user_id)
-    if access.role == "owner":
-        hooks = plain([serialize_webhook(row) for row in await webhooks.listed(pool, org["id"])])
     if access.role in MANAGERS:
         current = await rollout.current_run(pool, org["id"])
         if current is not None:
@@ -103,7 +108,8 @@ async def _settings(
         blocked_2fa=blocked == organization_settings.NEEDS_PERSONAL_2FA,
         confirm=confirm,
         preview=preview or [],
-        notice=notice,
+        notice=notice or (None if error else await take_notice(request)),
+        confirm_off=confirm_off,
         can_remind=access.role in MANAGERS,
         confirm_level=confirm_level or org["require_2fa_level"],
         turning_on=turning_on,
@@ -111,12 +117,6 @@ async def _settings(
         run=run,
         emails=emails,
         window_days=request.app[SETTINGS].reinstatement_window.days,
-        webhooks=hooks,
-        webhook_events=audit_log.EVENTS,
-        created=plain(serialize_webhook(created.webhook)) if created else None,
-        secret=created.secret if created else None,
-        webhook_error=webhook_error,
-        webhook_form=webhook_form or {"url": "", "events": [], "scope": "all"},
         policy=await _policy(pool, org),
         carried=carried or [],
     )
@@ -143,9 +143,10 @@ _POLICY_FIELDS = ("require2FAAction", "scopeWho", "scopeRole-", "scopeTeam-")
 @html_errors
 async def settings_page(request: web.Request) -> web.StreamResponse:
     """The require-2FA switch (owners). Turning it on first answers a confirm dialog with the
-    number of members it would remove; confirmed, it goes through
+    number of members it would remove; turning it off (or cancelling a schedule) asks first
+    too, with an optional reason for the audit log. Confirmed, it goes through
     `organization_settings.apply_change` (the run, `org.edit`, the coordinator) and comes back
-    here to the run's progress."""
+    here with a notice saying what changed."""
     form = await read_form(request) if request.method == "POST" else None
     access = await org_page(request)
     if form is None:
@@ -158,12 +159,15 @@ async def settings_page(request: web.Request) -> web.StreamResponse:
         return await _settings(request, access, status=400, error=bad.detail)
     try:
         planned = organization_settings.plan(access.org, change)
-        if planned.confirm and form.get("confirmed") != "yes":
+        turning_off = planned.run == "cancel" or planned.schedule == "cancel"
+        if (planned.confirm or turning_off) and form.get("confirmed") != "yes":
             pool = await request_pool(request)
             who = actor(request, access.auth)
             planned = await organization_settings.precheck(
                 pool, access.org, change, actor=who, role=access.role
             )
+            if turning_off:
+                return await _settings(request, access, confirm_off=True)
             # The count and the first names that `2fa-compliance` answers, at the level being
             # chosen (the acting owner left out).
             found = await organization_settings.would_remove(
@@ -183,7 +187,36 @@ async def settings_page(request: web.Request) -> web.StreamResponse:
         if refused.code == reauth.REQUIRED_CODE or not shown_here(refused):
             raise  # the page asks for the password or a code, then goes on; or an error page
         return await _settings(request, access, status=status_of(refused), error=refused.detail)
-    raise web.HTTPSeeOther(org_url(access, "settings/"))
+    notice = _notice(planned)
+    raise await redirect_with_notice(org_url(access, "settings/"), request, notice)
+
+
+def _notice(planned: organization_settings.Plan) -> str:
+    """What the settings page says once a change went through."""
+    after = planned.after
+    if planned.schedule in ("create", "replace") and after.enforce_at is not None:
+        return (
+            "Two-factor authentication will be required from"
+            f" {after.enforce_at.astimezone(UTC):%Y-%m-%d %H:%M} UTC."
+        )
+    if planned.run == "start":
+        return (
+            "Two-factor authentication is now required. Members without it are being removed"
+            " and emailed a link back; follow the run below."
+        )
+    if planned.run == "cancel":
+        return (
+            "Two-factor authentication is no longer required. Members removed so far stay"
+            " pending and can rejoin with their link."
+        )
+    if planned.schedule == "cancel":
+        return "The scheduled requirement was cancelled: nobody will be removed."
+    level = f" The level is now: {LEVEL_LABELS[after.level]}."
+    if planned.run == "restart":
+        return "The requirement was tightened: members are checked again." + level
+    if planned.edits:
+        return "The requirement's settings were saved." + level
+    return "Nothing changed."
 
 
 def _settings_change(form: dict[str, str]) -> SettingsChange:
@@ -217,7 +250,8 @@ def _settings_change(form: dict[str, str]) -> SettingsChange:
     change = body.change()
     if change.empty:
         raise ValueError(FORM_ERRORS["require2FA"])
-    return change
+    reason = form.get("reason", "").strip()[:500]
+    return replace(change, reason=reason) if reason and choice == "off" else change
 
 
 @html_errors
@@ -244,62 +278,3 @@ def _enforce_at(value: str) -> datetime | None:
     except ValueError:
         return None
     return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment
-
-
-# --- Webhooks ---------------------------------------------------------------------------------
-
-
-@html_errors
-async def webhook_create_page(request: web.Request) -> web.StreamResponse:
-    """Subscribes a URL from the settings page through the API's `create` (owners; the URL's
-    checks, `webhook.create`); answers the page with the secret shown this once."""
-    form = await read_form(request)
-    access = await org_page(request, roles=("owner",))
-    chosen = [e for e in (await request.post()).getall("events", []) if isinstance(e, str)]
-    events = chosen if form.get("scope") == "some" else ["*"]
-    url = form.get("url", "")
-    try:
-        created = await org_actions.create_webhook(request, access, url=url, events=events)
-    except Invalid as refused:
-        return await _settings(
-            request,
-            access,
-            status=400,
-            webhook_error=refused.detail,
-            webhook_form={"url": url[:2048], "events": chosen, "scope": form.get("scope")},
-        )
-    return await _settings(request, access, status=201, created=created)
-
-
-@html_errors
-async def webhook_delete_page(request: web.Request) -> web.StreamResponse:
-    """Deletes a webhook through the API's `delete` (owners; `webhook.delete`)."""
-    await read_form(request)
-    access = await org_page(request, roles=("owner",))
-    webhook_id = path_id(request, "webhook_id", not_found=webhooks.NOT_FOUND)
-    await org_actions.delete_webhook(request, access, webhook_id)
-    raise web.HTTPSeeOther(org_url(access, "settings/") + "#webhooks")
-
-
-# --- Audit log --------------------------------------------------------------------------------
-
-
-@html_errors
-async def audit_log_page(request: web.Request) -> web.StreamResponse:
-    """The audit log, newest first, of one event or all; cursor paging (owners, managers)."""
-    access = await org_page(request, roles=MANAGERS)
-    found = await org_actions.audit_page(request, access, per_page=PER_PAGE)
-    orgs = await organizations.of_user(await request_pool(request), access.auth.user_id)
-    return await render(
-        request,
-        "audit_log.html",
-        org=access.org,
-        role=access.role,
-        orgs=orgs,
-        section="audit",
-        entries=plain([serialize_entry(row) for row in found.rows]),
-        options=audit_log.EVENTS,
-        event=found.event,
-        cursor=found.cursor,
-        next_cursor=found.next_cursor,
-    )

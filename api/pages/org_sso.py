@@ -1,11 +1,13 @@
 """An organization's single sign-on settings page (`/organizations/{org}/settings/sso/`): the
-identity provider's issuer, client id and secret, the `mfa` mode, and the redirect URI to paste
-into the provider. It saves and deletes through what the API calls (`api.org_actions.save_sso`,
-`delete_sso`: owners, with the inline re-authentication step), so the page refuses and audits
-exactly what `PUT|DELETE organizations/{org}/sso/` do."""
+identity provider's issuer, client id and secret, the `mfa` mode, the email domains whose
+addresses the sign-in page leads to it, and the redirect URI to paste into the provider. It
+saves and deletes through what the API calls (`api.org_actions.save_sso`, `delete_sso`: owners,
+with the inline re-authentication step), so the page refuses and audits exactly what
+`PUT|DELETE organizations/{org}/sso/` do."""
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from aiohttp import web
@@ -21,8 +23,9 @@ from api.keys import SETTINGS
 from api.pages.base import html_errors, org_page, org_url, read_form, render
 from api.serializers import serialize_sso_config
 from require2fa import organizations, single_sign_on
-from require2fa.errors import Invalid, NotAllowed
+from require2fa.errors import Conflict, Invalid, NotAllowed
 
+DOMAIN_SEPARATORS = re.compile(r"[\s,;]+")
 MFA_LABELS = {
     "local": "Members set up their own second factor here",
     "idp": "The identity provider's MFA counts (its sign-in asserts it, within 30 days)",
@@ -42,6 +45,8 @@ async def _page(
     base_url = request.app[SETTINGS].base_url
     row = await single_sign_on.get_config(pool, access.org["id"])
     config = plain(serialize_sso_config(row, base_url=base_url)) if row is not None else None
+    if form is None and config is not None:
+        form = {**config, "domains": ", ".join(config["domains"])}
     return await render(
         request,
         "sso_settings.html",
@@ -51,7 +56,7 @@ async def _page(
         orgs=await organizations.of_user(pool, access.auth.user_id),
         section="settings",
         config=config,
-        form=form or config or {"issuer": "", "clientId": "", "mfa": "local"},
+        form=form or {"issuer": "", "clientId": "", "mfa": "local", "domains": ""},
         redirect_uri=single_sign_on.redirect_uri(base_url),
         modes=MFA_LABELS,
         error=error,
@@ -67,13 +72,15 @@ async def sso_settings_page(request: web.Request) -> web.StreamResponse:
     access = await org_page(request, roles=MANAGERS)
     if form is None:
         return await _page(request, access)
-    shown = {key: form.get(key, "")[:500] for key in ("issuer", "clientId", "mfa")}
+    shown = {key: form.get(key, "")[:2000] for key in ("issuer", "clientId", "mfa", "domains")}
     try:
         body = SsoIn(
             issuer=form.get("issuer", ""),
             clientId=form.get("clientId", ""),
             clientSecret=form.get("clientSecret") or None,
             mfa=form.get("mfa", "local"),  # type: ignore[arg-type]
+            # Separated by commas, spaces or lines; an empty field lists none.
+            domains=[d for d in DOMAIN_SEPARATORS.split(form.get("domains", "")) if d],
         )
     except ValidationError:
         return await _page(
@@ -91,8 +98,9 @@ async def sso_settings_page(request: web.Request) -> web.StreamResponse:
             client_id=body.client_id,
             client_secret=body.client_secret,
             mfa=body.mfa,
+            domains=body.domains,
         )
-    except (Invalid, NotAllowed) as refused:
+    except (Conflict, Invalid, NotAllowed) as refused:
         return await _page(
             request, access, status=status_of(refused), error=refused.detail, form=shown
         )

@@ -28,16 +28,16 @@ SIGNED_IN_KEY = "sso"  # what the provider asserted at this session's sign-in
 
 @html_errors
 async def sso_choose_page(request: web.Request) -> web.StreamResponse:
-    """The sign-in page's "identity provider" form: a page naming the organization, with the
-    link that starts its sign-in (a link, not a redirect: the form's `form-action 'self'` would
-    stop the browser at the provider's address). 404 page without a provider."""
-    slug = request.query.get("org", "").strip().lower()
-    if not slug or len(slug) > 50 or not slug.replace("-", "").isalnum():
-        raise web.HTTPSeeOther(LOGIN)
+    """The sign-in page's "identity provider" form (an organization's slug, or an email address
+    at a domain it lists): a page naming the organization, with the link that starts its
+    sign-in (a link, not a redirect: the form's `form-action 'self'` would stop the browser at
+    the provider's address). 404 page without a provider."""
     async with connection(request) as conn:
-        found = await single_sign_on.provider(
-            conn, slug, secret_key=request.app[SETTINGS].secret_key
+        found = await single_sign_on.provider_for_entry(
+            conn, request.query.get("org", ""), secret_key=request.app[SETTINGS].secret_key
         )
+    if found is None:
+        raise web.HTTPSeeOther(LOGIN)
     return await render(
         request, "sso_continue.html", org_name=found.org_name, start=f"/auth/sso/{found.org_slug}/"
     )

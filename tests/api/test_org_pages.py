@@ -136,7 +136,7 @@ async def test_members_page_shows_2fa_and_pending_and_a_manager_resends(
 
     before = await outbox_rows()
     resent = await client.post(f"{MEMBERS}{alice_id}/resend/", allow_redirects=False)
-    assert resent.status == 303 and resent.headers["Location"] == f"{MEMBERS}?resent={alice_id}"
+    assert resent.status == 303 and resent.headers["Location"] == MEMBERS
     assert await outbox_rows() == before + 1
     page = await (await client.get(resent.headers["Location"])).text()
     assert "The email was sent again to alice@example.com." in page
@@ -226,3 +226,35 @@ async def test_admin_forms_from_another_site_are_refused(client, pool, settings)
     await client.post("/auth/logout/")
     away = await client.get(MEMBERS, allow_redirects=False)
     assert away.status == 303 and away.headers["Location"] == f"/auth/login/?next={MEMBERS}"
+
+
+async def test_turning_it_off_asks_first_keeps_the_reason_and_each_change_says_so(
+    client, pool
+) -> None:
+    await owner_and_org(pool, "acme", "owner@example.com")
+    await signed_in(client, "owner@example.com")
+    await enroll_totp(client)
+
+    on = await client.post(SETTINGS, data={"require2FA": "on", "confirmed": "yes"})
+    assert "Two-factor authentication is now required." in await on.text()
+    page = await (await client.get(SETTINGS)).text()
+    assert "is now required" not in page  # the notice is shown once
+
+    asked = await client.post(SETTINGS, data={"require2FA": "off"})
+    text = await asked.text()
+    assert asked.status == 200 and "Turn off the requirement?" in text
+    assert 'name="reason"' in text and 'name="confirmed" value="yes"' in text
+    assert 'http-equiv="refresh"' not in text  # the dialog stays while the run is under way
+    async with pool.acquire() as conn:
+        assert await conn.fetchval("select require_2fa from organizations")
+
+    off = await client.post(
+        SETTINGS, data={"require2FA": "off", "confirmed": "yes", "reason": "Rolling out later"}
+    )
+    assert "Two-factor authentication is no longer required." in await off.text()
+    async with pool.acquire() as conn:
+        assert not await conn.fetchval("select require_2fa from organizations")
+        data = await conn.fetchval(
+            "select data from audit_log where event = 'org.edit' order by id desc limit 1"
+        )
+    assert data == {"require_2fa": "to False", "reason": "Rolling out later"}

@@ -267,7 +267,7 @@ async def test_two_creations_at_once_cannot_both_pass_the_cap(pool, owner, setti
         assert await conn.fetchval("select count(*) from webhooks") == webhooks.MAX_WEBHOOKS
 
 
-async def test_the_settings_page_shows_a_webhook_turned_off(client, pool, owner) -> None:
+async def test_the_webhooks_page_shows_a_webhook_turned_off(client, pool, owner) -> None:
     from tests.factories import add_member, sign_in
 
     hook = await _create(client, owner, "https://hooks.example.com/off")
@@ -277,7 +277,7 @@ async def test_the_settings_page_shows_a_webhook_turned_off(client, pool, owner)
     other = await create_user(pool, "second@acme.test")
     await add_member(pool, owner["org"]["id"], other, role="owner")
     assert (await sign_in(client, "second@acme.test")).status == 200
-    page = await (await client.get("/organizations/acme/settings/")).text()
-    rows = {url: page.split(url, 1)[1].split("</tr>", 1)[0] for url in ("/off", "/on")}
+    page = await (await client.get("/organizations/acme/webhooks/")).text()
+    rows = {url: page.split(url, 1)[1].split("</section>", 1)[0] for url in ("/off", "/on")}
     assert "inactive: nothing is sent" in rows["/off"]
     assert "Active" in rows["/on"] and "inactive" not in rows["/on"]

@@ -25,6 +25,7 @@ from tests.webhook_receiver import Answer, Receiver
 
 HOOKS = "/api/0/organizations/acme/webhooks/"
 SETTINGS = "/organizations/acme/settings/"
+PAGE = "/organizations/acme/webhooks/"
 
 
 @pytest.fixture
@@ -280,10 +281,10 @@ async def test_a_public_https_address_is_accepted_outside_development(
     assert answer.status == 201, await answer.text()
 
 
-# --- The settings page ------------------------------------------------------------------------
+# --- The webhooks page ------------------------------------------------------------------------
 
 
-async def test_the_settings_page_adds_lists_and_deletes_webhooks(
+async def test_the_webhooks_page_adds_lists_and_deletes_webhooks(
     client, pool, owner, settings
 ) -> None:
     # The factory's TOTP factor has no usable secret: a second owner without 2FA signs in.
@@ -291,12 +292,12 @@ async def test_the_settings_page_adds_lists_and_deletes_webhooks(
     await add_member(pool, owner["org"]["id"], other, role="owner")
     assert (await sign_in(client, "second@acme.test")).status == 200
 
-    page = await (await client.get(SETTINGS)).text()
+    page = await (await client.get(PAGE)).text()
     assert 'id="webhooks"' in page and "No webhooks yet." in page
     assert "<script" not in page and not re.search(r"\son[a-z]+=", page)
 
     added = await client.post(
-        f"{SETTINGS}webhooks/",
+        PAGE,
         data={"url": "https://hooks.example.com/a", "scope": "some", "events": ["member.pending"]},
     )
     text = await added.text()
@@ -308,15 +309,15 @@ async def test_the_settings_page_adds_lists_and_deletes_webhooks(
     assert list(row["events"]) == ["member.pending"]
     assert webhooks.decrypt_secret(row["secret_encrypted"], settings.secret_key) == secret.group(1)
 
-    page = await (await client.get(SETTINGS)).text()
+    page = await (await client.get(PAGE)).text()
     assert "https://hooks.example.com/a" in page and secret.group(1) not in page
 
-    refused = await client.post(f"{SETTINGS}webhooks/", data={"url": "ftp://x/", "scope": "all"})
+    refused = await client.post(PAGE, data={"url": "ftp://x/", "scope": "all"})
     assert refused.status == 400 and "https://" in await refused.text()
 
-    deleted = await client.post(f"{SETTINGS}webhooks/{row['id']}/delete/", allow_redirects=False)
+    deleted = await client.post(f"{PAGE}{row['id']}/delete/", allow_redirects=False)
     assert deleted.status == 303
-    page = await (await client.get(SETTINGS)).text()
+    page = await (await client.get(PAGE)).text()
     assert "No webhooks yet." in page
 
 
@@ -324,9 +325,8 @@ async def test_the_webhooks_section_is_for_owners(client, pool, owner) -> None:
     manager = await create_user(pool, "manager@acme.test")
     await add_member(pool, owner["org"]["id"], manager, role="manager")
     assert (await sign_in(client, "manager@acme.test")).status == 200
+    assert (await client.get(PAGE)).status == 403
     page = await (await client.get(SETTINGS)).text()
-    assert 'id="webhooks"' not in page
-    refused = await client.post(
-        f"{SETTINGS}webhooks/", data={"url": "https://hooks.example.com/", "scope": "all"}
-    )
+    assert "/organizations/acme/webhooks/" not in page
+    refused = await client.post(PAGE, data={"url": "https://hooks.example.com/", "scope": "all"})
     assert refused.status == 403

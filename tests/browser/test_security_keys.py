@@ -88,7 +88,7 @@ async def sign_in_with_password(page, base: str, email: str) -> None:
     await page.goto(base + "/auth/login/")
     await page.get_by_label("Email").fill(email)
     await page.get_by_label("Password").fill(PASSWORD)
-    await page.get_by_role("button", name="Sign in").click()
+    await page.get_by_role("button", name="Sign in", exact=True).click()
 
 
 async def test_a_passkey_added_on_the_security_page_signs_in(
@@ -210,7 +210,7 @@ async def test_at_phishing_resistant_an_app_only_member_comes_back_with_a_key(
     await page.get_by_role("link", name="Sign in").last.click()
     await page.get_by_label("Email").fill("alice@example.com")
     await page.get_by_label("Password").fill(PASSWORD)
-    await page.get_by_role("button", name="Sign in").click()
+    await page.get_by_role("button", name="Sign in", exact=True).click()
     await page.get_by_label("Code").fill(pyotp.TOTP(secret).now())
     await page.get_by_role("button", name="Verify").click()
     await page.wait_for_url(base + urlsplit(link.group(1)).path)

@@ -24,7 +24,6 @@ import pytest
 from commands import devstack
 from db import users
 from db.migrate import migrate
-from db.planning import PLAN_LOCK
 from db.pool import create_pool
 from jobs import email as email_jobs
 from jobs.mail import slots
@@ -109,11 +108,11 @@ async def test_workers_killed_in_planning_removal_and_delivery(
     stack = make_stack(kind)
     deployment = stack.deployment
     org = await big_org(pool, settings, members, ENROLLED)
-    deployment.clock()
-    workers = [deployment.worker(), deployment.worker()]
+    # Turned on before any worker runs: the run waits, queued, for the first worker's listener.
     run_id = await turn_on(pool, org)
     started = time.monotonic()
     kills: list[str] = []
+    workers: list[object] = []
 
     async def kill_the_waiting_one(what: str, blocker: int) -> None:
         backend = await wait_for_lock_wait(pool, blocker)
@@ -134,21 +133,30 @@ async def test_workers_killed_in_planning_removal_and_delivery(
         await user_holder.execute("select 1 from users where id = $1 for update", user_id)
         user_blocker = await user_holder.fetchval("select pg_backend_pid()")
 
-        # 1. Planning: the coordinator waits for the run's plan lock, held here, inside its
-        # transaction; its worker is killed there.
+        # 1. Planning: the run's first batch row is written here, uncommitted, so that the
+        # coordinator's insert of the batches waits for it inside the planning transaction
+        # (the workers start now; a listener's first look coordinates the queued run); its
+        # worker is killed there.
         holder = await pool.acquire()
         try:
             async with holder.transaction():
                 await holder.execute(
-                    "select pg_advisory_xact_lock($1, $2)", PLAN_LOCK, run_id % 2**31
+                    """insert into enforcement_batches
+                           (run_id, batch_no, first_member_id, last_member_id)
+                       values ($1, 0, 0, 0)""",
+                    run_id,
                 )
-                stack.send("enforcement.coordinate", "enforcement", run_id)
+                deployment.clock()
+                workers.extend([deployment.worker(), deployment.worker()])
                 await kill_the_waiting_one(
                     "planning", await holder.fetchval("select pg_backend_pid()")
                 )
-                # Nothing of the killed planning stayed (checked while the plan lock still
-                # holds off the coordinator that RabbitMQ hands to the other worker at once).
+                # Nothing of the killed planning stayed (checked while the row still holds off
+                # the coordinator that RabbitMQ hands to the other worker at once).
                 assert (await run_status(pool, run_id))["status"] == "queued"
+                raise _RolledBack  # the row goes: the planning that comes next writes its own
+        except _RolledBack:
+            pass
         finally:
             await pool.release(holder)
 
@@ -183,6 +191,10 @@ async def test_workers_killed_in_planning_removal_and_delivery(
         delivery_stood_still_seconds=round(stack.sink.largest_gap_after(killed_at), 1),
     )
     assert result["duplicate_emails"] <= PER_PROCESS
+
+
+class _RolledBack(Exception):
+    """Leaves a `transaction()` block by rolling it back."""
 
 
 async def middle_user(pool: asyncpg.Pool, org) -> int:

@@ -174,7 +174,8 @@ async def test_the_settings_page_asks_before_cancelling_a_schedule(client, pool)
     )
     assert scheduled.status == 200, await scheduled.text()
     await age_reauthentication(pool)
-    asked = await client.post("/organizations/acme/settings/", data={"require2FA": "off"})
+    off = {"require2FA": "off", "confirmed": "yes"}  # past the page's own confirm step
+    asked = await client.post("/organizations/acme/settings/", data=off)
     assert asked.status == 401 and "Confirm it is you" in await asked.text()
     async with pool.acquire() as conn:
         assert await conn.fetchval("select status from enforcement_runs") == "scheduled"
@@ -207,19 +208,20 @@ async def test_the_settings_page_asks_inline_and_continues(client, pool) -> None
         await conn.execute("update organizations set require_2fa = true where id = $1", org["id"])
     await age_reauthentication(pool)
     page_url = "/organizations/acme/settings/"
-    asked = await client.post(page_url, data={"require2FA": "off"})
+    off = {"require2FA": "off", "confirmed": "yes"}  # past the page's own confirm step
+    asked = await client.post(page_url, data=off)
     page = await asked.text()
     assert asked.status == 401 and "Confirm it is you" in page
     assert 'name="require2FA" value="off"' in page and 'name="sudo_password"' in page
     assert 'name="sudo_otp"' in page
 
-    wrong = await client.post(page_url, data={"require2FA": "off", "sudo_password": "nope"})
+    wrong = await client.post(page_url, data={**off, "sudo_password": "nope"})
     assert wrong.status == 401 and "Invalid password." in await wrong.text()
     async with pool.acquire() as conn:
         assert await conn.fetchval("select require_2fa from organizations")
 
     done = await client.post(
-        page_url, data={"require2FA": "off", "sudo_password": PASSWORD}, allow_redirects=False
+        page_url, data={**off, "sudo_password": PASSWORD}, allow_redirects=False
     )
     assert done.status == 303, await done.text()
     async with pool.acquire() as conn:

@@ -1,0 +1,168 @@
+"""The members page as an owner runs the organization from it: invite, change a role, remove,
+resend to every pending member, the total and pages both ways, each action back on the same
+filtered page with a notice."""
+
+from __future__ import annotations
+
+from tests.factories import add_member, create_org, create_user, remove_for_2fa, sign_in
+
+MEMBERS = "/organizations/acme/members/"
+
+
+async def owner_signed_in(client, pool):
+    owner = await create_user(pool, "owner@example.com")
+    org = await create_org(pool, "acme", owner["id"], teams=("backend", "web"))
+    response = await sign_in(client, "owner@example.com")
+    assert response.status == 200
+    return org
+
+
+async def test_invite_change_role_and_remove_come_back_to_the_same_page(client, pool) -> None:
+    org = await owner_signed_in(client, pool)
+    back = "query=is%3Apending&per_page=5"
+    invited = await client.post(
+        f"{MEMBERS}invite/",
+        data={
+            "email": "New@Example.com",
+            "role": "admin",
+            "teams": ["backend", "web"],
+            "back": back,
+        },
+        allow_redirects=False,
+    )
+    assert invited.status == 303 and invited.headers["Location"] == f"{MEMBERS}?query=is:pending"
+    page = await (await client.get(invited.headers["Location"])).text()
+    assert "new@example.com was invited as admin and emailed a link to join." in page
+    assert "pending: invited" in page and "backend, web" in page
+    again = await (await client.get(invited.headers["Location"])).text()
+    assert "was invited" not in again  # a notice is shown once
+    async with pool.acquire() as conn:
+        new_id = await conn.fetchval("select id from members where email = 'new@example.com'")
+        assert (
+            await conn.fetchval(
+                "select count(*) from email_outbox where template = 'invite' and member_id = $1",
+                new_id,
+            )
+            == 1
+        )
+        assert (
+            await conn.fetchval("select count(*) from audit_log where event = 'member.invite'") == 1
+        )
+
+    twice = await client.post(
+        f"{MEMBERS}invite/", data={"email": "new@example.com", "role": "member"}
+    )
+    assert twice.status == 409 and "already a member or invited" in await twice.text()
+    bad = await client.post(f"{MEMBERS}invite/", data={"email": "not an email", "role": "member"})
+    assert bad.status == 400 and "Enter an email address." in await bad.text()
+
+    alice = await create_user(pool, "alice@example.com")
+    alice_id = await add_member(pool, org["id"], alice)
+    changed = await client.post(
+        f"{MEMBERS}{alice_id}/role/", data={"role": "manager", "back": "query=alice"}
+    )
+    assert dict(changed.url.query) == {"query": "alice"}
+    assert "alice@example.com is now manager." in await changed.text()
+    async with pool.acquire() as conn:
+        assert await conn.fetchval("select role from members where id = $1", alice_id) == "manager"
+
+    asked = await client.post(f"{MEMBERS}{alice_id}/remove/", data={"back": "query=alice"})
+    text = await asked.text()
+    assert asked.status == 200 and "Remove alice@example.com from" in text
+    async with pool.acquire() as conn:
+        assert await conn.fetchval("select count(*) from members where id = $1", alice_id) == 1
+    removed = await client.post(
+        f"{MEMBERS}{alice_id}/remove/", data={"confirmed": "yes", "back": "query=alice"}
+    )
+    assert dict(removed.url.query) == {"query": "alice"}
+    assert "alice@example.com was removed from" in await removed.text()
+    async with pool.acquire() as conn:
+        assert await conn.fetchval("select count(*) from members where id = $1", alice_id) == 0
+
+
+async def test_the_last_owner_cannot_be_demoted_and_reset_is_only_for_members_with_factors(
+    client, pool
+) -> None:
+    org = await owner_signed_in(client, pool)
+    carol = await create_user(pool, "carol@example.com", has2fa=True)
+    carol_id = await add_member(pool, org["id"], carol)
+    dave_id = await add_member(pool, org["id"], await create_user(pool, "dave@example.com"))
+    page = await (await client.get(MEMBERS)).text()
+    assert "<th>Actions</th>" in page
+    assert (
+        f"/members/{carol_id}/reset-2fa/" in page and f"/members/{dave_id}/reset-2fa/" not in page
+    )
+
+    # Dave made an owner demotes the first owner; he is then the last one and keeps the role.
+    await client.post(f"{MEMBERS}{dave_id}/role/", data={"role": "owner"})
+    async with pool.acquire() as conn:
+        first_owner = await conn.fetchval(
+            "select id from members where email = 'owner@example.com'"
+        )
+    await sign_in(client, "dave@example.com")
+    demoted = await client.post(f"{MEMBERS}{first_owner}/role/", data={"role": "member"})
+    assert "owner@example.com is now member." in await demoted.text()
+    refused = await client.post(f"{MEMBERS}{dave_id}/role/", data={"role": "member"})
+    assert refused.status == 409 and "at least one owner" in await refused.text()
+    async with pool.acquire() as conn:
+        assert await conn.fetchval("select role from members where id = $1", dave_id) == "owner"
+
+
+async def test_resend_to_every_pending_member_counts_and_is_rate_limited(
+    client, pool, settings
+) -> None:
+    org = await owner_signed_in(client, pool)
+    for name in ("alice", "bob"):
+        member = await add_member(pool, org["id"], await create_user(pool, f"{name}@example.com"))
+        await remove_for_2fa(pool, member, settings)
+    await client.post(f"{MEMBERS}invite/", data={"email": "carol@example.com", "role": "member"})
+    page = await (await client.get(MEMBERS)).text()
+    assert "Resend to every pending member (3)" in page
+
+    async def emails() -> int:
+        async with pool.acquire() as conn:
+            return await conn.fetchval("select count(*) from email_outbox")
+
+    before = await emails()
+    done = await client.post(f"{MEMBERS}resend-all/", data={"back": "query=is%3Apending"})
+    assert dict(done.url.query) == {"query": "is:pending"}
+    assert "The email was sent again to 3 pending members." in await done.text()
+    assert await emails() == before + 3
+    async with pool.acquire() as conn:
+        assert (
+            await conn.fetchval("select count(*) from audit_log where event = 'member.reinvite'")
+            == 3
+        )
+        templates = await conn.fetch(
+            "select template, count(*) from email_outbox group by template order by template"
+        )
+    assert {row["template"]: row["count"] for row in templates} == {
+        "invite": 2,
+        "removed_for_2fa": 4,
+    }
+    for _ in range(2):
+        await client.post(f"{MEMBERS}resend-all/")
+    limited = await client.post(f"{MEMBERS}resend-all/")
+    assert limited.status == 429 and "Retry-After" in limited.headers
+    assert "try later" in await limited.text()
+
+
+async def test_the_total_and_pages_both_ways(client, pool) -> None:
+    org = await owner_signed_in(client, pool)
+    for n in range(5):
+        await add_member(pool, org["id"], await create_user(pool, f"dev{n}@example.com"))
+    first = await (await client.get(MEMBERS, params={"per_page": "2"})).text()
+    assert "6 members" in first and "Next page" in first and "Previous page" not in first
+    assert "owner@example.com" in first and "dev1@example.com" not in first
+    async with pool.acquire() as conn:
+        ids = [r["id"] for r in await conn.fetch("select id from members order by id")]
+    second = await client.get(MEMBERS, params={"per_page": "2", "cursor": str(ids[1])})
+    text = await second.text()
+    assert "dev1@example.com" in text and "dev2@example.com" in text
+    assert "Previous page" in text and "Next page" in text
+    back = await client.get(MEMBERS, params={"per_page": "2", "before": str(ids[2])})
+    text = await back.text()
+    assert "owner@example.com" in text and "dev0@example.com" in text
+    assert "dev1@example.com" not in text and "Previous page" not in text
+    filtered = await (await client.get(MEMBERS, params={"query": "dev3"})).text()
+    assert "1 member match" in filtered
