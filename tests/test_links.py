@@ -62,6 +62,12 @@ def test_every_template_has_a_context_builder_that_renders() -> None:
         "countdown_2fa": email_contexts.countdown_2fa(
             base_url=BASE, org_name="Acme", org_slug="acme", enforce_at=when, days=7
         ),
+        "blocked_for_2fa": {
+            **email_contexts.blocked_for_2fa(
+                base_url=BASE, org_name="Acme", org_slug="acme", level="secure"
+            ),
+            "member_email": "dev@example.com",  # the statement adds each member's
+        },
         "enforcement_summary": email_contexts.enforcement_summary(
             base_url=BASE,
             org_name="Acme",

@@ -16,10 +16,12 @@ from tests.factories import create_user, sign_in
 ME = "/api/0/users/me/"
 PAGE = "/account/security/"
 
+FIREFOX = "Mozilla/5.0 (X11; Linux x86_64; rv:128.0) Gecko/20100101 Firefox/128.0"
+
 
 async def _two_browsers(client, aiohttp_client, settings, pool):
     await create_user(pool, "ada@example.com")
-    other = await aiohttp_client(create_app(settings), headers={"User-Agent": "OtherBrowser/9.1"})
+    other = await aiohttp_client(create_app(settings), headers={"User-Agent": FIREFOX})
     assert (await sign_in(client, "ada@example.com")).status == 200
     assert (await sign_in(other, "ada@example.com")).status == 200
     listed = await (await client.get(ME + "sessions/")).json()
@@ -34,7 +36,7 @@ async def test_the_page_lists_the_sessions_and_marks_this_one(
     await _two_browsers(client, aiohttp_client, settings, pool)
     page = html.unescape(await (await client.get(PAGE)).text())
     assert "<h2>Sessions</h2>" in page
-    assert "OtherBrowser/9.1" in page
+    assert "Firefox 128 on Linux" in page  # the device, as a person reads it
     assert page.count("This session") == 1
     assert "127.0.0.1" in page
     assert "End all other sessions" in page
