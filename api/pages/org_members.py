@@ -1,8 +1,9 @@
-"""An organization's members page: the 2FA column, the pending and blocked badges, who must meet
-the requirement when the organization scopes it, the total and pages in both directions, and (owners, managers) Invite, Change role, Remove, Resend (one member or every
-pending member), Reset 2FA and exemptions. It calls what the API calls (`require2fa.members`,
-`invitations` and `owner_tools` through `api.org_actions`), so a page allows, refuses and writes
-exactly what the matching API call does.
+"""An organization's members page: the 2FA column, the pending and blocked badges, who must
+meet the requirement when the organization scopes it, the total and pages in both directions,
+and (owners, managers) Invite, Change role, Remove, Resend (one member or every pending
+member), Reset 2FA and exemptions. It calls what the API calls (`require2fa.members`,
+`invitations` and `owner_tools` through `api.org_actions`), so a page allows, refuses and
+writes exactly what the matching API call does.
 
 Every action answers with a redirect back to the same filtered page (the form's `back` field,
 its `query`, `cursor` and `before` kept) with a notice (Post/Redirect/Get); a refusal is said in

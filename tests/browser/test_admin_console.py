@@ -159,8 +159,8 @@ async def test_the_confirm_dialogs_are_modal_and_turning_off_asks_first(
 
 
 async def test_the_other_console_pages_read_well(live_server, page, check_page, pool, settings):
-    """The audit log, webhooks (Ping, Redeliver, Disable), API tokens, the API reference, a removed member's `/` and the
-    security page, each at 1280 and 375 px."""
+    """The audit log, webhooks (Ping, Redeliver, Disable), API tokens, the API reference, a
+    removed member's `/` and the security page, each at 1280 and 375 px."""
     from tests.factories import remove_for_2fa
 
     base = live_server
