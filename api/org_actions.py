@@ -173,6 +173,25 @@ async def rotate_webhook_secret(request: web.Request, access: OrgAccess, webhook
     )
 
 
+async def ping_webhook(request: web.Request, access: OrgAccess, webhook_id: int) -> int:
+    """`webhooks.ping` for the caller's organization: the id of the `ping` delivery it queues."""
+    return await webhooks.ping(
+        await request_pool(request), organization_id=access.org["id"], webhook_id=webhook_id
+    )
+
+
+async def redeliver_webhook(
+    request: web.Request, access: OrgAccess, webhook_id: int, delivery_id: int
+) -> None:
+    """`webhooks.redeliver` for the caller's organization: that delivery is due again now."""
+    await webhooks.redeliver(
+        await request_pool(request),
+        organization_id=access.org["id"],
+        webhook_id=webhook_id,
+        delivery_id=delivery_id,
+    )
+
+
 async def delete_webhook(request: web.Request, access: OrgAccess, webhook_id: int) -> None:
     """`webhooks.unsubscribe` as the caller."""
     await webhooks.unsubscribe(

@@ -280,6 +280,24 @@ PAGES: list[Route] = [
         org_webhooks.webhook_delete_page,
         tag="pages",
     ),
+    Route(
+        "POST",
+        "/organizations/{org}/webhooks/{webhook_id}/ping/",
+        org_webhooks.webhook_ping_page,
+        tag="pages",
+    ),
+    Route(
+        "POST",
+        "/organizations/{org}/webhooks/{webhook_id}/active/",
+        org_webhooks.webhook_active_page,
+        tag="pages",
+    ),
+    Route(
+        "POST",
+        "/organizations/{org}/webhooks/{webhook_id}/deliveries/{delivery_id}/redeliver/",
+        org_webhooks.webhook_redeliver_page,
+        tag="pages",
+    ),
     Route("GET", "/organizations/{org}/members/", org_members.members_page, tag="pages"),
     Route("POST", "/organizations/{org}/members/invite/", org_members.invite_page, tag="pages"),
     Route(

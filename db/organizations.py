@@ -27,6 +27,17 @@ async def for_user(conn: asyncpg.Connection, user_id: int) -> list[asyncpg.Recor
     )
 
 
+async def blocked_for_user(conn: asyncpg.Connection, user_id: int) -> list[asyncpg.Record]:
+    """The organizations that block the user in place for 2FA (`members.blocked_at`), by name."""
+    return await conn.fetch(
+        """select o.name as org_name, o.slug as org_slug, o.require_2fa_level, m.email,
+                  m.blocked_at
+           from members m join organizations o on o.id = m.organization_id
+           where m.user_id = $1 and m.blocked_at is not null order by o.name""",
+        user_id,
+    )
+
+
 async def create_team(
     conn: asyncpg.Connection, *, organization_id: int, slug: str, name: str
 ) -> asyncpg.Record | None:

@@ -11,7 +11,7 @@ from typing import Any
 
 import asyncpg
 
-from db import counts, members, report, runs, schedule
+from db import counts, members, organizations, report, runs, schedule
 from db.pool import Source, using
 from require2fa.errors import NotFound
 
@@ -99,6 +99,13 @@ async def removed_from(pool: asyncpg.Pool, user_id: int) -> list[asyncpg.Record]
     the link of their email, once they have set up a factor that meets the level)."""
     async with pool.acquire() as conn:
         return await members.removed_for_2fa_of(conn, user_id)
+
+
+async def blocked_in(pool: asyncpg.Pool, user_id: int) -> list[asyncpg.Record]:
+    """The organizations that block the person in place for 2FA: they are let in again the
+    moment they have a factor that meets the level, with no link to follow."""
+    async with pool.acquire() as conn:
+        return await organizations.blocked_for_user(conn, user_id)
 
 
 async def deadlines(pool: asyncpg.Pool, user_id: int) -> list[asyncpg.Record]:

@@ -91,9 +91,7 @@ async def ping_webhook(request: web.Request) -> web.Response:
     """Queues a `ping` delivery to the webhook (owners); 202 with its id."""
     access = await org_access(request, roles=OWNERS)
     webhook_id = path_id(request, "webhook_id", not_found=NOT_FOUND)
-    delivery_id = await webhooks.ping(
-        await request_pool(request), organization_id=access.org["id"], webhook_id=webhook_id
-    )
+    delivery_id = await org_actions.ping_webhook(request, access, webhook_id)
     return json_response({"id": str(delivery_id)}, status=202)
 
 
@@ -102,12 +100,7 @@ async def redeliver(request: web.Request) -> web.Response:
     access = await org_access(request, roles=OWNERS)
     webhook_id = path_id(request, "webhook_id", not_found=NOT_FOUND)
     delivery_id = path_id(request, "delivery_id", not_found=webhooks.DELIVERY_NOT_FOUND)
-    await webhooks.redeliver(
-        await request_pool(request),
-        organization_id=access.org["id"],
-        webhook_id=webhook_id,
-        delivery_id=delivery_id,
-    )
+    await org_actions.redeliver_webhook(request, access, webhook_id, delivery_id)
     return json_response({"id": str(delivery_id)}, status=202)
 
 

@@ -24,20 +24,25 @@ from require2fa.errors import Conflict, Invalid
 @html_errors
 async def home_page(request: web.Request) -> web.StreamResponse:
     """Signed out: what this is, and the ways in. Signed in: your organizations, and those that
-    removed you for 2FA with what to do to get back in."""
+    removed or blocked you for 2FA with what to do to get back in."""
     auth = await authenticate(request)
     if auth is None or auth.half_signed_in or auth.token_id is not None:
-        return await render(request, "home.html", orgs=None, removed=[])
+        return await render(request, "home.html", orgs=None, removed=[], blocked=[])
     pool = await request_pool(request)
     orgs = await organizations_domain.of_user(pool, auth.user_id)
     removed = await rollout.removed_from(pool, auth.user_id)
+    blocked = await rollout.blocked_in(pool, auth.user_id)
     return await render(
         request,
         "home.html",
         orgs=orgs,
         removed=removed,
+        blocked=blocked,
         has2fa=auth.user["has2fa"],
-        needs={row["org_slug"]: compliance.needs(row["require_2fa_level"]) for row in removed},
+        needs={
+            row["org_slug"]: compliance.needs(row["require_2fa_level"])
+            for row in [*removed, *blocked]
+        },
     )
 
 

@@ -1,8 +1,9 @@
-"""An organization's members page: the 2FA column, the pending badge, the total and pages in
-both directions, and (owners, managers) Invite, Change role, Remove, Resend (one member or every
-pending member), Reset 2FA and exemptions. It calls what the API calls (`require2fa.members`,
-`invitations` and `owner_tools` through `api.org_actions`), so a page allows, refuses and writes
-exactly what the matching API call does.
+"""An organization's members page: the 2FA column, the pending and blocked badges, who must
+meet the requirement when the organization scopes it, the total and pages in both directions,
+and (owners, managers) Invite, Change role, Remove, Resend (one member or every pending
+member), Reset 2FA and exemptions. It calls what the API calls (`require2fa.members`,
+`invitations` and `owner_tools` through `api.org_actions`), so a page allows, refuses and
+writes exactly what the matching API call does.
 
 Every action answers with a redirect back to the same filtered page (the form's `back` field,
 its `query`, `cursor` and `before` kept) with a notice (Post/Redirect/Get); a refusal is said in
@@ -37,6 +38,7 @@ from api.pages.base import (
 from api.pagination import page_args
 from require2fa import members, organizations
 from require2fa.errors import DomainError, TooMany
+from require2fa.requirement import Scope
 
 PER_PAGE = 50
 PAGE_KEYS = ("query", "cursor", "before")  # what a redirect after an action keeps
@@ -82,6 +84,7 @@ async def _members(
         role=access.role,
         orgs=await organizations.of_user(pool, access.auth.user_id),
         section="members",
+        scope=Scope.of(access.org),
         rows=rows,
         total=await members.counted(pool, org_id, where=where),
         pending_total=await members.counted(pool, org_id, where=members.PENDING) if manager else 0,

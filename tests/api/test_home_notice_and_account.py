@@ -1,10 +1,11 @@
-"""What a removed member sees on `/`, the favicon, and the security page's order, device names
-and recovery-code step."""
+"""What a removed or blocked member sees on `/`, the favicon, and the security page's order,
+device names and recovery-code step."""
 
 from __future__ import annotations
 
 import re
 
+from tests.api.test_policy import ORG, acme, run_to_the_end, set_action
 from tests.factories import (
     PASSWORD,
     add_member,
@@ -34,6 +35,27 @@ async def test_a_removed_member_sees_which_organization_and_what_to_do(
     await enroll_totp(client)
     page = await (await client.get("/")).text()
     assert "Done:" in page and "you have two-factor authentication" in page
+
+
+async def test_a_blocked_member_sees_which_organization_and_that_a_factor_is_enough(
+    client, pool, settings, broker
+) -> None:
+    headers, _ = await acme(pool)
+    await set_action(pool, "block")
+    enabled = await client.put(ORG, json={"require2FA": True}, headers=headers)
+    await run_to_the_end(pool, settings, enabled)
+    assert (await sign_in(client, "backend@example.com")).status == 200
+    page = await (await client.get("/")).text()
+    assert "Acme blocked your access until you set up two-factor authentication" in page
+    assert 'href="/account/security/">Set up two-factor authentication</a>' in page
+    assert "your access to Acme comes back at once, with no link to follow" in page
+    assert "removed you" not in page and "Mandatory: Enable" not in page
+    assert (await client.get("/organizations/acme/members/")).status == 401
+
+    await enroll_totp(client)
+    page = await (await client.get("/")).text()
+    assert "blocked your access" not in page
+    assert (await client.get("/organizations/acme/members/")).status == 200
 
 
 async def test_favicon_and_the_security_page(client, pool) -> None:

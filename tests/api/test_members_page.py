@@ -1,10 +1,18 @@
 """The members page as an owner runs the organization from it: invite, change a role, remove,
 resend to every pending member, the total and pages both ways, each action back on the same
-filtered page with a notice."""
+filtered page with a notice; blocked members and the requirement's scope."""
 
 from __future__ import annotations
 
-from tests.factories import add_member, create_org, create_user, remove_for_2fa, sign_in
+from tests.api.test_policy import run_to_the_end
+from tests.factories import (
+    add_member,
+    create_org,
+    create_user,
+    enroll_totp,
+    remove_for_2fa,
+    sign_in,
+)
 
 MEMBERS = "/organizations/acme/members/"
 
@@ -166,3 +174,45 @@ async def test_the_total_and_pages_both_ways(client, pool) -> None:
     assert "dev1@example.com" not in text and "Previous page" not in text
     filtered = await (await client.get(MEMBERS, params={"query": "dev3"})).text()
     assert "1 member match" in filtered
+
+
+def _row_of(page: str, email: str) -> str:
+    """The members table's row of `email`."""
+    return next(row for row in page.split("<tr>") if f'<td class="email">{email}' in row)
+
+
+async def test_blocked_members_have_a_badge_and_the_scope_says_who_must_comply(
+    client, pool, settings, broker
+) -> None:
+    org = await owner_signed_in(client, pool)
+    await enroll_totp(client)
+    for name, role, teams in (
+        ("ann", "admin", ()),
+        ("wes", "member", ("web",)),
+        ("bob", "member", ("backend",)),
+    ):
+        user = await create_user(pool, f"{name}@example.com")
+        await add_member(pool, org["id"], user, role=role, teams=teams)
+    page = await (await client.get(MEMBERS)).text()
+    assert 'id="scope"' not in page  # everyone, the default: no line
+
+    policy = {
+        "require2FA": True,
+        "require2FAAction": "block",
+        "require2FAScope": {"roles": ["admin"], "teams": ["web"]},
+    }
+    await run_to_the_end(
+        pool, settings, await client.put("/api/0/organizations/acme/", json=policy)
+    )
+    page = await (await client.get(MEMBERS)).text()
+    assert (
+        "Acme requires two-factor authentication only of members whose role is admin,"
+        " and members of #web; everyone else may work without it." in page
+    )
+    assert ">Blocked</span>" in _row_of(page, "ann@example.com")
+    assert ">Blocked</span>" in _row_of(page, "wes@example.com")
+    assert ">Blocked</span>" not in _row_of(page, "bob@example.com")
+    assert page.count(">Blocked</span>") == 2
+
+    only = await (await client.get(MEMBERS, params={"query": "is:blocked"})).text()
+    assert only.count(">Blocked</span>") == 2 and "bob@example.com" not in only

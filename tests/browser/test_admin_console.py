@@ -159,8 +159,8 @@ async def test_the_confirm_dialogs_are_modal_and_turning_off_asks_first(
 
 
 async def test_the_other_console_pages_read_well(live_server, page, check_page, pool, settings):
-    """The audit log, webhooks, API tokens, the API reference, a removed member's `/` and the
-    security page, each at 1280 and 375 px."""
+    """The audit log, webhooks (Ping, Redeliver, Disable), API tokens, the API reference, a
+    removed member's `/` and the security page, each at 1280 and 375 px."""
     from tests.factories import remove_for_2fa
 
     base = live_server
@@ -187,6 +187,15 @@ async def test_the_other_console_pages_read_well(live_server, page, check_page, 
     await page.get_by_role("button", name="Add webhook").click()
     assert "Its secret is shown this once" in await page.inner_text("main")
     await check_page(page, "webhooks")
+    await page.get_by_role("button", name="Ping").click()
+    await page.wait_for_url(base + "/organizations/acme/webhooks/")
+    assert "A ping to https://hooks.example.com/" in await page.inner_text("main")
+    await page.get_by_role("button", name="Redeliver").first.click()
+    assert "was queued again" in await page.inner_text("main")
+    await page.get_by_role("button", name="Disable").click()
+    assert "is off: nothing is sent to it" in await page.inner_text("main")
+    assert await page.get_by_role("button", name="Enable").is_visible()
+    await check_page(page, "webhooks-disabled")
 
     await page.goto(base + "/account/tokens/")
     await page.get_by_label("Name").fill("CI deploys")
