@@ -18,7 +18,7 @@ pytestmark = pytest.mark.browser
 
 async def sign_in(page, base: str, email: str, secret: str) -> None:
     await page.goto(base + "/auth/login/")
-    await page.get_by_label("Email").fill(email)
+    await page.get_by_label("Email", exact=True).fill(email)
     await page.get_by_label("Password").fill(PASSWORD)
     await page.get_by_role("button", name="Sign in", exact=True).click()
     await page.get_by_label("Code").fill(totp.code_at(secret, totp.current_step()))
@@ -214,7 +214,7 @@ async def test_the_other_console_pages_read_well(live_server, page, check_page, 
     alice = await page.context.browser.new_context()
     alice_page = await alice.new_page()
     await alice_page.goto(base + "/auth/login/")
-    await alice_page.get_by_label("Email").fill("alice@example.com")
+    await alice_page.get_by_label("Email", exact=True).fill("alice@example.com")
     await alice_page.get_by_label("Password").fill(PASSWORD)
     await alice_page.get_by_role("button", name="Sign in", exact=True).click()
     await alice_page.wait_for_url(base + "/")

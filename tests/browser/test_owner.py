@@ -55,7 +55,7 @@ async def test_owner_requires_2fa_and_follows_it_through_the_pages(
     await page.goto(base + "/")
     await check_page(page, "home-signed-out")
     await page.get_by_role("link", name="Sign in").first.click()
-    await page.get_by_label("Email").fill("olive@example.com")
+    await page.get_by_label("Email", exact=True).fill("olive@example.com")
     await page.get_by_label("Password").fill(PASSWORD)
     await page.get_by_role("button", name="Sign in", exact=True).click()
     await page.get_by_label("Code").fill(totp.code_at(secret, totp.current_step()))

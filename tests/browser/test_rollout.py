@@ -33,7 +33,7 @@ async def chromium():
 
 async def sign_in(page, base: str, email: str) -> None:
     await page.goto(base + "/auth/login/")
-    await page.get_by_label("Email").fill(email)
+    await page.get_by_label("Email", exact=True).fill(email)
     await page.get_by_label("Password").fill(PASSWORD)
     await page.get_by_role("button", name="Sign in", exact=True).click()
     await page.wait_for_load_state()

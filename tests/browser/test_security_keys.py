@@ -86,7 +86,7 @@ async def serve(aiohttp_server, settings):
 
 async def sign_in_with_password(page, base: str, email: str) -> None:
     await page.goto(base + "/auth/login/")
-    await page.get_by_label("Email").fill(email)
+    await page.get_by_label("Email", exact=True).fill(email)
     await page.get_by_label("Password").fill(PASSWORD)
     await page.get_by_role("button", name="Sign in", exact=True).click()
 
@@ -208,7 +208,7 @@ async def test_at_phishing_resistant_an_app_only_member_comes_back_with_a_key(
     assert "Rejoin Acme" in await page.inner_text("h1")
     assert "security key or passkey" in await page.inner_text("main")
     await page.get_by_role("link", name="Sign in").last.click()
-    await page.get_by_label("Email").fill("alice@example.com")
+    await page.get_by_label("Email", exact=True).fill("alice@example.com")
     await page.get_by_label("Password").fill(PASSWORD)
     await page.get_by_role("button", name="Sign in", exact=True).click()
     await page.get_by_label("Code").fill(pyotp.TOTP(secret).now())
