@@ -122,3 +122,34 @@ async def test_a_recovery_code_used_twice_says_so_after_the_password(
     stranger = await aiohttp_client(create_app(settings))
     answer = await stranger.post("/api/0/auth/2fa/", json={"otp": codes[0]})
     assert answer.status == 401 and RECOVERY_CODE_USED not in await answer.text()
+
+
+async def test_the_members_page_counts_invitations_against_the_caps(client, pool) -> None:
+    """Inviting from the page is capped as the API is (`caps.INVITES_PER_ACCOUNT`), and the
+    page says the wait with its `Retry-After`."""
+    from require2fa.caps import INVITES_PER_ACCOUNT
+    from tests.api.test_members_page import MEMBERS, owner_signed_in
+
+    await owner_signed_in(client, pool)
+    for n in range(INVITES_PER_ACCOUNT.limit):
+        sent = await client.post(
+            MEMBERS + "invite/",
+            data={"email": f"guest{n}@example.com", "role": "member"},
+            allow_redirects=False,
+        )
+        assert sent.status == 303, await sent.text()
+    over = await client.post(
+        MEMBERS + "invite/",
+        data={"email": "one-more@example.com", "role": "member"},
+        allow_redirects=False,
+    )
+    assert over.status == 429
+    wait = wait_in_words(int(over.headers["Retry-After"]))
+    said = _text(await over.text())
+    assert (
+        f"You have sent {INVITES_PER_ACCOUNT.limit} invitations today; try again in {wait}." in said
+    )
+    async with pool.acquire() as conn:
+        assert not await conn.fetchval(
+            "select count(*) from members where email = 'one-more@example.com'"
+        )
