@@ -329,3 +329,30 @@ async def test_recovery_codes_are_copied_printed_and_saved_and_each_signs_in_onc
     await sign_in_with(codes[0])
     assert RECOVERY_CODE_USED in await page.get_by_role("alert").inner_text()
     await check_page(page, "login-recovery-code-used")
+
+
+async def test_an_api_token_is_shown_once_used_and_revoked(
+    live_server, page, check_page, pool, settings
+) -> None:
+    base = live_server
+    secret, _ = await olive_and_acme(pool, settings)
+    await sign_in(page, base, "olive@example.com", secret)
+    await page.get_by_role("link", name="API tokens").click()
+    await page.get_by_label("Name").fill("CI deploys")
+    await page.get_by_role("button", name="Create token").click()
+    token = await page.locator("#new-token").inner_text()
+    row = page.get_by_role("row", name=re.compile("CI deploys"))
+    assert "never" in await row.inner_text()
+
+    bearer = {"Authorization": f"Bearer {token}"}
+    used = await page.request.get(base + "/api/0/users/me/", headers=bearer)
+    assert used.status == 200 and (await used.json())["email"] == "olive@example.com"
+    await page.goto(base + "/account/tokens/")
+    assert await page.locator("#new-token").count() == 0  # shown once
+    assert "never" not in await row.inner_text()
+    await check_page(page, "tokens-used")
+
+    await page.get_by_role("button", name="Revoke the token CI deploys").click()
+    assert await page.get_by_role("row", name=re.compile("CI deploys")).count() == 0
+    refused = await page.request.get(base + "/api/0/users/me/", headers=bearer)
+    assert refused.status == 401
