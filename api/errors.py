@@ -72,9 +72,8 @@ def from_domain(err: domain.DomainError) -> web.HTTPException:
     return api_error(status_of(err), err.detail, **extra)
 
 
-def rate_limited(
-    retry_after: int, detail: str = "Too many attempts; try again later."
-) -> web.HTTPException:
+def rate_limited(retry_after: int, detail: str) -> web.HTTPException:
+    """429 with `Retry-After`; `detail` names the same wait (`require2fa.errors.TooMany`)."""
     exc = api_error(429, detail)
     exc.headers["Retry-After"] = str(max(1, retry_after))
     return exc

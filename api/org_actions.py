@@ -18,7 +18,9 @@ from api.keys import REDIS, SETTINGS
 from api.pagination import page_args, split_page
 from require2fa import (
     audit_log,
+    caps,
     invitations,
+    members,
     organization_settings,
     owner_tools,
     single_sign_on,
@@ -38,6 +40,31 @@ async def change_settings(
         actor=actor(request, access.auth),
         role=access.role,
         recently_authenticated=await recently_authenticated(request, access.auth),
+    )
+
+
+async def invite(
+    request: web.Request, access: OrgAccess, *, email: str, role: str, teams: list[str]
+) -> asyncpg.Record:
+    """`members.invite` as the caller, counted first against the invitation caps per account and
+    organization (`caps.count_invitation`, `TooMany`): the pending member, its teams,
+    `member.invite` and the email, announced at commit."""
+    await caps.count_invitation(
+        request.app[REDIS],
+        request.app[SETTINGS],
+        organization_id=access.org["id"],
+        user_id=access.auth.user_id,
+    )
+    return await members.invite(
+        await request_pool(request),
+        request.app[SETTINGS],
+        access.org,
+        email=email,
+        role=role,
+        teams=teams,
+        inviter=access.auth.user["name"] or access.auth.user["email"],
+        actor_role=access.role,
+        actor=actor(request, access.auth),
     )
 
 

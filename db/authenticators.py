@@ -299,6 +299,21 @@ async def use_recovery_code(conn: asyncpg.Connection, user_id: int, code_hash: b
     )
 
 
+async def recovery_code_spent(conn: asyncpg.Connection, user_id: int, code_hash: bytes) -> bool:
+    """Whether `code_hash` is one of the user's current recovery codes, already used."""
+    return bool(
+        await conn.fetchval(
+            """select exists (
+                   select from recovery_codes rc
+                   join authenticators a on a.id = rc.authenticator_id
+                   where a.user_id = $1 and a.type = 'recovery'
+                     and rc.code_hash = $2 and rc.used_at is not null)""",
+            user_id,
+            code_hash,
+        )
+    )
+
+
 # --- API tokens ---------------------------------------------------------------------------
 
 

@@ -63,7 +63,7 @@ async def check_password(
     if not verdict.allowed:
         raise TooMany(
             "login-limited",
-            "Too many failed sign-in attempts; try again later.",
+            "Too many failed sign-in attempts",
             retry_after=verdict.retry_after,
         )
     account = email.strip().lower()
@@ -94,7 +94,7 @@ async def _wait_turn(redis: aioredis.Redis, settings: Settings, account: str, ke
     if wait:
         raise TooMany(
             "login-slowed",
-            "Many wrong passwords were tried for this account; wait before trying again.",
+            "Many wrong passwords were tried for this account",
             retry_after=wait,
         )
 
@@ -126,7 +126,8 @@ async def reauthenticate(
         return
     assert otp is not None
     if await factors.check_code(pool, redis, settings, user["id"], otp) is None:
-        raise NotSignedIn(reauth.REQUIRED_CODE, factors.INVALID_CODE)
+        wrong = await factors.wrong_code(pool, settings, user["id"], otp)
+        raise NotSignedIn(reauth.REQUIRED_CODE, wrong)
 
 
 async def change_password(

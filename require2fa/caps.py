@@ -48,7 +48,7 @@ async def count_invitation(
         INVITES_PER_ACCOUNT,
         str(user_id),
         "invites-limited",
-        f"You have sent {INVITES_PER_ACCOUNT.limit} invitations today; try again tomorrow.",
+        f"You have sent {INVITES_PER_ACCOUNT.limit} invitations today",
     )
     await _hit(
         redis,
@@ -56,8 +56,7 @@ async def count_invitation(
         INVITES_PER_ORGANIZATION,
         str(organization_id),
         "invites-limited",
-        f"This organization has sent {INVITES_PER_ORGANIZATION.limit} invitations today;"
-        " try again tomorrow.",
+        f"This organization has sent {INVITES_PER_ORGANIZATION.limit} invitations today",
     )
 
 
@@ -69,7 +68,7 @@ async def count_sign_up(redis: aioredis.Redis, settings: Settings, address: str 
         SIGN_UPS_PER_ADDRESS,
         address or "-",
         "sign-ups-limited",
-        "Too many accounts were created from your network address; try again later.",
+        "Too many accounts were created from your network address",
     )
 
 
@@ -89,7 +88,7 @@ async def count_sms(redis: aioredis.Redis, settings: Settings, *, user_id: int, 
         SMS_PER_ACCOUNT,
         str(user_id),
         "sms-limited",
-        "Too many text messages sent; try again later.",
+        "Too many text messages sent",
     )
     await _hit(
         redis,
@@ -97,5 +96,5 @@ async def count_sms(redis: aioredis.Redis, settings: Settings, *, user_id: int, 
         SMS_PER_NUMBER,
         phone_key(settings.secret_key, phone),
         "sms-limited",
-        "Too many text messages were sent to this number; try again later.",
+        "Too many text messages were sent to this number",
     )

@@ -51,9 +51,22 @@ class Unavailable(DomainError):
     """A service it depends on (the SMS gateway) failed; trying later may work."""
 
 
-class TooMany(DomainError):
-    """Rate limited; `retry_after` seconds until it may be tried again."""
+def wait_in_words(seconds: int) -> str:
+    """`42 seconds`, `15 minutes`, `3 hours`: a wait rounded up, never shorter than it is."""
+    seconds = max(1, seconds)
+    for unit, size in (("hour", 3600), ("minute", 60)):
+        if seconds >= size * 1.5 or (seconds % size == 0 and seconds >= size):
+            count = -(-seconds // size)
+            return f"{count} {unit}{'' if count == 1 else 's'}"
+    return f"{seconds} second{'' if seconds == 1 else 's'}"
 
-    def __init__(self, code: str, detail: str, *, retry_after: int) -> None:
-        super().__init__(code, detail)
-        self.retry_after = retry_after
+
+class TooMany(DomainError):
+    """Rate limited; `retry_after` seconds (at least one) until it may be tried again. The
+    `reason` becomes the sentence with the wait: "Too many codes tried; try again in 4
+    minutes." (the same number of seconds as the API's `Retry-After`)."""
+
+    def __init__(self, code: str, reason: str, *, retry_after: int) -> None:
+        self.retry_after = max(1, retry_after)
+        super().__init__(code, f"{reason}; try again in {wait_in_words(self.retry_after)}.")
+        self.reason = reason

@@ -38,6 +38,7 @@ def last_factor(org_name: str, level: str) -> str:
 
 
 INVALID_CODE = "Invalid verification code."
+RECOVERY_CODE_USED = "This recovery code was already used; each one signs you in once."
 SMS_FAILED = "The text message could not be sent; try again later."
 NOT_FOUND = "The requested authenticator does not exist."
 
@@ -48,7 +49,7 @@ NOT_FOUND = "The requested authenticator does not exist."
 async def count_attempt(redis: aioredis.Redis, settings: Settings, user_id: int) -> None:
     """Counts one second-factor attempt of the user; `TooMany` once over either limit."""
     for rule in (SECOND_FACTOR_BURST, SECOND_FACTOR_HOURLY):
-        await _hit(redis, settings, rule, user_id, "Too many codes tried; try again later.")
+        await _hit(redis, settings, rule, user_id, "Too many codes tried")
 
 
 async def attempt_succeeded(redis: aioredis.Redis, settings: Settings, user_id: int) -> None:
@@ -114,6 +115,20 @@ async def verify_second_factor(
             conn, user_id, totp.recovery_code_hash(settings.secret_key, code)
         )
         return await authenticators.get(conn, user_id, used) if used else None
+
+
+async def wrong_code(pool: asyncpg.Pool, settings: Settings, user_id: int, otp: str) -> str:
+    """What to tell the person whose code `verify_second_factor` refused: that it is one of
+    their recovery codes, already used, or `INVALID_CODE`. Only for someone past the password
+    step (or signed in): it says something about the account's codes."""
+    code = totp.normalize_recovery_code("".join(otp.split()))
+    if code is None:
+        return INVALID_CODE
+    async with pool.acquire() as conn:
+        spent = await authenticators.recovery_code_spent(
+            conn, user_id, totp.recovery_code_hash(settings.secret_key, code)
+        )
+    return RECOVERY_CODE_USED if spent else INVALID_CODE
 
 
 async def check_code(

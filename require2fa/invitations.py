@@ -50,7 +50,7 @@ async def count_look(redis: aioredis.Redis, namespace: str, address: str | None)
     if not verdict.allowed:
         raise TooMany(
             "accept-limited",
-            "Too many invitation links tried from your address; try later.",
+            "Too many invitation links tried from your address",
             retry_after=verdict.retry_after,
         )
 
@@ -271,7 +271,7 @@ async def resend(
         if not verdict.allowed:
             raise TooMany(
                 "reinvite-limited",
-                "This member was sent too many emails; try later.",
+                "This member was sent too many emails",
                 retry_after=verdict.retry_after,
             )
         if row["user_id"] is not None:
@@ -318,7 +318,7 @@ async def resend_all(
     if not verdict.allowed:
         raise TooMany(
             "reinvite-all-limited",
-            "The pending members were sent their emails again a short while ago; try later.",
+            "The pending members were sent their emails again a short while ago",
             retry_after=verdict.retry_after,
         )
     async with pool.acquire() as conn, conn.transaction():

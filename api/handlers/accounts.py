@@ -118,7 +118,13 @@ async def second_factor(request: web.Request) -> web.Response:
         request, auth, otp=body.otp, credential=body.webauthn, purpose=webauthn.SIGN_IN
     )
     if factor is None:
-        wrong = factors.INVALID_CODE if body.webauthn is None else security_keys.KEY_NOT_ACCEPTED
+        wrong = (
+            security_keys.KEY_NOT_ACCEPTED
+            if body.webauthn is not None
+            else await factors.wrong_code(
+                await request_pool(request), request.app[SETTINGS], auth.user_id, body.otp or ""
+            )
+        )
         raise api_error(401, wrong, **{"2faRequired": True})
     await sign_in(request, auth.user_id, half=False)
     user = await accounts.user(await request_pool(request), auth.user_id)

@@ -14,12 +14,11 @@ from api.bodies import InviteIn
 from api.connection import connection, request_pool
 from api.errors import api_error, parse_body
 from api.jsonio import json_response
-from api.keys import REDIS, SETTINGS
 from api.limits import MemberSettings, TeamSlugs
 from api.pagination import link_header, page_args, split_page
 from api.serializers import serialize_member
 from api.shapes import FactorType, Reset2fa
-from require2fa import caps, members
+from require2fa import members
 from require2fa.errors import Invalid
 
 Role = members.Role
@@ -62,22 +61,8 @@ async def invite_member(request: web.Request) -> web.Response:
     pending member, its teams, `member.invite` and the email."""
     access = await org_access(request, roles=MANAGERS)
     body = await parse_body(request, InviteIn)
-    await caps.count_invitation(
-        request.app[REDIS],
-        request.app[SETTINGS],
-        organization_id=access.org["id"],
-        user_id=access.auth.user_id,
-    )
-    row = await members.invite(
-        await request_pool(request),
-        request.app[SETTINGS],
-        access.org,
-        email=str(body.email),
-        role=body.role,
-        teams=body.teams,
-        inviter=access.auth.user["name"] or access.auth.user["email"],
-        actor_role=access.role,
-        actor=actor(request, access.auth),
+    row = await org_actions.invite(
+        request, access, email=str(body.email), role=body.role, teams=body.teams
     )
     return json_response(serialize_member(row), status=201)
 

@@ -24,6 +24,7 @@ from api.pages.base import (
     render,
     shown_here,
     signed_in,
+    with_wait,
 )
 from api.sessions import SESSION_ID
 from require2fa import (
@@ -75,6 +76,9 @@ async def _security(
     signed_in_at = await accounts.sessions_of(pool, auth.user_id)
     has_totp = any(row["type"] == "totp" for row in rows)
     has_sms = any(row["type"] == "sms" for row in rows)
+    # A phone is offered as a backup only: after an app or a key (the phishable, SIM-swappable
+    # factor is not what anyone should start with).
+    has_primary = any(row["type"] in ("totp", "webauthn") for row in rows)
     setup = None
     if not has_totp:
         secret = secret or totp.new_secret()
@@ -89,6 +93,7 @@ async def _security(
         kinds=KINDS,
         has_second_factor=compliance.meets_requirement(row["type"] for row in rows),
         has_sms=has_sms,
+        has_primary=has_primary,
         sms_pending=sms_pending,
         setup=setup,
         error=error,
@@ -112,7 +117,8 @@ async def _refused(
     for a refusal not shown in place)."""
     if not shown_here(err):
         raise err
-    return await _security(request, auth, status=status_of(err), error=err.detail, **context)
+    response = await _security(request, auth, status=status_of(err), error=err.detail, **context)
+    return with_wait(response, err)
 
 
 @html_errors

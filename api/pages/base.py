@@ -30,7 +30,7 @@ from api.connection import request_pool
 from api.errors import api_error, from_domain, status_of
 from api.keys import SETTINGS
 from require2fa import factors, links, reauth, rollout
-from require2fa.errors import DomainError
+from require2fa.errors import DomainError, TooMany
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -263,6 +263,14 @@ async def signed_in(request: web.Request) -> Auth:
 # Refusals that a page shows in place, on the form that was sent (the rest, such as 404,
 # become an error page).
 SHOWN_HERE = (400, 403, 409, 429, 503)
+
+
+def with_wait(response: web.Response, err: DomainError) -> web.Response:
+    """`response` (a page saying `err` in place) with the `Retry-After` of a rate limit: the
+    same seconds as the wait its sentence names."""
+    if isinstance(err, TooMany):
+        response.headers["Retry-After"] = str(err.retry_after)
+    return response
 
 
 def shown_here(err: DomainError) -> bool:

@@ -49,6 +49,12 @@ LEVEL_LABELS = {
     "secure": "Secure: an authenticator app or a security key, no text messages",
     "phishing-resistant": "Phishing-resistant: security keys and passkeys only",
 }
+# The select's options: short enough for a phone's width (LEVEL_LABELS, in sentences, say more).
+LEVEL_OPTIONS = {
+    "any": "Any second factor",
+    "secure": "Secure: no text messages",
+    "phishing-resistant": "Phishing-resistant",
+}
 # The form's sentence for each field the parser refuses, the first that applies first.
 FORM_ERRORS = {
     "require2FALevel": "Choose a requirement level.",
@@ -114,6 +120,7 @@ async def _settings(
         confirm_level=confirm_level or org["require_2fa_level"],
         turning_on=turning_on,
         levels=LEVEL_LABELS,
+        level_options=LEVEL_OPTIONS,
         run=run,
         emails=emails,
         window_days=request.app[SETTINGS].reinstatement_window.days,

@@ -24,7 +24,6 @@ from api.auth import actor
 from api.bodies import InviteIn
 from api.connection import request_pool
 from api.errors import status_of
-from api.keys import SETTINGS
 from api.pages.base import (
     html_errors,
     kept_query,
@@ -34,6 +33,7 @@ from api.pages.base import (
     redirect_with_notice,
     render,
     take_notice,
+    with_wait,
 )
 from api.pagination import page_args
 from require2fa import members, organizations
@@ -41,7 +41,7 @@ from require2fa.errors import DomainError, TooMany
 from require2fa.requirement import Scope
 
 PER_PAGE = 50
-PAGE_KEYS = ("query", "cursor", "before")  # what a redirect after an action keeps
+PAGE_KEYS = ("query", "cursor", "before", "per_page")  # what a redirect after an action keeps
 
 
 async def _members(
@@ -89,6 +89,7 @@ async def _members(
         total=await members.counted(pool, org_id, where=where),
         pending_total=await members.counted(pool, org_id, where=members.PENDING) if manager else 0,
         query=query,
+        page_query={"query": query, **({"per_page": per_page} if per_page != PER_PAGE else {})},
         back=kept_query(request.query_string if back is None else back, PAGE_KEYS),
         previous_before=rows[0]["id"] if rows and has_previous else None,
         next_cursor=rows[-1]["id"] if rows and has_next else None,
@@ -142,24 +143,16 @@ async def invite_page(request: web.Request) -> web.StreamResponse:
         field = str(err.errors()[0]["loc"][0])
         message = "Enter an email address." if field == "email" else f"Choose a valid {field}."
         return await _members(request, access, status=400, error=message, invite_form=shown)
-    settings = request.app[SETTINGS]
     try:
-        await members.invite(
-            await request_pool(request),
-            settings,
-            access.org,
-            email=str(body.email),
-            role=body.role,
-            teams=body.teams,
-            inviter=access.auth.user["name"] or access.auth.user["email"],
-            actor_role=access.role,
-            actor=actor(request, access.auth),
+        await org_actions.invite(
+            request, access, email=str(body.email), role=body.role, teams=body.teams
         )
     except DomainError as refused:
         status = status_of(refused)
-        return await _members(
+        response = await _members(
             request, access, status=status, error=refused.detail, invite_form=shown
         )
+        return with_wait(response, refused)
     notice = f"{str(body.email).lower()} was invited as {body.role} and emailed a link to join."
     raise await redirect_with_notice(_back(access, form), request, notice)
 
@@ -211,9 +204,7 @@ async def remove_page(request: web.Request) -> web.StreamResponse:
 
 
 async def _limited(request: web.Request, access: OrgAccess, refused: TooMany) -> web.Response:
-    response = await _members(request, access, status=429, error=refused.detail)
-    response.headers["Retry-After"] = str(max(1, refused.retry_after))
-    return response
+    return with_wait(await _members(request, access, status=429, error=refused.detail), refused)
 
 
 @html_errors

@@ -20,6 +20,7 @@ from api.pages.base import (
     read_form,
     render,
     same_origin,
+    with_wait,
 )
 from require2fa import accounts, caps, factors, security_keys, webauthn
 from require2fa.errors import Conflict, NotSignedIn, TooMany, Unavailable
@@ -125,8 +126,10 @@ async def _second_step(
         )
         error = security_keys.KEY_NOT_ACCEPTED
     else:
-        found = await factor_actions.second_factor(request, auth, otp=posted["otp"][:64])
-        error = factors.INVALID_CODE
+        otp = posted["otp"][:64]
+        found = await factor_actions.second_factor(request, auth, otp=otp)
+        pool, settings = await request_pool(request), request.app[SETTINGS]
+        error = "" if found else await factors.wrong_code(pool, settings, auth.user_id, otp)
     if found is None:
         return await _code_step(request, auth, next_path, status=400, error=error)
     await sign_in(request, auth.user_id, half=False)
@@ -141,7 +144,8 @@ async def _send_code(request: web.Request, auth: Auth, next_path: str) -> web.Re
         )
     except (TooMany, Unavailable) as refused:
         status = 429 if isinstance(refused, TooMany) else 503
-        return await _code_step(request, auth, next_path, status=status, error=refused.detail)
+        step = await _code_step(request, auth, next_path, status=status, error=refused.detail)
+        return with_wait(step, refused)
     if factor is None:
         return await _code_step(
             request, auth, next_path, status=400, error="No backup phone is set up."
@@ -159,7 +163,7 @@ async def register_page(request: web.Request) -> web.StreamResponse:
     posted = await read_form(request)
     next_path = local_path(posted.get("next")) or ""
     email, name = posted.get("email", "")[:320], posted.get("name", "")[:200]
-    error, status = None, 400
+    error, status, limited = None, 400, None
     try:
         body = RegisterIn(email=email, name=name, password=posted.get("password", ""))
     except ValidationError as err:
@@ -178,11 +182,11 @@ async def register_page(request: web.Request) -> web.StreamResponse:
         except Conflict as refused:
             error, status = refused.detail, 409
         except TooMany as refused:
-            error, status = refused.detail, 429
+            error, status, limited = refused.detail, 429, refused
         else:
             await sign_in(request, user["id"], half=False)
     if error is not None:
-        return await render(
+        page = await render(
             request,
             "register.html",
             status=status,
@@ -191,6 +195,7 @@ async def register_page(request: web.Request) -> web.StreamResponse:
             email=email,
             name=name,
         )
+        return with_wait(page, limited) if limited is not None else page
     raise web.HTTPSeeOther(await after_sign_in(request, next_path))
 
 

@@ -22,7 +22,12 @@
     sent.value = run.emailsSent;
     set("run-status", run.status);
     set("checked-text", number.format(checked));
-    if (run.batchesTotal !== null) set("total-text", number.format(run.total));
+    if (run.batchesTotal !== null) {
+      set("total-text", number.format(run.total));
+      document.getElementById("of-total").hidden = false;
+    }
+    document.getElementById("counting").hidden =
+      run.batchesTotal !== null || ENDED.indexOf(run.status) >= 0;
     set("removed-text", number.format(run.removed));
     set("sent-text", number.format(run.emailsSent));
     set("queued-text", number.format(run.emailsQueued));

@@ -4,6 +4,7 @@ filtered page with a notice; blocked members and the requirement's scope."""
 
 from __future__ import annotations
 
+from require2fa.errors import wait_in_words
 from tests.api.test_policy import run_to_the_end
 from tests.factories import (
     add_member,
@@ -38,7 +39,10 @@ async def test_invite_change_role_and_remove_come_back_to_the_same_page(client, 
         },
         allow_redirects=False,
     )
-    assert invited.status == 303 and invited.headers["Location"] == f"{MEMBERS}?query=is:pending"
+    assert (
+        invited.status == 303
+        and invited.headers["Location"] == f"{MEMBERS}?query=is:pending&per_page=5"
+    )
     page = await (await client.get(invited.headers["Location"])).text()
     assert "new@example.com was invited as admin and emailed a link to join." in page
     assert "pending: invited" in page and "backend, web" in page
@@ -152,7 +156,8 @@ async def test_resend_to_every_pending_member_counts_and_is_rate_limited(
         await client.post(f"{MEMBERS}resend-all/")
     limited = await client.post(f"{MEMBERS}resend-all/")
     assert limited.status == 429 and "Retry-After" in limited.headers
-    assert "try later" in await limited.text()
+    wait = wait_in_words(int(limited.headers["Retry-After"]))
+    assert f"a short while ago; try again in {wait}." in await limited.text()
 
 
 async def test_the_total_and_pages_both_ways(client, pool) -> None:

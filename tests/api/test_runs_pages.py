@@ -41,7 +41,9 @@ async def test_a_run_in_history_and_on_its_own_page(client, pool) -> None:
                       skipped = 2, batches_total = 1, batches_done = 1, finished_at = now()""",
         )
     text = await (await client.get(f"{RUNS}{run_id}/")).text()
-    assert "2</span> removed" in text and '4</span> of <span id="total-text">4' in text
+    assert "2</span> removed" in text and 'id="of-total"> of <span id="total-text">4' in text
+    assert '<span id="checked-text">4</span>' in text and "Counting the members" in text
+    assert 'id="counting" class="muted" hidden' in text
     assert 'data-live="yes"' not in text and "Cancel the run" not in text
 
     # With the requirement turned off again, a manager (without 2FA) sees the runs; a plain

@@ -90,7 +90,7 @@ async def test_owner_follows_a_run_until_every_email_is_sent(
     await check_page(page, "runs")
     await page.get_by_role("link", name="Run 1").click()
     assert await page.get_by_role("button", name="Cancel the run").count() in (0, 1)
-    await check_page(page, "run-in-progress")
+    await check_page(page, "run-queued")
     start_worker("enforcement", "email", threads=2)
     # The page's script polls the run; the bars fill without a reload.
     sent = page.get_by_role("progressbar", name="Emails sent")

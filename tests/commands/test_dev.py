@@ -100,6 +100,14 @@ def test_dev_prints_its_address_first_and_the_cli_beside_it_finds_it(
         )  # fmt: skip
         assert "error: no organization with slug 'nope'" in status.stderr
         assert "using the dev stack" in status.stderr
+        enforce = subprocess.run(
+            [sys.executable, "-m", "commands.cli", "enforce", "--org", "nope", "--actor",
+             "b@example.com", "--dry-run"],
+            cwd=tmp_path, env=beside, capture_output=True, text=True, timeout=60, check=False,
+        )  # fmt: skip
+        assert enforce.returncode != 0
+        assert "error: no organization with slug 'nope'" in enforce.stderr, enforce.stderr
+        assert "using the dev stack" in enforce.stderr
         # Another directory has no stack beside it: the usual line about the missing setting.
         elsewhere = subprocess.run(
             [sys.executable, "-m", "commands.cli", "status", "--org", "nope"],

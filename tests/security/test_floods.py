@@ -13,6 +13,7 @@ from require2fa.caps import (
     SMS_PER_ACCOUNT,
     SMS_PER_NUMBER,
 )
+from require2fa.errors import wait_in_words
 from tests.factories import PASSWORD, add_member, create_org, create_user, token_for
 
 SMS = "/api/0/users/me/authenticators/sms/enroll/"
@@ -108,4 +109,5 @@ async def test_text_messages_are_capped_per_account_and_per_number(client, pool)
         assert response.status == 200, await response.text()
     over = await client.post(SMS, json={"phone": "+14155550299"}, headers=bob_h)
     _refused(over)
-    assert (await over.json())["detail"] == "Too many text messages sent; try again later."
+    wait = wait_in_words(int(over.headers["Retry-After"]))
+    assert (await over.json())["detail"] == f"Too many text messages sent; try again in {wait}."
