@@ -5,13 +5,11 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-import asyncpg
 from aiohttp import web
 
-from api.auth import Auth, require_user
-from api.connection import connection
+from api.auth import Auth, caller_in
 from api.errors import api_error, path_id
-from db import members, organizations
+from db.access import Row
 from require2fa import compliance
 from require2fa.members import MANAGERS
 
@@ -22,8 +20,10 @@ _SLUG = re.compile(r"^[a-z0-9][a-z0-9-]{0,49}$")
 @dataclass(frozen=True)
 class OrgAccess:
     auth: Auth
-    org: asyncpg.Record
-    member: asyncpg.Record | None  # None only for a superuser who is not a member
+    org: Row
+    # The caller's membership as the check reads it (`db.access`: id, role, team_slugs,
+    # exempt_2fa, meets_level); None only for a superuser who is not a member.
+    member: Row | None
 
     @property
     def role(self) -> str:
@@ -44,11 +44,8 @@ async def org_access(request: web.Request, *, roles: tuple[str, ...] | None = No
     its scope, `require2fa.compliance.in_scope`) and they do not meet it: members blocked in
     place among them, whatever the credential (session or token).
     """
-    auth = await require_user(request)
     slug = request.match_info["org"]
-    async with connection(request) as conn:
-        org = await organizations.by_slug(conn, slug) if _SLUG.match(slug) else None
-        member = await members.of_user(conn, org["id"], auth.user_id) if org else None
+    auth, org, member = await caller_in(request, slug if _SLUG.match(slug) else None)
     if org is None or (member is None and not auth.user["is_superuser"]):
         raise api_error(404, "The requested organization does not exist.")
     if (

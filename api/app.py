@@ -71,7 +71,9 @@ async def _resources(app: web.Application) -> AsyncIterator[None]:
     """Opens the PostgreSQL pool and the Redis client for the app's lifetime."""
     settings = app[SETTINGS]
     assert settings.database_url and settings.redis_url, "resolve services before create_app"
-    app[PG] = await create_pool(settings.database_url, max_size=20)
+    # Requests take no session state (no `SET`, session advisory lock or `LISTEN`): their
+    # connections go back to the pool without asyncpg's reset round trip (`db.pool`).
+    app[PG] = await create_pool(settings.database_url, max_size=20, clean_sessions=True)
     app[REDIS] = aioredis.Redis.from_url(settings.redis_url)
     yield
     await app[REDIS].aclose()

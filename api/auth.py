@@ -11,7 +11,6 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
-import asyncpg
 from aiohttp import web
 from aiohttp_session import get_session, new_session
 from aiohttp_session import setup as setup_sessions
@@ -20,7 +19,8 @@ from api.connection import connection
 from api.errors import api_error
 from api.keys import SESSION_COOKIE
 from api.sessions import PostgresStorage, end_current
-from db import users
+from db import access
+from db.access import Caller, Row
 from db.audit import Actor
 from require2fa import reauth
 from require2fa.security import token_hash
@@ -32,7 +32,7 @@ _AUTH = web.RequestKey("auth", object)
 
 @dataclass(frozen=True)
 class Auth:
-    user: asyncpg.Record
+    user: Row  # the user's row, with `has2fa` (`db.access`)
     token_id: int | None = None
     half_signed_in: bool = False
 
@@ -57,29 +57,54 @@ async def authenticate(request: web.Request) -> Auth | None:
     """The caller, or None; looked up once per request."""
     if _AUTH in request:
         return request[_AUTH]  # type: ignore[return-value]
+    auth, _found = await _identify(request, None)
+    return auth
+
+
+async def _identify(request: web.Request, slug: str | None) -> tuple[Auth | None, Caller | None]:
+    """The caller (remembered for the request), and what `db.access` read with them: the
+    organization `slug` and their membership of it."""
     auth: Auth | None = None
+    found: Caller | None = None
     header = request.headers.get("Authorization", "")
     if header:
         scheme, _, token = header.partition(" ")
         if scheme.lower() != "bearer" or not token.strip():
             raise api_error(401, "Invalid authorization header; expected 'Bearer <token>'.")
         async with connection(request) as conn:
-            row = await users.by_token(conn, token_hash(token.strip()))
-        if row is None:
+            found = await access.by_token(conn, token_hash(token.strip()), slug)
+        if found is None:
             raise api_error(401, "Invalid token.")
-        auth = Auth(user=row, token_id=row["token_id"])
+        auth = Auth(user=found.user, token_id=found.user["token_id"])
     else:
         session = await get_session(request)
         user_id = session.get("uid")
         if isinstance(user_id, int):
             async with connection(request) as conn:
-                row = await users.by_id(conn, user_id)
-            if row is None:
+                found = await access.by_user(conn, user_id, slug)
+            if found is None:
                 session.invalidate()
             else:
-                auth = Auth(user=row, half_signed_in=bool(session.get("half")))
+                auth = Auth(user=found.user, half_signed_in=bool(session.get("half")))
     request[_AUTH] = auth
-    return auth
+    return auth, found
+
+
+async def caller_in(request: web.Request, slug: str | None) -> tuple[Auth, Row | None, Row | None]:
+    """`require_user`'s caller, the organization `slug` (None: no organization) and the
+    caller's membership of it (`api.access` decides what they allow): read in the statement that
+    authenticates the request, or in one statement of their own when it is authenticated
+    already."""
+    if _AUTH in request:
+        auth = await require_user(request)
+        async with connection(request) as conn:
+            found = await access.by_user(conn, auth.user_id, slug)
+    else:
+        _auth, found = await _identify(request, slug)
+        auth = await require_user(request)
+    if found is None:
+        return auth, None, None
+    return auth, found.org, found.member
 
 
 async def require_user(request: web.Request, *, allow_half: bool = False) -> Auth:

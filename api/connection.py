@@ -3,7 +3,8 @@ share it.
 
 `connection_middleware` gives each request a holder; the first `async with connection(request)`
 acquires a pool connection, later ones reuse it, and the middleware hands it back when the
-request ends (one acquire and one reset per request instead of one per step). Code that needs
+request ends (one acquire per request instead of one per step; the web pool gives it back
+without a reset query, `db.pool.create_pool(clean_sessions=True)`). Code that needs
 the pool itself (a second connection, a domain function that acquires its own) calls
 `await request_pool(request)`, which first hands the request's connection back: a request never
 holds one connection while it waits for another, so a busy pool cannot deadlock.

@@ -1,4 +1,5 @@
-"""Benchmark: the API under load against a bare aiohttp + asyncpg server running the same SQL.
+"""Benchmark: the API under load against bare aiohttp + asyncpg servers: the same SQL, and the
+page's own query alone.
 
     .venv/bin/python bench/api.py [--members 100000] [--seconds 10] [--connections 50,200]
                                   [--rounds 3]
@@ -9,17 +10,22 @@ and number of connections, against:
 - `require2fa web` (the real application: middlewares, authentication, organization access,
   serializers);
 - the bound: a bare aiohttp server started from this script (`--bare`) with an asyncpg pool of the
-  same size and codecs, that runs the same statements (`db.users.by_token`,
-  `db.organizations.by_slug`, `db.members.of_user`, then the handler's) on one connection per
-  request and answers `orjson.dumps` of the rows, with no checks, serializers or middlewares.
+  same size and codecs (`db.pool.create_pool`), that runs the same statements (`db.access`'s
+  caller, organization and membership, then the handler's) on one connection per request and
+  answers `orjson.dumps` of the rows, with no checks, serializers or middlewares;
+- the floor: the same bare server (`--bare PORT --floor`) running only the page's own query
+  (the organization by slug for the organization GET; the handler's statements for the others,
+  with the organization's and the caller's ids read once at start): no authentication, no
+  access check.
 Endpoints: the members page (`?per_page=100`), the organization GET, the 2fa-compliance count and
 first page, and a run's status. Each pair (endpoint, connections) is measured in `--rounds`
-rounds that alternate which server goes first (bare then app, app then bare, ...), so that a
-change of the machine's load during the pair weighs on both sides. Prints one JSON object: for
-each side the req/s over all its rounds, the median of its rounds' p99, its errors and the
-median CPU time its server process used per request (user and system, from /proc/PID/stat:
-less noisy than req/s on a shared machine); the ratio of the application's req/s to the
-bound's, and each round's ratio. Needs `wrk` (apt-get install -y wrk). Uses the PostgreSQL at
+rounds that rotate which server goes first (floor, bound, app; then bound, app, floor; ...), so
+that a change of the machine's load during the pair weighs on every side. Prints one JSON
+object: for each side (`app`, `bound`, `floor`) the req/s over all its rounds, the median of
+its rounds' p99, its errors and the median CPU time its server process used per request (user
+and system, from /proc/PID/stat: less noisy than req/s on a shared machine); `ratio`, the
+application's req/s over the bound's, and `floor_ratio`, over the floor's (goal: at least
+0.85), with each round's. Needs `wrk` (apt-get install -y wrk). Uses the PostgreSQL at
 DATABASE_URL (default 127.0.0.1:5432) and the Redis at REDIS_URL; the database it creates is
 dropped at the end.
 """
@@ -49,7 +55,7 @@ sys.path.insert(0, str(ROOT))
 
 from commands.devstack import free_port, with_database  # noqa: E402
 from commands.seed import seed  # noqa: E402
-from db import counts, members, organizations, runs, users  # noqa: E402
+from db import access, counts, members, organizations, runs, users  # noqa: E402
 from db.audit import Actor  # noqa: E402
 from db.migrate import migrate  # noqa: E402
 from db.pool import connect, create_pool  # noqa: E402
@@ -65,59 +71,80 @@ SLUG = "loaded"
 POOL_SIZE = 20  # the web process's pool (api/app.py)
 
 
-# The bound: the same statements, one connection per request, nothing else.
+# The bound: the same statements, one connection per request, nothing else. The floor: only
+# the page's own query.
 
 
 def _json(value: Any) -> web.Response:
     return web.Response(body=orjson.dumps(value, default=str), content_type="application/json")
 
 
-async def _caller(conn: asyncpg.Connection, request: web.Request) -> tuple[Any, Any]:
-    token = request.headers["Authorization"].partition(" ")[2]
-    user = await users.by_token(conn, token_hash(token))
-    org = await organizations.by_slug(conn, request.match_info["org"])
-    assert user is not None and org is not None
-    member = await members.of_user(conn, org["id"], user["id"])
-    return user, (org, member)
-
-
-def bare_app(database_url: str) -> web.Application:
+def bare_app(database_url: str, *, floor: bool = False) -> web.Application:
     app = web.Application()
     pool_key = web.AppKey("pool", asyncpg.Pool)
+    # The floor's ids of the organization and the caller, read once at start.
+    known: dict[str, int] = {}
 
     async def pool_ctx(app: web.Application) -> Any:
-        app[pool_key] = await create_pool(database_url, max_size=POOL_SIZE)
+        # Idle connections close within seconds: PostgreSQL's max_connections is shared by the
+        # three servers (and whatever else runs), and only one server is measured at a time.
+        app[pool_key] = await create_pool(
+            database_url, max_size=POOL_SIZE, clean_sessions=True, idle_seconds=2.0
+        )
+        async with app[pool_key].acquire() as conn:
+            org = await organizations.by_slug(conn, SLUG)
+            assert org is not None
+            known["org"] = org["id"]
+            known["user"] = await conn.fetchval(
+                "select user_id from members where organization_id = $1 and role = 'owner'"
+                " order by id limit 1",
+                org["id"],
+            )
         yield
         await app[pool_key].close()
 
+    async def caller(conn: asyncpg.Connection, request: web.Request) -> tuple[int, int]:
+        """The organization's and the caller's ids: read with the caller's membership as the
+        application reads them (the bound), or known (the floor)."""
+        if floor:
+            return known["org"], known["user"]
+        token = request.headers["Authorization"].partition(" ")[2]
+        found = await access.by_token(conn, token_hash(token), request.match_info["org"])
+        assert found is not None and found.org is not None and found.member is not None
+        return found.org["id"], found.user["id"]
+
     async def members_page(request: web.Request) -> web.Response:
         async with request.app[pool_key].acquire() as conn:
-            _, (org, _member) = await _caller(conn, request)
+            org_id, _user_id = await caller(conn, request)
             rows = await members.page(
-                conn, org["id"], where=members.MemberFilter(), after_id=None, limit=101
+                conn, org_id, where=members.MemberFilter(), after_id=None, limit=101
             )
         return _json([dict(row) for row in rows[:100]])
 
     async def organization(request: web.Request) -> web.Response:
         async with request.app[pool_key].acquire() as conn:
-            _, (org, _member) = await _caller(conn, request)
-        return _json(dict(org))
+            if floor:
+                org = dict(await organizations.by_slug(conn, request.match_info["org"]) or {})
+            else:
+                token = request.headers["Authorization"].partition(" ")[2]
+                found = await access.by_token(conn, token_hash(token), request.match_info["org"])
+                assert found is not None and found.org is not None
+                org = found.org
+        return _json(org)
 
     async def compliance(request: web.Request) -> web.Response:
         async with request.app[pool_key].acquire() as conn:
-            user, (org, _member) = await _caller(conn, request)
-            count = await counts.count_noncompliant(conn, org["id"], except_user_id=user["id"])
+            org_id, user_id = await caller(conn, request)
+            count = await counts.count_noncompliant(conn, org_id, except_user_id=user_id)
             rows = await members.page(
-                conn, org["id"], where=members.NONCOMPLIANT, after_id=None, limit=101
+                conn, org_id, where=members.NONCOMPLIANT, after_id=None, limit=101
             )
         return _json({"count": count, "members": [dict(row) for row in rows[:100]]})
 
     async def run_status(request: web.Request) -> web.Response:
         async with request.app[pool_key].acquire() as conn:
-            _, (org, _member) = await _caller(conn, request)
-            run = await runs.get_run(
-                conn, int(request.match_info["run"]), organization_id=org["id"]
-            )
+            org_id, _user_id = await caller(conn, request)
+            run = await runs.get_run(conn, int(request.match_info["run"]), organization_id=org_id)
             assert run is not None
             emails = await runs.email_counts(conn, run["id"])
         return _json({**dict(run), "emails": emails})
@@ -189,15 +216,10 @@ def start_web(port: int) -> subprocess.Popen[bytes]:
     return subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
-def start_bare(port: int) -> subprocess.Popen[bytes]:
-    command = [
-        sys.executable,
-        __file__,
-        "--bare",
-        str(port),
-        "--database-url",
-        DSN,
-    ]
+def start_bare(port: int, *, floor: bool) -> subprocess.Popen[bytes]:
+    command = [sys.executable, __file__, "--bare", str(port), "--database-url", DSN]
+    if floor:
+        command.append("--floor")
     return subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
@@ -238,22 +260,18 @@ def wrk(url: str, token: str, connections: int, seconds: int, pid: int) -> dict[
     }
 
 
-async def drained() -> None:
+async def drained(conn: asyncpg.Connection) -> None:
     """Waits (up to a minute) until the statements of the requests wrk left behind have ended,
     so that they do not count against the next measurement."""
-    conn = await asyncpg.connect(DSN)
-    try:
-        for _ in range(600):
-            busy = await conn.fetchval(
-                """select count(*) from pg_stat_activity
-                   where datname = current_database() and state = 'active'
-                     and pid <> pg_backend_pid()"""
-            )
-            if busy == 0:
-                return
-            await asyncio.sleep(0.1)
-    finally:
-        await conn.close()
+    for _ in range(600):
+        busy = await conn.fetchval(
+            """select count(*) from pg_stat_activity
+               where datname = current_database() and state = 'active'
+                 and pid <> pg_backend_pid()"""
+        )
+        if busy == 0:
+            return
+        await asyncio.sleep(0.1)
 
 
 def _summary(runs: list[dict[str, Any]]) -> dict[str, Any]:
@@ -271,10 +289,15 @@ def _summary(runs: list[dict[str, Any]]) -> dict[str, Any]:
 
 async def measure(count: int, seconds: int, connections: list[int], rounds: int) -> dict[str, Any]:
     token, run_id = await prepare(count)
-    app_port, bare_port = free_port(), free_port()
-    servers = {"app": start_web(app_port), "bare": start_bare(bare_port)}
+    sides = ("floor", "bound", "app")
+    ports = {name: free_port() for name in sides}
+    servers = {
+        "floor": start_bare(ports["floor"], floor=True),
+        "bound": start_bare(ports["bound"], floor=False),
+        "app": start_web(ports["app"]),
+    }
+    watch = await asyncpg.connect(DSN)  # held from the start: connections may run short later
     try:
-        ports = {"app": app_port, "bare": bare_port}
         for name, process in servers.items():
             await wait_up(f"http://127.0.0.1:{ports[name]}", process)
         # The compliance count last: the slowest, it leaves the most work behind when wrk stops.
@@ -287,10 +310,10 @@ async def measure(count: int, seconds: int, connections: list[int], rounds: int)
         results: dict[str, Any] = {}
         for endpoint, path in paths.items():
             for conns in connections:
-                runs_of: dict[str, list[dict[str, Any]]] = {"bare": [], "app": []}
+                runs_of: dict[str, list[dict[str, Any]]] = {name: [] for name in sides}
                 for round_no in range(rounds):
-                    order = ("bare", "app") if round_no % 2 == 0 else ("app", "bare")
-                    for name in order:
+                    shift = round_no % len(sides)
+                    for name in sides[shift:] + sides[:shift]:
                         runs_of[name].append(
                             await asyncio.to_thread(
                                 wrk,
@@ -301,14 +324,15 @@ async def measure(count: int, seconds: int, connections: list[int], rounds: int)
                                 servers[name].pid,
                             )
                         )
-                        await drained()
+                        await drained(watch)
                 figures: dict[str, Any] = {name: _summary(each) for name, each in runs_of.items()}
-                bound = figures["bare"]["rps"]
-                figures["ratio"] = round(figures["app"]["rps"] / bound, 2) if bound else None
-                figures["round_ratios"] = [
-                    round(app["rps"] / bare["rps"], 2) if bare["rps"] else None
-                    for bare, app in zip(runs_of["bare"], runs_of["app"], strict=True)
-                ]
+                for key, side in (("ratio", "bound"), ("floor_ratio", "floor")):
+                    rate = figures[side]["rps"]
+                    figures[key] = round(figures["app"]["rps"] / rate, 2) if rate else None
+                    figures[f"round_{key}s"] = [
+                        round(app["rps"] / other["rps"], 2) if other["rps"] else None
+                        for other, app in zip(runs_of[side], runs_of["app"], strict=True)
+                    ]
                 results[f"{endpoint}@{conns}"] = figures
         return {
             "members": count + 1,
@@ -320,6 +344,7 @@ async def measure(count: int, seconds: int, connections: list[int], rounds: int)
             "results": results,
         }
     finally:
+        await watch.close()
         for process in servers.values():
             process.terminate()
             process.wait(timeout=30)
@@ -336,9 +361,15 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--bare", type=int, metavar="PORT", help=argparse.SUPPRESS)
     parser.add_argument("--database-url", help=argparse.SUPPRESS)
+    parser.add_argument("--floor", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.bare:
-        web.run_app(bare_app(args.database_url), host="127.0.0.1", port=args.bare, print=None)
+        web.run_app(
+            bare_app(args.database_url, floor=args.floor),
+            host="127.0.0.1",
+            port=args.bare,
+            print=None,
+        )
         return
     logs.configure("text")  # logs on stderr; stdout carries only the JSON
     connections = [int(n) for n in args.connections.split(",")]

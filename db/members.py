@@ -14,28 +14,40 @@ from require2fa import compliance
 # Whether the member's user has a second factor, and one that the organization's level accepts:
 # per-row probes of the partial index (a page costs the same whatever other organizations hold).
 HAS_2FA_SQL = compliance.second_factor_probe_sql("u.id")
-# Meeting the level counts a lasting assertion of the organization's identity provider too
-# (`mfa: idp`), per member: one probe of `sso_identities_user`.
-MEETS_LEVEL_SQL = (
-    "("
-    + compliance.second_factor_probe_sql("u.id", level_sql="o.require_2fa_level")
-    + " or "
-    + compliance.idp_mfa_sql("u.id", "o.id", level_sql="o.require_2fa_level")
-    + ")"
-)
+
+
+def meets_level_sql(user: str, org: str) -> str:
+    """Whether user `user` (an id column) has a second factor that organization `org` (an alias
+    of an organizations row) accepts at its level: meeting the level counts a lasting assertion
+    of the organization's identity provider too (`mfa: idp`), per member: one probe of
+    `sso_identities_user`."""
+    level = f"{org}.require_2fa_level"
+    return (
+        f"({compliance.second_factor_probe_sql(user, level_sql=level)}"
+        f" or {compliance.idp_mfa_sql(user, f'{org}.id', level_sql=level)})"
+    )
+
+
+def team_slugs_sql(member: str) -> str:
+    """The slugs of member `member`'s teams (an id column), in order; `{}` for none."""
+    return f"""coalesce((select array_agg(t.slug order by t.slug) from member_teams mt
+                         join teams t on t.id = mt.team_id where mt.member_id = {member}),
+                        '{{}}')"""
+
+
+MEETS_LEVEL_SQL = meets_level_sql("u.id", "o")
+EXEMPT_SQL = "coalesce(m.exempt_2fa_until > now(), false)"  # an exemption that lasts now
 
 # One member row as the API shows it: joined with its user, its 2FA state (any factor, and one
 # that meets the organization's level) and its team slugs.
 _SELECT = f"""
     select m.*, u.name as user_name, u.email as user_email,
            case when u.id is null then null else {HAS_2FA_SQL} end as has2fa,
-           coalesce(m.exempt_2fa_until > now(), false) as exempt_2fa,
+           {EXEMPT_SQL} as exempt_2fa,
            case when u.id is null then null else {MEETS_LEVEL_SQL} end as meets_level,
            o.require_2fa_level, o.sso_mfa,
            sso.last_sign_in_at as sso_last_sign_in_at, sso.amr as sso_amr, sso.acr as sso_acr,
-           coalesce((select array_agg(t.slug order by t.slug) from member_teams mt
-                     join teams t on t.id = mt.team_id where mt.member_id = m.id),
-                    '{{}}') as team_slugs,
+           {team_slugs_sql("m.id")} as team_slugs,
            m.blocked_at is not null as blocked
     """
 _FROM = """
@@ -108,7 +120,7 @@ def _filter_sql(first: int) -> str:
           and ({n[2]}::text is null or m.role = {n[2]})
           and ({n[3]}::text is null or m.email like '%' || {n[3]} || '%'
                or coalesce(u.name, '') ilike '%' || {n[3]} || '%')
-          and ({n[4]}::boolean is null or coalesce(m.exempt_2fa_until > now(), false) = {n[4]})
+          and ({n[4]}::boolean is null or {EXEMPT_SQL} = {n[4]})
           and ({n[5]}::boolean is null or (u.id is not null and {MEETS_LEVEL_SQL} = {n[5]}))
           and ({n[6]}::boolean is null or (m.blocked_at is not null) = {n[6]})
           and ({n[7]}::boolean is null or {IN_SCOPE_SQL} = {n[7]})"""

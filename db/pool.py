@@ -68,12 +68,37 @@ SERVER_SETTINGS = {
 }
 
 
-async def create_pool(dsn: str, *, min_size: int = 1, max_size: int = 10) -> asyncpg.Pool:
+async def _known_clean(conn: asyncpg.Connection) -> None:
+    """A released connection's reset for code that leaves no session state behind: nothing
+    beyond what asyncpg does before calling it (rolling back a transaction left open, dropping
+    the connection's listener callbacks), so no round trip. asyncpg's default reset
+    (`Connection.get_reset_query`: `pg_advisory_unlock_all()`, `CLOSE ALL`, `UNLISTEN *`,
+    `RESET ALL`) costs one round trip per release, for state that only session-level statements
+    make: a `SET` without `LOCAL`, a session advisory lock, a `LISTEN`, a cursor `WITH HOLD`.
+    None of those runs on the web process's connections (`set local` and transaction advisory
+    locks end with their transaction; the plan lock, the clock's leadership and the listeners
+    take the workers' and the clock's own connections): `tests/db/test_pool.py` checks every
+    connection after the requests of each API test module it runs."""
+
+
+async def create_pool(
+    dsn: str,
+    *,
+    min_size: int = 1,
+    max_size: int = 10,
+    clean_sessions: bool = False,
+    idle_seconds: float = 300.0,
+) -> asyncpg.Pool:
+    """A pool with our codecs; `clean_sessions`: its users take no session state, so a
+    connection goes back without asyncpg's reset query (`_known_clean`). A connection idle for
+    `idle_seconds` is closed (asyncpg's default)."""
     pool = await asyncpg.create_pool(
         dsn,
         min_size=min_size,
         max_size=max_size,
         init=_init_connection,
+        reset=_known_clean if clean_sessions else None,
+        max_inactive_connection_lifetime=idle_seconds,
         command_timeout=60,
         server_settings=SERVER_SETTINGS,
     )

@@ -86,18 +86,3 @@ async def create_token(
         token_hash,
         name,
     )
-
-
-async def by_token(conn: asyncpg.Connection, token_hash: bytes) -> asyncpg.Record | None:
-    """The token's user, marking the token used (at most once a minute, to spare writes)."""
-    return await conn.fetchrow(
-        f"""with t as (
-               update api_tokens set last_used_at = now()
-               where token_hash = $1
-                 and (last_used_at is null or last_used_at < now() - interval '1 minute')
-               returning id)
-           select k.id as token_id, u.*, {HAS_2FA_SQL} as has2fa
-           from api_tokens k join users u on u.id = k.user_id
-           where k.token_hash = $1""",
-        token_hash,
-    )

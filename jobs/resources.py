@@ -73,6 +73,10 @@ class Resources(dramatiq.Middleware):
                 raise SystemExit(2) from None
             raise InvalidSettings(str(err)) from None
         self._redis = aioredis.Redis.from_url(self.settings.redis_url or "redis://127.0.0.1:6379/0")
+        if self._settings.worker_nice and multiprocessing.parent_process() is not None:
+            # A `dramatiq jobs` worker process (never the tests' in-process workers): its
+            # threads, the event loop's included, all take the lower priority.
+            os.nice(self._settings.worker_nice)
         Resources.current = self
 
     @override

@@ -51,6 +51,12 @@ def _port(text: str) -> int:
     return int(text)
 
 
+def _niceness(text: str) -> int:
+    if not text.strip().isdigit() or int(text) > 19:
+        raise ValueError(f"{text!r} is not a niceness from 0 to 19")
+    return int(text)
+
+
 def _number(text: str) -> float:
     try:
         return float(text)
@@ -149,6 +155,10 @@ class Settings:
     smtp_url: str = ""
     email_from: str = "require2fa <no-reply@require2fa.localhost>"
     email_rate: float = 100.0
+    # How much a worker process lowers its CPU priority at boot (`nice`, 0-19): on a host that
+    # also runs the web process, the requests people wait on then go before the bulk work of a
+    # large run (docs/SCALING.md). 0: as the process was started.
+    worker_nice: int = 0
     # Where people reach this service (email links, the origin forms must come from).
     # Required outside development; in development `http://localhost:{port}`.
     base_url: str = ""
@@ -325,6 +335,7 @@ class Settings:
         converters: dict[str, tuple[str, Callable[[str], Any]]] = {
             "PORT": ("port", _port),
             "EMAIL_RATE": ("email_rate", _number),
+            "WORKER_NICE": ("worker_nice", _niceness),
             "REINSTATEMENT_WINDOW": ("reinstatement_window", parse_duration),
             "OUTBOX_RETENTION": ("outbox_retention", parse_retention),
             "AUDIT_RETENTION": ("audit_retention", parse_retention),

@@ -53,6 +53,11 @@ def test_smtp_url_is_required_outside_development() -> None:
     assert Settings.from_env({"ENVIRONMENT": "development"}).smtp.port == 1025
 
 
+def test_worker_nice_is_read() -> None:
+    assert Settings.from_env(PROD).worker_nice == 0
+    assert Settings.from_env({**PROD, "WORKER_NICE": "10"}).worker_nice == 10
+
+
 def test_metrics_token_is_read() -> None:
     assert Settings.from_env(PROD).metrics_token == ""
     assert Settings.from_env({**PROD, "METRICS_TOKEN": "abc"}).metrics_token == "abc"
@@ -88,6 +93,8 @@ def test_default_secret_refused_outside_development() -> None:
         ("BASE_URL", "example.com"),
         ("SMS_URL", "http://insecure.example.com"),
         ("EMAIL_RATE", "-1"),
+        ("WORKER_NICE", "20"),
+        ("WORKER_NICE", "-5"),
         ("ENVIRONMENT", "staging"),
         ("SECRET_KEY", "short"),
     ],
