@@ -12,9 +12,14 @@ outbox rows written by set-based SQL statements, one per slice of the members by
 on as many connections as the run's worker processes use (`--bound-connections`, default 2: the
 run uses both cores, so the bound must too). Prints one JSON object: per size the PUT
 latency, the run's and the bound's seconds and members per second, their ratio, and the peak
-resident memory of each worker process. With `--webhook`, both organizations first subscribe a
-webhook to every event, so that each removal also writes its webhook delivery (the audit_log
-trigger, in the same statement; nobody sends them here). With `--probe`, the latency of what
+resident memory of each worker process. After the bound, on the same connections, the floor:
+the same statements on a minimal schema (`FLOOR_SCHEMA`: members with only the columns the
+removal needs, audit and outbox tables with only a primary key, no triggers), over a copy of
+the bound organization's members taken before its bound ran; `throughput_vs_floor` is the
+floor's seconds over the run's, `bound_vs_floor` the floor's over the bound's. With
+`--webhook`, both organizations first subscribe a webhook to every event, so that each
+removal also writes its webhook delivery (the audit_log trigger, in the same statement; nobody
+sends them here). With `--probe`, the latency of what
 users wait on is measured idle (before the run) and while the run goes, one request after
 another: the members page of the organization under enforcement (`GET …/members/?per_page=100`)
 and the switch of another organization (`PUT …/` `{"require2FA": true}`, then false), with p50,
@@ -68,11 +73,12 @@ with cand as (
     select m.id, m.user_id,
            translate(rtrim(encode(uuid_send(gen_random_uuid()) || uuid_send(gen_random_uuid()),
                                   'base64'), '='), '+/', '-_') as token
-    from members m join users u on u.id = m.user_id join organizations o on o.id = m.organization_id
+    from {members} m join users u on u.id = m.user_id
+         join organizations o on o.id = m.organization_id
     where m.organization_id = $1 and u.id <> $2 and not {has_2fa_user}
       and m.id between $5 and $6 and {in_scope}),
 removed as (
-    update members m
+    update {members} m
     set user_id = null, pending_reason = '2fa', token_hash = sha256(convert_to(c.token, 'UTF8')),
         reinstate_by = now() + interval '90 days', removed_at = now(), removed_by_run = $3,
         expiry_reminded_at = null,
@@ -81,7 +87,7 @@ removed as (
     where m.id = c.id and m.user_id = c.user_id and not {has_2fa_candidate}
     returning m.id, m.email, m.role, c.user_id, c.token, m.reinstate_by),
 logged as (
-    insert into audit_log (organization_id, event, actor_user_id, actor_label, target_member_id,
+    insert into {audit} (organization_id, event, actor_user_id, actor_label, target_member_id,
                            target_user_id, ip_address, data)
     select $1, 'member.pending', $2, 'owner', r.id, r.user_id, '127.0.0.1',
            jsonb_build_object(
@@ -91,7 +97,7 @@ logged as (
                                   where mt.member_id = r.id), '[]'::jsonb))
     from removed r order by r.id),
 mailed as (
-    insert into email_outbox (template, to_address, context, dedupe_key, message_id,
+    insert into {outbox} (template, to_address, context, dedupe_key, message_id,
                               organization_id, member_id, enforcement_id)
     select 'removed_for_2fa', r.email,
            jsonb_build_object('org_name', o.name, 'org_slug', o.slug, 'member_email', r.email,
@@ -111,23 +117,24 @@ select count(*) from removed
 BLOCK_BOUND_SQL = """
 with cand as (
     select m.id, m.user_id
-    from members m join users u on u.id = m.user_id join organizations o on o.id = m.organization_id
+    from {members} m join users u on u.id = m.user_id
+         join organizations o on o.id = m.organization_id
     where m.organization_id = $1 and u.id <> $2 and not {has_2fa_user}
       and m.id between $5 and $6 and {in_scope}),
 blocked as (
-    update members m set blocked_at = now(), blocked_by_run = $3
+    update {members} m set blocked_at = now(), blocked_by_run = $3
     from cand c
     where m.id = c.id and m.user_id = c.user_id and m.blocked_at is null
       and not {has_2fa_candidate}
     returning m.id, m.email, m.role, c.user_id),
 logged as (
-    insert into audit_log (organization_id, event, actor_user_id, actor_label, target_member_id,
+    insert into {audit} (organization_id, event, actor_user_id, actor_label, target_member_id,
                            target_user_id, ip_address, data)
     select $1, 'member.blocked', $2, 'owner', b.id, b.user_id, '127.0.0.1',
            jsonb_build_object('email', b.email, 'role', b.role, 'reason', '2fa')
     from blocked b order by b.id),
 mailed as (
-    insert into email_outbox (template, to_address, context, dedupe_key, message_id,
+    insert into {outbox} (template, to_address, context, dedupe_key, message_id,
                               organization_id, member_id, enforcement_id)
     select 'blocked_for_2fa', b.email,
            jsonb_build_object('org_name', o.name, 'org_slug', o.slug, 'member_email', b.email,
@@ -143,6 +150,40 @@ select count(*) from blocked
 """
 
 SCOPE_TEAM = "scoped"
+
+
+# The floor: the same statements on a minimal schema, so that what the project's schema costs
+# (its indexes, triggers, partitions and wider rows) shows beside what the work itself costs.
+# Members with only the columns the removal reads or writes and a primary key; the audit and
+# outbox tables with the same columns and only a primary key (the outbox's is the dedupe key,
+# which the statement's `on conflict` needs); no triggers.
+FLOOR_SCHEMA = """
+create table floor_members (
+    id bigint primary key, organization_id bigint not null, user_id bigint, email text not null,
+    role text not null, pending_reason text, token_hash bytea, reinstate_by timestamptz,
+    removed_at timestamptz, removed_by_run bigint, expiry_reminded_at timestamptz,
+    removal_reason text, blocked_at timestamptz, blocked_by_run bigint);
+create table floor_audit (
+    id bigint generated always as identity primary key, organization_id bigint, event text,
+    actor_user_id bigint, actor_label text, target_member_id bigint, target_user_id bigint,
+    ip_address inet, data jsonb, created_at timestamptz not null default now());
+create table floor_outbox (
+    dedupe_key text primary key, template text, to_address text, context jsonb,
+    message_id text, organization_id bigint, member_id bigint, enforcement_id bigint);
+"""
+TABLES = {"members": "members", "audit": "audit_log", "outbox": "email_outbox"}
+FLOOR_TABLES = {"members": "floor_members", "audit": "floor_audit", "outbox": "floor_outbox"}
+
+
+async def fill_floor(conn: asyncpg.Connection, org_id: int) -> None:
+    """The floor's members: a copy of the organization's, taken before its bound runs."""
+    await conn.execute(
+        """insert into floor_members (id, organization_id, user_id, email, role, blocked_at)
+           select id, organization_id, user_id, email, role, blocked_at from members
+           where organization_id = $1""",
+        org_id,
+    )
+    await conn.execute("vacuum analyze floor_members")
 
 
 async def add_scope_team(conn: asyncpg.Connection, org_id: int, fraction: float) -> int:
@@ -337,6 +378,87 @@ class Probe:
                 return pages, switches
 
 
+async def bound_and_floor(
+    conn: asyncpg.Connection,
+    org_id: int,
+    owner_id: int,
+    *,
+    action: str,
+    scope: tuple[tuple[str, ...], tuple[str, ...]] | None,
+    connections: int,
+) -> tuple[float, float, int, int, int]:
+    """The bound on the organization's members, then the floor on their copy, each statement
+    on equal slices of the members by id at once, on the same connections: (bound seconds,
+    floor seconds, bound rows, floor rows, connections)."""
+    from db.outbox import MESSAGE_ID_SQL
+    from require2fa import compliance
+
+    bound_run = await conn.fetchval(
+        """insert into enforcement_runs (organization_id, actor_user_id, status)
+           values ($1, $2, 'completed') returning id""",
+        org_id,
+        owner_id,
+    )
+    statement = BLOCK_BOUND_SQL if action == "block" else BOUND_SQL
+    pieces = dict(
+        message_id=MESSAGE_ID_SQL.format(key="k.key"),
+        # At the organization's level, as the batches judge it (`any` here: the seed's
+        # factors are TOTP), with the removal reason they write.
+        has_2fa_user=compliance.second_factor_sql("u.id", level_sql="o.require_2fa_level"),
+        has_2fa_candidate=compliance.second_factor_sql("c.user_id", level_sql="$4::text"),
+        any_factor_candidate=compliance.second_factor_sql("c.user_id"),
+        in_scope=compliance.in_scope_sql(
+            "m.id",
+            "m.role",
+            roles_sql="$7::text[]",
+            teams_sql="$8::text[]",
+            organization_id_sql="$1",
+        ),
+    )
+    bound_sql = statement.format(**pieces, **TABLES)
+    floor_sql = statement.format(**pieces, **FLOOR_TABLES)
+    # Equal slices of the members by id, one statement each, all at once.
+    slices = await conn.fetch(
+        """select min(id) as lo, max(id) as hi
+           from (select id, ntile($2) over (order by id) as part from members
+                 where organization_id = $1) as parts
+           group by part order by part""",
+        org_id,
+        connections,
+    )
+    bound_conns = [await asyncpg.connect(DSN) for _ in slices]
+
+    async def timed(sql: str) -> tuple[float, int]:
+        """The statement on every slice at once, each on its own connection: (seconds, rows)."""
+        await conn.execute("checkpoint")
+        started = time.perf_counter()
+        parts = await asyncio.gather(
+            *(
+                c.fetchval(
+                    sql,
+                    org_id,
+                    owner_id,
+                    bound_run,
+                    "any",
+                    part["lo"],
+                    part["hi"],
+                    None,
+                    list(scope[1]) if scope is not None else None,
+                )
+                for c, part in zip(bound_conns, slices, strict=True)
+            )
+        )
+        return time.perf_counter() - started, sum(parts)
+
+    try:
+        bound_seconds, removed = await timed(bound_sql)
+        floor_seconds, floor_removed = await timed(floor_sql)
+    finally:
+        for c in bound_conns:
+            await c.close()
+    return bound_seconds, floor_seconds, removed, floor_removed, len(slices)
+
+
 async def measure(
     conn: asyncpg.Connection,
     http: aiohttp.ClientSession,
@@ -352,8 +474,6 @@ async def measure(
 ) -> dict[str, Any]:
     from commands.seed import seed
     from db.counts import count_noncompliant
-    from db.outbox import MESSAGE_ID_SQL
-    from require2fa import compliance
 
     slug, bound_slug = f"bench-{size}", f"bound-{size}"
     owner_id, token = await make_owner(conn, f"owner@{slug}.example")
@@ -385,6 +505,7 @@ async def measure(
         assert in_scope > 0 or scope_team == 0, in_scope
         await add_scope_team(conn, bound_seeded.organization_id, scope_team)
     await conn.execute("vacuum analyze users, members, authenticators, member_teams")
+    await fill_floor(conn, bound_seeded.organization_id)
     expected = await count_noncompliant(
         conn, seeded.organization_id, except_user_id=owner_id, scope=scope
     )
@@ -480,62 +601,15 @@ async def measure(
         off = await http.put(url, json={"require2FA": False}, headers=headers)
         assert off.status == 200, await off.text()
 
-    bound_run = await conn.fetchval(
-        """insert into enforcement_runs (organization_id, actor_user_id, status)
-           values ($1, $2, 'completed') returning id""",
+    bound_seconds, floor_seconds, removed, floor_removed, connections = await bound_and_floor(
+        conn,
         bound_seeded.organization_id,
         bound_owner_id,
+        action=action,
+        scope=scope,
+        connections=bound_connections,
     )
-    bound_sql = (BLOCK_BOUND_SQL if action == "block" else BOUND_SQL).format(
-        message_id=MESSAGE_ID_SQL.format(key="k.key"),
-        # At the organization's level, as the batches judge it (`any` here: the seed's
-        # factors are TOTP), with the removal reason they write.
-        has_2fa_user=compliance.second_factor_sql("u.id", level_sql="o.require_2fa_level"),
-        has_2fa_candidate=compliance.second_factor_sql("c.user_id", level_sql="$4::text"),
-        any_factor_candidate=compliance.second_factor_sql("c.user_id"),
-        in_scope=compliance.in_scope_sql(
-            "m.id",
-            "m.role",
-            roles_sql="$7::text[]",
-            teams_sql="$8::text[]",
-            organization_id_sql="$1",
-        ),
-    )
-    # Equal slices of the members by id, one statement each, all at once.
-    slices = await conn.fetch(
-        """select min(id) as lo, max(id) as hi
-           from (select id, ntile($2) over (order by id) as part from members
-                 where organization_id = $1) as parts
-           group by part order by part""",
-        bound_seeded.organization_id,
-        bound_connections,
-    )
-    bound_conns = [await asyncpg.connect(DSN) for _ in slices]
-    await conn.execute("checkpoint")
-    try:
-        started = time.perf_counter()
-        parts = await asyncio.gather(
-            *(
-                c.fetchval(
-                    bound_sql,
-                    bound_seeded.organization_id,
-                    bound_owner_id,
-                    bound_run,
-                    "any",
-                    part["lo"],
-                    part["hi"],
-                    None,
-                    list(scope[1]) if scope is not None else None,
-                )
-                for c, part in zip(bound_conns, slices, strict=True)
-            )
-        )
-        bound_seconds = time.perf_counter() - started
-    finally:
-        for c in bound_conns:
-            await c.close()
-    removed = sum(parts)
-    assert removed == bound_expected, (removed, bound_expected)
+    assert removed == floor_removed == bound_expected, (removed, floor_removed, bound_expected)
 
     members = size + 1
     return {
@@ -552,10 +626,13 @@ async def measure(
         "removed_per_s": round(expected / seconds),
         "batches": run["batches_total"],
         "timeline_s": {key: round(float(value), 3) for key, value in timeline.items()},
-        "bound_seconds": round(bound_seconds, 2),
-        "bound_connections": len(slices),
+        "bound_seconds": round(bound_seconds, 3),
+        "bound_connections": connections,
         "bound_members_per_s": round(members / bound_seconds),
         "throughput_vs_bound": round(bound_seconds / seconds, 3),
+        "floor_seconds": round(floor_seconds, 3),
+        "throughput_vs_floor": round(floor_seconds / seconds, 3),
+        "bound_vs_floor": round(floor_seconds / bound_seconds, 3),
         "worker_peak_rss_mb": sorted(round(kb / 1024, 1) for kb in workers.peak.values()),
         **({"probe": probe_figures(probed)} if probe else {}),
     }
@@ -634,6 +711,7 @@ async def main() -> None:
     try:
         conn = await connect(DSN)
         await migrate(conn)
+        await conn.execute(FLOOR_SCHEMA)
         settings = Settings.from_env(env)
         workers = Workers(env, args.threads)
         runner = web.AppRunner(create_app(settings), access_log=None)

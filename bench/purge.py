@@ -5,7 +5,12 @@
 Seeds an organization with `commands.seed`, turns all its members into pending members removed
 for 2FA whose window has passed (one UPDATE), copies the database, then measures:
 - the bound: the same work as one statement on the copy: every due row deleted (team links by
-  cascade), with its tombstone and its `member.remove` audit entry;
+  cascade), with its tombstone and its `member.remove` audit entry, on one connection, as many
+  as the purge uses;
+- the floor, just after the bound on the same connection: the same statement on a minimal
+  schema in the copy (`FLOOR_SCHEMA`: members with only the columns the purge reads and a
+  primary key, team links, tombstones and audit entries with only a primary key, no triggers
+  or foreign keys; the team links deleted in the statement), over a copy of the due rows;
 - the purge (`db.maintenance.purge_expired`: batches of one short transaction each, the same
   rows written) on the original, while `GET members` of another organization is requested over
   HTTP from a `require2fa web` process, one request after another; its latency percentiles,
@@ -96,7 +101,35 @@ async def prepare(members: int, other: int) -> tuple[int, str]:
     await conn.close()
     await admin.execute(f'create database "{BOUND_DB}" template "{DB}"')
     await admin.close()
+    conn = await connect(with_database(ADMIN_DSN, BOUND_DB))
+    try:
+        await conn.execute(FLOOR_SCHEMA)
+        await conn.execute("vacuum analyze floor_members, floor_member_teams")
+    finally:
+        await conn.close()
     return expired, token
+
+
+# The floor's tables, filled with a copy of the due members and their team links.
+FLOOR_SCHEMA = """
+create table floor_members (
+    id bigint primary key, organization_id bigint not null, email text not null,
+    role text not null, pending_reason text, token_hash bytea, reinstate_by timestamptz);
+create table floor_member_teams (
+    member_id bigint, team_id bigint, primary key (member_id, team_id));
+create table floor_purged (
+    member_id bigint primary key, organization_id bigint, token_hash bytea,
+    reinstate_by timestamptz);
+create table floor_audit (
+    id bigint generated always as identity primary key, organization_id bigint, event text,
+    actor_label text, target_member_id bigint, data jsonb,
+    created_at timestamptz not null default now());
+insert into floor_members
+select id, organization_id, email, role, pending_reason, token_hash, reinstate_by from members
+where pending_reason = '2fa' and reinstate_by <= now();
+insert into floor_member_teams
+select mt.member_id, mt.team_id from member_teams mt join floor_members m on m.id = mt.member_id;
+"""
 
 
 # The bound: what the purge writes, for every due row at once in one statement: the members
@@ -119,7 +152,28 @@ from gone
 """
 
 
-async def bound() -> tuple[int, float]:
+FLOOR_SQL = """
+with gone as (
+    delete from floor_members m
+    where m.pending_reason = '2fa' and m.reinstate_by <= now()
+    returning m.id, m.organization_id, m.email, m.role, m.token_hash, m.reinstate_by
+), links as (
+    delete from floor_member_teams mt using gone where mt.member_id = gone.id
+), tombstones as (
+    insert into floor_purged (member_id, organization_id, token_hash, reinstate_by)
+    select id, organization_id, token_hash, reinstate_by from gone
+    on conflict (member_id) do nothing
+)
+insert into floor_audit (organization_id, event, actor_label, target_member_id, data)
+select organization_id, 'member.remove', $1, id,
+       jsonb_build_object('reason', $2::text, 'email', email, 'role', role,
+                          'reinstate_by', reinstate_by)
+from gone
+"""
+
+
+async def bound() -> tuple[int, float, float]:
+    """The bound, then the floor, on one connection: (rows, bound seconds, floor seconds)."""
     conn = await connect(with_database(ADMIN_DSN, BOUND_DB))
     try:
         await conn.execute("checkpoint")
@@ -132,7 +186,12 @@ async def bound() -> tuple[int, float]:
         )
         deleted = int(status.split()[-1])
         assert written["tombstones"] == written["audit"] == deleted, dict(written)
-        return deleted, seconds
+        await conn.execute("checkpoint")
+        started = time.perf_counter()
+        status = await conn.execute(FLOOR_SQL, SYSTEM.label, maintenance.PURGE_REASON)
+        floor_seconds = time.perf_counter() - started
+        assert int(status.split()[-1]) == deleted, status
+        return deleted, seconds, floor_seconds
     finally:
         await conn.close()
 
@@ -202,13 +261,13 @@ async def main() -> None:
                 await get_members(session, url, headers)
             idle = [await get_members(session, url, headers) for _ in range(300)]
 
-            # The bound runs under the same requests as the purge, so that both share the
-            # machine alike.
+            # The bound and the floor run under the same requests as the purge, so that all
+            # three share the machine alike.
             task = asyncio.create_task(bound())
             during_bound: list[float] = []
             while not task.done():
                 during_bound.append(await get_members(session, url, headers))
-            bound_rows, bound_seconds = await task
+            bound_rows, bound_seconds, floor_seconds = await task
 
             conn = await connect(DSN)
             await conn.execute("checkpoint")
@@ -244,6 +303,10 @@ async def main() -> None:
                 "bound_seconds": round(bound_seconds, 2),
                 "bound_members_per_second": round(bound_rows / bound_seconds),
                 "throughput_vs_bound": round(bound_seconds / result.seconds, 3),
+                "floor_seconds": round(floor_seconds, 2),
+                "throughput_vs_floor": round(floor_seconds / result.seconds, 3),
+                "bound_vs_floor": round(floor_seconds / bound_seconds, 3),
+                "connections": {"purge": 1, "bound": 1, "floor": 1},
                 "p99_during_over_idle": round(
                     percentiles(during)["p99_ms"] / percentiles(idle)["p99_ms"], 2
                 ),

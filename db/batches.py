@@ -48,28 +48,30 @@ class BatchHead:
 
 
 async def start_batch(conn: asyncpg.Connection, run_id: int, batch_no: int) -> BatchHead | None:
-    """Takes the batch's locks (in the caller's transaction) and says whether it is to be done."""
-    run = await conn.fetchrow("select organization_id from enforcement_runs where id = $1", run_id)
-    if run is None:
-        return None
+    """Takes the batch's locks (in the caller's transaction) and says whether it is to be done.
+    Two statements: the organization FOR SHARE (found through the run), then the batch FOR
+    UPDATE with the run read beside it, in a statement of its own so that its snapshot is taken
+    after the organization lock was granted: a cancellation committed before it is seen."""
     org = await conn.fetchrow(
-        """select id, name, slug, require_2fa, require_2fa_level, require_2fa_action,
-                  require_2fa_scope_roles, require_2fa_scope_teams, sso_mfa
-           from organizations where id = $1 for share""",
-        run["organization_id"],
+        """select o.id, o.name, o.slug, o.require_2fa, o.require_2fa_level, o.require_2fa_action,
+                  o.require_2fa_scope_roles, o.require_2fa_scope_teams, o.sso_mfa
+           from enforcement_runs r join organizations o on o.id = r.organization_id
+           where r.id = $1
+           for share of o""",
+        run_id,
     )
     if org is None or not org["require_2fa"]:
         return None
     batch = await conn.fetchrow(
-        """select * from enforcement_batches where run_id = $1 and batch_no = $2 for update""",
+        """select b.first_member_id, b.last_member_id, b.done_at, r.status, r.actor_user_id,
+                  r.actor_token_id, r.actor_label, r.actor_ip, now() as now
+           from enforcement_batches b join enforcement_runs r on r.id = b.run_id
+           where b.run_id = $1 and b.batch_no = $2
+           for update of b""",
         run_id,
         batch_no,
     )
-    if batch is None or batch["done_at"] is not None:
-        return None
-    # Read after the organization lock: a cancellation committed before it is seen here.
-    run = await conn.fetchrow("select *, now() as now from enforcement_runs where id = $1", run_id)
-    if run["status"] != "running":
+    if batch is None or batch["done_at"] is not None or batch["status"] != "running":
         return None
     return BatchHead(
         run_id=run_id,
@@ -85,12 +87,12 @@ async def start_batch(conn: asyncpg.Connection, run_id: int, batch_no: int) -> B
         first_member_id=batch["first_member_id"],
         last_member_id=batch["last_member_id"],
         actor=Actor(
-            user_id=run["actor_user_id"],
-            token_id=run["actor_token_id"],
-            label=run["actor_label"],
-            ip_address=str(run["actor_ip"]) if run["actor_ip"] is not None else None,
+            user_id=batch["actor_user_id"],
+            token_id=batch["actor_token_id"],
+            label=batch["actor_label"],
+            ip_address=str(batch["actor_ip"]) if batch["actor_ip"] is not None else None,
         ),
-        now=run["now"],
+        now=batch["now"],
     )
 
 
@@ -132,20 +134,14 @@ async def finish_batch(
     conn: asyncpg.Connection, head: BatchHead, *, removed: int, skipped: int, seconds: float
 ) -> asyncpg.Record:
     """Marks the batch done and adds to the run's counters; the last batch completes the run
-    (total = removed + skipped). Returns the run. The last statement of the batch's
+    (total = removed + skipped). Returns the run. One statement, the last of the batch's
     transaction, so that the run row stays locked for as short a time as possible."""
-    await conn.execute(
-        """update enforcement_batches
-           set done_at = clock_timestamp(), removed = $3, skipped = $4, seconds = $5
-           where run_id = $1 and batch_no = $2""",
-        head.run_id,
-        head.batch_no,
-        removed,
-        skipped,
-        seconds,
-    )
     run = await conn.fetchrow(
-        """update enforcement_runs
+        """with batch as (
+               update enforcement_batches
+               set done_at = clock_timestamp(), removed = $2, skipped = $3, seconds = $4
+               where run_id = $1 and batch_no = $5)
+           update enforcement_runs
            set removed = removed + $2, skipped = skipped + $3, batches_done = batches_done + 1,
                updated_at = clock_timestamp(),
                status = case when batches_done + 1 >= batches_total
@@ -159,6 +155,8 @@ async def finish_batch(
         head.run_id,
         removed,
         skipped,
+        seconds,
+        head.batch_no,
     )
     if run is None:  # cannot happen while the organization lock is held; never count twice
         raise RuntimeError(f"enforcement run {head.run_id} stopped running under batch")

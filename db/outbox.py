@@ -43,7 +43,8 @@ COLUMNS = (
 # this statement. One probe of a small index per organization in the statement; nothing is
 # locked, so writers of the same organization never wait on each other (rows of two concurrent
 # statements of one organization may share tags: they alternate with each other then, and with
-# the other organizations' rows as one).
+# the other organizations' rows as one). `tags` is materialized: inlined into the join, it was
+# worked out again for every row (a scan of `r` and a probe each: quadratic in the rows).
 _FAIR_INSERT = f"""
 with r as (
     select s.template::text, s.to_address::text, s.context::jsonb, s.dedupe_key::text,
@@ -51,7 +52,7 @@ with r as (
            s.enforcement_id::bigint, {email_classes.lane_sql("s.template::text")} as lane,
            row_number() over () as ordinal
       from ({{rows}}) as s({COLUMNS})),
-tags as (
+tags as materialized (
     select o.organization_id,
            greatest((select vtime from email_fair_clock),
                     (select max(q.fair_seq) from email_outbox q
