@@ -17,7 +17,8 @@ CLI and the workers call:
 - the compliance CSV (`commands.report.write_report`, what `require2fa report` runs);
 - the outbox claim (`db.outbox.claim` of `jobs.email.BATCH_MAX` rows, rolled back);
 - an enforcement run of `--run-members` (`organization_settings.change_organization`, then
-  `jobs.enforcement.coordinate_run` and `remove_batch_now` for every batch, two at a time as a
+  `jobs.enforcement.coordinate_run` and `remove_batch_now` for every batch (each finished batch's
+  next one after the window sent), two at a time as a
   worker's batch slots allow), in this process; two runs on each database, in turn.
 Each figure is the median of its samples; each ratio is the figure with the history over the
 figure without it; the goal is at most 1.2 for each. Then one day's pruning on the copy: the
@@ -488,15 +489,18 @@ async def enforcement_run(
         )
     assert change.started and change.run is not None
     run_id = change.run["id"]
-    sent: list[tuple[int, int]] = []
-    await coordinate_run(pool, run_id, send=lambda *message: sent.append(message))
-    slots = asyncio.Semaphore(BATCHES_AT_ONCE)
+    # The batches sent (a window of them), then each finished batch's next one, as the workers
+    # take them, `BATCHES_AT_ONCE` at a time.
+    queue: asyncio.Queue[int] = asyncio.Queue()
+    await coordinate_run(pool, run_id, send=lambda _run, batch_no: queue.put_nowait(batch_no))
 
-    async def batch(batch_no: int) -> None:
-        async with slots:
-            await remove_batch_now(pool, settings, run_id, batch_no)
+    async def batches() -> None:
+        while not queue.empty():
+            done = await remove_batch_now(pool, settings, run_id, queue.get_nowait())
+            if done is not None and done.next_batch is not None:
+                queue.put_nowait(done.next_batch)
 
-    await asyncio.gather(*(batch(batch_no) for _, batch_no in sent))
+    await asyncio.gather(*(batches() for _ in range(BATCHES_AT_ONCE)))
     seconds = time.perf_counter() - started
     async with pool.acquire() as conn:
         run = await conn.fetchrow(
