@@ -456,6 +456,7 @@ async def measure(
     figures: list[dict[str, Any]] = [
         {name: median_ms(values) for name, values in found.items()} for found in samples
     ]
+    print(json.dumps({"statements_without_and_with": figures}), file=sys.stderr)
     seconds: list[list[float]] = [[], []]
     for run in runs:
         for n, pool in enumerate(pools):
