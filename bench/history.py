@@ -501,7 +501,19 @@ async def enforcement_run(
             if done is not None and done.next_batch is not None:
                 queue.put_nowait(done.next_batch)
 
-    await asyncio.gather(*(batches() for _ in range(BATCHES_AT_ONCE)))
+    while True:
+        await asyncio.gather(*(batches() for _ in range(BATCHES_AT_ONCE)))
+        # What a batch's `take_next` skipped (a row another batch held): the sweeper's part.
+        async with pool.acquire() as conn:
+            left = await conn.fetch(
+                """select batch_no from enforcement_batches
+                    where run_id = $1 and done_at is null order by batch_no""",
+                run_id,
+            )
+        if not left:
+            break
+        for row in left:
+            queue.put_nowait(row["batch_no"])
     seconds = time.perf_counter() - started
     async with pool.acquire() as conn:
         run = await conn.fetchrow(
