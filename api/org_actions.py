@@ -15,7 +15,7 @@ from api.access import MANAGERS, OrgAccess
 from api.auth import actor, recently_authenticated, require_sudo
 from api.connection import request_pool
 from api.keys import REDIS, SETTINGS
-from api.pagination import page_args, split_page
+from api.pagination import per_page_arg, split_page
 from require2fa import (
     audit_log,
     caps,
@@ -271,22 +271,26 @@ async def delete_sso(request: web.Request, access: OrgAccess) -> None:
 @dataclass(frozen=True)
 class AuditPage:
     event: str | None
-    cursor: int | None
     rows: list[asyncpg.Record]
-    next_cursor: int | None
+    next_cursor: str | None
 
 
 async def audit_page(request: web.Request, access: OrgAccess, *, per_page: int = 100) -> AuditPage:
-    """The entries that `?event=`, `?cursor=` and `?per_page=` ask for, newest first (the API
-    and the audit-log page); `audit_log.page`."""
+    """The entries that `?event=`, `?cursor=` and `?per_page=` ask for, newest first (the API);
+    `audit_log.page`."""
     event = request.query.get("event") or None
-    cursor, limit = page_args(request, default=per_page)
+    cursor = audit_log.parse_cursor(request.query.get("cursor", ""))
+    limit = per_page_arg(request, default=per_page)
     rows = await audit_log.page(
         await request_pool(request),
         access.org["id"],
-        event=event,
-        before_id=cursor,
+        cursor=cursor,
         limit=limit + 1,
+        where=audit_log.AuditFilter(event=event),
     )
-    rows, next_cursor = split_page(rows, limit)
-    return AuditPage(event=event, cursor=cursor, rows=rows, next_cursor=next_cursor)
+    rows, next_cursor = split_page(rows, limit, _audit_cursor)
+    return AuditPage(event=event, rows=rows, next_cursor=next_cursor)
+
+
+def _audit_cursor(row: asyncpg.Record) -> str:
+    return audit_log.cursor_text(audit_log.cursor_of(row))

@@ -17,7 +17,8 @@ CLI and the workers call:
 - the compliance CSV (`commands.report.write_report`, what `require2fa report` runs);
 - the outbox claim (`db.outbox.claim` of `jobs.email.BATCH_MAX` rows, rolled back);
 - an enforcement run of `--run-members` (`organization_settings.change_organization`, then
-  `jobs.enforcement.coordinate_run` and `remove_batch_now` for every batch, two at a time as a
+  `jobs.enforcement.coordinate_run` and `remove_batch_now` for every batch (each finished batch's
+  next one after the window sent), two at a time as a
   worker's batch slots allow), in this process; two runs on each database, in turn.
 Each figure is the median of its samples; each ratio is the figure with the history over the
 figure without it; the goal is at most 1.2 for each. Then one day's pruning on the copy: the
@@ -34,6 +35,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import statistics
@@ -296,7 +298,7 @@ async def seed_history(
 class Subject:
     """The measured organization and what the measurements need of it, chosen once."""
 
-    def __init__(self, org_id: int, slug: str, members_cursor: int, audit_cursor: int) -> None:
+    def __init__(self, org_id: int, slug: str, members_cursor: int, audit_cursor: Any) -> None:
         self.org_id, self.slug = org_id, slug
         self.members_cursor, self.audit_cursor = members_cursor, audit_cursor
 
@@ -323,19 +325,16 @@ def statements(pool: asyncpg.Pool, subject: Subject) -> dict[str, tuple[Work, in
         )
 
     async def audit_first() -> None:
-        rows = await audit_log.page(pool, subject.org_id, event=None, before_id=None, limit=101)
+        rows = await audit_log.page(pool, subject.org_id, cursor=None, limit=101)
         assert len(rows) == 101
 
     async def audit_deep() -> None:
-        rows = await audit_log.page(
-            pool, subject.org_id, event=None, before_id=subject.audit_cursor, limit=101
-        )
+        rows = await audit_log.page(pool, subject.org_id, cursor=subject.audit_cursor, limit=101)
         assert len(rows) == 101
 
     async def audit_event() -> None:
-        await audit_log.page(
-            pool, subject.org_id, event="member.pending", before_id=None, limit=101
-        )
+        pending = audit_log.AuditFilter(event="member.pending")
+        await audit_log.page(pool, subject.org_id, cursor=None, limit=101, where=pending)
 
     async def report() -> None:
         async with pool.acquire() as conn:
@@ -360,6 +359,76 @@ def statements(pool: asyncpg.Pool, subject: Subject) -> dict[str, tuple[Work, in
         "compliance_csv_ms": (report, 1),
         "outbox_claim_ms": (claim, 6),
     }
+
+
+class Explaining:
+    """A pool whose connections run `EXPLAIN (ANALYZE, BUFFERS)` of each `fetch`/`fetchrow`
+    before the statement itself, keeping the plans: what the audit pages' statements read."""
+
+    def __init__(self, pool: asyncpg.Pool) -> None:
+        self.pool = pool
+        self.plans: list[dict[str, Any]] = []
+
+    @contextlib.asynccontextmanager
+    async def acquire(self) -> AsyncIterator[Any]:
+        async with self.pool.acquire() as conn:
+            yield _Explained(conn, self.plans)
+
+
+class _Explained:
+    def __init__(self, conn: asyncpg.Connection, plans: list[dict[str, Any]]) -> None:
+        self.conn, self.plans = conn, plans
+
+    async def _explain(self, sql: str, *args: Any) -> None:
+        found = await self.conn.fetchval(f"explain (analyze, buffers, format json) {sql}", *args)
+        self.plans.append((found if isinstance(found, list) else json.loads(found))[0])
+
+    async def fetch(self, sql: str, *args: Any) -> list[asyncpg.Record]:
+        await self._explain(sql, *args)
+        return await self.conn.fetch(sql, *args)
+
+    async def fetchrow(self, sql: str, *args: Any) -> asyncpg.Record | None:
+        await self._explain(sql, *args)
+        return await self.conn.fetchrow(sql, *args)
+
+
+def plan_summary(plans: list[dict[str, Any]]) -> dict[str, Any]:
+    """The statements of one call: how many, the audit partitions their plans scan, the shared
+    buffers they touched and their execution time."""
+
+    def relations(node: dict[str, Any]) -> list[str]:
+        own = (
+            [node["Relation Name"]] if node.get("Relation Name", "").startswith("audit_log") else []
+        )
+        return own + [found for child in node.get("Plans", []) for found in relations(child)]
+
+    return {
+        "statements": len(plans),
+        "partitions_scanned": [relations(plan["Plan"]) for plan in plans],
+        "shared_buffers": sum(
+            plan["Plan"].get("Shared Hit Blocks", 0) + plan["Plan"].get("Shared Read Blocks", 0)
+            for plan in plans
+        ),
+        "execution_ms": round(sum(plan["Execution Time"] for plan in plans), 3),
+        "planning_ms": round(sum(plan["Planning Time"] for plan in plans), 3),
+    }
+
+
+async def audit_plans(pool: asyncpg.Pool, subject: Subject) -> dict[str, Any]:
+    """`plan_summary` of the audit log's first page, deep page and `?event=` first page."""
+    from require2fa import audit_log
+
+    pending = audit_log.AuditFilter(event="member.pending")
+    found = {}
+    for name, cursor, where in (
+        ("first", None, None),
+        ("deep", subject.audit_cursor, None),
+        ("event_first", None, pending),
+    ):
+        explaining = Explaining(pool)
+        await audit_log.page(explaining, subject.org_id, cursor=cursor, limit=101, where=where)  # type: ignore[arg-type]
+        found[name] = plan_summary(explaining.plans)
+    return found
 
 
 async def measure(
@@ -387,6 +456,7 @@ async def measure(
     figures: list[dict[str, Any]] = [
         {name: median_ms(values) for name, values in found.items()} for found in samples
     ]
+    print(json.dumps({"statements_without_and_with": figures}), file=sys.stderr)
     seconds: list[list[float]] = [[], []]
     for run in runs:
         for n, pool in enumerate(pools):
@@ -420,15 +490,30 @@ async def enforcement_run(
         )
     assert change.started and change.run is not None
     run_id = change.run["id"]
-    sent: list[tuple[int, int]] = []
-    await coordinate_run(pool, run_id, send=lambda *message: sent.append(message))
-    slots = asyncio.Semaphore(BATCHES_AT_ONCE)
+    # The batches sent (a window of them), then each finished batch's next one, as the workers
+    # take them, `BATCHES_AT_ONCE` at a time.
+    queue: asyncio.Queue[int] = asyncio.Queue()
+    await coordinate_run(pool, run_id, send=lambda _run, batch_no: queue.put_nowait(batch_no))
 
-    async def batch(batch_no: int) -> None:
-        async with slots:
-            await remove_batch_now(pool, settings, run_id, batch_no)
+    async def batches() -> None:
+        while not queue.empty():
+            done = await remove_batch_now(pool, settings, run_id, queue.get_nowait())
+            if done is not None and done.next_batch is not None:
+                queue.put_nowait(done.next_batch)
 
-    await asyncio.gather(*(batch(batch_no) for _, batch_no in sent))
+    while True:
+        await asyncio.gather(*(batches() for _ in range(BATCHES_AT_ONCE)))
+        # What a batch's `take_next` skipped (a row another batch held): the sweeper's part.
+        async with pool.acquire() as conn:
+            left = await conn.fetch(
+                """select batch_no from enforcement_batches
+                    where run_id = $1 and done_at is null order by batch_no""",
+                run_id,
+            )
+        if not left:
+            break
+        for row in left:
+            queue.put_nowait(row["batch_no"])
     seconds = time.perf_counter() - started
     async with pool.acquire() as conn:
         run = await conn.fetchrow(
@@ -476,7 +561,7 @@ async def one_days_pruning(pool: asyncpg.Pool, subject: Subject) -> dict[str, An
     audit_retention = now - second - timedelta(hours=1)
 
     async def first_page() -> None:
-        await audit_log.page(pool, subject.org_id, event=None, before_id=None, limit=101)
+        await audit_log.page(pool, subject.org_id, cursor=None, limit=101)
 
     idle = await timed(first_page, 200)
     pruner = await create_pool(HISTORY_DSN, min_size=1, max_size=1)
@@ -565,6 +650,7 @@ async def one_days_pruning(pool: asyncpg.Pool, subject: Subject) -> dict[str, An
 async def prepare(conn: asyncpg.Connection, settings: Any, members: int, run_members: int) -> Any:
     """The young deployment (see the module); returns the subject and the two run organizations."""
     from commands.seed import seed
+    from require2fa import audit_log
 
     subject = await seed(conn, settings, slug="subject", count=members, enrolled=0.5)
     now: datetime = await conn.fetchval("select now()")
@@ -587,14 +673,19 @@ async def prepare(conn: asyncpg.Connection, settings: Any, members: int, run_mem
         subject.organization_id,
         int(members * 0.9),
     )
-    audit_cursor = await conn.fetchval(
-        """select id from audit_log where organization_id = $1 order by id desc
-           offset $2 limit 1""",
+    audit_cursor = await conn.fetchrow(
+        """select created_at, id from audit_log where organization_id = $1
+            order by created_at desc, id desc offset $2 limit 1""",
         subject.organization_id,
         int(members * 0.9) - 101,  # a full page left behind it
     )
     return (
-        Subject(subject.organization_id, "subject", members_cursor, audit_cursor),
+        Subject(
+            subject.organization_id,
+            "subject",
+            members_cursor,
+            audit_log.cursor_of(audit_cursor),
+        ),
         runs,
         history,
     )
@@ -650,6 +741,10 @@ async def main() -> None:
         try:
             before, after = await measure((young, old), settings, subject, runs, args.rounds)
             print(json.dumps({"without": before, "with": after}), file=sys.stderr)
+            plans = {
+                "without_history": await audit_plans(young, subject),
+                "with_history": await audit_plans(old, subject),
+            }
             pruning = await one_days_pruning(old, subject)
         finally:
             await young.close()
@@ -678,6 +773,7 @@ async def main() -> None:
                 "ratios": ratios,
                 "goal": GOAL,
                 "pass": all(ratio <= GOAL for ratio in ratios.values()),
+                "audit_page_plans": plans,
                 "one_days_pruning": pruning,
                 "setup_seconds": round(setup_seconds, 1),
                 "started_at": datetime.now(UTC).isoformat(timespec="seconds"),

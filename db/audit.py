@@ -121,40 +121,86 @@ async def record_many(
     )
 
 
+# The page statement's clauses; each one present only when its filter is given, so that every
+# combination is its own prepared statement whose bounds on `created_at` (the partition key)
+# prune the month partitions at planning or at executor start, generic plan or not.
+_PAGE_SELECT = """select l.*, u.email as actor_email, u.name as actor_name
+  from audit_log l left join users u on u.id = l.actor_user_id
+ where l.organization_id = $1"""
+_PAGE_EVENT = "\n   and l.event = $3"
+_PAGE_SINCE = "\n   and l.created_at >= $4"
+_PAGE_BEFORE = "\n   and l.created_at <= $5 and (l.created_at, l.id) < ($5, $6)"
+_PAGE_ACTOR = """
+   and (u.email ilike '%' || $7 || '%' or coalesce(u.name, '') ilike '%' || $7 || '%'
+        or l.actor_label ilike '%' || $7 || '%')"""
+_PAGE_TARGET = "\n   and l.data->>'email' ilike '%' || $8 || '%'"
+_PAGE_ORDER = "\n order by l.created_at desc, l.id desc\n limit $2"
+
+
+def _page_sql(*, event: bool, since: bool, before: bool, actor: bool, target: bool) -> str:
+    """The page statement for the filters given; the parameters it leaves out are still passed
+    (typed by a cast of null), so that every form takes the same eight."""
+    clauses = [
+        _PAGE_EVENT if event else "\n   and $3::text is null",
+        _PAGE_SINCE if since else "\n   and $4::timestamptz is null",
+        _PAGE_BEFORE if before else "\n   and $5::timestamptz is null and $6::bigint is null",
+        _PAGE_ACTOR if actor else "\n   and $7::text is null",
+        _PAGE_TARGET if target else "\n   and $8::text is null",
+    ]
+    return _PAGE_SELECT + "".join(clauses) + _PAGE_ORDER
+
+
+@dataclass(frozen=True)
+class Position:
+    """A place in an organization's log, newest first: the entries after it are those written
+    before `created_at`, or at it with a smaller id."""
+
+    created_at: datetime
+    id: int
+
+
 async def page(
     conn: asyncpg.Connection,
     *,
     organization_id: int,
-    event: str | None,
-    before_id: int | None,
     limit: int,
+    event: str | None = None,
+    since: datetime | None = None,
+    before: Position | None = None,
     actor: str | None = None,
     target: str | None = None,
-    since: datetime | None = None,
-    until: datetime | None = None,
 ) -> list[asyncpg.Record]:
-    """Newest first, keyset on id; of `event`, an actor whose email, name or label holds
-    `actor`, a target email holding `target`, written in [`since`, `until`), when given."""
+    """Up to `limit` entries, newest first by (`created_at`, id): after `before`, written at or
+    after `since`, of `event`, by an actor whose email, name or label holds `actor`, on a target
+    email holding `target` (each when given)."""
+    sql = _page_sql(
+        event=event is not None,
+        since=since is not None,
+        before=before is not None,
+        actor=actor is not None,
+        target=target is not None,
+    )
     return await conn.fetch(
-        """select l.*, u.email as actor_email, u.name as actor_name
-           from audit_log l left join users u on u.id = l.actor_user_id
-           where l.organization_id = $1
-             and ($2::text is null or l.event = $2)
-             and ($3::bigint is null or l.id < $3)
-             and ($5::text is null or u.email ilike '%' || $5 || '%'
-                  or coalesce(u.name, '') ilike '%' || $5 || '%'
-                  or l.actor_label ilike '%' || $5 || '%')
-             and ($6::text is null or l.data->>'email' ilike '%' || $6 || '%')
-             and ($7::timestamptz is null or l.created_at >= $7)
-             and ($8::timestamptz is null or l.created_at < $8)
-           order by l.id desc
-           limit $4""",
+        sql,
         organization_id,
-        event,
-        before_id,
         limit,
+        event,
+        since,
+        before.created_at if before else None,
+        before.id if before else None,
         actor,
         target,
-        since,
-        until,
     )
+
+
+async def position_of(
+    conn: asyncpg.Connection, *, organization_id: int, entry_id: int
+) -> Position | None:
+    """The place of the organization's entry `entry_id` in its log; None when there is no such
+    entry (never was, or its month was dropped)."""
+    row = await conn.fetchrow(
+        "select created_at, id from audit_log where id = $1 and organization_id = $2",
+        entry_id,
+        organization_id,
+    )
+    return Position(row["created_at"], row["id"]) if row else None

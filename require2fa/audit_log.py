@@ -7,9 +7,10 @@ from __future__ import annotations
 import csv
 import io
 import json
+import re
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import asyncpg
@@ -30,33 +31,103 @@ class AuditFilter:
     until: datetime | None = None  # exclusive
 
 
+# A page's cursor: the (time, id) of the last entry of the page before, so that the next page
+# reads only the month partitions its times fall in. The form is ours (`cursor_text`); an entry's
+# id alone (the cursors of before) is still taken.
+Cursor = audit.Position
+_CURSOR = re.compile(r"(\d{1,19})\.(\d{1,19})")
+_OLD_CURSOR = re.compile(r"(\d{1,19})(:.*)?")
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_LAST_MICROS = (datetime.max.replace(tzinfo=UTC) - _EPOCH) // timedelta(microseconds=1)
+MAX_ID = 2**63 - 1
+# Months read one statement each, from the newest a page may hold, before one statement reads
+# all the older ones (an organization whose entries are few and far apart).
+MONTHS_ONE_BY_ONE = 3
+
+
+def cursor_text(cursor: Cursor) -> str:
+    micros = (cursor.created_at - _EPOCH) // timedelta(microseconds=1)
+    return f"{micros}.{cursor.id}"
+
+
+def cursor_of(row: Mapping[str, Any]) -> Cursor:
+    """The cursor of the page after the one `row` ends."""
+    return Cursor(row["created_at"], row["id"])
+
+
+def parse_cursor(text: str) -> Cursor | int | None:
+    """`cursor_text`'s cursor, or an entry id (a cursor of before); None for none; `Invalid`
+    otherwise."""
+    if not text:
+        return None
+    if found := _CURSOR.fullmatch(text):
+        micros, entry_id = int(found[1]), int(found[2])
+        if micros <= _LAST_MICROS and entry_id <= MAX_ID:
+            return Cursor(_EPOCH + timedelta(microseconds=micros), entry_id)
+    elif (old := _OLD_CURSOR.fullmatch(text)) and int(old[1]) <= MAX_ID:
+        return int(old[1])
+    raise Invalid("invalid-cursor", "Invalid cursor.", field="cursor", summary="Invalid cursor.")
+
+
+def _month(moment: datetime) -> datetime:
+    """The first instant (UTC) of `moment`'s month, the way the partitions are cut."""
+    return moment.astimezone(UTC).replace(day=1, hour=0, minute=0, second=0, microsecond=0)
+
+
+def _previous_month(month: datetime) -> datetime:
+    return _month(month - timedelta(days=1))
+
+
 async def page(
     pool: asyncpg.Pool,
     org_id: int,
     *,
-    event: str | None,
-    before_id: int | None,
+    cursor: Cursor | int | None,
     limit: int,
     where: AuditFilter | None = None,
 ) -> list[asyncpg.Record]:
-    """Up to `limit` entries before `before_id`, newest first, of `event` when given (and what
-    `where` asks besides); `Invalid` (on `event`) for an event that does not exist."""
-    if event is not None and event not in audit.EVENTS:
-        unknown = f"Unknown event: {event[:100]}"
-        raise Invalid("unknown-event", unknown, field="event", summary=unknown)
+    """Up to `limit` entries after `cursor`, newest first, of what `where` asks; `Invalid` (on
+    `event`) for an event that does not exist. An id `cursor` whose entry is gone (its month
+    dropped) has nothing after it.
+
+    The entries are read month by month, from the one holding the cursor (or `until`, or now):
+    each statement bounds `created_at` to one month partition, and the next month is read only
+    when the page is not full yet; after `MONTHS_ONE_BY_ONE` months, one statement reads all the
+    older ones."""
     where = where or AuditFilter()
+    if where.event is not None and where.event not in audit.EVENTS:
+        unknown = f"Unknown event: {where.event[:100]}"
+        raise Invalid("unknown-event", unknown, field="event", summary=unknown)
     async with pool.acquire() as conn:
-        return await audit.page(
-            conn,
-            organization_id=org_id,
-            event=event,
-            before_id=before_id,
-            limit=limit,
-            actor=where.actor,
-            target=where.target,
-            since=where.since,
-            until=where.until,
+        if isinstance(cursor, int):
+            cursor = await audit.position_of(conn, organization_id=org_id, entry_id=cursor)
+            if cursor is None:
+                return []
+        # `(until, 0)`: before any entry at `until` (ids start at 1).
+        before = min(
+            (b for b in (cursor, where.until and Cursor(where.until, 0)) if b),
+            key=lambda b: (b.created_at, b.id),
+            default=None,
         )
+        since = where.since
+        rows: list[asyncpg.Record] = []
+        month = _month(before.created_at if before else datetime.now(UTC))
+        for step in range(MONTHS_ONE_BY_ONE + 1):
+            last = step == MONTHS_ONE_BY_ONE or (since is not None and since >= month)
+            rows += await audit.page(
+                conn,
+                organization_id=org_id,
+                limit=limit - len(rows),
+                event=where.event,
+                since=since if last else month,
+                before=before,
+                actor=where.actor,
+                target=where.target,
+            )
+            if last or len(rows) >= limit:
+                return rows
+            before, month = Cursor(month, 0), _previous_month(month)
+    return rows
 
 
 async def export(
@@ -70,11 +141,9 @@ async def export(
     out = io.StringIO()
     writer = csv.writer(out)
     writer.writerow(["date", "event", "actor", "target", "ip_address", "description", "data"])
-    before: int | None = None
+    cursor: Cursor | None = None
     while True:
-        rows = await page(
-            pool, org_id, event=where.event, before_id=before, limit=EXPORT_CHUNK, where=where
-        )
+        rows = await page(pool, org_id, cursor=cursor, limit=EXPORT_CHUNK, where=where)
         for row in rows:
             data = _data(row)
             writer.writerow(
@@ -93,7 +162,7 @@ async def export(
         out.truncate()
         if len(rows) < EXPORT_CHUNK:
             return
-        before = rows[-1]["id"]
+        cursor = cursor_of(rows[-1])
 
 
 # --- An entry in words (the audit-log page and its CSV) ----------------------------------------

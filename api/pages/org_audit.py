@@ -13,7 +13,7 @@ from api.connection import request_pool
 from api.errors import api_error
 from api.jsonio import plain
 from api.pages.base import html_errors, org_page, render
-from api.pagination import page_args, split_page
+from api.pagination import per_page_arg, split_page
 from api.serializers import serialize_entry
 from require2fa import audit_log, organizations
 
@@ -51,12 +51,19 @@ async def audit_log_page(request: web.Request) -> web.StreamResponse:
     """The audit log in words, newest first, filtered; cursor paging (owners, managers)."""
     access = await org_page(request, roles=MANAGERS)
     where, shown = _filter(request)
-    cursor, per_page = page_args(request, default=PER_PAGE)
+    cursor = request.query.get("cursor", "")
+    per_page = per_page_arg(request, default=PER_PAGE)
     pool = await request_pool(request)
     rows = await audit_log.page(
-        pool, access.org["id"], event=where.event, before_id=cursor, limit=per_page + 1, where=where
+        pool,
+        access.org["id"],
+        cursor=audit_log.parse_cursor(cursor),
+        limit=per_page + 1,
+        where=where,
     )
-    rows, next_cursor = split_page(rows, per_page)
+    rows, next_cursor = split_page(
+        rows, per_page, lambda row: audit_log.cursor_text(audit_log.cursor_of(row))
+    )
     filters = {key: value for key, value in shown.items() if value}
     return await render(
         request,

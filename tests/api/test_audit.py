@@ -100,7 +100,15 @@ async def test_only_owners_and_managers(client, pool) -> None:
 
 async def test_bad_queries_are_400(client, pool) -> None:
     owner, _, headers = await owner_org_and_token(pool, "acme", "owner@example.com")
-    for query in ("event=nope", "cursor=abc", "per_page=0", "per_page=100000"):
+    for query in (
+        "event=nope",
+        "cursor=abc",
+        "cursor=1.2.3",
+        "cursor=9999999999999999999.1",
+        "cursor=-5",
+        "per_page=0",
+        "per_page=100000",
+    ):
         response = await client.get(
             f"/api/0/organizations/acme/audit-logs/?{query}", headers=headers
         )

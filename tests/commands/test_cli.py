@@ -111,3 +111,27 @@ def test_bad_setting_stops_with_one_line(run) -> None:
     assert result.output.strip().splitlines() == [
         "error: REINSTATEMENT_WINDOW: 'forever' is not a duration such as 90d, 12h, 30m or 2s"
     ]
+
+
+def test_prune_dry_run_shows_what_would_go_and_prune_removes_it(run, database) -> None:
+    fetchrow(
+        database,
+        """insert into email_outbox (template, to_address, context, dedupe_key, message_id,
+                                     status, created_at, sent_at)
+           values ('invite', 'old@example.com', '{}', 'old-sent', '<old@test>', 'sent',
+                   now() - interval '40 days', now() - interval '40 days'),
+                  ('invite', 'new@example.com', '{}', 'new-sent', '<new@test>', 'sent',
+                   now() - interval '2 days', now() - interval '2 days')
+           returning id""",
+    )
+
+    preview = run("prune", "--dry-run", OUTBOX_RETENTION="30d")
+    assert preview.exit_code == 0, preview.output
+    assert "would delete 1 email row(s)" in preview.output
+    assert fetchrow(database, "select count(*) from email_outbox")["count"] == 2
+
+    done = run("prune", OUTBOX_RETENTION="30d")
+    assert done.exit_code == 0, done.output
+    assert "deleted 1 email row(s)" in done.output
+    left = fetchrow(database, "select array_agg(dedupe_key) as keys from email_outbox")["keys"]
+    assert left == ["new-sent"]
