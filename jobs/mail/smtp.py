@@ -50,6 +50,11 @@ class Smtp:
             tls_context=self.tls_context,
         )
         await client.connect()  # greeting, EHLO, STARTTLS and AUTH as the URL asks
+        if client.is_ehlo_or_helo_needed:  # `send` looks at the extensions first
+            try:
+                await client.ehlo()
+            except aiosmtplib.SMTPHeloError:
+                await client.helo()  # an old server: no extension
         self.client = client
 
     async def send(
