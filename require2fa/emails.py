@@ -170,7 +170,8 @@ def _header(name: str, value: str, utf8: bool) -> bytes:
     if "\r" in value or "\n" in value:
         raise ValueError("Header values may not contain linefeed or carriage return characters")
     target = _SMTPUTF8 if utf8 else _SMTP
-    return target.header_factory(name, value).fold(policy=target).encode()
+    folded: str = target.header_factory(name, value).fold(policy=target)
+    return folded.encode()
 
 
 @functools.lru_cache(maxsize=512)
@@ -200,9 +201,10 @@ def _subject(subject: str, utf8: bool) -> bytes:
 @functools.lru_cache(maxsize=8)
 def _sender(email_from: str) -> str:
     """The address of `EMAIL_FROM` (`Name <address>`), the envelope's sender."""
-    address = POLICY.header_factory("From", email_from).addresses[0].addr_spec
+    addresses = POLICY.header_factory("From", email_from).addresses
+    address: str = addresses[0].addr_spec if len(addresses) == 1 else ""
     if not _ADDRESS.fullmatch(address):
-        raise ValueError(f"EMAIL_FROM {email_from!r} holds no plain address")
+        raise ValueError(f"EMAIL_FROM {email_from!r} is not one plain address")
     return address
 
 

@@ -8,7 +8,7 @@ from email import message_from_bytes, policy
 import pytest
 
 from db.outbox import TEMPLATES
-from require2fa.emails import TEMPLATE_DIR, RenderError, Rendered, build_message, render
+from require2fa.emails import TEMPLATE_DIR, Rendered, RenderError, build_message, render
 from require2fa.settings import Settings
 
 BASE = "https://2fa.example.com"
