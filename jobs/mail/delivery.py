@@ -13,6 +13,7 @@ import aiosmtplib
 import asyncpg
 import redis
 import structlog
+from asyncpg.pool import PoolConnectionProxy
 
 from db import outbox
 from jobs.mail.rate import SendRate
@@ -88,6 +89,7 @@ class Delivery:
         self.marking: asyncio.Task[None] | None = None  # the marking in flight
         self.next_mark: asyncio.Task[None] | None = None  # the one after it, for rows sent since
         self.marks: list[asyncio.Task[None]] = []  # this batch's, awaited before recording
+        self.marker: PoolConnectionProxy | None = None  # the connection they mark on
         self.left = len(rows)
         self.left_in = Counter(row["lane"] for row in rows)  # rows not taken yet, by lane
         self.rows = rows
@@ -110,7 +112,10 @@ class Delivery:
             await asyncio.gather(*self.marks, return_exceptions=True)
             self.marks = []
             # Recorded even when a sender failed: rows sent must not go out again.
-            await self._record()
+            try:
+                await self._record()
+            finally:
+                await self._release_marker()
             self.rows = []
 
     async def renew(self, lease: timedelta) -> None:
@@ -285,15 +290,17 @@ class Delivery:
         if not ids:
             return
         try:
-            marked = await _mark_sent(self.pool, ids)
+            # One connection for the batch's marks: no acquire and reset round trips per mark.
+            if self.marker is None:
+                self.marker = await self.pool.acquire()
+            marked = await outbox.mark_sent(self.marker, ids)
         except BaseException:
             self.sent.extend(ids)  # tried again when the batch is recorded
+            await self._release_marker()  # perhaps broken: the next mark takes another
             raise
         self.report.sent += marked  # added after the await: senders mark at the same time
 
-
-async def _mark_sent(pool: asyncpg.Pool, ids: list[int]) -> int:
-    if not ids:
-        return 0
-    async with pool.acquire() as conn:
-        return await outbox.mark_sent(conn, ids)
+    async def _release_marker(self) -> None:
+        marker, self.marker = self.marker, None
+        if marker is not None:
+            await self.pool.release(marker)
