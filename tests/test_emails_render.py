@@ -8,7 +8,7 @@ from email import message_from_bytes, policy
 import pytest
 
 from db.outbox import TEMPLATES
-from require2fa.emails import TEMPLATE_DIR, RenderError, build_message, render
+from require2fa.emails import TEMPLATE_DIR, Rendered, RenderError, build_message, render
 from require2fa.settings import Settings
 
 BASE = "https://2fa.example.com"
@@ -260,7 +260,12 @@ def test_message_has_both_parts_and_headers(email_settings: Settings) -> None:
     message = build_message(
         rendered, to="ada@example.com", message_id="<abc@require2fa>", settings=email_settings
     )
-    parsed = message_from_bytes(message.as_bytes(), policy=policy.default)
+    assert (message.sender, message.to, message.utf8) == (
+        "no-reply@example.com",
+        "ada@example.com",
+        False,
+    )
+    parsed = message_from_bytes(message.data, policy=policy.default)
 
     assert parsed["From"] == "Require2FA <no-reply@example.com>"
     assert parsed["To"] == "ada@example.com"
@@ -273,15 +278,34 @@ def test_message_has_both_parts_and_headers(email_settings: Settings) -> None:
     assert html is not None and f'href="{ACCEPT}"' in html.get_content()
 
 
-def test_a_header_injection_is_refused(email_settings: Settings) -> None:
+@pytest.mark.parametrize(
+    ("to", "message_id"),
+    [
+        ("ada@example.com\r\nBcc: all@example.com", "<abc@require2fa>"),
+        ("ada@example.com\nBcc: all@example.com", "<abc@require2fa>"),
+        ("ada@example.com, all@example.com", "<abc@require2fa>"),
+        ("Ada <ada@example.com>", "<abc@require2fa>"),
+        ("ada@example.com>\r\nRCPT TO:<all@example.com", "<abc@require2fa>"),
+        ("", "<abc@require2fa>"),
+        ("ada@example.com", "<abc@require2fa>\r\nBcc: all@example.com"),
+    ],
+)
+def test_a_header_injection_is_refused(email_settings: Settings, to: str, message_id: str) -> None:
     rendered = render(*CASES[1].values[:2], email_settings)
     with pytest.raises(ValueError):
-        build_message(
-            rendered,
-            to="ada@example.com\r\nBcc: all@example.com",
-            message_id="<abc@require2fa>",
-            settings=email_settings,
-        )
+        build_message(rendered, to=to, message_id=message_id, settings=email_settings)
+
+
+def test_a_subject_or_sender_with_a_line_break_is_refused(email_settings: Settings) -> None:
+    rendered = render(*CASES[1].values[:2], email_settings)
+    broken = Rendered(
+        subject="Join\r\nBcc: all@example.com", html=rendered.html, text=rendered.text
+    )
+    with pytest.raises(ValueError):
+        build_message(broken, to="ada@example.com", message_id="<a@b>", settings=email_settings)
+    sender = email_settings.replace(email_from="A <a@example.com>\r\nBcc: all@example.com")
+    with pytest.raises(ValueError):
+        build_message(rendered, to="ada@example.com", message_id="<a@b>", settings=sender)
 
 
 def test_the_environment_is_built_once(email_settings: Settings) -> None:

@@ -8,18 +8,18 @@ import random
 from collections import Counter
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from email.message import EmailMessage
 
 import aiosmtplib
 import asyncpg
 import redis
 import structlog
+from asyncpg.pool import PoolConnectionProxy
 
 from db import outbox
 from jobs.mail.rate import SendRate
 from jobs.mail.smtp import TRANSIENT, Smtp, describe
 from require2fa.email_classes import BULK_LANE
-from require2fa.emails import build_message, render
+from require2fa.emails import Message, build_message, render
 from require2fa.settings import Settings
 
 log = structlog.get_logger(__name__)
@@ -60,9 +60,12 @@ class Delivery:
     One task renders the messages a few steps ahead; one sender task per SMTP connection takes
     them in turn, so the server works on one connection while we render or talk on another.
 
-    A row is marked sent as soon as the server has accepted its message, before its connection
-    sends the next one: a crash at any point leaves at most one accepted message unmarked per
-    open connection, and only those go out a second time (with the same Message-ID).
+    A row is marked sent as soon as the server has accepted its message: one marking at a time,
+    in the background, of every row accepted since the last one began (`_mark`), while the
+    connections go on with their next message. A connection's next message is not handed to
+    the server before its previous one is marked, so a crash at any point leaves at most one
+    accepted message unmarked per open connection, and only those go out a second time (with
+    the same Message-ID).
     The claims on the batch last `lease`; `renew` (the dispatch's heartbeat) extends them while
     this process lives, and a row is sent only while its claim is known to hold.
     """
@@ -83,11 +86,15 @@ class Delivery:
         self.retry: list[tuple[int, int, float, str]] = []
         self.failed: list[tuple[int, int, str]] = []
         self.unavailable: BaseException | None = None  # the server cannot be reached now
+        self.marking: asyncio.Task[None] | None = None  # the marking in flight
+        self.next_mark: asyncio.Task[None] | None = None  # the one after it, for rows sent since
+        self.marks: list[asyncio.Task[None]] = []  # this batch's, awaited before recording
+        self.marker: PoolConnectionProxy | None = None  # the connection they mark on
         self.left = len(rows)
         self.left_in = Counter(row["lane"] for row in rows)  # rows not taken yet, by lane
         self.rows = rows
         self.held = {row["id"] for row in rows}  # rows whose claim is known to hold
-        self.prepared: asyncio.Queue[tuple[asyncpg.Record, EmailMessage | Exception] | None]
+        self.prepared: asyncio.Queue[tuple[asyncpg.Record, Message | Exception] | None]
         self.prepared = asyncio.Queue(maxsize=RENDER_AHEAD)
         # Past this, another dispatcher may claim these rows: what is not sent by then goes back.
         self.claim_ends = asyncio.get_running_loop().time() + lease.total_seconds() * 0.8
@@ -101,8 +108,14 @@ class Delivery:
             renderer.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await renderer
+            # Their failures put their rows back in `sent`, which `_record` marks again.
+            await asyncio.gather(*self.marks, return_exceptions=True)
+            self.marks = []
             # Recorded even when a sender failed: rows sent must not go out again.
-            await self._record()
+            try:
+                await self._record()
+            finally:
+                await self._release_marker()
             self.rows = []
 
     async def renew(self, lease: timedelta) -> None:
@@ -147,7 +160,7 @@ class Delivery:
     async def _prepare(self, rows: list[asyncpg.Record], senders: int) -> None:
         for row in rows:
             try:
-                item: EmailMessage | Exception = build_message(
+                item: Message | Exception = build_message(
                     render(row["template"], row["context"], self.settings),
                     to=row["to_address"],
                     message_id=row["message_id"],
@@ -168,6 +181,7 @@ class Delivery:
         self.failed.append((row["id"], row["attempts"], error))
 
     async def _send(self, smtp: Smtp) -> None:
+        marked: asyncio.Task[None] | None = None  # the marking of this connection's last email
         while (item := await self.prepared.get()) is not None:
             row, message = item
             self.left -= 1
@@ -200,12 +214,37 @@ class Delivery:
                 self._later(row, err)
                 await smtp.drop()
                 continue
-            await self._send_one(smtp, row, message)
+            if await self._send_one(smtp, row, message, marked):
+                marked = self._mark()
 
-    async def _send_one(self, smtp: Smtp, row: asyncpg.Record, message: EmailMessage) -> None:
-        """Sends one message on the open connection and records what became of it."""
+    async def _send_one(
+        self,
+        smtp: Smtp,
+        row: asyncpg.Record,
+        message: Message,
+        marked: asyncio.Task[None] | None,
+    ) -> bool:
+        """Sends one message on the open connection once `marked` (the marking of the previous
+        one) is done, and records what became of it; whether the server accepted it."""
+
+        async def ready() -> bool:
+            if marked is None:
+                return True
+            try:
+                await marked
+            except DATABASE_DOWN as err:
+                # Sending stops (the rest waits for a retry); the marks are tried again when
+                # the batch is recorded. The other connections finish their message.
+                log.warning("email.mark_failed", error=str(err))
+                self.unavailable = err
+                return False
+            return True
+
         try:
-            await smtp.send(message)
+            if not await smtp.send(message, ready=ready):
+                assert self.unavailable is not None
+                self._later(row, self.unavailable)
+                return False
         except aiosmtplib.SMTPRecipientsRefused as err:
             code = err.recipients[0].code if err.recipients else 0
             if code >= 500:
@@ -229,28 +268,39 @@ class Delivery:
             await smtp.drop()
         else:
             self.sent.append(row["id"])
-            try:
-                await self._flush_sent()  # before this connection sends anything else
-            except DATABASE_DOWN as err:
-                # Sending stops (the rest waits for a retry); the marks are tried again when
-                # the batch is recorded. The other connections finish their message first.
-                log.warning("email.mark_failed", error=str(err))
-                self.unavailable = err
+            return True
+        return False
+
+    def _mark(self) -> asyncio.Task[None]:
+        """The marking that will take the rows in `sent` now: the next one to start. One runs at
+        a time, so that the rows accepted while one is in flight go in one statement after it."""
+        if self.next_mark is None:
+            self.next_mark = asyncio.create_task(self._mark_after(self.marking))
+            self.marks.append(self.next_mark)
+        return self.next_mark
+
+    async def _mark_after(self, previous: asyncio.Task[None] | None) -> None:
+        if previous is not None:
+            await asyncio.wait([previous])  # its failure is its waiters'
+        self.marking, self.next_mark = self.next_mark, None
+        await self._flush_sent()
 
     async def _flush_sent(self) -> None:
         ids, self.sent = self.sent, []
         if not ids:
             return
         try:
-            marked = await _mark_sent(self.pool, ids)
+            # One connection for the batch's marks: no acquire and reset round trips per mark.
+            if self.marker is None:
+                self.marker = await self.pool.acquire()
+            marked = await outbox.mark_sent(self.marker, ids)
         except BaseException:
             self.sent.extend(ids)  # tried again when the batch is recorded
+            await self._release_marker()  # perhaps broken: the next mark takes another
             raise
         self.report.sent += marked  # added after the await: senders mark at the same time
 
-
-async def _mark_sent(pool: asyncpg.Pool, ids: list[int]) -> int:
-    if not ids:
-        return 0
-    async with pool.acquire() as conn:
-        return await outbox.mark_sent(conn, ids)
+    async def _release_marker(self) -> None:
+        marker, self.marker = self.marker, None
+        if marker is not None:
+            await self.pool.release(marker)
