@@ -143,11 +143,11 @@ async def remove_batch_now(
     pool: asyncpg.Pool, settings: Settings, run_id: int, batch_no: int
 ) -> BatchResult | None:
     """Removes (or blocks, by the organization's action), in one transaction, the batch's members
-    in scope who are still active and still have no second factor that the organization's level
-    accepts: members row, `member.pending` (`member.blocked`) entry and outbox email per member,
-    the run's counters, the batch marked done, the run's next batch recorded as sent (for the
-    caller to send). None when there was nothing to do (done already, run cancelled or
-    finished)."""
+    (a scoped run's: the scope's members it lists) in scope who are still active and still have
+    no second factor that the organization's level accepts: members row, `member.pending`
+    (`member.blocked`) entry and outbox email per member, the run's counters, the batch marked
+    done, the run's next batch recorded as sent (for the caller to send). None when there was
+    nothing to do (done already, run cancelled or finished)."""
     started = time.perf_counter()
     async with pool.acquire() as conn, conn.transaction():
         head = await batches.start_batch(conn, run_id, batch_no)
@@ -173,12 +173,13 @@ async def remove_batch_now(
             reinstatement_window=settings.reinstatement_window,
             run_id=run_id,
         )
+        skipped = head.covered(in_range) - removed
         next_batch = await planning.take_next(conn, run_id)
         run = await batches.finish_batch(
             conn,
             head,
             removed=removed,
-            skipped=in_range - removed,
+            skipped=skipped,
             seconds=time.perf_counter() - started,
         )
         if run["status"] == "completed":
@@ -192,7 +193,7 @@ async def remove_batch_now(
             )
     return BatchResult(
         removed=removed,
-        skipped=in_range - removed,
+        skipped=skipped,
         run_status=run["status"],
         next_batch=next_batch,
     )

@@ -226,6 +226,7 @@ def in_scope_sql(
     roles_sql: str = "o.require_2fa_scope_roles",
     teams_sql: str = "o.require_2fa_scope_teams",
     organization_id_sql: str | None = None,
+    among_sql: str | None = None,
 ) -> str:
     """SQL condition: the member `member_id_sql` (with role `role_sql`) is in the scope whose
     roles and team slugs the array expressions `roles_sql`, `teams_sql` give (both null or
@@ -234,18 +235,22 @@ def in_scope_sql(
     The teams' members are an `in (select …)`: with parameters for the scope (a statement over
     one organization, whose id `organization_id_sql` then is), the subquery does not depend on
     the row, and the planner reads the teams' members once (`member_teams_team`) into a hashed
-    subplan that each member probes, rather than a probe of `member_teams` per member."""
+    subplan that each member probes, rather than a probe of `member_teams` per member. A
+    statement that judges only a few members (a scoped run's batch) passes their ids as the
+    array expression `among_sql`: the subplan then reads only their teams (the primary key of
+    `member_teams`), not every member of the scope's teams, each time it runs."""
     roles, teams = _expression(roles_sql), _expression(teams_sql)
     same_org = (
         f" and tm.organization_id = {_expression(organization_id_sql)}"
         if organization_id_sql is not None
         else ""
     )
+    among = f" and mt.member_id = any({_expression(among_sql)})" if among_sql is not None else ""
     return (
         f"(coalesce(cardinality({roles}), 0) + coalesce(cardinality({teams}), 0) = 0"
         f" or coalesce({_expression(role_sql)} = any({roles}), false)"
         f" or {_expression(member_id_sql)} in (select mt.member_id from member_teams mt"
-        f" join teams tm on tm.id = mt.team_id where tm.slug = any({teams}){same_org}))"
+        f" join teams tm on tm.id = mt.team_id where tm.slug = any({teams}){same_org}{among}))"
     )
 
 
