@@ -147,6 +147,33 @@ async def count_noncompliant_directly(
     )
 
 
+async def first_noncompliant(
+    conn: asyncpg.Connection,
+    organization_id: int,
+    *,
+    except_user_id: int | None,
+    level: str,
+    scope: Scope,
+    limit: int,
+) -> list[asyncpg.Record]:
+    """The first `limit` members (by id) that `count_noncompliant_directly` counts at `level` and
+    in `scope`, which may be other than the organization's (what a change being confirmed would
+    ask): id, user_id, email, role, user_name."""
+    return await conn.fetch(
+        f"""select m.id, m.user_id, m.email, m.role, u.name as user_name
+            from members m join users u on u.id = m.user_id
+            where m.organization_id = $1 and m.user_id is distinct from $2
+              and {_NONCOMPLIANT_AT_LEVEL_SQL} and {IN_SCOPE_SQL}
+            order by m.id limit $6""",
+        organization_id,
+        except_user_id,
+        compliance.level_of(level),
+        list(scope[0] or []) or None,
+        list(scope[1] or []) or None,
+        limit,
+    )
+
+
 async def member_counts(conn: asyncpg.Connection, organization_id: int) -> asyncpg.Record:
     """members (active), enrolled (active with 2FA), exempt (active, exemption lasting),
     pending (by reason)."""
