@@ -14,9 +14,9 @@ from tests.oidc.test_sso_wiring import ORG, acme, configure, run_to_the_end  # n
 async def test_a_blocked_member_is_let_in_by_a_sign_in_with_the_providers_mfa(
     web: TestClient,
     oidc_provider: Provider,
-    acme,
+    acme,  # noqa: F811  (the fixture of test_sso_wiring.py)
     pool,
-    sso_settings: Settings,  # noqa: F811
+    sso_settings: Settings,
 ) -> None:
     headers = acme["headers"]
     await configure(web, oidc_provider, headers)
