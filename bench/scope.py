@@ -107,13 +107,7 @@ async def bound(
         has_2fa_user=compliance.second_factor_sql("u.id", level_sql="o.require_2fa_level"),
         has_2fa_candidate=compliance.second_factor_sql("c.user_id", level_sql="$4::text"),
         any_factor_candidate=compliance.second_factor_sql("c.user_id"),
-        in_scope=compliance.in_scope_sql(
-            "m.id",
-            "m.role",
-            roles_sql="$7::text[]",
-            teams_sql="$8::text[]",
-            organization_id_sql="$1",
-        ),
+        in_scope=enforce.bound_scope_sql(scoped=True),
     )
     await conn.execute("checkpoint")
     started = time.perf_counter()

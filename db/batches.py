@@ -138,7 +138,6 @@ def _candidates_sql(*, listed: bool) -> str:
         roles_sql="$6::text[]",
         teams_sql="$7::text[]",
         organization_id_sql="$1",
-        among_sql="$9::bigint[]" if listed else None,
     )
     members = "m.id between $2 and $3" + (" and m.id = any($9::bigint[])" if listed else "")
     return f"""select m.id, m.user_id, m.email from members m join users u on u.id = m.user_id
@@ -150,7 +149,8 @@ def _candidates_sql(*, listed: bool) -> str:
 
 
 _CANDIDATES_SQL = _candidates_sql(listed=False)
-# A scoped run's batch: only the members it lists (their ids in `$9`, within `$2`..`$3`).
+# A scoped run's batch: only the members it lists (their ids in `$9`, within `$2`..`$3`),
+# each judged in scope again (a probe of `member_teams`'s primary key).
 _CANDIDATES_LISTED_SQL = _candidates_sql(listed=True)
 
 

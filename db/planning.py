@@ -59,19 +59,15 @@ written as (
 select count(*) as batches, coalesce(sum(members), 0) as members from cut
 """
 
-# The same for the members in the scope whose roles and teams are `$4` and `$5`: each batch
-# lists its members (the scope's definition, `require2fa.compliance.in_scope_sql`, with the
-# teams' members read once into its hashed subplan).
+# The same for the members in the scope whose roles and teams are `$4` and `$5` (null: none):
+# the scope's members (`require2fa.compliance.scope_members_sql`, read from the teams' members,
+# not from every member), each batch listing its members.
 _PLAN_SCOPED_SQL = f"""
 with numbered as (
-    select m.id, (row_number() over (order by m.id) - 1) / $3 as batch_no
-    from members m
-    where m.organization_id = $2
-      and {
-    compliance.in_scope_sql(
-        "m.id", "m.role", roles_sql="$4::text[]", teams_sql="$5::text[]", organization_id_sql="$2"
-    )
-}),
+    select id, (row_number() over (order by id) - 1) / $3 as batch_no
+    from ({
+    compliance.scope_members_sql("$2::bigint", roles_sql="$4::text[]", teams_sql="$5::text[]")
+}) scoped),
 cut as (
     select batch_no, min(id) as first_id, max(id) as last_id, count(*) as members,
            array_agg(id order by id) as ids
@@ -91,7 +87,8 @@ async def plan(conn: asyncpg.Connection, run_id: int, *, batch_size: int) -> asy
     In the caller's transaction. A run already planned is returned as it is; a cancelled or
     finished one gives None. One statement numbers the organization's members, so memory does not
     grow with the organization. With a scope (`require2FAScope`), only the members in it, as the
-    organization has it now, are numbered, and each batch lists its members' ids: the run's
+    organization has it now (read from its teams' members and its roles), are numbered, and
+    each batch lists its members' ids: the run's
     batches, its total and its progress are the scope's, not the whole organization's (a batch
     judges its members again, so one who left the scope meanwhile is skipped; one who joins it
     meets the requirement already, `require2fa.members` refuses the change otherwise). Two
