@@ -20,7 +20,7 @@ import asyncpg
 import dramatiq
 import structlog
 
-from db import batches, planning, sweeper
+from db import batches, organizations, planning, sweeper
 from jobs.resources import current
 from jobs.retry import NO_RETRY, retry_options
 from require2fa import reminders, removal, run_summary
@@ -67,9 +67,12 @@ async def coordinate_run(
     *,
     batch_size: int = BATCH_SIZE,
     send: Callable[[int, int], object] | None = None,
+    base_url: str | None = None,
 ) -> int:
     """Plans the run (once) and sends `enforcement.remove_batch` for its first batches not yet
-    sent, up to `planning.WINDOW` of them in flight; each finished batch sends the next.
+    sent, up to `planning.WINDOW` of them in flight; each finished batch sends the next. A run
+    with nobody to judge (a scope without members) is completed by its plan, and, with
+    `base_url`, its owners' summary queued in the plan's transaction, as a last batch would.
 
     Returns how many batch messages it sent. Sending happens after the plan commits; what was
     sent is recorded, so a redelivered coordinator sends only what was not recorded. A second
@@ -84,6 +87,11 @@ async def coordinate_run(
         try:
             async with conn.transaction():
                 run = await planning.plan(conn, run_id, batch_size=batch_size)
+                if run is not None and run["status"] == "completed" and base_url is not None:
+                    org = await organizations.get(conn, run["organization_id"])
+                    await run_summary.queue(
+                        conn, run, base_url=base_url, org_name=org["name"], org_slug=org["slug"]
+                    )
             if run is None or run["status"] != "running":
                 return 0
             pending = await planning.unsent_batches(conn, run_id, window=planning.WINDOW)
@@ -125,7 +133,8 @@ def _send_all(send: Callable[[int, int], object], run_id: int, batch_nos: list[i
 )
 async def coordinate(run_id: int) -> None:
     """Plans run `run_id` into batch rows, marks it running, sends its batch messages."""
-    await coordinate_run(current().pool, run_id)
+    resources = current()
+    await coordinate_run(resources.pool, run_id, base_url=resources.settings.base_url)
 
 
 # --- One batch ---------------------------------------------------------------------------------

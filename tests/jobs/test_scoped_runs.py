@@ -185,3 +185,29 @@ async def test_a_scoped_run_walks_only_the_scope_and_survives_crashes(
         )
     assert len(left_alone) == 2 and outside == 0
     assert await sweep_now(pool, stale_after=timedelta(0)) == (0, 0)
+
+
+async def test_a_scope_without_members_completes_at_once_with_its_summary(pool, settings) -> None:
+    from jobs.enforcement import coordinate_run
+    from tests.factories import owner_and_org
+
+    owner, org = await owner_and_org(pool, "acme", "owner@example.com", has2fa=True, teams=("ops",))
+    async with pool.acquire() as conn, conn.transaction():
+        change = await organization_settings.change_organization(
+            conn,
+            organization_settings.SettingsChange(require_2fa=True, scope=Scope((), ("ops",))),
+            organization_id=org["id"],
+            actor=Actor(user_id=owner["id"], label=owner["email"]),
+            role="owner",
+            recently_authenticated=True,
+        )
+    run_id = change.run["id"]
+    for _ in range(2):  # a redelivered coordinator changes nothing
+        assert await coordinate_run(pool, run_id, base_url=settings.base_url) == 0
+    run = await run_row(pool, run_id)
+    assert (run["status"], run["total"], run["batches_total"]) == ("completed", 0, 0)
+    async with pool.acquire() as conn:
+        summaries = await conn.fetch(
+            "select to_address from email_outbox where template = 'enforcement_summary'"
+        )
+    assert [r["to_address"] for r in summaries] == ["owner@example.com"]
