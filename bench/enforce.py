@@ -186,6 +186,22 @@ async def fill_floor(conn: asyncpg.Connection, org_id: int) -> None:
     await conn.execute("vacuum analyze floor_members")
 
 
+def bound_scope_sql(*, scoped: bool) -> str:
+    """The bound's scope condition on `m` (roles `$7`, teams `$8`): with a scope, membership of
+    the scope's set (`compliance.scope_members_sql`, read from the team's members), the
+    shortest way; without, `compliance.in_scope_sql`, true at once for everyone."""
+    from require2fa import compliance
+
+    if scoped:
+        members = compliance.scope_members_sql(
+            "$1::bigint", roles_sql="$7::text[]", teams_sql="$8::text[]"
+        )
+        return f"m.id in ({members})"
+    return compliance.in_scope_sql(
+        "m.id", "m.role", roles_sql="$7::text[]", teams_sql="$8::text[]", organization_id_sql="$1"
+    )
+
+
 async def add_scope_team(conn: asyncpg.Connection, org_id: int, fraction: float) -> int:
     """A team `scoped` of about `fraction` of the organization's members (by a multiplicative
     hash of the id, so that it is spread over every batch); returns its size."""
@@ -407,13 +423,7 @@ async def bound_and_floor(
         has_2fa_user=compliance.second_factor_sql("u.id", level_sql="o.require_2fa_level"),
         has_2fa_candidate=compliance.second_factor_sql("c.user_id", level_sql="$4::text"),
         any_factor_candidate=compliance.second_factor_sql("c.user_id"),
-        in_scope=compliance.in_scope_sql(
-            "m.id",
-            "m.role",
-            roles_sql="$7::text[]",
-            teams_sql="$8::text[]",
-            organization_id_sql="$1",
-        ),
+        in_scope=bound_scope_sql(scoped=scope is not None),
     )
     bound_sql = statement.format(**pieces, **TABLES)
     floor_sql = statement.format(**pieces, **FLOOR_TABLES)

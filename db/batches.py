@@ -1,6 +1,7 @@
-"""One batch of a run: the removal of the members of one id range who have no second factor
-that the organization's level accepts (the removal itself is `db.removals.make_pending`, which
-every other way of making a member pending shares, under the same lock order).
+"""One batch of a run: the removal of the members of one id range (of a scoped run: the
+scope's members that the batch lists) who have no second factor that the organization's level
+accepts (the removal itself is `db.removals.make_pending`, which every other way of making a
+member pending shares, under the same lock order).
 
 Locks are always taken in the same order, so none of these can deadlock with another (the
 switch, `require2fa.organization_settings`, takes the organization FOR UPDATE):
@@ -43,8 +44,14 @@ class BatchHead:
     sso_idp: bool  # its identity provider's MFA counts (single sign-on with `mfa: idp`)
     first_member_id: int
     last_member_id: int
+    member_ids: list[int] | None  # a scoped run's batch: its members (None: the whole range)
     actor: Actor
     now: datetime
+
+    def covered(self, in_range: int) -> int:
+        """The members this batch accounts for (acted on or skipped): those it lists, else the
+        `in_range` members now in its id range."""
+        return len(self.member_ids) if self.member_ids is not None else in_range
 
 
 async def start_batch(conn: asyncpg.Connection, run_id: int, batch_no: int) -> BatchHead | None:
@@ -86,6 +93,7 @@ async def start_batch(conn: asyncpg.Connection, run_id: int, batch_no: int) -> B
         sso_idp=org["sso_mfa"] == "idp",
         first_member_id=batch["first_member_id"],
         last_member_id=batch["last_member_id"],
+        member_ids=batch["member_ids"],
         actor=Actor(
             user_id=batch["actor_user_id"],
             token_id=batch["actor_token_id"],
@@ -97,27 +105,15 @@ async def start_batch(conn: asyncpg.Connection, run_id: int, batch_no: int) -> B
 
 
 async def candidates(conn: asyncpg.Connection, head: BatchHead) -> list[Candidate]:
-    """Active members of the batch in the organization's scope, without a second factor that
-    the level accepts and without an exemption that lasts (and, to block, not blocked yet), with
-    their users locked (FOR UPDATE, in id order: the lock of `db.users.lock`, which 2FA
-    enrollment takes too, so that whoever commits first is seen by the other). Read before the
-    lock was granted: `db.removals.make_pending` (or `block`) checks each again."""
-    noncompliant = compliance.noncompliant_sql(
-        "u.id",
-        level_sql="$5::text",
-        exempt_until_sql="m.exempt_2fa_until",
-        idp_organization_sql="$1",
-    )
-    in_scope = compliance.in_scope_sql(
-        "m.id", "m.role", roles_sql="$6::text[]", teams_sql="$7::text[]", organization_id_sql="$1"
-    )
+    """Active members of the batch (its id range, or the members it lists) in the
+    organization's scope, without a second factor that the level accepts and without an
+    exemption that lasts (and, to block, not blocked yet), with their users locked (FOR UPDATE,
+    in id order: the lock of `db.users.lock`, which 2FA enrollment takes too, so that whoever
+    commits first is seen by the other). Read before the lock was granted:
+    `db.removals.make_pending` (or `block`) checks each again."""
+    listed = head.member_ids is not None
     rows = await conn.fetch(
-        f"""select m.id, m.user_id, m.email from members m join users u on u.id = m.user_id
-            where m.organization_id = $1 and m.id between $2 and $3
-              and u.id is distinct from $4 and {noncompliant} and {in_scope}
-              and ($8 <> 'block' or m.blocked_at is null)
-            order by u.id
-            for update of u""",
+        _CANDIDATES_LISTED_SQL if listed else _CANDIDATES_SQL,
         head.organization_id,
         head.first_member_id,
         head.last_member_id,
@@ -126,8 +122,38 @@ async def candidates(conn: asyncpg.Connection, head: BatchHead) -> list[Candidat
         head.scope_roles,
         head.scope_teams,
         head.action,
+        *([head.member_ids] if listed else []),
     )
     return [Candidate(row["id"], row["user_id"], row["email"]) for row in rows]
+
+
+def _candidates_sql(*, listed: bool) -> str:
+    noncompliant = compliance.noncompliant_sql(
+        "u.id",
+        level_sql="$5::text",
+        exempt_until_sql="m.exempt_2fa_until",
+        idp_organization_sql="$1",
+    )
+    in_scope = compliance.in_scope_sql(
+        "m.id",
+        "m.role",
+        roles_sql="$6::text[]",
+        teams_sql="$7::text[]",
+        organization_id_sql="$1",
+    )
+    members = "m.id between $2 and $3" + (" and m.id = any($9::bigint[])" if listed else "")
+    return f"""select m.id, m.user_id, m.email from members m join users u on u.id = m.user_id
+        where m.organization_id = $1 and {members}
+          and u.id is distinct from $4 and {noncompliant} and {in_scope}
+          and ($8 <> 'block' or m.blocked_at is null)
+        order by u.id
+        for update of u"""
+
+
+_CANDIDATES_SQL = _candidates_sql(listed=False)
+# A scoped run's batch: only the members it lists (their ids in `$9`, within `$2`..`$3`),
+# each judged in scope again (a probe of `member_teams`'s primary key).
+_CANDIDATES_LISTED_SQL = _candidates_sql(listed=True)
 
 
 async def finish_batch(

@@ -126,24 +126,70 @@ async def count_noncompliant_directly(
     `require2fa.compliance`'s conditions (the scope's included): the definition that the
     maintained count must equal.
 
-    Planned from the organization's members (the `(organization_id, id)` index) with a per-member
-    anti-join on the factors' partial index, so it costs in proportion to this organization."""
+    Planned from the organization's members (the `(organization_id, id)` index), or with a
+    scope from the scope's members, with a per-member anti-join on the factors' partial index,
+    so it costs in proportion to this organization (its scope)."""
     if level is None:
         level = await conn.fetchval(
             "select require_2fa_level from organizations where id = $1", organization_id
         )
     if scope is None:
         scope = await _scope_of(conn, organization_id)
+    roles, teams = list(scope[0] or []) or None, list(scope[1] or []) or None
+    if roles is None and teams is None:
+        return await conn.fetchval(
+            _COUNT_DIRECTLY_SQL, organization_id, except_user_id, compliance.level_of(level)
+        )
     return await conn.fetchval(
-        f"""select count(*) from members m
-            where m.organization_id = $1 and m.user_id is not null
-              and m.user_id is distinct from $2 and {_NONCOMPLIANT_AT_LEVEL_SQL}
-              and {IN_SCOPE_SQL}""",
+        _COUNT_SCOPE_DIRECTLY_SQL,
+        organization_id,
+        except_user_id,
+        compliance.level_of(level),
+        roles,
+        teams,
+    )
+
+
+_COUNT_DIRECTLY_SQL = f"""
+select count(*) from members m
+where m.organization_id = $1 and m.user_id is not null
+  and m.user_id is distinct from $2 and {_NONCOMPLIANT_AT_LEVEL_SQL}"""
+
+# With a scope: from its members (`compliance.scope_members_sql`, the teams' members read from
+# `member_teams_team`), not from every member of the organization.
+_COUNT_SCOPE_DIRECTLY_SQL = f"""
+select count(*) from members m
+where m.id in ({
+    compliance.scope_members_sql("$1::bigint", roles_sql="$4::text[]", teams_sql="$5::text[]")
+})
+  and m.organization_id = $1 and m.user_id is not null
+  and m.user_id is distinct from $2 and {_NONCOMPLIANT_AT_LEVEL_SQL}"""
+
+
+async def first_noncompliant(
+    conn: asyncpg.Connection,
+    organization_id: int,
+    *,
+    except_user_id: int | None,
+    level: str,
+    scope: Scope,
+    limit: int,
+) -> list[asyncpg.Record]:
+    """The first `limit` members (by id) that `count_noncompliant_directly` counts at `level` and
+    in `scope`, which may be other than the organization's (what a change being confirmed would
+    ask): id, user_id, email, role, user_name."""
+    return await conn.fetch(
+        f"""select m.id, m.user_id, m.email, m.role, u.name as user_name
+            from members m join users u on u.id = m.user_id
+            where m.organization_id = $1 and m.user_id is distinct from $2
+              and {_NONCOMPLIANT_AT_LEVEL_SQL} and {IN_SCOPE_SQL}
+            order by m.id limit $6""",
         organization_id,
         except_user_id,
         compliance.level_of(level),
         list(scope[0] or []) or None,
         list(scope[1] or []) or None,
+        limit,
     )
 
 

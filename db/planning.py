@@ -10,6 +10,7 @@ from collections.abc import Sequence
 import asyncpg
 
 from db.runs import ACTIVE
+from require2fa import compliance
 
 # Batch messages of one run in the queue or in a worker at a time: each finished batch sends its
 # run's next one, so another run's batches wait behind at most this many of each run, not
@@ -44,14 +45,57 @@ async def done_coordinating(conn: asyncpg.Connection, run_id: int) -> None:
     await conn.execute("select pg_advisory_unlock($1, $2)", PLAN_LOCK, run_id % 2**31)
 
 
+_PLAN_SQL = """
+with numbered as (
+    select id, (row_number() over (order by id) - 1) / $3 as batch_no
+    from members where organization_id = $2),
+cut as (
+    select batch_no, min(id) as first_id, max(id) as last_id, count(*) as members
+    from numbered group by batch_no),
+written as (
+    insert into enforcement_batches (run_id, batch_no, first_member_id, last_member_id)
+    select $1, batch_no, first_id, last_id from cut
+    on conflict do nothing)
+select count(*) as batches, coalesce(sum(members), 0) as members from cut
+"""
+
+# The same for the members in the scope whose roles and teams are `$4` and `$5` (null: none):
+# the scope's members (`require2fa.compliance.scope_members_sql`, read from the teams' members,
+# not from every member), each batch listing its members.
+_PLAN_SCOPED_SQL = f"""
+with numbered as (
+    select id, (row_number() over (order by id) - 1) / $3 as batch_no
+    from ({
+    compliance.scope_members_sql("$2::bigint", roles_sql="$4::text[]", teams_sql="$5::text[]")
+}) scoped),
+cut as (
+    select batch_no, min(id) as first_id, max(id) as last_id, count(*) as members,
+           array_agg(id order by id) as ids
+    from numbered group by batch_no),
+written as (
+    insert into enforcement_batches (run_id, batch_no, first_member_id, last_member_id,
+                                     member_ids)
+    select $1, batch_no, first_id, last_id, ids from cut
+    on conflict do nothing)
+select count(*) as batches, coalesce(sum(members), 0) as members from cut
+"""
+
+
 async def plan(conn: asyncpg.Connection, run_id: int, *, batch_size: int) -> asyncpg.Record | None:
     """Cuts a queued run into batches of `batch_size` members (by id) and marks it running.
 
     In the caller's transaction. A run already planned is returned as it is; a cancelled or
     finished one gives None. One statement numbers the organization's members, so memory does not
-    grow with the organization. Two coordinators of the same run take turns on an advisory lock;
-    the run row itself is only locked by the final UPDATE, so that turning the requirement off
-    does not wait for the planning of a large organization.
+    grow with the organization. With a scope (`require2FAScope`), only the members in it, as the
+    organization has it now (read from its teams' members and its roles), are numbered, and
+    each batch lists its members' ids: the run's
+    batches, its total and its progress are the scope's, not the whole organization's (a batch
+    judges its members again, so one who left the scope meanwhile is skipped; one who joins it
+    meets the requirement already, `require2fa.members` refuses the change otherwise). Two
+    coordinators of the same run take turns on an advisory lock; the run row itself is only
+    locked by the final UPDATE, so that turning the requirement off does not wait for the
+    planning of a large organization (a change of the scope meanwhile that needs a new run
+    cancels this one, and the final UPDATE then starts nothing).
     """
     await conn.execute("select pg_advisory_xact_lock($1, $2)", PLAN_LOCK, run_id % 2**31)
     run = await conn.fetchrow("select * from enforcement_runs where id = $1", run_id)
@@ -59,22 +103,22 @@ async def plan(conn: asyncpg.Connection, run_id: int, *, batch_size: int) -> asy
         return None
     if run["batches_total"] is not None:
         return run
-    planned = await conn.fetchrow(
-        """with numbered as (
-               select id, (row_number() over (order by id) - 1) / $3 as batch_no
-               from members where organization_id = $2),
-           cut as (
-               select batch_no, min(id) as first_id, max(id) as last_id, count(*) as members
-               from numbered group by batch_no),
-           written as (
-               insert into enforcement_batches (run_id, batch_no, first_member_id, last_member_id)
-               select $1, batch_no, first_id, last_id from cut
-               on conflict do nothing)
-           select count(*) as batches, coalesce(sum(members), 0) as members from cut""",
-        run_id,
+    scope = await conn.fetchrow(
+        """select require_2fa_scope_roles as roles, require_2fa_scope_teams as teams
+           from organizations where id = $1""",
         run["organization_id"],
-        batch_size,
     )
+    if scope is not None and (scope["roles"] or scope["teams"]):
+        planned = await conn.fetchrow(
+            _PLAN_SCOPED_SQL,
+            run_id,
+            run["organization_id"],
+            batch_size,
+            scope["roles"],
+            scope["teams"],
+        )
+    else:
+        planned = await conn.fetchrow(_PLAN_SQL, run_id, run["organization_id"], batch_size)
     # Only a run still queued starts: one cancelled meanwhile keeps its (unused) batch rows.
     return await conn.fetchrow(
         """update enforcement_runs

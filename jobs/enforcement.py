@@ -20,7 +20,7 @@ import asyncpg
 import dramatiq
 import structlog
 
-from db import batches, planning, sweeper
+from db import batches, organizations, planning, sweeper
 from jobs.resources import current
 from jobs.retry import NO_RETRY, retry_options
 from require2fa import reminders, removal, run_summary
@@ -67,9 +67,12 @@ async def coordinate_run(
     *,
     batch_size: int = BATCH_SIZE,
     send: Callable[[int, int], object] | None = None,
+    base_url: str | None = None,
 ) -> int:
     """Plans the run (once) and sends `enforcement.remove_batch` for its first batches not yet
-    sent, up to `planning.WINDOW` of them in flight; each finished batch sends the next.
+    sent, up to `planning.WINDOW` of them in flight; each finished batch sends the next. A run
+    with nobody to judge (a scope without members) is completed by its plan, and, with
+    `base_url`, its owners' summary queued in the plan's transaction, as a last batch would.
 
     Returns how many batch messages it sent. Sending happens after the plan commits; what was
     sent is recorded, so a redelivered coordinator sends only what was not recorded. A second
@@ -84,6 +87,11 @@ async def coordinate_run(
         try:
             async with conn.transaction():
                 run = await planning.plan(conn, run_id, batch_size=batch_size)
+                if run is not None and run["status"] == "completed" and base_url is not None:
+                    org = await organizations.get(conn, run["organization_id"])
+                    await run_summary.queue(
+                        conn, run, base_url=base_url, org_name=org["name"], org_slug=org["slug"]
+                    )
             if run is None or run["status"] != "running":
                 return 0
             pending = await planning.unsent_batches(conn, run_id, window=planning.WINDOW)
@@ -125,7 +133,8 @@ def _send_all(send: Callable[[int, int], object], run_id: int, batch_nos: list[i
 )
 async def coordinate(run_id: int) -> None:
     """Plans run `run_id` into batch rows, marks it running, sends its batch messages."""
-    await coordinate_run(current().pool, run_id)
+    resources = current()
+    await coordinate_run(resources.pool, run_id, base_url=resources.settings.base_url)
 
 
 # --- One batch ---------------------------------------------------------------------------------
@@ -143,11 +152,11 @@ async def remove_batch_now(
     pool: asyncpg.Pool, settings: Settings, run_id: int, batch_no: int
 ) -> BatchResult | None:
     """Removes (or blocks, by the organization's action), in one transaction, the batch's members
-    in scope who are still active and still have no second factor that the organization's level
-    accepts: members row, `member.pending` (`member.blocked`) entry and outbox email per member,
-    the run's counters, the batch marked done, the run's next batch recorded as sent (for the
-    caller to send). None when there was nothing to do (done already, run cancelled or
-    finished)."""
+    (a scoped run's: the scope's members it lists) in scope who are still active and still have
+    no second factor that the organization's level accepts: members row, `member.pending`
+    (`member.blocked`) entry and outbox email per member, the run's counters, the batch marked
+    done, the run's next batch recorded as sent (for the caller to send). None when there was
+    nothing to do (done already, run cancelled or finished)."""
     started = time.perf_counter()
     async with pool.acquire() as conn, conn.transaction():
         head = await batches.start_batch(conn, run_id, batch_no)
@@ -173,12 +182,13 @@ async def remove_batch_now(
             reinstatement_window=settings.reinstatement_window,
             run_id=run_id,
         )
+        skipped = head.covered(in_range) - removed
         next_batch = await planning.take_next(conn, run_id)
         run = await batches.finish_batch(
             conn,
             head,
             removed=removed,
-            skipped=in_range - removed,
+            skipped=skipped,
             seconds=time.perf_counter() - started,
         )
         if run["status"] == "completed":
@@ -192,7 +202,7 @@ async def remove_batch_now(
             )
     return BatchResult(
         removed=removed,
-        skipped=in_range - removed,
+        skipped=skipped,
         run_status=run["status"],
         next_batch=next_batch,
     )

@@ -229,12 +229,14 @@ def in_scope_sql(
 ) -> str:
     """SQL condition: the member `member_id_sql` (with role `role_sql`) is in the scope whose
     roles and team slugs the array expressions `roles_sql`, `teams_sql` give (both null or
-    empty: everyone).
+    empty: everyone; `organization_id_sql`, when given, the organization whose teams they are).
 
-    The teams' members are an `in (select …)`: with parameters for the scope (a statement over
-    one organization, whose id `organization_id_sql` then is), the subquery does not depend on
-    the row, and the planner reads the teams' members once (`member_teams_team`) into a hashed
-    subplan that each member probes, rather than a probe of `member_teams` per member."""
+    Judged member by member: the teams are an `exists` probe of the primary key of
+    `member_teams` (member, team), a few index entries whatever the teams' size. Not an
+    `in (select …)` of the teams' members: PostgreSQL hashes such a subplan only while it fits
+    in `work_mem`, and a team of 100,000 members (4 MB) would then be read again for every
+    member. A statement over a whole organization's scope starts from `scope_members_sql`
+    instead."""
     roles, teams = _expression(roles_sql), _expression(teams_sql)
     same_org = (
         f" and tm.organization_id = {_expression(organization_id_sql)}"
@@ -244,8 +246,27 @@ def in_scope_sql(
     return (
         f"(coalesce(cardinality({roles}), 0) + coalesce(cardinality({teams}), 0) = 0"
         f" or coalesce({_expression(role_sql)} = any({roles}), false)"
-        f" or {_expression(member_id_sql)} in (select mt.member_id from member_teams mt"
-        f" join teams tm on tm.id = mt.team_id where tm.slug = any({teams}){same_org}))"
+        f" or exists (select 1 from member_teams mt join teams tm on tm.id = mt.team_id"
+        f" where mt.member_id = {_expression(member_id_sql)}"
+        f" and tm.slug = any({teams}){same_org}))"
+    )
+
+
+def scope_members_sql(organization_id_sql: str, *, roles_sql: str, teams_sql: str) -> str:
+    """SQL query: the ids of the organization's members in the scope (`roles_sql`, `teams_sql`:
+    array parameters, null for a part the scope does not have), the set that `in_scope_sql`
+    tests member by member, for statements over a whole scope (a run's plan, a count) that
+    start from it rather than read every member: the members of the scope's teams from
+    `member_teams_team`, and those with one of its roles. A null part is planned away (its
+    `is not null` guard is false before anything is read). Empty for everyone: the caller
+    handles that case."""
+    org, roles, teams = (_expression(x) for x in (organization_id_sql, roles_sql, teams_sql))
+    return (
+        f"select sm.id from members sm where {roles} is not null"
+        f" and sm.organization_id = {org} and sm.role = any({roles})"
+        " union"
+        f" select mt.member_id from teams tm join member_teams mt on mt.team_id = tm.id"
+        f" where {teams} is not null and tm.organization_id = {org} and tm.slug = any({teams})"
     )
 
 

@@ -294,9 +294,8 @@ async def precheck(
 async def would_remove(
     pool: asyncpg.Pool, org: asyncpg.Record, planned: Plan, *, actor: Actor, limit: int
 ) -> rollout.Noncompliant:
-    """Who the planned change would remove (`rollout.noncompliant` at its level and in its
-    scope, the actor left out): the count, and the first `limit` names when the level and the
-    scope are the organization's own."""
+    """Who the planned change would remove, or block (`rollout.noncompliant` at its level and
+    in its scope, the actor left out): the count, and the first `limit` of them by name."""
     scope = planned.after.scope
     found = await rollout.noncompliant(
         pool,
@@ -305,7 +304,6 @@ async def would_remove(
         after_id=None,
         limit=limit + 1,
         level=planned.after.level,
-        names=planned.after.level == org["require_2fa_level"] and scope == Scope.of(org),
         scope=(scope.roles, scope.teams),
     )
     rows = [row for row in found.rows if row["user_id"] != actor.user_id][:limit]

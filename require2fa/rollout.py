@@ -32,23 +32,30 @@ async def noncompliant(
     after_id: int | None,
     limit: int,
     level: str | None = None,
-    names: bool = True,
     scope: counts.Scope | None = None,
 ) -> Noncompliant:
     """Who a run now would remove (at `level` and in `scope`, else the organization's): their
-    number and a page of them (`names`; the page is at the organization's own level and
-    scope)."""
+    number and a page of them (members rows at the organization's own level and scope; with a
+    `level` or `scope` given, the first `limit` of those, by `counts.first_noncompliant`)."""
     async with using(source) as conn:
         count = await counts.count_noncompliant(
             conn, org_id, except_user_id=except_user_id, level=level, scope=scope
         )
-        rows = (
-            await members.page(
+        if level is None and scope is None:
+            rows = await members.page(
                 conn, org_id, where=members.NONCOMPLIANT, after_id=after_id, limit=limit
             )
-            if names
-            else []
-        )
+        else:
+            org = await organizations.get(conn, org_id)
+            assert org is not None
+            rows = await counts.first_noncompliant(
+                conn,
+                org_id,
+                except_user_id=except_user_id,
+                level=level or org["require_2fa_level"],
+                scope=scope or (org["require_2fa_scope_roles"], org["require_2fa_scope_teams"]),
+                limit=limit,
+            )
     return Noncompliant(count=count, rows=rows)
 
 

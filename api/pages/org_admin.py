@@ -41,7 +41,7 @@ from require2fa import organization_settings, organizations, reauth, rollout
 from require2fa.errors import DomainError, Invalid
 from require2fa.members import ROLES
 from require2fa.organization_settings import SettingsChange
-from require2fa.requirement import Scope
+from require2fa.requirement import Requirement, Scope
 
 PREVIEW = 10  # members named in the confirm dialog; the rest are a link away
 LEVEL_LABELS = {
@@ -78,6 +78,7 @@ async def _settings(
     notice: str | None = None,
     preview: list[asyncpg.Record] | None = None,
     confirm_level: str | None = None,
+    confirm_policy: Requirement | None = None,
     turning_on: bool = True,
     confirm_off: bool = False,
     carried: list[tuple[str, str]] | None = None,
@@ -118,6 +119,7 @@ async def _settings(
         confirm_off=confirm_off,
         can_remind=access.role in MANAGERS,
         confirm_level=confirm_level or org["require_2fa_level"],
+        confirm_policy=confirm_policy or Requirement.of(org),
         turning_on=turning_on,
         levels=LEVEL_LABELS,
         level_options=LEVEL_OPTIONS,
@@ -125,6 +127,7 @@ async def _settings(
         emails=emails,
         window_days=request.app[SETTINGS].reinstatement_window.days,
         policy=await _policy(pool, org),
+        policy_scope=Scope.of(org),  # the members page's `is:noncompliant` is in this scope
         carried=carried or [],
     )
 
@@ -186,6 +189,7 @@ async def settings_page(request: web.Request) -> web.StreamResponse:
                 confirm=found.count,
                 preview=found.rows,
                 confirm_level=change.level,
+                confirm_policy=planned.after,
                 turning_on=planned.turns_on,
                 carried=[(k, v) for k, v in form.items() if k.startswith(_POLICY_FIELDS)],
             )
