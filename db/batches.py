@@ -70,8 +70,8 @@ async def start_batch(conn: asyncpg.Connection, run_id: int, batch_no: int) -> B
     if org is None or not org["require_2fa"]:
         return None
     batch = await conn.fetchrow(
-        """select b.first_member_id, b.last_member_id, b.done_at, r.status, r.actor_user_id,
-                  r.actor_token_id, r.actor_label, r.actor_ip, now() as now
+        """select b.first_member_id, b.last_member_id, b.member_ids, b.done_at, r.status,
+                  r.actor_user_id, r.actor_token_id, r.actor_label, r.actor_ip, now() as now
            from enforcement_batches b join enforcement_runs r on r.id = b.run_id
            where b.run_id = $1 and b.batch_no = $2
            for update of b""",
