@@ -1,5 +1,6 @@
 # Needs only make and Python 3.11+: PostgreSQL and Redis come from pip (see commands/devstack.py).
 #   make test PYTEST_ARGS="-k members -x"     extra pytest arguments
+#   make test TEST_WORKERS=0                  the suite in one process
 #   make venv PYTHON=python3.12               the interpreter that creates .venv
 
 PYTHON ?= python3
@@ -30,8 +31,14 @@ oidc-provider:
 	@test -d tests/oidc/node_modules || ! command -v npm >/dev/null \
 		|| npm ci --prefix tests/oidc --no-audit --no-fund
 
+# The suite runs in TEST_WORKERS processes (pytest-xdist; TEST_WORKERS=0 runs it in one). Each has
+# its own database, Redis namespace and RabbitMQ vhost (tests/conftest.py); the tests of an
+# `xdist_group` run in one of them.
+TEST_WORKERS ?= 3
+XDIST := -n $(TEST_WORKERS) --dist loadgroup
+
 test: venv oidc-provider
-	$(BIN)/python -m commands.testrun $(COVERAGE) $(PYTEST_ARGS)
+	$(BIN)/python -m commands.testrun $(XDIST) $(COVERAGE) $(PYTEST_ARGS)
 
 test-faults: venv
 	$(BIN)/python -m commands.testrun -m faults $(PYTEST_ARGS)
