@@ -40,17 +40,20 @@ XDIST := -n $(TEST_WORKERS) --dist loadgroup
 test: venv oidc-provider
 	$(BIN)/python -m commands.testrun $(XDIST) $(COVERAGE) $(PYTEST_ARGS)
 
+# In one process: each scenario already runs many, its figures are timings (docs/RELIABILITY.md),
+# and the tests/hosts/ ones clear away any network namespace of theirs they find.
 test-faults: venv
 	$(BIN)/python -m commands.testrun -m faults $(PYTEST_ARGS)
 
 # The real-browser tests alone (they are part of `make test` too); Debian's chromium, installed
 # here when missing (.ci/run does the same).
-test-browser: venv chromium
-	$(BIN)/python -m commands.testrun -m browser $(PYTEST_ARGS)
+test-browser: venv oidc-provider chromium
+	$(BIN)/python -m commands.testrun $(XDIST) -m browser $(PYTEST_ARGS)
 
 # The browser tests, saving a screenshot of each page at 1280 and 375 px in screens/.
-screenshots: venv chromium
-	SCREENSHOTS_DIR=$(CURDIR)/screens $(BIN)/python -m commands.testrun -m browser $(PYTEST_ARGS)
+screenshots: venv oidc-provider chromium
+	SCREENSHOTS_DIR=$(CURDIR)/screens $(BIN)/python -m commands.testrun $(XDIST) -m browser \
+		$(PYTEST_ARGS)
 
 chromium:
 	@command -v chromium >/dev/null || (apt-get update -qq && apt-get install -y -qq chromium)
