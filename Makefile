@@ -1,5 +1,6 @@
 # Needs only make and Python 3.11+: PostgreSQL and Redis come from pip (see commands/devstack.py).
 #   make test PYTEST_ARGS="-k members -x"     extra pytest arguments
+#   make test TEST_WORKERS=0                  the suite in one process
 #   make venv PYTHON=python3.12               the interpreter that creates .venv
 
 PYTHON ?= python3
@@ -30,20 +31,29 @@ oidc-provider:
 	@test -d tests/oidc/node_modules || ! command -v npm >/dev/null \
 		|| npm ci --prefix tests/oidc --no-audit --no-fund
 
-test: venv oidc-provider
-	$(BIN)/python -m commands.testrun $(COVERAGE) $(PYTEST_ARGS)
+# The suite runs in TEST_WORKERS processes (pytest-xdist; TEST_WORKERS=0 runs it in one). Each has
+# its own database, Redis namespace and RabbitMQ vhost (tests/conftest.py); the tests of an
+# `xdist_group` run in one of them.
+TEST_WORKERS ?= 3
+XDIST := -n $(TEST_WORKERS) --dist loadgroup
 
+test: venv oidc-provider
+	$(BIN)/python -m commands.testrun $(XDIST) $(COVERAGE) $(PYTEST_ARGS)
+
+# In one process: each scenario already runs many, its figures are timings (docs/RELIABILITY.md),
+# and the tests/hosts/ ones clear away any network namespace of theirs they find.
 test-faults: venv
 	$(BIN)/python -m commands.testrun -m faults $(PYTEST_ARGS)
 
 # The real-browser tests alone (they are part of `make test` too); Debian's chromium, installed
 # here when missing (.ci/run does the same).
-test-browser: venv chromium
-	$(BIN)/python -m commands.testrun -m browser $(PYTEST_ARGS)
+test-browser: venv oidc-provider chromium
+	$(BIN)/python -m commands.testrun $(XDIST) -m browser $(PYTEST_ARGS)
 
 # The browser tests, saving a screenshot of each page at 1280 and 375 px in screens/.
-screenshots: venv chromium
-	SCREENSHOTS_DIR=$(CURDIR)/screens $(BIN)/python -m commands.testrun -m browser $(PYTEST_ARGS)
+screenshots: venv oidc-provider chromium
+	SCREENSHOTS_DIR=$(CURDIR)/screens $(BIN)/python -m commands.testrun $(XDIST) -m browser \
+		$(PYTEST_ARGS)
 
 chromium:
 	@command -v chromium >/dev/null || (apt-get update -qq && apt-get install -y -qq chromium)

@@ -1,5 +1,7 @@
 """Real services for the tests: PostgreSQL (a fresh database per run), Redis, an SMTP server,
-and RabbitMQ for the tests that run on both brokers.
+and RabbitMQ for the tests that run on both brokers. A "run" is one pytest process: each of
+the processes of `pytest -n` (`make test`) has its own database, Redis namespace, RabbitMQ
+virtual host, SMTP port and DATA_DIR.
 
 Targets come from DATABASE_URL / REDIS_URL, else 127.0.0.1:5432 / :6379 (`make test` starts
 embedded servers when neither answers); RabbitMQ from RABBITMQ_URL, else 127.0.0.1:5672 as
@@ -25,6 +27,7 @@ import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from email import message_from_bytes, policy
 from email.message import EmailMessage
+from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
@@ -38,9 +41,21 @@ from dramatiq.brokers.rabbitmq import RabbitmqBroker
 from db.migrate import migrate
 from db.pool import create_pool
 from require2fa.settings import Settings
+from tests.security.totals import (  # noqa: F401  (hooks of this conftest)
+    pytest_sessionfinish,
+    pytest_terminal_summary,
+    pytest_testnodedown,
+)
 
 RUN_ID = uuid.uuid4().hex[:10]
-ADMIN_DSN = os.environ.get("DATABASE_URL") or "postgresql://postgres@127.0.0.1:5432/postgres"
+# The server given to the run. DATABASE_URL is then set to this process's own database (below),
+# and the processes of `pytest -n` inherit that environment: the given one travels under a name
+# of its own, so that each of them makes a database of its own on that server.
+ADMIN_DSN = (
+    os.environ.get("TEST_ADMIN_DATABASE_URL")
+    or os.environ.get("DATABASE_URL")
+    or "postgresql://postgres@127.0.0.1:5432/postgres"
+)
 REDIS_URL = os.environ.get("REDIS_URL") or "redis://127.0.0.1:6379/0"
 TEST_DB = f"require2fa_test_{RUN_ID}"
 TEST_DSN = urlunsplit(urlsplit(ADMIN_DSN)._replace(path=f"/{TEST_DB}"))
@@ -60,6 +75,7 @@ def _free_port() -> int:
 SMTP_PORT = _free_port()
 
 os.environ.update(
+    TEST_ADMIN_DATABASE_URL=ADMIN_DSN,
     ENVIRONMENT="development",
     DATABASE_URL=TEST_DSN,
     REDIS_URL=REDIS_URL,
@@ -328,12 +344,24 @@ def mailbox(smtp_server: tuple[Controller, Mailbox]) -> Mailbox:
 # --- The application ----------------------------------------------------------------------
 
 
+@pytest.fixture(scope="session", autouse=True)
+def run_data_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """DATA_DIR of this run (the console SMS file, the development mailbox), for the settings
+    below and the processes tests start: not the `.require2fa/` of the working directory, which
+    a developer's `require2fa dev` and the other pytest processes of the run share."""
+    path = tmp_path_factory.mktemp("data")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("DATA_DIR", str(path))
+        yield path
+
+
 @pytest.fixture
 def settings(
     database: str,
     redis_url: str,
     broker_url: str | None,
     smtp_server: tuple[Controller, Mailbox],
+    run_data_dir: Path,
 ) -> Settings:
     controller = smtp_server[0]
     return Settings(
@@ -344,6 +372,7 @@ def settings(
         redis_namespace=NAMESPACE,
         smtp_url=f"smtp://127.0.0.1:{controller.port}",
         base_url="http://testserver",
+        data_dir=str(run_data_dir),
     )
 
 

@@ -20,7 +20,8 @@ from commands.devstack import free_port
 from tests.conftest import NAMESPACE
 from tests.test_emails_render import CASES
 
-pytestmark = [pytest.mark.install, pytest.mark.timeout(180)]
+# One process runs them all, so that the venv (`installed`) is made once.
+pytestmark = [pytest.mark.install, pytest.mark.timeout(400), pytest.mark.xdist_group("install")]
 ROOT = Path(__file__).resolve().parents[1]
 # What `pip install .` reads; the rest of the tree (tests, venvs, caches) stays behind.
 LEFT_BEHIND = (".*", "build", "*.egg-info", "__pycache__", "tests", "bench", "screens")

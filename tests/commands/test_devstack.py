@@ -26,7 +26,8 @@ from commands.devstack import (
     tcp_open,
 )
 
-pytestmark = pytest.mark.timeout(300)
+# Its tests share one data directory (`data_dir`): one process runs them all.
+pytestmark = [pytest.mark.timeout(300), pytest.mark.xdist_group("devstack")]
 
 
 @pytest.fixture(scope="module")

@@ -30,7 +30,7 @@ from db import counts
 from db.audit import Actor
 from jobs.broker import build_broker
 from require2fa import organization_settings
-from tests.conftest import RABBITMQ_URL
+from tests.conftest import RABBITMQ_URL, _unavailable
 from tests.factories import create_user
 from tests.faults.deployment import CountingSink, Deployment, start_sink
 
@@ -99,7 +99,7 @@ def make_stack(
                 _rabbitmqctl("add_vhost", namespace)
                 _rabbitmqctl("set_permissions", "-p", namespace, "guest", ".*", ".*", ".*")
             except (OSError, subprocess.SubprocessError) as err:
-                pytest.skip(f"RabbitMQ is not reachable: {err}")
+                _unavailable("RabbitMQ", err)  # fails under CI=true, as in tests/conftest.py
             vhosts.append(namespace)
             broker_url = f"{RABBITMQ_URL.rstrip('/')}/{namespace}"
             env["BROKER_URL"] = broker_url

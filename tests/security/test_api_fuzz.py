@@ -15,7 +15,8 @@ content type, with a body that fits its schema and the headers it promises (`Lin
 `Retry-After`); an invalid case must not be answered 2xx (what the document calls invalid, the
 code refuses). Every case that breaks one is collected, and the operation's test fails listing
 them all. The totals (cases per caller, 5xx, schema violations, seconds) are printed at the end
-of the run (`tests/security/conftest.py`).
+of the run (`tests/security/totals.py`). The module's tests run in one process (its
+`xdist_group`): the last one checks what all of them sent.
 """
 
 from __future__ import annotations
@@ -28,7 +29,6 @@ import time
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from functools import cache
 from typing import Any
 
 import asyncpg
@@ -53,10 +53,12 @@ from schemathesis.specs.openapi.checks import (
 from api.app import create_app
 from api.openapi import build
 from db import members, organizations, users
-from require2fa.security import hash_password, new_token, token_hash
+from require2fa.security import new_token, token_hash
 from require2fa.settings import Settings
 from tests.conftest import NAMESPACE
+from tests.factories import password_hash
 
+pytestmark = pytest.mark.xdist_group("api-fuzz")
 SCHEMA = schemathesis.openapi.from_dict(build())
 OPERATIONS = {result.ok().label: result.ok() for result in SCHEMA.get_all_operations()}
 CALLERS = ("anonymous", "owner")
@@ -73,15 +75,9 @@ CHECKS = [
     # documented parameters and bodies are the ones the code accepts.
     negative_data_rejection,
 ]
-PASSWORD = "correct horse battery staple"
 
-# Filled as the tests run; `conftest.pytest_terminal_summary` prints them.
+# Filled as the tests run; `totals.pytest_terminal_summary` prints them.
 TOTALS: Counter[str] = Counter()
-
-
-@cache
-def _password_hash() -> str:
-    return hash_password(PASSWORD)
 
 
 # --- The application on a real socket -------------------------------------------------------
@@ -136,7 +132,7 @@ class World:
 
 async def _user(conn: asyncpg.Connection, email: str, *, has2fa: bool) -> asyncpg.Record:
     user = await users.create(
-        conn, email=email, name=email.split("@")[0], password_hash=_password_hash()
+        conn, email=email, name=email.split("@")[0], password_hash=password_hash()
     )
     assert user is not None
     if has2fa:
