@@ -57,9 +57,10 @@ removed as (
         expiry_reminded_at = null, blocked_at = null, blocked_by_run = null,
         removal_reason = case when {compliance.second_factor_sql("t.user_id")}
                               then '2fa-level' else '2fa' end
-    from t
+    from t, organizations o
     where m.id = t.member_id and m.organization_id = $6 and m.user_id = t.user_id
-      and m.id between $14 and $15
+      and m.id between $14 and $15 and o.id = $6
+      and {compliance.in_scope_sql("m.id", "m.role", organization_id_sql="$6")}
       and {
     compliance.noncompliant_sql(
         "t.user_id",
@@ -113,7 +114,8 @@ async def make_pending(
     event_reason: str | None = None,
 ) -> tuple[int, int]:
     """Makes pending those candidates that are, in this statement, still active with the same
-    user, within `member_range` (first and last member id) and still without a second factor
+    user, within `member_range` (first and last member id), still in the requirement's scope
+    (a role or team changed since the candidates were read is seen here) and without a factor
     that `level` accepts nor an exemption that lasts; writes their `member.pending` entries
     (reason `event_reason`, else the member's) and their Mandatory emails (an email whose
     dedupe key is taken already is not queued again).
@@ -154,9 +156,10 @@ with t as (
              as t(member_id, user_id, dedupe_key)),
 blocked as (
     update members m set blocked_at = $5, blocked_by_run = $4::bigint
-    from t
+    from t, organizations o
     where m.id = t.member_id and m.organization_id = $3 and m.user_id = t.user_id
-      and m.id between $10 and $11 and m.blocked_at is null
+      and m.id between $10 and $11 and m.blocked_at is null and o.id = $3
+      and {compliance.in_scope_sql("m.id", "m.role", organization_id_sql="$3")}
       and {
     compliance.noncompliant_sql(
         "t.user_id",
@@ -204,7 +207,8 @@ async def block(
     run_id: int | None,
 ) -> tuple[int, int]:
     """Blocks those candidates that are, in this statement, still active with the same user,
-    within `member_range`, not blocked yet and still without a factor that `level` accepts nor
+    within `member_range`, still in the requirement's scope, not blocked yet and without a
+    factor that `level` accepts nor
     an exemption that lasts; writes their `member.blocked` entries and their "Action required"
     emails (`context` shared, each with its `member_email`; `dedupe_keys` in the order of
     `found`: a key taken already queues nothing).

@@ -211,3 +211,62 @@ async def test_a_scope_without_members_completes_at_once_with_its_summary(pool, 
             "select to_address from email_outbox where template = 'enforcement_summary'"
         )
     assert [r["to_address"] for r in summaries] == ["owner@example.com"]
+
+
+@pytest.mark.parametrize("action", ["remove", "block"])
+async def test_a_member_who_leaves_the_scope_after_being_read_is_left_alone(
+    action, pool, settings
+) -> None:
+    """The batch's own steps, with a member taken out of the scope (role and team) by another
+    connection after the batch read its candidates and before it acts: the removal or block
+    statement judges the scope again, so that member stays as they are."""
+    from db import batches
+    from require2fa import removal
+
+    org_id, owner = await scoped_org(pool, settings, action)
+    run_id = await start_scoped_run(pool, org_id, owner)
+    await plan_without_sending(pool, run_id, batch_size=BATCH)
+    async with pool.acquire() as conn, conn.transaction():
+        head = await batches.start_batch(conn, run_id, 0)
+        assert head is not None
+        found = await batches.candidates(conn, head)
+        assert len(found) >= 2
+        leaving = found[0]
+        async with pool.acquire() as other, other.transaction():
+            await other.execute(
+                "update members set role = 'member' where id = $1", leaving.member_id
+            )
+            await other.execute("delete from member_teams where member_id = $1", leaving.member_id)
+        acted, _ = await removal.enforce(
+            conn,
+            organization=removal.Organization(
+                id=head.organization_id,
+                name=head.org_name,
+                slug=head.org_slug,
+                level=head.level,
+                now=head.now,
+                action=head.action,
+                sso_idp=head.sso_idp,
+            ),
+            found=found,
+            actor=head.actor,
+            member_range=(head.first_member_id, head.last_member_id),
+            base_url=settings.base_url,
+            secret_key=settings.secret_key,
+            reinstatement_window=settings.reinstatement_window,
+            run_id=run_id,
+        )
+    assert acted == len(found) - 1
+    async with pool.acquire() as conn:
+        left = await conn.fetchrow(
+            "select user_id, pending_reason, blocked_at from members where id = $1",
+            leaving.member_id,
+        )
+        others = await conn.fetchval(
+            """select count(*) from members where id = any($1::bigint[])
+                 and (pending_reason is not null or blocked_at is not null)""",
+            [c.member_id for c in found[1:]],
+        )
+    assert left["user_id"] == leaving.user_id
+    assert left["pending_reason"] is None and left["blocked_at"] is None
+    assert others == len(found) - 1
