@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import time
 import weakref
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 
@@ -21,6 +21,7 @@ import dramatiq
 import structlog
 
 from db import batches, organizations, planning, sweeper
+from db.removals import Candidate
 from jobs.resources import current
 from jobs.retry import NO_RETRY, retry_options
 from require2fa import reminders, removal, run_summary
@@ -148,6 +149,35 @@ class BatchResult:
     next_batch: int | None = None  # the run's batch to send now (recorded as sent)
 
 
+async def act_on(
+    conn: asyncpg.Connection,
+    head: batches.BatchHead,
+    found: Sequence[Candidate],
+    settings: Settings,
+) -> tuple[int, int]:
+    """The organization's action (`removal.enforce`) on the batch's candidates, in the caller's
+    transaction: (acted on, members in the batch's id range)."""
+    return await removal.enforce(
+        conn,
+        organization=removal.Organization(
+            id=head.organization_id,
+            name=head.org_name,
+            slug=head.org_slug,
+            level=head.level,
+            now=head.now,
+            action=head.action,
+            sso_idp=head.sso_idp,
+        ),
+        found=found,
+        actor=head.actor,
+        member_range=(head.first_member_id, head.last_member_id),
+        base_url=settings.base_url,
+        secret_key=settings.secret_key,
+        reinstatement_window=settings.reinstatement_window,
+        run_id=head.run_id,
+    )
+
+
 async def remove_batch_now(
     pool: asyncpg.Pool, settings: Settings, run_id: int, batch_no: int
 ) -> BatchResult | None:
@@ -163,25 +193,7 @@ async def remove_batch_now(
         if head is None:
             return None
         found = await batches.candidates(conn, head)  # their users locked
-        removed, in_range = await removal.enforce(
-            conn,
-            organization=removal.Organization(
-                id=head.organization_id,
-                name=head.org_name,
-                slug=head.org_slug,
-                level=head.level,
-                now=head.now,
-                action=head.action,
-                sso_idp=head.sso_idp,
-            ),
-            found=found,
-            actor=head.actor,
-            member_range=(head.first_member_id, head.last_member_id),
-            base_url=settings.base_url,
-            secret_key=settings.secret_key,
-            reinstatement_window=settings.reinstatement_window,
-            run_id=run_id,
-        )
+        removed, in_range = await act_on(conn, head, found, settings)
         skipped = head.covered(in_range) - removed
         next_batch = await planning.take_next(conn, run_id)
         run = await batches.finish_batch(

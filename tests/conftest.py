@@ -34,6 +34,7 @@ import asyncpg
 import dramatiq
 import pytest
 import redis as sync_redis
+import redis.asyncio as aioredis
 from aiohttp.test_utils import TestClient
 from aiosmtpd.controller import Controller
 from dramatiq.brokers.rabbitmq import RabbitmqBroker
@@ -163,6 +164,18 @@ def _forget_redis_state(request: pytest.FixtureRequest) -> Iterator[None]:
         for key in client.scan_iter(f"{NAMESPACE}:{pattern}:*"):
             client.delete(key)
     client.close()
+
+
+@pytest.fixture
+async def redis(redis_url: str) -> AsyncIterator[aioredis.Redis]:
+    """An asyncio Redis client on the tests' server; the email dispatch's keys of this run
+    (rate buckets, leases) are deleted after the test."""
+    client = aioredis.Redis.from_url(redis_url)
+    yield client
+    keys = [key async for key in client.scan_iter(f"{NAMESPACE}:email:*")]
+    if keys:
+        await client.delete(*keys)
+    await client.aclose()
 
 
 # --- Dramatiq ------------------------------------------------------------------------------

@@ -2,24 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-import redis.asyncio as aioredis
 
 from api.app import create_app
 from commands.devstack import MailSink
 from db import outbox
 from jobs import email as email_jobs
 from require2fa.settings import Settings
-
-
-@pytest.fixture
-async def redis(redis_url: str) -> AsyncIterator[aioredis.Redis]:
-    client = aioredis.Redis.from_url(redis_url)
-    yield client
-    await client.aclose()
 
 
 async def deliver_to_sink(pool, redis, settings: Settings, data_dir: Path, orgs: list[str]) -> None:

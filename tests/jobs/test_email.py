@@ -11,14 +11,13 @@ import datetime as dt
 import ipaddress
 import ssl
 from collections import Counter
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from urllib.parse import quote
 
 import asyncpg
 import dramatiq
 import pytest
 import redis as sync_redis
-import redis.asyncio as aioredis
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import AuthResult, LoginPassword
 from cryptography import x509
@@ -96,16 +95,6 @@ async def time_passes(pool: asyncpg.Pool) -> None:
 def assert_each_once(mailbox: Mailbox, addresses: list[str]) -> None:
     received = Counter(str(m["To"]) for m in mailbox.messages)
     assert received == Counter(addresses)
-
-
-@pytest.fixture
-async def redis(redis_url: str) -> AsyncIterator[aioredis.Redis]:
-    client = aioredis.Redis.from_url(redis_url)
-    yield client
-    keys = [key async for key in client.scan_iter(f"{NAMESPACE}:email:*")]
-    if keys:
-        await client.delete(*keys)
-    await client.aclose()
 
 
 def start_server(handler: object, port: int | None = None, **kwargs: object) -> Controller:

@@ -7,30 +7,18 @@ from __future__ import annotations
 
 import asyncio
 from collections import defaultdict
-from collections.abc import AsyncIterator
 
 import asyncpg
 import pytest
-import redis.asyncio as aioredis
 
 from db import outbox
 from jobs import email as email_jobs
 from require2fa.emails import render
-from tests.conftest import NAMESPACE, Mailbox
+from tests.conftest import Mailbox
 from tests.jobs.test_email import queue, rows, start_server
 from tests.test_emails_render import CASES
 
 NOT_ASCII = "Société Générale — 日本語チーム"
-
-
-@pytest.fixture
-async def redis(redis_url: str) -> AsyncIterator[aioredis.Redis]:
-    client = aioredis.Redis.from_url(redis_url)
-    yield client
-    keys = [key async for key in client.scan_iter(f"{NAMESPACE}:email:*")]
-    if keys:
-        await client.delete(*keys)
-    await client.aclose()
 
 
 async def test_every_template_arrives_as_it_was_rendered(pool, redis, settings, mailbox) -> None:

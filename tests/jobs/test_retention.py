@@ -5,12 +5,9 @@ the audit log's old months are dropped whole, and none of it changes what a pers
 from __future__ import annotations
 
 import re
-from collections.abc import AsyncIterator
 from datetime import timedelta
 
 import asyncpg
-import pytest
-import redis.asyncio as aioredis
 
 from db import outbox, runs
 from db.audit import Actor
@@ -22,13 +19,6 @@ from tests.jobs.test_enforcement import start_run
 
 DAY = timedelta(days=1)
 KEEP = dict(outbox_retention=30 * DAY, audit_retention=400 * DAY)
-
-
-@pytest.fixture
-async def redis(redis_url: str) -> AsyncIterator[aioredis.Redis]:
-    client = aioredis.Redis.from_url(redis_url)
-    yield client
-    await client.aclose()
 
 
 async def fetch(pool: asyncpg.Pool, sql: str, *args: object) -> list[asyncpg.Record]:

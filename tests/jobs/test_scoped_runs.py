@@ -10,9 +10,9 @@ from datetime import timedelta
 import asyncpg
 import pytest
 
-from db import counts, users
+from db import batches, counts, users
 from db.audit import Actor
-from jobs.enforcement import remove_batch, remove_batch_now, sweep_now
+from jobs.enforcement import act_on, remove_batch, remove_batch_now, sweep_now
 from require2fa import organization_settings
 from require2fa.requirement import Scope
 from tests.jobs.test_enforcement import (
@@ -220,9 +220,6 @@ async def test_a_member_who_leaves_the_scope_after_being_read_is_left_alone(
     """The batch's own steps, with a member taken out of the scope (role and team) by another
     connection after the batch read its candidates and before it acts: the removal or block
     statement judges the scope again, so that member stays as they are."""
-    from db import batches
-    from require2fa import removal
-
     org_id, owner = await scoped_org(pool, settings, action)
     run_id = await start_scoped_run(pool, org_id, owner)
     await plan_without_sending(pool, run_id, batch_size=BATCH)
@@ -237,25 +234,7 @@ async def test_a_member_who_leaves_the_scope_after_being_read_is_left_alone(
                 "update members set role = 'member' where id = $1", leaving.member_id
             )
             await other.execute("delete from member_teams where member_id = $1", leaving.member_id)
-        acted, _ = await removal.enforce(
-            conn,
-            organization=removal.Organization(
-                id=head.organization_id,
-                name=head.org_name,
-                slug=head.org_slug,
-                level=head.level,
-                now=head.now,
-                action=head.action,
-                sso_idp=head.sso_idp,
-            ),
-            found=found,
-            actor=head.actor,
-            member_range=(head.first_member_id, head.last_member_id),
-            base_url=settings.base_url,
-            secret_key=settings.secret_key,
-            reinstatement_window=settings.reinstatement_window,
-            run_id=run_id,
-        )
+        acted, _ = await act_on(conn, head, found, settings)
     assert acted == len(found) - 1
     async with pool.acquire() as conn:
         left = await conn.fetchrow(

@@ -5,11 +5,9 @@ the logs hold no token either."""
 from __future__ import annotations
 
 import re
-from collections.abc import AsyncIterator
 
 import asyncpg
 import pytest
-import redis.asyncio as aioredis
 from aiohttp.test_utils import TestServer
 
 from api.app import create_app
@@ -20,13 +18,6 @@ from tests.factories import add_member, create_user, link_in, owner_and_org, tok
 from tests.jobs.test_enforcement import plan_without_sending, start_run
 
 LINK = re.compile(r"http://testserver/accept/(\d+)/([\w-]+)/")
-
-
-@pytest.fixture
-async def redis(redis_url: str) -> AsyncIterator[aioredis.Redis]:
-    client = aioredis.Redis.from_url(redis_url)
-    yield client
-    await client.aclose()
 
 
 async def rows_holding(pool: asyncpg.Pool, needle: str) -> list[str]:
