@@ -10,9 +10,9 @@ import re
 
 import pytest
 
-from require2fa import totp
+from tests.browser.test_admin_console import sign_in
 from tests.browser.test_owner import owner_with_totp, watch_until
-from tests.factories import PASSWORD, add_member, create_org, create_user
+from tests.factories import add_member, create_org, create_user
 
 pytestmark = pytest.mark.browser
 
@@ -41,13 +41,7 @@ async def test_owner_scopes_and_blocks_through_the_settings_page_and_sees_it_on_
         owner_id = await conn.fetchval("select id from users where email = 'olive@example.com'")
     await acme_with_teams(pool, owner_id)
 
-    await page.goto(base + "/auth/login/")
-    await page.get_by_label("Email", exact=True).fill("olive@example.com")
-    await page.get_by_label("Password").fill(PASSWORD)
-    await page.get_by_role("button", name="Sign in", exact=True).click()
-    await page.get_by_label("Code").fill(totp.code_at(secret, totp.current_step()))
-    await page.get_by_role("button", name="Verify").click()
-    await page.wait_for_url(base + "/")
+    await sign_in(page, base, "olive@example.com", secret)
 
     # Block, only #web: the dialog counts and names the two web members without a factor.
     await page.goto(base + "/organizations/acme/settings/")
